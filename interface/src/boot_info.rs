@@ -1,0 +1,154 @@
+//! What the VMM tells the kernel at entry, and what the kernel reports back.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// A byte range in guest memory holding `count` NUL-terminated strings laid
+/// end to end (args, environment `KEY=VALUE` pairs). `len` counts every byte
+/// including the NULs.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct StringList {
+    /// Guest address of the first byte.
+    pub addr: u64,
+    /// Total length in bytes.
+    pub len: u64,
+    /// Number of strings.
+    pub count: u64,
+}
+
+/// The image's thread-local-storage template (its `PT_TLS` segment), as
+/// loaded: the kernel copies `file_size` bytes from `addr` and zeroes the
+/// rest up to `mem_size` for every thread.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct TlsTemplate {
+    /// Guest address of the initialised part (0 when the image has no TLS).
+    pub addr: u64,
+    /// Bytes of initialised data.
+    pub file_size: u64,
+    /// Total size of the block, including zero-initialised data.
+    pub mem_size: u64,
+    /// Required alignment (a power of two, at least 1).
+    pub align: u64,
+}
+
+/// Number of CPL0 entry counters: one per exception/interrupt vector that
+/// the supervisor distinguishes (vectors 0..=31), then
+/// [`CPL0_COUNTER_OTHER_IRQ`] and [`CPL0_COUNTER_GATE`].
+pub const CPL0_COUNTERS: usize = 34;
+/// Counter index for interrupts with vectors 32..=255.
+pub const CPL0_COUNTER_OTHER_IRQ: usize = 32;
+/// Counter index for entries through the privileged-operation gate.
+pub const CPL0_COUNTER_GATE: usize = 33;
+
+/// Filled in by the kernel while it runs; the VMM reads it after the guest
+/// has exited (no exit is spent on it). The VMM never trusts these values
+/// for anything but display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct KernelReport {
+    /// Nanoseconds from the kernel's first instruction to the call of the
+    /// application's runtime entry (std's `runtime_entry`, then `main`).
+    pub init_ns: u64,
+    /// Entries into CPL0 code, by kind (see [`CPL0_COUNTERS`]).
+    pub cpl0_entries: [u64; CPL0_COUNTERS],
+}
+
+impl Default for KernelReport {
+    fn default() -> Self {
+        Self {
+            init_ns: 0,
+            cpl0_entries: [0; CPL0_COUNTERS],
+        }
+    }
+}
+
+/// Boot information at [`crate::layout::BOOT_INFO_ADDR`]; the boot vCPU
+/// starts at the image's entry point with its address in `rdi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct BootInfo {
+    /// [`crate::MAGIC`].
+    pub magic: u64,
+    /// [`crate::INTERFACE_VERSION`].
+    pub version: u32,
+    /// Number of vCPUs.
+    pub cpu_count: u32,
+    /// Guest RAM is `[0, mem_size)`.
+    pub mem_size: u64,
+    /// Lowest address of the loaded image.
+    pub image_start: u64,
+    /// One past the highest address of the loaded image.
+    pub image_end: u64,
+    /// First address of RAM the kernel may allocate from (page aligned);
+    /// everything from here to `mem_size` is free.
+    pub free_start: u64,
+    /// Thread-local storage template of the image.
+    pub tls: TlsTemplate,
+    /// Time-stamp counter frequency in kHz (`KVM_GET_TSC_KHZ`).
+    pub tsc_khz: u64,
+    /// Host wall-clock time when the VMM started, in ns since the Unix epoch.
+    pub boot_wall_ns: u64,
+    /// Guest time-stamp counter value corresponding to `boot_wall_ns` (the
+    /// guest TSC read just before the first instruction runs).
+    pub boot_tsc: u64,
+    /// Program arguments; the first is the program name.
+    pub args: StringList,
+    /// Environment, `KEY=VALUE` strings.
+    pub env: StringList,
+    /// Kernel command line (one string, space separated `key=value` words).
+    pub cmdline: StringList,
+    /// Bit flags, see [`boot_flags`].
+    pub flags: u64,
+    /// Filled in by the kernel.
+    pub report: KernelReport,
+}
+
+/// Bits of [`BootInfo::flags`].
+pub mod boot_flags {
+    /// The user asked for `--verbose`: the kernel sends its log.
+    pub const VERBOSE: u64 = 1 << 0;
+}
+
+impl BootInfo {
+    /// Whether magic and version match this build of the interface.
+    pub fn is_compatible(&self) -> bool {
+        self.magic == crate::MAGIC && self.version == crate::INTERFACE_VERSION
+    }
+
+    /// Byte offset of the report within the boot info, so that the VMM can
+    /// read back just that part.
+    pub const REPORT_OFFSET: usize = core::mem::offset_of!(BootInfo, report);
+}
+
+const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::layout::PAGE_SIZE as usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::FromZeros;
+
+    #[test]
+    fn boot_info_round_trips_through_bytes() {
+        let mut info = BootInfo::new_zeroed();
+        info.magic = crate::MAGIC;
+        info.version = crate::INTERFACE_VERSION;
+        info.report.cpl0_entries[3] = 7;
+        let bytes = info.as_bytes().to_vec();
+        let back = BootInfo::read_from_bytes(&bytes).expect("sized");
+        assert!(back.is_compatible());
+        assert_eq!(back.report.cpl0_entries[3], 7);
+    }
+
+    #[test]
+    fn other_version_is_incompatible() {
+        let mut info = BootInfo::new_zeroed();
+        info.magic = crate::MAGIC;
+        info.version = crate::INTERFACE_VERSION + 1;
+        assert!(!info.is_compatible());
+    }
+}

@@ -1,0 +1,56 @@
+//! Linux error numbers (`include/uapi/asm-generic/errno-base.h` and
+//! `errno.h`), which hermit-abi and Rust's std for hermit use unchanged.
+//! The kernel returns them negated from `sys_*` functions and hypercalls.
+
+/// An error number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+macro_rules! errnos {
+    ($($name:ident = $num:literal, $doc:literal;)*) => {
+        $( #[doc = $doc] pub const $name: Errno = Errno($num); )*
+
+        impl Errno {
+            /// The symbolic name, e.g. `"ENOENT"`.
+            pub fn name(self) -> &'static str {
+                match self.0 {
+                    $( $num => stringify!($name), )*
+                    _ => "E?",
+                }
+            }
+        }
+    };
+}
+
+errnos! {
+    EPERM = 1, "Operation not permitted";
+    ENOENT = 2, "No such file or directory";
+    EINTR = 4, "Interrupted system call";
+    EIO = 5, "I/O error";
+    EBADF = 9, "Bad file descriptor";
+    EAGAIN = 11, "Try again";
+    ENOMEM = 12, "Out of memory";
+    EACCES = 13, "Permission denied";
+    EFAULT = 14, "Bad address";
+    EEXIST = 17, "File exists";
+    ENOTDIR = 20, "Not a directory";
+    EISDIR = 21, "Is a directory";
+    EINVAL = 22, "Invalid argument";
+    ENOSPC = 28, "No space left on device";
+    ESPIPE = 29, "Illegal seek";
+    EROFS = 30, "Read-only file system";
+    ERANGE = 34, "Result out of range";
+    EDEADLK = 35, "Resource deadlock would occur";
+    ENAMETOOLONG = 36, "File name too long";
+    ENOSYS = 38, "Function not implemented";
+    ENOTEMPTY = 39, "Directory not empty";
+    ELOOP = 40, "Too many symbolic links encountered";
+    ETIMEDOUT = 110, "Connection timed out";
+}
+
+impl Errno {
+    /// The negative value that `sys_*` functions return.
+    pub fn negated(self) -> i32 {
+        -self.0
+    }
+}

@@ -1,0 +1,1 @@
+//! Guest integration tests live in tests/.
