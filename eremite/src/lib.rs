@@ -1,0 +1,13 @@
+//! Link a Rust program with the eremite kernel.
+//!
+//! Add `eremite` as a dependency, write `use eremite as _;` in `main.rs`,
+//! and build for `x86_64-unknown-hermit` with
+//! `-Zbuild-std=std,panic_abort`: the build script links the kernel into
+//! the executable, which `eremite run` then boots.
+//!
+//! Compiled for the application's target (with SSE), this crate also
+//! provides what the hermit target expects from its C library: the memory
+//! intrinsics ([`mem`]).
+#![no_std]
+
+mod mem;

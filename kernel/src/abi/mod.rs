@@ -1,0 +1,50 @@
+//! hermit-abi: the `sys_*` functions Rust's std calls on
+//! `target_os = "hermit"` (hermit-abi 0.5, as pinned by the toolchain's
+//! std), exported with C linkage and unmangled names.
+//!
+//! Each function only turns raw pointers into checked references through
+//! [`user`] (the one place with pointer `unsafe`), calls the core (`mm`,
+//! `time`, `sched`, `console`) and maps `Result<_, Errno>` to the ABI's
+//! negative-errno form with [`ret`]. Functions not implemented yet return
+//! `-ENOSYS` from [`unsupported`]. `#[unsafe(no_mangle)]` is why this
+//! module allows `unsafe_code`; `unsafe` blocks live in `user.rs` only.
+#![allow(unsafe_code)]
+
+mod entropy;
+mod io;
+mod mem;
+mod process;
+mod sync;
+mod time;
+mod unsupported;
+mod user;
+
+use eremite_interface::errno::Errno;
+
+/// Map a result to the ABI's return form: the value, or `-errno`.
+trait AbiReturn {
+    type Raw;
+    fn ret(self) -> Self::Raw;
+}
+
+impl AbiReturn for Result<i32, Errno> {
+    type Raw = i32;
+    fn ret(self) -> i32 {
+        self.unwrap_or_else(Errno::negated)
+    }
+}
+
+impl AbiReturn for Result<usize, Errno> {
+    type Raw = isize;
+    fn ret(self) -> isize {
+        match self {
+            Ok(n) => isize::try_from(n).unwrap_or(isize::MAX),
+            Err(e) => e.negated() as isize,
+        }
+    }
+}
+
+/// `result.ret()` as a function, for brevity at call sites.
+fn ret<R: AbiReturn>(result: R) -> R::Raw {
+    result.ret()
+}

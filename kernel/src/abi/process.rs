@@ -1,0 +1,62 @@
+//! Process-wide calls: exit, abort, ids, sizes, CPU count.
+
+use eremite_interface::hypercall::ExitKind;
+use eremite_interface::layout::PAGE_SIZE;
+
+use crate::{boot, console, hypervisor};
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_exit(status: i32) -> ! {
+    console::flush();
+    hypervisor::exit(ExitKind::Exit, status)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_abort() -> ! {
+    console::flush();
+    hypervisor::exit(ExitKind::Abort, 0)
+}
+
+/// The one process of the VM has a fixed id.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_getpid() -> i32 {
+    1
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_getpagesize() -> i32 {
+    PAGE_SIZE as i32
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_available_parallelism() -> usize {
+    boot::info().map_or(1, |info| info.cpu_count.max(1) as usize)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_get_processor_count() -> usize {
+    sys_available_parallelism()
+}
+
+/// Every `sys_*` function returns its error; there is no errno variable.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_get_errno() -> i32 {
+    0
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_errno() -> i32 {
+    0
+}
+
+/// With one thread there is nobody to yield to.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_yield() {}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_get_priority() -> u8 {
+    2
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_set_priority(_tid: u32, _prio: u8) {}

@@ -1,0 +1,57 @@
+//! Futexes (under std's Mutex, Condvar, RwLock, Once, park) and the
+//! task-blocking calls.
+
+use eremite_interface::errno::{self, Errno};
+use eremite_interface::hypercall::ExitKind;
+
+use super::time::Timespec;
+use super::{ret, user};
+use crate::{console, hypervisor, sched, time};
+
+/// `timeout` is relative rather than absolute (hermit-abi).
+const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
+
+fn futex_wait(addr: *mut u32, expected: u32, timeout: *const Timespec, flags: u32) -> Result<i32, Errno> {
+    if flags & !FUTEX_RELATIVE_TIMEOUT != 0 {
+        return Err(errno::EINVAL);
+    }
+    let word = user::atomic_u32(addr).map_err(|_| errno::EINVAL)?;
+    let timeout_ns = if timeout.is_null() {
+        None
+    } else {
+        let ns = user::read(timeout)?.to_ns()?;
+        Some(if flags & FUTEX_RELATIVE_TIMEOUT != 0 {
+            ns
+        } else {
+            ns.saturating_sub(time::monotonic_ns())
+        })
+    };
+    sched::futex_wait(word, expected, timeout_ns).map(|()| 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_futex_wait(addr: *mut u32, expected: u32, timeout: *const Timespec, flags: u32) -> i32 {
+    ret(futex_wait(addr, expected, timeout, flags))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_futex_wake(addr: *mut u32, count: i32) -> i32 {
+    ret(user::atomic_u32(addr).map_err(|_| errno::EINVAL).map(|word| sched::futex_wake(word, count)))
+}
+
+/// Block the only thread: nothing can wake it.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_block_current_task() {
+    console::flush();
+    hypervisor::exit(ExitKind::Deadlock, 0)
+}
+
+/// Block for `timeout_ms` milliseconds (nothing else can wake us).
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_block_current_task_with_timeout(timeout_ms: u64) {
+    time::sleep_ns(timeout_ms.saturating_mul(1_000_000));
+}
+
+/// There is no other task to wake.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_wakeup_taskt(_tid: u32) {}

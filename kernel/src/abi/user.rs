@@ -1,0 +1,66 @@
+//! Checked access to memory named by the application.
+//!
+//! Every pointer an application passes to a `sys_*` function goes through
+//! here: null, misaligned, outside guest RAM, or wrapping around the
+//! address space → `EFAULT`, never a kernel fault. (Application and kernel
+//! share one address space, so a checked range is a valid one.)
+
+use core::mem::{align_of, size_of};
+
+use eremite_interface::errno::{self, Errno};
+
+use crate::mm;
+
+fn check(addr: u64, len: usize, align: usize) -> Result<(), Errno> {
+    if addr % align as u64 != 0 || !mm::is_ram(addr, len as u64) {
+        return Err(errno::EFAULT);
+    }
+    Ok(())
+}
+
+/// The `len` bytes at `ptr`, for reading.
+pub(super) fn slice<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], Errno> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    check(ptr as u64, len, 1)?;
+    // SAFETY: the range is mapped RAM (checked). The application owns it
+    // and does not mutate it during the call (the ABI's contract for input
+    // buffers); u8 has no invalid values.
+    Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
+}
+
+/// The `len` bytes at `ptr`, for writing.
+pub(super) fn slice_mut<'a>(ptr: *mut u8, len: usize) -> Result<&'a mut [u8], Errno> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    check(ptr as u64, len, 1)?;
+    // SAFETY: the range is mapped RAM (checked) handed to us as an output
+    // buffer, which the application does not touch during the call.
+    Ok(unsafe { core::slice::from_raw_parts_mut(ptr, len) })
+}
+
+/// Read a `T` from application memory.
+pub(super) fn read<T: Copy>(ptr: *const T) -> Result<T, Errno> {
+    check(ptr as u64, size_of::<T>(), align_of::<T>())?;
+    // SAFETY: aligned, inside RAM (checked); callers only use plain-data
+    // ABI structs for `T`, valid for any bit pattern.
+    Ok(unsafe { ptr.read_volatile() })
+}
+
+/// Write a `T` to application memory.
+pub(super) fn write<T: Copy>(ptr: *mut T, value: T) -> Result<(), Errno> {
+    check(ptr as u64, size_of::<T>(), align_of::<T>())?;
+    // SAFETY: aligned, inside RAM (checked); an output parameter.
+    unsafe { ptr.write_volatile(value) };
+    Ok(())
+}
+
+/// An application's 32-bit futex word.
+pub(super) fn atomic_u32<'a>(ptr: *mut u32) -> Result<&'a core::sync::atomic::AtomicU32, Errno> {
+    check(ptr as u64, 4, 4)?;
+    // SAFETY: aligned, inside RAM (checked); AtomicU32 has the layout of
+    // u32, and all access to a futex word is atomic by the ABI's contract.
+    Ok(unsafe { core::sync::atomic::AtomicU32::from_ptr(ptr) })
+}

@@ -1,0 +1,134 @@
+//! Everything x86_64: the only assembly, port I/O, TSC, RDRAND, FS base,
+//! the IDT and the CPL0 supervisor.
+//!
+//! # Global assumptions (stated once, relied on everywhere)
+//! - The library OS and the application run together at **CPL3** in one
+//!   identity-mapped address space prepared by the VMM (or the PVH entry):
+//!   long mode, paging, GDT/TSS/IDT memory, CR0/CR4/EFER and XCR0 are set
+//!   before our first instruction. The kernel never executes `mov cr*`,
+//!   `lgdt`, `xsetbv` or any other privileged instruction at CPL3.
+//! - Only the supervisor (`supervisor.rs`) runs at CPL0: integer-only entry
+//!   stubs, free of SSE, `xsave*`, `xgetbv`, `rdtscp`, `int3`, because on
+//!   PVM hosts CPL0 code is emulated and those instructions kill the VM.
+//! - Every IDT vector uses an IST stack, so an event never runs on the
+//!   interrupted stack and the application's red zone survives.
+//! - The kernel is built without SSE (`x86_64-unknown-none`), so CPL0 entry
+//!   never needs to save FP state; the application's FP state is untouched
+//!   by the kernel.
+#![allow(unsafe_code)]
+
+mod entry;
+mod supervisor;
+
+pub(crate) use supervisor::{ExceptionFrame, install_idt};
+
+use core::arch::asm;
+use eremite_interface::hypercall::{self, Port};
+
+/// Make a hypercall: one `out` of the request's guest-physical address to
+/// the call's port. The VMM reads the request and writes results back into
+/// it before the guest resumes.
+pub(crate) fn hypercall<T>(port: Port, request: &mut T) {
+    let addr = request as *mut T as u64;
+    let Some(value) = hypercall::encode_request_addr(addr) else {
+        // Every request lives in identity-mapped RAM below MAX_MEMORY and
+        // is 8-byte aligned by its type; anything else is a kernel bug.
+        panic!("hypercall request at {addr:#x} cannot be encoded");
+    };
+    // SAFETY: `out` to a hypercall port only transfers control to the VMM,
+    // which reads and writes `request` (a live, exclusively borrowed value)
+    // and nothing else of ours. The default asm memory clobber makes the
+    // compiler write `request` before and re-read it after.
+    unsafe {
+        asm!("out dx, eax", in("dx") port as u16, in("eax") value, options(nostack, preserves_flags));
+    }
+}
+
+/// Read the time-stamp counter.
+#[inline]
+pub(crate) fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: `rdtsc` is allowed at CPL3 (CR4.TSD is clear) and only reads.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Spin-wait hint.
+#[inline]
+pub(crate) fn pause() {
+    core::hint::spin_loop();
+}
+
+/// One 64-bit random value from the CPU's DRNG, or `None` if it stayed
+/// busy for a few tries (Intel DRNG guide, 5.2.1: retry up to 10 times).
+pub(crate) fn rdrand64() -> Option<u64> {
+    for _ in 0..10 {
+        let value: u64;
+        let ok: u8;
+        // SAFETY: `rdrand` only writes its destination and CF; it is
+        // available at CPL3. The VMM passes the host's CPUID through.
+        unsafe {
+            asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok,
+                 options(nomem, nostack));
+        }
+        if ok != 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Set the FS base of this CPU (the thread pointer, for TLS).
+pub(crate) fn set_fs_base(value: u64) {
+    // SAFETY: CR4.FSGSBASE is set by the VMM, so `wrfsbase` works at CPL3;
+    // FS is only used for the current thread's TLS, which the caller set up.
+    unsafe { asm!("wrfsbase {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Switch to `stack_top` and call `entry(a0, a1, a2)` there; never returns.
+/// The old stack is abandoned.
+///
+/// # Safety
+/// `stack_top` must be the 16-byte aligned top of a writable stack that
+/// nothing else uses, large enough for `entry`.
+pub(crate) unsafe fn call_on_stack(
+    stack_top: u64,
+    entry: extern "C" fn(u64, u64, u64) -> !,
+    args: [u64; 3],
+) -> ! {
+    // SAFETY: the caller guarantees the stack; `entry` never returns, so
+    // nothing of the old frame is used again.
+    unsafe {
+        asm!(
+            "mov rsp, {top}",
+            "xor ebp, ebp",
+            "call {entry}",
+            "ud2",
+            top = in(reg) stack_top,
+            entry = in(reg) entry,
+            in("rdi") args[0], in("rsi") args[1], in("rdx") args[2],
+            options(noreturn),
+        )
+    }
+}
+
+/// The boot info the VMM prepared.
+///
+/// # Safety
+/// Call only with the address the entry point received, before anything
+/// writes the boot info page.
+pub(crate) unsafe fn read_boot_info(addr: u64) -> eremite_interface::BootInfo {
+    // SAFETY: the VMM put a `BootInfo` at this identity-mapped, page-aligned
+    // address (checked against the layout by the caller) and nothing writes
+    // it concurrently during boot.
+    unsafe { core::ptr::read_volatile(addr as *const eremite_interface::BootInfo) }
+}
+
+/// Write one 64-bit value of the kernel report (which the VMM reads after
+/// the run) at `addr`.
+pub(crate) fn write_report_word(addr: u64, value: u64) {
+    debug_assert!(addr % 8 == 0);
+    // SAFETY: callers pass addresses inside the `KernelReport` of the boot
+    // info page, which is RAM the VMM gave us and no Rust reference covers.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
+}

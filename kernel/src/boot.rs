@@ -1,0 +1,150 @@
+//! From the first instruction to the application's `main`.
+//!
+//! 1. check the boot info's magic and version;
+//! 2. install the supervisor's exception gates;
+//! 3. clocks, console, heap;
+//! 4. the main thread: TLS block, stack, argv and envp arrays;
+//! 5. record the boot time in the kernel report and call std's
+//!    `runtime_entry(argc, argv, envp)` on the main stack.
+//!
+//! `unsafe` here: reading the boot info, handing RAM to the heap, and the
+//! jump to the main stack and into std.
+
+#![allow(unsafe_code)]
+
+use alloc::vec::Vec;
+use core::ffi::c_char;
+
+use eremite_interface::hypercall::ExitKind;
+use eremite_interface::layout::{self, BOOT_DATA_ADDR, BOOT_DATA_END};
+use eremite_interface::{BootInfo, KernelReport, StringList, boot_flags};
+use spin::Once;
+
+use crate::console::klog;
+use crate::{arch, console, hypervisor, mm, time};
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+
+/// Largest main-thread stack; smaller guests get an eighth of their RAM.
+const MAIN_STACK_MAX_BYTES: u64 = 8 << 20;
+
+unsafe extern "C" {
+    /// Rust std's entry for `target_os = "hermit"`
+    /// (`library/std/src/sys/pal/hermit/mod.rs`): sets up the environment,
+    /// runs `main`, then calls `sys_exit`.
+    fn runtime_entry(argc: i32, argv: *const *const c_char, env: *const *const c_char) -> !;
+}
+
+/// The boot info, once boot has read it.
+pub(crate) fn info() -> Option<&'static BootInfo> {
+    BOOT_INFO.get()
+}
+
+/// Called by `_start` on the boot stack at CPL3.
+pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
+    let entry_tsc = arch::rdtsc();
+    if boot_info_addr != layout::BOOT_INFO_ADDR {
+        fatal("boot info is not at the agreed address");
+    }
+    // SAFETY: the address is the one the layout fixes, checked above, and
+    // this is the first and only read during boot.
+    let info = *BOOT_INFO.call_once(|| unsafe { arch::read_boot_info(boot_info_addr) });
+    if !info.is_compatible() {
+        fatal("boot info has another magic or interface version than this kernel");
+    }
+    arch::install_idt();
+    if info.tsc_khz == 0 {
+        fatal("the VMM did not give a TSC frequency");
+    }
+    time::init(info.tsc_khz, info.boot_tsc, info.boot_wall_ns);
+    console::set_verbose(info.flags & boot_flags::VERBOSE != 0);
+
+    if info.free_start >= info.mem_size || info.free_start < info.image_end {
+        fatal("no free memory above the image");
+    }
+    // SAFETY: the VMM reserves nothing above `free_start` (boot info
+    // contract), and this is the only call.
+    if !unsafe { mm::init(info.free_start, info.mem_size) } {
+        fatal("free memory too small for a heap");
+    }
+    klog!(
+        "eremite kernel: {} MiB RAM, image {:#x}..{:#x}, heap from {:#x}, TSC {} kHz",
+        info.mem_size >> 20,
+        info.image_start,
+        info.image_end,
+        info.free_start,
+        info.tsc_khz
+    );
+
+    let Some(thread_pointer) = mm::create_tls(&info.tls) else {
+        fatal("out of memory for the main thread's TLS block");
+    };
+    arch::set_fs_base(thread_pointer);
+
+    let args = pointer_array(&info.args);
+    let env = pointer_array(&info.env);
+    let argc = i32::try_from(args.len().saturating_sub(1)).unwrap_or(0);
+
+    let stack_bytes = (info.mem_size / 8).min(MAIN_STACK_MAX_BYTES) & !(layout::PAGE_SIZE - 1);
+    let stack = mm::alloc(stack_bytes as usize, layout::PAGE_SIZE as usize);
+    if stack.is_null() {
+        fatal("out of memory for the main thread's stack");
+    }
+    let stack_top = stack as u64 + stack_bytes;
+
+    let init_ns = time::ticks_to_ns(arch::rdtsc().saturating_sub(entry_tsc));
+    arch::write_report_word(
+        layout::BOOT_INFO_ADDR
+            + BootInfo::REPORT_OFFSET as u64
+            + core::mem::offset_of!(KernelReport, init_ns) as u64,
+        init_ns,
+    );
+    klog!("kernel init took {} us; calling main with {} args", init_ns / 1000, argc);
+
+    let argv = args.leak().as_ptr() as u64;
+    let envp = env.leak().as_ptr() as u64;
+    // SAFETY: `stack_top` is the 16-byte aligned end of a fresh allocation
+    // of `stack_bytes` that nothing else uses; `enter_main` never returns.
+    unsafe { arch::call_on_stack(stack_top, enter_main, [argc as u64, argv, envp]) }
+}
+
+extern "C" fn enter_main(argc: u64, argv: u64, envp: u64) -> ! {
+    // SAFETY: argv and envp are NULL-terminated arrays of pointers to
+    // NUL-terminated strings that live for the whole run (leaked above, in
+    // the boot data area); argc counts the non-NULL entries of argv.
+    unsafe {
+        runtime_entry(argc as i32, argv as *const *const c_char, envp as *const *const c_char)
+    }
+}
+
+/// The C-style array for a string list from the boot data area: one
+/// pointer per NUL-terminated string, then NULL. Strings outside the boot
+/// data area, or not terminated, end the list early.
+fn pointer_array(list: &StringList) -> Vec<*const c_char> {
+    let mut pointers = Vec::new();
+    let Some(end) = list.addr.checked_add(list.len) else {
+        pointers.push(core::ptr::null());
+        return pointers;
+    };
+    if list.addr >= BOOT_DATA_ADDR && end <= BOOT_DATA_END {
+        let bytes = mm::boot_data(list.addr, list.len);
+        let mut start = 0;
+        for _ in 0..list.count {
+            let Some(nul) = bytes[start..].iter().position(|&b| b == 0) else { break };
+            pointers.push(bytes[start..].as_ptr().cast::<c_char>());
+            start += nul + 1;
+        }
+    }
+    pointers.push(core::ptr::null());
+    pointers
+}
+
+/// Boot cannot go on: say why and stop the VM.
+fn fatal(why: &str) -> ! {
+    use core::fmt::Write as _;
+    let _ = writeln!(
+        console::DirectWriter::new(eremite_interface::hypercall::Stream::Stderr),
+        "eremite kernel: boot failed: {why}"
+    );
+    hypervisor::exit(ExitKind::KernelPanic, 0)
+}

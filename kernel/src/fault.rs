@@ -1,0 +1,118 @@
+//! Reports of fatal events: CPU exceptions (from the supervisor's upcall)
+//! and kernel panics. A report names the event, the registers that matter
+//! and a short backtrace, then stops the VM with a distinct exit kind.
+//!
+//! The backtrace follows the frame-pointer chain (the kernel and the
+//! examples are built with frame pointers), checking every step against
+//! guest RAM so a corrupt stack ends the trace instead of faulting again.
+//! Addresses are printed as offsets into the image too, for `addr2line`.
+
+use core::fmt::Write as _;
+
+use eremite_interface::hypercall::{ExitKind, Stream};
+
+use crate::arch::ExceptionFrame;
+use crate::console::{self, DirectWriter};
+use crate::{boot, hypervisor, mm};
+
+const MAX_FRAMES: usize = 16;
+
+fn vector_name(vector: u64) -> &'static str {
+    // SDM vol. 3A, table 6-1.
+    match vector {
+        0 => "divide error (#DE)",
+        1 => "debug (#DB)",
+        2 => "non-maskable interrupt",
+        3 => "breakpoint (#BP)",
+        4 => "overflow (#OF)",
+        5 => "bound range exceeded (#BR)",
+        6 => "invalid opcode (#UD)",
+        7 => "device not available (#NM)",
+        8 => "double fault (#DF)",
+        10 => "invalid TSS (#TS)",
+        11 => "segment not present (#NP)",
+        12 => "stack-segment fault (#SS)",
+        13 => "general protection (#GP)",
+        14 => "page fault (#PF)",
+        16 => "x87 floating-point error (#MF)",
+        17 => "alignment check (#AC)",
+        18 => "machine check (#MC)",
+        19 => "SIMD floating-point exception (#XM)",
+        20 => "virtualization exception (#VE)",
+        21 => "control protection (#CP)",
+        _ => "reserved exception",
+    }
+}
+
+struct Location(u64);
+
+impl core::fmt::Display for Location {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#x}", self.0)?;
+        if let Some(info) = boot::info() {
+            if (info.image_start..info.image_end).contains(&self.0) {
+                write!(f, " (image+{:#x})", self.0 - info.image_start)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Print the exception report and exit; runs on the upcall stack at CPL3.
+pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
+    console::flush();
+    let mut out = DirectWriter::new(Stream::Stderr);
+    let _ = writeln!(
+        out,
+        "eremite: CPU exception {} {} at RIP {}",
+        frame.vector,
+        vector_name(frame.vector),
+        Location(frame.rip)
+    );
+    let _ = write!(out, "  error code {:#x}", frame.error_code);
+    if frame.vector == 14 {
+        let _ = write!(
+            out,
+            ", CR2 {:#x} ({} {} access)",
+            frame.cr2,
+            if frame.error_code & 1 != 0 { "protection violation on" } else { "unmapped page on" },
+            if frame.error_code & 2 != 0 { "write" } else { "read" }
+        );
+    } else {
+        let _ = write!(out, ", CR2 {:#x}", frame.cr2);
+    }
+    let _ = writeln!(out, ", RSP {:#x}, RBP {:#x}, CPL {}", frame.rsp, frame.rbp, frame.cs & 3);
+    let _ = writeln!(out, "backtrace:");
+    let _ = writeln!(out, "  #0 {}", Location(frame.rip));
+    let mut rbp = frame.rbp;
+    for depth in 1..MAX_FRAMES {
+        let Some((next, return_address)) = read_frame(rbp) else { break };
+        if return_address == 0 {
+            break;
+        }
+        let _ = writeln!(out, "  #{depth} {}", Location(return_address));
+        if next <= rbp {
+            break;
+        }
+        rbp = next;
+    }
+    drop(out);
+    let code = i32::try_from(frame.vector).unwrap_or(-1);
+    hypervisor::exit(ExitKind::Exception, code)
+}
+
+/// The saved frame pointer and return address of the frame at `rbp`.
+fn read_frame(rbp: u64) -> Option<(u64, u64)> {
+    if rbp % 8 != 0 || !mm::is_ram(rbp, 16) {
+        return None;
+    }
+    let words = mm::read_words::<2>(rbp);
+    Some((words[0], words[1]))
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::flush();
+    let _ = writeln!(DirectWriter::new(Stream::Stderr), "eremite kernel panic: {info}");
+    hypervisor::exit(ExitKind::KernelPanic, 0)
+}

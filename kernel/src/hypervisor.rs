@@ -1,0 +1,37 @@
+//! Calls to the VMM, as typed functions over [`arch::hypercall`].
+
+use eremite_interface::errno::Errno;
+use eremite_interface::hypercall::{ConsoleWrite, Exit, ExitKind, Port, Sleep, Stream};
+
+use crate::arch;
+
+/// Write `bytes` to the host stream; returns bytes written.
+pub(crate) fn console_write(stream: Stream, bytes: &[u8]) -> Result<usize, Errno> {
+    let mut request = ConsoleWrite {
+        stream: stream as u32,
+        reserved: 0,
+        buf: bytes.as_ptr() as u64,
+        len: bytes.len() as u64,
+        result: 0,
+    };
+    arch::hypercall(Port::ConsoleWrite, &mut request);
+    if request.result < 0 {
+        Err(Errno(i32::try_from(-request.result).unwrap_or(eremite_interface::errno::EIO.0)))
+    } else {
+        Ok(usize::try_from(request.result).unwrap_or(0))
+    }
+}
+
+/// Stop the VM. The caller flushes the console first.
+pub(crate) fn exit(kind: ExitKind, code: i32) -> ! {
+    let mut request = Exit { code, kind: kind as u32 };
+    loop {
+        arch::hypercall(Port::Exit, &mut request);
+    }
+}
+
+/// Block this vCPU on the host for up to `duration_ns`.
+pub(crate) fn sleep(duration_ns: u64) {
+    let mut request = Sleep { duration_ns };
+    arch::hypercall(Port::Sleep, &mut request);
+}

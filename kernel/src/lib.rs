@@ -1,0 +1,23 @@
+//! eremite's library OS.
+//!
+//! Linked with one application into one image and run at CPL3 by the
+//! eremite VMM (see `docs/design.md`). The layers:
+//! - [`arch`]: the only assembly: entry, CPL0 supervisor, port I/O, TSC;
+//! - [`abi`]: hermit-abi's `sys_*` functions, a thin layer that checks
+//!   pointers and calls the core;
+//! - the ABI-neutral core: [`boot`], [`console`], [`mm`], [`time`],
+//!   [`sched`], [`fault`], [`hypervisor`].
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+mod abi;
+mod arch;
+mod boot;
+mod console;
+mod fault;
+mod hypervisor;
+mod mm;
+mod sched;
+mod time;
