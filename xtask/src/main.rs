@@ -1,1 +1,149 @@
-fn main() {}
+//! `cargo xtask` (behind `./x`): the one task runner, used by developers and
+//! CI alike.
+//!
+//! ```text
+//! ./x build              the CLI (release) and every example image
+//! ./x image NAME         build examples/NAME for x86_64-unknown-hermit; prints its path last
+//! ./x run [OPTS] NAME [-- ARGS]   build and boot examples/NAME (OPTS go to `eremite run`)
+//! ./x test               host unit tests and guest integration tests under KVM
+//! ./x check              rustfmt and clippy over every workspace
+//! ./x bench boot         boot-time benchmark against a native Linux process
+//! ```
+#![forbid(unsafe_code)]
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
+/// Every guest program in `examples/`.
+pub(crate) const EXAMPLES: [&str; 3] = ["hello", "panic", "wildptr"];
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result {
+    let (command, rest) = args.split_first().ok_or_else(usage)?;
+    match command.as_str() {
+        "build" => build_all().map(|_| ()),
+        "image" => {
+            let [name] = rest else { return Err(usage()) };
+            let image = build_image(name)?;
+            println!("{}", image.display());
+            Ok(())
+        }
+        "run" => run(rest),
+        "test" => test(rest),
+        "check" => check(),
+        "bench" => bench::bench(rest),
+        "help" | "--help" | "-h" => {
+            println!("{}", usage());
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{}", usage())),
+    }
+}
+
+fn usage() -> String {
+    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench boot"
+        .to_owned()
+}
+
+/// The repository root (xtask lives in `<root>/xtask`).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the repository").to_owned()
+}
+
+pub(crate) fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+pub(crate) fn run_command(command: &mut Command) -> Result {
+    let status = command.status().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{command:?} failed ({status})")) }
+}
+
+/// Build the `eremite` CLI in release mode; returns the binary's path.
+pub(crate) fn build_cli() -> Result<PathBuf> {
+    run_command(cargo().args(["build", "--release", "--quiet", "--package", "eremite"]))?;
+    Ok(root().join("target/release/eremite"))
+}
+
+/// Build one example for the hermit target; returns the image's path.
+pub(crate) fn build_image(name: &str) -> Result<PathBuf> {
+    if !root().join("examples").join(name).join("Cargo.toml").exists() {
+        return Err(format!("no example named `{name}` in examples/"));
+    }
+    build_images(&[name])?;
+    Ok(image_path(name))
+}
+
+fn build_images(names: &[&str]) -> Result {
+    let mut command = cargo();
+    command.current_dir(root().join("examples")).args(["build", "--release", "--quiet"]);
+    for name in names {
+        command.args(["--package", name]);
+    }
+    run_command(&mut command)
+}
+
+pub(crate) fn image_path(name: &str) -> PathBuf {
+    root().join("examples/target").join(HERMIT_TARGET).join("release").join(name)
+}
+
+fn build_all() -> Result<PathBuf> {
+    let cli = build_cli()?;
+    build_images(&EXAMPLES)?;
+    Ok(cli)
+}
+
+/// `./x run [OPTS] NAME [-- ARGS]`: options before NAME go to `eremite run`.
+fn run(args: &[String]) -> Result {
+    let (before, guest_args) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    let (name, options) = before.split_last().ok_or_else(usage)?;
+    let cli = build_cli()?;
+    let image = build_image(name)?;
+    let status = Command::new(cli)
+        .arg("run")
+        .args(options)
+        .arg(&image)
+        .arg("--")
+        .args(guest_args)
+        .status()
+        .map_err(|e| format!("cannot start eremite: {e}"))?;
+    // Pass the guest's exit code on, as the CLI does.
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Build everything the guest tests boot, then run every host and guest
+/// test of the workspace.
+fn test(extra: &[String]) -> Result {
+    build_all()?;
+    run_command(cargo().args(["test", "--workspace"]).args(extra))
+}
+
+fn check() -> Result {
+    run_command(cargo().args(["fmt", "--all", "--check"]))?;
+    for dir in ["kernel", "eremite", "examples"] {
+        run_command(cargo().current_dir(root().join(dir)).args(["fmt", "--all", "--check"]))?;
+    }
+    run_command(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run_command(cargo().current_dir(root().join("kernel")).args(["clippy", "--release", "--", "-D", "warnings"]))?;
+    run_command(cargo().current_dir(root().join("examples")).args(["clippy", "--release", "--", "-D", "warnings"]))
+}

@@ -1,6 +1,7 @@
 //! Greets, shows its arguments and one environment variable, does a little
 //! arithmetic work, and exits with the code given as `--exit CODE`.
 
+#[cfg(target_os = "hermit")]
 use eremite as _;
 
 fn main() {
