@@ -1,1 +1,182 @@
-fn main() {}
+//! `eremite`: run eremite unikernel images under KVM.
+//!
+//! ```text
+//! eremite run [--memory SIZE] [--cpus N] [--env KEY=VALUE]... [--cmdline TEXT]
+//!             [--verbose] [--stats] IMAGE [-- ARGS...]
+//! ```
+//!
+//! Exit codes (documented in the README): the guest's own exit code; 134
+//! when the guest aborted (a Rust panic); 139 when it died of a CPU
+//! exception; 127 on a kernel panic or deadlock; 126 when the VM itself
+//! failed (triple fault, KVM error); 125 when eremite could not start the
+//! VM (bad image, no KVM, bad option value); 2 for command-line mistakes.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use eremite_interface::CPL0_COUNTERS;
+use eremite_interface::hypercall::Port;
+use eremite_vmm::{Console, Report, VmConfig, parse_memory_size};
+
+#[derive(Parser)]
+#[command(
+    name = "eremite",
+    version,
+    about = "Run eremite unikernel images under KVM"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot an image and run it to the end; exits with the guest's code.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Guest memory: a multiple of 2 MiB from 8M to 3G (e.g. 64M, 1G, 512MiB).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_memory_size)]
+    memory: u64,
+    /// Number of vCPUs (only 1 so far).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: u32,
+    /// Set an environment variable in the guest (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Kernel command line.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    cmdline: String,
+    /// Show the kernel's log and a boot-time breakdown on stderr.
+    #[arg(long, short = 'v')]
+    verbose: bool,
+    /// Print VM exits and CPL0 entries by kind on stderr after the run.
+    #[arg(long)]
+    stats: bool,
+    /// The image: an application built for x86_64-unknown-hermit that links
+    /// the `eremite` crate.
+    #[arg(value_name = "IMAGE")]
+    image: PathBuf,
+    /// Arguments for the guest program (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args, started),
+    }
+}
+
+fn run(args: RunArgs, started: Instant) -> ExitCode {
+    let config = VmConfig {
+        image: args.image,
+        memory_bytes: args.memory,
+        cpus: args.cpus,
+        args: args.args,
+        env: args.env,
+        cmdline: args.cmdline,
+        is_verbose: args.verbose,
+    };
+    let mut console = Console::host(args.verbose);
+    let report = match eremite_vmm::run(&config, &mut console) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("eremite: {error}");
+            return ExitCode::from(error.exit_code());
+        }
+    };
+    if let Some(message) = report.outcome.failure_message() {
+        eprintln!("eremite: {message}");
+    }
+    if args.verbose {
+        eprintln!("eremite: {}", breakdown(&report, started.elapsed()));
+    }
+    if args.stats {
+        eprint!("{}", stats(&report));
+    }
+    ExitCode::from(report.outcome.exit_code())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// One line: where the time of this run went.
+fn breakdown(report: &Report, total: Duration) -> String {
+    let t = &report.timings;
+    format!(
+        "vmm setup {}, kernel init {}, guest run {} ({} exits), total {}",
+        ms(t.vmm_setup),
+        ms(t.kernel_init),
+        ms(t.guest_run),
+        report.exits.total(),
+        ms(total)
+    )
+}
+
+/// Exits by kind and the kernel's CPL0 entries by vector.
+fn stats(report: &Report) -> String {
+    let e = &report.exits;
+    let mut out = String::from("eremite: VM exits\n");
+    for (port, count) in Port::ALL.iter().zip(e.hypercalls) {
+        out += &format!("  {:<24} {count:>8}\n", format!("hypercall {port:?}"));
+    }
+    out += &format!("  bad hypercall            {:>8}\n", e.bad_hypercalls);
+    out += &format!("  other port I/O           {:>8}\n", e.other_io);
+    out += &format!("  MMIO                     {:>8}\n", e.mmio);
+    out += &format!("  interrupted              {:>8}\n", e.interrupted);
+    out += &format!("  total                    {:>8}\n", e.total());
+    let entries = &report.kernel.cpl0_entries;
+    out += &format!(
+        "eremite: CPL0 entries      {:>8}\n",
+        entries.iter().sum::<u64>()
+    );
+    for (vector, count) in entries.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let name = match vector {
+            v if v < 32 => format!("vector {v}"),
+            v if v == CPL0_COUNTERS - 1 => "gate".to_owned(),
+            _ => "other interrupts".to_owned(),
+        };
+        out += &format!("  {name:<24} {count:>8}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn guest_arguments_follow_the_double_dash() {
+        let cli = Cli::try_parse_from([
+            "eremite", "run", "--memory", "128M", "-e", "A=1", "img", "--", "--exit", "3",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.memory, 128 << 20);
+        assert_eq!(args.env, ["A=1"]);
+        assert_eq!(args.image, PathBuf::from("img"));
+        assert_eq!(args.args, ["--exit", "3"]);
+    }
+
+    #[test]
+    fn bad_memory_sizes_are_usage_errors() {
+        for bad in ["lots", "4M", "9M"] {
+            assert!(Cli::try_parse_from(["eremite", "run", "--memory", bad, "img"]).is_err());
+        }
+    }
+}

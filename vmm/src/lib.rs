@@ -1,1 +1,317 @@
-//! placeholder
+//! The eremite hypervisor: boots an eremite image in a KVM virtual machine.
+//!
+//! [`run`] takes a [`VmConfig`], maps guest RAM ([`memory`]), loads the
+//! image ([`loader`]), prepares the machine so the kernel starts in 64-bit
+//! mode at CPL3 ([`arch`], applied by [`kvm`]), writes the boot info, and
+//! runs the vCPU, serving hypercalls ([`hypercall`]) until the guest stops.
+//! It returns a [`Report`]: how the guest ended, exits by kind, the
+//! kernel's own counters, and where the time went.
+//!
+//! `unsafe` is allowed only in `kvm/` (see `docs/safety.md`).
+#![deny(unsafe_code)]
+
+mod arch;
+mod boot_info;
+mod hypercall;
+mod kvm;
+mod loader;
+mod memory;
+mod size;
+
+#[cfg(test)]
+mod tiny_guest_tests;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use eremite_interface::hypercall::ExitKind;
+use eremite_interface::layout::{self, LARGE_PAGE_SIZE};
+use eremite_interface::{BootInfo, KernelReport};
+
+pub use boot_info::{BootDataError, BootError};
+pub use hypercall::{Console, GuestError};
+pub use kvm::{CpuState, ExitStats, KvmError};
+pub use loader::{LoadError, LoadedImage};
+pub use memory::{MapError, OutOfRange};
+pub use size::{SizeError, parse_memory_size};
+
+/// Default guest memory.
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The image file.
+    pub image: PathBuf,
+    /// Guest RAM in bytes: a multiple of 2 MiB within
+    /// [`layout::MIN_MEMORY`]..=[`layout::MAX_MEMORY`].
+    pub memory_bytes: u64,
+    /// Number of vCPUs (only 1 for now).
+    pub cpus: u32,
+    /// The guest's arguments after `argv[0]` (which is the image path).
+    pub args: Vec<String>,
+    /// The guest's environment, as `KEY=VALUE` strings.
+    pub env: Vec<String>,
+    /// Free-form kernel command line.
+    pub cmdline: String,
+    /// Show the kernel's log.
+    pub is_verbose: bool,
+}
+
+impl VmConfig {
+    /// A configuration with the defaults for `image`.
+    pub fn new(image: impl Into<PathBuf>) -> Self {
+        Self {
+            image: image.into(),
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            cpus: 1,
+            args: Vec::new(),
+            env: Vec::new(),
+            cmdline: String::new(),
+            is_verbose: false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.cpus == 0 {
+            return Err(Error::Config("--cpus must be at least 1".into()));
+        }
+        if self.cpus > 1 {
+            return Err(Error::Config(format!(
+                "--cpus {}: more than one vCPU is not supported yet",
+                self.cpus
+            )));
+        }
+        size::check_memory_size(self.memory_bytes).map_err(|e| Error::Config(e.to_string()))?;
+        if let Some(bad) = self
+            .env
+            .iter()
+            .find(|kv| !kv.contains('=') || kv.starts_with('='))
+        {
+            return Err(Error::Config(format!(
+                "environment entry {bad:?} is not KEY=VALUE"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why a VM could not be started (the guest never ran, or KVM failed).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad setting.
+    #[error("{0}")]
+    Config(String),
+    /// The image file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    ReadImage {
+        /// The image path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The image file is not a loadable eremite image.
+    #[error("{path}: {source}")]
+    Load {
+        /// The image path.
+        path: PathBuf,
+        /// Why.
+        source: LoadError,
+    },
+    /// The host cannot provide the memory.
+    #[error(transparent)]
+    Memory(#[from] MapError),
+    /// Boot info could not be prepared.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// KVM failed.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+}
+
+impl Error {
+    /// Exit code of the CLI for this error: 125, "eremite itself failed".
+    pub fn exit_code(&self) -> u8 {
+        125
+    }
+}
+
+/// How the guest ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The application exited with this code.
+    Exited(i32),
+    /// The application aborted (a Rust panic with `panic = "abort"`).
+    Aborted,
+    /// A CPU exception the kernel reported (it printed what and where).
+    Exception,
+    /// The kernel itself panicked or could not boot.
+    KernelPanic,
+    /// Every thread was blocked forever.
+    Deadlock,
+    /// The vCPU triple-faulted.
+    TripleFault(CpuState),
+    /// The vCPU halted with nothing to wake it.
+    Halted(CpuState),
+    /// KVM could not run the guest.
+    InternalError {
+        /// KVM's reason (`suberror` or hardware entry failure reason).
+        reason: u64,
+        /// Where the guest was.
+        state: CpuState,
+    },
+    /// An exit the VMM does not handle.
+    Unexpected {
+        /// Its name.
+        exit: &'static str,
+        /// Where the guest was.
+        state: CpuState,
+    },
+}
+
+impl Outcome {
+    /// The process exit code the CLI reports (documented in the README):
+    /// the guest's own code, 134 for abort, 139 for an exception, 127 for
+    /// a kernel panic or deadlock, 126 when the VM itself failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            // As a Linux process: the low 8 bits of the status.
+            Outcome::Exited(code) => (*code & 0xff) as u8,
+            Outcome::Aborted => 134,
+            Outcome::Exception => 139,
+            Outcome::KernelPanic | Outcome::Deadlock => 127,
+            Outcome::TripleFault(_)
+            | Outcome::Halted(_)
+            | Outcome::InternalError { .. }
+            | Outcome::Unexpected { .. } => 126,
+        }
+    }
+
+    /// A line for the user when the VM failed in a way the guest could not
+    /// report itself.
+    pub fn failure_message(&self) -> Option<String> {
+        let at = |s: &CpuState| format!("at rip {:#x}, CPL {}", s.rip, s.cpl);
+        match self {
+            Outcome::TripleFault(s) => Some(format!("the guest triple-faulted {}", at(s))),
+            Outcome::Halted(s) => Some(format!(
+                "the guest halted with nothing to wake it {}",
+                at(s)
+            )),
+            Outcome::InternalError { reason, state } => Some(format!(
+                "KVM could not run the guest (reason {reason}) {}",
+                at(state)
+            )),
+            Outcome::Unexpected { exit, state } => Some(format!(
+                "unexpected {exit} exit from the guest {}",
+                at(state)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// From [`run`] being called to the first instruction of the guest:
+    /// reading the image, mapping RAM, creating the VM, loading.
+    pub vmm_setup: Duration,
+    /// The kernel's own boot, from its first instruction to calling
+    /// `main` (measured by the kernel with the TSC).
+    pub kernel_init: Duration,
+    /// From the first `KVM_RUN` until the guest stopped.
+    pub guest_run: Duration,
+}
+
+/// Everything [`run`] learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// How the guest ended.
+    pub outcome: Outcome,
+    /// VM exits by kind.
+    pub exits: ExitStats,
+    /// The kernel's counters (CPL0 entries by vector).
+    pub kernel: KernelReport,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Boot `config.image` and run it to the end.
+pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
+    let started = Instant::now();
+    config.validate()?;
+    let bytes = std::fs::read(&config.image).map_err(|source| Error::ReadImage {
+        path: config.image.clone(),
+        source,
+    })?;
+    let ram = memory::GuestRam::new(config.memory_bytes)?;
+    let image = loader::load(&bytes, &ram).map_err(|source| Error::Load {
+        path: config.image.clone(),
+        source,
+    })?;
+    drop(bytes);
+    arch::write_machine_tables(&ram).expect("the fixed tables lie inside the minimum RAM");
+
+    let mut machine = kvm::Machine::new(&ram)?;
+    machine.prepare_boot_cpu(image.entry)?;
+    let tsc_khz = u64::from(machine.tsc_khz()?);
+    let boot_tsc = machine.guest_tsc()?;
+    let boot_wall_ns = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+
+    let mut args = vec![config.image.display().to_string()];
+    args.extend(config.args.iter().cloned());
+    let params = boot_info::BootParams {
+        args: &args,
+        env: &config.env,
+        cmdline: &config.cmdline,
+        cpu_count: config.cpus,
+        tsc_khz,
+        boot_tsc,
+        boot_wall_ns,
+        is_verbose: config.is_verbose,
+    };
+    boot_info::write(&ram, &image, &params)?;
+
+    let mut exits = ExitStats::default();
+    let entered = Instant::now();
+    let stop = machine.run(&ram, console, &mut exits)?;
+    let stopped = Instant::now();
+    drop(machine);
+
+    let kernel = ram
+        .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
+        .unwrap_or_default();
+    let outcome = match stop {
+        kvm::Stop::Guest(hypercall::Next::Stop { kind, code }) => match kind {
+            ExitKind::Exit => Outcome::Exited(code),
+            ExitKind::Abort => Outcome::Aborted,
+            ExitKind::Exception => Outcome::Exception,
+            ExitKind::KernelPanic => Outcome::KernelPanic,
+            ExitKind::Deadlock => Outcome::Deadlock,
+        },
+        kvm::Stop::Guest(hypercall::Next::Resume) => unreachable!("run only returns on a stop"),
+        kvm::Stop::Shutdown(state) => Outcome::TripleFault(state),
+        kvm::Stop::Halted(state) => Outcome::Halted(state),
+        kvm::Stop::InternalError { suberror, state } => Outcome::InternalError {
+            reason: u64::from(suberror),
+            state,
+        },
+        kvm::Stop::FailEntry { reason, state } => Outcome::InternalError { reason, state },
+        kvm::Stop::Unexpected { exit, state } => Outcome::Unexpected { exit, state },
+    };
+    let timings = Timings {
+        vmm_setup: entered - started,
+        kernel_init: Duration::from_nanos(kernel.init_ns),
+        guest_run: stopped - entered,
+    };
+    Ok(Report {
+        outcome,
+        exits,
+        kernel,
+        timings,
+    })
+}
+
+const _: () = assert!(layout::MIN_MEMORY % LARGE_PAGE_SIZE == 0);

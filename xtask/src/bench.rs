@@ -43,7 +43,13 @@ impl Summary {
         let mut sorted = samples.to_vec();
         sorted.sort_by(f64::total_cmp);
         let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-        Self { median: at(0.5), p10: at(0.1), p90: at(0.9), min: sorted[0], max: sorted[sorted.len() - 1] }
+        Self {
+            median: at(0.5),
+            p10: at(0.1),
+            p90: at(0.9),
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        }
     }
 }
 
@@ -74,15 +80,25 @@ fn boot(runs: usize) -> Result {
     let breakdown = verbose_breakdown(&cli, &image)?;
 
     println!("boot: `eremite run hello` vs native Linux `hello`, {runs} interleaved runs, wall ms");
-    println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "median", "p10", "p90", "min", "max");
-    for (name, s) in [("eremite (KVM guest)", &unikernel), ("native Linux process", &linux)] {
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "median", "p10", "p90", "min", "max"
+    );
+    for (name, s) in [
+        ("eremite (KVM guest)", &unikernel),
+        ("native Linux process", &linux),
+    ] {
         println!(
             "{name:<22} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             s.median, s.p10, s.p90, s.min, s.max
         );
     }
     println!("ratio eremite / native (median): {ratio:.2}x");
-    println!("hello image: {} bytes stripped ({:.0} KiB)", stripped, stripped as f64 / 1024.0);
+    println!(
+        "hello image: {} bytes stripped ({:.0} KiB)",
+        stripped,
+        stripped as f64 / 1024.0
+    );
     if let Some(line) = &breakdown {
         println!("one verbose run: {line}");
     }
@@ -95,10 +111,16 @@ fn boot(runs: usize) -> Result {
          \"image_stripped_bytes\": {stripped},\n  \"breakdown\": {}\n}}\n",
         summary_json(&unikernel, &eremite_ms),
         summary_json(&linux, &native_ms),
-        breakdown.as_deref().map_or("null".to_owned(), |b| format!("\"{}\"", b.replace('"', "'"))),
+        breakdown.as_deref().map_or("null".to_owned(), |b| format!(
+            "\"{}\"",
+            b.replace('"', "'")
+        )),
     );
     write(&dir.join("boot.json"), &json)?;
-    write(&dir.join("boot.svg"), &svg_chart(&[("eremite", &unikernel), ("native Linux", &linux)]))?;
+    write(
+        &dir.join("boot.svg"),
+        &svg_chart(&[("eremite", &unikernel), ("native Linux", &linux)]),
+    )?;
     println!("wrote {} and boot.svg", dir.join("boot.json").display());
     Ok(())
 }
@@ -108,7 +130,9 @@ fn time_once(program: &Path, configure: impl Fn(&mut Command)) -> Result<f64> {
     configure(&mut command);
     command.stdout(Stdio::null()).stderr(Stdio::null());
     let start = Instant::now();
-    let status = command.status().map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
     let elapsed = start.elapsed();
     if !status.success() {
         return Err(format!("{command:?} failed ({status})"));
@@ -130,7 +154,11 @@ fn build_native(name: &str) -> Result<PathBuf> {
         "--config",
         "unstable.build-std=[]",
     ]))?;
-    Ok(root().join("examples/target").join(HOST_TARGET).join("release").join(name))
+    Ok(root()
+        .join("examples/target")
+        .join(HOST_TARGET)
+        .join("release")
+        .join(name))
 }
 
 fn stripped_size(image: &Path) -> Result<u64> {
@@ -140,7 +168,10 @@ fn stripped_size(image: &Path) -> Result<u64> {
         .output()
         .map_err(|e| format!("cannot run rustc: {e}"))?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_owned();
-    let strip = Path::new(&sysroot).join("lib/rustlib").join(HOST_TARGET).join("bin/llvm-strip");
+    let strip = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(HOST_TARGET)
+        .join("bin/llvm-strip");
     let out = std::env::temp_dir().join(format!("eremite-stripped-{}", std::process::id()));
     run_command(Command::new(strip).arg("-o").arg(&out).arg(image))?;
     let size = std::fs::metadata(&out).map_err(|e| e.to_string())?.len();
@@ -157,7 +188,10 @@ fn verbose_breakdown(cli: &Path, image: &Path) -> Result<Option<String>> {
         .output()
         .map_err(|e| format!("cannot run eremite: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    Ok(stderr.lines().find(|l| l.contains("vmm setup")).map(|l| l.trim().to_owned()))
+    Ok(stderr
+        .lines()
+        .find(|l| l.contains("vmm setup"))
+        .map(|l| l.trim().to_owned()))
 }
 
 fn summary_json(s: &Summary, samples: &[f64]) -> String {
@@ -178,7 +212,12 @@ fn svg_chart(rows: &[(&str, &Summary)]) -> String {
     let width = 640.0;
     let left = 130.0;
     let bar_height = 28.0;
-    let scale_max = rows.iter().map(|(_, s)| s.p90).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let scale_max = rows
+        .iter()
+        .map(|(_, s)| s.p90)
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.15;
     let x = |ms: f64| left + (width - left - 20.0) * ms / scale_max;
     let height = 50.0 + rows.len() as f64 * (bar_height + 16.0);
     let mut svg = format!(

@@ -62,7 +62,10 @@ fn usage() -> String {
 
 /// The repository root (xtask lives in `<root>/xtask`).
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the repository").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the repository")
+        .to_owned()
 }
 
 pub(crate) fn cargo() -> Command {
@@ -72,8 +75,14 @@ pub(crate) fn cargo() -> Command {
 }
 
 pub(crate) fn run_command(command: &mut Command) -> Result {
-    let status = command.status().map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{command:?} failed ({status})")) }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed ({status})"))
+    }
 }
 
 /// Build the `eremite` CLI in release mode; returns the binary's path.
@@ -84,7 +93,12 @@ pub(crate) fn build_cli() -> Result<PathBuf> {
 
 /// Build one example for the hermit target; returns the image's path.
 pub(crate) fn build_image(name: &str) -> Result<PathBuf> {
-    if !root().join("examples").join(name).join("Cargo.toml").exists() {
+    if !root()
+        .join("examples")
+        .join(name)
+        .join("Cargo.toml")
+        .exists()
+    {
         return Err(format!("no example named `{name}` in examples/"));
     }
     build_images(&[name])?;
@@ -93,7 +107,9 @@ pub(crate) fn build_image(name: &str) -> Result<PathBuf> {
 
 fn build_images(names: &[&str]) -> Result {
     let mut command = cargo();
-    command.current_dir(root().join("examples")).args(["build", "--release", "--quiet"]);
+    command
+        .current_dir(root().join("examples"))
+        .args(["build", "--release", "--quiet"]);
     for name in names {
         command.args(["--package", name]);
     }
@@ -101,7 +117,11 @@ fn build_images(names: &[&str]) -> Result {
 }
 
 pub(crate) fn image_path(name: &str) -> PathBuf {
-    root().join("examples/target").join(HERMIT_TARGET).join("release").join(name)
+    root()
+        .join("examples/target")
+        .join(HERMIT_TARGET)
+        .join("release")
+        .join(name)
 }
 
 fn build_all() -> Result<PathBuf> {
@@ -141,9 +161,32 @@ fn test(extra: &[String]) -> Result {
 fn check() -> Result {
     run_command(cargo().args(["fmt", "--all", "--check"]))?;
     for dir in ["kernel", "eremite", "examples"] {
-        run_command(cargo().current_dir(root().join(dir)).args(["fmt", "--all", "--check"]))?;
+        run_command(
+            cargo()
+                .current_dir(root().join(dir))
+                .args(["fmt", "--all", "--check"]),
+        )?;
     }
-    run_command(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    run_command(cargo().current_dir(root().join("kernel")).args(["clippy", "--release", "--", "-D", "warnings"]))?;
-    run_command(cargo().current_dir(root().join("examples")).args(["clippy", "--release", "--", "-D", "warnings"]))
+    run_command(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_command(cargo().current_dir(root().join("kernel")).args([
+        "clippy",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_command(cargo().current_dir(root().join("examples")).args([
+        "clippy",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }

@@ -1,0 +1,149 @@
+//! The boot info page and the boot data it points to: what the kernel
+//! learns from the VMM at entry (see `docs/boot-protocol.md`).
+//!
+//! Arguments, environment and command line are packed into the boot data
+//! area as NUL-terminated strings, one [`StringList`] each.
+
+use eremite_interface::layout::{BOOT_DATA_ADDR, BOOT_DATA_END, BOOT_INFO_ADDR};
+use eremite_interface::{BootInfo, INTERFACE_VERSION, MAGIC, StringList, boot_flags};
+use zerocopy::FromZeros;
+
+use crate::loader::LoadedImage;
+use crate::memory::{GuestRam, OutOfRange};
+
+/// The strings do not fit or cannot be C strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootDataError {
+    /// A string has an interior NUL byte.
+    #[error("{0:?} contains a NUL byte")]
+    Nul(String),
+    /// Everything together is larger than the boot data area.
+    #[error(
+        "arguments, environment and command line take {0} bytes, more than the {1} the guest has room for"
+    )]
+    TooLarge(u64, u64),
+}
+
+/// Everything the boot info records besides the image.
+pub(crate) struct BootParams<'a> {
+    pub(crate) args: &'a [String],
+    pub(crate) env: &'a [String],
+    pub(crate) cmdline: &'a str,
+    pub(crate) cpu_count: u32,
+    pub(crate) tsc_khz: u64,
+    pub(crate) boot_tsc: u64,
+    pub(crate) boot_wall_ns: u64,
+    pub(crate) is_verbose: bool,
+}
+
+/// The boot data bytes (to go at [`BOOT_DATA_ADDR`]) and the lists that
+/// describe them.
+pub(crate) fn pack_strings(
+    lists: [&[String]; 3],
+) -> Result<(Vec<u8>, [StringList; 3]), BootDataError> {
+    let mut data = Vec::new();
+    let mut out = [StringList::default(); 3];
+    for (list, strings) in out.iter_mut().zip(lists) {
+        let start = data.len() as u64;
+        for s in strings {
+            if s.as_bytes().contains(&0) {
+                return Err(BootDataError::Nul(s.clone()));
+            }
+            data.extend_from_slice(s.as_bytes());
+            data.push(0);
+        }
+        *list = StringList {
+            addr: BOOT_DATA_ADDR + start,
+            len: data.len() as u64 - start,
+            count: strings.len() as u64,
+        };
+    }
+    let room = BOOT_DATA_END - BOOT_DATA_ADDR;
+    if data.len() as u64 > room {
+        return Err(BootDataError::TooLarge(data.len() as u64, room));
+    }
+    Ok((data, out))
+}
+
+/// Write the boot data and the boot info page.
+pub(crate) fn write(
+    ram: &GuestRam,
+    image: &LoadedImage,
+    params: &BootParams<'_>,
+) -> Result<(), BootError> {
+    let cmdline = [params.cmdline.to_owned()];
+    let cmdline: &[String] = if params.cmdline.is_empty() {
+        &[]
+    } else {
+        &cmdline
+    };
+    let (data, [args, env, cmdline]) = pack_strings([params.args, params.env, cmdline])?;
+    ram.write(BOOT_DATA_ADDR, &data)?;
+    let mut info = BootInfo::new_zeroed();
+    info.magic = MAGIC;
+    info.version = INTERFACE_VERSION;
+    info.cpu_count = params.cpu_count;
+    info.mem_size = ram.size_bytes();
+    info.image_start = image.start;
+    info.image_end = image.end;
+    info.free_start = image.end;
+    info.tls = image.tls;
+    info.tsc_khz = params.tsc_khz;
+    info.boot_wall_ns = params.boot_wall_ns;
+    info.boot_tsc = params.boot_tsc;
+    info.args = args;
+    info.env = env;
+    info.cmdline = cmdline;
+    info.flags = if params.is_verbose {
+        boot_flags::VERBOSE
+    } else {
+        0
+    };
+    ram.write_obj(BOOT_INFO_ADDR, &info)?;
+    Ok(())
+}
+
+/// Boot info could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Bad strings.
+    #[error(transparent)]
+    Data(#[from] BootDataError),
+    /// Out of guest memory (cannot happen with the minimum memory size).
+    #[error(transparent)]
+    Memory(#[from] OutOfRange),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn strings_are_packed_nul_terminated_and_listed() {
+        let args = strings(&["/img", "alpha", ""]);
+        let env = strings(&["A=1"]);
+        let (data, [a, e, c]) = pack_strings([&args, &env, &[]]).unwrap();
+        assert_eq!(data, b"/img\0alpha\0\0A=1\0");
+        assert_eq!((a.addr, a.len, a.count), (BOOT_DATA_ADDR, 12, 3));
+        assert_eq!((e.addr, e.len, e.count), (BOOT_DATA_ADDR + 12, 4, 1));
+        assert_eq!((c.len, c.count), (0, 0));
+    }
+
+    #[test]
+    fn nul_bytes_and_oversized_data_are_refused() {
+        let bad = strings(&["a\0b"]);
+        assert!(matches!(
+            pack_strings([&bad, &[], &[]]),
+            Err(BootDataError::Nul(_))
+        ));
+        let huge = vec!["x".repeat(1 << 20)];
+        assert!(matches!(
+            pack_strings([&huge, &[], &[]]),
+            Err(BootDataError::TooLarge(..))
+        ));
+    }
+}

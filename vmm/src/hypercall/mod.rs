@@ -1,0 +1,368 @@
+//! Guest → host calls: decode, validate, act.
+//!
+//! A hypercall is a 32-bit `out` to one of the ports in
+//! [`eremite_interface::hypercall::Port`]; the value is the guest-physical
+//! address of the request struct. The guest is hostile, so handling is
+//! "parse, then act": [`decode`] copies the request out of guest memory
+//! (bounds-checked), turns it into a validated [`Request`] and only then
+//! does [`Hypercalls::handle`] act on it. A request whose address is bad
+//! cannot be answered and is counted and ignored; a request with bad
+//! fields gets an error code in its `result` field where it has one.
+//! Nothing the guest writes can make the VMM panic.
+
+use std::io::Write;
+use std::time::Duration;
+
+use eremite_interface::errno::{self, Errno};
+use eremite_interface::hypercall::{self, ConsoleWrite, ExitKind, Port, REQUEST_ALIGN, Stream};
+
+use crate::memory::GuestRam;
+
+/// Largest console write served in one call; the guest loops on short
+/// writes, and the VMM never allocates what the guest asks for unbounded.
+pub(crate) const CONSOLE_CHUNK_BYTES: u64 = 64 << 10;
+
+/// What the guest got wrong. Each message says it was the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GuestError {
+    /// The port was written with another width than 32 bits.
+    #[error("guest wrote {0} bytes to a hypercall port instead of 4")]
+    BadWidth(usize),
+    /// Request address not aligned.
+    #[error("guest gave a misaligned request address {0:#x}")]
+    Misaligned(u64),
+    /// Request struct not inside guest RAM.
+    #[error("guest gave a request address {0:#x} outside its memory")]
+    OutsideRam(u64),
+    /// Unknown console stream.
+    #[error("guest named an unknown console stream {0}")]
+    UnknownStream(u32),
+    /// Unknown exit kind.
+    #[error("guest named an unknown exit kind {0}")]
+    UnknownExitKind(u32),
+    /// Sleep longer than the protocol allows.
+    #[error("guest asked to sleep {0} ns, more than the limit")]
+    SleepTooLong(u64),
+}
+
+/// A validated request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Write `len` bytes at guest address `buf` to a host stream.
+    ConsoleWrite { stream: Stream, buf: u64, len: u64 },
+    /// Stop the VM.
+    Exit { kind: ExitKind, code: i32 },
+    /// Block the vCPU for a while.
+    Sleep { duration_ns: u64 },
+}
+
+/// A decoded call: where its struct lives and what it asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Call {
+    pub(crate) addr: u64,
+    pub(crate) port: Port,
+    pub(crate) request: Result<Request, GuestError>,
+}
+
+/// Decode the value the guest wrote to `port`. `Err` means the request
+/// struct itself cannot be read (so cannot be answered); an `Ok(Call)` may
+/// still carry a field error, answered through the struct.
+pub(crate) fn decode(port: Port, data: &[u8], ram: &GuestRam) -> Result<Call, GuestError> {
+    let value: [u8; 4] = data
+        .try_into()
+        .map_err(|_| GuestError::BadWidth(data.len()))?;
+    let addr = u64::from(u32::from_le_bytes(value));
+    if addr % REQUEST_ALIGN != 0 {
+        return Err(GuestError::Misaligned(addr));
+    }
+    ram.check(addr, port.request_size() as u64)
+        .map_err(|_| GuestError::OutsideRam(addr))?;
+    let read_error = |_| GuestError::OutsideRam(addr);
+    let request = match port {
+        Port::ConsoleWrite => {
+            let raw: ConsoleWrite = ram.read_obj(addr).map_err(read_error)?;
+            Stream::try_from(raw.stream)
+                .map(|stream| Request::ConsoleWrite {
+                    stream,
+                    buf: raw.buf,
+                    len: raw.len,
+                })
+                .map_err(GuestError::UnknownStream)
+        }
+        Port::Exit => {
+            let raw: hypercall::Exit = ram.read_obj(addr).map_err(read_error)?;
+            ExitKind::try_from(raw.kind)
+                .map(|kind| Request::Exit {
+                    kind,
+                    code: raw.code,
+                })
+                .map_err(GuestError::UnknownExitKind)
+        }
+        Port::Sleep => {
+            let raw: hypercall::Sleep = ram.read_obj(addr).map_err(read_error)?;
+            if raw.duration_ns > hypercall::Sleep::MAX_NS {
+                Err(GuestError::SleepTooLong(raw.duration_ns))
+            } else {
+                Ok(Request::Sleep {
+                    duration_ns: raw.duration_ns,
+                })
+            }
+        }
+    };
+    Ok(Call {
+        addr,
+        port,
+        request,
+    })
+}
+
+/// What the vCPU loop does after a hypercall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    Resume,
+    Stop { kind: ExitKind, code: i32 },
+}
+
+/// Where console output goes: the host's stdout and stderr, or buffers in
+/// tests.
+pub struct Console {
+    stdout: Box<dyn Write + Send>,
+    stderr: Box<dyn Write + Send>,
+    /// Show the kernel's log stream (`--verbose`).
+    pub show_kernel_log: bool,
+}
+
+impl Console {
+    /// The process's own stdout and stderr.
+    pub fn host(show_kernel_log: bool) -> Self {
+        Self {
+            stdout: Box::new(std::io::stdout()),
+            stderr: Box::new(std::io::stderr()),
+            show_kernel_log,
+        }
+    }
+
+    /// Any pair of writers (tests).
+    pub fn new(
+        stdout: Box<dyn Write + Send>,
+        stderr: Box<dyn Write + Send>,
+        show_kernel_log: bool,
+    ) -> Self {
+        Self {
+            stdout,
+            stderr,
+            show_kernel_log,
+        }
+    }
+
+    fn write(&mut self, stream: Stream, bytes: &[u8]) -> std::io::Result<()> {
+        let out = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+            Stream::KernelLog if self.show_kernel_log => &mut self.stderr,
+            Stream::KernelLog => return Ok(()),
+        };
+        out.write_all(bytes)?;
+        out.flush()
+    }
+}
+
+/// Carry out a decoded call.
+pub(crate) fn handle(call: Call, ram: &GuestRam, console: &mut Console) -> Next {
+    let request = match call.request {
+        Ok(request) => request,
+        Err(_) => {
+            if call.port == Port::ConsoleWrite {
+                answer(ram, call.addr, -i64::from(errno::EINVAL.0));
+            }
+            return Next::Resume;
+        }
+    };
+    match request {
+        Request::ConsoleWrite { stream, buf, len } => {
+            let result = console_write(ram, console, stream, buf, len);
+            answer(ram, call.addr, result.unwrap_or_else(|e| -i64::from(e.0)));
+            Next::Resume
+        }
+        Request::Exit { kind, code } => Next::Stop { kind, code },
+        Request::Sleep { duration_ns } => {
+            std::thread::sleep(Duration::from_nanos(duration_ns));
+            Next::Resume
+        }
+    }
+}
+
+fn console_write(
+    ram: &GuestRam,
+    console: &mut Console,
+    stream: Stream,
+    buf: u64,
+    len: u64,
+) -> Result<i64, Errno> {
+    ram.check(buf, len).map_err(|_| errno::EFAULT)?;
+    let chunk = len.min(CONSOLE_CHUNK_BYTES);
+    let mut bytes = vec![0u8; chunk as usize];
+    ram.read(buf, &mut bytes).map_err(|_| errno::EFAULT)?;
+    console.write(stream, &bytes).map_err(|_| errno::EIO)?;
+    Ok(chunk as i64)
+}
+
+/// Write a console call's `result` field; the struct was checked to lie
+/// inside RAM when it was decoded.
+fn answer(ram: &GuestRam, request_addr: u64, result: i64) {
+    let _ = ram.write(
+        request_addr + ConsoleWrite::RESULT_OFFSET,
+        &result.to_le_bytes(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const RAM: u64 = 1 << 20;
+    const REQ: u64 = 0x1000;
+
+    fn setup() -> (GuestRam, Console, Capture, Capture) {
+        let (out, err) = (Capture::default(), Capture::default());
+        let console = Console::new(Box::new(out.clone()), Box::new(err.clone()), false);
+        (GuestRam::new(RAM).unwrap(), console, out, err)
+    }
+
+    fn console_request(ram: &GuestRam, stream: u32, buf: u64, len: u64) -> Call {
+        let raw = ConsoleWrite {
+            stream,
+            reserved: 0,
+            buf,
+            len,
+            result: 0,
+        };
+        ram.write_obj(REQ, &raw).unwrap();
+        decode(Port::ConsoleWrite, &(REQ as u32).to_le_bytes(), ram).unwrap()
+    }
+
+    fn result(ram: &GuestRam) -> i64 {
+        ram.read_obj::<ConsoleWrite>(REQ).unwrap().result
+    }
+
+    #[test]
+    fn console_write_copies_guest_bytes_to_the_stream() {
+        let (ram, mut console, out, err) = setup();
+        ram.write(0x2000, b"hello").unwrap();
+        let call = console_request(&ram, Stream::Stderr as u32, 0x2000, 5);
+        assert_eq!(handle(call, &ram, &mut console), Next::Resume);
+        assert_eq!(result(&ram), 5);
+        assert_eq!(&*err.0.lock().unwrap(), b"hello");
+        assert!(out.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn console_write_outside_ram_or_overflowing_is_efault() {
+        let (ram, mut console, out, _) = setup();
+        for (buf, len) in [
+            (RAM - 2, 4),
+            (u64::MAX - 1, 4),
+            (0x2000, u64::MAX),
+            (RAM, 1),
+        ] {
+            let call = console_request(&ram, Stream::Stdout as u32, buf, len);
+            handle(call, &ram, &mut console);
+            assert_eq!(
+                result(&ram),
+                -i64::from(errno::EFAULT.0),
+                "buf {buf:#x} len {len:#x}"
+            );
+        }
+        assert!(out.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn huge_console_writes_are_served_in_chunks() {
+        let (ram, mut console, out, _) = setup();
+        let call = console_request(&ram, Stream::Stdout as u32, 0, RAM);
+        handle(call, &ram, &mut console);
+        assert_eq!(result(&ram), CONSOLE_CHUNK_BYTES as i64);
+        assert_eq!(out.0.lock().unwrap().len() as u64, CONSOLE_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn unknown_stream_is_einval_and_kernel_log_is_hidden_unless_verbose() {
+        let (ram, mut console, _, err) = setup();
+        let call = console_request(&ram, 9, 0x2000, 1);
+        assert_eq!(call.request, Err(GuestError::UnknownStream(9)));
+        handle(call, &ram, &mut console);
+        assert_eq!(result(&ram), -i64::from(errno::EINVAL.0));
+        ram.write(0x2000, b"log").unwrap();
+        handle(console_request(&ram, 3, 0x2000, 3), &ram, &mut console);
+        assert_eq!(result(&ram), 3);
+        assert!(err.0.lock().unwrap().is_empty());
+        console.show_kernel_log = true;
+        handle(console_request(&ram, 3, 0x2000, 3), &ram, &mut console);
+        assert_eq!(&*err.0.lock().unwrap(), b"log");
+    }
+
+    #[test]
+    fn bad_request_addresses_are_refused() {
+        let ram = GuestRam::new(RAM).unwrap();
+        let at = |addr: u32| decode(Port::Exit, &addr.to_le_bytes(), &ram);
+        assert_eq!(at(0x1004), Err(GuestError::Misaligned(0x1004)));
+        assert_eq!(at(RAM as u32), Err(GuestError::OutsideRam(RAM)));
+        assert_eq!(at(0xffff_fff8), Err(GuestError::OutsideRam(0xffff_fff8)));
+        // The struct must fit entirely: 8 bytes of Exit at RAM - 8 fit, a
+        // 32-byte ConsoleWrite there does not.
+        assert!(at(RAM as u32 - 8).is_ok());
+        let console = decode(Port::ConsoleWrite, &(RAM as u32 - 8).to_le_bytes(), &ram);
+        assert_eq!(console, Err(GuestError::OutsideRam(RAM - 8)));
+        assert_eq!(
+            decode(Port::Exit, &[0, 0x10], &ram),
+            Err(GuestError::BadWidth(2))
+        );
+    }
+
+    #[test]
+    fn exit_and_sleep_are_validated() {
+        let ram = GuestRam::new(RAM).unwrap();
+        ram.write_obj(
+            REQ,
+            &hypercall::Exit {
+                code: 42,
+                kind: ExitKind::Exit as u32,
+            },
+        )
+        .unwrap();
+        let call = decode(Port::Exit, &(REQ as u32).to_le_bytes(), &ram).unwrap();
+        assert_eq!(
+            call.request,
+            Ok(Request::Exit {
+                kind: ExitKind::Exit,
+                code: 42
+            })
+        );
+        ram.write_obj(REQ, &hypercall::Exit { code: 1, kind: 77 })
+            .unwrap();
+        let call = decode(Port::Exit, &(REQ as u32).to_le_bytes(), &ram).unwrap();
+        assert_eq!(call.request, Err(GuestError::UnknownExitKind(77)));
+        ram.write_obj(
+            REQ,
+            &hypercall::Sleep {
+                duration_ns: u64::MAX,
+            },
+        )
+        .unwrap();
+        let call = decode(Port::Sleep, &(REQ as u32).to_le_bytes(), &ram).unwrap();
+        assert_eq!(call.request, Err(GuestError::SleepTooLong(u64::MAX)));
+    }
+}
