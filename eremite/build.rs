@@ -38,7 +38,9 @@ fn main() {
 
     let target_dir = out_dir.join("kernel-target");
     build_kernel(&kernel_dir, &target_dir);
-    let archive = target_dir.join(KERNEL_TARGET).join("release/liberemite_kernel.a");
+    let archive = target_dir
+        .join(KERNEL_TARGET)
+        .join("release/liberemite_kernel.a");
 
     let tools = toolchain_bin_dir();
     let object = out_dir.join("eremite_kernel.o");
@@ -56,7 +58,10 @@ fn main() {
 
     let library = out_dir.join("liberemite_kernel.a");
     let _ = std::fs::remove_file(&library);
-    run(Command::new(tools.join("llvm-ar")).arg("crs").arg(&library).arg(&object));
+    run(Command::new(tools.join("llvm-ar"))
+        .arg("crs")
+        .arg(&library)
+        .arg(&object));
 
     println!("cargo:rustc-link-search=native={}", out_dir.display());
     println!("cargo:rustc-link-lib=static:+whole-archive=eremite_kernel");
@@ -70,7 +75,13 @@ fn build_kernel(kernel_dir: &Path, target_dir: &Path) {
     let mut command = Command::new(cargo);
     command
         .current_dir(kernel_dir)
-        .args(["build", "--release", "--target", KERNEL_TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            KERNEL_TARGET,
+            "--target-dir",
+        ])
         .arg(target_dir);
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
@@ -95,7 +106,10 @@ fn toolchain_bin_dir() -> PathBuf {
         _ => panic!("eremite: cannot ask {rustc:?} for its sysroot"),
     };
     let host = env::var("HOST").expect("set by cargo");
-    let bin = PathBuf::from(sysroot).join("lib/rustlib").join(host).join("bin");
+    let bin = PathBuf::from(sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin");
     if !bin.join("llvm-objcopy").exists() {
         panic!(
             "eremite: {} has no llvm-objcopy; install the toolchain's llvm-tools component \

@@ -71,7 +71,10 @@ pub unsafe extern "C" fn memcmp(a: *const c_void, b: *const c_void, n: usize) ->
     while i + 8 <= n {
         // SAFETY: i + 8 <= n, so both 8-byte reads are inside the ranges.
         let (x, y) = unsafe {
-            ((a.add(i) as *const u64).read_unaligned(), (b.add(i) as *const u64).read_unaligned())
+            (
+                (a.add(i) as *const u64).read_unaligned(),
+                (b.add(i) as *const u64).read_unaligned(),
+            )
         };
         if x != y {
             break;

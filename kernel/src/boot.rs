@@ -99,7 +99,11 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
             + core::mem::offset_of!(KernelReport, init_ns) as u64,
         init_ns,
     );
-    klog!("kernel init took {} us; calling main with {} args", init_ns / 1000, argc);
+    klog!(
+        "kernel init took {} us; calling main with {} args",
+        init_ns / 1000,
+        argc
+    );
 
     let argv = args.leak().as_ptr() as u64;
     let envp = env.leak().as_ptr() as u64;
@@ -113,7 +117,11 @@ extern "C" fn enter_main(argc: u64, argv: u64, envp: u64) -> ! {
     // NUL-terminated strings that live for the whole run (leaked above, in
     // the boot data area); argc counts the non-NULL entries of argv.
     unsafe {
-        runtime_entry(argc as i32, argv as *const *const c_char, envp as *const *const c_char)
+        runtime_entry(
+            argc as i32,
+            argv as *const *const c_char,
+            envp as *const *const c_char,
+        )
     }
 }
 
@@ -130,7 +138,9 @@ fn pointer_array(list: &StringList) -> Vec<*const c_char> {
         let bytes = mm::boot_data(list.addr, list.len);
         let mut start = 0;
         for _ in 0..list.count {
-            let Some(nul) = bytes[start..].iter().position(|&b| b == 0) else { break };
+            let Some(nul) = bytes[start..].iter().position(|&b| b == 0) else {
+                break;
+            };
             pointers.push(bytes[start..].as_ptr().cast::<c_char>());
             start += nul + 1;
         }

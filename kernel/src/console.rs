@@ -63,8 +63,11 @@ impl Console {
     }
 }
 
-static CONSOLE: SpinMutex<Console> =
-    SpinMutex::new(Console { stream: Stream::Stdout, buffer: [0; BUFFER_BYTES], len: 0 });
+static CONSOLE: SpinMutex<Console> = SpinMutex::new(Console {
+    stream: Stream::Stdout,
+    buffer: [0; BUFFER_BYTES],
+    len: 0,
+});
 
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 
@@ -100,7 +103,9 @@ pub(crate) struct Writer(pub(crate) Stream);
 
 impl fmt::Write for Writer {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        write(self.0, s.as_bytes()).map(|_| ()).map_err(|_| fmt::Error)
+        write(self.0, s.as_bytes())
+            .map(|_| ())
+            .map_err(|_| fmt::Error)
     }
 }
 
@@ -115,7 +120,11 @@ pub(crate) struct DirectWriter {
 
 impl DirectWriter {
     pub(crate) fn new(stream: Stream) -> Self {
-        Self { stream, buffer: [0; 1024], len: 0 }
+        Self {
+            stream,
+            buffer: [0; 1024],
+            len: 0,
+        }
     }
 
     fn send(&mut self) {

@@ -75,18 +75,34 @@ pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
             out,
             ", CR2 {:#x} ({} {} access)",
             frame.cr2,
-            if frame.error_code & 1 != 0 { "protection violation on" } else { "unmapped page on" },
-            if frame.error_code & 2 != 0 { "write" } else { "read" }
+            if frame.error_code & 1 != 0 {
+                "protection violation on"
+            } else {
+                "unmapped page on"
+            },
+            if frame.error_code & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            }
         );
     } else {
         let _ = write!(out, ", CR2 {:#x}", frame.cr2);
     }
-    let _ = writeln!(out, ", RSP {:#x}, RBP {:#x}, CPL {}", frame.rsp, frame.rbp, frame.cs & 3);
+    let _ = writeln!(
+        out,
+        ", RSP {:#x}, RBP {:#x}, CPL {}",
+        frame.rsp,
+        frame.rbp,
+        frame.cs & 3
+    );
     let _ = writeln!(out, "backtrace:");
     let _ = writeln!(out, "  #0 {}", Location(frame.rip));
     let mut rbp = frame.rbp;
     for depth in 1..MAX_FRAMES {
-        let Some((next, return_address)) = read_frame(rbp) else { break };
+        let Some((next, return_address)) = read_frame(rbp) else {
+            break;
+        };
         if return_address == 0 {
             break;
         }
@@ -113,6 +129,9 @@ fn read_frame(rbp: u64) -> Option<(u64, u64)> {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     console::flush();
-    let _ = writeln!(DirectWriter::new(Stream::Stderr), "eremite kernel panic: {info}");
+    let _ = writeln!(
+        DirectWriter::new(Stream::Stderr),
+        "eremite kernel panic: {info}"
+    );
     hypervisor::exit(ExitKind::KernelPanic, 0)
 }

@@ -16,7 +16,9 @@ pub(crate) fn console_write(stream: Stream, bytes: &[u8]) -> Result<usize, Errno
     };
     arch::hypercall(Port::ConsoleWrite, &mut request);
     if request.result < 0 {
-        Err(Errno(i32::try_from(-request.result).unwrap_or(eremite_interface::errno::EIO.0)))
+        Err(Errno(
+            i32::try_from(-request.result).unwrap_or(eremite_interface::errno::EIO.0),
+        ))
     } else {
         Ok(usize::try_from(request.result).unwrap_or(0))
     }
@@ -24,7 +26,10 @@ pub(crate) fn console_write(stream: Stream, bytes: &[u8]) -> Result<usize, Errno
 
 /// Stop the VM. The caller flushes the console first.
 pub(crate) fn exit(kind: ExitKind, code: i32) -> ! {
-    let mut request = Exit { code, kind: kind as u32 };
+    let mut request = Exit {
+        code,
+        kind: kind as u32,
+    };
     loop {
         arch::hypercall(Port::Exit, &mut request);
     }

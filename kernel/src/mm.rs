@@ -27,10 +27,16 @@ static RAM_END: AtomicU64 = AtomicU64::new(0);
 /// once.
 pub(crate) unsafe fn init(free_start: u64, ram_end: u64) -> bool {
     RAM_END.store(ram_end, Ordering::Relaxed);
-    let Some(size) = ram_end.checked_sub(free_start) else { return false };
+    let Some(size) = ram_end.checked_sub(free_start) else {
+        return false;
+    };
     // SAFETY: the caller gives us exclusive use of this range of identity-
     // mapped RAM for the lifetime of the kernel.
-    unsafe { HEAP.lock().claim(free_start as *mut u8, size as usize).is_some() }
+    unsafe {
+        HEAP.lock()
+            .claim(free_start as *mut u8, size as usize)
+            .is_some()
+    }
 }
 
 /// Whether `[addr, addr + len)` is mapped guest RAM (and not page 0).
@@ -80,7 +86,9 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
 /// # Safety
 /// As for [`dealloc`]; on success the old pointer must not be used.
 pub(crate) unsafe fn realloc(ptr: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8 {
-    let Ok(layout) = Layout::from_size_align(size, align) else { return null_mut() };
+    let Ok(layout) = Layout::from_size_align(size, align) else {
+        return null_mut();
+    };
     if Layout::from_size_align(new_size, align).is_err() {
         return null_mut();
     }
@@ -100,7 +108,9 @@ pub(crate) fn create_tls(template: &eremite_interface::TlsTemplate) -> Option<u6
     let align = template.align.max(16);
     // The linker places TLS variables at negative offsets from the thread
     // pointer: the block size rounded up to the template's alignment.
-    let offset = template.mem_size.checked_next_multiple_of(template.align.max(1))?;
+    let offset = template
+        .mem_size
+        .checked_next_multiple_of(template.align.max(1))?;
     // Padding in front keeps the thread pointer aligned to `align`, so the
     // block start (thread pointer - offset) is aligned to the template's.
     let front = offset.checked_next_multiple_of(align)?;
@@ -111,7 +121,11 @@ pub(crate) fn create_tls(template: &eremite_interface::TlsTemplate) -> Option<u6
     }
     let thread_pointer = base as u64 + front;
     let block_start = thread_pointer - offset;
-    let init_len = if template.file_size <= template.mem_size { template.file_size } else { 0 };
+    let init_len = if template.file_size <= template.mem_size {
+        template.file_size
+    } else {
+        0
+    };
     if init_len > 0 && is_ram(template.addr, init_len) {
         // SAFETY: (1) the source is the image's TLS template, inside RAM
         // (checked) and never written; (2) the destination

@@ -12,7 +12,11 @@ use eremite_interface::hypercall::ExitKind;
 use crate::{console, hypervisor, time};
 
 /// Wait while `*word == expected`, up to `timeout_ns` (relative).
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> Result<(), Errno> {
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout_ns: Option<u64>,
+) -> Result<(), Errno> {
     if word.load(Ordering::SeqCst) != expected {
         return Err(errno::EAGAIN);
     }

@@ -22,12 +22,20 @@ const SPIN_LIMIT_NS: u64 = 200_000;
 
 /// Set up the clocks; `tsc_khz` must not be zero.
 pub(crate) fn init(tsc_khz: u64, boot_tsc: u64, boot_wall_ns: u64) {
-    CLOCK.call_once(|| Clock { tsc_khz, boot_tsc, boot_wall_ns });
+    CLOCK.call_once(|| Clock {
+        tsc_khz,
+        boot_tsc,
+        boot_wall_ns,
+    });
 }
 
 fn clock() -> &'static Clock {
     // Before `init` (only during the first lines of boot) time stands still.
-    static STILL: Clock = Clock { tsc_khz: u64::MAX, boot_tsc: 0, boot_wall_ns: 0 };
+    static STILL: Clock = Clock {
+        tsc_khz: u64::MAX,
+        boot_tsc: 0,
+        boot_wall_ns: 0,
+    };
     CLOCK.get().unwrap_or(&STILL)
 }
 

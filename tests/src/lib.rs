@@ -1,1 +1,115 @@
-//! Guest integration tests live in tests/.
+//! Helpers for the guest integration tests: boot `examples/*` through the
+//! real `eremite` CLI (`target/release/eremite`) and look at what came out.
+//!
+//! `./x test` builds the CLI and every example before running the tests;
+//! a test that finds them missing, or finds no `/dev/kvm`, fails and says
+//! why, it never passes silently.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .into()
+}
+
+/// The release CLI, which `./x test` builds.
+pub fn eremite() -> PathBuf {
+    let path = root().join("target/release/eremite");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// The image of `examples/NAME`, which `./x test` builds.
+pub fn image(name: &str) -> PathBuf {
+    let path = root()
+        .join("examples/target/x86_64-unknown-hermit/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds every example",
+        path.display()
+    );
+    path
+}
+
+/// Fail clearly where KVM is missing.
+pub fn require_kvm() {
+    assert!(
+        Path::new("/dev/kvm").exists(),
+        "this test boots a VM and needs /dev/kvm, which this machine does not have"
+    );
+}
+
+/// What one run of the CLI produced.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panic with everything the run printed unless it exited with `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code\n{self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `eremite` with `args`.
+pub fn eremite_cli(args: &[&str]) -> Run {
+    let output = Command::new(eremite())
+        .args(args)
+        .output()
+        .expect("cannot start eremite");
+    Run::from_output(output)
+}
+
+/// `eremite run OPTIONS examples/NAME -- GUEST_ARGS`.
+pub fn boot(name: &str, options: &[&str], guest_args: &[&str]) -> Run {
+    require_kvm();
+    let image = image(name);
+    let output = Command::new(eremite())
+        .arg("run")
+        .args(options)
+        .arg(&image)
+        .arg("--")
+        .args(guest_args)
+        .output()
+        .expect("cannot start eremite");
+    Run::from_output(output)
+}
+
+/// Run any command and capture it.
+pub fn run_command(command: &mut Command) -> Run {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    Run::from_output(output)
+}

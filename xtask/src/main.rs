@@ -18,7 +18,7 @@ use std::process::{Command, ExitCode};
 
 pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`.
-pub(crate) const EXAMPLES: [&str; 3] = ["hello", "panic", "wildptr"];
+pub(crate) const EXAMPLES: [&str; 4] = ["hello", "panic", "wildptr", "fault"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 

@@ -19,7 +19,12 @@ fn main() {
     }
     println!("checksum: {x:#018x}");
     let two = std::hint::black_box(2.0f64);
-    println!("sqrt(2) = {:.6}, tan(2) = {:.6}, cosh(2) = {:.6}", two.sqrt(), two.tan(), two.cosh());
+    println!(
+        "sqrt(2) = {:.6}, tan(2) = {:.6}, cosh(2) = {:.6}",
+        two.sqrt(),
+        two.tan(),
+        two.cosh()
+    );
     if let Some(pos) = args.iter().position(|a| a == "--exit") {
         let code = args.get(pos + 1).and_then(|c| c.parse().ok()).unwrap_or(1);
         std::process::exit(code);

@@ -18,7 +18,10 @@ const WILD: usize = 0xdead_beef_0000;
 
 fn check(what: &str, got: i64, want: i32) -> bool {
     let ok = got == -i64::from(want);
-    println!("{what}: {got} ({})", if ok { "refused as expected" } else { "WRONG" });
+    println!(
+        "{what}: {got} ({})",
+        if ok { "refused as expected" } else { "WRONG" }
+    );
     ok
 }
 
@@ -35,12 +38,36 @@ fn main() {
     // SAFETY (all calls below): the kernel must validate these pointers;
     // that is the point of this program.
     unsafe {
-        ok &= check("write(wild pointer)", sys_write(1, WILD as *const u8, 16) as i64, EFAULT.0);
-        ok &= check("write(null)", sys_write(1, std::ptr::null(), 5) as i64, EFAULT.0);
-        ok &= check("write(length wraps)", sys_write(1, text.as_ptr(), usize::MAX) as i64, EFAULT.0);
-        ok &= check("read_entropy(wild)", sys_read_entropy(WILD as *mut u8, 8, 0) as i64, EFAULT.0);
-        ok &= check("clock_gettime(wild)", i64::from(sys_clock_gettime(4, WILD as *mut u8)), EFAULT.0);
-        ok &= check("futex_wait(wild)", i64::from(sys_futex_wait(WILD as *mut u32, 0, std::ptr::null(), 0)), EINVAL.0);
+        ok &= check(
+            "write(wild pointer)",
+            sys_write(1, WILD as *const u8, 16) as i64,
+            EFAULT.0,
+        );
+        ok &= check(
+            "write(null)",
+            sys_write(1, std::ptr::null(), 5) as i64,
+            EFAULT.0,
+        );
+        ok &= check(
+            "write(length wraps)",
+            sys_write(1, text.as_ptr(), usize::MAX) as i64,
+            EFAULT.0,
+        );
+        ok &= check(
+            "read_entropy(wild)",
+            sys_read_entropy(WILD as *mut u8, 8, 0) as i64,
+            EFAULT.0,
+        );
+        ok &= check(
+            "clock_gettime(wild)",
+            i64::from(sys_clock_gettime(4, WILD as *mut u8)),
+            EFAULT.0,
+        );
+        ok &= check(
+            "futex_wait(wild)",
+            i64::from(sys_futex_wait(WILD as *mut u32, 0, std::ptr::null(), 0)),
+            EINVAL.0,
+        );
     }
 
     // The VMM must refuse a console buffer outside guest memory...
@@ -52,7 +79,11 @@ fn main() {
         result: 0,
     };
     raw_hypercall(Port::ConsoleWrite, (&raw mut request) as u32);
-    ok &= check("hypercall(buffer outside RAM)", std::hint::black_box(request.result), EFAULT.0);
+    ok &= check(
+        "hypercall(buffer outside RAM)",
+        std::hint::black_box(request.result),
+        EFAULT.0,
+    );
     // ...and survive requests that are themselves outside memory or
     // misaligned (there is nowhere to put an answer: the VMM ignores them).
     raw_hypercall(Port::ConsoleWrite, 0xffff_fff8);

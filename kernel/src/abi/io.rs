@@ -39,7 +39,10 @@ fn read(fd: i32, buf: *mut u8, len: usize) -> Result<usize, Errno> {
     }
 }
 
-fn iovecs(iov: *const IoVec, count: usize) -> Result<impl Iterator<Item = Result<IoVec, Errno>>, Errno> {
+fn iovecs(
+    iov: *const IoVec,
+    count: usize,
+) -> Result<impl Iterator<Item = Result<IoVec, Errno>>, Errno> {
     if count > IOV_MAX {
         return Err(errno::EINVAL);
     }

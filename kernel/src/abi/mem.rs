@@ -21,7 +21,12 @@ pub extern "C" fn sys_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// `ptr` must be null or a live block from this allocator with this size
 /// and alignment (the allocator contract std upholds).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn sys_realloc(ptr: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8 {
+pub unsafe extern "C" fn sys_realloc(
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
     // SAFETY: forwarded caller contract.
     unsafe { mm::realloc(ptr, size, align, new_size) }
 }

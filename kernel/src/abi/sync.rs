@@ -11,7 +11,12 @@ use crate::{console, hypervisor, sched, time};
 /// `timeout` is relative rather than absolute (hermit-abi).
 const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
 
-fn futex_wait(addr: *mut u32, expected: u32, timeout: *const Timespec, flags: u32) -> Result<i32, Errno> {
+fn futex_wait(
+    addr: *mut u32,
+    expected: u32,
+    timeout: *const Timespec,
+    flags: u32,
+) -> Result<i32, Errno> {
     if flags & !FUTEX_RELATIVE_TIMEOUT != 0 {
         return Err(errno::EINVAL);
     }
@@ -30,13 +35,20 @@ fn futex_wait(addr: *mut u32, expected: u32, timeout: *const Timespec, flags: u3
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn sys_futex_wait(addr: *mut u32, expected: u32, timeout: *const Timespec, flags: u32) -> i32 {
+pub extern "C" fn sys_futex_wait(
+    addr: *mut u32,
+    expected: u32,
+    timeout: *const Timespec,
+    flags: u32,
+) -> i32 {
     ret(futex_wait(addr, expected, timeout, flags))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_futex_wake(addr: *mut u32, count: i32) -> i32 {
-    ret(user::atomic_u32(addr).map_err(|_| errno::EINVAL).map(|word| sched::futex_wake(word, count)))
+    ret(user::atomic_u32(addr)
+        .map_err(|_| errno::EINVAL)
+        .map(|word| sched::futex_wake(word, count)))
 }
 
 /// Block the only thread: nothing can wake it.

@@ -74,7 +74,13 @@ enosys! {
 
 /// Thread creation is not there yet: 0 is hermit-abi's "no thread".
 #[unsafe(no_mangle)]
-pub extern "C" fn sys_spawn2(_func: usize, _arg: usize, _prio: u8, _stack_size: usize, _core: isize) -> u32 {
+pub extern "C" fn sys_spawn2(
+    _func: usize,
+    _arg: usize,
+    _prio: u8,
+    _stack_size: usize,
+    _core: isize,
+) -> u32 {
     0
 }
 

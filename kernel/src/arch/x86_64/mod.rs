@@ -49,7 +49,9 @@ pub(crate) fn hypercall<T>(port: Port, request: &mut T) {
 pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: `rdtsc` is allowed at CPL3 (CR4.TSD is clear) and only reads.
-    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 

@@ -75,7 +75,10 @@ static mut UPCALL_STACK: UpcallStack = UpcallStack([0; UPCALL_STACK_SIZE]);
 static mut IN_FATAL: u64 = 0;
 
 /// Request used by the CPL0 exit path.
-static mut EARLY_EXIT: Exit = Exit { code: 0, kind: ExitKind::Exception as u32 };
+static mut EARLY_EXIT: Exit = Exit {
+    code: 0,
+    kind: ExitKind::Exception as u32,
+};
 
 global_asm!(
     ".section .text.eremite_supervisor,\"ax\",@progbits",
@@ -135,7 +138,7 @@ global_asm!(
     "    outl %eax, %dx",
     "5:  hlt",
     "    jmp 5b",
-    vec_off = const VECTOR_INDEX * 8 + 8,
+    vec_off = const VECTOR_INDEX * 8,
     counters = const COUNTERS_ADDR,
     in_fatal = sym IN_FATAL,
     stack = sym UPCALL_STACK,

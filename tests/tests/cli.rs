@@ -1,0 +1,79 @@
+//! The command line: user mistakes get one line and a documented code.
+
+use eremite_tests::{eremite, eremite_cli, image, root, run_command};
+use std::process::Command;
+
+fn one_line_error(run: &eremite_tests::Run, code: i32, needle: &str) {
+    run.expect_code(code);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of error\n{run}");
+    assert!(lines[0].starts_with("eremite: "), "{run}");
+    assert!(lines[0].contains(needle), "{run}");
+}
+
+#[test]
+fn a_missing_image_is_one_line_and_125() {
+    let run = eremite_cli(&["run", "/nonexistent/image"]);
+    one_line_error(&run, 125, "No such file");
+}
+
+#[test]
+fn a_file_that_is_not_elf_is_refused() {
+    let path = root().join("Cargo.toml");
+    let run = eremite_cli(&["run", path.to_str().unwrap()]);
+    one_line_error(&run, 125, "not an ELF file");
+}
+
+#[test]
+fn an_elf_file_that_is_not_an_eremite_image_is_refused() {
+    // The CLI itself: a Linux executable, not a unikernel image.
+    let run = eremite_cli(&["run", eremite().to_str().unwrap()]);
+    one_line_error(&run, 125, "not an eremite image");
+}
+
+#[test]
+fn more_than_one_cpu_is_not_supported_yet() {
+    let hello = image("hello");
+    let run = eremite_cli(&["run", "--cpus", "2", hello.to_str().unwrap()]);
+    one_line_error(&run, 125, "not supported yet");
+}
+
+#[test]
+fn bad_flags_and_sizes_are_usage_errors() {
+    let hello = image("hello");
+    let hello = hello.to_str().unwrap();
+    for args in [
+        vec!["run", "--memory", "lots", hello],
+        vec!["run", "--memory", "4M", hello],
+        vec!["run", "--no-such-flag", hello],
+        vec!["run"],
+    ] {
+        let run = eremite_cli(&args);
+        run.expect_code(2);
+        assert!(run.stderr.starts_with("error: "), "{run}");
+    }
+}
+
+#[test]
+fn a_bad_environment_entry_is_refused() {
+    let hello = image("hello");
+    let run = eremite_cli(&["run", "--env", "NOEQUALS", hello.to_str().unwrap()]);
+    one_line_error(&run, 125, "KEY=VALUE");
+}
+
+#[test]
+fn without_kvm_the_error_says_so() {
+    // Hide /dev/kvm in a private mount namespace (needs root and unshare).
+    let probe = Command::new("unshare").args(["-m", "true"]).output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "this test needs `unshare -m` (root) to hide /dev/kvm: {probe:?}"
+    );
+    let script = format!(
+        "mount -t tmpfs none /dev && exec {} run {}",
+        eremite().display(),
+        image("hello").display()
+    );
+    let run = run_command(Command::new("unshare").args(["-m", "sh", "-c", &script]));
+    one_line_error(&run, 125, "/dev/kvm");
+}

@@ -1,0 +1,84 @@
+//! examples/hello: output, arguments, environment, exit codes, memory
+//! sizes, and how few exits and CPL0 entries a boot takes.
+
+use eremite_tests::boot;
+
+#[test]
+fn hello_greets_and_shows_its_arguments() {
+    let run = boot("hello", &[], &["alpha", "beta gamma"]);
+    run.expect_code(0);
+    assert!(run.stdout.starts_with("Hello from eremite!\n"), "{run}");
+    assert!(
+        run.stdout.contains(r#"args: ["alpha", "beta gamma"]"#),
+        "{run}"
+    );
+    assert!(run.stdout.contains("GREETING is not set"), "{run}");
+    // The same LCG loop natively gives this value; floating point works
+    // at CPL3 with SSE state enabled by the VMM.
+    assert!(run.stdout.contains("checksum: 0xf55488fc2c6ef761"), "{run}");
+    assert!(
+        run.stdout
+            .contains("sqrt(2) = 1.414214, tan(2) = -2.185040, cosh(2) = 3.762196")
+    );
+    assert!(run.stderr.is_empty(), "{run}");
+}
+
+#[test]
+fn environment_variables_reach_the_guest() {
+    let run = boot(
+        "hello",
+        &["--env", "GREETING=bonjour", "-e", "OTHER=x"],
+        &[],
+    );
+    run.expect_code(0);
+    assert!(run.stdout.contains("GREETING=bonjour"), "{run}");
+}
+
+#[test]
+fn the_guest_exit_code_is_the_process_exit_code() {
+    for code in [0, 1, 42, 255] {
+        let run = boot("hello", &[], &["--exit", &code.to_string()]);
+        run.expect_code(code);
+    }
+}
+
+#[test]
+fn boots_with_the_smallest_and_a_large_memory() {
+    boot("hello", &["--memory", "8M"], &[]).expect_code(0);
+    boot("hello", &["--memory", "3G"], &[]).expect_code(0);
+}
+
+#[test]
+fn boot_takes_a_handful_of_exits_and_no_cpl0_entries() {
+    // The kernel runs at CPL3 and buffers its console: a whole run of
+    // hello is a few hypercalls, and the CPL0 supervisor is never entered.
+    let run = boot("hello", &["--stats"], &[]);
+    run.expect_code(0);
+    let count = |label: &str| -> u64 {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(label));
+        let line = line.unwrap_or_else(|| panic!("no `{label}` line\n{run}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert!(count("total") <= 10, "{run}");
+    assert_eq!(count("hypercall Exit"), 1, "{run}");
+    assert_eq!(count("bad hypercall"), 0, "{run}");
+    assert_eq!(count("eremite: CPL0 entries"), 0, "{run}");
+}
+
+#[test]
+fn verbose_shows_the_kernel_log_and_the_boot_breakdown() {
+    let run = boot("hello", &["--verbose"], &[]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("eremite kernel: 64 MiB RAM"), "{run}");
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("vmm setup"))
+        .expect("breakdown line");
+    for part in ["kernel init", "guest run", "total"] {
+        assert!(line.contains(part), "{line}");
+    }
+}
