@@ -93,12 +93,16 @@ pub fn eremite_cli(args: &[&str]) -> Run {
 
 /// `eremite run OPTIONS examples/NAME -- GUEST_ARGS`.
 pub fn boot(name: &str, options: &[&str], guest_args: &[&str]) -> Run {
+    boot_image(&image(name), options, guest_args)
+}
+
+/// `eremite run OPTIONS IMAGE -- GUEST_ARGS`.
+pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
     require_kvm();
-    let image = image(name);
     let output = Command::new(eremite())
         .arg("run")
         .args(options)
-        .arg(&image)
+        .arg(image)
         .arg("--")
         .args(guest_args)
         .output()

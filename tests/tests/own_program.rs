@@ -1,0 +1,83 @@
+//! "Run your own program", exactly as the README tells a user: a crate
+//! outside this repository depends on `eremite` by path, copies the
+//! toolchain file, builds for x86_64-unknown-hermit with build-std, and
+//! boots with `eremite run`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use eremite_tests::{boot_image, root, run_command};
+
+const MAIN_RS: &str = r#"use eremite as _;
+use std::collections::HashMap;
+
+fn main() {
+    let words = ["apple", "banana", "apple", "cherry", "banana", "apple"];
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for word in words {
+        *counts.entry(word).or_default() += 1;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort();
+    println!("my own program counted {counts:?}");
+    let name = std::env::args().nth(1).unwrap_or_default();
+    println!("hello, {name}");
+}
+"#;
+
+/// A fresh directory outside the repository.
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eremite-own-program-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    assert!(!dir.starts_with(root()));
+    dir
+}
+
+fn write_app(dir: &Path) {
+    let manifest = format!(
+        "[package]\nname = \"myapp\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\neremite = {{ path = \"{}\" }}\n\n[workspace]\n",
+        root().join("eremite").display()
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(dir.join("src/main.rs"), MAIN_RS).unwrap();
+    std::fs::copy(
+        root().join("rust-toolchain.toml"),
+        dir.join("rust-toolchain.toml"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_program_outside_the_repository_builds_and_runs() {
+    let dir = scratch_dir();
+    write_app(&dir);
+    // Build as a user would from a shell: not with the settings that
+    // `cargo test` passes to its children.
+    let inherited: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            !(k.starts_with("CARGO") || k.starts_with("RUST") || k == "__CARGO_FIX_YOLO")
+        })
+        .collect();
+    let build = run_command(
+        Command::new("cargo")
+            .current_dir(&dir)
+            .env_clear()
+            .envs(inherited)
+            .args(["build", "--release", "--target", "x86_64-unknown-hermit"])
+            .arg("-Zbuild-std=std,panic_abort"),
+    );
+    build.expect_code(0);
+    let image = dir.join("target/x86_64-unknown-hermit/release/myapp");
+    let run = boot_image(&image, &[], &["world"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains(r#"my own program counted [("apple", 3), ("banana", 2), ("cherry", 1)]"#),
+        "{run}"
+    );
+    assert!(run.stdout.contains("hello, world"), "{run}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
