@@ -240,16 +240,16 @@ pub struct Report {
 pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let started = Instant::now();
     config.validate()?;
-    let bytes = std::fs::read(&config.image).map_err(|source| Error::ReadImage {
+    let file = memory::ImageFile::open(&config.image).map_err(|source| Error::ReadImage {
         path: config.image.clone(),
         source,
     })?;
     let ram = memory::GuestRam::new(config.memory_bytes)?;
-    let image = loader::load(&bytes, &ram).map_err(|source| Error::Load {
+    let image = loader::load(file.bytes(), &ram).map_err(|source| Error::Load {
         path: config.image.clone(),
         source,
     })?;
-    drop(bytes);
+    drop(file);
     arch::write_machine_tables(&ram).expect("the fixed tables lie inside the minimum RAM");
 
     let mut machine = kvm::Machine::new(&ram)?;

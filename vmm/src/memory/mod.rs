@@ -8,8 +8,14 @@
 //! MAP_NORESERVE`), so the host commits no memory for pages the guest never
 //! touches.
 //!
-//! `unsafe` here: none. Handing the mapping's host address to KVM is
-//! `kvm/`'s business; this module only reports it.
+//! [`ImageFile`] maps the image file read-only, so loading a large image
+//! with debug information touches only the pages that are loaded.
+//!
+//! `unsafe` here: only mapping the image file ([`ImageFile::open`]).
+//! Handing guest RAM's host address to KVM is `kvm/`'s business; this
+//! module only reports it.
+
+use std::path::Path;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -101,6 +107,35 @@ impl GuestRam {
         value: &T,
     ) -> Result<(), OutOfRange> {
         self.write(addr, value.as_bytes())
+    }
+}
+
+/// An image file mapped read-only into the VMM's address space.
+pub(crate) struct ImageFile {
+    map: memmap2::Mmap,
+}
+
+impl ImageFile {
+    /// Map the file at `path`.
+    #[allow(unsafe_code)]
+    pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        // SAFETY: a private read-only mapping of a regular file. Another
+        // process could change the file while it is mapped; the loader
+        // treats the bytes as untrusted input anyway (every offset and
+        // length checked), so changed bytes make at worst a bad image. A
+        // truncation during loading would raise SIGBUS: we accept that for
+        // a file the user asked us to boot, as every mmap-based loader does.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(Self { map })
+    }
+
+    /// The file's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
     }
 }
 
