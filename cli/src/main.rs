@@ -113,9 +113,10 @@ fn ms(d: Duration) -> String {
 fn breakdown(report: &Report, total: Duration) -> String {
     let t = &report.timings;
     format!(
-        "vmm setup {}, kernel init {}, guest run {} ({} exits), total {}",
+        "vmm setup {}, kernel init {}, time to main {}, guest run {} ({} exits), total {}",
         ms(t.vmm_setup),
         ms(t.kernel_init),
+        ms(t.time_to_main),
         ms(t.guest_run),
         report.exits.total(),
         ms(total)

@@ -54,6 +54,9 @@ pub struct KernelReport {
     /// Nanoseconds from the kernel's first instruction to the call of the
     /// application's runtime entry (std's `runtime_entry`, then `main`).
     pub init_ns: u64,
+    /// The TSC when the kernel called the application's runtime entry; the
+    /// VMM compares it with [`BootInfo::boot_tsc`] for "time to main".
+    pub main_tsc: u64,
     /// Entries into CPL0 code, by kind (see [`CPL0_COUNTERS`]).
     pub cpl0_entries: [u64; CPL0_COUNTERS],
 }
@@ -62,6 +65,7 @@ impl Default for KernelReport {
     fn default() -> Self {
         Self {
             init_ns: 0,
+            main_tsc: 0,
             cpl0_entries: [0; CPL0_COUNTERS],
         }
     }

@@ -92,12 +92,16 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     }
     let stack_top = stack as u64 + stack_bytes;
 
-    let init_ns = time::ticks_to_ns(arch::rdtsc().saturating_sub(entry_tsc));
+    let main_tsc = arch::rdtsc();
+    let init_ns = time::ticks_to_ns(main_tsc.saturating_sub(entry_tsc));
+    let report = layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64;
     arch::write_report_word(
-        layout::BOOT_INFO_ADDR
-            + BootInfo::REPORT_OFFSET as u64
-            + core::mem::offset_of!(KernelReport, init_ns) as u64,
+        report + core::mem::offset_of!(KernelReport, init_ns) as u64,
         init_ns,
+    );
+    arch::write_report_word(
+        report + core::mem::offset_of!(KernelReport, main_tsc) as u64,
+        main_tsc,
     );
     klog!(
         "kernel init took {} us; calling main with {} args",

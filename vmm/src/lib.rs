@@ -219,6 +219,10 @@ pub struct Timings {
     /// The kernel's own boot, from its first instruction to calling
     /// `main` (measured by the kernel with the TSC).
     pub kernel_init: Duration,
+    /// From [`run`] being called until the kernel called the
+    /// application's entry (VMM setup, then the guest's boot, timed by the
+    /// guest's TSC against the value the VMM read before starting it).
+    pub time_to_main: Duration,
     /// From the first `KVM_RUN` until the guest stopped.
     pub guest_run: Duration,
 }
@@ -304,6 +308,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let timings = Timings {
         vmm_setup: entered - started,
         kernel_init: Duration::from_nanos(kernel.init_ns),
+        time_to_main: (entered - started) + tsc_span(boot_tsc, kernel.main_tsc, tsc_khz),
         guest_run: stopped - entered,
     };
     Ok(Report {
@@ -312,6 +317,16 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         kernel,
         timings,
     })
+}
+
+/// Time between two TSC readings (zero if `later` is not later, e.g. when
+/// the kernel never reached `main`).
+fn tsc_span(earlier: u64, later: u64, tsc_khz: u64) -> Duration {
+    let ticks = later.saturating_sub(earlier);
+    Duration::from_nanos(
+        u64::try_from(u128::from(ticks) * 1_000_000 / u128::from(tsc_khz.max(1)))
+            .unwrap_or(u64::MAX),
+    )
 }
 
 const _: () = assert!(layout::MIN_MEMORY % LARGE_PAGE_SIZE == 0);
