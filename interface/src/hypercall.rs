@@ -55,7 +55,7 @@ pub const REQUEST_ALIGN: u64 = 8;
 /// does not fit (the VMM keeps all RAM below 4 GiB, see
 /// [`crate::layout::MAX_MEMORY`]) or is misaligned.
 pub fn encode_request_addr(gpa: u64) -> Option<u32> {
-    if gpa % REQUEST_ALIGN != 0 {
+    if !gpa.is_multiple_of(REQUEST_ALIGN) {
         return None;
     }
     u32::try_from(gpa).ok()

@@ -49,10 +49,10 @@ struct Location(u64);
 impl core::fmt::Display for Location {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{:#x}", self.0)?;
-        if let Some(info) = boot::info() {
-            if (info.image_start..info.image_end).contains(&self.0) {
-                write!(f, " (image+{:#x})", self.0 - info.image_start)?;
-            }
+        if let Some(info) = boot::info()
+            && (info.image_start..info.image_end).contains(&self.0)
+        {
+            write!(f, " (image+{:#x})", self.0 - info.image_start)?;
         }
         Ok(())
     }
@@ -119,7 +119,7 @@ pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
 
 /// The saved frame pointer and return address of the frame at `rbp`.
 fn read_frame(rbp: u64) -> Option<(u64, u64)> {
-    if rbp % 8 != 0 || !mm::is_ram(rbp, 16) {
+    if !rbp.is_multiple_of(8) || !mm::is_ram(rbp, 16) {
         return None;
     }
     let words = mm::read_words::<2>(rbp);

@@ -173,7 +173,7 @@ pub(crate) fn boot_data(addr: u64, len: u64) -> &'static [u8] {
 /// Read `N` words at `addr`, which the caller checked with [`is_ram`]
 /// (`N * 8` bytes, 8-aligned). Used to walk stacks in fault reports.
 pub(crate) fn read_words<const N: usize>(addr: u64) -> [u64; N] {
-    debug_assert!(addr % 8 == 0 && is_ram(addr, N as u64 * 8));
+    debug_assert!(addr.is_multiple_of(8) && is_ram(addr, N as u64 * 8));
     // SAFETY: the caller checked that the aligned range is mapped RAM; the
     // values are plain integers, and a concurrent writer can at worst make
     // them stale, which a backtrace tolerates.

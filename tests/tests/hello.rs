@@ -92,5 +92,8 @@ fn hello_runs_at_cpl3_and_so_finishes_well_under_a_second() {
     let started = std::time::Instant::now();
     boot("hello", &[], &[]).expect_code(0);
     let elapsed = started.elapsed();
-    assert!(elapsed < std::time::Duration::from_secs(1), "hello took {elapsed:?}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(1),
+        "hello took {elapsed:?}"
+    );
 }

@@ -329,4 +329,4 @@ fn tsc_span(earlier: u64, later: u64, tsc_khz: u64) -> Duration {
     )
 }
 
-const _: () = assert!(layout::MIN_MEMORY % LARGE_PAGE_SIZE == 0);
+const _: () = assert!(layout::MIN_MEMORY.is_multiple_of(LARGE_PAGE_SIZE));

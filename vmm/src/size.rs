@@ -45,7 +45,7 @@ pub(crate) fn check_memory_size(bytes: u64) -> Result<(), SizeError> {
     if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
         return Err(SizeError::Range(bytes));
     }
-    if bytes % LARGE_PAGE_SIZE != 0 {
+    if !bytes.is_multiple_of(LARGE_PAGE_SIZE) {
         return Err(SizeError::Alignment(bytes));
     }
     Ok(())

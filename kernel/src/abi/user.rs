@@ -12,7 +12,7 @@ use eremite_interface::errno::{self, Errno};
 use crate::mm;
 
 fn check(addr: u64, len: usize, align: usize) -> Result<(), Errno> {
-    if addr % align as u64 != 0 || !mm::is_ram(addr, len as u64) {
+    if !addr.is_multiple_of(align as u64) || !mm::is_ram(addr, len as u64) {
         return Err(errno::EFAULT);
     }
     Ok(())

@@ -214,7 +214,7 @@ fn check_note(elf: &Elf<'_>, bytes: &[u8]) -> Result<(), LoadError> {
         LoadError::NotEremite("it has no EREMITE note (does the application `use eremite as _;`?)");
     let notes = elf
         .iter_note_headers(bytes)
-        .ok_or_else(|| LoadError::NotEremite("it has no notes"))?;
+        .ok_or(LoadError::NotEremite("it has no notes"))?;
     let name = core::str::from_utf8(NOTE_NAME)
         .unwrap_or_default()
         .trim_end_matches('\0');

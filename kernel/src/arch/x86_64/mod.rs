@@ -129,7 +129,7 @@ pub(crate) unsafe fn read_boot_info(addr: u64) -> eremite_interface::BootInfo {
 /// Write one 64-bit value of the kernel report (which the VMM reads after
 /// the run) at `addr`.
 pub(crate) fn write_report_word(addr: u64, value: u64) {
-    debug_assert!(addr % 8 == 0);
+    debug_assert!(addr.is_multiple_of(8));
     // SAFETY: callers pass addresses inside the `KernelReport` of the boot
     // info page, which is RAM the VMM gave us and no Rust reference covers.
     unsafe { core::ptr::write_volatile(addr as *mut u64, value) }

@@ -65,14 +65,16 @@ impl PageTable {
 /// `mem_size` must be a non-zero multiple of 2 MiB up to
 /// [`layout::MAX_MEMORY`] (checked by `VmConfig`).
 pub(crate) fn page_tables(mem_size: u64) -> Vec<PageTable> {
-    assert!(mem_size % LARGE_PAGE_SIZE == 0 && mem_size > 0 && mem_size <= layout::MAX_MEMORY);
+    assert!(
+        mem_size.is_multiple_of(LARGE_PAGE_SIZE) && mem_size > 0 && mem_size <= layout::MAX_MEMORY
+    );
     let flags = pte::PRESENT | pte::WRITABLE | pte::USER;
     let mut pml4 = PageTable::new(PML4_ADDR);
     pml4.entries[0] = PDPT_ADDR | flags;
     let mut pdpt = PageTable::new(PDPT_ADDR);
     let mut first = PageTable::new(FIRST_PT_ADDR);
     for (i, entry) in first.entries.iter_mut().enumerate().skip(1) {
-        *entry = i as u64 * PAGE_SIZE | flags;
+        *entry = (i as u64 * PAGE_SIZE) | flags;
     }
     let mut tables = Vec::new();
     for gib in 0..mem_size.div_ceil(GIB) {
