@@ -95,7 +95,8 @@ pub struct BootInfo {
     pub tls: TlsTemplate,
     /// Time-stamp counter frequency in kHz (`KVM_GET_TSC_KHZ`).
     pub tsc_khz: u64,
-    /// Host wall-clock time when the VMM started, in ns since the Unix epoch.
+    /// Host wall-clock time just before the guest starts (read together
+    /// with `boot_tsc`), in ns since the Unix epoch.
     pub boot_wall_ns: u64,
     /// Guest time-stamp counter value corresponding to `boot_wall_ns` (the
     /// guest TSC read just before the first instruction runs).

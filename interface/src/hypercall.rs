@@ -170,8 +170,8 @@ pub struct Sleep {
 }
 
 impl Sleep {
-    /// Longest single sleep the VMM performs; longer requests are cut to
-    /// this and the kernel asks again.
+    /// Longest single sleep the VMM performs; it refuses longer requests
+    /// (without sleeping), so the kernel asks for at most this and repeats.
     pub const MAX_NS: u64 = 1_000_000_000;
 }
 

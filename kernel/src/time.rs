@@ -7,6 +7,8 @@
 
 use spin::Once;
 
+use eremite_interface::hypercall::Sleep;
+
 use crate::{arch, hypervisor};
 
 struct Clock {
@@ -67,7 +69,7 @@ pub(crate) fn sleep_ns(duration_ns: u64) {
         }
         let left = deadline - now;
         if left > SPIN_LIMIT_NS {
-            hypervisor::sleep(left - SPIN_LIMIT_NS / 2);
+            hypervisor::sleep((left - SPIN_LIMIT_NS / 2).min(Sleep::MAX_NS));
         } else {
             arch::pause();
         }

@@ -7,7 +7,8 @@
 //! It returns a [`Report`]: how the guest ended, exits by kind, the
 //! kernel's own counters, and where the time went.
 //!
-//! `unsafe` is allowed only in `kvm/` (see `docs/safety.md`).
+//! `unsafe` is allowed only in `kvm/` and in `memory/` for mapping the
+//! image file (see `docs/safety.md`).
 #![deny(unsafe_code)]
 
 mod arch;

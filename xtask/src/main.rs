@@ -18,7 +18,7 @@ use std::process::{Command, ExitCode};
 
 pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`.
-pub(crate) const EXAMPLES: [&str; 4] = ["hello", "panic", "wildptr", "fault"];
+pub(crate) const EXAMPLES: [&str; 5] = ["hello", "panic", "wildptr", "fault", "clock"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 

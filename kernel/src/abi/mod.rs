@@ -7,7 +7,8 @@
 //! `time`, `sched`, `console`) and maps `Result<_, Errno>` to the ABI's
 //! negative-errno form with [`ret`]. Functions not implemented yet return
 //! `-ENOSYS` from [`unsupported`]. `#[unsafe(no_mangle)]` is why this
-//! module allows `unsafe_code`; `unsafe` blocks live in `user.rs` only.
+//! module allows `unsafe_code`; pointer `unsafe` lives in `user.rs`, and
+//! in `mem.rs` where the ABI hands the allocator a pointer it gave out.
 #![allow(unsafe_code)]
 
 mod entropy;

@@ -5,7 +5,7 @@
 //! address of the request struct. The guest is hostile, so handling is
 //! "parse, then act": [`decode`] copies the request out of guest memory
 //! (bounds-checked), turns it into a validated [`Request`] and only then
-//! does [`Hypercalls::handle`] act on it. A request whose address is bad
+//! does [`handle`] act on it. A request whose address is bad
 //! cannot be answered and is counted and ignored; a request with bad
 //! fields gets an error code in its `result` field where it has one.
 //! Nothing the guest writes can make the VMM panic.

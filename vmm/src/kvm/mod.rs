@@ -43,7 +43,9 @@ fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
 pub struct ExitStats {
     /// Hypercalls, by port (in [`Port::ALL`] order).
     pub hypercalls: [u64; Port::ALL.len()],
-    /// Hypercalls whose request could not be read (bad address, width).
+    /// Hypercalls the VMM refused: the request could not be read (bad
+    /// address or width; not counted under its port) or had bad fields
+    /// (also counted under its port).
     pub bad_hypercalls: u64,
     /// Port I/O to ports that are not hypercalls.
     pub other_io: u64,
@@ -213,6 +215,9 @@ impl Machine {
                 VcpuExit::IoOut(port, data) => match Port::from_port(port) {
                     Some(port) => match hypercall::decode(port, data, ram) {
                         Ok(call) => {
+                            if call.request.is_err() {
+                                stats.bad_hypercalls += 1;
+                            }
                             stats.hypercalls
                                 [Port::ALL.iter().position(|p| *p == port).unwrap_or(0)] += 1;
                             match hypercall::handle(call, ram, console) {

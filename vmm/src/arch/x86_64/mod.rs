@@ -163,7 +163,9 @@ pub(crate) fn tss() -> Vec<u8> {
 /// Bytes in one hypercall `out` (the request address).
 const HYPERCALL_WIDTH: usize = 4;
 
-/// Write the page tables, GDT, TSS and a zeroed IDT into guest RAM.
+/// Write the page tables, GDT and TSS into guest RAM. The IDT page is
+/// left as fresh guest RAM is: zero, every gate not present, until the
+/// kernel installs its stubs.
 pub(crate) fn write_machine_tables(ram: &GuestRam) -> Result<(), OutOfRange> {
     for table in page_tables(ram.size_bytes()) {
         let bytes: Vec<u8> = table.entries.iter().flat_map(|e| e.to_le_bytes()).collect();
