@@ -1,138 +1,343 @@
-//! Benchmarks: programs, not tests. Each prints a table with the ratio to
-//! native Linux measured in the same run, and writes JSON and an SVG chart
-//! to `bench-results/`.
+//! `./x bench [GROUP...] [--quick]`: benchmarks are programs, not tests.
+//!
+//! Every benchmark program in `benches/` is built twice from the same
+//! source, for `x86_64-unknown-hermit` (booted with `eremite run`) and for
+//! `x86_64-unknown-linux-gnu` (run natively); both run in the same
+//! invocation, pinned to the same host core. The harness prints one table
+//! (median, ratio, 99th percentile), writes `bench-results/<date>.json`
+//! and one SVG chart per group. A program that exits non-zero or does not
+//! print every expected row fails the whole run: a broken benchmark never
+//! becomes a number.
+//!
+//! Groups: `syscalls` and `noise` (programs in `benches/`, measured in TSC
+//! cycles inside the program), `boot` (wall time of `eremite run hello`
+//! against a native hello process, from the outside).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::{Result, build_cli, build_image, cargo, root, run_command};
+use crate::{HERMIT_TARGET, Result, build_cli, build_image, cargo, root, run_command};
+
+mod chart;
 
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
-const DEFAULT_RUNS: usize = 30;
+/// Both sides run pinned to this host core.
+const BENCH_CORE: &str = "1";
+const GROUPS: [&str; 3] = ["syscalls", "noise", "boot"];
 
-pub(crate) fn bench(args: &[String]) -> Result {
-    match args {
-        [name, rest @ ..] if name == "boot" => boot(parse_runs(rest)?),
-        _ => Err("usage: ./x bench boot [--runs N]".to_owned()),
-    }
+/// One row of the table: one quantity measured on both systems.
+pub(crate) struct Row {
+    pub(crate) group: &'static str,
+    pub(crate) name: String,
+    pub(crate) unit: String,
+    pub(crate) eremite: Stat,
+    pub(crate) linux: Stat,
 }
 
-fn parse_runs(args: &[String]) -> Result<usize> {
-    match args {
-        [] => Ok(DEFAULT_RUNS),
-        [flag, n] if flag == "--runs" => match n.parse::<usize>() {
-            Ok(n) if n >= 5 => Ok(n),
-            _ => Err(format!("--runs wants a number of at least 5, not `{n}`")),
-        },
-        _ => Err("usage: ./x bench boot [--runs N]".to_owned()),
-    }
+/// A summary as a benchmark program prints it.
+#[derive(Clone, Copy)]
+pub(crate) struct Stat {
+    pub(crate) median: f64,
+    pub(crate) p99: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) n: u64,
 }
 
-/// Summary of a set of wall-time samples, in milliseconds.
-struct Summary {
-    median: f64,
-    p10: f64,
-    p90: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Summary {
+impl Stat {
     fn of(samples: &[f64]) -> Self {
         let mut sorted = samples.to_vec();
         sorted.sort_by(f64::total_cmp);
         let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
         Self {
             median: at(0.5),
-            p10: at(0.1),
-            p90: at(0.9),
+            p99: at(0.99),
             min: sorted[0],
             max: sorted[sorted.len() - 1],
+            n: sorted.len() as u64,
         }
     }
 }
 
+/// What a benchmark program printed: its rows, the TSC frequency, and any
+/// histogram lines.
+struct ProgramOutput {
+    tsc_khz: u64,
+    rows: Vec<(String, String, Stat)>,
+    histogram: Vec<(u64, u64)>,
+}
+
+pub(crate) fn bench(args: &[String]) -> Result {
+    let is_quick = args.iter().any(|a| a == "--quick");
+    let mut groups: Vec<&str> = Vec::new();
+    for arg in args.iter().filter(|a| *a != "--quick") {
+        let Some(group) = GROUPS.iter().find(|g| **g == arg.as_str()) else {
+            return Err(format!(
+                "unknown benchmark group `{arg}` (groups: {})",
+                GROUPS.join(", ")
+            ));
+        };
+        groups.push(group);
+    }
+    if groups.is_empty() {
+        groups = GROUPS.to_vec();
+    }
+
+    let cli = build_cli()?;
+    let needs_programs = groups.iter().any(|g| *g != "boot");
+    if needs_programs {
+        build_benches(&[])?;
+        build_benches(&["--target", HOST_TARGET, "--config", "unstable.build-std=[]"])?;
+    }
+    let mut rows = Vec::new();
+    let mut extra = Vec::new();
+    let mut tsc_khz = 0;
+    for group in &groups {
+        match *group {
+            "syscalls" => {
+                let args: &[&str] = if is_quick { &["--quick"] } else { &[] };
+                let (e, l) = run_both(&cli, "syscalls", args)?;
+                tsc_khz = e.tsc_khz;
+                rows.extend(pair("syscalls", &e, &l, &SYSCALL_ROWS)?);
+            }
+            "noise" => {
+                let args: &[&str] = if is_quick {
+                    &["--quick"]
+                } else {
+                    &["--seconds", "10"]
+                };
+                let (e, l) = run_both(&cli, "noise", args)?;
+                tsc_khz = e.tsc_khz;
+                rows.extend(pair("noise", &e, &l, &NOISE_ROWS)?);
+                extra.push(format!(
+                    "\"hourglass_histogram\": {{ \"eremite\": {}, \"linux\": {} }}",
+                    histogram_json(&e.histogram),
+                    histogram_json(&l.histogram)
+                ));
+            }
+            "boot" => {
+                let (boot_rows, boot_extra) = boot(&cli, if is_quick { 5 } else { 30 })?;
+                rows.extend(boot_rows);
+                extra.extend(boot_extra);
+            }
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    print_table(&rows, tsc_khz);
+    // Quick runs (as in `./x test`) check that the programs work; their
+    // numbers go elsewhere so they never pass for a real measurement.
+    let dir = if is_quick {
+        "bench-results/quick"
+    } else {
+        "bench-results"
+    };
+    write_results(&root().join(dir), &rows, &extra, tsc_khz, &groups)
+}
+
+const SYSCALL_ROWS: [&str; 7] = [
+    "getpid",
+    "sched_yield",
+    "write_1_byte",
+    "malloc_free_64",
+    "malloc_free_4096",
+    "first_touch_page",
+    "clock_gettime",
+];
+const NOISE_ROWS: [&str; 2] = ["hourglass_avg_gap", "hourglass_max_gap"];
+
+fn build_benches(extra: &[&str]) -> Result {
+    run_command(
+        cargo()
+            .current_dir(root().join("benches"))
+            .args(["build", "--release", "--quiet"])
+            .args(extra),
+    )
+}
+
+fn bench_binary(target: &str, name: &str) -> PathBuf {
+    root()
+        .join("benches/target")
+        .join(target)
+        .join("release")
+        .join(name)
+}
+
+/// Run a benchmark program in eremite and natively, one after the other,
+/// each pinned to [`BENCH_CORE`].
+fn run_both(cli: &Path, name: &str, args: &[&str]) -> Result<(ProgramOutput, ProgramOutput)> {
+    let mut unikernel = Command::new("taskset");
+    unikernel
+        .args(["-c", BENCH_CORE])
+        .arg(cli)
+        .arg("run")
+        .arg(bench_binary(HERMIT_TARGET, name))
+        .arg("--")
+        .args(args);
+    let mut native = Command::new("taskset");
+    native
+        .args(["-c", BENCH_CORE])
+        .arg(bench_binary(HOST_TARGET, name))
+        .args(args);
+    Ok((run_program(&mut unikernel)?, run_program(&mut native)?))
+}
+
+fn run_program(command: &mut Command) -> Result<ProgramOutput> {
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        // The write benchmark fills stderr with dots; show the rest.
+        let stderr: String = String::from_utf8_lossy(&output.stderr).replace('.', "");
+        return Err(format!(
+            "benchmark {command:?} failed ({})\n{stdout}{}",
+            output.status,
+            stderr.trim()
+        ));
+    }
+    parse_output(&stdout).map_err(|e| format!("benchmark {command:?}: {e}\n{stdout}"))
+}
+
+fn parse_output(stdout: &str) -> Result<ProgramOutput> {
+    let mut out = ProgramOutput {
+        tsc_khz: 0,
+        rows: Vec::new(),
+        histogram: Vec::new(),
+    };
+    for line in stdout.lines() {
+        let mut words = line.split_whitespace();
+        let kind = words.next().unwrap_or_default();
+        let fields: Vec<(&str, &str)> = words.filter_map(|w| w.split_once('=')).collect();
+        let get = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let number = |key: &str| -> Result<f64> {
+            get(key)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("malformed `{key}` in `{line}`"))
+        };
+        match kind {
+            "TSC" => out.tsc_khz = number("khz")? as u64,
+            "BENCH" => {
+                let name = get("name").ok_or_else(|| format!("no name in `{line}`"))?;
+                let unit = get("unit").ok_or_else(|| format!("no unit in `{line}`"))?;
+                let stat = Stat {
+                    median: number("median")?,
+                    p99: number("p99")?,
+                    min: number("min")?,
+                    max: number("max")?,
+                    n: number("n")? as u64,
+                };
+                out.rows.push((name.to_owned(), unit.to_owned(), stat));
+            }
+            "HIST" => out
+                .histogram
+                .push((number("gap_ge")? as u64, number("count")? as u64)),
+            _ => {}
+        }
+    }
+    if out.tsc_khz == 0 {
+        return Err("no TSC line".to_owned());
+    }
+    Ok(out)
+}
+
+/// Match the rows of both runs; every expected row must be on both sides.
+fn pair(
+    group: &'static str,
+    unikernel: &ProgramOutput,
+    native: &ProgramOutput,
+    expected: &[&str],
+) -> Result<Vec<Row>> {
+    expected
+        .iter()
+        .map(|name| {
+            let find = |o: &ProgramOutput, side: &str| {
+                o.rows
+                    .iter()
+                    .find(|(n, _, _)| n == name)
+                    .cloned()
+                    .ok_or_else(|| format!("the {side} run printed no result for `{name}`"))
+            };
+            let (_, unit, eremite) = find(unikernel, "eremite")?;
+            let (_, _, linux) = find(native, "Linux")?;
+            Ok(Row {
+                group,
+                name: (*name).to_owned(),
+                unit,
+                eremite,
+                linux,
+            })
+        })
+        .collect()
+}
+
 /// Wall time of `eremite run hello` from process start to exit, against a
 /// native Linux build of the same program, interleaved run by run so both
-/// see the same machine noise.
-fn boot(runs: usize) -> Result {
-    let cli = build_cli()?;
+/// see the same machine noise; then the stripped image size and the
+/// smallest `--memory` that boots hello.
+fn boot(cli: &Path, runs: usize) -> Result<(Vec<Row>, Vec<String>)> {
     let image = build_image("hello")?;
-    let native = build_native("hello")?;
-
-    let eremite_cmd = |c: &mut Command| {
-        c.arg("run").arg(&image);
-    };
+    run_command(cargo().current_dir(root().join("examples")).args([
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "hello",
+        "--target",
+        HOST_TARGET,
+        "--config",
+        "unstable.build-std=[]",
+    ]))?;
+    let native = root()
+        .join("examples/target")
+        .join(HOST_TARGET)
+        .join("release/hello");
+    let mut unikernel = Command::new(cli);
+    unikernel.arg("run").arg(&image);
+    let mut linux = Command::new(&native);
     // Warm the page cache for both binaries.
-    time_once(&cli, eremite_cmd)?;
-    time_once(&native, |_| {})?;
+    time_once(&mut unikernel)?;
+    time_once(&mut linux)?;
     let mut eremite_ms = Vec::with_capacity(runs);
     let mut native_ms = Vec::with_capacity(runs);
     for _ in 0..runs {
-        eremite_ms.push(time_once(&cli, eremite_cmd)?);
-        native_ms.push(time_once(&native, |_| {})?);
+        eremite_ms.push(time_once(&mut unikernel)?);
+        native_ms.push(time_once(&mut linux)?);
     }
-    let unikernel = Summary::of(&eremite_ms);
-    let linux = Summary::of(&native_ms);
-    let ratio = unikernel.median / linux.median;
+    let rows = vec![Row {
+        group: "boot",
+        name: "hello_wall_time".to_owned(),
+        unit: "ms".to_owned(),
+        eremite: Stat::of(&eremite_ms),
+        linux: Stat::of(&native_ms),
+    }];
     let stripped = stripped_size(&image)?;
-    let breakdown = verbose_breakdown(&cli, &image)?;
-
-    println!("boot: `eremite run hello` vs native Linux `hello`, {runs} interleaved runs, wall ms");
+    let native_stripped = stripped_size(&native)?;
+    let breakdown = verbose_breakdown(cli, &image)?;
+    let smallest = smallest_memory(cli, &image)?;
+    println!("boot: `eremite run hello` vs native `hello`, {runs} interleaved runs");
     println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "", "median", "p10", "p90", "min", "max"
+        "  hello stripped: eremite image {stripped} bytes, native Linux binary {native_stripped} bytes"
     );
-    for (name, s) in [
-        ("eremite (KVM guest)", &unikernel),
-        ("native Linux process", &linux),
-    ] {
-        println!(
-            "{name:<22} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-            s.median, s.p10, s.p90, s.min, s.max
-        );
-    }
-    println!("ratio eremite / native (median): {ratio:.2}x");
-    println!(
-        "hello image: {} bytes stripped ({:.0} KiB)",
-        stripped,
-        stripped as f64 / 1024.0
-    );
-    if let Some(line) = &breakdown {
-        println!("one verbose run: {line}");
-    }
-
-    let dir = root().join("bench-results");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let json = format!(
-        "{{\n  \"benchmark\": \"boot\",\n  \"runs\": {runs},\n  \"unit\": \"ms\",\n  \
-         \"eremite\": {},\n  \"native\": {},\n  \"ratio_median\": {ratio:.3},\n  \
-         \"image_stripped_bytes\": {stripped},\n  \"breakdown\": {}\n}}\n",
-        summary_json(&unikernel, &eremite_ms),
-        summary_json(&linux, &native_ms),
-        breakdown.as_deref().map_or("null".to_owned(), |b| format!(
-            "\"{}\"",
-            b.replace('"', "'")
-        )),
-    );
-    write(&dir.join("boot.json"), &json)?;
-    write(
-        &dir.join("boot.svg"),
-        &svg_chart(&[("eremite", &unikernel), ("native Linux", &linux)]),
-    )?;
-    println!("wrote {} and boot.svg", dir.join("boot.json").display());
-    Ok(())
+    println!("  smallest --memory that boots hello: {smallest}");
+    println!("  one verbose run: {breakdown}");
+    let extra = vec![
+        format!("\"hello_image_stripped_bytes\": {stripped}"),
+        format!("\"hello_native_stripped_bytes\": {native_stripped}"),
+        format!("\"smallest_memory\": \"{smallest}\""),
+        format!("\"boot_breakdown\": \"{}\"", breakdown.replace('"', "'")),
+    ];
+    Ok((rows, extra))
 }
 
-fn time_once(program: &Path, configure: impl Fn(&mut Command)) -> Result<f64> {
-    let mut command = Command::new(program);
-    configure(&mut command);
+fn time_once(command: &mut Command) -> Result<f64> {
     command.stdout(Stdio::null()).stderr(Stdio::null());
     let start = Instant::now();
     let status = command
         .status()
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
     let elapsed = start.elapsed();
     if !status.success() {
         return Err(format!("{command:?} failed ({status})"));
@@ -140,28 +345,7 @@ fn time_once(program: &Path, configure: impl Fn(&mut Command)) -> Result<f64> {
     Ok(elapsed.as_secs_f64() * 1e3)
 }
 
-/// Build an example for the host, as a native Linux program.
-fn build_native(name: &str) -> Result<PathBuf> {
-    run_command(cargo().current_dir(root().join("examples")).args([
-        "build",
-        "--release",
-        "--quiet",
-        "--package",
-        name,
-        "--target",
-        HOST_TARGET,
-        // The host has a prebuilt std; do not rebuild it.
-        "--config",
-        "unstable.build-std=[]",
-    ]))?;
-    Ok(root()
-        .join("examples/target")
-        .join(HOST_TARGET)
-        .join("release")
-        .join(name))
-}
-
-fn stripped_size(image: &Path) -> Result<u64> {
+fn stripped_size(binary: &Path) -> Result<u64> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .current_dir(root())
@@ -173,14 +357,14 @@ fn stripped_size(image: &Path) -> Result<u64> {
         .join(HOST_TARGET)
         .join("bin/llvm-strip");
     let out = std::env::temp_dir().join(format!("eremite-stripped-{}", std::process::id()));
-    run_command(Command::new(strip).arg("-o").arg(&out).arg(image))?;
+    run_command(Command::new(strip).arg("-o").arg(&out).arg(binary))?;
     let size = std::fs::metadata(&out).map_err(|e| e.to_string())?.len();
     let _ = std::fs::remove_file(&out);
     Ok(size)
 }
 
 /// The CLI's one-line boot-time breakdown from a `--verbose` run.
-fn verbose_breakdown(cli: &Path, image: &Path) -> Result<Option<String>> {
+fn verbose_breakdown(cli: &Path, image: &Path) -> Result<String> {
     let output = Command::new(cli)
         .arg("run")
         .arg("--verbose")
@@ -188,63 +372,148 @@ fn verbose_breakdown(cli: &Path, image: &Path) -> Result<Option<String>> {
         .output()
         .map_err(|e| format!("cannot run eremite: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    Ok(stderr
+    stderr
         .lines()
         .find(|l| l.contains("vmm setup"))
-        .map(|l| l.trim().to_owned()))
+        .map(|l| l.trim().trim_start_matches("eremite: ").to_owned())
+        .ok_or_else(|| "the verbose run printed no boot-time breakdown".to_owned())
 }
 
-fn summary_json(s: &Summary, samples: &[f64]) -> String {
-    let list: Vec<String> = samples.iter().map(|v| format!("{v:.3}")).collect();
-    format!(
-        "{{ \"median\": {:.3}, \"p10\": {:.3}, \"p90\": {:.3}, \"min\": {:.3}, \"max\": {:.3}, \"samples\": [{}] }}",
-        s.median,
-        s.p10,
-        s.p90,
-        s.min,
-        s.max,
-        list.join(", ")
-    )
+/// The smallest `--memory` (in 2 MiB steps from the VMM's minimum) with
+/// which hello exits 0.
+fn smallest_memory(cli: &Path, image: &Path) -> Result<String> {
+    for mib in (8..=64).step_by(2) {
+        let status = Command::new(cli)
+            .args(["run", "--memory", &format!("{mib}M")])
+            .arg(image)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run eremite: {e}"))?;
+        if status.success() {
+            let note = if mib == 8 { " (the VMM's minimum)" } else { "" };
+            return Ok(format!("{mib} MiB{note}"));
+        }
+    }
+    Err("hello does not boot with up to 64 MiB".to_owned())
 }
 
-/// A horizontal bar chart of medians with p10–p90 whiskers.
-fn svg_chart(rows: &[(&str, &Summary)]) -> String {
-    let width = 640.0;
-    let left = 130.0;
-    let bar_height = 28.0;
-    let scale_max = rows
-        .iter()
-        .map(|(_, s)| s.p90)
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.15;
-    let x = |ms: f64| left + (width - left - 20.0) * ms / scale_max;
-    let height = 50.0 + rows.len() as f64 * (bar_height + 16.0);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
-         <text x=\"10\" y=\"20\">Boot to exit, wall time (ms): median, whiskers p10-p90</text>\n"
+fn print_table(rows: &[Row], tsc_khz: u64) {
+    println!();
+    println!(
+        "{:<9} {:<18} {:>6} {:>12} {:>12} {:>8} {:>12} {:>12}",
+        "group", "benchmark", "unit", "eremite", "Linux", "ratio", "eremite p99", "Linux p99"
     );
-    for (i, (name, s)) in rows.iter().enumerate() {
-        let y = 36.0 + i as f64 * (bar_height + 16.0);
-        let mid = y + bar_height / 2.0;
-        svg += &format!(
-            "<text x=\"10\" y=\"{:.1}\">{name}</text>\n\
-             <rect x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{bar_height}\" fill=\"{}\"/>\n\
-             <line x1=\"{:.1}\" y1=\"{mid:.1}\" x2=\"{:.1}\" y2=\"{mid:.1}\" stroke=\"black\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\">{:.2} ms</text>\n",
-            mid + 4.0,
-            x(s.median) - left,
-            if i == 0 { "#4a7bd0" } else { "#999999" },
-            x(s.p10),
-            x(s.p90),
-            x(s.p90) + 6.0,
-            mid + 4.0,
-            s.median,
+    for row in rows {
+        println!(
+            "{:<9} {:<18} {:>6} {:>12.2} {:>12.2} {:>8.3} {:>12.2} {:>12.2}",
+            row.group,
+            row.name,
+            row.unit,
+            row.eremite.median,
+            row.linux.median,
+            row.eremite.median / row.linux.median,
+            row.eremite.p99,
+            row.linux.p99
         );
     }
-    svg + "</svg>\n"
+    if tsc_khz > 0 {
+        println!(
+            "medians; ratio = eremite / Linux (below 1: eremite is faster); cycles are TSC ticks at {:.3} GHz ({:.3} ns each)",
+            tsc_khz as f64 / 1e6,
+            1e6 / tsc_khz as f64
+        );
+    }
 }
 
-fn write(path: &Path, text: &str) -> Result {
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn write_results(
+    dir: &Path,
+    rows: &[Row],
+    extra: &[String],
+    tsc_khz: u64,
+    groups: &[&str],
+) -> Result {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map_err(|e| format!("cannot run date: {e}"))?;
+    let date = String::from_utf8_lossy(&date.stdout).trim().to_owned();
+    let stat = |s: &Stat| {
+        format!(
+            "{{ \"median\": {:.3}, \"p99\": {:.3}, \"min\": {:.3}, \"max\": {:.3}, \"n\": {} }}",
+            s.median, s.p99, s.min, s.max, s.n
+        )
+    };
+    let rows_json: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "    {{ \"group\": \"{}\", \"name\": \"{}\", \"unit\": \"{}\", \"eremite\": {}, \"linux\": {}, \"ratio\": {:.4} }}",
+                r.group,
+                r.name,
+                r.unit,
+                stat(&r.eremite),
+                stat(&r.linux),
+                r.eremite.median / r.linux.median
+            )
+        })
+        .collect();
+    let mut json = format!(
+        "{{\n  \"date\": \"{date}\",\n  \"tsc_khz\": {tsc_khz},\n  \"rows\": [\n{}\n  ]",
+        rows_json.join(",\n")
+    );
+    for e in extra {
+        json += &format!(",\n  {e}");
+    }
+    json += "\n}\n";
+    let path = dir.join(format!("{date}.json"));
+    std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    for group in groups {
+        let group_rows: Vec<&Row> = rows.iter().filter(|r| r.group == *group).collect();
+        let svg = dir.join(format!("{group}.svg"));
+        chart::draw(&svg, group, &group_rows)?;
+        println!("wrote {}", svg.display());
+    }
+    Ok(())
+}
+
+fn histogram_json(histogram: &[(u64, u64)]) -> String {
+    let items: Vec<String> = histogram
+        .iter()
+        .map(|(ge, count)| format!("[{ge}, {count}]"))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_output_is_parsed_and_checked() {
+        let out = parse_output(
+            "TSC khz=2600000\nnoise\nBENCH name=getpid unit=cycles median=2.5 p99=3 min=2 max=9 n=10\nHIST gap_ge=32 count=5\n",
+        )
+        .unwrap();
+        assert_eq!(out.tsc_khz, 2_600_000);
+        assert_eq!(out.rows[0].0, "getpid");
+        assert_eq!(out.rows[0].2.median, 2.5);
+        assert_eq!(out.histogram, [(32, 5)]);
+        assert!(parse_output("BENCH name=x unit=c median=1 p99=1 min=1 max=1 n=1\n").is_err());
+        assert!(
+            parse_output("TSC khz=1\nBENCH name=x unit=c median=NaN p99=1 min=1 max=1 n=1")
+                .is_err()
+        );
+        let empty = ProgramOutput {
+            tsc_khz: 1,
+            rows: Vec::new(),
+            histogram: Vec::new(),
+        };
+        assert!(
+            pair("syscalls", &empty, &out, &["getpid"]).is_err(),
+            "a missing row fails"
+        );
+    }
 }

@@ -5,9 +5,9 @@
 //! ./x build              the CLI (release) and every example image
 //! ./x image NAME         build examples/NAME for x86_64-unknown-hermit; prints its path last
 //! ./x run [OPTS] NAME [-- ARGS]   build and boot examples/NAME (OPTS go to `eremite run`)
-//! ./x test               host unit tests and guest integration tests under KVM
+//! ./x test               host unit and guest integration tests under KVM, quick benchmarks
 //! ./x check              rustfmt and clippy over every workspace
-//! ./x bench boot         boot-time benchmark against a native Linux process
+//! ./x bench [GROUP...] [--quick]   syscalls, noise, boot: eremite vs native Linux
 //! ```
 #![forbid(unsafe_code)]
 
@@ -56,7 +56,7 @@ fn dispatch(args: &[String]) -> Result {
 }
 
 fn usage() -> String {
-    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench boot"
+    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|noise|boot]... [--quick]"
         .to_owned()
 }
 
@@ -151,16 +151,18 @@ fn run(args: &[String]) -> Result {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-/// Build everything the guest tests boot, then run every host and guest
-/// test of the workspace.
+/// Build everything the guest tests boot, run every host and guest test
+/// of the workspace, then every benchmark once in quick mode (they must
+/// produce well-formed results, so they cannot rot).
 fn test(extra: &[String]) -> Result {
     build_all()?;
-    run_command(cargo().args(["test", "--workspace"]).args(extra))
+    run_command(cargo().args(["test", "--workspace"]).args(extra))?;
+    bench::bench(&["--quick".to_owned()])
 }
 
 fn check() -> Result {
     run_command(cargo().args(["fmt", "--all", "--check"]))?;
-    for dir in ["kernel", "eremite", "examples"] {
+    for dir in ["kernel", "eremite", "examples", "benches"] {
         run_command(
             cargo()
                 .current_dir(root().join(dir))
@@ -182,11 +184,14 @@ fn check() -> Result {
         "-D",
         "warnings",
     ]))?;
-    run_command(cargo().current_dir(root().join("examples")).args([
-        "clippy",
-        "--release",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    for dir in ["examples", "benches"] {
+        run_command(cargo().current_dir(root().join(dir)).args([
+            "clippy",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    Ok(())
 }

@@ -1,0 +1,117 @@
+//! The `syscalls` group: the cost of common system calls in cycles, the
+//! rows of the HermitCore/Linux comparison (Lankes et al., ROSS 2016).
+//!
+//! Rows: getpid, sched_yield, write of 1 byte to stderr (eremite buffers
+//! it in the guest and forwards full buffers to the host; Linux makes one
+//! system call per write), malloc/free of 64 B and 4 KiB, first write to a
+//! fresh page, clock_gettime (`Instant::now`). Run with `--quick` for a
+//! correctness pass.
+
+#[cfg(target_os = "hermit")]
+use eremite as _;
+
+use std::alloc::{Layout, alloc, dealloc};
+use std::hint::black_box;
+use std::io::Write;
+
+use benchkit::{per_op, rdtsc, report, report_tsc};
+
+fn main() {
+    let quick = benchkit::is_quick();
+    let (rounds, batch) = if quick { (20, 10) } else { (2000, 100) };
+    report_tsc();
+
+    report(
+        "getpid",
+        "cycles",
+        &mut per_op(rounds, batch, || {
+            black_box(getpid());
+        }),
+    );
+    report(
+        "sched_yield",
+        "cycles",
+        &mut per_op(rounds, batch, std::thread::yield_now),
+    );
+    let mut stderr = std::io::stderr().lock();
+    report(
+        "write_1_byte",
+        "cycles",
+        &mut per_op(rounds, batch, || {
+            stderr.write_all(b".").expect("write to stderr");
+        }),
+    );
+    drop(stderr);
+    for size in [64, 4096] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        let name = format!("malloc_free_{size}");
+        report(
+            &name,
+            "cycles",
+            &mut per_op(rounds, batch, || {
+                // SAFETY: a non-zero-sized layout; the block is freed at once.
+                unsafe {
+                    let p = black_box(alloc(layout));
+                    assert!(!p.is_null());
+                    dealloc(p, layout);
+                }
+            }),
+        );
+    }
+    report(
+        "first_touch_page",
+        "cycles",
+        &mut first_touch(if quick { 64 } else { 4096 }),
+    );
+    report(
+        "clock_gettime",
+        "cycles",
+        &mut per_op(rounds, batch, || {
+            black_box(std::time::Instant::now());
+        }),
+    );
+}
+
+/// The process id straight from the OS: std's `process::id` panics on the
+/// hermit target instead of asking the kernel.
+fn getpid() -> u32 {
+    #[cfg(target_os = "hermit")]
+    unsafe extern "C" {
+        /// hermit-abi's `getpid`, provided by the eremite kernel.
+        fn sys_getpid() -> u32;
+    }
+    #[cfg(target_os = "hermit")]
+    // SAFETY: takes no arguments and only returns a number.
+    return unsafe { sys_getpid() };
+    #[cfg(not(target_os = "hermit"))]
+    unsafe extern "C" {
+        /// glibc's `getpid`, a real system call since glibc 2.25.
+        fn getpid() -> i32;
+    }
+    #[cfg(not(target_os = "hermit"))]
+    // SAFETY: takes no arguments and only returns a number.
+    return unsafe { getpid() } as u32;
+}
+
+/// Cycles for the first write to each page of a fresh allocation of
+/// `pages` pages (Linux: a page fault per page; eremite: no guest fault,
+/// the host maps the page on first touch).
+fn first_touch(pages: usize) -> Vec<f64> {
+    const PAGE: usize = 4096;
+    let layout = Layout::from_size_align(pages * PAGE, PAGE).unwrap();
+    // SAFETY: non-zero size; every write below stays inside the block,
+    // which is freed at the end.
+    unsafe {
+        let base = alloc(layout);
+        assert!(!base.is_null(), "out of memory");
+        let samples = (0..pages)
+            .map(|i| {
+                let start = rdtsc();
+                base.add(i * PAGE).write_volatile(1);
+                (rdtsc() - start) as f64
+            })
+            .collect();
+        dealloc(base, layout);
+        samples
+    }
+}
