@@ -147,7 +147,7 @@ const SYSCALL_ROWS: [&str; 7] = [
 ];
 const NOISE_ROWS: [&str; 2] = ["hourglass_avg_gap", "hourglass_max_gap"];
 
-fn build_benches(extra: &[&str]) -> Result {
+pub(crate) fn build_benches(extra: &[&str]) -> Result {
     run_command(
         cargo()
             .current_dir(root().join("benches"))

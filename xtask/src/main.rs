@@ -2,7 +2,7 @@
 //! CI alike.
 //!
 //! ```text
-//! ./x build              the CLI (release) and every example image
+//! ./x build              the CLI (release), every example and benchmark image
 //! ./x image NAME         build examples/NAME for x86_64-unknown-hermit; prints its path last
 //! ./x run [OPTS] NAME [-- ARGS]   build and boot examples/NAME (OPTS go to `eremite run`)
 //! ./x test               host unit and guest integration tests under KVM, quick benchmarks
@@ -127,6 +127,7 @@ pub(crate) fn image_path(name: &str) -> PathBuf {
 fn build_all() -> Result<PathBuf> {
     let cli = build_cli()?;
     build_images(&EXAMPLES)?;
+    bench::build_benches(&[])?;
     Ok(cli)
 }
 
