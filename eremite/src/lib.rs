@@ -9,6 +9,10 @@
 //! provides what the hermit target expects from its C library: the memory
 //! intrinsics ([`mem`]).
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 
 mod mem;

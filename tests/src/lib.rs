@@ -65,6 +65,15 @@ impl Run {
         }
     }
 
+    /// The count at the end of the `--stats` line that starts with `label`.
+    pub fn stat(&self, label: &str) -> u64 {
+        self.stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{label}` count in the --stats output\n{self}"))
+    }
+
     /// Panic with everything the run printed unless it exited with `code`.
     pub fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(self.code, code, "unexpected exit code\n{self}");

@@ -9,13 +9,7 @@ fn a_long_sleep_sleeps_as_asked_in_a_few_exits() {
     let run = boot("clock", &["--stats"], &["2500"]);
     run.expect_code(0);
     assert!(run.stdout.contains("clocks are consistent"), "{run}");
-    let sleeps = run
-        .stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("hypercall Sleep"));
-    let sleeps: u64 = sleeps
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .expect("count");
+    let sleeps = run.stat("hypercall Sleep");
     assert!(
         (3..=6).contains(&sleeps),
         "{sleeps} Sleep hypercalls\n{run}"

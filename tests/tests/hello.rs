@@ -54,14 +54,7 @@ fn boot_takes_a_handful_of_exits_and_no_cpl0_entries() {
     // hello is a few hypercalls, and the CPL0 supervisor is never entered.
     let run = boot("hello", &["--stats"], &[]);
     run.expect_code(0);
-    let count = |label: &str| -> u64 {
-        let line = run
-            .stderr
-            .lines()
-            .find(|l| l.trim_start().starts_with(label));
-        let line = line.unwrap_or_else(|| panic!("no `{label}` line\n{run}"));
-        line.split_whitespace().last().unwrap().parse().unwrap()
-    };
+    let count = |label: &str| run.stat(label);
     assert!(count("total") <= 10, "{run}");
     assert_eq!(count("hypercall Exit"), 1, "{run}");
     assert_eq!(count("bad hypercall"), 0, "{run}");

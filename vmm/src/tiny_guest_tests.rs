@@ -6,27 +6,14 @@
 //! it; request structs follow the code (the segment is RWX) and are found
 //! with RIP-relative `lea`.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 
 use eremite_interface::hypercall::Port;
 use eremite_interface::layout::IMAGE_BASE;
 
+use crate::hypercall::Capture;
 use crate::loader::test_image::TestImage;
 use crate::{Console, Outcome, Report, VmConfig, run};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Boot `code` (placed at the image's entry) and return the report and
 /// what the guest wrote to stdout.

@@ -178,14 +178,7 @@ fn check() -> Result {
         "-D",
         "warnings",
     ]))?;
-    run_command(cargo().current_dir(root().join("kernel")).args([
-        "clippy",
-        "--release",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    for dir in ["examples", "benches"] {
+    for dir in ["kernel", "examples", "benches"] {
         run_command(cargo().current_dir(root().join(dir)).args([
             "clippy",
             "--release",

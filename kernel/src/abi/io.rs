@@ -49,6 +49,18 @@ fn iovecs(
     Ok((0..count).map(move |i| user::read(iov.wrapping_add(i))))
 }
 
+/// Apply `op` to each buffer of an iovec array; the total transferred.
+fn for_each_iovec(
+    iov: *const IoVec,
+    count: usize,
+    mut op: impl FnMut(*mut u8, usize) -> Result<usize, Errno>,
+) -> Result<usize, Errno> {
+    iovecs(iov, count)?.try_fold(0usize, |total, v| {
+        let v = v?;
+        Ok(total.saturating_add(op(v.base, v.len)?))
+    })
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
     ret(write(fd, buf, len))
@@ -56,11 +68,8 @@ pub extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_writev(fd: i32, iov: *const IoVec, iovcnt: usize) -> isize {
-    ret(iovecs(iov, iovcnt).and_then(|mut vecs| {
-        vecs.try_fold(0usize, |total, v| {
-            let v = v?;
-            Ok(total.saturating_add(write(fd, v.base, v.len)?))
-        })
+    ret(for_each_iovec(iov, iovcnt, |base, len| {
+        write(fd, base, len)
     }))
 }
 
@@ -71,12 +80,7 @@ pub extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_readv(fd: i32, iov: *const IoVec, iovcnt: usize) -> isize {
-    ret(iovecs(iov, iovcnt).and_then(|mut vecs| {
-        vecs.try_fold(0usize, |total, v| {
-            let v = v?;
-            Ok(total.saturating_add(read(fd, v.base, v.len)?))
-        })
-    }))
+    ret(for_each_iovec(iov, iovcnt, |base, len| read(fd, base, len)))
 }
 
 #[unsafe(no_mangle)]
