@@ -109,6 +109,17 @@ pub struct BootInfo {
     pub cmdline: StringList,
     /// Bit flags, see [`boot_flags`].
     pub flags: u64,
+    /// Guest address of the initial ramdisk (a cpio archive in the "newc"
+    /// format), or 0. The kernel unpacks it into `/` before `main`, then
+    /// reuses its memory. It lies in `[free_start, mem_size)`, page aligned.
+    pub initrd_addr: u64,
+    /// Length of the initial ramdisk in bytes.
+    pub initrd_len: u64,
+    /// Host directories mounted with `--mount`: one absolute guest path per
+    /// mount; the index is [`crate::hypercall::HostFs::mount`].
+    pub mounts: StringList,
+    /// Bit `i` set: mount `i` is read-only.
+    pub read_only_mounts: u64,
     /// Filled in by the kernel.
     pub report: KernelReport,
 }

@@ -27,11 +27,14 @@ pub enum Port {
     Exit = PORT_BASE + 1,
     /// [`Sleep`]: block this vCPU on the host for a while.
     Sleep = PORT_BASE + 2,
+    /// [`HostFs`]: a file operation below a host directory mounted with
+    /// `--mount`.
+    HostFs = PORT_BASE + 3,
 }
 
 impl Port {
     /// Every hypercall port, for building the TSS I/O permission bitmap.
-    pub const ALL: [Port; 3] = [Port::ConsoleWrite, Port::Exit, Port::Sleep];
+    pub const ALL: [Port; 4] = [Port::ConsoleWrite, Port::Exit, Port::Sleep, Port::HostFs];
 
     /// The port for a port number, if it is a hypercall.
     pub fn from_port(port: u16) -> Option<Self> {
@@ -44,6 +47,7 @@ impl Port {
             Port::ConsoleWrite => size_of::<ConsoleWrite>(),
             Port::Exit => size_of::<Exit>(),
             Port::Sleep => size_of::<Sleep>(),
+            Port::HostFs => size_of::<HostFs>(),
         }
     }
 }
@@ -175,6 +179,118 @@ impl Sleep {
     pub const MAX_NS: u64 = 1_000_000_000;
 }
 
+/// The operations of a [`HostFs`] request.
+///
+/// Paths are relative to the mount's host directory: bytes without NUL,
+/// components separated by `/`, no leading `/`; the empty path names the
+/// directory itself. The VMM resolves them beneath that directory only
+/// (`..`, absolute symbolic links and links that lead outside fail with
+/// `EXDEV`/`ELOOP`/`EACCES`; nothing outside is ever touched). Handles are
+/// the VMM's numbers for files it opened for this guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HostFsOp {
+    /// Open `path` with `flags` (`crate::fs::O_*`) and `mode`; result: a
+    /// handle.
+    Open = 1,
+    /// Close `handle`.
+    Close = 2,
+    /// Read up to `buf_len` bytes at `offset` of `handle` into `buf`;
+    /// result: bytes read (0 at end of file).
+    Read = 3,
+    /// Write `buf_len` bytes from `buf` at `offset` of `handle` (at the end
+    /// when it was opened with `O_APPEND`); result: bytes written.
+    Write = 4,
+    /// Write the [`crate::fs::FileStat`] of `path` to `buf`; `flags` is
+    /// [`HostFs::NOFOLLOW`] for `lstat`.
+    Stat = 5,
+    /// Write the [`crate::fs::FileStat`] of `handle` to `buf`.
+    Fstat = 6,
+    /// Create directory `path` with `mode`.
+    Mkdir = 7,
+    /// Remove the non-directory `path`.
+    Unlink = 8,
+    /// Remove the empty directory `path`.
+    Rmdir = 9,
+    /// Rename `path` to `path2` (both in this mount).
+    Rename = 10,
+    /// Create a symbolic link at `path` whose target is `path2`.
+    Symlink = 11,
+    /// Copy the target of the symbolic link `path` into `buf`; result: its
+    /// length (the whole length even when `buf_len` is smaller).
+    Readlink = 12,
+    /// Set the length of `path` to `offset`.
+    Truncate = 13,
+    /// Set the length of `handle` to `offset`.
+    Ftruncate = 14,
+    /// Fill `buf` with [`crate::fs::DirRecord`]s of the directory `handle`,
+    /// starting at cookie `offset` (0: the first entry); result: bytes
+    /// written, 0 at the end.
+    ReadDir = 15,
+    /// Create a hard link at `path2` to the file at `path`.
+    Link = 16,
+    /// Set the permission bits of `path` to `mode`.
+    Chmod = 17,
+}
+
+impl TryFrom<u32> for HostFsOp {
+    type Error = u32;
+
+    fn try_from(raw: u32) -> Result<Self, u32> {
+        use HostFsOp::*;
+        const ALL: [HostFsOp; 17] = [
+            Open, Close, Read, Write, Stat, Fstat, Mkdir, Unlink, Rmdir, Rename, Symlink, Readlink,
+            Truncate, Ftruncate, ReadDir, Link, Chmod,
+        ];
+        ALL.into_iter().find(|op| *op as u32 == raw).ok_or(raw)
+    }
+}
+
+/// One file operation in a mounted host directory (`--mount`); which
+/// fields matter depends on `op` ([`HostFsOp`]). `result`: the value the
+/// operation documents, or a negative errno.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C, align(8))]
+pub struct HostFs {
+    /// A [`HostFsOp`] value.
+    pub op: u32,
+    /// Index of the mount in [`crate::BootInfo::mounts`].
+    pub mount: u32,
+    /// A handle from [`HostFsOp::Open`].
+    pub handle: u64,
+    /// Guest address of the path.
+    pub path: u64,
+    /// Length of the path in bytes.
+    pub path_len: u64,
+    /// Guest address of the second path (rename target, link target).
+    pub path2: u64,
+    /// Length of the second path.
+    pub path2_len: u64,
+    /// Guest address of the data buffer.
+    pub buf: u64,
+    /// Length of the data buffer.
+    pub buf_len: u64,
+    /// File offset, new length, or directory cookie.
+    pub offset: u64,
+    /// Open flags, or [`HostFs::NOFOLLOW`] for `Stat`.
+    pub flags: u32,
+    /// Mode for `Open` with `O_CREAT`, `Mkdir` and `Chmod`.
+    pub mode: u32,
+    /// Written by the VMM.
+    pub result: i64,
+}
+
+impl HostFs {
+    /// Offset of `result`, which the VMM writes back.
+    pub const RESULT_OFFSET: u64 = core::mem::offset_of!(HostFs, result) as u64;
+    /// `Stat` flag: do not follow a symbolic link in the last component.
+    pub const NOFOLLOW: u32 = 1;
+    /// Largest read or write served in one call; the kernel loops.
+    pub const MAX_IO_BYTES: u64 = 1 << 20;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +315,10 @@ mod tests {
         assert_eq!(Stream::try_from(0), Err(0));
         assert_eq!(Stream::try_from(2), Ok(Stream::Stderr));
         assert_eq!(ExitKind::try_from(9), Err(9));
+        assert_eq!(HostFsOp::try_from(0), Err(0));
+        assert_eq!(HostFsOp::try_from(18), Err(18));
+        for raw in 1..=17 {
+            assert_eq!(HostFsOp::try_from(raw).map(|op| op as u32), Ok(raw));
+        }
     }
 }

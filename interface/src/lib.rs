@@ -8,6 +8,7 @@
 //!   report area the kernel fills in for the VMM to read after the run;
 //! - [`hypercall`]: the guest → host calls, one request struct each;
 //! - [`errno`]: Linux error numbers, used by the kernel ABI and hypercalls;
+//! - [`fs`]: open flags, mode bits and the stat/directory records;
 //! - [`note`]: the ELF note that marks an image as an eremite image.
 //!
 //! Every struct here is `#[repr(C)]` with explicit padding and derives
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod errno;
+pub mod fs;
 pub mod hypercall;
 pub mod layout;
 pub mod note;
@@ -30,4 +32,4 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"EREMITE\0");
 
 /// Version of everything in this crate. The kernel refuses a boot info of
 /// another version; the VMM refuses an image whose note names another one.
-pub const INTERFACE_VERSION: u32 = 2;
+pub const INTERFACE_VERSION: u32 = 3;
