@@ -25,6 +25,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let kernel_dir = manifest_dir.join("../kernel");
     let interface_dir = manifest_dir.join("../interface");
+    let libs_dir = manifest_dir.join("../libs");
     for path in [
         kernel_dir.join("src"),
         kernel_dir.join("Cargo.toml"),
@@ -32,6 +33,10 @@ fn main() {
         kernel_dir.join(".cargo/config.toml"),
         interface_dir.join("src"),
         interface_dir.join("Cargo.toml"),
+        libs_dir.join("vfs/src"),
+        libs_dir.join("vfs/Cargo.toml"),
+        libs_dir.join("cpio/src"),
+        libs_dir.join("cpio/Cargo.toml"),
     ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }

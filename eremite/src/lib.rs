@@ -7,7 +7,8 @@
 //!
 //! Compiled for the application's target (with SSE), this crate also
 //! provides what the hermit target expects from its C library: the memory
-//! intrinsics ([`mem`]).
+//! intrinsics ([`mem`]); and [`fs`], the file-system calls that std for
+//! hermit does not make (rename, symlinks, truncate, canonicalize…).
 #![no_std]
 #![deny(
     unsafe_op_in_unsafe_fn,
@@ -15,4 +16,5 @@
     clippy::missing_safety_doc
 )]
 
+pub mod fs;
 mod mem;

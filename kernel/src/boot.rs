@@ -2,7 +2,8 @@
 //!
 //! 1. check the boot info's magic and version;
 //! 2. install the supervisor's exception gates;
-//! 3. clocks, console, heap;
+//! 3. clocks, console, heap, file systems (unpacking the initial
+//!    ramdisk, then giving its memory to the heap);
 //! 4. the main thread: TLS block, stack, argv and envp arrays;
 //! 5. record the boot time in the kernel report and call std's
 //!    `runtime_entry(argc, argv, envp)` on the main stack.
@@ -21,7 +22,7 @@ use eremite_interface::{BootInfo, KernelReport, StringList, boot_flags};
 use spin::Once;
 
 use crate::console::klog;
-use crate::{arch, console, hypervisor, mm, time};
+use crate::{arch, console, fs, hypervisor, mm, time};
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
 
@@ -62,9 +63,23 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     if info.free_start >= info.mem_size || info.free_start < info.image_end {
         fatal("no free memory above the image");
     }
-    // SAFETY: the VMM reserves nothing above `free_start` (boot info
-    // contract), and this is the only call.
-    if !unsafe { mm::init(info.free_start, info.mem_size) } {
+    // The initial ramdisk sits at the top of RAM; it stays out of the heap
+    // until it is unpacked.
+    let heap_end = if info.initrd_len == 0 {
+        info.mem_size
+    } else {
+        let fits = info
+            .initrd_addr
+            .checked_add(info.initrd_len)
+            .is_some_and(|end| end <= info.mem_size);
+        if !fits || info.initrd_addr < info.free_start || info.initrd_addr % layout::PAGE_SIZE != 0 {
+            fatal("the initrd is not inside free RAM");
+        }
+        info.initrd_addr
+    };
+    // SAFETY: the VMM reserves nothing above `free_start` but the initrd
+    // (boot info contract), which is excluded; this is the only call.
+    if !unsafe { mm::init(info.free_start, heap_end) } {
         fatal("free memory too small for a heap");
     }
     klog!(
@@ -75,6 +90,24 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         info.free_start,
         info.tsc_khz
     );
+
+    let initrd = if heap_end < info.mem_size {
+        // SAFETY: the initrd is outside the heap (above), and the slice is
+        // only used by `fs::init`, before its memory joins the heap below.
+        let bytes = unsafe { mm::initrd_bytes(info.initrd_addr, info.initrd_len) };
+        Some(bytes.unwrap_or_else(|| fatal("the initrd is not in guest RAM")))
+    } else {
+        None
+    };
+    if let Err(why) = fs::init(&info, initrd) {
+        fatal(why);
+    }
+    if heap_end < info.mem_size {
+        // SAFETY: the initrd is unpacked and nothing refers to it any more
+        // (`fs::init` keeps no slice of it); the range is disjoint from
+        // the heap's first arena, which ends where it starts.
+        unsafe { mm::add_region(heap_end, info.mem_size) };
+    }
 
     let Some(thread_pointer) = mm::create_tls(&info.tls) else {
         fatal("out of memory for the main thread's TLS block");

@@ -5,7 +5,7 @@
 //! - [`arch`]: the only assembly: entry, CPL0 supervisor, port I/O, TSC;
 //! - [`abi`]: hermit-abi's `sys_*` functions, a thin layer that checks
 //!   pointers and calls the core;
-//! - the ABI-neutral core: [`boot`], [`console`], [`mm`], [`time`],
+//! - the ABI-neutral core: [`boot`], [`console`], [`fs`], [`mm`], [`time`],
 //!   [`sched`], [`fault`], [`hypervisor`].
 #![no_std]
 #![deny(unsafe_code)]
@@ -17,6 +17,7 @@ mod arch;
 mod boot;
 mod console;
 mod fault;
+mod fs;
 mod hypervisor;
 mod mm;
 mod sched;

@@ -39,11 +39,54 @@ pub(crate) unsafe fn init(free_start: u64, ram_end: u64) -> bool {
     }
 }
 
+/// Hand one more free range of RAM to the heap (the initial ramdisk's
+/// memory once it is unpacked).
+///
+/// # Safety
+/// `[start, end)` must be RAM that nothing uses or will use again except
+/// through the heap, disjoint from every range handed over before.
+pub(crate) unsafe fn add_region(start: u64, end: u64) -> bool {
+    if start >= end || !is_ram(start, end - start) {
+        return false;
+    }
+    // SAFETY: the caller gives the range up for good; it is mapped RAM
+    // (checked) and disjoint from the heap's other arenas.
+    unsafe {
+        HEAP.lock()
+            .claim(start as *mut u8, (end - start) as usize)
+            .is_some()
+    }
+}
+
+/// The bytes of the initial ramdisk, or `None` if the range is not RAM.
+///
+/// # Safety
+/// The range must not be part of the heap (see `boot`), and the slice must
+/// not be used after [`add_region`] has given its memory to the heap.
+pub(crate) unsafe fn initrd_bytes(addr: u64, len: u64) -> Option<&'static [u8]> {
+    if !is_ram(addr, len) {
+        return None;
+    }
+    // SAFETY: mapped RAM (checked) that the VMM filled before boot and
+    // that nothing writes while the caller uses the slice (contract).
+    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) })
+}
+
 /// Whether `[addr, addr + len)` is mapped guest RAM (and not page 0).
 pub(crate) fn is_ram(addr: u64, len: u64) -> bool {
     match addr.checked_add(len) {
         Some(end) => addr >= PAGE_SIZE && end <= RAM_END.load(Ordering::Relaxed),
         None => false,
+    }
+}
+
+/// How many bytes from `addr` on are mapped guest RAM (0 if `addr` is not).
+pub(crate) fn ram_bytes_from(addr: u64) -> u64 {
+    let end = RAM_END.load(Ordering::Relaxed);
+    if addr >= PAGE_SIZE && addr < end {
+        end - addr
+    } else {
+        0
     }
 }
 

@@ -3,8 +3,8 @@
 //! std), exported with C linkage and unmangled names.
 //!
 //! Each function only turns raw pointers into checked references through
-//! [`user`] (the one place with pointer `unsafe`), calls the core (`mm`,
-//! `time`, `sched`, `console`) and maps `Result<_, Errno>` to the ABI's
+//! [`user`] (the one place with pointer `unsafe`), calls the core (`fs`,
+//! `mm`, `time`, `sched`, `console`) and maps `Result<_, Errno>` to the ABI's
 //! negative-errno form with [`ret`]. Functions not implemented yet return
 //! `-ENOSYS` from [`unsupported`]. `#[unsafe(no_mangle)]` is why this
 //! module allows `unsafe_code`; pointer `unsafe` lives in `user.rs`, and
@@ -12,6 +12,7 @@
 #![allow(unsafe_code)]
 
 mod entropy;
+mod fs;
 mod io;
 mod mem;
 mod process;

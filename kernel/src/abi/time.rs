@@ -18,7 +18,7 @@ const CLOCK_MONOTONIC: i32 = 4;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 impl Timespec {
-    fn from_ns(ns: u64) -> Self {
+    pub(super) fn from_ns(ns: u64) -> Self {
         Self {
             tv_sec: (ns / NS_PER_SEC) as i64,
             tv_nsec: (ns % NS_PER_SEC) as i32,

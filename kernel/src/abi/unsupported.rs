@@ -19,18 +19,6 @@ macro_rules! enosys {
 }
 
 enosys! {
-    // File systems.
-    sys_open(*const u8, i32, i32) -> i32;
-    sys_opendir(*const u8) -> i32;
-    sys_unlink(*const u8) -> i32;
-    sys_rmdir(*const u8) -> i32;
-    sys_mkdir(*const u8, u32) -> i32;
-    sys_stat(*const u8, *mut c_void) -> i32;
-    sys_lstat(*const u8, *mut c_void) -> i32;
-    sys_fstat(i32, *mut c_void) -> i32;
-    sys_getdents64(i32, *mut c_void, usize) -> i64;
-    sys_dup(i32) -> i32;
-    sys_fcntl(i32, i32, i32) -> i32;
     // Memory mappings.
     sys_mmap(usize, u32, *mut *mut u8) -> i32;
     sys_munmap(*mut u8, usize) -> i32;

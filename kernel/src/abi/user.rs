@@ -41,6 +41,28 @@ pub(super) fn slice_mut<'a>(ptr: *mut u8, len: usize) -> Result<&'a mut [u8], Er
     Ok(unsafe { core::slice::from_raw_parts_mut(ptr, len) })
 }
 
+/// The bytes of the NUL-terminated string at `ptr` (without the NUL):
+/// `EFAULT` if it runs out of RAM, `ENAMETOOLONG` if it is `max_len` bytes
+/// or longer without a NUL (`PATH_MAX` for paths).
+pub(super) fn c_str<'a>(ptr: *const u8, max_len: usize) -> Result<&'a [u8], Errno> {
+    let addr = ptr as u64;
+    let available = usize::try_from(mm::ram_bytes_from(addr)).unwrap_or(usize::MAX);
+    if available == 0 {
+        return Err(errno::EFAULT);
+    }
+    let bytes = slice(ptr, available.min(max_len))?;
+    match bytes.iter().position(|&b| b == 0) {
+        Some(len) => Ok(&bytes[..len]),
+        None if available > max_len => Err(errno::ENAMETOOLONG),
+        None => Err(errno::EFAULT),
+    }
+}
+
+/// A path argument: a C string shorter than `PATH_MAX`.
+pub(super) fn path<'a>(ptr: *const u8) -> Result<&'a [u8], Errno> {
+    c_str(ptr, eremite_interface::fs::PATH_MAX)
+}
+
 /// Read a `T` from application memory.
 pub(super) fn read<T: Copy>(ptr: *const T) -> Result<T, Errno> {
     check(ptr as u64, size_of::<T>(), align_of::<T>())?;

@@ -1,0 +1,150 @@
+//! examples/fs: the in-kernel RAM file system, the initial ramdisk and
+//! host mounts, through the real CLI.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::PathBuf;
+use std::process::Command;
+
+use eremite_tests::{boot, run_command};
+
+/// A fresh directory under the system's temporary directory.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eremite-fs-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_ram_file_system_behaves_as_posix_says_without_exits() {
+    let run = boot("fs", &["--stats"], &["selftest"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("selftest passed"), "{run}");
+    // Every file operation stays in the guest: no host file-system calls,
+    // and only a handful of exits for the whole run (console lines).
+    assert_eq!(run.stat("hypercall HostFs"), 0, "{run}");
+    let lines = run.stdout.lines().count() as u64;
+    assert!(run.stat("total") <= lines + 10, "{run}");
+}
+
+#[test]
+fn a_hundred_thousand_files_in_a_thousand_directories() {
+    let run = boot("fs", &["--memory", "512M"], &["scale", "100000", "1000"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("created 100000 files in 1000 directories"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("listed 100000"), "{run}");
+}
+
+#[test]
+fn an_initrd_directory_is_unpacked_with_modes_and_symlinks() {
+    let dir = temp_dir("initrd");
+    fs::create_dir_all(dir.join("etc/app")).unwrap();
+    fs::write(dir.join("etc/app/config.toml"), "answer = 42").unwrap();
+    fs::write(dir.join("run.sh"), "#!/bin/sh").unwrap();
+    fs::set_permissions(dir.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("secret"), "s3cr3t").unwrap();
+    fs::set_permissions(dir.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("etc/app/config.toml", dir.join("config")).unwrap();
+    let initrd = dir.to_str().unwrap();
+    let run = boot("fs", &["--initrd", initrd], &["tree", "/"]);
+    run.expect_code(0);
+    for line in [
+        "/config link 777 -> etc/app/config.toml",
+        "/etc dir 755",
+        "/etc/app/config.toml file 644 \"answer = 42\"",
+        "/run.sh file 755 \"#!/bin/sh\"",
+        "/secret file 600 \"s3cr3t\"",
+    ] {
+        assert!(run.stdout.lines().any(|l| l == line), "no line {line:?}\n{run}");
+    }
+    // The same tree as a tar archive.
+    let tar = dir.with_extension("tar");
+    run_command(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&dir).arg("."))
+        .expect_code(0);
+    let run = boot("fs", &["--initrd", tar.to_str().unwrap()], &["tree", "/etc"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("/etc/app/config.toml file 644 \"answer = 42\""),
+        "{run}"
+    );
+    let _ = fs::remove_file(&tar);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_initrd_is_a_clear_error() {
+    let dir = temp_dir("bad-initrd");
+    let junk = dir.join("junk.bin");
+    fs::write(&junk, b"this is not an archive").unwrap();
+    let run = boot("fs", &["--initrd", junk.to_str().unwrap()], &["tree", "/"]);
+    run.expect_code(125);
+    assert!(run.stderr.contains("junk.bin"), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    let missing = dir.join("missing");
+    let run = boot("fs", &["--initrd", missing.to_str().unwrap()], &["tree", "/"]);
+    run.expect_code(125);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_host_mount_is_read_and_written_and_never_left() {
+    let base = temp_dir("mount");
+    let (data, outside, ro) = (base.join("data"), base.join("outside"), base.join("ro"));
+    for d in [&data, &outside, &ro] {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(data.join("from-host.txt"), "hello from the host").unwrap();
+    fs::write(ro.join("visible.txt"), "read-only but readable\n").unwrap();
+    symlink(&outside, data.join("escape-link")).unwrap();
+    symlink("/etc/passwd", data.join("abs-link")).unwrap();
+    let mount = format!("{}:/data", data.display());
+    let ro_mount = format!("{}:/ro:ro", ro.display());
+    let run = boot(
+        "fs",
+        &["--mount", &mount, "--mount", &ro_mount],
+        &["mount", "/data", "/ro"],
+    );
+    // The guest aborts at the end on purpose.
+    run.expect_code(134);
+    let out = &run.stdout;
+    assert!(out.contains("read from host: hello from the host"), "{run}");
+    assert!(
+        out.contains("listing: abs-link escape-link from-guest.txt from-host.txt newdir renamed"),
+        "{run}"
+    );
+    assert!(out.contains("renamed is 5 bytes"), "{run}");
+    assert!(out.contains("dotdot escape: Err(NotFound)"), "{run}");
+    assert!(out.contains("symlink escape: Err(Some("), "{run}");
+    assert!(out.contains("absolute symlink escape: Err(Some("), "{run}");
+    assert!(out.contains("read-only write: Err(Some(30))"), "{run}");
+    assert!(out.contains("read-only remove: Err(Some(30))"), "{run}");
+    assert!(out.contains("read-only read: read-only but readable"), "{run}");
+    // What the guest wrote is on the host although it crashed.
+    assert_eq!(
+        fs::read_to_string(data.join("from-guest.txt")).unwrap(),
+        "written by the guest\nappended\n"
+    );
+    assert_eq!(fs::read_to_string(data.join("renamed")).unwrap(), "inner");
+    assert!(data.join("newdir").is_dir());
+    // Nothing escaped.
+    assert!(!outside.join("pwned").exists(), "a write escaped the mount");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(!ro.join("denied").exists());
+    assert!(ro.join("visible.txt").exists());
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn bad_mounts_are_clear_errors() {
+    let run = boot("fs", &["--mount", "/no/such/dir:/data"], &["selftest"]);
+    run.expect_code(125);
+    assert!(run.stderr.contains("/no/such/dir"), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    let run = boot("fs", &["--mount", "nocolon"], &["selftest"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("nocolon"), "{run}");
+}
