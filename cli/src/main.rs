@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! eremite run [--memory SIZE] [--cpus N] [--env KEY=VALUE]... [--cmdline TEXT]
+//!             [--initrd DIR_OR_ARCHIVE] [--mount HOST_DIR:GUEST_PATH[:ro]]...
 //!             [--verbose] [--stats] IMAGE [-- ARGS...]
 //! ```
 //!
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use eremite_interface::CPL0_COUNTERS;
 use eremite_interface::hypercall::Port;
-use eremite_vmm::{Console, Report, VmConfig, parse_memory_size};
+use eremite_vmm::{Console, MountSpec, Report, VmConfig, parse_memory_size, parse_mount_spec};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +53,15 @@ struct RunArgs {
     /// Kernel command line.
     #[arg(long, value_name = "TEXT", default_value = "")]
     cmdline: String,
+    /// Initial ramdisk, unpacked into the guest's `/` before `main`: a
+    /// directory (symlinks are kept as links), a cpio archive in the "newc"
+    /// format or a tar archive.
+    #[arg(long, value_name = "DIR_OR_ARCHIVE")]
+    initrd: Option<PathBuf>,
+    /// Mount a host directory at an absolute guest path (repeatable);
+    /// `:ro` makes it read-only. The guest cannot reach anything outside it.
+    #[arg(long, value_name = "HOST_DIR:GUEST_PATH[:ro]", value_parser = parse_mount_spec)]
+    mount: Vec<MountSpec>,
     /// Show the kernel's log and a boot-time breakdown on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -84,6 +94,8 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         env: args.env,
         cmdline: args.cmdline,
         is_verbose: args.verbose,
+        initrd: args.initrd,
+        mounts: args.mount,
     };
     let mut console = Console::host(args.verbose);
     let report = match eremite_vmm::run(&config, &mut console) {
@@ -172,6 +184,57 @@ mod tests {
         assert_eq!(args.env, ["A=1"]);
         assert_eq!(args.image, PathBuf::from("img"));
         assert_eq!(args.args, ["--exit", "3"]);
+    }
+
+    #[test]
+    fn initrd_takes_a_path() {
+        let cli = Cli::try_parse_from(["eremite", "run", "--initrd", "root.tar", "img"]).unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.initrd, Some(PathBuf::from("root.tar")));
+        let cli = Cli::try_parse_from(["eremite", "run", "img"]).unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.initrd, None);
+        assert!(Cli::try_parse_from(["eremite", "run", "img", "--initrd"]).is_err());
+    }
+
+    #[test]
+    fn mounts_are_parsed_and_bad_ones_are_usage_errors() {
+        let dir = std::env::temp_dir();
+        let (rw, ro) = (
+            format!("{}:/data/", dir.display()),
+            format!("{}:/etc/conf:ro", dir.display()),
+        );
+        let cli =
+            Cli::try_parse_from(["eremite", "run", "--mount", &rw, "--mount", &ro, "img"]).unwrap();
+        let Command::Run(args) = cli.command;
+        let got: Vec<_> = args
+            .mount
+            .iter()
+            .map(|m| (m.host_dir.clone(), m.guest_path.as_str(), m.is_read_only))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (dir.clone(), "/data", false),
+                (dir.clone(), "/etc/conf", true)
+            ]
+        );
+        for bad in [
+            "nodir",
+            "/nonexistent-eremite-dir:/data",
+            &format!("{}:relative", dir.display()),
+            &format!("{}:/", dir.display()),
+        ] {
+            let err = Cli::try_parse_from(["eremite", "run", "--mount", bad, "img"])
+                .err()
+                .expect("a usage error");
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+        let err = Cli::try_parse_from(["eremite", "run", "--mount", "/nonexistent-x:/d", "img"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("cannot mount /nonexistent-x: "), "{err}");
     }
 
     #[test]

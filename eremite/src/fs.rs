@@ -78,8 +78,7 @@ pub fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
 pub fn symlink(original: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
     let (original, link) = (c_path(original.as_ref())?, c_path(link.as_ref())?);
     // SAFETY: both are NUL-terminated strings that outlive the call.
-    check(unsafe { sys_symlink(original.as_ptr().cast(), link.as_ptr().cast()) } as isize)
-        .map(drop)
+    check(unsafe { sys_symlink(original.as_ptr().cast(), link.as_ptr().cast()) } as isize).map(drop)
 }
 
 /// Create a hard link `link` to the file `original` (as

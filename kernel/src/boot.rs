@@ -72,14 +72,17 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
             .initrd_addr
             .checked_add(info.initrd_len)
             .is_some_and(|end| end <= info.mem_size);
-        if !fits || info.initrd_addr < info.free_start || info.initrd_addr % layout::PAGE_SIZE != 0 {
+        if !fits
+            || info.initrd_addr < info.free_start
+            || !info.initrd_addr.is_multiple_of(layout::PAGE_SIZE)
+        {
             fatal("the initrd is not inside free RAM");
         }
         info.initrd_addr
     };
     // SAFETY: the VMM reserves nothing above `free_start` but the initrd
     // (boot info contract), which is excluded; this is the only call.
-    if !unsafe { mm::init(info.free_start, heap_end) } {
+    if !unsafe { mm::init(info.free_start, heap_end, info.mem_size) } {
         fatal("free memory too small for a heap");
     }
     klog!(

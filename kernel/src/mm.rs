@@ -20,14 +20,15 @@ static HEAP: TalcLock<spin::mutex::SpinMutex<()>, Manual> = TalcLock::new(Manual
 
 static RAM_END: AtomicU64 = AtomicU64::new(0);
 
-/// Hand `[free_start, ram_end)` to the heap.
+/// Record that guest RAM is `[0, ram_end)` and hand `[free_start,
+/// heap_end)` to the heap.
 ///
 /// # Safety
-/// The range must be RAM that nothing else uses, and this must be called
-/// once.
-pub(crate) unsafe fn init(free_start: u64, ram_end: u64) -> bool {
+/// The heap range must be RAM that nothing else uses, and this must be
+/// called once.
+pub(crate) unsafe fn init(free_start: u64, heap_end: u64, ram_end: u64) -> bool {
     RAM_END.store(ram_end, Ordering::Relaxed);
-    let Some(size) = ram_end.checked_sub(free_start) else {
+    let Some(size) = heap_end.checked_sub(free_start) else {
         return false;
     };
     // SAFETY: the caller gives us exclusive use of this range of identity-
@@ -98,6 +99,20 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
         Ok(layout) => unsafe { HEAP.alloc(pad_zero(layout)) },
         Err(_) => null_mut(),
     }
+}
+
+/// Whether the heap could still hand out a block of `bytes`: a probe
+/// allocation, freed at once. Operations that grow kernel structures whose
+/// allocations cannot fail gracefully (tree nodes) check this first and
+/// report `ENOSPC`/`ENOMEM` instead of running the heap dry.
+pub(crate) fn has_room(bytes: usize) -> bool {
+    let probe = alloc(bytes, 16);
+    if probe.is_null() {
+        return false;
+    }
+    // SAFETY: `probe` was just allocated with this size and alignment.
+    unsafe { dealloc(probe, bytes, 16) };
+    true
 }
 
 /// Allocate zeroed memory; null on failure.

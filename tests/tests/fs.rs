@@ -33,10 +33,19 @@ fn a_hundred_thousand_files_in_a_thousand_directories() {
     let run = boot("fs", &["--memory", "512M"], &["scale", "100000", "1000"]);
     run.expect_code(0);
     assert!(
-        run.stdout.contains("created 100000 files in 1000 directories"),
+        run.stdout
+            .contains("created 100000 files in 1000 directories"),
         "{run}"
     );
     assert!(run.stdout.contains("listed 100000"), "{run}");
+}
+
+#[test]
+fn a_full_file_system_says_enospc_and_recovers() {
+    let run = boot("fs", &["--memory", "16M"], &["fill"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("errno Some(28)"), "{run}");
+    assert!(run.stdout.contains("room again after deleting"), "{run}");
 }
 
 #[test]
@@ -59,16 +68,31 @@ fn an_initrd_directory_is_unpacked_with_modes_and_symlinks() {
         "/run.sh file 755 \"#!/bin/sh\"",
         "/secret file 600 \"s3cr3t\"",
     ] {
-        assert!(run.stdout.lines().any(|l| l == line), "no line {line:?}\n{run}");
+        assert!(
+            run.stdout.lines().any(|l| l == line),
+            "no line {line:?}\n{run}"
+        );
     }
     // The same tree as a tar archive.
     let tar = dir.with_extension("tar");
-    run_command(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&dir).arg("."))
-        .expect_code(0);
-    let run = boot("fs", &["--initrd", tar.to_str().unwrap()], &["tree", "/etc"]);
+    run_command(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&dir)
+            .arg("."),
+    )
+    .expect_code(0);
+    let run = boot(
+        "fs",
+        &["--initrd", tar.to_str().unwrap()],
+        &["tree", "/etc"],
+    );
     run.expect_code(0);
     assert!(
-        run.stdout.contains("/etc/app/config.toml file 644 \"answer = 42\""),
+        run.stdout
+            .contains("/etc/app/config.toml file 644 \"answer = 42\""),
         "{run}"
     );
     let _ = fs::remove_file(&tar);
@@ -85,7 +109,11 @@ fn a_bad_initrd_is_a_clear_error() {
     assert!(run.stderr.contains("junk.bin"), "{run}");
     assert_eq!(run.stderr.lines().count(), 1, "{run}");
     let missing = dir.join("missing");
-    let run = boot("fs", &["--initrd", missing.to_str().unwrap()], &["tree", "/"]);
+    let run = boot(
+        "fs",
+        &["--initrd", missing.to_str().unwrap()],
+        &["tree", "/"],
+    );
     run.expect_code(125);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -122,7 +150,10 @@ fn a_host_mount_is_read_and_written_and_never_left() {
     assert!(out.contains("absolute symlink escape: Err(Some("), "{run}");
     assert!(out.contains("read-only write: Err(Some(30))"), "{run}");
     assert!(out.contains("read-only remove: Err(Some(30))"), "{run}");
-    assert!(out.contains("read-only read: read-only but readable"), "{run}");
+    assert!(
+        out.contains("read-only read: read-only but readable"),
+        "{run}"
+    );
     // What the guest wrote is on the host although it crashed.
     assert_eq!(
         fs::read_to_string(data.join("from-guest.txt")).unwrap(),

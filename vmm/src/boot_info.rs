@@ -1,8 +1,8 @@
 //! The boot info page and the boot data it points to: what the kernel
 //! learns from the VMM at entry (see `docs/boot-protocol.md`).
 //!
-//! Arguments, environment and command line are packed into the boot data
-//! area as NUL-terminated strings, one [`StringList`] each.
+//! Arguments, environment, command line and mount paths are packed into
+//! the boot data area as NUL-terminated strings, one [`StringList`] each.
 
 use eremite_interface::layout::{BOOT_DATA_ADDR, BOOT_DATA_END, BOOT_INFO_ADDR};
 use eremite_interface::{BootInfo, INTERFACE_VERSION, MAGIC, StringList, boot_flags};
@@ -19,7 +19,7 @@ pub enum BootDataError {
     Nul(String),
     /// Everything together is larger than the boot data area.
     #[error(
-        "arguments, environment and command line take {0} bytes, more than the {1} the guest has room for"
+        "arguments, environment, command line and mount paths take {0} bytes, more than the {1} the guest has room for"
     )]
     TooLarge(u64, u64),
 }
@@ -34,15 +34,21 @@ pub(crate) struct BootParams<'a> {
     pub(crate) boot_tsc: u64,
     pub(crate) boot_wall_ns: u64,
     pub(crate) is_verbose: bool,
+    /// Where the initial ramdisk was copied (zero when there is none).
+    pub(crate) initrd: crate::initrd::Placed,
+    /// Guest paths of the mounts, in `HostFs::mount` index order.
+    pub(crate) mounts: &'a [String],
+    /// Bit `i` set: mount `i` is read-only.
+    pub(crate) read_only_mounts: u64,
 }
 
 /// The boot data bytes (to go at [`BOOT_DATA_ADDR`]) and the lists that
 /// describe them.
-pub(crate) fn pack_strings(
-    lists: [&[String]; 3],
-) -> Result<(Vec<u8>, [StringList; 3]), BootDataError> {
+pub(crate) fn pack_strings<const N: usize>(
+    lists: [&[String]; N],
+) -> Result<(Vec<u8>, [StringList; N]), BootDataError> {
     let mut data = Vec::new();
-    let mut out = [StringList::default(); 3];
+    let mut out = [StringList::default(); N];
     for (list, strings) in out.iter_mut().zip(lists) {
         let start = data.len() as u64;
         for s in strings {
@@ -77,7 +83,8 @@ pub(crate) fn write(
     } else {
         &cmdline
     };
-    let (data, [args, env, cmdline]) = pack_strings([params.args, params.env, cmdline])?;
+    let (data, [args, env, cmdline, mounts]) =
+        pack_strings([params.args, params.env, cmdline, params.mounts])?;
     ram.write(BOOT_DATA_ADDR, &data)?;
     let mut info = BootInfo::new_zeroed();
     info.magic = MAGIC;
@@ -94,6 +101,10 @@ pub(crate) fn write(
     info.args = args;
     info.env = env;
     info.cmdline = cmdline;
+    info.initrd_addr = params.initrd.addr;
+    info.initrd_len = params.initrd.len;
+    info.mounts = mounts;
+    info.read_only_mounts = params.read_only_mounts;
     info.flags = if params.is_verbose {
         boot_flags::VERBOSE
     } else {
@@ -145,5 +156,37 @@ mod tests {
             pack_strings([&huge, &[], &[]]),
             Err(BootDataError::TooLarge(..))
         ));
+    }
+
+    #[test]
+    fn mount_paths_and_read_only_bits_reach_the_boot_info() {
+        let ram = GuestRam::new(eremite_interface::layout::MIN_MEMORY).unwrap();
+        let image = LoadedImage {
+            entry: 0,
+            start: 0,
+            end: 0,
+            tls: Default::default(),
+        };
+        let (args, mounts) = (strings(&["/img"]), strings(&["/data", "/etc/conf"]));
+        let params = BootParams {
+            args: &args,
+            env: &[],
+            cmdline: "",
+            cpu_count: 1,
+            tsc_khz: 1,
+            boot_tsc: 0,
+            boot_wall_ns: 0,
+            is_verbose: false,
+            initrd: Default::default(),
+            mounts: &mounts,
+            read_only_mounts: 0b10,
+        };
+        write(&ram, &image, &params).unwrap();
+        let info: BootInfo = ram.read_obj(BOOT_INFO_ADDR).unwrap();
+        assert_eq!(info.read_only_mounts, 0b10);
+        assert_eq!((info.mounts.count, info.mounts.len), (2, 16));
+        let mut bytes = vec![0; 16];
+        ram.read(info.mounts.addr, &mut bytes).unwrap();
+        assert_eq!(bytes, b"/data\0/etc/conf\0");
     }
 }

@@ -1,8 +1,9 @@
 //! The eremite hypervisor: boots an eremite image in a KVM virtual machine.
 //!
 //! [`run`] takes a [`VmConfig`], maps guest RAM ([`memory`]), loads the
-//! image ([`loader`]), prepares the machine so the kernel starts in 64-bit
-//! mode at CPL3 ([`arch`], applied by [`kvm`]), writes the boot info, and
+//! image ([`loader`]), copies the initial ramdisk to the top of RAM
+//! ([`initrd`]), prepares the machine so the kernel starts in 64-bit mode
+//! at CPL3 ([`arch`], applied by [`kvm`]), writes the boot info, and
 //! runs the vCPU, serving hypercalls ([`hypercall`]) until the guest stops.
 //! It returns a [`Report`]: how the guest ended, exits by kind, the
 //! kernel's own counters, and where the time went.
@@ -14,9 +15,11 @@
 mod arch;
 mod boot_info;
 mod hypercall;
+mod initrd;
 mod kvm;
 mod loader;
 mod memory;
+mod sandbox;
 mod size;
 
 #[cfg(test)]
@@ -31,9 +34,11 @@ use eremite_interface::{BootInfo, KernelReport};
 
 pub use boot_info::{BootDataError, BootError};
 pub use hypercall::{Console, GuestError};
+pub use initrd::InitrdError;
 pub use kvm::{CpuState, ExitStats, KvmError};
 pub use loader::{LoadError, LoadedImage};
 pub use memory::{MapError, OutOfRange};
+pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
 pub use size::{SizeError, parse_memory_size};
 
 /// Default guest memory.
@@ -57,6 +62,12 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Show the kernel's log.
     pub is_verbose: bool,
+    /// The initial ramdisk (`--initrd`): a directory, a cpio (newc) or a
+    /// tar archive, unpacked into the guest's `/` before `main`.
+    pub initrd: Option<PathBuf>,
+    /// Host directories to mount (`--mount`), at most [`MAX_MOUNTS`], none
+    /// at or below another's guest path.
+    pub mounts: Vec<MountSpec>,
 }
 
 impl VmConfig {
@@ -70,6 +81,8 @@ impl VmConfig {
             env: Vec::new(),
             cmdline: String::new(),
             is_verbose: false,
+            initrd: None,
+            mounts: Vec::new(),
         }
     }
 
@@ -93,6 +106,7 @@ impl VmConfig {
                 "environment entry {bad:?} is not KEY=VALUE"
             )));
         }
+        sandbox::check_mounts(&self.mounts)?;
         Ok(())
     }
 }
@@ -128,6 +142,12 @@ pub enum Error {
     /// KVM failed.
     #[error(transparent)]
     Kvm(#[from] KvmError),
+    /// The initial ramdisk cannot be built or does not fit.
+    #[error(transparent)]
+    Initrd(#[from] InitrdError),
+    /// A host directory cannot be mounted.
+    #[error(transparent)]
+    Mount(#[from] MountSpecError),
 }
 
 impl Error {
@@ -245,6 +265,17 @@ pub struct Report {
 pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let started = Instant::now();
     config.validate()?;
+    let mounts = config
+        .mounts
+        .iter()
+        .map(|spec| {
+            sandbox::Mount::open(spec).map_err(|source| MountSpecError::HostDir {
+                path: spec.host_dir.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let initrd_archive = config.initrd.as_deref().map(initrd::build).transpose()?;
     let file = memory::ImageFile::open(&config.image).map_err(|source| Error::ReadImage {
         path: config.image.clone(),
         source,
@@ -256,6 +287,11 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     })?;
     drop(file);
     arch::write_machine_tables(&ram).expect("the fixed tables lie inside the minimum RAM");
+    let initrd_placed = match &initrd_archive {
+        Some(archive) => initrd::place(&ram, image.end, archive)?,
+        None => initrd::Placed::default(),
+    };
+    drop(initrd_archive);
 
     let mut machine = kvm::Machine::new(&ram)?;
     machine.prepare_boot_cpu(image.entry)?;
@@ -265,6 +301,13 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
 
+    let guest_paths: Vec<String> = config.mounts.iter().map(|m| m.guest_path.clone()).collect();
+    let read_only_mounts = config
+        .mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.is_read_only)
+        .fold(0u64, |bits, (i, _)| bits | 1 << i);
     let mut args = vec![config.image.display().to_string()];
     args.extend(config.args.iter().cloned());
     let params = boot_info::BootParams {
@@ -276,12 +319,19 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         boot_tsc,
         boot_wall_ns,
         is_verbose: config.is_verbose,
+        initrd: initrd_placed,
+        mounts: &guest_paths,
+        read_only_mounts,
     };
     boot_info::write(&ram, &image, &params)?;
 
     let mut exits = ExitStats::default();
     let entered = Instant::now();
-    let stop = machine.run(&ram, console, &mut exits)?;
+    let mut services = hypercall::Services {
+        console,
+        host_fs: sandbox::HostFs::new(mounts),
+    };
+    let stop = machine.run(&ram, &mut services, &mut exits)?;
     let stopped = Instant::now();
     drop(machine);
 

@@ -136,10 +136,13 @@ pub(crate) fn bench(args: &[String]) -> Result {
     write_results(&root().join(dir), &rows, &extra, tsc_khz, &groups)
 }
 
-const SYSCALL_ROWS: [&str; 7] = [
+const SYSCALL_ROWS: [&str; 10] = [
     "getpid",
     "sched_yield",
     "write_1_byte",
+    "file_write_1_byte",
+    "file_open_close",
+    "file_stat",
     "malloc_free_64",
     "malloc_free_4096",
     "first_touch_page",

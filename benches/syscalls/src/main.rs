@@ -3,9 +3,11 @@
 //!
 //! Rows: getpid, sched_yield, write of 1 byte to stderr (eremite buffers
 //! it in the guest and forwards full buffers to the host; Linux makes one
-//! system call per write), malloc/free of 64 B and 4 KiB, first write to a
-//! fresh page, clock_gettime (`Instant::now`). Run with `--quick` for a
-//! correctness pass.
+//! system call per write), write of 1 byte to a file, open+close and stat
+//! of a file (eremite: its in-kernel RAM file system under `/`; Linux: a
+//! file in the temporary directory, in the page cache), malloc/free of
+//! 64 B and 4 KiB, first write to a fresh page, clock_gettime
+//! (`Instant::now`). Run with `--quick` for a correctness pass.
 
 #[cfg(target_os = "hermit")]
 use eremite as _;
@@ -42,6 +44,7 @@ fn main() {
         }),
     );
     drop(stderr);
+    file_rows(rounds, batch);
     for size in [64, 4096] {
         let layout = Layout::from_size_align(size, 8).unwrap();
         let name = format!("malloc_free_{size}");
@@ -70,6 +73,39 @@ fn main() {
             black_box(std::time::Instant::now());
         }),
     );
+}
+
+/// Writes, opens and stats of one file.
+fn file_rows(rounds: usize, batch: usize) {
+    let path = if cfg!(target_os = "hermit") {
+        std::path::PathBuf::from("/bench-file")
+    } else {
+        std::env::temp_dir().join(format!("eremite-bench-{}", std::process::id()))
+    };
+    let mut file = std::fs::File::create(&path).expect("create the benchmark file");
+    report(
+        "file_write_1_byte",
+        "cycles",
+        &mut per_op(rounds, batch, || {
+            file.write_all(b".").expect("write to the file");
+        }),
+    );
+    drop(file);
+    report(
+        "file_open_close",
+        "cycles",
+        &mut per_op(rounds, batch, || {
+            drop(black_box(std::fs::File::open(&path).expect("open")));
+        }),
+    );
+    report(
+        "file_stat",
+        "cycles",
+        &mut per_op(rounds, batch, || {
+            black_box(std::fs::metadata(&path).expect("stat"));
+        }),
+    );
+    std::fs::remove_file(&path).expect("remove the benchmark file");
 }
 
 /// The process id straight from the OS: std's `process::id` panics on the

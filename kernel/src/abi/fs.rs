@@ -69,7 +69,9 @@ pub extern "C" fn sys_opendir(name: *const u8) -> i32 {
 }
 
 fn stat_to(result: Result<FileStat, Errno>, out: *mut Stat) -> i32 {
-    ret(result.and_then(|s| user::write(out, Stat::from(s))).map(|()| 0))
+    ret(result
+        .and_then(|s| user::write(out, Stat::from(s)))
+        .map(|()| 0))
 }
 
 #[unsafe(no_mangle)]
@@ -89,7 +91,9 @@ pub extern "C" fn sys_fstat(fd: i32, out: *mut Stat) -> i32 {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_mkdir(name: *const u8, mode: u32) -> i32 {
-    ret(user::path(name).and_then(|p| fs::mkdir(p, mode)).map(|()| 0))
+    ret(user::path(name)
+        .and_then(|p| fs::mkdir(p, mode))
+        .map(|()| 0))
 }
 
 #[unsafe(no_mangle)]
@@ -193,7 +197,9 @@ pub extern "C" fn sys_ftruncate(fd: i32, len: i64) -> i32 {
 /// `chmod(2)`.
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_chmod(name: *const u8, mode: u32) -> i32 {
-    ret(user::path(name).and_then(|p| fs::chmod(p, mode)).map(|()| 0))
+    ret(user::path(name)
+        .and_then(|p| fs::chmod(p, mode))
+        .map(|()| 0))
 }
 
 /// `realpath(3)` into `buf`: the length without the NUL that follows it;

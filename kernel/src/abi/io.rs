@@ -114,7 +114,8 @@ pub extern "C" fn sys_lseek(fd: i32, offset: isize, whence: i32) -> isize {
         SEEK_END => fs::Whence::End,
         _ => return ret::<Result<usize, Errno>>(Err(errno::EINVAL)),
     };
-    ret(fs::seek(fd, offset as i64, whence).and_then(|pos| usize::try_from(pos).map_err(|_| errno::EOVERFLOW)))
+    ret(fs::seek(fd, offset as i64, whence)
+        .and_then(|pos| usize::try_from(pos).map_err(|_| errno::EOVERFLOW)))
 }
 
 #[unsafe(no_mangle)]

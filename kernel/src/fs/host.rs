@@ -27,7 +27,9 @@ fn with_path(mut request: HostFs, path: &[u8]) -> HostFs {
 fn call(mut request: HostFs) -> Result<u64, Errno> {
     arch::hypercall(Port::HostFs, &mut request);
     if request.result < 0 {
-        Err(Errno(i32::try_from(-request.result).unwrap_or(errno::EIO.0)))
+        Err(Errno(
+            i32::try_from(-request.result).unwrap_or(errno::EIO.0),
+        ))
     } else {
         Ok(request.result as u64)
     }
@@ -101,7 +103,12 @@ pub(crate) fn path_op(op: HostFsOp, mount: u32, path: &[u8], mode: u32) -> Resul
 
 /// An operation on two paths: rename, link (`path` → `path2`), symlink
 /// (a link at `path` pointing to `path2`).
-pub(crate) fn two_path_op(op: HostFsOp, mount: u32, path: &[u8], path2: &[u8]) -> Result<(), Errno> {
+pub(crate) fn two_path_op(
+    op: HostFsOp,
+    mount: u32,
+    path: &[u8],
+    path2: &[u8],
+) -> Result<(), Errno> {
     let mut r = with_path(request(op, mount), path);
     r.path2 = path2.as_ptr() as u64;
     r.path2_len = path2.len() as u64;
@@ -133,7 +140,12 @@ pub(crate) fn ftruncate(mount: u32, handle: u64, len_bytes: u64) -> Result<(), E
 
 /// Directory records from `cookie` into `buf`; the bytes filled (0 at
 /// the end).
-pub(crate) fn read_dir(mount: u32, handle: u64, cookie: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+pub(crate) fn read_dir(
+    mount: u32,
+    handle: u64,
+    cookie: u64,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
     let mut r = request(HostFsOp::ReadDir, mount);
     r.handle = handle;
     r.offset = cookie;

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use eremite_cpio::EntryKind;
 use eremite_interface::fs::{O_CREAT, O_TRUNC, O_WRONLY};
-use eremite_vfs::{Kind, Location, RamFs, ROOT};
+use eremite_vfs::{Kind, Location, ROOT, RamFs};
 
 use crate::console::klog;
 

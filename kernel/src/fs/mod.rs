@@ -23,8 +23,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::{
-    DirRecord, FileStat, O_ACCMODE, O_APPEND, O_CREAT, O_DIRECTORY, O_NONBLOCK, O_RDONLY,
-    O_WRONLY,
+    DirRecord, FileStat, O_ACCMODE, O_APPEND, O_CREAT, O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_WRONLY,
 };
 use eremite_interface::hypercall::{HostFsOp, Stream};
 use eremite_interface::{BootInfo, StringList};
@@ -134,7 +133,11 @@ impl FdTable {
 
     fn remove(&mut self, fd: i32) -> Result<Arc<OpenFile>, Errno> {
         let i = usize::try_from(fd).map_err(|_| errno::EBADF)?;
-        let file = self.slots.get_mut(i).and_then(Option::take).ok_or(errno::EBADF)?;
+        let file = self
+            .slots
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or(errno::EBADF)?;
         self.lowest_free = self.lowest_free.min(i);
         Ok(file)
     }
@@ -151,6 +154,18 @@ fn with_ram<T>(op: impl FnOnce(&mut RamFs) -> Result<T, Errno>) -> Result<T, Err
         Some(fs) => op(fs),
         None => Err(errno::ENOSYS),
     }
+}
+
+/// Heap that must stay free for an operation that may create or grow
+/// something in the RAM file system to go ahead.
+const RESERVE_BYTES: usize = 64 << 10;
+
+/// [`with_ram`] for operations that allocate: `ENOSPC` when memory is
+/// nearly gone, so the file system fills up instead of the kernel
+/// running out of heap.
+fn with_ram_growing<T>(op: impl FnOnce(&mut RamFs) -> Result<T, Errno>) -> Result<T, Errno> {
+    ensure_room()?;
+    with_ram(op)
 }
 
 fn now_ns() -> i64 {
@@ -198,7 +213,12 @@ fn strings(list: &StringList) -> impl Iterator<Item = &'static [u8]> {
 
 /// Open `path`; the new descriptor.
 pub(crate) fn open(path: &[u8], flags: u32, mode: u32) -> Result<i32, Errno> {
-    let object = match with_ram(|fs| fs.open(path, flags, mode, now_ns()))? {
+    let opened = if flags & O_CREAT != 0 {
+        with_ram_growing(|fs| fs.open(path, flags, mode, now_ns()))
+    } else {
+        with_ram(|fs| fs.open(path, flags, mode, now_ns()))
+    };
+    let object = match opened? {
         Location::Ram(ino) => Object::Ram(ino),
         Location::Mount { mount, path } => Object::Host {
             mount,
@@ -233,8 +253,10 @@ pub(crate) fn set_status_flags(fd: i32, flags: u32) -> Result<(), Errno> {
     let file = file(fd)?;
     let changeable = O_APPEND | O_NONBLOCK;
     let old = file.flags.load(Ordering::Relaxed);
-    file.flags
-        .store((old & !changeable) | (flags & changeable), Ordering::Relaxed);
+    file.flags.store(
+        (old & !changeable) | (flags & changeable),
+        Ordering::Relaxed,
+    );
     Ok(())
 }
 
@@ -272,7 +294,7 @@ pub(crate) fn write(fd: i32, buf: &[u8], at: Option<u64>) -> Result<usize, Errno
         Object::Output(_) if at.is_some() => Err(errno::ESPIPE),
         Object::Output(stream) => console::write(stream, buf),
         Object::Stdin => Err(errno::EBADF),
-        Object::Ram(ino) => with_ram(|fs| {
+        Object::Ram(ino) => with_ram_growing(|fs| {
             // As on Linux, pwrite on an O_APPEND file appends too.
             let offset = if file.is_append() {
                 fs.len(ino)?
@@ -414,10 +436,9 @@ pub(crate) fn read_dir(
             let mut rest = &records[..filled];
             while let Ok((record, tail)) = DirRecord::read_from_prefix(rest) {
                 let name_len = usize::from(record.name_len);
-                let (Some(name), Some(next_rest)) = (
-                    tail.get(..name_len),
-                    rest.get(DirRecord::size(name_len)..),
-                ) else {
+                let (Some(name), Some(next_rest)) =
+                    (tail.get(..name_len), rest.get(DirRecord::size(name_len)..))
+                else {
                     break;
                 };
                 if !emit(Listed {
@@ -474,8 +495,18 @@ fn at_parent<T>(
     }
 }
 
+/// `ENOSPC` when the heap is nearly gone (see [`with_ram_growing`]).
+fn ensure_room() -> Result<(), Errno> {
+    if mm::has_room(RESERVE_BYTES) {
+        Ok(())
+    } else {
+        Err(errno::ENOSPC)
+    }
+}
+
 /// `mkdir`.
 pub(crate) fn mkdir(path: &[u8], mode: u32) -> Result<(), Errno> {
+    ensure_room()?;
     at_parent(
         path,
         |fs, dir, name, _| fs.mkdir(dir, name, mode, now_ns()).map(drop),
@@ -512,6 +543,7 @@ pub(crate) fn unlink(path: &[u8]) -> Result<(), Errno> {
 
 /// `symlink(target, path)`: a link at `path` pointing to `target`.
 pub(crate) fn symlink(target: &[u8], path: &[u8]) -> Result<(), Errno> {
+    ensure_room()?;
     at_parent(
         path,
         |fs, dir, name, _| fs.symlink(dir, name, target, now_ns()).map(drop),
@@ -562,7 +594,7 @@ fn parents(fs: &RamFs, from: &[u8], to: &[u8]) -> Result<Pair, Errno> {
 
 /// `rename`.
 pub(crate) fn rename(from: &[u8], to: &[u8]) -> Result<(), Errno> {
-    let host = with_ram(|fs| match parents(fs, from, to)? {
+    let host = with_ram_growing(|fs| match parents(fs, from, to)? {
         Pair::Ram { from, to } => fs
             .rename(from.0, &from.1, to.0, &to.1, now_ns())
             .map(|()| None),
@@ -576,7 +608,7 @@ pub(crate) fn rename(from: &[u8], to: &[u8]) -> Result<(), Errno> {
 
 /// `link(from, to)`: a new name `to` for the file at `from`.
 pub(crate) fn link(from: &[u8], to: &[u8]) -> Result<(), Errno> {
-    let host = with_ram(|fs| match parents(fs, from, to)? {
+    let host = with_ram_growing(|fs| match parents(fs, from, to)? {
         Pair::Ram { from, to } => {
             let ino = fs.lookup(from.0, &from.1)?;
             fs.link(ino, to.0, &to.1, now_ns()).map(|()| None)

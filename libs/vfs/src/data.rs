@@ -3,7 +3,9 @@
 //! A chunk is stored only once something was written into it, and only as
 //! long as its last written byte, so a small file costs a few bytes, and
 //! a hole (a range never written, e.g. after a seek past the end) costs
-//! nothing and reads as zeros.
+//! nothing and reads as zeros. The first chunk is kept outside the map:
+//! most files are small, and a map's first node alone would cost a few
+//! hundred bytes per file.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -18,8 +20,10 @@ pub const MAX_FILE_BYTES: u64 = i64::MAX as u64;
 
 #[derive(Debug, Default)]
 pub(crate) struct FileData {
-    /// Chunk index → the chunk's bytes from its start (at most
-    /// `CHUNK_BYTES`; bytes past the end of the vector are zero).
+    /// Chunk 0's bytes (at most `CHUNK_BYTES`; bytes past the end of the
+    /// vector are zero).
+    first: Vec<u8>,
+    /// Chunk index (from 1) → that chunk's bytes, as for `first`.
     chunks: BTreeMap<u64, Vec<u8>>,
     len_bytes: u64,
 }
@@ -31,7 +35,25 @@ impl FileData {
 
     /// Bytes of memory held for the contents.
     pub(crate) fn allocated_bytes(&self) -> u64 {
-        self.chunks.values().map(|c| c.len() as u64).sum()
+        self.first.len() as u64 + self.chunks.values().map(|c| c.len() as u64).sum::<u64>()
+    }
+
+    /// Chunks `first..=last` that hold bytes, with their indices.
+    fn stored(&self, first: u64, last: u64) -> impl Iterator<Item = (u64, &Vec<u8>)> {
+        let head = (first == 0).then_some((0, &self.first));
+        let rest = self
+            .chunks
+            .range(first.max(1)..=last.max(1))
+            .filter(move |(i, _)| **i <= last);
+        head.into_iter().chain(rest.map(|(&i, c)| (i, c)))
+    }
+
+    fn chunk_mut(&mut self, index: u64) -> &mut Vec<u8> {
+        if index == 0 {
+            &mut self.first
+        } else {
+            self.chunks.entry(index).or_default()
+        }
     }
 
     /// Copy the bytes at `offset` into `buf`; the count copied (0 at or
@@ -46,7 +68,7 @@ impl FileData {
         out.fill(0);
         let first = offset / CHUNK_BYTES;
         let last = (end - 1) / CHUNK_BYTES;
-        for (&index, chunk) in self.chunks.range(first..=last) {
+        for (index, chunk) in self.stored(first, last) {
             let chunk_start = index * CHUNK_BYTES;
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + chunk.len() as u64);
@@ -75,7 +97,7 @@ impl FileData {
             let index = at / CHUNK_BYTES;
             let chunk_end = end.min((index + 1) * CHUNK_BYTES);
             let need = (chunk_end - index * CHUNK_BYTES) as usize;
-            let chunk = self.chunks.entry(index).or_default();
+            let chunk = self.chunk_mut(index);
             if need > chunk.len() {
                 // Grow geometrically within the chunk so appends stay cheap.
                 let want = need.max(chunk.capacity() * 2).min(CHUNK_BYTES as usize);
@@ -90,7 +112,7 @@ impl FileData {
             let index = at / CHUNK_BYTES;
             let chunk_start = index * CHUNK_BYTES;
             let chunk_end = end.min(chunk_start + CHUNK_BYTES);
-            let chunk = self.chunks.entry(index).or_default();
+            let chunk = self.chunk_mut(index);
             let (from, to) = (
                 (at - chunk_start) as usize,
                 (chunk_end - chunk_start) as usize,
@@ -114,12 +136,18 @@ impl FileData {
         }
         if len_bytes < self.len_bytes {
             let keep = len_bytes.div_ceil(CHUNK_BYTES);
-            drop(self.chunks.split_off(&keep));
+            drop(self.chunks.split_off(&keep.max(1)));
+            if keep == 0 {
+                self.first = Vec::new();
+            }
             let tail = (len_bytes % CHUNK_BYTES) as usize;
-            if tail != 0
-                && let Some(last) = self.chunks.get_mut(&(len_bytes / CHUNK_BYTES))
-            {
-                last.truncate(tail);
+            if tail != 0 {
+                let index = len_bytes / CHUNK_BYTES;
+                if index == 0 {
+                    self.first.truncate(tail);
+                } else if let Some(last) = self.chunks.get_mut(&index) {
+                    last.truncate(tail);
+                }
             }
         }
         self.len_bytes = len_bytes;

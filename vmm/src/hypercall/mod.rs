@@ -9,6 +9,11 @@
 //! cannot be answered and is counted and ignored; a request with bad
 //! fields gets an error code in its `result` field where it has one.
 //! Nothing the guest writes can make the VMM panic.
+//!
+//! `HostFs` requests are decoded and served in [`host_fs`], on top of the
+//! mount sandbox in [`crate::sandbox`].
+
+mod host_fs;
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,6 +22,8 @@ use eremite_interface::errno::{self, Errno};
 use eremite_interface::hypercall::{self, ConsoleWrite, ExitKind, Port, REQUEST_ALIGN, Stream};
 
 use crate::memory::GuestRam;
+use crate::sandbox::{self, PathError};
+pub(crate) use host_fs::HostFsRequest;
 
 /// Largest console write served in one call; the guest loops on short
 /// writes, and the VMM never allocates what the guest asks for unbounded.
@@ -43,10 +50,39 @@ pub enum GuestError {
     /// Sleep longer than the protocol allows.
     #[error("guest asked to sleep {0} ns, more than the limit")]
     SleepTooLong(u64),
+    /// Unknown `HostFs` operation.
+    #[error("guest named an unknown host file operation {0}")]
+    UnknownHostFsOp(u32),
+    /// A path that is not inside guest RAM.
+    #[error("guest gave a path at {0:#x} outside its memory")]
+    PathOutsideRam(u64),
+    /// A malformed path.
+    #[error(transparent)]
+    BadPath(PathError),
+    /// A data buffer that is not inside guest RAM.
+    #[error("guest gave a buffer at {0:#x} outside its memory")]
+    BufferOutsideRam(u64),
+    /// A buffer too small for the record the call writes.
+    #[error("guest gave a buffer of {0} bytes, too small for the reply")]
+    BufferTooSmall(u64),
+    /// Unknown or contradictory flags.
+    #[error("guest gave bad flags {0:#x}")]
+    BadFlags(u32),
+}
+
+impl GuestError {
+    /// The errno answered through the request's `result` field.
+    fn errno(self) -> Errno {
+        match self {
+            GuestError::PathOutsideRam(_) | GuestError::BufferOutsideRam(_) => errno::EFAULT,
+            GuestError::BadPath(e) => e.errno(),
+            _ => errno::EINVAL,
+        }
+    }
 }
 
 /// A validated request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
     /// Write `len` bytes at guest address `buf` to a host stream.
     ConsoleWrite { stream: Stream, buf: u64, len: u64 },
@@ -54,10 +90,12 @@ pub(crate) enum Request {
     Exit { kind: ExitKind, code: i32 },
     /// Block the vCPU for a while.
     Sleep { duration_ns: u64 },
+    /// A file operation in a mounted host directory.
+    HostFs(HostFsRequest),
 }
 
 /// A decoded call: where its struct lives and what it asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Call {
     pub(crate) addr: u64,
     pub(crate) port: Port,
@@ -107,6 +145,10 @@ pub(crate) fn decode(port: Port, data: &[u8], ram: &GuestRam) -> Result<Call, Gu
                     duration_ns: raw.duration_ns,
                 })
             }
+        }
+        Port::HostFs => {
+            let raw: hypercall::HostFs = ram.read_obj(addr).map_err(read_error)?;
+            host_fs::decode(&raw, ram).map(Request::HostFs)
         }
     };
     Ok(Call {
@@ -167,26 +209,37 @@ impl Console {
     }
 }
 
+/// What hypercalls act on besides guest memory.
+pub(crate) struct Services<'a> {
+    /// Where `ConsoleWrite` goes.
+    pub(crate) console: &'a mut Console,
+    /// The mounts and open files of `HostFs`.
+    pub(crate) host_fs: sandbox::HostFs,
+}
+
 /// Carry out a decoded call.
-pub(crate) fn handle(call: Call, ram: &GuestRam, console: &mut Console) -> Next {
+pub(crate) fn handle(call: Call, ram: &GuestRam, services: &mut Services<'_>) -> Next {
     let request = match call.request {
         Ok(request) => request,
-        Err(_) => {
-            if call.port == Port::ConsoleWrite {
-                answer(ram, call.addr, -i64::from(errno::EINVAL.0));
-            }
+        Err(error) => {
+            answer(ram, call.port, call.addr, Err(error.errno()));
             return Next::Resume;
         }
     };
     match request {
         Request::ConsoleWrite { stream, buf, len } => {
-            let result = console_write(ram, console, stream, buf, len);
-            answer(ram, call.addr, result.unwrap_or_else(|e| -i64::from(e.0)));
+            let result = console_write(ram, services.console, stream, buf, len);
+            answer(ram, call.port, call.addr, result);
             Next::Resume
         }
         Request::Exit { kind, code } => Next::Stop { kind, code },
         Request::Sleep { duration_ns } => {
             std::thread::sleep(Duration::from_nanos(duration_ns));
+            Next::Resume
+        }
+        Request::HostFs(request) => {
+            let result = host_fs::serve(&request, ram, &mut services.host_fs);
+            answer(ram, call.port, call.addr, result);
             Next::Resume
         }
     }
@@ -207,13 +260,17 @@ fn console_write(
     Ok(chunk as i64)
 }
 
-/// Write a console call's `result` field; the struct was checked to lie
-/// inside RAM when it was decoded.
-fn answer(ram: &GuestRam, request_addr: u64, result: i64) {
-    let _ = ram.write(
-        request_addr + ConsoleWrite::RESULT_OFFSET,
-        &result.to_le_bytes(),
-    );
+/// Write a call's `result` field (value or negative errno), for the calls
+/// that have one; the struct was checked to lie inside RAM when it was
+/// decoded.
+fn answer(ram: &GuestRam, port: Port, request_addr: u64, result: Result<i64, Errno>) {
+    let offset = match port {
+        Port::ConsoleWrite => ConsoleWrite::RESULT_OFFSET,
+        Port::HostFs => hypercall::HostFs::RESULT_OFFSET,
+        Port::Exit | Port::Sleep => return,
+    };
+    let value = result.unwrap_or_else(|e| -i64::from(e.0));
+    let _ = ram.write(request_addr + offset, &value.to_le_bytes());
 }
 
 /// A console writer that keeps what it is given (tests).
@@ -257,6 +314,15 @@ mod tests {
         decode(Port::ConsoleWrite, &(REQ as u32).to_le_bytes(), ram).unwrap()
     }
 
+    /// Handle `call` with no mounts.
+    fn serve(call: Call, ram: &GuestRam, console: &mut Console) -> Next {
+        let mut services = Services {
+            console,
+            host_fs: sandbox::HostFs::empty(),
+        };
+        handle(call, ram, &mut services)
+    }
+
     fn result(ram: &GuestRam) -> i64 {
         ram.read_obj::<ConsoleWrite>(REQ).unwrap().result
     }
@@ -266,7 +332,7 @@ mod tests {
         let (ram, mut console, out, err) = setup();
         ram.write(0x2000, b"hello").unwrap();
         let call = console_request(&ram, Stream::Stderr as u32, 0x2000, 5);
-        assert_eq!(handle(call, &ram, &mut console), Next::Resume);
+        assert_eq!(serve(call, &ram, &mut console), Next::Resume);
         assert_eq!(result(&ram), 5);
         assert_eq!(&*err.0.lock().unwrap(), b"hello");
         assert!(out.0.lock().unwrap().is_empty());
@@ -282,7 +348,7 @@ mod tests {
             (RAM, 1),
         ] {
             let call = console_request(&ram, Stream::Stdout as u32, buf, len);
-            handle(call, &ram, &mut console);
+            serve(call, &ram, &mut console);
             assert_eq!(
                 result(&ram),
                 -i64::from(errno::EFAULT.0),
@@ -296,7 +362,7 @@ mod tests {
     fn huge_console_writes_are_served_in_chunks() {
         let (ram, mut console, out, _) = setup();
         let call = console_request(&ram, Stream::Stdout as u32, 0, RAM);
-        handle(call, &ram, &mut console);
+        serve(call, &ram, &mut console);
         assert_eq!(result(&ram), CONSOLE_CHUNK_BYTES as i64);
         assert_eq!(out.0.lock().unwrap().len() as u64, CONSOLE_CHUNK_BYTES);
     }
@@ -306,14 +372,14 @@ mod tests {
         let (ram, mut console, _, err) = setup();
         let call = console_request(&ram, 9, 0x2000, 1);
         assert_eq!(call.request, Err(GuestError::UnknownStream(9)));
-        handle(call, &ram, &mut console);
+        serve(call, &ram, &mut console);
         assert_eq!(result(&ram), -i64::from(errno::EINVAL.0));
         ram.write(0x2000, b"log").unwrap();
-        handle(console_request(&ram, 3, 0x2000, 3), &ram, &mut console);
+        serve(console_request(&ram, 3, 0x2000, 3), &ram, &mut console);
         assert_eq!(result(&ram), 3);
         assert!(err.0.lock().unwrap().is_empty());
         console.show_kernel_log = true;
-        handle(console_request(&ram, 3, 0x2000, 3), &ram, &mut console);
+        serve(console_request(&ram, 3, 0x2000, 3), &ram, &mut console);
         assert_eq!(&*err.0.lock().unwrap(), b"log");
     }
 

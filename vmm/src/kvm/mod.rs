@@ -13,7 +13,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
 use crate::arch;
-use crate::hypercall::{self, Console, Next};
+use crate::hypercall::{self, Next, Services};
 use crate::memory::GuestRam;
 
 /// Something KVM refused.
@@ -194,7 +194,7 @@ impl Machine {
     pub(crate) fn run(
         &mut self,
         ram: &GuestRam,
-        console: &mut Console,
+        services: &mut Services<'_>,
         stats: &mut ExitStats,
     ) -> Result<Stop, KvmError> {
         loop {
@@ -220,7 +220,7 @@ impl Machine {
                             }
                             stats.hypercalls
                                 [Port::ALL.iter().position(|p| *p == port).unwrap_or(0)] += 1;
-                            match hypercall::handle(call, ram, console) {
+                            match hypercall::handle(call, ram, services) {
                                 Next::Resume => None,
                                 next @ Next::Stop { .. } => Some(Stop::Guest(next)),
                             }
