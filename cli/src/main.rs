@@ -221,7 +221,6 @@ mod tests {
         );
         for bad in [
             "nodir",
-            "/nonexistent-eremite-dir:/data",
             &format!("{}:relative", dir.display()),
             &format!("{}:/", dir.display()),
         ] {
@@ -230,11 +229,11 @@ mod tests {
                 .expect("a usage error");
             assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
         }
-        let err = Cli::try_parse_from(["eremite", "run", "--mount", "/nonexistent-x:/d", "img"])
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("cannot mount /nonexistent-x: "), "{err}");
+        // A missing host directory is found when the VM starts (exit 125,
+        // tests/tests/fs.rs), like a missing image.
+        assert!(
+            Cli::try_parse_from(["eremite", "run", "--mount", "/nonexistent-x:/d", "img"]).is_ok()
+        );
     }
 
     #[test]

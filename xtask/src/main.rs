@@ -156,9 +156,44 @@ fn run(args: &[String]) -> Result {
 /// of the workspace, then every benchmark once in quick mode (they must
 /// produce well-formed results, so they cannot rot).
 fn test(extra: &[String]) -> Result {
+    install_host_tools()?;
     build_all()?;
     run_command(cargo().args(["test", "--workspace"]).args(extra))?;
     bench::bench(&["--quick".to_owned()])
+}
+
+/// Host tools the tests call, by Debian package: `cpio` (initrd
+/// interoperability) and `tar` (initrd from a tar archive).
+const HOST_TOOLS: [(&str, &str); 2] = [("cpio", "cpio"), ("tar", "tar")];
+
+/// Install the missing host tools with apt-get (the tests run as root on
+/// the machines this project targets).
+fn install_host_tools() -> Result {
+    let missing: Vec<&str> = HOST_TOOLS
+        .iter()
+        .filter(|(tool, _)| {
+            !Command::new(tool)
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install = || {
+        run_command(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing),
+        )
+    };
+    install().or_else(|_| {
+        run_command(Command::new("apt-get").arg("update"))?;
+        install()
+    })
 }
 
 fn check() -> Result {
