@@ -148,6 +148,8 @@ fn a_host_mount_is_read_and_written_and_never_left() {
     assert!(out.contains("dotdot escape: Err(NotFound)"), "{run}");
     assert!(out.contains("symlink escape: Err(Some("), "{run}");
     assert!(out.contains("absolute symlink escape: Err(Some("), "{run}");
+    assert!(out.contains("long path: Err(Some(36))"), "{run}");
+    assert!(out.contains("path with NUL: Err(InvalidInput)"), "{run}");
     assert!(out.contains("read-only write: Err(Some(30))"), "{run}");
     assert!(out.contains("read-only remove: Err(Some(30))"), "{run}");
     assert!(
@@ -170,6 +172,46 @@ fn a_host_mount_is_read_and_written_and_never_left() {
 }
 
 #[test]
+fn a_symlink_swapped_during_the_calls_never_lets_a_write_out() {
+    let base = temp_dir("race");
+    let (data, outside) = (base.join("data"), base.join("outside"));
+    fs::create_dir_all(data.join("realdir")).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    symlink(&outside, data.join("evil")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (data, stop) = (data.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let swap = data.join("swap");
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for name in ["realdir", "evil"] {
+                    // Atomic renames: `swap` is a directory inside the
+                    // mount, then nothing, then a link that leads out.
+                    let _ = fs::rename(data.join(name), &swap);
+                    let _ = fs::rename(&swap, data.join(name));
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let mount = format!("{}:/data", data.display());
+    let run = boot("fs", &["--mount", &mount], &["race", "/data", "3000"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    run.expect_code(0);
+    assert!(run.stdout.contains("race: "), "{run}");
+    assert!(swaps > 100, "the host swapped only {swaps} times");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "a write escaped the mount\n{run}"
+    );
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
 fn bad_mounts_are_clear_errors() {
     let run = boot("fs", &["--mount", "/no/such/dir:/data"], &["selftest"]);
     run.expect_code(125);
@@ -178,4 +220,49 @@ fn bad_mounts_are_clear_errors() {
     let run = boot("fs", &["--mount", "nocolon"], &["selftest"]);
     run.expect_code(2);
     assert!(run.stderr.contains("nocolon"), "{run}");
+}
+
+#[test]
+fn the_same_program_prints_the_same_transcript_as_on_linux_tmpfs() {
+    // Natively in a directory on tmpfs, and in eremite on its RAM file
+    // system: every result and every errno must agree, line for line.
+    let native =
+        eremite_tests::root().join("examples/target/x86_64-unknown-linux-gnu/release/fsdiff");
+    assert!(
+        native.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it",
+        native.display()
+    );
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("eremite-fsdiff-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let linux = run_command(Command::new(&native).arg(&dir));
+    linux.expect_code(0);
+    let unikernel = boot("fsdiff", &[], &["/fsdiff"]);
+    unikernel.expect_code(0);
+    assert!(linux.stdout.ends_with("end of transcript\n"), "{linux}");
+    assert!(linux.stdout.lines().count() > 80, "{linux}");
+    for (number, (l, e)) in linux
+        .stdout
+        .lines()
+        .zip(unikernel.stdout.lines())
+        .enumerate()
+    {
+        assert_eq!(
+            e,
+            l,
+            "transcripts differ at line {}\n{unikernel}",
+            number + 1
+        );
+    }
+    assert_eq!(
+        linux.stdout.lines().count(),
+        unikernel.stdout.lines().count(),
+        "{unikernel}"
+    );
 }

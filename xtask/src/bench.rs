@@ -282,17 +282,7 @@ fn pair(
 /// smallest `--memory` that boots hello.
 fn boot(cli: &Path, runs: usize) -> Result<(Vec<Row>, Vec<String>)> {
     let image = build_image("hello")?;
-    run_command(cargo().current_dir(root().join("examples")).args([
-        "build",
-        "--release",
-        "--quiet",
-        "--package",
-        "hello",
-        "--target",
-        HOST_TARGET,
-        "--config",
-        "unstable.build-std=[]",
-    ]))?;
+    crate::build_native_examples(&["hello"])?;
     let native = root()
         .join("examples/target")
         .join(HOST_TARGET)

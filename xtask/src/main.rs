@@ -18,7 +18,13 @@ use std::process::{Command, ExitCode};
 
 pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`.
-pub(crate) const EXAMPLES: [&str; 5] = ["hello", "panic", "wildptr", "fault", "clock"];
+pub(crate) const EXAMPLES: [&str; 7] = [
+    "hello", "panic", "wildptr", "fault", "clock", "fs", "fsdiff",
+];
+
+/// Examples that also build natively, as baselines: `hello` for the boot
+/// benchmark, `fsdiff` for the file-system differential test.
+const NATIVE_EXAMPLES: [&str; 2] = ["hello", "fsdiff"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -124,9 +130,29 @@ pub(crate) fn image_path(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Build `names` from `examples/` for the host (Linux); the binaries land
+/// in `examples/target/x86_64-unknown-linux-gnu/release/`.
+pub(crate) fn build_native_examples(names: &[&str]) -> Result {
+    let mut command = cargo();
+    command.current_dir(root().join("examples")).args([
+        "build",
+        "--release",
+        "--quiet",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--config",
+        "unstable.build-std=[]",
+    ]);
+    for name in names {
+        command.args(["--package", name]);
+    }
+    run_command(&mut command)
+}
+
 fn build_all() -> Result<PathBuf> {
     let cli = build_cli()?;
     build_images(&EXAMPLES)?;
+    build_native_examples(&NATIVE_EXAMPLES)?;
     bench::build_benches(&[])?;
     Ok(cli)
 }

@@ -18,6 +18,7 @@ fn main() {
         Some("mount") => mount(Path::new(&args[2]), args.get(3).map(Path::new)),
         Some("scale") => scale(args[2].parse().unwrap(), args[3].parse().unwrap()),
         Some("fill") => fill(),
+        Some("race") => race(Path::new(&args[2]), args[3].parse().unwrap()),
         _ => {
             eprintln!(
                 "usage: fs selftest | tree DIR | mount DIR [RO_DIR] | scale FILES DIRS | fill"
@@ -305,6 +306,13 @@ fn mount(dir: &Path, read_only: Option<&Path>) {
         "absolute symlink escape: {:?}",
         abs.map(|_| ()).map_err(|e| e.raw_os_error())
     );
+    let long = fs::metadata(dir.join("x/".repeat(3000)));
+    println!(
+        "long path: {:?}",
+        long.map(|_| ()).map_err(|e| e.raw_os_error())
+    );
+    let nul = fs::write(dir.join("nul\0byte"), b"no");
+    println!("path with NUL: {:?}", nul.map_err(|e| e.kind()));
     if let Some(ro) = read_only {
         let denied = fs::write(ro.join("denied"), b"no");
         println!(
@@ -371,4 +379,15 @@ fn fill() {
     }
     fs::write("/after", &chunk).unwrap();
     println!("room again after deleting");
+}
+
+/// Write `DIR/swap/pwned` `n` times while the host swaps `DIR/swap`
+/// between a directory inside the mount and a symbolic link that leads
+/// out of it: no write may land outside.
+fn race(dir: &Path, n: usize) {
+    let target = dir.join("swap/pwned");
+    let written = (0..n)
+        .filter(|_| fs::write(&target, b"raced").is_ok())
+        .count();
+    println!("race: {written} of {n} writes succeeded");
 }
