@@ -112,10 +112,12 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         unsafe { mm::add_region(heap_end, info.mem_size) };
     }
 
-    let Some(thread_pointer) = mm::create_tls(&info.tls) else {
+    let Some(tls) = mm::create_tls(&info.tls) else {
         fatal("out of memory for the main thread's TLS block");
     };
-    arch::set_fs_base(thread_pointer);
+    arch::set_fs_base(tls.thread_pointer);
+    // The main thread's TLS block lives as long as the program.
+    core::mem::forget(tls);
 
     let args = pointer_array(&info.args);
     let env = pointer_array(&info.env);

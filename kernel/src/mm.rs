@@ -158,11 +158,62 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, size: usize, align: usize, new_size: 
     unsafe { HEAP.realloc(ptr, pad_zero(layout), new_size.max(1)) }
 }
 
+/// A spawned thread's stack: heap memory, 16-byte aligned, freed when
+/// dropped.
+pub(crate) struct Stack {
+    base: *mut u8,
+    len_bytes: usize,
+}
+
+// SAFETY: plain memory owned by whoever holds the Stack.
+unsafe impl Send for Stack {}
+
+impl Stack {
+    /// A stack of at least `len_bytes` (rounded up to pages), or `None`.
+    pub(crate) fn new(len_bytes: usize) -> Option<Self> {
+        let len_bytes = len_bytes.checked_next_multiple_of(PAGE_SIZE as usize)?;
+        let base = alloc(len_bytes, 16);
+        (!base.is_null()).then_some(Self { base, len_bytes })
+    }
+
+    /// One past its highest byte (16-byte aligned).
+    pub(crate) fn top(&self) -> u64 {
+        self.base as u64 + self.len_bytes as u64
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this size and alignment 16; the
+        // scheduler drops it only once nothing runs on it.
+        unsafe { dealloc(self.base, self.len_bytes, 16) }
+    }
+}
+
+/// A thread's TLS block: where it was allocated, and its thread pointer.
+pub(crate) struct TlsBlock {
+    pub(crate) thread_pointer: u64,
+    base: *mut u8,
+    size: usize,
+    align: usize,
+}
+
+// SAFETY: the block is plain memory owned by whoever holds the TlsBlock.
+unsafe impl Send for TlsBlock {}
+
+impl Drop for TlsBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `create_tls` with this size and alignment;
+        // the owner drops it only after its thread has finished.
+        unsafe { dealloc(self.base, self.size, self.align) }
+    }
+}
+
 /// Allocate and initialise a TLS block from the image's template and
-/// return the thread pointer (x86_64 TLS variant II: the block ends at the
+/// return it with its thread pointer (x86_64 TLS variant II: the block ends at the
 /// thread pointer, whose first word points to itself; see Drepper, "ELF
 /// Handling For Thread-Local Storage", 3.4.2). `None` when out of memory.
-pub(crate) fn create_tls(template: &eremite_interface::TlsTemplate) -> Option<u64> {
+pub(crate) fn create_tls(template: &eremite_interface::TlsTemplate) -> Option<TlsBlock> {
     let align = template.align.max(16);
     // The linker places TLS variables at negative offsets from the thread
     // pointer: the block size rounded up to the template's alignment.
@@ -173,7 +224,8 @@ pub(crate) fn create_tls(template: &eremite_interface::TlsTemplate) -> Option<u6
     // block start (thread pointer - offset) is aligned to the template's.
     let front = offset.checked_next_multiple_of(align)?;
     let total = front.checked_add(16)?;
-    let base = alloc_zeroed(usize::try_from(total).ok()?, usize::try_from(align).ok()?);
+    let (size, align) = (usize::try_from(total).ok()?, usize::try_from(align).ok()?);
+    let base = alloc_zeroed(size, align);
     if base.is_null() {
         return None;
     }
@@ -201,7 +253,12 @@ pub(crate) fn create_tls(template: &eremite_interface::TlsTemplate) -> Option<u6
     // 16-aligned; the first word of the TCB points to itself (the ABI's
     // `%fs:0` self-pointer).
     unsafe { (thread_pointer as *mut u64).write(thread_pointer) };
-    Some(thread_pointer)
+    Some(TlsBlock {
+        thread_pointer,
+        base,
+        size,
+        align,
+    })
 }
 
 fn pad_zero(layout: Layout) -> Layout {

@@ -18,8 +18,8 @@ use std::process::{Command, ExitCode};
 
 pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`.
-pub(crate) const EXAMPLES: [&str; 7] = [
-    "hello", "panic", "wildptr", "fault", "clock", "fs", "fsdiff",
+pub(crate) const EXAMPLES: [&str; 8] = [
+    "hello", "panic", "wildptr", "fault", "clock", "fs", "fsdiff", "threads",
 ];
 
 /// Examples that also build natively, as baselines: `hello` for the boot

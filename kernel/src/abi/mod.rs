@@ -17,6 +17,7 @@ mod io;
 mod mem;
 mod process;
 mod sync;
+mod thread;
 mod time;
 mod unsupported;
 mod user;

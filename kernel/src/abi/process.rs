@@ -49,10 +49,6 @@ pub extern "C" fn sys_errno() -> i32 {
     0
 }
 
-/// With one thread there is nobody to yield to.
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_yield() {}
-
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_get_priority() -> u8 {
     2

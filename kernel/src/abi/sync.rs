@@ -2,11 +2,10 @@
 //! task-blocking calls.
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::hypercall::ExitKind;
 
 use super::time::Timespec;
 use super::{ret, user};
-use crate::{console, hypervisor, sched, time};
+use crate::{sched, time};
 
 /// `timeout` is relative rather than absolute (hermit-abi).
 const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
@@ -51,19 +50,23 @@ pub extern "C" fn sys_futex_wake(addr: *mut u32, count: i32) -> i32 {
         .map(|word| sched::futex_wake(word, count)))
 }
 
-/// Block the only thread: nothing can wake it.
+/// Mark the current thread blocked: its next `sys_yield` waits for
+/// `sys_wakeup_taskt`.
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_block_current_task() {
-    console::flush();
-    hypervisor::exit(ExitKind::Deadlock, 0)
+    sched::park_current(None);
 }
 
-/// Block for `timeout_ms` milliseconds (nothing else can wake us).
+/// Block the current thread for `timeout_ms` milliseconds or until
+/// `sys_wakeup_taskt`.
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_block_current_task_with_timeout(timeout_ms: u64) {
-    time::sleep_ns(timeout_ms.saturating_mul(1_000_000));
+    sched::park_current(Some(timeout_ms.saturating_mul(1_000_000)));
 }
 
-/// There is no other task to wake.
+/// Make a thread blocked with `sys_block_current_task` ready again
+/// (hermit-abi spells it `wakeup_taskt`).
 #[unsafe(no_mangle)]
-pub extern "C" fn sys_wakeup_taskt(_tid: u32) {}
+pub extern "C" fn sys_wakeup_taskt(tid: u32) {
+    sched::wakeup(tid);
+}

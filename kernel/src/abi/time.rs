@@ -3,7 +3,7 @@
 use eremite_interface::errno::{self, Errno};
 
 use super::{ret, user};
-use crate::time;
+use crate::{sched, time};
 
 /// hermit-abi's `timespec` (note the 32-bit nanoseconds).
 #[derive(Clone, Copy, Default)]
@@ -52,12 +52,12 @@ pub extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32 {
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_nanosleep(req: *const Timespec) -> i32 {
     ret((|| {
-        time::sleep_ns(user::read(req)?.to_ns()?);
+        sched::sleep_ns(user::read(req)?.to_ns()?);
         Ok(0)
     })())
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_usleep(usecs: u64) {
-    time::sleep_ns(usecs.saturating_mul(1000));
+    sched::sleep_ns(usecs.saturating_mul(1000));
 }

@@ -23,9 +23,7 @@ enosys! {
     sys_mmap(usize, u32, *mut *mut u8) -> i32;
     sys_munmap(*mut u8, usize) -> i32;
     sys_mprotect(*mut u8, usize, u32) -> i32;
-    // Threads and semaphores.
-    sys_spawn(*mut u32, usize, usize, u8, isize) -> i32;
-    sys_join(u32) -> i32;
+    // Semaphores and wait queues.
     sys_sem_init(*mut c_void, i32, u32) -> i32;
     sys_sem_destroy(*mut c_void) -> i32;
     sys_sem_post(*mut c_void) -> i32;
@@ -58,18 +56,6 @@ enosys! {
     sys_shutdown_socket(i32, i32) -> i32;
     sys_socket(i32, i32, i32) -> i32;
     sys_getaddrinfo(*const u8, *const u8, *const c_void, *mut *mut c_void) -> i32;
-}
-
-/// Thread creation is not there yet: 0 is hermit-abi's "no thread".
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_spawn2(
-    _func: usize,
-    _arg: usize,
-    _prio: u8,
-    _stack_size: usize,
-    _core: isize,
-) -> u32 {
-    0
 }
 
 /// Nothing is ever allocated by `sys_getaddrinfo` yet.

@@ -19,8 +19,10 @@
 
 mod entry;
 mod supervisor;
+mod switch;
 
 pub(crate) use supervisor::{ExceptionFrame, install_idt};
+pub(crate) use switch::{new_thread_stack, switch};
 
 use core::arch::asm;
 use eremite_interface::hypercall::{self, Port};
@@ -85,6 +87,15 @@ pub(crate) fn set_fs_base(value: u64) {
     // SAFETY: CR4.FSGSBASE is set by the VMM, so `wrfsbase` works at CPL3;
     // FS is only used for the current thread's TLS, which the caller set up.
     unsafe { asm!("wrfsbase {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// The FS base of this CPU (the current thread pointer).
+pub(crate) fn fs_base() -> u64 {
+    let value: u64;
+    // SAFETY: CR4.FSGSBASE is set by the VMM, so `rdfsbase` works at CPL3;
+    // it only reads a register.
+    unsafe { asm!("rdfsbase {}", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
 }
 
 /// Switch to `stack_top` and call `entry(a0, a1, a2)` there; never returns.

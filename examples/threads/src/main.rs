@@ -1,0 +1,231 @@
+//! Threads and std::sync on eremite (one core, cooperative scheduling):
+//! each check prints `ok NAME`; the last line is `threads passed`.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Condvar, Mutex, OnceLock, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use eremite as _;
+
+fn check(name: &str, f: impl FnOnce()) {
+    f();
+    println!("ok {name}");
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("deadlock") {
+        // Main holds the lock and joins a thread that waits for it.
+        let lock = Arc::new(Mutex::new(()));
+        let guard = lock.lock().unwrap();
+        let l = lock.clone();
+        let t = thread::spawn(move || drop(l.lock().unwrap()));
+        t.join().unwrap();
+        drop(guard);
+        unreachable!("the join cannot return");
+    }
+    check("spawn and join 1000 threads", || {
+        let total: u64 = (0..1000u64)
+            .map(|i| thread::spawn(move || i * 2).join().unwrap())
+            .sum();
+        assert_eq!(total, 999 * 1000);
+    });
+    check("100 threads alive at once", || {
+        let handles: Vec<_> = (0..100u64).map(|i| thread::spawn(move || i)).collect();
+        assert_eq!(
+            handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>(),
+            4950
+        );
+    });
+    check("scoped threads", || {
+        let mut data = vec![1u64, 2, 3, 4];
+        thread::scope(|s| {
+            for x in data.iter_mut() {
+                s.spawn(move || *x *= 10);
+            }
+        });
+        assert_eq!(data, [10, 20, 30, 40]);
+    });
+    check("mutex counter", || {
+        let counter = Arc::new(Mutex::new(0u64));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let c = counter.clone();
+                thread::spawn(move || {
+                    for _ in 0..1000 {
+                        *c.lock().unwrap() += 1;
+                        thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(*counter.lock().unwrap(), 8000);
+    });
+    check("atomics", || {
+        let n = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let n = n.clone();
+                thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(n.load(Ordering::Relaxed), 40_000);
+    });
+    check("condvar", || {
+        let pair = Arc::new((Mutex::new(false), Condvar::new()));
+        let p = pair.clone();
+        let t = thread::spawn(move || {
+            *p.0.lock().unwrap() = true;
+            p.1.notify_one();
+        });
+        let (lock, cvar) = &*pair;
+        let guard = cvar
+            .wait_while(lock.lock().unwrap(), |ready| !*ready)
+            .unwrap();
+        assert!(*guard);
+        drop(guard);
+        t.join().unwrap();
+        let (guard, result) = cvar
+            .wait_timeout(lock.lock().unwrap(), Duration::from_millis(20))
+            .unwrap();
+        assert!(result.timed_out());
+        drop(guard);
+    });
+    check("rwlock", || {
+        let lock = Arc::new(RwLock::new(5));
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let l = lock.clone();
+                thread::spawn(move || *l.read().unwrap())
+            })
+            .collect();
+        *lock.write().unwrap() += 1;
+        for r in readers {
+            let v = r.join().unwrap();
+            assert!(v == 5 || v == 6);
+        }
+        assert_eq!(*lock.read().unwrap(), 6);
+    });
+    check("barrier", || {
+        let barrier = Arc::new(Barrier::new(5));
+        let handles: Vec<_> = (0..5)
+            .map(|_| {
+                let b = barrier.clone();
+                thread::spawn(move || b.wait().is_leader())
+            })
+            .collect();
+        let leaders = handles
+            .into_iter()
+            .filter(|_| true)
+            .map(|h| h.join().unwrap());
+        assert_eq!(leaders.filter(|l| *l).count(), 1);
+    });
+    check("once lock", || {
+        static CELL: OnceLock<u64> = OnceLock::new();
+        let handles: Vec<_> = (0..4u64)
+            .map(|i| thread::spawn(move || *CELL.get_or_init(|| i + 100)))
+            .collect();
+        let values: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(values.iter().all(|v| *v == values[0]));
+    });
+    check("channels", || {
+        let (tx, rx) = mpsc::channel();
+        for id in 0..4u64 {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for i in 0..100 {
+                    tx.send(id * 1000 + i).unwrap();
+                }
+            });
+        }
+        drop(tx);
+        assert_eq!(rx.iter().count(), 400);
+        let (tx, rx) = mpsc::sync_channel(0);
+        let t = thread::spawn(move || tx.send(42).unwrap());
+        assert_eq!(rx.recv().unwrap(), 42);
+        t.join().unwrap();
+    });
+    check("park and unpark", || {
+        let main = thread::current();
+        let t = thread::spawn(move || main.unpark());
+        thread::park();
+        t.join().unwrap();
+        let start = Instant::now();
+        thread::park_timeout(Duration::from_millis(10));
+        assert!(start.elapsed() >= Duration::from_millis(1));
+    });
+    check("thread locals and their destructors", || {
+        struct Flag(Arc<AtomicU64>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        thread_local! {
+            static VALUE: Cell<u64> = const { Cell::new(0) };
+            static FLAG: Cell<Option<Flag>> = const { Cell::new(None) };
+        }
+        VALUE.with(|v| v.set(7));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (1..=3u64)
+            .map(|i| {
+                let d = dropped.clone();
+                thread::spawn(move || {
+                    assert_eq!(VALUE.with(Cell::get), 0);
+                    VALUE.with(|v| v.set(i));
+                    FLAG.with(|f| f.set(Some(Flag(d))));
+                    thread::yield_now();
+                    VALUE.with(Cell::get)
+                })
+            })
+            .collect();
+        let got: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(VALUE.with(Cell::get), 7);
+        assert_eq!(dropped.load(Ordering::SeqCst), 3);
+    });
+    check("sleeping threads overlap", || {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..5)
+            .map(|_| thread::spawn(|| thread::sleep(Duration::from_millis(50))))
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(50), "{took:?}");
+        assert!(took < Duration::from_millis(200), "{took:?}");
+    });
+    check("floating point survives switches", || {
+        let handles: Vec<_> = (0..4)
+            .map(|k| {
+                thread::spawn(move || {
+                    let mut x = 1.0f64 + k as f64;
+                    for _ in 0..1000 {
+                        x = (x * 1.000_001).sqrt() + 0.5;
+                        thread::yield_now();
+                    }
+                    x
+                })
+            })
+            .collect();
+        let got: Vec<f64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let expected: Vec<f64> = (0..4)
+            .map(|k| {
+                let mut x = 1.0f64 + k as f64;
+                for _ in 0..1000 {
+                    x = (x * 1.000_001).sqrt() + 0.5;
+                }
+                x
+            })
+            .collect();
+        assert_eq!(got, expected);
+    });
+    println!("threads passed");
+}
