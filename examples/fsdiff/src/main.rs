@@ -64,7 +64,7 @@ impl Transcript {
     fn show<T: Debug>(&self, label: &str, result: io::Result<T>) {
         match result {
             Ok(v) => println!("{label}: ok {v:?}"),
-            Err(e) => println!("{label}: err {}", e.raw_os_error().map_or(-1, |n| n)),
+            Err(e) => println!("{label}: err {}", e.raw_os_error().unwrap_or(-1)),
         }
     }
 
