@@ -41,6 +41,17 @@ fn a_hundred_thousand_files_in_a_thousand_directories() {
 }
 
 #[test]
+fn threads_change_shared_directories_at_once_and_the_result_is_exact() {
+    let run = boot("fs", &["--memory", "128M"], &["concurrent", "16"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("concurrent: 16 threads, 800 files left in /shared, 400 in /moved"),
+        "{run}"
+    );
+}
+
+#[test]
 fn a_full_file_system_says_enospc_and_recovers() {
     let run = boot("fs", &["--memory", "16M"], &["fill"]);
     run.expect_code(0);

@@ -14,7 +14,7 @@ fn threads_and_every_std_sync_primitive_work() {
         "{run}"
     );
     // Switching threads never enters CPL0.
-    assert_eq!(run.stat("CPL0 entries"), 0, "{run}");
+    assert_eq!(run.stat("eremite: CPL0 entries"), 0, "{run}");
 }
 
 #[test]

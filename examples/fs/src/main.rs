@@ -18,6 +18,7 @@ fn main() {
         Some("mount") => mount(Path::new(&args[2]), args.get(3).map(Path::new)),
         Some("scale") => scale(args[2].parse().unwrap(), args[3].parse().unwrap()),
         Some("fill") => fill(),
+        Some("concurrent") => concurrent(args[2].parse().unwrap()),
         Some("race") => race(Path::new(&args[2]), args[3].parse().unwrap()),
         _ => {
             eprintln!(
@@ -390,4 +391,78 @@ fn race(dir: &Path, n: usize) {
         .filter(|_| fs::write(&target, b"raced").is_ok())
         .count();
     println!("race: {written} of {n} writes succeeded");
+}
+
+/// `threads` threads create, write, rename and delete files in two shared
+/// directories at once, yielding between steps; the final state must be
+/// exactly what the operations imply.
+fn concurrent(threads: usize) {
+    const FILES: usize = 100;
+    fs::create_dir("/shared").unwrap();
+    fs::create_dir("/moved").unwrap();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for f in 0..FILES {
+                    let name = format!("/shared/t{t}-f{f}");
+                    fs::write(&name, format!("{t}:{f}")).unwrap();
+                    std::thread::yield_now();
+                    match f % 4 {
+                        0 => eremite::fs::rename(&name, format!("/moved/t{t}-f{f}")).unwrap(),
+                        1 => fs::remove_file(&name).unwrap(),
+                        2 => {
+                            let mut file = OpenOptions::new().append(true).open(&name).unwrap();
+                            file.write_all(b"+").unwrap();
+                        }
+                        _ => {}
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let mut shared: Vec<String> = fs::read_dir("/shared")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut moved: Vec<String> = fs::read_dir("/moved")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    shared.sort();
+    moved.sort();
+    let mut expect_shared = Vec::new();
+    let mut expect_moved = Vec::new();
+    for t in 0..threads {
+        for f in 0..FILES {
+            let name = format!("t{t}-f{f}");
+            let (dir, contents) = match f % 4 {
+                0 => ("/moved", format!("{t}:{f}")),
+                1 => continue,
+                2 => ("/shared", format!("{t}:{f}+")),
+                _ => ("/shared", format!("{t}:{f}")),
+            };
+            assert_eq!(
+                fs::read_to_string(format!("{dir}/{name}")).unwrap(),
+                contents
+            );
+            if dir == "/moved" {
+                expect_moved.push(name);
+            } else {
+                expect_shared.push(name);
+            }
+        }
+    }
+    expect_shared.sort();
+    expect_moved.sort();
+    assert_eq!(shared, expect_shared);
+    assert_eq!(moved, expect_moved);
+    println!(
+        "concurrent: {threads} threads, {} files left in /shared, {} in /moved",
+        shared.len(),
+        moved.len()
+    );
 }
