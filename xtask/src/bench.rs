@@ -9,10 +9,15 @@
 //! print every expected row fails the whole run: a broken benchmark never
 //! becomes a number.
 //!
-//! Groups: `syscalls` and `noise` (programs in `benches/`, measured in TSC
-//! cycles inside the program), `boot` (wall time of `eremite run hello`
-//! against a native hello process, from the outside).
+//! Groups: `syscalls`, `noise` and `fs` (programs in `benches/`, measured
+//! in TSC cycles inside the program; `fs` also in transactions per second),
+//! `boot` (wall time of `eremite run hello` against a native hello process,
+//! from the outside). `fs` runs three times: natively on tmpfs, in eremite
+//! on the RAM file system, and in eremite below a `--mount` of a tmpfs
+//! directory; the rows of the last get the suffix `_mount` and are
+//! compared with the same native numbers.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -24,7 +29,9 @@ mod chart;
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Both sides run pinned to this host core.
 const BENCH_CORE: &str = "1";
-const GROUPS: [&str; 3] = ["syscalls", "noise", "boot"];
+const GROUPS: [&str; 4] = ["syscalls", "noise", "fs", "boot"];
+/// Guest memory for the `fs` runs: room for Postmark's file pool.
+const FS_MEMORY: &str = "256M";
 
 /// One row of the table: one quantity measured on both systems.
 pub(crate) struct Row {
@@ -33,6 +40,19 @@ pub(crate) struct Row {
     pub(crate) unit: String,
     pub(crate) eremite: Stat,
     pub(crate) linux: Stat,
+}
+
+impl Row {
+    /// A rate (a unit per second, such as `tx/s`): higher is better.
+    pub(crate) fn is_rate(&self) -> bool {
+        self.unit.ends_with("/s")
+    }
+
+    /// The bad tail of `stat`: the 99th percentile, or for a rate the
+    /// slowest sample (its minimum).
+    pub(crate) fn tail(&self, stat: &Stat) -> f64 {
+        if self.is_rate() { stat.min } else { stat.p99 }
+    }
 }
 
 /// A summary as a benchmark program prints it.
@@ -99,7 +119,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 let args: &[&str] = if is_quick { &["--quick"] } else { &[] };
                 let (e, l) = run_both(&cli, "syscalls", args)?;
                 tsc_khz = e.tsc_khz;
-                rows.extend(pair("syscalls", &e, &l, &SYSCALL_ROWS)?);
+                rows.extend(pair("syscalls", &e, &l, &SYSCALL_ROWS, "")?);
             }
             "noise" => {
                 let args: &[&str] = if is_quick {
@@ -109,12 +129,18 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 };
                 let (e, l) = run_both(&cli, "noise", args)?;
                 tsc_khz = e.tsc_khz;
-                rows.extend(pair("noise", &e, &l, &NOISE_ROWS)?);
+                rows.extend(pair("noise", &e, &l, &NOISE_ROWS, "")?);
                 extra.push(format!(
                     "\"hourglass_histogram\": {{ \"eremite\": {}, \"linux\": {} }}",
                     histogram_json(&e.histogram),
                     histogram_json(&l.histogram)
                 ));
+            }
+            "fs" => {
+                let (fs_rows, fs_extra, khz) = fs(&cli, is_quick)?;
+                tsc_khz = khz;
+                rows.extend(fs_rows);
+                extra.push(fs_extra);
             }
             "boot" => {
                 let (boot_rows, boot_extra) = boot(&cli, if is_quick { 5 } else { 30 })?;
@@ -136,7 +162,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
     write_results(&root().join(dir), &rows, &extra, tsc_khz, &groups)
 }
 
-const SYSCALL_ROWS: [&str; 10] = [
+const SYSCALL_ROWS: [&str; 12] = [
     "getpid",
     "sched_yield",
     "write_1_byte",
@@ -147,8 +173,18 @@ const SYSCALL_ROWS: [&str; 10] = [
     "malloc_free_4096",
     "first_touch_page",
     "clock_gettime",
+    "thread_spawn_join",
+    "thread_pingpong",
 ];
 const NOISE_ROWS: [&str; 2] = ["hourglass_avg_gap", "hourglass_max_gap"];
+const FS_ROWS: [&str; 6] = [
+    "fs_open_close",
+    "fs_stat",
+    "fs_write_4k",
+    "fs_read_4k",
+    "fs_create_unlink",
+    "postmark_tps",
+];
 
 pub(crate) fn build_benches(extra: &[&str]) -> Result {
     run_command(
@@ -170,20 +206,130 @@ fn bench_binary(target: &str, name: &str) -> PathBuf {
 /// Run a benchmark program in eremite and natively, one after the other,
 /// each pinned to [`BENCH_CORE`].
 fn run_both(cli: &Path, name: &str, args: &[&str]) -> Result<(ProgramOutput, ProgramOutput)> {
+    Ok((run_eremite(cli, name, &[], args)?, run_native(name, args)?))
+}
+
+/// Run a benchmark program with `eremite run OPTIONS IMAGE -- ARGS`,
+/// pinned to [`BENCH_CORE`].
+fn run_eremite<S: AsRef<OsStr>>(
+    cli: &Path,
+    name: &str,
+    options: &[S],
+    args: &[S],
+) -> Result<ProgramOutput> {
     let mut unikernel = Command::new("taskset");
     unikernel
         .args(["-c", BENCH_CORE])
         .arg(cli)
         .arg("run")
+        .args(options)
         .arg(bench_binary(HERMIT_TARGET, name))
         .arg("--")
         .args(args);
+    run_program(&mut unikernel)
+}
+
+/// Run the native build of a benchmark program, pinned to [`BENCH_CORE`].
+fn run_native<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Result<ProgramOutput> {
     let mut native = Command::new("taskset");
     native
         .args(["-c", BENCH_CORE])
         .arg(bench_binary(HOST_TARGET, name))
         .args(args);
-    Ok((run_program(&mut unikernel)?, run_program(&mut native)?))
+    run_program(&mut native)
+}
+
+/// The `fs` group: `fsbench` natively in a fresh tmpfs directory, in
+/// eremite on the RAM file system, and in eremite below a `--mount` of
+/// another fresh tmpfs directory, so the host side of the mount does the
+/// same work as the native run. Returns the rows (the mount run's with the
+/// suffix `_mount`), a JSON note on where the native run worked, and the
+/// TSC frequency.
+fn fs(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, String, u64)> {
+    let (base, is_tmpfs) = scratch_base();
+    let scratch = ScratchDir::new(base.join(format!("eremite-bench-fs-{}", std::process::id())))?;
+    let host_mount = scratch.0.join("mount");
+    std::fs::create_dir(&host_mount)
+        .map_err(|e| format!("cannot create {}: {e}", host_mount.display()))?;
+    let where_native = if is_tmpfs {
+        format!("{} (tmpfs)", base.display())
+    } else {
+        format!("{} (not a tmpfs)", base.display())
+    };
+    println!("fs: native and mount runs work in {where_native}");
+
+    let quick: &[&OsStr] = if is_quick { &["--quick".as_ref()] } else { &[] };
+    let native_dir = scratch.0.join("native");
+    let mut args: Vec<&OsStr> = vec!["--dir".as_ref(), native_dir.as_os_str()];
+    args.extend(quick);
+    let linux = run_native("fsbench", &args)?;
+
+    let memory: [&OsStr; 2] = ["--memory".as_ref(), FS_MEMORY.as_ref()];
+    let mut args: Vec<&OsStr> = vec!["--dir".as_ref(), "/bench".as_ref()];
+    args.extend(quick);
+    let ram = run_eremite(cli, "fsbench", &memory[..], &args)?;
+
+    let mut mount = host_mount.into_os_string();
+    mount.push(":/mnt");
+    let mut options = memory.to_vec();
+    options.extend(["--mount".as_ref(), mount.as_os_str()]);
+    let mut args: Vec<&OsStr> = vec!["--dir".as_ref(), "/mnt/bench".as_ref()];
+    args.extend(quick);
+    let mounted = run_eremite(cli, "fsbench", &options, &args)?;
+
+    let mut rows = pair("fs", &ram, &linux, &FS_ROWS, "")?;
+    rows.extend(pair("fs", &mounted, &linux, &FS_ROWS, "_mount")?);
+    let extra = format!("\"fs_native_dir\": \"{}\"", where_native.replace('"', "'"));
+    Ok((rows, extra, ram.tsc_khz))
+}
+
+/// Where the `fs` group makes its directories: `/dev/shm` if it is a
+/// tmpfs (from `/proc/mounts`), else the temporary directory. Returns the
+/// directory and whether it is a tmpfs.
+fn scratch_base() -> (PathBuf, bool) {
+    let shm = Path::new("/dev/shm");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    // Fields: device, mount point, type, ... (proc(5)); the last entry for
+    // a mount point is the one on top.
+    let shm_type = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace().skip(1);
+            Some((fields.next()?, fields.next()?))
+        })
+        .filter(|(point, _)| *point == "/dev/shm")
+        .map(|(_, kind)| kind)
+        .next_back();
+    if shm.is_dir() && shm_type == Some("tmpfs") {
+        return (shm.to_owned(), true);
+    }
+    let tmp = std::env::temp_dir();
+    println!(
+        "fs: /dev/shm is missing or not a tmpfs; the native and mount runs use {} instead",
+        tmp.display()
+    );
+    (tmp, false)
+}
+
+/// A directory that is removed with everything in it when dropped, also
+/// when a benchmark fails.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(path: PathBuf) -> Result<Self> {
+        // A leftover from an interrupted run with the same process id.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("cannot remove {}: {e}", self.0.display());
+        }
+    }
 }
 
 fn run_program(command: &mut Command) -> Result<ProgramOutput> {
@@ -247,11 +393,14 @@ fn parse_output(stdout: &str) -> Result<ProgramOutput> {
 }
 
 /// Match the rows of both runs; every expected row must be on both sides.
+/// The table names the rows with `suffix` appended (to tell several
+/// eremite runs of one program apart).
 fn pair(
     group: &'static str,
     unikernel: &ProgramOutput,
     native: &ProgramOutput,
     expected: &[&str],
+    suffix: &str,
 ) -> Result<Vec<Row>> {
     expected
         .iter()
@@ -261,13 +410,15 @@ fn pair(
                     .iter()
                     .find(|(n, _, _)| n == name)
                     .cloned()
-                    .ok_or_else(|| format!("the {side} run printed no result for `{name}`"))
+                    .ok_or_else(|| {
+                        format!("the {side} run printed no result for `{name}` ({group}{suffix})")
+                    })
             };
             let (_, unit, eremite) = find(unikernel, "eremite")?;
             let (_, _, linux) = find(native, "Linux")?;
             Ok(Row {
                 group,
-                name: (*name).to_owned(),
+                name: format!("{name}{suffix}"),
                 unit,
                 eremite,
                 linux,
@@ -394,25 +545,31 @@ fn smallest_memory(cli: &Path, image: &Path) -> Result<String> {
 fn print_table(rows: &[Row], tsc_khz: u64) {
     println!();
     println!(
-        "{:<9} {:<18} {:>6} {:>12} {:>12} {:>8} {:>12} {:>12}",
+        "{:<9} {:<22} {:>6} {:>12} {:>12} {:>8} {:>12} {:>12}",
         "group", "benchmark", "unit", "eremite", "Linux", "ratio", "eremite p99", "Linux p99"
     );
     for row in rows {
         println!(
-            "{:<9} {:<18} {:>6} {:>12.2} {:>12.2} {:>8.3} {:>12.2} {:>12.2}",
+            "{:<9} {:<22} {:>6} {:>12.2} {:>12.2} {:>8.3} {:>12.2} {:>12.2}",
             row.group,
             row.name,
             row.unit,
             row.eremite.median,
             row.linux.median,
             row.eremite.median / row.linux.median,
-            row.eremite.p99,
-            row.linux.p99
+            row.tail(&row.eremite),
+            row.tail(&row.linux)
+        );
+    }
+    println!("medians; ratio = eremite / Linux (below 1: eremite is faster)");
+    if rows.iter().any(Row::is_rate) {
+        println!(
+            "rates (tx/s): higher is better, so above 1 eremite is faster; their p99 columns show the slowest sample"
         );
     }
     if tsc_khz > 0 {
         println!(
-            "medians; ratio = eremite / Linux (below 1: eremite is faster); cycles are TSC ticks at {:.3} GHz ({:.3} ns each)",
+            "cycles are TSC ticks at {:.3} GHz ({:.3} ns each)",
             tsc_khz as f64 / 1e6,
             1e6 / tsc_khz as f64
         );
@@ -463,11 +620,30 @@ fn write_results(
     let path = dir.join(format!("{date}.json"));
     std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());
+    // One chart per group, or per group and unit when a group has several
+    // (one axis cannot show cycles and transactions per second).
     for group in groups {
         let group_rows: Vec<&Row> = rows.iter().filter(|r| r.group == *group).collect();
-        let svg = dir.join(format!("{group}.svg"));
-        chart::draw(&svg, group, &group_rows)?;
-        println!("wrote {}", svg.display());
+        let mut units: Vec<&str> = Vec::new();
+        for row in &group_rows {
+            if !units.contains(&row.unit.as_str()) {
+                units.push(&row.unit);
+            }
+        }
+        for unit in &units {
+            let unit_rows: Vec<&Row> = group_rows
+                .iter()
+                .copied()
+                .filter(|r| r.unit == *unit)
+                .collect();
+            let svg = if units.len() == 1 {
+                dir.join(format!("{group}.svg"))
+            } else {
+                dir.join(format!("{group}-{}.svg", unit.replace('/', "-per-")))
+            };
+            chart::draw(&svg, group, &unit_rows)?;
+            println!("wrote {}", svg.display());
+        }
     }
     Ok(())
 }
@@ -505,8 +681,10 @@ mod tests {
             histogram: Vec::new(),
         };
         assert!(
-            pair("syscalls", &empty, &out, &["getpid"]).is_err(),
+            pair("syscalls", &empty, &out, &["getpid"], "").is_err(),
             "a missing row fails"
         );
+        let rows = pair("fs", &out, &out, &["getpid"], "_mount").unwrap();
+        assert_eq!(rows[0].name, "getpid_mount");
     }
 }

@@ -7,7 +7,8 @@
 //! ./x run [OPTS] NAME [-- ARGS]   build and boot examples/NAME (OPTS go to `eremite run`)
 //! ./x test               host unit and guest integration tests under KVM, quick benchmarks
 //! ./x check              rustfmt and clippy over every workspace
-//! ./x bench [GROUP...] [--quick]   syscalls, noise, boot: eremite vs native Linux
+//! ./x bench [GROUP...] [--quick]   syscalls, noise, boot, fs: eremite vs native Linux
+//! ./x fuzz TARGET [SECONDS]        run a fuzz target in fuzz/ (needs cargo-fuzz)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -53,6 +54,7 @@ fn dispatch(args: &[String]) -> Result {
         "test" => test(rest),
         "check" => check(),
         "bench" => bench::bench(rest),
+        "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
             println!("{}", usage());
             Ok(())
@@ -62,7 +64,7 @@ fn dispatch(args: &[String]) -> Result {
 }
 
 fn usage() -> String {
-    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|noise|boot]... [--quick]"
+    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|noise|boot|fs]... [--quick] | fuzz TARGET [SECONDS]"
         .to_owned()
 }
 
@@ -220,6 +222,39 @@ fn install_host_tools() -> Result {
         run_command(Command::new("apt-get").arg("update"))?;
         install()
     })
+}
+
+/// The fuzz targets in `fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: [&str; 2] = ["cpio_entries", "vfs_ops"];
+
+/// `./x fuzz TARGET [SECONDS]`: run one target with libFuzzer (default
+/// 60 s). Needs `cargo install cargo-fuzz`.
+fn fuzz(args: &[String]) -> Result {
+    let (target, seconds) = match args {
+        [target] => (target.as_str(), "60"),
+        [target, seconds] => (target.as_str(), seconds.as_str()),
+        _ => {
+            return Err(format!(
+                "usage: ./x fuzz TARGET [SECONDS] (targets: {})",
+                FUZZ_TARGETS.join(", ")
+            ));
+        }
+    };
+    if !FUZZ_TARGETS.contains(&target) {
+        return Err(format!(
+            "no fuzz target `{target}` (targets: {})",
+            FUZZ_TARGETS.join(", ")
+        ));
+    }
+    seconds
+        .parse::<u64>()
+        .map_err(|_| format!("`{seconds}` is not a number of seconds"))?;
+    run_command(
+        cargo()
+            .current_dir(root().join("fuzz"))
+            .args(["fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={seconds}")),
+    )
 }
 
 fn check() -> Result {

@@ -36,9 +36,12 @@ pub fn is_quick() -> bool {
     std::env::args().any(|a| a == "--quick")
 }
 
-/// Print the TSC line.
-pub fn report_tsc() {
-    println!("TSC khz={}", tsc_khz(Duration::from_millis(50)));
+/// Measure the TSC frequency, print the TSC line and return the
+/// frequency in kHz (for programs that turn cycles into rates).
+pub fn report_tsc() -> u64 {
+    let khz = tsc_khz(Duration::from_millis(50));
+    println!("TSC khz={khz}");
+    khz
 }
 
 /// Median, 99th percentile, min and max of `samples`.

@@ -7,7 +7,10 @@
 //! of a file (eremite: its in-kernel RAM file system under `/`; Linux: a
 //! file in the temporary directory, in the page cache), malloc/free of
 //! 64 B and 4 KiB, first write to a fresh page, clock_gettime
-//! (`Instant::now`). Run with `--quick` for a correctness pass.
+//! (`Instant::now`), thread spawn+join, and a round trip between two
+//! threads on one core (each wakes the other and blocks: `unpark` then
+//! `park`, a futex wake and wait on each side). Run with `--quick` for a
+//! correctness pass.
 
 #[cfg(target_os = "hermit")]
 use eremite as _;
@@ -67,6 +70,18 @@ fn main() {
         &mut first_touch(if quick { 64 } else { 4096 }),
     );
     report(
+        "thread_spawn_join",
+        "cycles",
+        &mut per_op(rounds.min(200), 1, || {
+            std::thread::spawn(|| black_box(1)).join().expect("join");
+        }),
+    );
+    report(
+        "thread_pingpong",
+        "cycles",
+        &mut pingpong(if quick { 20 } else { 2000 }),
+    );
+    report(
         "clock_gettime",
         "cycles",
         &mut per_op(rounds, batch, || {
@@ -106,6 +121,41 @@ fn file_rows(rounds: usize, batch: usize) {
         }),
     );
     std::fs::remove_file(&path).expect("remove the benchmark file");
+}
+
+/// Cycles per round trip between two threads that take turns: each sets
+/// the shared turn to the other, unparks it and parks until its own turn
+/// comes back.
+fn pingpong(rounds: usize) -> Vec<f64> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let turn = Arc::new(AtomicUsize::new(0));
+    let main = std::thread::current();
+    let partner = {
+        let turn = turn.clone();
+        std::thread::spawn(move || {
+            for _ in 0..rounds {
+                while turn.load(Ordering::Acquire) != 1 {
+                    std::thread::park();
+                }
+                turn.store(0, Ordering::Release);
+                main.unpark();
+            }
+        })
+    };
+    let samples = (0..rounds)
+        .map(|_| {
+            let start = rdtsc();
+            turn.store(1, Ordering::Release);
+            partner.thread().unpark();
+            while turn.load(Ordering::Acquire) != 0 {
+                std::thread::park();
+            }
+            (rdtsc() - start) as f64
+        })
+        .collect();
+    partner.join().expect("join the partner");
+    samples
 }
 
 /// The process id straight from the OS: std's `process::id` panics on the

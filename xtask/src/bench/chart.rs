@@ -1,6 +1,6 @@
-//! One SVG chart per benchmark group: for each row, the eremite and the
-//! Linux median as horizontal bars on a log scale, with a whisker to the
-//! 99th percentile.
+//! One SVG chart per benchmark group and unit: for each row, the eremite
+//! and the Linux median as horizontal bars on a log scale, with a whisker
+//! to the bad tail (the 99th percentile; for rates, the slowest sample).
 
 use std::path::Path;
 
@@ -15,9 +15,15 @@ const LINUX: RGBColor = RGBColor(0xe0, 0x8e, 0x2b);
 pub(crate) fn draw(path: &Path, group: &str, rows: &[&Row]) -> Result {
     let fail = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
     let unit = rows.first().map_or("", |r| r.unit.as_str());
-    let values = rows
-        .iter()
-        .flat_map(|r| [r.eremite.median, r.linux.median, r.eremite.p99, r.linux.p99]);
+    let is_rate = rows.first().is_some_and(|r| r.is_rate());
+    let values = rows.iter().flat_map(|r| {
+        [
+            r.eremite.median,
+            r.linux.median,
+            r.tail(&r.eremite),
+            r.tail(&r.linux),
+        ]
+    });
     let (low, high) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (low, high) = ((low / 2.0).max(1e-3), high * 2.0);
     let height = 80 + 50 * rows.len() as u32;
@@ -25,7 +31,13 @@ pub(crate) fn draw(path: &Path, group: &str, rows: &[&Row]) -> Result {
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{group}: median, whisker to p99 ({unit}, log scale)"),
+            if is_rate {
+                format!(
+                    "{group}: median, whisker to slowest sample ({unit}, log scale, higher is better)"
+                )
+            } else {
+                format!("{group}: median, whisker to p99 ({unit}, log scale)")
+            },
             ("sans-serif", 18),
         )
         .margin(12)
@@ -72,7 +84,7 @@ pub(crate) fn draw(path: &Path, group: &str, rows: &[&Row]) -> Result {
         let whiskers = rows.iter().enumerate().map(move |(i, r)| {
             let y = i as f64 + offset + 0.17;
             PathElement::new(
-                vec![(pick(r).median.max(low), y), (pick(r).p99.max(low), y)],
+                vec![(pick(r).median.max(low), y), (r.tail(&pick(r)).max(low), y)],
                 BLACK,
             )
         });
