@@ -249,6 +249,16 @@ fn fuzz(args: &[String]) -> Result {
     seconds
         .parse::<u64>()
         .map_err(|_| format!("`{seconds}` is not a number of seconds"))?;
+    // Start from the checked-in seeds (a valid archive gets the fuzzer past
+    // the magic and the hex header at once); the corpus itself is not kept.
+    let corpus = root().join("fuzz/corpus").join(target);
+    std::fs::create_dir_all(&corpus)
+        .map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
+    if let Ok(seeds) = std::fs::read_dir(root().join("fuzz/seeds").join(target)) {
+        for seed in seeds.flatten() {
+            let _ = std::fs::copy(seed.path(), corpus.join(seed.file_name()));
+        }
+    }
     run_command(
         cargo()
             .current_dir(root().join("fuzz"))
