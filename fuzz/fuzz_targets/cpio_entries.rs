@@ -12,7 +12,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!entry.name.is_empty());
         assert!(!entry.name.starts_with(b"/"));
         if !entry.is_root() {
-            assert!(entry.name.split(|&b| b == b'/').all(|c| !c.is_empty() && c != b"." && c != b".."));
+            assert!(
+                entry
+                    .name
+                    .split(|&b| b == b'/')
+                    .all(|c| !c.is_empty() && c != b"." && c != b"..")
+            );
         }
         match entry.kind() {
             EntryKind::Directory => assert!(entry.data.is_empty()),

@@ -4,14 +4,27 @@
 #![no_main]
 
 use eremite_interface::fs::{O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_RDWR, O_TRUNC};
-use eremite_vfs::{DirCursor, Location, ParentLocation, RamFs, ROOT};
+use eremite_vfs::{DirCursor, Location, ParentLocation, ROOT, RamFs};
 use libfuzzer_sys::fuzz_target;
 
-const NAMES: [&[u8]; 8] = [b"a", b"b", b"..", b".", b"c/", b"", b"l", b"long-name-xxxxxxxx"];
+const NAMES: [&[u8]; 8] = [
+    b"a",
+    b"b",
+    b"..",
+    b".",
+    b"c/",
+    b"",
+    b"l",
+    b"long-name-xxxxxxxx",
+];
 
 fn path(bytes: &mut impl Iterator<Item = u8>) -> Vec<u8> {
     let len = bytes.next().unwrap_or(0) % 5;
-    let mut p = if bytes.next().unwrap_or(0) % 2 == 0 { b"/".to_vec() } else { Vec::new() };
+    let mut p = if bytes.next().unwrap_or(0) % 2 == 0 {
+        b"/".to_vec()
+    } else {
+        Vec::new()
+    };
     for _ in 0..=len {
         p.extend_from_slice(NAMES[usize::from(bytes.next().unwrap_or(0)) % NAMES.len()]);
         p.push(b'/');
@@ -37,8 +50,16 @@ fuzz_target!(|data: &[u8]| {
         let p = path(&mut bytes);
         match op % 10 {
             0 => {
-                let flags = [O_RDONLY, O_RDWR | O_CREAT, O_RDWR | O_CREAT | O_EXCL, O_RDWR | O_TRUNC, O_RDONLY | O_NOFOLLOW];
-                if let Ok(Location::Ram(ino)) = fs.open(&p, flags[usize::from(op / 10) % flags.len()], 0o644, 1) {
+                let flags = [
+                    O_RDONLY,
+                    O_RDWR | O_CREAT,
+                    O_RDWR | O_CREAT | O_EXCL,
+                    O_RDWR | O_TRUNC,
+                    O_RDONLY | O_NOFOLLOW,
+                ];
+                if let Ok(Location::Ram(ino)) =
+                    fs.open(&p, flags[usize::from(op / 10) % flags.len()], 0o644, 1)
+                {
                     open.push(ino);
                 }
             }

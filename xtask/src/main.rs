@@ -269,7 +269,7 @@ fn fuzz(args: &[String]) -> Result {
 
 fn check() -> Result {
     run_command(cargo().args(["fmt", "--all", "--check"]))?;
-    for dir in ["kernel", "eremite", "examples", "benches"] {
+    for dir in ["kernel", "eremite", "examples", "benches", "fuzz"] {
         run_command(
             cargo()
                 .current_dir(root().join(dir))
