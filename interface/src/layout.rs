@@ -74,6 +74,14 @@ pub const PAGE_TABLES_END: u64 = IMAGE_BASE;
 /// Where the image's lowest segment is loaded (2 MiB aligned).
 pub const IMAGE_BASE: u64 = 0x20_0000;
 
+/// The local APIC's registers (xAPIC MMIO, SDM vol. 3A, 11.4.1), mapped
+/// CPL3-accessible and uncached by the VMM's page tables.
+pub const LAPIC_ADDR: u64 = 0xFEE0_0000;
+/// The IDT vector of the local APIC timer (the kernel's time slice).
+pub const TIMER_VECTOR: u8 = 0x20;
+/// The local APIC's spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xFF;
+
 /// Smallest guest memory the VMM accepts.
 pub const MIN_MEMORY: u64 = 8 << 20;
 /// Largest guest memory the VMM accepts for now: everything must sit below

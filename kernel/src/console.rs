@@ -13,9 +13,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use eremite_interface::errno::Errno;
 use eremite_interface::hypercall::Stream;
-use spin::mutex::SpinMutex;
 
 use crate::hypervisor;
+use crate::sync::Lock;
 
 const BUFFER_BYTES: usize = 4096;
 
@@ -63,7 +63,7 @@ impl Console {
     }
 }
 
-static CONSOLE: SpinMutex<Console> = SpinMutex::new(Console {
+static CONSOLE: Lock<Console> = Lock::new(Console {
     stream: Stream::Stdout,
     buffer: [0; BUFFER_BYTES],
     len: 0,

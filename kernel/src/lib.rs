@@ -21,4 +21,5 @@ mod fs;
 mod hypervisor;
 mod mm;
 mod sched;
+mod sync;
 mod time;

@@ -16,7 +16,7 @@ use talc::TalcLock;
 use talc::source::Manual;
 
 #[global_allocator]
-static HEAP: TalcLock<spin::mutex::SpinMutex<()>, Manual> = TalcLock::new(Manual);
+static HEAP: TalcLock<crate::sync::RawLock, Manual> = TalcLock::new(Manual);
 
 static RAM_END: AtomicU64 = AtomicU64::new(0);
 

@@ -8,8 +8,14 @@
 //! thread is ready and none has a timer, nothing can ever run again: that
 //! is reported as a deadlock and the VM stops.
 //!
-//! Not yet: preemption (a thread that spins without blocking keeps the
-//! core), more than one core, guard pages below thread stacks.
+//! Preemption: while other threads are ready, the local APIC timer is
+//! armed for one time slice ([`SLICE_NS`]); when it fires, the CPL0 stub
+//! hands the interrupt to [`preempt`] at CPL3, which moves the running
+//! thread to the back of the queue, unless it holds a kernel lock
+//! (`sync`), in which case it tries again shortly. With one thread ready
+//! no timer runs (tickless).
+//!
+//! Not yet: more than one core, guard pages below thread stacks.
 //!
 //! Locking: one lock for the whole scheduler. It is released before the
 //! switch; with one core and no preemption nothing runs in between.
@@ -21,19 +27,42 @@
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::hypercall::{ExitKind, Stream};
-use spin::mutex::{SpinMutex, SpinMutexGuard};
 
-use crate::{arch, boot, console, hypervisor, mm, time};
+use crate::sync::{Lock, LockGuard};
+use crate::{arch, boot, console, hypervisor, mm, sync, time};
 
 /// A thread id (hermit-abi's `Tid`).
 pub(crate) type Tid = u32;
 
 /// The thread that runs `main`.
 const MAIN_TID: Tid = 1;
+
+/// How long a thread runs before another ready thread gets the core.
+const SLICE_NS: u32 = 10_000_000;
+/// How soon to retry a preemption that found a kernel lock held.
+const RETRY_NS: u32 = 200_000;
+
+/// Whether the APIC timer is counting down (it is one-shot).
+static IS_TIMER_ARMED: AtomicBool = AtomicBool::new(false);
+/// Whether the APIC and the timer gates are set up.
+static IS_TIMER_READY: AtomicBool = AtomicBool::new(false);
+
+/// Start a time slice unless one is running.
+fn arm_timer(ns: u32) {
+    if IS_TIMER_ARMED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if !IS_TIMER_READY.swap(true, Ordering::Relaxed) {
+        arch::preempt_init();
+        arch::install_timer_gates();
+        arch::timer_init();
+    }
+    arch::timer_arm(ns);
+}
 
 /// Smallest stack a spawned thread gets.
 const MIN_STACK_BYTES: usize = 64 << 10;
@@ -97,9 +126,9 @@ struct Scheduler {
     exited: Option<(mm::Stack, mm::TlsBlock)>,
 }
 
-static SCHED: SpinMutex<Option<Scheduler>> = SpinMutex::new(None);
+static SCHED: Lock<Option<Scheduler>> = Lock::new(None);
 
-fn lock() -> SpinMutexGuard<'static, Option<Scheduler>> {
+fn lock() -> LockGuard<'static, Option<Scheduler>> {
     let mut guard = SCHED.lock();
     if guard.is_none() {
         let mut threads = BTreeMap::new();
@@ -118,7 +147,7 @@ fn lock() -> SpinMutexGuard<'static, Option<Scheduler>> {
 }
 
 /// The scheduler behind a guard from [`lock`].
-fn sched<'a>(guard: &'a mut SpinMutexGuard<'static, Option<Scheduler>>) -> &'a mut Scheduler {
+fn sched<'a>(guard: &'a mut LockGuard<'static, Option<Scheduler>>) -> &'a mut Scheduler {
     match guard.as_mut() {
         Some(s) => s,
         None => unreachable!("lock() initialises the scheduler"),
@@ -155,6 +184,7 @@ impl Scheduler {
         }
         if was_blocked {
             self.ready.push_back(tid);
+            arm_timer(SLICE_NS);
         }
     }
 
@@ -165,6 +195,18 @@ impl Scheduler {
                 break;
             }
             self.wake(tid, true);
+        }
+    }
+
+    /// While `next` runs: a time slice if other threads are ready, or a
+    /// timer for the earliest sleeper (at most one slice away), so a thread
+    /// that never blocks cannot keep the others from running.
+    fn arm_for_others(&self) {
+        if !self.ready.is_empty() {
+            arm_timer(SLICE_NS);
+        } else if let Some(&(deadline, _)) = self.timers.first() {
+            let left = deadline.saturating_sub(time::monotonic_ns());
+            arm_timer(u32::try_from(left).unwrap_or(SLICE_NS).clamp(1, SLICE_NS));
         }
     }
 
@@ -185,7 +227,10 @@ impl Scheduler {
 /// Leave the current thread, which is already marked blocked, ready
 /// (queued) or finished, and run the next ready one. Returns when this
 /// thread runs again.
-fn switch_away(mut guard: SpinMutexGuard<'static, Option<Scheduler>>) {
+fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
+    // No preemption from here until the switch is complete: the thread
+    // that runs next re-enables it (here, or in `thread_start`).
+    sync::preempt_disable();
     let next = loop {
         let s = sched(&mut guard);
         s.fire_timers(time::monotonic_ns());
@@ -203,7 +248,10 @@ fn switch_away(mut guard: SpinMutexGuard<'static, Option<Scheduler>>) {
     let s = sched(&mut guard);
     let current = s.current;
     s.thread(next).state = State::Running;
+    s.arm_for_others();
     if next == current {
+        drop(guard);
+        sync::preempt_enable();
         return;
     }
     let fs_base = arch::fs_base();
@@ -227,6 +275,7 @@ fn switch_away(mut guard: SpinMutexGuard<'static, Option<Scheduler>>) {
     // made by `new_thread_stack` for a thread that is not running, whose
     // stack is allocated while it is not finished.
     unsafe { arch::switch(save, next_rsp) };
+    sync::preempt_enable();
     free_exited();
 }
 
@@ -310,7 +359,12 @@ pub(crate) fn yield_now() {
         switch_away(guard);
         return;
     }
-    if s.ready.is_empty() && s.timers.is_empty() {
+    // Sleepers whose time has come go first, ahead of this thread.
+    if !s.timers.is_empty() {
+        s.fire_timers(time::monotonic_ns());
+    }
+    if s.ready.is_empty() {
+        s.arm_for_others();
         return;
     }
     s.thread(tid).state = State::Ready;
@@ -367,12 +421,15 @@ pub(crate) fn spawn(
     thread.memory = Some((stack, tls));
     s.threads.insert(tid, thread);
     s.ready.push_back(tid);
+    arm_timer(SLICE_NS);
     Ok(tid)
 }
 
 /// Where every spawned thread starts (called by the entry stub in
 /// `arch`), and how it ends.
 pub(crate) extern "C" fn thread_start(entry: extern "C" fn(usize), arg: usize) -> ! {
+    // The switch that started this thread left preemption off.
+    sync::preempt_enable();
     free_exited();
     entry(arg);
     exit_current()
@@ -393,6 +450,19 @@ fn exit_current() -> ! {
     }
     switch_away(guard);
     unreachable!("a finished thread was switched back to")
+}
+
+/// The scheduler's half of a timer interrupt (called by the CPL3 upcall
+/// in `arch`, with the interrupted state saved): end the running thread's
+/// time slice.
+pub(crate) extern "C" fn preempt() {
+    IS_TIMER_ARMED.store(false, Ordering::Relaxed);
+    arch::eoi();
+    if !sync::is_preemptible() {
+        arm_timer(RETRY_NS);
+        return;
+    }
+    yield_now();
 }
 
 /// Wait for thread `tid` to finish, then forget it.

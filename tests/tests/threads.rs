@@ -10,11 +10,14 @@ fn threads_and_every_std_sync_primitive_work() {
     run.expect_code(0);
     assert!(run.stdout.ends_with("threads passed\n"), "{run}");
     assert!(
-        run.stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 14,
+        run.stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 16,
         "{run}"
     );
-    // Switching threads never enters CPL0.
-    assert_eq!(run.stat("eremite: CPL0 entries"), 0, "{run}");
+    // The spinning thread and the floating-point threads were preempted by
+    // timer interrupts (the only CPL0 entries: switches stay at CPL3), and
+    // no CPU exception happened.
+    assert!(run.stat("other interrupts") >= 3, "{run}");
+    assert!(!run.stderr.contains("  vector "), "{run}");
 }
 
 #[test]

@@ -227,5 +227,44 @@ fn main() {
             .collect();
         assert_eq!(got, expected);
     });
+    check("a spinning thread does not starve the others", || {
+        use std::sync::atomic::AtomicBool;
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinner = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut spins = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    spins += 1;
+                    std::hint::spin_loop();
+                }
+                spins
+            })
+        };
+        // Without preemption the spinner would keep the only core for ever
+        // and this sleep would never end.
+        thread::sleep(Duration::from_millis(30));
+        stop.store(true, Ordering::Relaxed);
+        assert!(spinner.join().unwrap() > 0);
+    });
+    check("floating point survives preemption", || {
+        fn work(seed: f64) -> (f64, f64) {
+            let mut x = seed;
+            let mut v = [seed; 8];
+            for i in 0..3_000_000u64 {
+                x = (x * 1.000_000_1 + 0.25).sqrt() + (i as f64) * 1e-9;
+                for (k, lane) in v.iter_mut().enumerate() {
+                    *lane = *lane * 0.999_999 + x * (k as f64 + 1.0);
+                }
+            }
+            (x, v.iter().sum())
+        }
+        let expected: Vec<(f64, f64)> = (0..3).map(|k| work(k as f64 + 1.5)).collect();
+        let handles: Vec<_> = (0..3)
+            .map(|k| thread::spawn(move || work(k as f64 + 1.5)))
+            .collect();
+        let got: Vec<(f64, f64)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(got, expected);
+    });
     println!("threads passed");
 }

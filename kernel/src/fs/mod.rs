@@ -28,9 +28,9 @@ use eremite_interface::fs::{
 use eremite_interface::hypercall::{HostFsOp, Stream};
 use eremite_interface::{BootInfo, StringList};
 use eremite_vfs::{DirCursor, Kind, Location, ParentLocation, RamFs};
-use spin::mutex::SpinMutex;
 use zerocopy::FromBytes;
 
+use crate::sync::Lock;
 use crate::{console, mm, time};
 
 /// Most open descriptors at once (`EMFILE` beyond).
@@ -63,7 +63,7 @@ pub(crate) struct OpenFile {
     /// Access mode and `O_APPEND`/`O_NONBLOCK` (the latter two change with
     /// `F_SETFL`).
     flags: AtomicU32,
-    state: SpinMutex<FileState>,
+    state: Lock<FileState>,
 }
 
 impl Drop for OpenFile {
@@ -83,7 +83,7 @@ impl OpenFile {
         Arc::new(Self {
             object,
             flags: AtomicU32::new(flags & (O_ACCMODE | O_APPEND | O_NONBLOCK)),
-            state: SpinMutex::new(FileState::default()),
+            state: Lock::new(FileState::default()),
         })
     }
 
@@ -143,8 +143,8 @@ impl FdTable {
     }
 }
 
-static RAM: SpinMutex<Option<RamFs>> = SpinMutex::new(None);
-static FILES: SpinMutex<FdTable> = SpinMutex::new(FdTable {
+static RAM: Lock<Option<RamFs>> = Lock::new(None);
+static FILES: Lock<FdTable> = Lock::new(FdTable {
     slots: Vec::new(),
     lowest_free: 0,
 });

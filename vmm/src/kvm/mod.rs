@@ -116,6 +116,10 @@ impl Machine {
         // VM exists: `run` (the only user of the VM) borrows `ram` and the
         // VM is dropped with this `Machine` before `ram` in `crate::run`.
         unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("register guest memory"))?;
+        // The in-kernel local APIC: its timer interrupts the guest and its
+        // registers are served inside the host kernel, without a VMM exit.
+        vm.create_irq_chip()
+            .map_err(ioctl("create the interrupt controller"))?;
         let vcpu = vm.create_vcpu(0).map_err(ioctl("create a vCPU"))?;
         Ok(Self { kvm, _vm: vm, vcpu })
     }

@@ -17,11 +17,15 @@
 //!   by the kernel.
 #![allow(unsafe_code)]
 
+mod apic;
 mod entry;
+mod preempt;
 mod supervisor;
 mod switch;
 
-pub(crate) use supervisor::{ExceptionFrame, install_idt};
+pub(crate) use apic::{eoi, timer_arm, timer_init};
+pub(crate) use preempt::init as preempt_init;
+pub(crate) use supervisor::{ExceptionFrame, install_idt, install_timer_gates};
 pub(crate) use switch::{new_thread_stack, switch};
 
 use core::arch::asm;

@@ -153,9 +153,52 @@ global_asm!(
     options(att_syntax),
 );
 
+// The local APIC timer (vector 32): hand the interrupt to the CPL3
+// scheduler. The interrupted RIP and RFLAGS go onto the interrupted CPL3
+// stack below its red zone, and `iretq` resumes at the preemption upcall
+// on that stack (see `preempt.rs`). Only CPL3 code can be interrupted:
+// CPL0 code runs with interrupts off.
+global_asm!(
+    ".section .text.eremite_supervisor,\"ax\",@progbits",
+    ".p2align 4",
+    ".global eremite_timer_stub",
+    "eremite_timer_stub:",
+    "    lock incq {irq_counter}",
+    "    pushq %rax",
+    // Above the saved register: RIP, CS, RFLAGS, RSP, SS. Only RIP is
+    // changed (PVM keeps the interrupted RSP); the interrupted RIP and
+    // RFLAGS wait in memory for the upcall, which cannot be interrupted
+    // by the timer again before it has read them (no EOI yet).
+    "    movq 8(%rsp), %rax",
+    "    movq %rax, {saved_rip}(%rip)",
+    "    movq 24(%rsp), %rax",
+    "    movq %rax, {saved_rflags}(%rip)",
+    "    leaq {upcall}(%rip), %rax",
+    "    movq %rax, 8(%rsp)",
+    "    popq %rax",
+    "    iretq",
+    "",
+    // Spurious APIC interrupts need no EOI: just return.
+    ".p2align 4",
+    ".global eremite_spurious_stub",
+    "eremite_spurious_stub:",
+    "    iretq",
+    irq_counter = const COUNTERS_ADDR + eremite_interface::CPL0_COUNTER_OTHER_IRQ as u64 * 8,
+    upcall = sym eremite_preempt_upcall,
+    saved_rip = sym super::preempt::INTERRUPTED_RIP,
+    saved_rflags = sym super::preempt::INTERRUPTED_RFLAGS,
+    options(att_syntax),
+);
+
 unsafe extern "C" {
     /// First vector stub; stub `v` is at `eremite_vectors + v * 16`.
     static eremite_vectors: u8;
+    /// The timer's CPL0 stub.
+    static eremite_timer_stub: u8;
+    /// The spurious-interrupt stub.
+    static eremite_spurious_stub: u8;
+    /// The CPL3 preemption upcall (`preempt.rs`).
+    fn eremite_preempt_upcall();
 }
 
 /// Runs at CPL3 on the upcall stack, with `frame` the saved context.
@@ -178,6 +221,26 @@ pub(crate) fn install_idt() {
         // SAFETY: the IDT page [IDT_ADDR, IDT_ADDR + 4096) is RAM reserved
         // for exactly this by the layout; no Rust reference covers it, and
         // slot + 16 stays inside it for vector < 32.
+        unsafe {
+            core::ptr::write_volatile(slot as *mut u64, low);
+            core::ptr::write_volatile((slot + 8) as *mut u64, high);
+        }
+    }
+}
+
+/// Fill in the gates of the APIC timer and spurious vectors.
+pub(crate) fn install_timer_gates() {
+    for (vector, stub) in [
+        (layout::TIMER_VECTOR, &raw const eremite_timer_stub as u64),
+        (
+            layout::SPURIOUS_VECTOR,
+            &raw const eremite_spurious_stub as u64,
+        ),
+    ] {
+        let (low, high) = interrupt_gate(stub, layout::IST_DEFAULT);
+        let slot = layout::IDT_ADDR + u64::from(vector) * 16;
+        // SAFETY: as in `install_idt`: slot + 16 stays inside the IDT page
+        // for any u8 vector (256 gates of 16 bytes).
         unsafe {
             core::ptr::write_volatile(slot as *mut u64, low);
             core::ptr::write_volatile((slot + 8) as *mut u64, high);

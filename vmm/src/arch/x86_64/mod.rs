@@ -26,6 +26,8 @@ mod pte {
     pub(super) const PRESENT: u64 = 1 << 0;
     pub(super) const WRITABLE: u64 = 1 << 1;
     pub(super) const USER: u64 = 1 << 2;
+    pub(super) const WRITE_THROUGH: u64 = 1 << 3;
+    pub(super) const CACHE_DISABLE: u64 = 1 << 4;
     pub(super) const LARGE: u64 = 1 << 7;
 }
 
@@ -37,7 +39,12 @@ const PDPT_ADDR: u64 = PAGE_TABLES_ADDR + PAGE_SIZE;
 const FIRST_PT_ADDR: u64 = PAGE_TABLES_ADDR + 2 * PAGE_SIZE;
 const FIRST_PD_ADDR: u64 = PAGE_TABLES_ADDR + 3 * PAGE_SIZE;
 
-const _: () = assert!(FIRST_PD_ADDR + 3 * PAGE_SIZE <= PAGE_TABLES_END);
+/// The page directory of the fourth GiB, for the local APIC's page.
+const APIC_PD_ADDR: u64 = FIRST_PD_ADDR + 3 * PAGE_SIZE;
+
+const _: () = assert!(APIC_PD_ADDR + PAGE_SIZE <= PAGE_TABLES_END);
+const _: () =
+    assert!(layout::LAPIC_ADDR.is_multiple_of(LARGE_PAGE_SIZE) && layout::LAPIC_ADDR >= 3 * GIB);
 const _: () = assert!(
     layout::MAX_MEMORY <= 3 * GIB,
     "one page directory per GiB below"
@@ -60,7 +67,9 @@ impl PageTable {
 
 /// Identity-map `[0, mem_size)`: CPL3-accessible and writable (the library
 /// OS runs at CPL3), 2 MiB pages except for the first 2 MiB, whose page 0
-/// stays unmapped so a null pointer faults.
+/// stays unmapped so a null pointer faults. The local APIC's registers at
+/// [`layout::LAPIC_ADDR`] are mapped too, uncached and CPL3-accessible, so
+/// the kernel arms its timer and signals EOI with plain MMIO writes.
 ///
 /// `mem_size` must be a non-zero multiple of 2 MiB up to
 /// [`layout::MAX_MEMORY`] (checked by `VmConfig`).
@@ -93,7 +102,12 @@ pub(crate) fn page_tables(mem_size: u64) -> Vec<PageTable> {
         }
         tables.push(pd);
     }
-    tables.extend([pml4, pdpt, first]);
+    let mut apic = PageTable::new(APIC_PD_ADDR);
+    let apic_index = ((layout::LAPIC_ADDR % GIB) / LARGE_PAGE_SIZE) as usize;
+    apic.entries[apic_index] =
+        layout::LAPIC_ADDR | flags | pte::LARGE | pte::CACHE_DISABLE | pte::WRITE_THROUGH;
+    pdpt.entries[3] = APIC_PD_ADDR | flags;
+    tables.extend([pml4, pdpt, first, apic]);
     tables
 }
 
@@ -252,7 +266,8 @@ pub(crate) fn entry_regs(entry: u64) -> kvm_regs {
         rip: entry,
         rsp: BOOT_STACK_ADDR + BOOT_STACK_SIZE - 8,
         rdi: layout::BOOT_INFO_ADDR,
-        rflags: 0x2,
+        // IF set: the local APIC timer may interrupt (the kernel arms it).
+        rflags: 0x202,
         ..Default::default()
     }
 }

@@ -1,0 +1,105 @@
+//! The CPL3 half of a timer interrupt: the upcall that preempts the
+//! running thread.
+//!
+//! The CPL0 stub (`supervisor.rs`) does as little as it can, since CPL0 is
+//! emulated here: it stores the interrupted RIP and RFLAGS in
+//! [`INTERRUPTED_RIP`]/[`INTERRUPTED_RFLAGS`] and `iretq`s to
+//! `eremite_preempt_upcall` at CPL3, on the interrupted stack (PVM
+//! restores the interrupted RSP whatever the frame says, so only RIP can
+//! be redirected). The upcall first steps below the red zone. The
+//! upcall saves everything the interrupted code may have live (the
+//! caller-saved registers, and the whole extended state with `xsave`),
+//! calls `sched::preempt` (which may switch to another thread and come
+//! back much later), restores it all and returns with `popfq; ret 128`,
+//! which lands exactly on the interrupted RIP and RSP.
+
+use core::arch::global_asm;
+
+/// The interrupted RIP and RFLAGS, stored by the CPL0 stub for the
+/// upcall (one core; the timer cannot fire again before the upcall's EOI).
+#[unsafe(no_mangle)]
+pub(super) static mut INTERRUPTED_RIP: u64 = 0;
+/// See [`INTERRUPTED_RIP`].
+#[unsafe(no_mangle)]
+pub(super) static mut INTERRUPTED_RFLAGS: u64 = 0;
+
+/// State components the upcall saves: x87, SSE, AVX and AVX-512 (bits 0,
+/// 1, 2, 5, 6, 7), the ones the VMM enables in XCR0, limited by
+/// [`init`] to those CPUID reports. The mask must be explicit: under PVM
+/// the guest's CPL3 code runs with the host's XCR0, which may enable more
+/// (AMX tile data alone is 8 KiB) than the guest was told about.
+const XSAVE_COMPONENTS: u64 = 0xE7;
+#[unsafe(no_mangle)]
+static mut XSAVE_MASK: u64 = 0x3;
+
+/// Bytes the upcall reserves for `xsave`: the standard-format area of the
+/// components above ends at 2,432 bytes (SDM vol. 1, 13.4).
+const XSAVE_AREA_BYTES: u64 = 4096;
+
+/// Choose the components to save from CPUID leaf 0xD (SDM vol. 1, 13.2).
+/// CPUID traps at CPL3 here (a few µs), so this runs once.
+pub(crate) fn init() {
+    let cpuid = core::arch::x86_64::__cpuid_count(0xD, 0);
+    let mask = (u64::from(cpuid.eax) & XSAVE_COMPONENTS) | 0x3;
+    // SAFETY: written once at boot, before the timer that makes the upcall
+    // read it is armed; nothing else runs concurrently on the one core.
+    unsafe { XSAVE_MASK = mask };
+}
+
+global_asm!(
+    ".section .text.eremite_preempt,\"ax\",@progbits",
+    ".global eremite_preempt_upcall",
+    ".type eremite_preempt_upcall,@function",
+    // On entry RSP is the interrupted RSP: skip its red zone (without
+    // touching memory), then move the interrupted RIP and RFLAGS from
+    // where the CPL0 stub left them onto this stack.
+    "eremite_preempt_upcall:",
+    "    lea rsp, [rsp - 128]",
+    "    push qword ptr [rip + {saved_rip}]",
+    "    push qword ptr [rip + {saved_rflags}]",
+    "    push rax",
+    "    push rcx",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    push rbp",
+    "    cld",
+    "    mov rbp, rsp",
+    "    sub rsp, {area}",
+    "    and rsp, -64",
+    // XRSTOR requires the XSAVE header's reserved bytes to be zero.
+    "    lea rdi, [rsp + 512]",
+    "    xor eax, eax",
+    "    mov ecx, 8",
+    "    rep stosq",
+    "    mov eax, dword ptr [rip + {mask}]",
+    "    xor edx, edx",
+    "    xsave64 [rsp]",
+    "    call {preempt}",
+    "    mov eax, dword ptr [rip + {mask}]",
+    "    xor edx, edx",
+    "    xrstor64 [rsp]",
+    "    mov rsp, rbp",
+    "    pop rbp",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop rcx",
+    "    pop rax",
+    "    popfq",
+    "    ret 128",
+    ".size eremite_preempt_upcall, . - eremite_preempt_upcall",
+    area = const XSAVE_AREA_BYTES,
+    mask = sym XSAVE_MASK,
+    saved_rip = sym INTERRUPTED_RIP,
+    saved_rflags = sym INTERRUPTED_RFLAGS,
+    preempt = sym crate::sched::preempt,
+);

@@ -1,0 +1,80 @@
+//! Kernel locks: spin locks that hold off preemption while they are held.
+//!
+//! A timer interrupt preempts the running thread through an upcall into
+//! the scheduler (`arch::x86_64::preempt`). On one core, a thread preempted
+//! while it holds a kernel lock (the heap, the file system, the scheduler)
+//! would make the next thread that wants the lock spin for ever, so every
+//! kernel lock counts itself in [`PREEMPT_OFF`], and the upcall only
+//! switches threads while the count is zero (otherwise it retries soon).
+//! The application's own locks (std's futex-based `Mutex` and friends)
+//! block instead of spinning, so preempting their holders is fine.
+#![allow(unsafe_code)]
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, compiler_fence};
+
+/// Kernel locks held (and other reasons not to switch) on this core.
+static PREEMPT_OFF: AtomicU32 = AtomicU32::new(0);
+
+/// Hold off preemption until the matching [`preempt_enable`].
+pub(crate) fn preempt_disable() {
+    PREEMPT_OFF.fetch_add(1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// Undo one [`preempt_disable`].
+pub(crate) fn preempt_enable() {
+    compiler_fence(Ordering::SeqCst);
+    PREEMPT_OFF.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Whether the interrupted code may be switched away from.
+pub(crate) fn is_preemptible() -> bool {
+    PREEMPT_OFF.load(Ordering::Relaxed) == 0
+}
+
+/// The raw lock under [`Lock`].
+pub(crate) struct RawLock(AtomicBool);
+
+// SAFETY: `lock` and `try_lock` only succeed by swapping false → true with
+// acquire ordering, and `unlock` stores false with release ordering, so
+// at most one holder exists and its writes are visible to the next.
+unsafe impl lock_api::RawMutex for RawLock {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: Self = RawLock(AtomicBool::new(false));
+    type GuardMarker = lock_api::GuardSend;
+
+    fn lock(&self) {
+        preempt_disable();
+        while self
+            .0
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            while self.0.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    fn try_lock(&self) -> bool {
+        preempt_disable();
+        let is_locked = self
+            .0
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if !is_locked {
+            preempt_enable();
+        }
+        is_locked
+    }
+
+    unsafe fn unlock(&self) {
+        self.0.store(false, Ordering::Release);
+        preempt_enable();
+    }
+}
+
+/// A kernel spin lock (see the module documentation).
+pub(crate) type Lock<T> = lock_api::Mutex<RawLock, T>;
+/// Its guard.
+pub(crate) type LockGuard<'a, T> = lock_api::MutexGuard<'a, RawLock, T>;
