@@ -4,9 +4,9 @@
 //! The CPL0 stub (`supervisor.rs`) does as little as it can, since CPL0 is
 //! emulated here: it stores the interrupted RIP and RFLAGS in
 //! [`INTERRUPTED_RIP`]/[`INTERRUPTED_RFLAGS`] and `iretq`s to
-//! `eremite_preempt_upcall` at CPL3, on the interrupted stack (PVM
-//! restores the interrupted RSP whatever the frame says, so only RIP can
-//! be redirected). The upcall first steps below the red zone. The
+//! `eremite_preempt_upcall` at CPL3, changing only RIP in the frame, so
+//! the upcall starts on the interrupted stack and steps below its red zone
+//! itself. The
 //! upcall saves everything the interrupted code may have live (the
 //! caller-saved registers, and the whole extended state with `xsave`),
 //! calls `sched::preempt` (which may switch to another thread and come
@@ -25,9 +25,11 @@ pub(super) static mut INTERRUPTED_RFLAGS: u64 = 0;
 
 /// State components the upcall saves: x87, SSE, AVX and AVX-512 (bits 0,
 /// 1, 2, 5, 6, 7), the ones the VMM enables in XCR0, limited by
-/// [`init`] to those CPUID reports. The mask must be explicit: under PVM
-/// the guest's CPL3 code runs with the host's XCR0, which may enable more
-/// (AMX tile data alone is 8 KiB) than the guest was told about.
+/// [`init`] to those CPUID reports. The mask must be explicit: measured
+/// here, `xsave` with an all-ones mask at CPL3 wrote past a 4 KiB area,
+/// and so did an area sized by CPUID leaf 0xD's EBX, so the hardware
+/// XCR0 under PVM enables more than the guest's (the host's AMX tile data
+/// alone is 8 KiB).
 const XSAVE_COMPONENTS: u64 = 0xE7;
 #[unsafe(no_mangle)]
 static mut XSAVE_MASK: u64 = 0x3;
