@@ -377,12 +377,15 @@ pub(crate) fn yield_now() {
 pub(crate) fn park_current(timeout_ns: Option<u64>) {
     let mut guard = lock();
     let s = sched(&mut guard);
-    let tid = s.current;
-    s.thread(tid).is_parked = true;
-    if let Some(ns) = timeout_ns {
-        s.thread(tid).is_parked = false;
-        s.block_current(Some(time::monotonic_ns().saturating_add(ns)));
-        switch_away(guard);
+    match timeout_ns {
+        None => {
+            let tid = s.current;
+            s.thread(tid).is_parked = true;
+        }
+        Some(ns) => {
+            s.block_current(Some(time::monotonic_ns().saturating_add(ns)));
+            switch_away(guard);
+        }
     }
 }
 

@@ -457,27 +457,7 @@ mod tests {
     use eremite_cpio::Entry;
     use std::os::unix::fs::{PermissionsExt, symlink};
 
-    /// A fresh directory under the system temporary directory, removed on
-    /// drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("eremite-initrd-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::sandbox::tests::TempDir;
 
     fn set_mode(path: &Path, mode: u32) {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
@@ -595,9 +575,9 @@ mod tests {
 
     #[test]
     fn a_directory_becomes_a_sorted_archive_without_following_symlinks() {
-        let dir = TempDir::new("tree");
-        sample_tree(&dir.0);
-        let archive = build(&dir.0).unwrap();
+        let dir = TempDir::new();
+        sample_tree(dir.path());
+        let archive = build(dir.path()).unwrap();
         let mut expected = sample_summary();
         // Sorted by file name within each directory: "etc" < "etc-link"
         // at the top, and "etc"'s children come right after it.
@@ -606,13 +586,13 @@ mod tests {
             key(&a.0).cmp(&key(&b.0))
         });
         assert_eq!(summary(&archive), expected);
-        assert_eq!(build(&dir.0).unwrap(), archive, "deterministic");
+        assert_eq!(build(dir.path()).unwrap(), archive, "deterministic");
     }
 
     #[test]
     fn mtimes_are_kept() {
-        let dir = TempDir::new("mtime");
-        let file = dir.0.join("f");
+        let dir = TempDir::new();
+        let file = dir.path().join("f");
         fs::write(&file, b"x").unwrap();
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_234_567_890);
         fs::File::options()
@@ -621,7 +601,7 @@ mod tests {
             .unwrap()
             .set_modified(when)
             .unwrap();
-        let archive = build(&dir.0).unwrap();
+        let archive = build(dir.path()).unwrap();
         let e = eremite_cpio::entries(&archive).next().unwrap().unwrap();
         assert_eq!(e.mtime, 1_234_567_890);
         assert_eq!(clamp_mtime(-5), 0);
@@ -630,16 +610,16 @@ mod tests {
 
     #[test]
     fn an_empty_directory_is_just_a_trailer() {
-        let dir = TempDir::new("empty");
-        assert_eq!(build(&dir.0).unwrap(), Writer::new().finish());
+        let dir = TempDir::new();
+        assert_eq!(build(dir.path()).unwrap(), Writer::new().finish());
     }
 
     #[test]
     fn sockets_are_refused() {
-        let dir = TempDir::new("socket");
-        fs::write(dir.0.join("a"), b"").unwrap();
-        let _listener = std::os::unix::net::UnixListener::bind(dir.0.join("sock")).unwrap();
-        let error = build(&dir.0).unwrap_err();
+        let dir = TempDir::new();
+        fs::write(dir.path().join("a"), b"").unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
+        let error = build(dir.path()).unwrap_err();
         assert!(
             matches!(&error, InitrdError::Unsupported { what: "socket", place } if place.ends_with("/sock")),
             "{error}"
@@ -648,20 +628,20 @@ mod tests {
 
     #[test]
     fn a_missing_path_is_a_read_error() {
-        let dir = TempDir::new("missing");
-        let error = build(&dir.0.join("nope")).unwrap_err();
+        let dir = TempDir::new();
+        let error = build(&dir.path().join("nope")).unwrap_err();
         assert!(matches!(error, InitrdError::Read { .. }), "{error}");
         assert!(error.to_string().contains("nope"), "{error}");
     }
 
     #[test]
     fn a_newc_archive_passes_through_after_a_check() {
-        let dir = TempDir::new("newc");
+        let dir = TempDir::new();
         let mut w = Writer::new();
         w.add_dir("d", 0o755, 0).unwrap();
         w.add_file("d/f", 0o644, 0, b"data").unwrap();
         let archive = w.finish();
-        let path = dir.0.join("initrd.cpio");
+        let path = dir.path().join("initrd.cpio");
         fs::write(&path, &archive).unwrap();
         assert_eq!(build(&path).unwrap(), archive);
 
@@ -673,7 +653,7 @@ mod tests {
 
     #[test]
     fn device_members_of_a_newc_archive_are_refused() {
-        let dir = TempDir::new("newc-dev");
+        let dir = TempDir::new();
         // A hand-made member for a character device, then the trailer.
         let mut archive = b"070701".to_vec();
         for field in [1u32, 0o020_600, 0, 0, 1, 0, 0, 0, 0, 5, 1, 12, 0] {
@@ -682,7 +662,7 @@ mod tests {
         archive.extend_from_slice(b"dev/console\0");
         archive.resize(archive.len().next_multiple_of(4), 0);
         archive.extend(Writer::new().finish());
-        let path = dir.0.join("initrd.cpio");
+        let path = dir.path().join("initrd.cpio");
         fs::write(&path, &archive).unwrap();
         let error = build(&path).unwrap_err();
         assert!(
@@ -703,7 +683,7 @@ mod tests {
     #[test]
     fn a_tar_archive_is_converted() {
         use tar::EntryType;
-        let dir = TempDir::new("tar");
+        let dir = TempDir::new();
         let mut b = tar::Builder::new(Vec::new());
         let mut add = |name: &str, kind, mode, data: &[u8]| {
             let mut h = tar_header(kind, mode, data.len() as u64);
@@ -733,7 +713,7 @@ mod tests {
         )
         .unwrap();
         let tar = b.into_inner().unwrap();
-        let path = dir.0.join("root.tar");
+        let path = dir.path().join("root.tar");
         fs::write(&path, &tar).unwrap();
 
         use EntryKind::{Directory, File, Symlink};
@@ -756,14 +736,14 @@ mod tests {
     #[test]
     fn a_tar_of_the_sample_tree_matches_the_directory() {
         // The tar crate's own walk of a directory (symlinks kept as links).
-        let dir = TempDir::new("tar-tree");
-        let tree = dir.0.join("tree");
+        let dir = TempDir::new();
+        let tree = dir.path().join("tree");
         fs::create_dir(&tree).unwrap();
         sample_tree(&tree);
         let mut b = tar::Builder::new(Vec::new());
         b.follow_symlinks(false);
         b.append_dir_all(".", &tree).unwrap();
-        let path = dir.0.join("tree.tar");
+        let path = dir.path().join("tree.tar");
         fs::write(&path, b.into_inner().unwrap()).unwrap();
         let mut got = summary(&build(&path).unwrap());
         got.sort();
@@ -785,8 +765,8 @@ mod tests {
 
     #[test]
     fn escaping_tar_names_are_refused() {
-        let dir = TempDir::new("tar-bad");
-        let path = dir.0.join("bad.tar");
+        let dir = TempDir::new();
+        let path = dir.path().join("bad.tar");
         for name in [&b"/etc/passwd"[..], b"../x", b"a/../../x", b"a//b"] {
             fs::write(&path, raw_name_tar(name, tar::EntryType::Regular)).unwrap();
             let error = build(&path).unwrap_err();
@@ -806,8 +786,8 @@ mod tests {
 
     #[test]
     fn other_tar_members_are_refused() {
-        let dir = TempDir::new("tar-fifo");
-        let path = dir.0.join("fifo.tar");
+        let dir = TempDir::new();
+        let path = dir.path().join("fifo.tar");
         fs::write(&path, raw_name_tar(b"pipe", tar::EntryType::Fifo)).unwrap();
         let error = build(&path).unwrap_err();
         assert!(
@@ -831,8 +811,8 @@ mod tests {
         let tar = b.into_inner().unwrap();
         assert!(!tar[257..262].starts_with(b"ustar"));
         assert!(is_tar(&tar));
-        let dir = TempDir::new("v7");
-        let path = dir.0.join("old.tar");
+        let dir = TempDir::new();
+        let path = dir.path().join("old.tar");
         fs::write(&path, &tar).unwrap();
         assert_eq!(
             summary(&build(&path).unwrap()),
@@ -850,8 +830,8 @@ mod tests {
         )
         .unwrap();
         let tar = b.into_inner().unwrap();
-        let dir = TempDir::new("tar-cut");
-        let path = dir.0.join("cut.tar");
+        let dir = TempDir::new();
+        let path = dir.path().join("cut.tar");
         fs::write(&path, &tar[..900]).unwrap();
         let error = build(&path).unwrap_err();
         assert!(matches!(error, InitrdError::Tar { .. }), "{error}");
@@ -859,8 +839,8 @@ mod tests {
 
     #[test]
     fn other_files_are_refused_with_a_reason() {
-        let dir = TempDir::new("other");
-        let path = dir.0.join("x");
+        let dir = TempDir::new();
+        let path = dir.path().join("x");
         for (bytes, want) in [
             (
                 &b"just some text\n"[..],

@@ -50,24 +50,46 @@ pub(crate) fn close(mount: u32, handle: u64) {
     let _ = call(r);
 }
 
-/// Read at `offset`; at most [`HostFs::MAX_IO_BYTES`] per call.
-pub(crate) fn read(mount: u32, handle: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
-    let mut r = request(HostFsOp::Read, mount);
+/// A `Read` or `Write` of the `len` bytes at `buf`, at `offset`; at most
+/// [`HostFs::MAX_IO_BYTES`] per call.
+fn transfer(
+    op: HostFsOp,
+    mount: u32,
+    handle: u64,
+    offset: u64,
+    buf: u64,
+    len: usize,
+) -> Result<usize, Errno> {
+    let mut r = request(op, mount);
     r.handle = handle;
     r.offset = offset;
-    r.buf = buf.as_mut_ptr() as u64;
-    r.buf_len = (buf.len() as u64).min(HostFs::MAX_IO_BYTES);
+    r.buf = buf;
+    r.buf_len = (len as u64).min(HostFs::MAX_IO_BYTES);
     call(r).map(|n| n as usize)
+}
+
+/// Read at `offset`.
+pub(crate) fn read(mount: u32, handle: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    transfer(
+        HostFsOp::Read,
+        mount,
+        handle,
+        offset,
+        buf.as_mut_ptr() as u64,
+        buf.len(),
+    )
 }
 
 /// Write at `offset` (at the end for a handle opened with `O_APPEND`).
 pub(crate) fn write(mount: u32, handle: u64, offset: u64, buf: &[u8]) -> Result<usize, Errno> {
-    let mut r = request(HostFsOp::Write, mount);
-    r.handle = handle;
-    r.offset = offset;
-    r.buf = buf.as_ptr() as u64;
-    r.buf_len = (buf.len() as u64).min(HostFs::MAX_IO_BYTES);
-    call(r).map(|n| n as usize)
+    transfer(
+        HostFsOp::Write,
+        mount,
+        handle,
+        offset,
+        buf.as_ptr() as u64,
+        buf.len(),
+    )
 }
 
 fn stat_into(mut r: HostFs) -> Result<FileStat, Errno> {

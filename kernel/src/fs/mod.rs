@@ -294,13 +294,17 @@ pub(crate) fn write(fd: i32, buf: &[u8], at: Option<u64>) -> Result<usize, Errno
         Object::Output(_) if at.is_some() => Err(errno::ESPIPE),
         Object::Output(stream) => console::write(stream, buf),
         Object::Stdin => Err(errno::EBADF),
-        Object::Ram(ino) => with_ram_growing(|fs| {
+        Object::Ram(ino) => with_ram(|fs| {
             // As on Linux, pwrite on an O_APPEND file appends too.
             let offset = if file.is_append() {
                 fs.len(ino)?
             } else {
                 at.unwrap_or(state.offset)
             };
+            // Only a write that stores new bytes may allocate.
+            if !fs.is_overwrite(ino, offset, buf.len() as u64) {
+                ensure_room()?;
+            }
             let n = fs.write(ino, offset, buf, now_ns())?;
             if at.is_none() {
                 state.offset = offset + n as u64;
@@ -461,13 +465,12 @@ pub(crate) fn read_dir(
 
 /// `stat` (`follow_last`) or `lstat`.
 pub(crate) fn stat(path: &[u8], follow_last: bool) -> Result<FileStat, Errno> {
-    match with_ram(|fs| match fs.resolve(path, follow_last)? {
-        Location::Ram(ino) => fs.stat(ino).map(Ok),
-        Location::Mount { mount, path } => Ok(Err((mount, path))),
-    })? {
-        Ok(stat) => Ok(stat),
-        Err((mount, path)) => host::stat(mount, &path, follow_last),
-    }
+    at_path(
+        path,
+        follow_last,
+        |fs, ino| fs.stat(ino),
+        |mount, path| host::stat(mount, path, follow_last),
+    )
 }
 
 /// Run `ram` on the parent directory and name of `path`, or `mount` on its
@@ -477,22 +480,15 @@ fn at_parent<T>(
     ram: impl FnOnce(&mut RamFs, eremite_vfs::Ino, &[u8], bool) -> Result<T, Errno>,
     mount: impl FnOnce(u32, &[u8]) -> Result<T, Errno>,
 ) -> Result<T, Errno> {
-    let mut ram = Some(ram);
     let routed = with_ram(|fs| match fs.resolve_parent(path)? {
         ParentLocation::Ram {
             dir,
             name,
             has_trailing_slash,
-        } => match ram.take() {
-            Some(op) => op(fs, dir, &name, has_trailing_slash).map(Ok),
-            None => Err(errno::EINVAL),
-        },
+        } => ram(fs, dir, &name, has_trailing_slash).map(Ok),
         ParentLocation::Mount { mount, path } => Ok(Err((mount, path))),
     })?;
-    match routed {
-        Ok(value) => Ok(value),
-        Err((index, path)) => mount(index, &path),
-    }
+    routed.or_else(|(index, path)| mount(index, &path))
 }
 
 /// `ENOSPC` when the heap is nearly gone (see [`with_ram_growing`]).
@@ -628,18 +624,11 @@ fn at_path<T>(
     ram: impl FnOnce(&mut RamFs, eremite_vfs::Ino) -> Result<T, Errno>,
     mount: impl FnOnce(u32, &[u8]) -> Result<T, Errno>,
 ) -> Result<T, Errno> {
-    let mut ram = Some(ram);
     let routed = with_ram(|fs| match fs.resolve(path, follow_last)? {
-        Location::Ram(ino) => match ram.take() {
-            Some(op) => op(fs, ino).map(Ok),
-            None => Err(errno::EINVAL),
-        },
+        Location::Ram(ino) => ram(fs, ino).map(Ok),
         Location::Mount { mount, path } => Ok(Err((mount, path))),
     })?;
-    match routed {
-        Ok(value) => Ok(value),
-        Err((index, path)) => mount(index, &path),
-    }
+    routed.or_else(|(index, path)| mount(index, &path))
 }
 
 /// `readlink`: the target, truncated to `buf`; the bytes copied.

@@ -80,6 +80,30 @@ impl FileData {
         total
     }
 
+    /// Whether writing `len_bytes` at `offset` only overwrites bytes that
+    /// are already stored, so it allocates nothing.
+    pub(crate) fn is_overwrite(&self, offset: u64, len_bytes: u64) -> bool {
+        let Some(end) = offset.checked_add(len_bytes) else {
+            return false;
+        };
+        let mut at = offset;
+        while at < end {
+            let index = at / CHUNK_BYTES;
+            let chunk_end = end.min((index + 1) * CHUNK_BYTES);
+            let need = (chunk_end - index * CHUNK_BYTES) as usize;
+            let stored = if index == 0 {
+                Some(&self.first)
+            } else {
+                self.chunks.get(&index)
+            };
+            if stored.is_none_or(|chunk| chunk.len() < need) {
+                return false;
+            }
+            at = chunk_end;
+        }
+        true
+    }
+
     /// Write `data` at `offset`, growing the file; `ENOSPC` when memory
     /// runs out (nothing is written then), `EFBIG` past the size limit.
     pub(crate) fn write(&mut self, offset: u64, data: &[u8]) -> Result<usize, Errno> {
@@ -195,6 +219,18 @@ mod tests {
         assert_eq!(f.read(0, &mut buf), 30000);
         assert!(buf[..10].iter().all(|&b| b == 7));
         assert!(buf[10..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn only_writes_over_stored_bytes_are_overwrites() {
+        let mut f = FileData::default();
+        f.write(0, &[1; 100]).unwrap();
+        f.write(3 * CHUNK_BYTES, b"x").unwrap();
+        assert!(f.is_overwrite(10, 90));
+        assert!(!f.is_overwrite(10, 91));
+        assert!(!f.is_overwrite(CHUNK_BYTES, 1), "a hole");
+        assert!(f.is_overwrite(3 * CHUNK_BYTES, 1));
+        assert!(f.is_overwrite(5, 0));
     }
 
     #[test]

@@ -529,6 +529,15 @@ impl RamFs {
         }
     }
 
+    /// Whether writing `len_bytes` at `offset` of a regular file would
+    /// only overwrite stored bytes (and so allocate nothing).
+    pub fn is_overwrite(&self, ino: Ino, offset: u64, len_bytes: u64) -> bool {
+        match self.inode(ino).map(|inode| &inode.node) {
+            Ok(Node::File(data)) => data.is_overwrite(offset, len_bytes),
+            _ => false,
+        }
+    }
+
     /// Size in bytes of a regular file.
     pub fn len(&self, ino: Ino) -> Result<u64, Errno> {
         match &self.inode(ino)?.node {
