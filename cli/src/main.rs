@@ -44,7 +44,7 @@ struct RunArgs {
     /// Guest memory: a multiple of 2 MiB from 8M to 3G (e.g. 64M, 1G, 512MiB).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_memory_size)]
     memory: u64,
-    /// Number of vCPUs (only 1 so far).
+    /// Number of vCPUs, 1 to 16; the application's threads are spread over them.
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u32,
     /// Set an environment variable in the guest (repeatable).

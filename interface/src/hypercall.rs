@@ -25,8 +25,8 @@ pub enum Port {
     ConsoleWrite = PORT_BASE,
     /// [`Exit`]: the guest is done; the VMM stops every vCPU.
     Exit = PORT_BASE + 1,
-    /// [`Sleep`]: block this vCPU on the host for a while.
-    Sleep = PORT_BASE + 2,
+    /// [`StartCpu`]: start an application processor.
+    StartCpu = PORT_BASE + 2,
     /// [`HostFs`]: a file operation below a host directory mounted with
     /// `--mount`.
     HostFs = PORT_BASE + 3,
@@ -34,7 +34,7 @@ pub enum Port {
 
 impl Port {
     /// Every hypercall port, for building the TSS I/O permission bitmap.
-    pub const ALL: [Port; 4] = [Port::ConsoleWrite, Port::Exit, Port::Sleep, Port::HostFs];
+    pub const ALL: [Port; 4] = [Port::ConsoleWrite, Port::Exit, Port::StartCpu, Port::HostFs];
 
     /// The port for a port number, if it is a hypercall.
     pub fn from_port(port: u16) -> Option<Self> {
@@ -46,8 +46,8 @@ impl Port {
         match self {
             Port::ConsoleWrite => size_of::<ConsoleWrite>(),
             Port::Exit => size_of::<Exit>(),
-            Port::Sleep => size_of::<Sleep>(),
             Port::HostFs => size_of::<HostFs>(),
+            Port::StartCpu => size_of::<StartCpu>(),
         }
     }
 }
@@ -162,21 +162,28 @@ pub struct Exit {
     pub kind: u32,
 }
 
-/// Block the calling vCPU for `duration_ns` (at most [`Sleep::MAX_NS`]).
-/// Used while the kernel has nothing else to run.
+/// Start application processor `cpu` (1 ≤ `cpu` < the boot info's
+/// `cpu_count`, each at most once) at CPL3 in 64-bit mode, in the same
+/// machine state as the boot CPU but with its own TSS, at `rip` with `rsp`
+/// and `rdi = arg`. `result`: 0, or `-EINVAL` for a CPU that does not
+/// exist or already runs.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
 #[repr(C, align(8))]
-pub struct Sleep {
-    /// How long to sleep.
-    pub duration_ns: u64,
-}
-
-impl Sleep {
-    /// Longest single sleep the VMM performs; it refuses longer requests
-    /// (without sleeping), so the kernel asks for at most this and repeats.
-    pub const MAX_NS: u64 = 1_000_000_000;
+pub struct StartCpu {
+    /// Which CPU (its index, which is also its local APIC ID).
+    pub cpu: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// Where it starts.
+    pub rip: u64,
+    /// Its stack pointer at `rip`.
+    pub rsp: u64,
+    /// Its first argument (`rdi`).
+    pub arg: u64,
+    /// 0 or a negative errno, written by the VMM.
+    pub result: i64,
 }
 
 /// The operations of a [`HostFs`] request.

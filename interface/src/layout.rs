@@ -7,14 +7,15 @@
 //!
 //! ```text
 //! 0x0000_0000  page 0: never mapped (null-pointer guard)
-//! 0x0000_1000  GDT
+//! 0x0000_1000  GDT (segments, then one TSS descriptor per CPU)
 //! 0x0000_2000  IDT (256 gates, filled in by the kernel at boot)
-//! 0x0000_3000  TSS + I/O permission bitmap
+//! 0x0000_3000  one TSS per CPU (128 bytes apart)
+//! 0x0000_3800  the I/O permission bitmap every TSS shares
 //! 0x0000_6000  boot info (one page)
-//! 0x0001_0000  CPL0 stacks: RSP0, then one per IST slot
 //! 0x0002_0000  initial CPL3 stack of the boot CPU
 //! 0x0003_0000  boot data: args, environment, command line (strings)
 //! 0x0008_0000  page tables
+//! 0x0010_0000  CPL0 stacks: per CPU, RSP0, then one per IST slot
 //! 0x0020_0000  the image (ELF segments, relocated), then free RAM
 //! ```
 
@@ -30,24 +31,30 @@ pub const GDT_ADDR: u64 = 0x1000;
 pub const IDT_ADDR: u64 = 0x2000;
 /// Number of IDT gates.
 pub const IDT_ENTRIES: u64 = 256;
-/// Task-state segment; the I/O permission bitmap follows it at
-/// [`TSS_IOMAP_OFFSET`].
+/// Most vCPUs a VM may have.
+pub const MAX_CPUS: u32 = 16;
+/// Task-state segment of CPU 0; CPU `n`'s is [`TSS_STRIDE`] × `n` further.
 pub const TSS_ADDR: u64 = 0x3000;
+/// Distance between two CPUs' TSSes.
+pub const TSS_STRIDE: u64 = 128;
 /// Size of the 64-bit TSS proper.
 pub const TSS_SIZE: u64 = 104;
-/// Offset of the I/O permission bitmap from the start of the TSS.
-pub const TSS_IOMAP_OFFSET: u64 = TSS_SIZE;
+/// The I/O permission bitmap, shared by every TSS (each TSS's I/O map
+/// base is the distance from itself to here).
+pub const TSS_IOMAP_ADDR: u64 = TSS_ADDR + MAX_CPUS as u64 * TSS_STRIDE;
 /// Size of the I/O permission bitmap: one bit per port for 65536 ports,
 /// plus the terminating byte of ones the SDM requires (vol. 1, 19.5.2).
 pub const TSS_IOMAP_SIZE: u64 = 8192 + 1;
 /// Boot info page.
 pub const BOOT_INFO_ADDR: u64 = 0x6000;
 
-/// Base of the CPL0 stacks: slot 0 is RSP0, slots 1..=3 are IST1..=IST3.
-pub const CPL0_STACKS_ADDR: u64 = 0x1_0000;
+/// Base of the CPL0 stacks: CPU `n` has [`CPL0_STACK_COUNT`] of them from
+/// slot `n * CPL0_STACK_COUNT`; its slot 0 is RSP0, slots 1..=3 are
+/// IST1..=IST3.
+pub const CPL0_STACKS_ADDR: u64 = 0x10_0000;
 /// Size of each CPL0 stack.
 pub const CPL0_STACK_SIZE: u64 = 0x4000;
-/// Number of CPL0 stacks (RSP0 plus three IST stacks).
+/// Number of CPL0 stacks per CPU (RSP0 plus three IST stacks).
 pub const CPL0_STACK_COUNT: u64 = 4;
 /// IST slot used by double faults.
 pub const IST_DOUBLE_FAULT: u8 = 1;
@@ -69,7 +76,7 @@ pub const BOOT_DATA_END: u64 = 0x8_0000;
 /// Start of the page-table area.
 pub const PAGE_TABLES_ADDR: u64 = 0x8_0000;
 /// End (exclusive) of the page-table area.
-pub const PAGE_TABLES_END: u64 = IMAGE_BASE;
+pub const PAGE_TABLES_END: u64 = CPL0_STACKS_ADDR;
 
 /// Where the image's lowest segment is loaded (2 MiB aligned).
 pub const IMAGE_BASE: u64 = 0x20_0000;
@@ -79,6 +86,8 @@ pub const IMAGE_BASE: u64 = 0x20_0000;
 pub const LAPIC_ADDR: u64 = 0xFEE0_0000;
 /// The IDT vector of the local APIC timer (the kernel's time slice).
 pub const TIMER_VECTOR: u8 = 0x20;
+/// The IDT vector of a wake-up sent by another CPU (an IPI).
+pub const WAKE_VECTOR: u8 = 0x21;
 /// The local APIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
@@ -100,8 +109,14 @@ pub mod gdt {
     pub const USER_DATA: u16 = 0x18 | 3;
     /// 64-bit code, DPL 3 (selector with RPL 3).
     pub const USER_CODE: u16 = 0x20 | 3;
-    /// 64-bit TSS (occupies two GDT slots).
+    /// 64-bit TSS of CPU 0 (occupies two GDT slots); CPU `n`'s follows
+    /// at `TSS + 16 * n`.
     pub const TSS: u16 = 0x28;
-    /// Number of 8-byte GDT slots in use.
-    pub const SLOTS: u64 = 7;
+    /// Number of 8-byte GDT slots in use: five segments, then two per CPU.
+    pub const SLOTS: u64 = 5 + 2 * super::MAX_CPUS as u64;
 }
+
+const _: () = assert!(TSS_IOMAP_ADDR + TSS_IOMAP_SIZE <= BOOT_INFO_ADDR);
+const _: () = assert!(gdt::SLOTS * 8 <= PAGE_SIZE);
+const _: () =
+    assert!(CPL0_STACKS_ADDR + MAX_CPUS as u64 * CPL0_STACK_COUNT * CPL0_STACK_SIZE <= IMAGE_BASE);

@@ -1,11 +1,14 @@
 //! From the first instruction to the application's `main`.
 //!
 //! 1. check the boot info's magic and version;
-//! 2. install the supervisor's exception gates;
+//! 2. install the supervisor's exception and interrupt gates, enable the
+//!    local APIC;
 //! 3. clocks, console, heap, file systems (unpacking the initial
 //!    ramdisk, then giving its memory to the heap);
-//! 4. the main thread: TLS block, stack, argv and envp arrays;
-//! 5. record the boot time in the kernel report and call std's
+//! 4. start the other CPUs, each on a small stack of its own, where they
+//!    wait for threads ([`ap_start`]);
+//! 5. the main thread: TLS block, stack, argv and envp arrays;
+//! 6. record the boot time in the kernel report and call std's
 //!    `runtime_entry(argc, argv, envp)` on the main stack.
 //!
 //! `unsafe` here: reading the boot info, handing RAM to the heap, and the
@@ -22,7 +25,7 @@ use eremite_interface::{BootInfo, KernelReport, StringList, boot_flags};
 use spin::Once;
 
 use crate::console::klog;
-use crate::{arch, console, fs, hypervisor, mm, time};
+use crate::{arch, console, cpu, fs, hypervisor, mm, sched, time};
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
 
@@ -54,6 +57,9 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         fatal("boot info has another magic or interface version than this kernel");
     }
     arch::install_idt();
+    arch::install_irq_gates();
+    arch::preempt_init();
+    arch::timer_init();
     if info.tsc_khz == 0 {
         fatal("the VMM did not give a TSC frequency");
     }
@@ -112,6 +118,8 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         unsafe { mm::add_region(heap_end, info.mem_size) };
     }
 
+    start_cpus(info.cpu_count);
+
     let Some(tls) = mm::create_tls(&info.tls) else {
         fatal("out of memory for the main thread's TLS block");
     };
@@ -152,6 +160,36 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     // SAFETY: `stack_top` is the 16-byte aligned end of a fresh allocation
     // of `stack_bytes` that nothing else uses; `enter_main` never returns.
     unsafe { arch::call_on_stack(stack_top, enter_main, [argc as u64, argv, envp]) }
+}
+
+/// Stack of an application processor's first context (its scheduler's
+/// idle loop, and the interrupts it takes there).
+const AP_STACK_BYTES: usize = 64 << 10;
+
+/// Start CPUs 1..`count`.
+fn start_cpus(count: u32) {
+    if count > eremite_interface::layout::MAX_CPUS {
+        fatal("more CPUs than the kernel supports");
+    }
+    for index in 1..count {
+        let Some(stack) = mm::Stack::new(AP_STACK_BYTES) else {
+            fatal("out of memory for the CPUs' stacks");
+        };
+        let top = stack.top();
+        // It runs for as long as the VM does.
+        core::mem::forget(stack);
+        if hypervisor::start_cpu(index, arch::ap_entry(), top, u64::from(index)).is_err() {
+            fatal("the VMM did not start a CPU");
+        }
+    }
+    klog!("{count} CPUs");
+}
+
+/// Where an application processor starts (from `eremite_ap_start`), at
+/// CPL3 on the stack [`start_cpus`] gave it.
+pub(crate) extern "C" fn ap_start(index: u64) -> ! {
+    cpu::enter(u32::try_from(index).unwrap_or(0));
+    sched::run_core()
 }
 
 extern "C" fn enter_main(argc: u64, argv: u64, envp: u64) -> ! {

@@ -1,7 +1,7 @@
 //! Calls to the VMM, as typed functions over [`arch::hypercall`].
 
 use eremite_interface::errno::Errno;
-use eremite_interface::hypercall::{ConsoleWrite, Exit, ExitKind, Port, Sleep, Stream};
+use eremite_interface::hypercall::{ConsoleWrite, Exit, ExitKind, Port, StartCpu, Stream};
 
 use crate::arch;
 
@@ -35,8 +35,21 @@ pub(crate) fn exit(kind: ExitKind, code: i32) -> ! {
     }
 }
 
-/// Block this vCPU on the host for up to `duration_ns`.
-pub(crate) fn sleep(duration_ns: u64) {
-    let mut request = Sleep { duration_ns };
-    arch::hypercall(Port::Sleep, &mut request);
+/// Start application processor `cpu` at `rip` with `rsp` and `arg`.
+pub(crate) fn start_cpu(cpu: u32, rip: u64, rsp: u64, arg: u64) -> Result<(), Errno> {
+    let mut request = StartCpu {
+        cpu,
+        reserved: 0,
+        rip,
+        rsp,
+        arg,
+        result: 0,
+    };
+    arch::hypercall(Port::StartCpu, &mut request);
+    match request.result {
+        0 => Ok(()),
+        e => Err(Errno(
+            i32::try_from(-e).unwrap_or(eremite_interface::errno::EIO.0),
+        )),
+    }
 }

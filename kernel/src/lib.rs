@@ -16,6 +16,7 @@ mod abi;
 mod arch;
 mod boot;
 mod console;
+mod cpu;
 mod fault;
 mod fs;
 mod hypervisor;

@@ -1,24 +1,31 @@
-//! Threads, scheduled cooperatively on one core at CPL3.
+//! Threads on every CPU, scheduled at CPL3.
 //!
-//! A thread runs until it blocks (futex wait, join, sleep), yields or
-//! exits; then the scheduler switches to the next ready thread in FIFO
-//! order (`arch::switch`, which never enters CPL0). When no thread is
-//! ready, the core idles until the earliest timer: short waits spin on the
-//! TSC, longer ones block the vCPU on the host (`time::sleep_ns`). When no
-//! thread is ready and none has a timer, nothing can ever run again: that
-//! is reported as a deadlock and the VM stops.
+//! Each CPU (core) has its own run queue, timers and idle loop. A thread
+//! is bound to a core when it is spawned (round robin, or the core the
+//! caller names) and never moves. A thread runs until it blocks (futex
+//! wait, join, sleep), yields or exits; then its core switches to its next
+//! ready thread in FIFO order (`arch::switch`, which never enters CPL0).
 //!
-//! Preemption: while other threads are ready, the local APIC timer is
-//! armed for one time slice ([`SLICE_NS`]); when it fires, the CPL0 stub
-//! hands the interrupt to [`preempt`] at CPL3, which moves the running
-//! thread to the back of the queue, unless it holds a kernel lock
-//! (`sync`), in which case it tries again shortly. With one thread ready
-//! no timer runs (tickless).
+//! Idle: a core with no ready thread spins for a moment on its `wake`
+//! word (see `cpu`), then arms its APIC timer for its earliest sleeper and
+//! halts in the CPL0 gate. Waking a thread of another core sets that
+//! core's `wake` word and, unless the core is spinning, sends it an IPI.
+//! When no thread on any core is ready or running and no timer is set,
+//! nothing can ever run again: that is reported as a deadlock and the VM
+//! stops.
 //!
-//! Not yet: more than one core, guard pages below thread stacks.
+//! Preemption: while other threads are ready on a core, its APIC timer is
+//! armed for one time slice ([`SLICE_NS`]); when it fires (or an IPI
+//! arrives), the CPL0 stub hands the interrupt to [`interrupt`] at CPL3,
+//! which moves the running thread to the back of its queue, unless it
+//! holds a kernel lock (`sync`), in which case it tries again shortly.
+//! With one thread ready no timer runs (tickless).
 //!
-//! Locking: one lock for the whole scheduler. It is released before the
-//! switch; with one core and no preemption nothing runs in between.
+//! Not yet: guard pages below thread stacks.
+//!
+//! Locking: one lock for the whole scheduler, held only for short
+//! bookkeeping; it is released before a switch, and the switching core
+//! keeps preemption off until the switch is complete.
 //!
 //! `unsafe` here: the two calls into `arch` that switch stacks and build
 //! a new thread's first frame, whose preconditions are the scheduler's own
@@ -27,11 +34,14 @@
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::hypercall::{ExitKind, Stream};
+use eremite_interface::layout::{TIMER_VECTOR, WAKE_VECTOR};
 
+use crate::cpu::{self, Mode};
 use crate::sync::{Lock, LockGuard};
 use crate::{arch, boot, console, hypervisor, mm, sync, time};
 
@@ -46,22 +56,15 @@ const SLICE_NS: u32 = 10_000_000;
 /// How soon to retry a preemption that found a kernel lock held.
 const RETRY_NS: u32 = 200_000;
 
-/// Whether the APIC timer is counting down (it is one-shot).
-static IS_TIMER_ARMED: AtomicBool = AtomicBool::new(false);
-/// Whether the APIC and the timer gates are set up.
-static IS_TIMER_READY: AtomicBool = AtomicBool::new(false);
+/// How long an idle core spins, watching for work from another core,
+/// before it halts (a halt and the IPI that ends it cost far more).
+const IDLE_SPIN_NS: u64 = 50_000;
 
-/// Start a time slice unless one is running.
+/// Start a time slice on this core unless one is running.
 fn arm_timer(ns: u32) {
-    if IS_TIMER_ARMED.swap(true, Ordering::Relaxed) {
-        return;
+    if !cpu::this().is_timer_armed.swap(true, Ordering::Relaxed) {
+        arch::timer_arm(ns);
     }
-    if !IS_TIMER_READY.swap(true, Ordering::Relaxed) {
-        arch::preempt_init();
-        arch::install_timer_gates();
-        arch::timer_init();
-    }
-    arch::timer_arm(ns);
 }
 
 /// Smallest stack a spawned thread gets.
@@ -76,6 +79,8 @@ enum State {
 }
 
 struct Thread {
+    /// The core it runs on.
+    core: usize,
     saved_rsp: u64,
     fs_base: u64,
     state: State,
@@ -90,13 +95,17 @@ struct Thread {
     is_parked: bool,
     /// Waiting in `join` for this thread.
     joiner: Option<Tid>,
+    /// Joined while its core was still leaving it: the core forgets it
+    /// once it has switched away.
+    is_reaped: bool,
     /// `None` for the main thread, whose stack and TLS live for ever.
     memory: Option<(mm::Stack, mm::TlsBlock)>,
 }
 
 impl Thread {
-    fn new(state: State) -> Box<Self> {
+    fn new(core: usize, state: State) -> Box<Self> {
         Box::new(Self {
+            core,
             saved_rsp: 0,
             fs_base: 0,
             state,
@@ -105,8 +114,39 @@ impl Thread {
             is_timed_out: false,
             is_parked: false,
             joiner: None,
+            is_reaped: false,
             memory: None,
         })
+    }
+}
+
+/// One core's share of the scheduler.
+struct Core {
+    ready: VecDeque<Tid>,
+    current: Tid,
+    /// (deadline, thread) of every wait with a timeout on this core.
+    timers: BTreeSet<(u64, Tid)>,
+    /// Stack and TLS of a thread that just exited, freed by the next one
+    /// to run (the exiting thread is still on that stack when it leaves).
+    exited: Option<(mm::Stack, mm::TlsBlock)>,
+    /// Where a finished thread's last stack pointer goes when its core
+    /// leaves it (its record may be gone by then).
+    scratch_rsp: u64,
+}
+
+impl Core {
+    fn new(current: Tid) -> Self {
+        Self {
+            ready: VecDeque::new(),
+            current,
+            timers: BTreeSet::new(),
+            exited: None,
+            scratch_rsp: 0,
+        }
+    }
+
+    fn earliest_deadline(&self) -> Option<u64> {
+        self.timers.first().map(|&(deadline, _)| deadline)
     }
 }
 
@@ -114,16 +154,13 @@ struct Scheduler {
     /// Boxed so that a thread's `saved_rsp` keeps its address while the
     /// map changes.
     threads: BTreeMap<Tid, Box<Thread>>,
-    ready: VecDeque<Tid>,
-    current: Tid,
+    /// Indexed by CPU index.
+    cores: Vec<Core>,
     next_tid: Tid,
-    /// (deadline, thread) of every wait with a timeout.
-    timers: BTreeSet<(u64, Tid)>,
+    /// Where the next thread goes when its spawner does not say.
+    next_core: usize,
     /// Futex address → its waiters in arrival order.
     futexes: BTreeMap<u64, VecDeque<Tid>>,
-    /// Stack and TLS of a thread that just exited, freed by the next one
-    /// to run (the exiting thread is still on that stack when it leaves).
-    exited: Option<(mm::Stack, mm::TlsBlock)>,
 }
 
 static SCHED: Lock<Option<Scheduler>> = Lock::new(None);
@@ -131,16 +168,17 @@ static SCHED: Lock<Option<Scheduler>> = Lock::new(None);
 fn lock() -> LockGuard<'static, Option<Scheduler>> {
     let mut guard = SCHED.lock();
     if guard.is_none() {
+        let cores = boot::info().map_or(1, |info| info.cpu_count.max(1)) as usize;
         let mut threads = BTreeMap::new();
-        threads.insert(MAIN_TID, Thread::new(State::Running));
+        threads.insert(MAIN_TID, Thread::new(0, State::Running));
         *guard = Some(Scheduler {
             threads,
-            ready: VecDeque::new(),
-            current: MAIN_TID,
+            // Until an application processor starts, its current thread
+            // is a placeholder that is never switched to.
+            cores: (0..cores).map(|_| Core::new(MAIN_TID)).collect(),
             next_tid: MAIN_TID + 1,
-            timers: BTreeSet::new(),
+            next_core: 1 % cores,
             futexes: BTreeMap::new(),
-            exited: None,
         });
     }
     guard
@@ -154,6 +192,11 @@ fn sched<'a>(guard: &'a mut LockGuard<'static, Option<Scheduler>>) -> &'a mut Sc
     }
 }
 
+/// The calling CPU's core index.
+fn here() -> usize {
+    cpu::this().index as usize
+}
+
 impl Scheduler {
     fn thread(&mut self, tid: Tid) -> &mut Thread {
         match self.threads.get_mut(&tid) {
@@ -162,17 +205,30 @@ impl Scheduler {
         }
     }
 
+    fn core(&mut self, core: usize) -> &mut Core {
+        match self.cores.get_mut(core) {
+            Some(c) => c,
+            None => unreachable!("core {core} does not exist"),
+        }
+    }
+
+    /// The thread running on this core.
+    fn current(&self) -> Tid {
+        self.cores.get(here()).map_or(MAIN_TID, |c| c.current)
+    }
+
     /// Make a blocked thread ready, taking it off its futex and timer.
     fn wake(&mut self, tid: Tid, is_timeout: bool) {
         let thread = self.thread(tid);
         let (futex, deadline) = (thread.futex.take(), thread.deadline_ns.take());
         thread.is_timed_out = is_timeout;
+        let core = thread.core;
         let was_blocked = thread.state == State::Blocked;
         if was_blocked {
             thread.state = State::Ready;
         }
         if let Some(deadline) = deadline {
-            self.timers.remove(&(deadline, tid));
+            self.core(core).timers.remove(&(deadline, tid));
         }
         if let Some(addr) = futex
             && let Some(queue) = self.futexes.get_mut(&addr)
@@ -183,14 +239,19 @@ impl Scheduler {
             }
         }
         if was_blocked {
-            self.ready.push_back(tid);
-            arm_timer(SLICE_NS);
+            self.core(core).ready.push_back(tid);
+            if core == here() {
+                arm_timer(SLICE_NS);
+            } else {
+                kick(core);
+            }
         }
     }
 
-    /// Wake every thread whose timer has expired.
+    /// Wake every thread of this core whose timer has expired.
     fn fire_timers(&mut self, now_ns: u64) {
-        while let Some(&(deadline, tid)) = self.timers.first() {
+        let core = here();
+        while let Some(&(deadline, tid)) = self.core(core).timers.first() {
             if deadline > now_ns {
                 break;
             }
@@ -198,13 +259,15 @@ impl Scheduler {
         }
     }
 
-    /// While `next` runs: a time slice if other threads are ready, or a
-    /// timer for the earliest sleeper (at most one slice away), so a thread
-    /// that never blocks cannot keep the others from running.
-    fn arm_for_others(&self) {
-        if !self.ready.is_empty() {
+    /// While a thread runs on this core: a time slice if other threads
+    /// are ready, or a timer for the earliest sleeper (at most one slice
+    /// away), so a thread that never blocks cannot keep the others from
+    /// running.
+    fn arm_for_others(&mut self) {
+        let core = self.core(here());
+        if !core.ready.is_empty() {
             arm_timer(SLICE_NS);
-        } else if let Some(&(deadline, _)) = self.timers.first() {
+        } else if let Some(deadline) = core.earliest_deadline() {
             let left = deadline.saturating_sub(time::monotonic_ns());
             arm_timer(u32::try_from(left).unwrap_or(SLICE_NS).clamp(1, SLICE_NS));
         }
@@ -213,40 +276,108 @@ impl Scheduler {
     /// Block the current thread (already on its wait list, if any) with an
     /// optional deadline.
     fn block_current(&mut self, deadline_ns: Option<u64>) {
-        let tid = self.current;
+        let tid = self.current();
         let thread = self.thread(tid);
         thread.state = State::Blocked;
         thread.is_timed_out = false;
         thread.deadline_ns = deadline_ns;
         if let Some(deadline) = deadline_ns {
-            self.timers.insert((deadline, tid));
+            self.core(here()).timers.insert((deadline, tid));
         }
+    }
+
+    /// Whether nothing can ever run again: no thread ready or running on
+    /// any core, and no timer that could make one ready.
+    fn is_deadlocked(&self) -> bool {
+        self.cores
+            .iter()
+            .all(|c| c.ready.is_empty() && c.timers.is_empty())
+            && self
+                .threads
+                .values()
+                .all(|t| !matches!(t.state, State::Ready | State::Running))
     }
 }
 
+/// Tell core `core` that it has a new ready thread: set its `wake` word,
+/// and interrupt it unless it is spinning on that word.
+fn kick(core: usize) {
+    let target = cpu::get(core);
+    target.wake.store(1, Ordering::SeqCst);
+    if target.mode() != Mode::Spinning {
+        arch::send_ipi(target.index, WAKE_VECTOR);
+    }
+}
+
+/// Wait on this core for work from another core, an interrupt, or
+/// `deadline_ns`: spin briefly, then halt (with the APIC timer armed for
+/// the deadline). Called without the scheduler lock, after clearing this
+/// core's `wake` word under it.
+fn idle(deadline_ns: Option<u64>) {
+    let this = cpu::this();
+    let deadline = deadline_ns.unwrap_or(u64::MAX);
+    let spin_until = time::monotonic_ns()
+        .saturating_add(IDLE_SPIN_NS)
+        .min(deadline);
+    this.set_mode(Mode::Spinning);
+    while time::monotonic_ns() < spin_until {
+        if this.wake.load(Ordering::SeqCst) != 0 {
+            this.set_mode(Mode::Busy);
+            return;
+        }
+        arch::pause();
+    }
+    // From here a waker sends an IPI; the gate halts only if `wake` is
+    // still clear, checked with interrupts off.
+    this.set_mode(Mode::Halted);
+    let now = time::monotonic_ns();
+    if this.wake.load(Ordering::SeqCst) == 0 && now < deadline {
+        if deadline_ns.is_some() {
+            this.is_timer_armed.store(true, Ordering::Relaxed);
+            arch::timer_arm(u32::try_from(deadline - now).unwrap_or(u32::MAX));
+        }
+        if let Some(vector) = arch::idle(&this.wake) {
+            acknowledge(vector);
+        }
+    }
+    this.set_mode(Mode::Busy);
+}
+
+/// Acknowledge interrupt `vector` (taken by this core's upcall or its
+/// halt).
+fn acknowledge(vector: u8) {
+    if vector == TIMER_VECTOR {
+        cpu::this().is_timer_armed.store(false, Ordering::Relaxed);
+    }
+    arch::eoi();
+}
+
 /// Leave the current thread, which is already marked blocked, ready
-/// (queued) or finished, and run the next ready one. Returns when this
-/// thread runs again.
+/// (queued) or finished, and run this core's next ready one. Returns when
+/// this thread runs again.
 fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
     // No preemption from here until the switch is complete: the thread
     // that runs next re-enables it (here, or in `thread_start`).
     sync::preempt_disable();
+    let here = here();
     let next = loop {
         let s = sched(&mut guard);
         s.fire_timers(time::monotonic_ns());
-        if let Some(next) = s.ready.pop_front() {
+        if let Some(next) = s.core(here).ready.pop_front() {
             break next;
         }
-        let Some(&(deadline, _)) = s.timers.first() else {
+        let deadline = s.core(here).earliest_deadline();
+        if deadline.is_none() && s.is_deadlocked() {
             drop(guard);
             deadlock();
-        };
+        }
+        cpu::this().wake.store(0, Ordering::SeqCst);
         drop(guard);
-        time::sleep_ns(deadline.saturating_sub(time::monotonic_ns()));
+        idle(deadline);
         guard = lock();
     };
     let s = sched(&mut guard);
-    let current = s.current;
+    let current = s.core(here).current;
     s.thread(next).state = State::Running;
     s.arm_for_others();
     if next == current {
@@ -255,7 +386,12 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
         return;
     }
     let fs_base = arch::fs_base();
-    let save: *mut u64 = {
+    let save: *mut u64 = if s.thread(current).state == State::Finished {
+        if s.thread(current).is_reaped {
+            s.threads.remove(&current);
+        }
+        &mut s.core(here).scratch_rsp
+    } else {
         let thread = s.thread(current);
         thread.fs_base = fs_base;
         &mut thread.saved_rsp
@@ -264,16 +400,17 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
         let thread = s.thread(next);
         (thread.saved_rsp, thread.fs_base)
     };
-    s.current = next;
+    s.core(here).current = next;
     drop(guard);
     // No TLS is touched by the kernel, so the FS base may change here.
     arch::set_fs_base(next_fs);
     // SAFETY: `save` points into the current thread's boxed record, which
-    // stays allocated until the thread is joined, after it finished (a
-    // finished thread is never switched back to, and the join happens
-    // after this switch completed). `next_rsp` was saved by `switch` or
-    // made by `new_thread_stack` for a thread that is not running, whose
-    // stack is allocated while it is not finished.
+    // stays allocated while the thread has not finished, or (for a
+    // finished thread, which is never switched back to) into this core's
+    // record, which lives as long as the scheduler (`cores` never grows
+    // after it is made). `next_rsp` was saved by `switch` or
+    // made by `new_thread_stack` for a thread of this core that is not
+    // running, whose stack is allocated while it is not finished.
     unsafe { arch::switch(save, next_rsp) };
     sync::preempt_enable();
     free_exited();
@@ -281,7 +418,7 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
 
 /// Free the stack of a thread that exited just before we ran.
 fn free_exited() {
-    let exited = sched(&mut lock()).exited.take();
+    let exited = sched(&mut lock()).core(here()).exited.take();
     drop(exited);
 }
 
@@ -308,7 +445,7 @@ pub(crate) fn futex_wait(
     }
     let addr = word as *const AtomicU32 as u64;
     let s = sched(&mut guard);
-    let tid = s.current;
+    let tid = s.current();
     s.futexes.entry(addr).or_default().push_back(tid);
     let deadline = timeout_ns.map(|ns| time::monotonic_ns().saturating_add(ns));
     s.block_current(deadline);
@@ -351,7 +488,7 @@ pub(crate) fn sleep_ns(duration_ns: u64) {
 pub(crate) fn yield_now() {
     let mut guard = lock();
     let s = sched(&mut guard);
-    let tid = s.current;
+    let tid = s.current();
     let thread = s.thread(tid);
     if thread.is_parked {
         thread.is_parked = false;
@@ -360,15 +497,16 @@ pub(crate) fn yield_now() {
         return;
     }
     // Sleepers whose time has come go first, ahead of this thread.
-    if !s.timers.is_empty() {
+    let here = here();
+    if !s.core(here).timers.is_empty() {
         s.fire_timers(time::monotonic_ns());
     }
-    if s.ready.is_empty() {
+    if s.core(here).ready.is_empty() {
         s.arm_for_others();
         return;
     }
     s.thread(tid).state = State::Ready;
-    s.ready.push_back(tid);
+    s.core(here).ready.push_back(tid);
     switch_away(guard);
 }
 
@@ -379,7 +517,7 @@ pub(crate) fn park_current(timeout_ns: Option<u64>) {
     let s = sched(&mut guard);
     match timeout_ns {
         None => {
-            let tid = s.current;
+            let tid = s.current();
             s.thread(tid).is_parked = true;
         }
         Some(ns) => {
@@ -402,11 +540,13 @@ pub(crate) fn wakeup(tid: Tid) {
 }
 
 /// Start a thread running `entry(arg)` with a stack of at least
-/// `stack_bytes`; its id, or `ENOMEM`.
+/// `stack_bytes`, on core `core` if there is one (round robin otherwise);
+/// its id, or `ENOMEM`.
 pub(crate) fn spawn(
     entry: extern "C" fn(usize),
     arg: usize,
     stack_bytes: usize,
+    core: Option<usize>,
 ) -> Result<Tid, Errno> {
     let template = boot::info().map(|info| info.tls).unwrap_or_default();
     let tls = mm::create_tls(&template).ok_or(errno::ENOMEM)?;
@@ -418,14 +558,46 @@ pub(crate) fn spawn(
     let s = sched(&mut guard);
     let tid = s.next_tid;
     s.next_tid = tid.checked_add(1).ok_or(errno::EAGAIN)?;
-    let mut thread = Thread::new(State::Ready);
+    let cores = s.cores.len();
+    let core = match core {
+        Some(core) if core < cores => core,
+        _ => {
+            let core = s.next_core;
+            s.next_core = (core + 1) % cores;
+            core
+        }
+    };
+    let mut thread = Thread::new(core, State::Blocked);
     thread.saved_rsp = rsp;
     thread.fs_base = tls.thread_pointer;
     thread.memory = Some((stack, tls));
     s.threads.insert(tid, thread);
-    s.ready.push_back(tid);
-    arm_timer(SLICE_NS);
+    s.wake(tid, false);
     Ok(tid)
+}
+
+/// Run an application processor's scheduler (called once by each, on
+/// the stack the boot CPU gave it): its first context becomes a thread of
+/// its own that never runs again, and the core waits for work.
+pub(crate) fn run_core() -> ! {
+    let mut guard = lock();
+    let s = sched(&mut guard);
+    let here = here();
+    let tid = s.next_tid;
+    s.next_tid += 1;
+    s.threads.insert(tid, Thread::new(here, State::Blocked));
+    s.core(here).current = tid;
+    // Only now may interrupts come: an upcall before this would have found
+    // the core's `current` still unset and switched away from the wrong
+    // thread. A wake-up sent earlier is not lost: the queue is looked at
+    // before the core first idles.
+    arch::timer_init();
+    loop {
+        switch_away(guard);
+        // Only a stray `wakeup_task` of this id gets here.
+        guard = lock();
+        sched(&mut guard).block_current(None);
+    }
 }
 
 /// Where every spawned thread starts (called by the entry stub in
@@ -442,12 +614,12 @@ pub(crate) extern "C" fn thread_start(entry: extern "C" fn(usize), arg: usize) -
 fn exit_current() -> ! {
     let mut guard = lock();
     let s = sched(&mut guard);
-    let tid = s.current;
+    let tid = s.current();
     let thread = s.thread(tid);
     thread.state = State::Finished;
     let memory = thread.memory.take();
     let joiner = thread.joiner.take();
-    s.exited = memory;
+    s.core(here()).exited = memory;
     if let Some(joiner) = joiner {
         s.wake(joiner, false);
     }
@@ -455,12 +627,17 @@ fn exit_current() -> ! {
     unreachable!("a finished thread was switched back to")
 }
 
-/// The scheduler's half of a timer interrupt (called by the CPL3 upcall
-/// in `arch`, with the interrupted state saved): end the running thread's
-/// time slice.
-pub(crate) extern "C" fn preempt() {
-    IS_TIMER_ARMED.store(false, Ordering::Relaxed);
-    arch::eoi();
+/// The scheduler's half of interrupts (called by the CPL3 upcall in
+/// `arch`, with the interrupted state saved; bit `v - TIMER_VECTOR` of
+/// `vectors` is set for each vector `v` taken): the time slice ended, or
+/// another core made a thread of this one ready. Switch threads unless
+/// the interrupted code holds a kernel lock; then try again soon.
+pub(crate) extern "C" fn interrupt(vectors: u32) {
+    for vector in [TIMER_VECTOR, WAKE_VECTOR] {
+        if vectors & (1 << (vector - TIMER_VECTOR)) != 0 {
+            acknowledge(vector);
+        }
+    }
     if !sync::is_preemptible() {
         arm_timer(RETRY_NS);
         return;
@@ -472,11 +649,14 @@ pub(crate) extern "C" fn preempt() {
 pub(crate) fn join(tid: Tid) -> Result<(), Errno> {
     let mut guard = lock();
     let s = sched(&mut guard);
-    if tid == s.current {
+    let current = s.current();
+    if tid == current {
         return Err(errno::EDEADLK);
     }
-    let current = s.current;
     let target = s.threads.get_mut(&tid).ok_or(errno::EINVAL)?;
+    if target.is_reaped {
+        return Err(errno::EINVAL);
+    }
     if target.state != State::Finished {
         if target.joiner.is_some() {
             return Err(errno::EINVAL);
@@ -486,6 +666,14 @@ pub(crate) fn join(tid: Tid) -> Result<(), Errno> {
         switch_away(guard);
         guard = lock();
     }
-    sched(&mut guard).threads.remove(&tid);
+    // Its core may still be leaving it (running on its stack to find the
+    // next thread); then that core forgets it.
+    let s = sched(&mut guard);
+    let core = s.thread(tid).core;
+    if s.core(core).current == tid {
+        s.thread(tid).is_reaped = true;
+    } else {
+        s.threads.remove(&tid);
+    }
     Ok(())
 }

@@ -1,41 +1,44 @@
 //! Kernel locks: spin locks that hold off preemption while they are held.
 //!
 //! A timer interrupt preempts the running thread through an upcall into
-//! the scheduler (`arch::x86_64::preempt`). On one core, a thread preempted
-//! while it holds a kernel lock (the heap, the file system, the scheduler)
-//! would make the next thread that wants the lock spin for ever, so every
-//! kernel lock counts itself in [`PREEMPT_OFF`], and the upcall only
-//! switches threads while the count is zero (otherwise it retries soon).
-//! The application's own locks (std's futex-based `Mutex` and friends)
-//! block instead of spinning, so preempting their holders is fine.
+//! the scheduler (`arch::x86_64::preempt`). A thread preempted while it
+//! holds a kernel lock (the heap, the file system, the scheduler) would
+//! make the next thread on its core that wants the lock spin for ever, so
+//! every kernel lock counts itself in its CPU's `preempt_off` (see
+//! `cpu`), and the upcall only switches threads while the count is zero
+//! (otherwise it retries soon). Threads never move between CPUs, so the
+//! count a thread raised is the one it lowers. The application's own locks
+//! (std's futex-based `Mutex` and friends) block instead of spinning, so
+//! preempting their holders is fine.
 #![allow(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicBool, Ordering, compiler_fence};
 
-/// Kernel locks held (and other reasons not to switch) on this core.
-static PREEMPT_OFF: AtomicU32 = AtomicU32::new(0);
+use crate::cpu;
 
-// The count is only changed by the core it belongs to, so a plain load
+// The count is only changed by the CPU it belongs to, so a plain load
 // and store suffice (no locked read-modify-write: measured, that made
-// every kernel lock ~20 cycles dearer). A timer upcall between the two
-// sees the old value; if it switches threads, every other thread leaves
-// the count as it found it, so the store is still right.
+// every kernel lock ~20 cycles dearer). An interrupt upcall between the
+// two sees the old value; if it switches threads, every other thread
+// leaves the count as it found it, so the store is still right.
 
 /// Hold off preemption until the matching [`preempt_enable`].
 pub(crate) fn preempt_disable() {
-    PREEMPT_OFF.store(PREEMPT_OFF.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    let count = &cpu::this().preempt_off;
+    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
 }
 
 /// Undo one [`preempt_disable`].
 pub(crate) fn preempt_enable() {
     compiler_fence(Ordering::SeqCst);
-    PREEMPT_OFF.store(PREEMPT_OFF.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    let count = &cpu::this().preempt_off;
+    count.store(count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
 }
 
 /// Whether the interrupted code may be switched away from.
 pub(crate) fn is_preemptible() -> bool {
-    PREEMPT_OFF.load(Ordering::Relaxed) == 0
+    cpu::this().preempt_off.load(Ordering::Relaxed) == 0
 }
 
 /// The raw lock under [`Lock`].

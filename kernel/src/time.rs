@@ -7,9 +7,7 @@
 
 use spin::Once;
 
-use eremite_interface::hypercall::Sleep;
-
-use crate::{arch, hypervisor};
+use crate::arch;
 
 struct Clock {
     tsc_khz: u64,
@@ -18,9 +16,6 @@ struct Clock {
 }
 
 static CLOCK: Once<Clock> = Once::new();
-
-/// Sleeps shorter than this spin; longer ones block the vCPU on the host.
-const SPIN_LIMIT_NS: u64 = 200_000;
 
 /// Set up the clocks; `tsc_khz` must not be zero.
 pub(crate) fn init(tsc_khz: u64, boot_tsc: u64, boot_wall_ns: u64) {
@@ -55,23 +50,4 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// Nanoseconds since the Unix epoch.
 pub(crate) fn realtime_ns() -> u64 {
     clock().boot_wall_ns.saturating_add(monotonic_ns())
-}
-
-/// Sleep at least `duration_ns`. With one thread there is nothing else to
-/// run: short sleeps spin on the TSC, long ones block the vCPU on the host
-/// (one exit per second at most) instead of burning a host CPU.
-pub(crate) fn sleep_ns(duration_ns: u64) {
-    let deadline = monotonic_ns().saturating_add(duration_ns);
-    loop {
-        let now = monotonic_ns();
-        if now >= deadline {
-            return;
-        }
-        let left = deadline - now;
-        if left > SPIN_LIMIT_NS {
-            hypervisor::sleep((left - SPIN_LIMIT_NS / 2).min(Sleep::MAX_NS));
-        } else {
-            arch::pause();
-        }
-    }
 }

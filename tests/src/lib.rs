@@ -6,8 +6,10 @@
 //! why, it never passes silently.
 #![forbid(unsafe_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -105,18 +107,67 @@ pub fn boot(name: &str, options: &[&str], guest_args: &[&str]) -> Run {
     boot_image(&image(name), options, guest_args)
 }
 
-/// `eremite run OPTIONS IMAGE -- GUEST_ARGS`.
+/// The longest a guest in the tests may run: a hang fails its test
+/// instead of stalling the suite.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `eremite run OPTIONS IMAGE -- GUEST_ARGS`, killed (and the test failed)
+/// after [`BOOT_TIMEOUT`].
 pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
     require_kvm();
-    let output = Command::new(eremite())
+    let mut child = Command::new(eremite())
         .arg("run")
         .args(options)
         .arg(image)
         .arg("--")
         .args(guest_args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("cannot start eremite");
-    Run::from_output(output)
+    // Drain both pipes while waiting, so a chatty guest never blocks.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("cannot wait for eremite") {
+            break status;
+        }
+        if started.elapsed() > BOOT_TIMEOUT {
+            let _ = child.kill();
+            break child.wait().expect("cannot wait for eremite");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let run = Run::from_output(Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    });
+    assert!(
+        started.elapsed() <= BOOT_TIMEOUT,
+        "the guest ran longer than {BOOT_TIMEOUT:?} (hung?)\n{run}"
+    );
+    run
 }
 
 /// Run any command and capture it.

@@ -32,10 +32,12 @@ fn an_elf_file_that_is_not_an_eremite_image_is_refused() {
 }
 
 #[test]
-fn more_than_one_cpu_is_not_supported_yet() {
+fn cpu_counts_outside_1_to_16_are_refused() {
     let hello = image("hello");
-    let run = eremite_cli(&["run", "--cpus", "2", hello.to_str().unwrap()]);
-    one_line_error(&run, 125, "not supported yet");
+    let run = eremite_cli(&["run", "--cpus", "17", hello.to_str().unwrap()]);
+    one_line_error(&run, 125, "at most 16 vCPUs");
+    let run = eremite_cli(&["run", "--cpus", "0", hello.to_str().unwrap()]);
+    one_line_error(&run, 125, "at least 1");
 }
 
 #[test]

@@ -52,7 +52,7 @@ pub struct VmConfig {
     /// Guest RAM in bytes: a multiple of 2 MiB within
     /// [`layout::MIN_MEMORY`]..=[`layout::MAX_MEMORY`].
     pub memory_bytes: u64,
-    /// Number of vCPUs (only 1 for now).
+    /// Number of vCPUs, 1..=[`layout::MAX_CPUS`].
     pub cpus: u32,
     /// The guest's arguments after `argv[0]` (which is the image path).
     pub args: Vec<String>,
@@ -90,10 +90,11 @@ impl VmConfig {
         if self.cpus == 0 {
             return Err(Error::Config("--cpus must be at least 1".into()));
         }
-        if self.cpus > 1 {
+        if self.cpus > layout::MAX_CPUS {
             return Err(Error::Config(format!(
-                "--cpus {}: more than one vCPU is not supported yet",
-                self.cpus
+                "--cpus {}: at most {} vCPUs are supported",
+                self.cpus,
+                layout::MAX_CPUS
             )));
         }
         size::check_memory_size(self.memory_bytes).map_err(|e| Error::Config(e.to_string()))?;
@@ -211,7 +212,7 @@ impl Outcome {
     /// A line for the user when the VM failed in a way the guest could not
     /// report itself.
     pub fn failure_message(&self) -> Option<String> {
-        let at = |s: &CpuState| format!("at rip {:#x}, CPL {}", s.rip, s.cpl);
+        let at = |s: &CpuState| format!("at rip {:#x}, CPL {}, CPU {}", s.rip, s.cpl, s.cpu);
         match self {
             Outcome::TripleFault(s) => Some(format!("the guest triple-faulted {}", at(s))),
             Outcome::Halted(s) => Some(format!(
@@ -293,8 +294,8 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     drop(initrd_archive);
 
-    let mut machine = kvm::Machine::new(&ram)?;
-    machine.prepare_boot_cpu(image.entry)?;
+    let mut machine = kvm::Machine::new(&ram, config.cpus)?;
+    machine.prepare_cpus(image.entry)?;
     let tsc_khz = u64::from(machine.tsc_khz()?);
     let boot_tsc = machine.guest_tsc()?;
     let boot_wall_ns = SystemTime::now()
@@ -325,15 +326,10 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     boot_info::write(&ram, &image, &params)?;
 
-    let mut exits = ExitStats::default();
     let entered = Instant::now();
-    let mut services = hypercall::Services {
-        console,
-        host_fs: sandbox::HostFs::new(mounts),
-    };
-    let stop = machine.run(&ram, &mut services, &mut exits)?;
+    let services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
+    let (stop, exits) = machine.run(&ram, &services)?;
     let stopped = Instant::now();
-    drop(machine);
 
     let kernel = ram
         .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)

@@ -1,6 +1,6 @@
 //! Clocks and sleeping: `Instant` is monotonic, `SystemTime` is the host's
-//! wall clock, and a sleep longer than the VMM's one-second limit per
-//! `Sleep` hypercall still sleeps as long as asked. Exits 1 on a mismatch.
+//! wall clock, and a long sleep (the idle CPU halts until its APIC timer
+//! fires) sleeps as long as asked. Exits 1 on a mismatch.
 
 use eremite as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,5 +1,7 @@
-//! Threads and std::sync on eremite (one core, cooperative scheduling):
-//! each check prints `ok NAME`; the last line is `threads passed`.
+//! Threads and std::sync on eremite, on as many cores as the VM has: the
+//! first line is `cpus: N`, then each check prints `ok NAME`; the last line
+//! is `threads passed`. `threads deadlock` deadlocks on purpose;
+//! `threads spawn-join N` spawns and joins N threads one after another.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,15 @@ fn check(name: &str, f: impl FnOnce()) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("spawn-join") {
+        let n: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        for i in 0..n {
+            assert_eq!(thread::spawn(move || i * 2).join().unwrap(), i * 2);
+        }
+        println!("spawned and joined {n} threads");
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("deadlock") {
         // Main holds the lock and joins a thread that waits for it.
         let lock = Arc::new(Mutex::new(()));
@@ -26,6 +37,8 @@ fn main() {
         drop(guard);
         unreachable!("the join cannot return");
     }
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    println!("cpus: {cpus}");
     check("spawn and join 1000 threads", || {
         let total: u64 = (0..1000u64)
             .map(|i| thread::spawn(move || i * 2).join().unwrap())
@@ -64,20 +77,21 @@ fn main() {
         handles.into_iter().for_each(|h| h.join().unwrap());
         assert_eq!(*counter.lock().unwrap(), 8000);
     });
-    check("atomics", || {
+    check("an atomic counter reaches the exact total", || {
+        // Long enough that the threads overlap on different cores.
         let n = Arc::new(AtomicU64::new(0));
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let n = n.clone();
                 thread::spawn(move || {
-                    for _ in 0..10_000 {
+                    for _ in 0..250_000 {
                         n.fetch_add(1, Ordering::Relaxed);
                     }
                 })
             })
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
-        assert_eq!(n.load(Ordering::Relaxed), 40_000);
+        assert_eq!(n.load(Ordering::Relaxed), 1_000_000);
     });
     check("condvar", || {
         let pair = Arc::new((Mutex::new(false), Condvar::new()));
@@ -201,6 +215,49 @@ fn main() {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(50), "{took:?}");
         assert!(took < Duration::from_millis(200), "{took:?}");
+    });
+    check("Instant is monotonic across threads and cores", || {
+        // Each thread stamps an Instant and hands it to the next, which
+        // must not see time go backwards, whichever core each runs on.
+        let (tx, rx) = mpsc::channel::<Instant>();
+        let relay = thread::spawn(move || {
+            let (back_tx, back_rx) = mpsc::channel::<Instant>();
+            let echo = thread::spawn(move || {
+                for stamp in rx {
+                    assert!(Instant::now() >= stamp);
+                    back_tx.send(Instant::now()).unwrap();
+                }
+            });
+            (echo, back_rx)
+        });
+        let (echo, back_rx) = relay.join().unwrap();
+        for _ in 0..2000 {
+            tx.send(Instant::now()).unwrap();
+            let stamp = back_rx.recv().unwrap();
+            assert!(Instant::now() >= stamp);
+        }
+        drop(tx);
+        echo.join().unwrap();
+    });
+    check("threads run on every core at once", || {
+        // Each thread waits, spinning without blocking, until all have
+        // started: with N cores they meet at once; with fewer, time slices
+        // get them there.
+        let arrived = Arc::new(AtomicU64::new(0));
+        let n = cpus as u64 * 2;
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let arrived = arrived.clone();
+                thread::spawn(move || {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    while arrived.load(Ordering::SeqCst) < n {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(arrived.load(Ordering::SeqCst), n);
     });
     check("floating point survives switches", || {
         let handles: Vec<_> = (0..4)

@@ -1,4 +1,4 @@
-//! Threads: spawn, join, yield (one core, cooperative; see `sched`).
+//! Threads: spawn, join, yield (see `sched`).
 
 use eremite_interface::errno::Errno;
 
@@ -6,17 +6,18 @@ use super::{ret, user};
 use crate::sched;
 
 /// hermit-abi's `spawn2`: start `func(arg)` on a new thread with a stack
-/// of at least `stack_size` bytes; its id, or 0 when it cannot start.
-/// Priority and core are accepted and ignored (one core, one priority).
+/// of at least `stack_size` bytes, on core `core` (any core when it is
+/// negative or too large); its id, or 0 when it cannot start. The priority
+/// is accepted and ignored (one priority).
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_spawn2(
     func: extern "C" fn(usize),
     arg: usize,
     _prio: u8,
     stack_size: usize,
-    _core: isize,
+    core: isize,
 ) -> u32 {
-    sched::spawn(func, arg, stack_size).unwrap_or(0)
+    sched::spawn(func, arg, stack_size, usize::try_from(core).ok()).unwrap_or(0)
 }
 
 /// hermit-abi's older `spawn`: as `sys_spawn2` with the default stack;
@@ -27,10 +28,10 @@ pub extern "C" fn sys_spawn(
     func: extern "C" fn(usize),
     arg: usize,
     _prio: u8,
-    _core: isize,
+    core: isize,
 ) -> i32 {
     ret((|| -> Result<i32, Errno> {
-        let tid = sched::spawn(func, arg, 0)?;
+        let tid = sched::spawn(func, arg, 0, usize::try_from(core).ok())?;
         if !id.is_null() {
             user::write(id, tid)?;
         }

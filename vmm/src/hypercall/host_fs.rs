@@ -331,10 +331,7 @@ mod tests {
             );
             Self {
                 ram: GuestRam::new(RAM).unwrap(),
-                services: Services {
-                    console: Box::leak(Box::new(console)),
-                    host_fs: fs,
-                },
+                services: Services::new(Box::leak(Box::new(console)), fs),
                 mnt: outer.path().join("mnt"),
                 _outer: outer,
             }
@@ -349,7 +346,7 @@ mod tests {
         /// Decode and handle `raw`; return what the VMM wrote to `result`.
         fn call(&mut self, raw: hypercall::HostFs) -> i64 {
             let call = self.decode(&raw);
-            assert_eq!(handle(call, &self.ram, &mut self.services), Next::Resume);
+            assert_eq!(handle(call, &self.ram, &self.services), Next::Resume);
             self.ram.read_obj::<hypercall::HostFs>(REQ).unwrap().result
         }
     }

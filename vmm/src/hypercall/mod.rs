@@ -14,9 +14,10 @@
 //! mount sandbox in [`crate::sandbox`].
 
 mod host_fs;
+mod start_cpu;
 
 use std::io::Write;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::hypercall::{self, ConsoleWrite, ExitKind, Port, REQUEST_ALIGN, Stream};
@@ -24,6 +25,7 @@ use eremite_interface::hypercall::{self, ConsoleWrite, ExitKind, Port, REQUEST_A
 use crate::memory::GuestRam;
 use crate::sandbox::{self, PathError};
 pub(crate) use host_fs::HostFsRequest;
+pub(crate) use start_cpu::{CpuStarter, StartRegs};
 
 /// Largest console write served in one call; the guest loops on short
 /// writes, and the VMM never allocates what the guest asks for unbounded.
@@ -47,9 +49,6 @@ pub enum GuestError {
     /// Unknown exit kind.
     #[error("guest named an unknown exit kind {0}")]
     UnknownExitKind(u32),
-    /// Sleep longer than the protocol allows.
-    #[error("guest asked to sleep {0} ns, more than the limit")]
-    SleepTooLong(u64),
     /// Unknown `HostFs` operation.
     #[error("guest named an unknown host file operation {0}")]
     UnknownHostFsOp(u32),
@@ -88,10 +87,10 @@ pub(crate) enum Request {
     ConsoleWrite { stream: Stream, buf: u64, len: u64 },
     /// Stop the VM.
     Exit { kind: ExitKind, code: i32 },
-    /// Block the vCPU for a while.
-    Sleep { duration_ns: u64 },
     /// A file operation in a mounted host directory.
     HostFs(HostFsRequest),
+    /// Start an application processor.
+    StartCpu { cpu: u32, regs: StartRegs },
 }
 
 /// A decoded call: where its struct lives and what it asks.
@@ -136,19 +135,20 @@ pub(crate) fn decode(port: Port, data: &[u8], ram: &GuestRam) -> Result<Call, Gu
                 })
                 .map_err(GuestError::UnknownExitKind)
         }
-        Port::Sleep => {
-            let raw: hypercall::Sleep = ram.read_obj(addr).map_err(read_error)?;
-            if raw.duration_ns > hypercall::Sleep::MAX_NS {
-                Err(GuestError::SleepTooLong(raw.duration_ns))
-            } else {
-                Ok(Request::Sleep {
-                    duration_ns: raw.duration_ns,
-                })
-            }
-        }
         Port::HostFs => {
             let raw: hypercall::HostFs = ram.read_obj(addr).map_err(read_error)?;
             host_fs::decode(&raw, ram).map(Request::HostFs)
+        }
+        Port::StartCpu => {
+            let raw: hypercall::StartCpu = ram.read_obj(addr).map_err(read_error)?;
+            Ok(Request::StartCpu {
+                cpu: raw.cpu,
+                regs: StartRegs {
+                    rip: raw.rip,
+                    rsp: raw.rsp,
+                    arg: raw.arg,
+                },
+            })
         }
     };
     Ok(Call {
@@ -209,16 +209,34 @@ impl Console {
     }
 }
 
-/// What hypercalls act on besides guest memory.
+/// What hypercalls act on besides guest memory, shared by the vCPU
+/// threads.
 pub(crate) struct Services<'a> {
     /// Where `ConsoleWrite` goes.
-    pub(crate) console: &'a mut Console,
+    pub(crate) console: Mutex<&'a mut Console>,
     /// The mounts and open files of `HostFs`.
-    pub(crate) host_fs: sandbox::HostFs,
+    pub(crate) host_fs: Mutex<sandbox::HostFs>,
+    /// Which application processors wait to be started.
+    pub(crate) cpus: CpuStarter,
+}
+
+impl<'a> Services<'a> {
+    /// Services over `console` and the mounts of `host_fs`.
+    pub(crate) fn new(console: &'a mut Console, host_fs: sandbox::HostFs) -> Self {
+        Self {
+            console: Mutex::new(console),
+            host_fs: Mutex::new(host_fs),
+            cpus: CpuStarter::default(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Carry out a decoded call.
-pub(crate) fn handle(call: Call, ram: &GuestRam, services: &mut Services<'_>) -> Next {
+pub(crate) fn handle(call: Call, ram: &GuestRam, services: &Services<'_>) -> Next {
     let request = match call.request {
         Ok(request) => request,
         Err(error) => {
@@ -228,17 +246,18 @@ pub(crate) fn handle(call: Call, ram: &GuestRam, services: &mut Services<'_>) ->
     };
     match request {
         Request::ConsoleWrite { stream, buf, len } => {
-            let result = console_write(ram, services.console, stream, buf, len);
+            let result = console_write(ram, &mut lock(&services.console), stream, buf, len);
             answer(ram, call.port, call.addr, result);
             Next::Resume
         }
         Request::Exit { kind, code } => Next::Stop { kind, code },
-        Request::Sleep { duration_ns } => {
-            std::thread::sleep(Duration::from_nanos(duration_ns));
+        Request::HostFs(request) => {
+            let result = host_fs::serve(&request, ram, &mut lock(&services.host_fs));
+            answer(ram, call.port, call.addr, result);
             Next::Resume
         }
-        Request::HostFs(request) => {
-            let result = host_fs::serve(&request, ram, &mut services.host_fs);
+        Request::StartCpu { cpu, regs } => {
+            let result = services.cpus.start(cpu, regs).map(|()| 0);
             answer(ram, call.port, call.addr, result);
             Next::Resume
         }
@@ -267,7 +286,8 @@ fn answer(ram: &GuestRam, port: Port, request_addr: u64, result: Result<i64, Err
     let offset = match port {
         Port::ConsoleWrite => ConsoleWrite::RESULT_OFFSET,
         Port::HostFs => hypercall::HostFs::RESULT_OFFSET,
-        Port::Exit | Port::Sleep => return,
+        Port::StartCpu => core::mem::offset_of!(hypercall::StartCpu, result) as u64,
+        Port::Exit => return,
     };
     let value = result.unwrap_or_else(|e| -i64::from(e.0));
     let _ = ram.write(request_addr + offset, &value.to_le_bytes());
@@ -316,11 +336,7 @@ mod tests {
 
     /// Handle `call` with no mounts.
     fn serve(call: Call, ram: &GuestRam, console: &mut Console) -> Next {
-        let mut services = Services {
-            console,
-            host_fs: sandbox::HostFs::empty(),
-        };
-        handle(call, ram, &mut services)
+        handle(call, ram, &Services::new(console, sandbox::HostFs::empty()))
     }
 
     fn result(ram: &GuestRam) -> i64 {
@@ -402,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn exit_and_sleep_are_validated() {
+    fn exit_and_start_cpu_are_validated() {
         let ram = GuestRam::new(RAM).unwrap();
         ram.write_obj(
             REQ,
@@ -424,14 +440,36 @@ mod tests {
             .unwrap();
         let call = decode(Port::Exit, &(REQ as u32).to_le_bytes(), &ram).unwrap();
         assert_eq!(call.request, Err(GuestError::UnknownExitKind(77)));
-        ram.write_obj(
-            REQ,
-            &hypercall::Sleep {
-                duration_ns: u64::MAX,
-            },
-        )
-        .unwrap();
-        let call = decode(Port::Sleep, &(REQ as u32).to_le_bytes(), &ram).unwrap();
-        assert_eq!(call.request, Err(GuestError::SleepTooLong(u64::MAX)));
+        // StartCpu: any CPU number decodes; the VMM's CPU table (see
+        // `start_cpu`) refuses the ones that do not exist or already run.
+        let mut console = Console::new(
+            Box::new(Capture::default()),
+            Box::new(Capture::default()),
+            false,
+        );
+        let services = Services::new(&mut console, sandbox::HostFs::empty());
+        services.cpus.reset(2);
+        for (cpu, result) in [(5, -22), (0, -22), (1, 0), (1, -22)] {
+            ram.write_obj(
+                REQ,
+                &hypercall::StartCpu {
+                    cpu,
+                    rip: 0x20_0000,
+                    rsp: 0x40_0000,
+                    arg: 9,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let call = decode(Port::StartCpu, &(REQ as u32).to_le_bytes(), &ram).unwrap();
+            assert_eq!(handle(call, &ram, &services), Next::Resume);
+            let answer: hypercall::StartCpu = ram.read_obj(REQ).unwrap();
+            assert_eq!(answer.result, result, "cpu {cpu}");
+        }
+        let started = services.cpus.wait_for_start(1).unwrap();
+        assert_eq!(
+            (started.rip, started.rsp, started.arg),
+            (0x20_0000, 0x40_0000, 9)
+        );
     }
 }

@@ -1,12 +1,20 @@
 //! The only code that talks to KVM: create the VM, give it guest RAM,
-//! prepare the boot vCPU, and run it, decoding each exit.
+//! prepare the vCPUs, and run each on its own thread, decoding each exit.
+//!
+//! The boot vCPU starts at the image's entry; the others wait until the
+//! guest starts them with the `StartCpu` hypercall. When any vCPU stops
+//! the VM (the guest's `Exit`, a triple fault, a KVM error), the main
+//! thread kicks the others out of `KVM_RUN` with a signal and joins them.
 //!
 //! Exits are expensive (tens of microseconds on the PVM hosts we run on),
 //! so every one is counted in [`ExitStats`] and shown by `--stats`.
 
 #![allow(unsafe_code)]
 
-use eremite_interface::hypercall::Port;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use eremite_interface::hypercall::{ExitKind, Port};
 use kvm_bindings::{
     KVM_MAX_CPUID_ENTRIES, Msrs, kvm_msr_entry, kvm_userspace_memory_region, kvm_xcrs,
 };
@@ -56,6 +64,17 @@ pub struct ExitStats {
 }
 
 impl ExitStats {
+    /// Add another vCPU's counts.
+    fn add(&mut self, other: &ExitStats) {
+        for (mine, theirs) in self.hypercalls.iter_mut().zip(other.hypercalls) {
+            *mine += theirs;
+        }
+        self.bad_hypercalls += other.bad_hypercalls;
+        self.other_io += other.other_io;
+        self.mmio += other.mmio;
+        self.interrupted += other.interrupted;
+    }
+
     /// All exits counted.
     pub fn total(&self) -> u64 {
         self.hypercalls.iter().sum::<u64>()
@@ -66,7 +85,7 @@ impl ExitStats {
     }
 }
 
-/// Why the vCPU stopped.
+/// Why a vCPU stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
     /// The guest asked to stop.
@@ -83,25 +102,27 @@ pub(crate) enum Stop {
     Unexpected { exit: &'static str, state: CpuState },
 }
 
-/// Where the vCPU was when it stopped.
+/// Where a vCPU was when it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuState {
+    /// Which vCPU.
+    pub cpu: u32,
     /// Instruction pointer.
     pub rip: u64,
     /// Current privilege level (from CS).
     pub cpl: u8,
 }
 
-/// A VM with one vCPU and its RAM registered.
+/// A VM with its vCPUs and its RAM registered.
 pub(crate) struct Machine {
     kvm: Kvm,
     _vm: VmFd,
-    vcpu: VcpuFd,
+    vcpus: Vec<VcpuFd>,
 }
 
 impl Machine {
-    /// Open KVM, create a VM over `ram` and its boot vCPU.
-    pub(crate) fn new(ram: &GuestRam) -> Result<Self, KvmError> {
+    /// Open KVM, create a VM over `ram` and `cpus` vCPUs.
+    pub(crate) fn new(ram: &GuestRam, cpus: u32) -> Result<Self, KvmError> {
         let kvm = Kvm::new().map_err(KvmError::Unavailable)?;
         let vm = kvm.create_vm().map_err(ioctl("create a VM"))?;
         let region = kvm_userspace_memory_region {
@@ -130,20 +151,25 @@ impl Machine {
         cap.args[0] = 24;
         vm.enable_cap(&cap)
             .map_err(ioctl("create the interrupt controller"))?;
-        let vcpu = vm.create_vcpu(0).map_err(ioctl("create a vCPU"))?;
-        Ok(Self { kvm, _vm: vm, vcpu })
+        // The vCPU index is also its local APIC ID (KVM's default).
+        let vcpus = (0..cpus)
+            .map(|i| vm.create_vcpu(u64::from(i)).map_err(ioctl("create a vCPU")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            kvm,
+            _vm: vm,
+            vcpus,
+        })
     }
 
-    /// Put the boot vCPU in 64-bit mode at CPL3 at `entry` (see
-    /// [`arch`]): CPUID, XCR0, control and segment registers, GPRs.
-    pub(crate) fn prepare_boot_cpu(&mut self, entry: u64) -> Result<(), KvmError> {
+    /// Put every vCPU in 64-bit mode at CPL3 (see [`arch`]): CPUID, XCR0,
+    /// control and segment registers; the boot vCPU also gets its
+    /// registers, to start at `entry`.
+    pub(crate) fn prepare_cpus(&mut self, entry: u64) -> Result<(), KvmError> {
         let cpuid = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl("report the supported CPUID"))?;
-        self.vcpu
-            .set_cpuid2(&cpuid)
-            .map_err(ioctl("set the vCPU's CPUID"))?;
         let leaf = |function: u32, index: u32| {
             cpuid
                 .as_slice()
@@ -152,33 +178,34 @@ impl Machine {
                 .copied()
         };
         let has_xsave = leaf(1, 0).is_some_and(|e| e.ecx & (1 << 26) != 0);
-
-        let sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(ioctl("read the special registers"))?;
-        self.vcpu
-            .set_sregs(&arch::long_mode_sregs(sregs, has_xsave))
-            .map_err(ioctl("set the special registers"))?;
-        if has_xsave {
-            let supported =
-                leaf(0xd, 0).map_or(0b11, |e| u64::from(e.edx) << 32 | u64::from(e.eax));
-            let mut xcrs = kvm_xcrs {
-                nr_xcrs: 1,
-                ..Default::default()
-            };
-            xcrs.xcrs[0].xcr = 0;
-            xcrs.xcrs[0].value = arch::xcr0(supported);
-            self.vcpu.set_xcrs(&xcrs).map_err(ioctl("set XCR0"))?;
+        let supported_xcr0 =
+            leaf(0xd, 0).map_or(0b11, |e| u64::from(e.edx) << 32 | u64::from(e.eax));
+        for (cpu, vcpu) in (0u32..).zip(&self.vcpus) {
+            vcpu.set_cpuid2(&cpuid)
+                .map_err(ioctl("set the vCPU's CPUID"))?;
+            let sregs = vcpu
+                .get_sregs()
+                .map_err(ioctl("read the special registers"))?;
+            vcpu.set_sregs(&arch::long_mode_sregs(sregs, cpu, has_xsave))
+                .map_err(ioctl("set the special registers"))?;
+            if has_xsave {
+                let mut xcrs = kvm_xcrs {
+                    nr_xcrs: 1,
+                    ..Default::default()
+                };
+                xcrs.xcrs[0].xcr = 0;
+                xcrs.xcrs[0].value = arch::xcr0(supported_xcr0);
+                vcpu.set_xcrs(&xcrs).map_err(ioctl("set XCR0"))?;
+            }
         }
-        self.vcpu
+        self.vcpus[0]
             .set_regs(&arch::entry_regs(entry))
             .map_err(ioctl("set the registers"))
     }
 
     /// The guest's TSC frequency in kHz.
     pub(crate) fn tsc_khz(&self) -> Result<u32, KvmError> {
-        self.vcpu
+        self.vcpus[0]
             .get_tsc_khz()
             .map_err(ioctl("report the TSC frequency"))
     }
@@ -191,8 +218,7 @@ impl Machine {
             ..Default::default()
         }])
         .expect("one entry fits");
-        let read = self
-            .vcpu
+        let read = self.vcpus[0]
             .get_msrs(&mut msrs)
             .map_err(ioctl("read the guest TSC"))?;
         if read != 1 {
@@ -204,15 +230,197 @@ impl Machine {
         Ok(msrs.as_slice()[0].data)
     }
 
-    /// Run the vCPU until the guest stops; count every exit in `stats`.
+    /// Run the VM until the guest stops: the boot vCPU at once, each
+    /// application processor when the guest starts it (`StartCpu`), each
+    /// on its own thread. The first vCPU to stop stops them all. Returns
+    /// that stop and the exits of every vCPU.
     pub(crate) fn run(
+        self,
+        ram: &GuestRam,
+        services: &Services<'_>,
+    ) -> Result<(Stop, ExitStats), KvmError> {
+        let vm = RunningVm::new(self.vcpus.len());
+        services.cpus.reset(self.vcpus.len());
+        let results: Vec<Result<(Option<Stop>, ExitStats), KvmError>> =
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0u32..)
+                    .zip(self.vcpus)
+                    .map(|(cpu, vcpu)| {
+                        let vm = &vm;
+                        scope.spawn(move || {
+                            let result = Vcpu { cpu, fd: vcpu }.serve(ram, services, vm);
+                            vm.finish(result.as_ref().ok().and_then(|(stop, _)| *stop));
+                            result
+                        })
+                    })
+                    .collect();
+                vm.wait_for_stop(services);
+                threads
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            });
+        let mut stats = ExitStats::default();
+        let mut stop = None;
+        for result in results {
+            let (_, cpu_stats) = result?;
+            stats.add(&cpu_stats);
+        }
+        if let Some(first) = *lock(&vm.stop) {
+            stop = Some(first);
+        }
+        Ok((
+            stop.expect("a vCPU thread ends only after the VM stopped"),
+            stats,
+        ))
+    }
+}
+
+/// What the vCPU threads share while the VM runs.
+struct RunningVm {
+    /// The first stop, which ends the run.
+    stop: Mutex<Option<Stop>>,
+    /// Signalled when `stop` is set or a thread ends.
+    changed: Condvar,
+    is_stopping: AtomicBool,
+    /// vCPU threads still running, with their pthread ids for kicking
+    /// them out of `KVM_RUN`.
+    running: Mutex<Vec<Option<libc::pthread_t>>>,
+}
+
+impl RunningVm {
+    fn new(cpus: usize) -> Self {
+        Self {
+            stop: Mutex::new(None),
+            changed: Condvar::new(),
+            is_stopping: AtomicBool::new(false),
+            running: Mutex::new(vec![None; cpus]),
+        }
+    }
+
+    /// Record the first stop (later ones lose) and tell the main thread.
+    fn finish(&self, stop: Option<Stop>) {
+        let mut first = lock(&self.stop);
+        if first.is_none() {
+            // A thread that failed (an ioctl error) ends the VM too.
+            *first = Some(stop.unwrap_or(Stop::Guest(Next::Stop {
+                kind: ExitKind::KernelPanic,
+                code: 0,
+            })));
+        }
+        self.is_stopping.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Block until some vCPU stopped the VM, then kick every other vCPU
+    /// out of the guest (and out of waiting for `StartCpu`) until all
+    /// have ended.
+    fn wait_for_stop(&self, services: &Services<'_>) {
+        let mut stop = lock(&self.stop);
+        while stop.is_none() {
+            stop = self
+                .changed
+                .wait(stop)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(stop);
+        services.cpus.stop_all();
+        install_kick_handler();
+        loop {
+            let running: Vec<libc::pthread_t> =
+                lock(&self.running).iter().flatten().copied().collect();
+            if running.is_empty() {
+                return;
+            }
+            for thread in running {
+                // SAFETY: `thread` is the id of a vCPU thread that is still
+                // inside `Vcpu::serve` (it removes itself from `running`
+                // before it returns, under the same lock we read it with),
+                // so the id is live; the signal's handler does nothing, so
+                // delivering it only interrupts `KVM_RUN`.
+                unsafe { libc::pthread_kill(thread, kick_signal()) };
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+}
+
+/// The signal that interrupts a vCPU thread's `KVM_RUN`.
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
+/// Install a handler for [`kick_signal`] that does nothing, so the signal
+/// interrupts `KVM_RUN` (which returns `EINTR`) instead of killing us.
+fn install_kick_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn ignore(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+    ONCE.call_once(|| {
+        vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore)
+            .expect("a real-time signal takes a handler");
+    });
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One vCPU on its own thread.
+struct Vcpu {
+    cpu: u32,
+    fd: VcpuFd,
+}
+
+impl Vcpu {
+    /// Wait until the guest starts this vCPU (the boot vCPU starts at
+    /// once), then run it until the VM stops; `None` when another vCPU
+    /// stopped it.
+    fn serve(
+        mut self,
+        ram: &GuestRam,
+        services: &Services<'_>,
+        vm: &RunningVm,
+    ) -> Result<(Option<Stop>, ExitStats), KvmError> {
+        let mut stats = ExitStats::default();
+        install_kick_handler();
+        if self.cpu != 0 {
+            let Some(start) = services.cpus.wait_for_start(self.cpu) else {
+                return Ok((None, stats));
+            };
+            self.fd
+                .set_regs(&arch::start_regs(start.rip, start.rsp, start.arg))
+                .map_err(ioctl("set the registers"))?;
+            // With the in-kernel local APIC, KVM holds an application
+            // processor until INIT and SIPI; ours starts as it is.
+            self.fd
+                .set_mp_state(kvm_bindings::kvm_mp_state {
+                    mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+                })
+                .map_err(ioctl("make the vCPU runnable"))?;
+        }
+        // SAFETY: `pthread_self` has no preconditions.
+        lock(&vm.running)[self.cpu as usize] = Some(unsafe { libc::pthread_self() });
+        let result = self.run(ram, services, vm, &mut stats);
+        lock(&vm.running)[self.cpu as usize] = None;
+        result.map(|stop| (stop, stats))
+    }
+
+    /// Run until the guest stops (`Some`) or another vCPU stopped the VM
+    /// (`None`); count every exit in `stats`.
+    fn run(
         &mut self,
         ram: &GuestRam,
-        services: &mut Services<'_>,
+        services: &Services<'_>,
+        vm: &RunningVm,
         stats: &mut ExitStats,
-    ) -> Result<Stop, KvmError> {
+    ) -> Result<Option<Stop>, KvmError> {
         loop {
-            let exit = match self.vcpu.run() {
+            if vm.is_stopping.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let exit = match self.fd.run() {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     stats.interrupted += 1;
@@ -288,20 +496,24 @@ impl Machine {
                     })
                 }
             };
-            if let Some(stop) = stop {
+            if stop.is_some() {
                 return Ok(stop);
             }
         }
     }
 
     fn state(&self) -> CpuState {
-        let rip = self.vcpu.get_regs().map_or(0, |r| r.rip);
-        let cpl = self.vcpu.get_sregs().map_or(0, |s| s.cs.dpl);
-        CpuState { rip, cpl }
+        let rip = self.fd.get_regs().map_or(0, |r| r.rip);
+        let cpl = self.fd.get_sregs().map_or(0, |s| s.cs.dpl);
+        CpuState {
+            cpu: self.cpu,
+            rip,
+            cpl,
+        }
     }
 
     fn internal_suberror(&mut self) -> u32 {
-        let run = self.vcpu.get_kvm_run();
+        let run = self.fd.get_kvm_run();
         // SAFETY: after KVM_EXIT_INTERNAL_ERROR the kernel filled the
         // `internal` member of the exit union (Documentation/virt/kvm/api.rst,
         // "KVM_EXIT_INTERNAL_ERROR"); `suberror` is a plain integer, valid for

@@ -1,8 +1,10 @@
 //! The local APIC in xAPIC mode (SDM vol. 3A, chapter 11), programmed at
 //! CPL3 with plain MMIO writes: the VMM maps its page uncached and
 //! CPL3-accessible, and KVM's in-kernel APIC serves each write inside the
-//! host kernel (about 3 µs here, no VMM exit). Only the timer is used: a
-//! one-shot count that ends the running thread's time slice.
+//! host kernel (about 3 µs here, no VMM exit). Each CPU has its own APIC
+//! at the same address. The timer is one-shot: it ends the running
+//! thread's time slice or an idle CPU's halt. Inter-processor interrupts
+//! wake another CPU.
 
 use eremite_interface::layout::{LAPIC_ADDR, SPURIOUS_VECTOR, TIMER_VECTOR};
 
@@ -16,6 +18,12 @@ const LVT_TIMER: u64 = 0x320;
 const INITIAL_COUNT: u64 = 0x380;
 /// Timer divide configuration; 0b1011 divides by 1.
 const DIVIDE_CONFIG: u64 = 0x3E0;
+/// Interrupt command register, low half (writing it sends) and high half
+/// (destination in bits 24–31) (SDM vol. 3A, 11.6.1).
+const ICR_LOW: u64 = 0x300;
+const ICR_HIGH: u64 = 0x310;
+/// ICR: level "assert", as every IPI but INIT de-assert needs.
+const ICR_ASSERT: u32 = 1 << 14;
 const DIVIDE_BY_1: u32 = 0b1011;
 const SVR_ENABLE: u32 = 1 << 8;
 
@@ -43,4 +51,13 @@ pub(crate) fn timer_arm(ns: u32) {
 /// Signal the end of the current interrupt.
 pub(crate) fn eoi() {
     write(EOI, 0);
+}
+
+/// Send interrupt `vector` to the CPU whose APIC ID is `apic_id` (fixed
+/// delivery, physical destination). The two writes must not be split by
+/// another IPI sent from this CPU: callers hold a kernel lock, and the
+/// interrupt upcall sends none while one is held.
+pub(crate) fn send_ipi(apic_id: u32, vector: u8) {
+    write(ICR_HIGH, apic_id << 24);
+    write(ICR_LOW, ICR_ASSERT | u32::from(vector));
 }

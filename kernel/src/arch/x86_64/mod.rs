@@ -23,9 +23,10 @@ mod preempt;
 mod supervisor;
 mod switch;
 
-pub(crate) use apic::{eoi, timer_arm, timer_init};
+pub(crate) use apic::{eoi, send_ipi, timer_arm, timer_init};
+pub(crate) use entry::ap_entry;
 pub(crate) use preempt::init as preempt_init;
-pub(crate) use supervisor::{ExceptionFrame, install_idt, install_timer_gates};
+pub(crate) use supervisor::{ExceptionFrame, install_idt, install_irq_gates};
 pub(crate) use switch::{new_thread_stack, switch};
 
 use core::arch::asm;
@@ -100,6 +101,35 @@ pub(crate) fn fs_base() -> u64 {
     // it only reads a register.
     unsafe { asm!("rdfsbase {}", out(reg) value, options(nomem, nostack, preserves_flags)) };
     value
+}
+
+/// Point this CPU's GS base at its per-CPU record (`cpu::Cpu`); GS is
+/// used for nothing else (the application's TLS uses FS).
+pub(crate) fn set_cpu_record(addr: u64) {
+    // SAFETY: CR4.FSGSBASE is set by the VMM, so `wrgsbase` works at CPL3;
+    // nothing but `cpu_record` reads GS.
+    unsafe { asm!("wrgsbase {}", in(reg) addr, options(nostack, preserves_flags)) };
+}
+
+/// This CPU's per-CPU record, as [`set_cpu_record`] left it.
+#[inline]
+pub(crate) fn cpu_record() -> u64 {
+    let value: u64;
+    // SAFETY: `rdgsbase` works at CPL3 (CR4.FSGSBASE) and only reads a
+    // register.
+    unsafe { asm!("rdgsbase {}", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Halt this CPU until an interrupt arrives, unless `*wake` is non-zero
+/// already (checked at CPL0 with interrupts off, so a wake-up that sets
+/// it and then sends an IPI cannot be lost). Returns the vector that ended
+/// the halt, which the caller must acknowledge (EOI), or `None`.
+pub(crate) fn idle(wake: &core::sync::atomic::AtomicU32) -> Option<u8> {
+    // SAFETY: the idle gate only reads the word (a live atomic), halts and
+    // returns with every register but RAX (the result) as it was.
+    let vector = unsafe { supervisor::eremite_idle(wake.as_ptr()) };
+    u8::try_from(vector).ok().filter(|&v| v != 0)
 }
 
 /// Switch to `stack_top` and call `entry(a0, a1, a2)` there; never returns.

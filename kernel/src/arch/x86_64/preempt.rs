@@ -1,27 +1,25 @@
-//! The CPL3 half of a timer interrupt: the upcall that preempts the
-//! running thread.
+//! The CPL3 half of an interrupt (the APIC timer, a wake-up IPI): the
+//! upcall that may preempt the running thread.
 //!
 //! The CPL0 stub (`supervisor.rs`) does as little as it can, since CPL0 is
-//! emulated here: it stores the interrupted RIP and RFLAGS in
-//! [`INTERRUPTED_RIP`]/[`INTERRUPTED_RFLAGS`] and `iretq`s to
-//! `eremite_preempt_upcall` at CPL3, changing only RIP in the frame, so
-//! the upcall starts on the interrupted stack and steps below its red zone
-//! itself. The
-//! upcall saves everything the interrupted code may have live (the
-//! caller-saved registers, and the whole extended state with `xsave`),
-//! calls `sched::preempt` (which may switch to another thread and come
-//! back much later), restores it all and returns with `popfq; ret 128`,
-//! which lands exactly on the interrupted RIP and RSP.
+//! emulated here: it writes the interrupted RIP, RFLAGS and a bit mask of
+//! the vectors taken onto the interrupted stack below its red zone
+//! ([`RIP_BELOW`] and the two words under it) and `iretq`s to `eremite_irq_upcall` at CPL3,
+//! changing only RIP in the frame, so the upcall starts on the interrupted
+//! stack and steps below its red zone itself. The upcall saves everything
+//! the interrupted code may have live (the caller-saved registers, and the
+//! whole extended state with `xsave`), calls `sched::interrupt(vectors)`
+//! (which may switch to another thread and come back much later), restores
+//! it all and returns with `popfq; ret 128`, which lands exactly on the
+//! interrupted RIP and RSP. Nothing here is per CPU, so every CPU shares
+//! the code.
 
 use core::arch::global_asm;
 
-/// The interrupted RIP and RFLAGS, stored by the CPL0 stub for the
-/// upcall (one core; the timer cannot fire again before the upcall's EOI).
-#[unsafe(no_mangle)]
-pub(super) static mut INTERRUPTED_RIP: u64 = 0;
-/// See [`INTERRUPTED_RIP`].
-#[unsafe(no_mangle)]
-pub(super) static mut INTERRUPTED_RFLAGS: u64 = 0;
+/// How far below the interrupted RSP the stub writes the interrupted RIP;
+/// RFLAGS goes 8 bytes further down and the vectors (bit `v - 0x20` for
+/// vector `v`) 16: all below the 128-byte red zone.
+pub(super) const RIP_BELOW: u64 = 136;
 
 /// State components the upcall saves: x87, SSE, AVX and AVX-512 (bits 0,
 /// 1, 2, 5, 6, 7), the ones the VMM enables in XCR0, limited by
@@ -43,22 +41,20 @@ const XSAVE_AREA_BYTES: u64 = 4096;
 pub(crate) fn init() {
     let cpuid = core::arch::x86_64::__cpuid_count(0xD, 0);
     let mask = (u64::from(cpuid.eax) & XSAVE_COMPONENTS) | 0x3;
-    // SAFETY: written once at boot, before the timer that makes the upcall
-    // read it is armed; nothing else runs concurrently on the one core.
+    // SAFETY: written once by the boot CPU during boot, before any
+    // interrupt that makes the upcall read it is enabled and before the
+    // other CPUs start.
     unsafe { XSAVE_MASK = mask };
 }
 
 global_asm!(
     ".section .text.eremite_preempt,\"ax\",@progbits",
-    ".global eremite_preempt_upcall",
-    ".type eremite_preempt_upcall,@function",
-    // On entry RSP is the interrupted RSP: skip its red zone (without
-    // touching memory), then move the interrupted RIP and RFLAGS from
-    // where the CPL0 stub left them onto this stack.
-    "eremite_preempt_upcall:",
-    "    lea rsp, [rsp - 128]",
-    "    push qword ptr [rip + {saved_rip}]",
-    "    push qword ptr [rip + {saved_rflags}]",
+    ".global eremite_irq_upcall",
+    ".type eremite_irq_upcall,@function",
+    // On entry RSP is the interrupted RSP: step over its red zone (without
+    // touching memory) to the vectors, RFLAGS and RIP the stub left there.
+    "eremite_irq_upcall:",
+    "    lea rsp, [rsp - {vector_below}]",
     "    push rax",
     "    push rcx",
     "    push rdx",
@@ -81,7 +77,8 @@ global_asm!(
     "    mov eax, dword ptr [rip + {mask}]",
     "    xor edx, edx",
     "    xsave64 [rsp]",
-    "    call {preempt}",
+    "    mov edi, dword ptr [rbp + 80]",
+    "    call {handler}",
     "    mov eax, dword ptr [rip + {mask}]",
     "    xor edx, edx",
     "    xrstor64 [rsp]",
@@ -96,12 +93,12 @@ global_asm!(
     "    pop rdx",
     "    pop rcx",
     "    pop rax",
+    "    lea rsp, [rsp + 8]",
     "    popfq",
     "    ret 128",
-    ".size eremite_preempt_upcall, . - eremite_preempt_upcall",
+    ".size eremite_irq_upcall, . - eremite_irq_upcall",
     area = const XSAVE_AREA_BYTES,
     mask = sym XSAVE_MASK,
-    saved_rip = sym INTERRUPTED_RIP,
-    saved_rflags = sym INTERRUPTED_RFLAGS,
-    preempt = sym crate::sched::preempt,
+    vector_below = const RIP_BELOW + 16,
+    handler = sym crate::sched::interrupt,
 );

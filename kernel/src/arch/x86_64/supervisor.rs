@@ -153,40 +153,127 @@ global_asm!(
     options(att_syntax),
 );
 
-// The local APIC timer (vector 32): hand the interrupt to the CPL3
-// scheduler. The interrupted RIP and RFLAGS go onto the interrupted CPL3
-// stack below its red zone, and `iretq` resumes at the preemption upcall
-// on that stack (see `preempt.rs`). Only CPL3 code can be interrupted:
-// CPL0 code runs with interrupts off.
+// Interrupts from the local APIC (the timer and the wake-up IPI): hand
+// them to the CPL3 kernel. When they interrupt CPL3 code, the stub writes
+// a bit for the vector, the interrupted RFLAGS and RIP onto the
+// interrupted CPL3 stack, below its red zone, and `iretq`s to the upcall
+// on that stack (see `preempt.rs`), changing only RIP in the frame (PVM
+// keeps the interrupted RSP). The upcall's first instruction is the one
+// place where those slots are live but the stack has not moved past them:
+// measured, a second interrupt can arrive exactly there, so the stub then
+// only adds its bit and lets the upcall start again. The only CPL0 code that runs with interrupts on is the idle gate
+// around its `hlt`: then the stub returns to the gate's exit with
+// interrupts off and the vector in EAX, which the gate hands back to the
+// CPL3 kernel. No EOI is
+// sent here either way: the CPL3 kernel sends it.
+macro_rules! irq_stub {
+    ($name:literal, $vector:expr) => {
+        global_asm!(
+            ".section .text.eremite_supervisor,\"ax\",@progbits",
+            ".p2align 4",
+            concat!(".global ", $name),
+            concat!($name, ":"),
+            "    lock incq {irq_counter}",
+            "    pushq %rax",
+            // Above the saved RAX: RIP, CS, RFLAGS, RSP, SS.
+            "    testb $3, 16(%rsp)",
+            "    jz 1f",
+            "    pushq %rbx",
+            "    movq 40(%rsp), %rbx",
+            // Interrupted at the upcall's first instruction (the previous
+            // interrupt's stub just returned there): its slots are
+            // already written; add this vector and let it start again.
+            "    leaq {upcall}(%rip), %rax",
+            "    cmpq %rax, 16(%rsp)",
+            "    je 3f",
+            "    movq 16(%rsp), %rax",
+            "    movq %rax, -{rip_below}(%rbx)",
+            "    movq 32(%rsp), %rax",
+            "    movq %rax, -{rflags_below}(%rbx)",
+            "    movq ${bit}, -{vectors_below}(%rbx)",
+            "    leaq {upcall}(%rip), %rax",
+            "    movq %rax, 16(%rsp)",
+            "    jmp 4f",
+            "3:  orq ${bit}, -{vectors_below}(%rbx)",
+            "4:  popq %rbx",
+            "    popq %rax",
+            "    iretq",
+            "1:  addq $8, %rsp",
+            "    andq $~0x200, 16(%rsp)",
+            "    leaq eremite_idle_done(%rip), %rax",
+            "    movq %rax, (%rsp)",
+            "    movl ${vector}, %eax",
+            "    iretq",
+            irq_counter = const COUNTERS_ADDR + eremite_interface::CPL0_COUNTER_OTHER_IRQ as u64 * 8,
+            upcall = sym eremite_irq_upcall,
+            vector = const $vector,
+            bit = const 1u64 << ($vector - layout::TIMER_VECTOR),
+            rip_below = const super::preempt::RIP_BELOW,
+            rflags_below = const super::preempt::RIP_BELOW + 8,
+            vectors_below = const super::preempt::RIP_BELOW + 16,
+            options(att_syntax),
+        );
+    };
+}
+irq_stub!("eremite_timer_stub", layout::TIMER_VECTOR);
+irq_stub!("eremite_wake_stub", layout::WAKE_VECTOR);
+
+// Spurious APIC interrupts need no EOI: just return.
 global_asm!(
     ".section .text.eremite_supervisor,\"ax\",@progbits",
-    ".p2align 4",
-    ".global eremite_timer_stub",
-    "eremite_timer_stub:",
-    "    lock incq {irq_counter}",
-    "    pushq %rax",
-    // Above the saved register: RIP, CS, RFLAGS, RSP, SS. Only RIP is
-    // changed (PVM keeps the interrupted RSP); the interrupted RIP and
-    // RFLAGS wait in memory for the upcall, which cannot be interrupted
-    // by the timer again before it has read them (no EOI yet).
-    "    movq 8(%rsp), %rax",
-    "    movq %rax, {saved_rip}(%rip)",
-    "    movq 24(%rsp), %rax",
-    "    movq %rax, {saved_rflags}(%rip)",
-    "    leaq {upcall}(%rip), %rax",
-    "    movq %rax, 8(%rsp)",
-    "    popq %rax",
-    "    iretq",
-    "",
-    // Spurious APIC interrupts need no EOI: just return.
     ".p2align 4",
     ".global eremite_spurious_stub",
     "eremite_spurious_stub:",
     "    iretq",
-    irq_counter = const COUNTERS_ADDR + eremite_interface::CPL0_COUNTER_OTHER_IRQ as u64 * 8,
-    upcall = sym eremite_preempt_upcall,
-    saved_rip = sym super::preempt::INTERRUPTED_RIP,
-    saved_rflags = sym super::preempt::INTERRUPTED_RFLAGS,
+    options(att_syntax),
+);
+
+// The idle gate: the CPL3 kernel executes the `ud2` at `eremite_idle_trap`
+// (in `eremite_idle`, below) to halt. Under PVM, `syscall` does not reach
+// CPL0 (measured: it runs the LSTAR target with the user CS, where `sti`
+// raises #GP) and `int n` raises #UD, so an exception is the way in. The
+// #UD gate has no IST stack: from CPL3 it runs on RSP0, so the interrupt
+// that ends the halt (on the IST stack) cannot overwrite its frame. Any
+// other #UD goes on to the fatal path.
+global_asm!(
+    ".section .text.eremite_supervisor,\"ax\",@progbits",
+    ".p2align 4",
+    ".global eremite_ud_stub",
+    "eremite_ud_stub:",
+    "    pushq %rax",
+    "    leaq eremite_idle_trap(%rip), %rax",
+    "    cmpq %rax, 8(%rsp)",
+    "    popq %rax",
+    "    jne {generic_ud} + 6 * {stride}",
+    "    lock incq {gate_counter}",
+    "    addq $2, (%rsp)",
+    "    xorl %eax, %eax",
+    // With interrupts on, check the wake word, then halt. An interrupt
+    // taken anywhere from here to the HLT (or ending it) returns to
+    // `eremite_idle_done` with its vector in EAX (see the interrupt stubs),
+    // so it is never followed by a halt that nothing ends.
+    "    sti",
+    "    cmpl $0, (%rdi)",
+    "    jne eremite_idle_done",
+    "    hlt",
+    ".global eremite_idle_done",
+    "eremite_idle_done:",
+    "    cli",
+    "    iretq",
+    "",
+    // eremite_idle(wake: *const u32 [rdi]) -> vector [eax]; only RAX
+    // changes.
+    ".section .text.eremite_idle,\"ax\",@progbits",
+    ".global eremite_idle",
+    ".type eremite_idle,@function",
+    "eremite_idle:",
+    "eremite_idle_trap:",
+    "    ud2",
+    "    ret",
+    ".size eremite_idle, . - eremite_idle",
+    generic_ud = sym eremite_vectors,
+    stride = const STUB_STRIDE,
+    gate_counter = const COUNTERS_ADDR + eremite_interface::CPL0_COUNTER_GATE as u64 * 8,
     options(att_syntax),
 );
 
@@ -195,10 +282,17 @@ unsafe extern "C" {
     static eremite_vectors: u8;
     /// The timer's CPL0 stub.
     static eremite_timer_stub: u8;
+    /// The wake-up IPI's CPL0 stub.
+    static eremite_wake_stub: u8;
     /// The spurious-interrupt stub.
     static eremite_spurious_stub: u8;
-    /// The CPL3 preemption upcall (`preempt.rs`).
-    fn eremite_preempt_upcall();
+    /// The CPL3 interrupt upcall (`preempt.rs`).
+    fn eremite_irq_upcall();
+    /// The #UD stub that also serves as the idle gate.
+    static eremite_ud_stub: u8;
+    /// Halt unless `*wake` is non-zero; the vector that ended the halt,
+    /// or 0 (see the idle gate above).
+    pub(super) fn eremite_idle(wake: *const u32) -> u32;
 }
 
 /// Runs at CPL3 on the upcall stack, with `frame` the saved context.
@@ -211,12 +305,13 @@ extern "C" fn exception_upcall(frame: &ExceptionFrame) -> ! {
 pub(crate) fn install_idt() {
     let stubs = &raw const eremite_vectors as u64;
     for vector in 0..32u64 {
-        let ist = match vector {
-            8 => layout::IST_DOUBLE_FAULT,
-            2 | 18 => layout::IST_NMI,
-            _ => layout::IST_DEFAULT,
+        let (stub, ist) = match vector {
+            6 => (&raw const eremite_ud_stub as u64, 0),
+            8 => (stubs + vector * STUB_STRIDE, layout::IST_DOUBLE_FAULT),
+            2 | 18 => (stubs + vector * STUB_STRIDE, layout::IST_NMI),
+            _ => (stubs + vector * STUB_STRIDE, layout::IST_DEFAULT),
         };
-        let (low, high) = interrupt_gate(stubs + vector * STUB_STRIDE, ist);
+        let (low, high) = interrupt_gate(stub, ist);
         let slot = layout::IDT_ADDR + vector * 16;
         // SAFETY: the IDT page [IDT_ADDR, IDT_ADDR + 4096) is RAM reserved
         // for exactly this by the layout; no Rust reference covers it, and
@@ -228,10 +323,12 @@ pub(crate) fn install_idt() {
     }
 }
 
-/// Fill in the gates of the APIC timer and spurious vectors.
-pub(crate) fn install_timer_gates() {
+/// Fill in the gates of the local APIC's vectors: timer, wake-up IPI and
+/// spurious.
+pub(crate) fn install_irq_gates() {
     for (vector, stub) in [
         (layout::TIMER_VECTOR, &raw const eremite_timer_stub as u64),
+        (layout::WAKE_VECTOR, &raw const eremite_wake_stub as u64),
         (
             layout::SPURIOUS_VECTOR,
             &raw const eremite_spurious_stub as u64,

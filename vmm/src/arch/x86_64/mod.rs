@@ -14,8 +14,8 @@
 use eremite_interface::hypercall::Port;
 use eremite_interface::layout::{
     self, BOOT_STACK_ADDR, BOOT_STACK_SIZE, CPL0_STACK_COUNT, CPL0_STACK_SIZE, CPL0_STACKS_ADDR,
-    GDT_ADDR, IDT_ADDR, IDT_ENTRIES, LARGE_PAGE_SIZE, PAGE_SIZE, PAGE_TABLES_ADDR, PAGE_TABLES_END,
-    TSS_ADDR, TSS_IOMAP_OFFSET, TSS_IOMAP_SIZE, TSS_SIZE, gdt,
+    GDT_ADDR, IDT_ADDR, IDT_ENTRIES, LARGE_PAGE_SIZE, MAX_CPUS, PAGE_SIZE, PAGE_TABLES_ADDR,
+    PAGE_TABLES_END, TSS_ADDR, TSS_IOMAP_ADDR, TSS_IOMAP_SIZE, TSS_SIZE, TSS_STRIDE, gdt,
 };
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
@@ -119,59 +119,72 @@ const KERNEL_CODE: u64 = descriptor(0x9b, 0xa); // P, DPL0, code exec/read acces
 const KERNEL_DATA: u64 = descriptor(0x93, 0xc); // P, DPL0, data r/w accessed; G, D/B
 const USER_DATA: u64 = descriptor(0xf3, 0xc); // P, DPL3, data r/w accessed; G, D/B
 const USER_CODE: u64 = descriptor(0xfb, 0xa); // P, DPL3, code exec/read accessed; G, L
-/// Limit of the TSS segment: the TSS, the I/O bitmap and its final byte.
-const TSS_LIMIT: u64 = TSS_IOMAP_OFFSET + TSS_IOMAP_SIZE - 1;
+/// Where CPU `cpu`'s TSS is.
+fn tss_addr(cpu: u32) -> u64 {
+    TSS_ADDR + u64::from(cpu) * TSS_STRIDE
+}
+
+/// Limit of CPU `cpu`'s TSS segment: up to the end of the shared I/O
+/// permission bitmap, including its final byte.
+fn tss_limit(cpu: u32) -> u64 {
+    TSS_IOMAP_ADDR + TSS_IOMAP_SIZE - 1 - tss_addr(cpu)
+}
 
 /// The GDT, in selector order (see [`gdt`]): null, kernel code and data,
-/// user data and code, and the two slots of the 64-bit TSS descriptor.
+/// user data and code, then the two slots of each CPU's 64-bit TSS
+/// descriptor (all [`MAX_CPUS`], so the layout does not depend on the VM).
 pub(crate) fn gdt() -> [u64; gdt::SLOTS as usize] {
-    // 64-bit available TSS (type 9), present, DPL 0 (SDM vol. 3A, 7.2.3).
-    let tss_low = (TSS_LIMIT & 0xffff)
-        | ((TSS_ADDR & 0xff_ffff) << 16)
-        | (0x89 << 40)
-        | (((TSS_LIMIT >> 16) & 0xf) << 48)
-        | (((TSS_ADDR >> 24) & 0xff) << 56);
-    let tss_high = TSS_ADDR >> 32;
-    [
-        0,
-        KERNEL_CODE,
-        KERNEL_DATA,
-        USER_DATA,
-        USER_CODE,
-        tss_low,
-        tss_high,
-    ]
+    let mut slots = [0; gdt::SLOTS as usize];
+    slots[1..5].copy_from_slice(&[KERNEL_CODE, KERNEL_DATA, USER_DATA, USER_CODE]);
+    for cpu in 0..MAX_CPUS {
+        // 64-bit available TSS (type 9), present, DPL 0 (SDM vol. 3A, 7.2.3).
+        let (base, limit) = (tss_addr(cpu), tss_limit(cpu));
+        let low = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x89 << 40)
+            | (((limit >> 16) & 0xf) << 48)
+            | (((base >> 24) & 0xff) << 56);
+        let slot = 5 + 2 * cpu as usize;
+        slots[slot] = low;
+        slots[slot + 1] = base >> 32;
+    }
+    slots
 }
 
-/// Top of CPL0 stack slot `slot` (16-byte aligned).
-fn cpl0_stack_top(slot: u64) -> u64 {
-    CPL0_STACKS_ADDR + (slot + 1) * CPL0_STACK_SIZE
+/// Top of CPU `cpu`'s CPL0 stack slot `slot` (16-byte aligned).
+fn cpl0_stack_top(cpu: u32, slot: u64) -> u64 {
+    CPL0_STACKS_ADDR + (u64::from(cpu) * CPL0_STACK_COUNT + slot + 1) * CPL0_STACK_SIZE
 }
 
-/// The TSS and its I/O permission bitmap as bytes: RSP0 and IST1..IST3
-/// point at the CPL0 stacks; every port is denied to CPL3 except the
-/// hypercall ports (a clear bit allows the port). A 32-bit `out` is checked
-/// against the bits of all four ports it covers (SDM vol. 1, 19.5.2), so
-/// each hypercall port opens `port..port + 4`.
-pub(crate) fn tss() -> Vec<u8> {
-    let mut bytes = vec![0u8; (TSS_SIZE + TSS_IOMAP_SIZE) as usize];
+/// CPU `cpu`'s TSS: RSP0 and IST1..IST3 point at its own CPL0 stacks,
+/// and its I/O map base at the shared bitmap.
+pub(crate) fn tss(cpu: u32) -> Vec<u8> {
+    let mut bytes = vec![0u8; TSS_SIZE as usize];
     let mut put = |offset: usize, value: u64| {
         bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
     };
-    put(4, cpl0_stack_top(0)); // RSP0
+    put(4, cpl0_stack_top(cpu, 0)); // RSP0
     for ist in 1..CPL0_STACK_COUNT {
-        put(36 + 8 * (ist as usize - 1), cpl0_stack_top(ist)); // IST1..
+        put(36 + 8 * (ist as usize - 1), cpl0_stack_top(cpu, ist)); // IST1..
     }
-    bytes[102..104].copy_from_slice(&(TSS_IOMAP_OFFSET as u16).to_le_bytes());
-    let bitmap = &mut bytes[TSS_IOMAP_OFFSET as usize..];
-    bitmap.fill(0xff);
+    let iomap_base = TSS_IOMAP_ADDR - tss_addr(cpu);
+    bytes[102..104].copy_from_slice(&(iomap_base as u16).to_le_bytes());
+    bytes
+}
+
+/// The I/O permission bitmap: every port is denied to CPL3 except the
+/// hypercall ports (a clear bit allows the port). A 32-bit `out` is
+/// checked against the bits of all four ports it covers (SDM vol. 1,
+/// 19.5.2), so each hypercall port opens `port..port + 4`.
+pub(crate) fn io_bitmap() -> Vec<u8> {
+    let mut bitmap = vec![0xffu8; TSS_IOMAP_SIZE as usize];
     for port in Port::ALL
         .iter()
         .flat_map(|&p| p as usize..p as usize + HYPERCALL_WIDTH)
     {
         bitmap[port / 8] &= !(1 << (port % 8));
     }
-    bytes
+    bitmap
 }
 
 /// Bytes in one hypercall `out` (the request address).
@@ -187,7 +200,10 @@ pub(crate) fn write_machine_tables(ram: &GuestRam) -> Result<(), OutOfRange> {
     }
     let gdt: Vec<u8> = gdt().iter().flat_map(|e| e.to_le_bytes()).collect();
     ram.write(GDT_ADDR, &gdt)?;
-    ram.write(TSS_ADDR, &tss())
+    for cpu in 0..MAX_CPUS {
+        ram.write(tss_addr(cpu), &tss(cpu))?;
+    }
+    ram.write(TSS_IOMAP_ADDR, &io_bitmap())
 }
 
 /// Control-register bits (SDM vol. 3A, 2.5).
@@ -210,9 +226,10 @@ mod cr {
     pub(super) const EFER_NXE: u64 = 1 << 11;
 }
 
-/// Set up `sregs` (as read from a fresh vCPU) for 64-bit mode at CPL3.
-/// `has_xsave`: whether the CPU offers XSAVE, so CR4.OSXSAVE may be set.
-pub(crate) fn long_mode_sregs(mut sregs: kvm_sregs, has_xsave: bool) -> kvm_sregs {
+/// Set up `sregs` (as read from a fresh vCPU) for 64-bit mode at CPL3 on
+/// CPU `cpu` (which selects its TSS). `has_xsave`: whether the CPU offers
+/// XSAVE, so CR4.OSXSAVE may be set.
+pub(crate) fn long_mode_sregs(mut sregs: kvm_sregs, cpu: u32, has_xsave: bool) -> kvm_sregs {
     use cr::*;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
     sregs.cr3 = PML4_ADDR;
@@ -249,9 +266,9 @@ pub(crate) fn long_mode_sregs(mut sregs: kvm_sregs, has_xsave: bool) -> kvm_sreg
     };
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
     sregs.tr = kvm_segment {
-        base: TSS_ADDR,
-        limit: TSS_LIMIT as u32,
-        selector: gdt::TSS,
+        base: tss_addr(cpu),
+        limit: tss_limit(cpu) as u32,
+        selector: gdt::TSS + 16 * cpu as u16,
         type_: 0xb, // busy 64-bit TSS
         present: 1,
         ..Default::default()
@@ -262,10 +279,20 @@ pub(crate) fn long_mode_sregs(mut sregs: kvm_sregs, has_xsave: bool) -> kvm_sreg
 /// General registers at entry: `rip` = the image's entry, `rdi` = the boot
 /// info, the stack at the top of the boot stack (minus 8, as after a call).
 pub(crate) fn entry_regs(entry: u64) -> kvm_regs {
+    start_regs(
+        entry,
+        BOOT_STACK_ADDR + BOOT_STACK_SIZE - 8,
+        layout::BOOT_INFO_ADDR,
+    )
+}
+
+/// General registers of a CPU that starts at `rip` with `rsp` and
+/// `rdi = arg`.
+pub(crate) fn start_regs(rip: u64, rsp: u64, arg: u64) -> kvm_regs {
     kvm_regs {
-        rip: entry,
-        rsp: BOOT_STACK_ADDR + BOOT_STACK_SIZE - 8,
-        rdi: layout::BOOT_INFO_ADDR,
+        rip,
+        rsp,
+        rdi: arg,
         // IF set: the local APIC timer may interrupt (the kernel arms it).
         rflags: 0x202,
         ..Default::default()
@@ -335,20 +362,38 @@ mod tests {
         assert!(is_long_code(gdt[usize::from(gdt::USER_CODE >> 3)]));
         assert_eq!(dpl(gdt[usize::from(gdt::USER_CODE >> 3)]), 3);
         assert_eq!(dpl(gdt[usize::from(gdt::USER_DATA >> 3)]), 3);
-        let tss = gdt[usize::from(gdt::TSS >> 3)];
-        assert_eq!((tss >> 40) & 0xff, 0x89);
-        assert_eq!((tss >> 16) & 0xff_ffff | ((tss >> 56) << 24), TSS_ADDR);
-        assert_eq!(tss & 0xffff | ((tss >> 48) & 0xf) << 16, TSS_LIMIT);
+        for cpu in [0, 1, MAX_CPUS - 1] {
+            let slot = usize::from((gdt::TSS + 16 * cpu as u16) >> 3);
+            let tss = gdt[slot];
+            assert_eq!((tss >> 40) & 0xff, 0x89);
+            let base = (tss >> 16) & 0xff_ffff | ((tss >> 56) << 24) | (gdt[slot + 1] << 32);
+            assert_eq!(base, tss_addr(cpu));
+            let limit = tss & 0xffff | ((tss >> 48) & 0xf) << 16;
+            assert_eq!(base + limit + 1, TSS_IOMAP_ADDR + TSS_IOMAP_SIZE);
+        }
     }
 
     #[test]
-    fn tss_allows_only_the_hypercall_ports() {
-        let tss = tss();
-        let word = |o: usize| u64::from_le_bytes(tss[o..o + 8].try_into().unwrap());
-        assert_eq!(word(4), CPL0_STACKS_ADDR + CPL0_STACK_SIZE);
-        assert_eq!(word(36), CPL0_STACKS_ADDR + 2 * CPL0_STACK_SIZE);
-        assert_eq!(word(52), CPL0_STACKS_ADDR + 4 * CPL0_STACK_SIZE);
-        let bitmap = &tss[TSS_IOMAP_OFFSET as usize..];
+    fn each_cpu_has_its_own_cpl0_stacks_and_the_shared_io_bitmap() {
+        let word = |tss: &[u8], o: usize| u64::from_le_bytes(tss[o..o + 8].try_into().unwrap());
+        let mut tops = std::collections::BTreeSet::new();
+        for cpu in 0..MAX_CPUS {
+            let tss = tss(cpu);
+            for offset in [4, 36, 44, 52] {
+                let top = word(&tss, offset);
+                assert!(top > CPL0_STACKS_ADDR && top <= layout::IMAGE_BASE);
+                assert!(tops.insert(top), "stack top {top:#x} used twice");
+            }
+            let iomap_base = u64::from(u16::from_le_bytes([tss[102], tss[103]]));
+            assert_eq!(tss_addr(cpu) + iomap_base, TSS_IOMAP_ADDR);
+        }
+        assert_eq!(word(&tss(0), 4), CPL0_STACKS_ADDR + CPL0_STACK_SIZE);
+        assert_eq!(word(&tss(1), 52), CPL0_STACKS_ADDR + 8 * CPL0_STACK_SIZE);
+    }
+
+    #[test]
+    fn io_bitmap_allows_only_the_hypercall_ports() {
+        let bitmap = io_bitmap();
         let allowed = |port: usize| bitmap[port / 8] & (1 << (port % 8)) == 0;
         let open: Vec<usize> = (0..65536).filter(|&p| allowed(p)).collect();
         let first = Port::ALL[0] as usize;
@@ -362,7 +407,7 @@ mod tests {
 
     #[test]
     fn registers_start_at_cpl3_in_long_mode() {
-        let sregs = long_mode_sregs(kvm_sregs::default(), true);
+        let sregs = long_mode_sregs(kvm_sregs::default(), 0, true);
         assert_eq!(sregs.cs.dpl, 3);
         assert_eq!(sregs.cs.l, 1);
         assert_eq!(sregs.ss.dpl, 3);
