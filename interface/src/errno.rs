@@ -45,6 +45,7 @@ errnos! {
     ESPIPE = 29, "Illegal seek";
     EROFS = 30, "Read-only file system";
     EMLINK = 31, "Too many links";
+    EPIPE = 32, "Broken pipe";
     ERANGE = 34, "Result out of range";
     EDEADLK = 35, "Resource deadlock would occur";
     ENAMETOOLONG = 36, "File name too long";
@@ -52,8 +53,23 @@ errnos! {
     ENOTEMPTY = 39, "Directory not empty";
     ELOOP = 40, "Too many symbolic links encountered";
     EOVERFLOW = 75, "Value too large for defined data type";
+    EDESTADDRREQ = 89, "Destination address required";
+    EMSGSIZE = 90, "Message too long";
+    ENOPROTOOPT = 92, "Protocol not available";
     EOPNOTSUPP = 95, "Operation not supported";
+    EAFNOSUPPORT = 97, "Address family not supported by protocol";
+    EADDRINUSE = 98, "Address already in use";
+    EADDRNOTAVAIL = 99, "Cannot assign requested address";
+    ENETUNREACH = 101, "Network is unreachable";
+    ECONNABORTED = 103, "Software caused connection abort";
+    ECONNRESET = 104, "Connection reset by peer";
+    ENOBUFS = 105, "No buffer space available";
+    EISCONN = 106, "Transport endpoint is already connected";
+    ENOTCONN = 107, "Transport endpoint is not connected";
     ETIMEDOUT = 110, "Connection timed out";
+    ECONNREFUSED = 111, "Connection refused";
+    EALREADY = 114, "Operation already in progress";
+    EINPROGRESS = 115, "Operation now in progress";
 }
 
 impl Errno {

@@ -1,0 +1,154 @@
+//! poll(2) readiness through a connection's life.
+
+mod common;
+
+use common::*;
+use eremite_interface::errno::EAGAIN;
+use eremite_net::{Protocol, Readiness, Shutdown, SocketId, SocketOption};
+
+const NOTHING: Readiness = Readiness {
+    is_readable: false,
+    is_writable: false,
+    has_hangup: false,
+    has_error: false,
+};
+const WRITABLE: Readiness = Readiness {
+    is_writable: true,
+    ..NOTHING
+};
+const READABLE_WRITABLE: Readiness = Readiness {
+    is_readable: true,
+    is_writable: true,
+    ..NOTHING
+};
+
+fn listener(net: &mut Net) -> SocketId {
+    let id = net.b().socket(Protocol::Tcp).unwrap();
+    net.b().bind(id, addr(B_IP, 80)).unwrap();
+    net.b().listen(id, 2).unwrap();
+    id
+}
+
+#[test]
+fn a_connection_from_handshake_to_hangup() {
+    let mut net = Net::pair();
+    let listener = listener(&mut net);
+    assert_eq!(net.b().readiness(listener), Ok(NOTHING));
+
+    let client = net.a().socket(Protocol::Tcp).unwrap();
+    assert!(
+        net.a().readiness(client).unwrap().has_hangup,
+        "never connected"
+    );
+    let _ = net.a().connect(client, addr(B_IP, 80));
+    assert_eq!(net.a().readiness(client), Ok(NOTHING), "connecting");
+    net.run_until(MS, SECOND, |net| net.a().readiness(client) == Ok(WRITABLE));
+    assert!(net.b().readiness(listener).unwrap().is_readable);
+
+    let (server, _) = net.b().accept(listener).unwrap();
+    assert_eq!(net.b().readiness(listener), Ok(NOTHING));
+    assert_eq!(net.b().readiness(server), Ok(WRITABLE));
+
+    net.a().send(client, b"data").unwrap();
+    net.run_until(MS, SECOND, |net| {
+        net.b().readiness(server) == Ok(READABLE_WRITABLE)
+    });
+    assert_eq!(net.b().peek(server, &mut [0; 8]), Ok(4));
+    assert_eq!(
+        net.b().readiness(server),
+        Ok(READABLE_WRITABLE),
+        "peek leaves data"
+    );
+    assert_eq!(net.b().recv(server, &mut [0; 8]), Ok(4));
+    assert_eq!(net.b().readiness(server), Ok(WRITABLE));
+
+    // The peer's FIN: readable (end of file), not yet hung up.
+    net.a().shutdown(client, Shutdown::Write).unwrap();
+    net.run_until(MS, SECOND, |net| {
+        net.b().readiness(server) == Ok(READABLE_WRITABLE)
+    });
+    assert_eq!(net.b().recv(server, &mut [0; 8]), Ok(0));
+    // Both directions closed: hung up.
+    net.b().shutdown(server, Shutdown::Write).unwrap();
+    let hangup = Readiness {
+        has_hangup: true,
+        ..READABLE_WRITABLE
+    };
+    assert_eq!(net.b().readiness(server), Ok(hangup));
+    net.run_until(MS, SECOND, |net| net.a().readiness(client) == Ok(hangup));
+}
+
+#[test]
+fn writable_follows_the_send_buffer() {
+    let mut net = Net::pair();
+    let listener = listener(&mut net);
+    let client = net.a().socket(Protocol::Tcp).unwrap();
+    net.a()
+        .set_option(client, SocketOption::SendBufferBytes(8192))
+        .unwrap();
+    let _ = net.a().connect(client, addr(B_IP, 80));
+    net.run_until(MS, SECOND, |net| net.a().readiness(client) == Ok(WRITABLE));
+    let (server, _) = net.b().accept(listener).unwrap();
+    // Fill the peer's window and our buffer while the peer does not read.
+    let chunk = [7; 4096];
+    net.run_until(MS, SECOND * 10, |net| {
+        net.a().send(client, &chunk) == Err(EAGAIN)
+    });
+    assert!(!net.a().readiness(client).unwrap().is_writable);
+    let mut buf = vec![0; 1 << 20];
+    net.run_until(MS, SECOND, |net| {
+        let _ = net.b().recv(server, &mut buf);
+        net.a().readiness(client).unwrap().is_writable
+    });
+}
+
+#[test]
+fn a_reset_is_an_error_and_a_hangup() {
+    let mut net = Net::pair();
+    let listener = listener(&mut net);
+    let client = net.a().socket(Protocol::Tcp).unwrap();
+    let _ = net.a().connect(client, addr(B_IP, 80));
+    net.run_until(MS, SECOND, |net| net.a().readiness(client) == Ok(WRITABLE));
+    let (server, _) = net.b().accept(listener).unwrap();
+    net.b()
+        .set_option(server, SocketOption::Linger(Some(0)))
+        .unwrap();
+    net.b().close(server).unwrap();
+    let reset = Readiness {
+        is_readable: true,
+        is_writable: true,
+        has_hangup: true,
+        has_error: true,
+    };
+    net.run_until(MS, SECOND, |net| net.a().readiness(client) == Ok(reset));
+    net.a().take_error(client).unwrap();
+    assert!(!net.a().readiness(client).unwrap().has_error);
+}
+
+#[test]
+fn shutdown_read_makes_a_socket_readable() {
+    let mut net = Net::pair();
+    let listener = listener(&mut net);
+    let client = net.a().socket(Protocol::Tcp).unwrap();
+    let _ = net.a().connect(client, addr(B_IP, 80));
+    net.run_until(MS, SECOND, |net| net.a().readiness(client) == Ok(WRITABLE));
+    net.b().accept(listener).unwrap();
+    net.a().shutdown(client, Shutdown::Read).unwrap();
+    assert_eq!(net.a().readiness(client), Ok(READABLE_WRITABLE));
+    assert_eq!(net.a().recv(client, &mut [0; 4]), Ok(0));
+}
+
+#[test]
+fn udp_readable_when_a_datagram_waits() {
+    let mut net = Net::pair();
+    let server = net.b().socket(Protocol::Udp).unwrap();
+    net.b().bind(server, addr(B_IP, 9)).unwrap();
+    assert_eq!(net.b().readiness(server), Ok(WRITABLE));
+    let client = net.a().socket(Protocol::Udp).unwrap();
+    net.a().send_to(client, b"x", addr(B_IP, 9)).unwrap();
+    net.run_until(MS, SECOND, |net| {
+        net.b().readiness(server) == Ok(READABLE_WRITABLE)
+    });
+    net.b().recv(server, &mut [0; 4]).unwrap();
+    assert_eq!(net.b().readiness(server), Ok(WRITABLE));
+}
