@@ -190,23 +190,28 @@ fn test(extra: &[String]) -> Result {
     bench::bench(&["--quick".to_owned()])
 }
 
-/// Host tools the tests call, by Debian package: `cpio` (initrd
-/// interoperability) and `tar` (initrd from a tar archive).
-const HOST_TOOLS: [(&str, &str); 2] = [("cpio", "cpio"), ("tar", "tar")];
+/// Host tools the tests call (with the flag that makes each print its
+/// version), by Debian package: `cpio` (initrd interoperability), `tar`
+/// (initrd from a tar archive), `ip` (network namespaces and tap devices).
+const HOST_TOOLS: [(&str, &str, &str); 3] = [
+    ("cpio", "--version", "cpio"),
+    ("tar", "--version", "tar"),
+    ("ip", "-V", "iproute2"),
+];
 
 /// Install the missing host tools with apt-get (the tests run as root on
 /// the machines this project targets).
 fn install_host_tools() -> Result {
     let missing: Vec<&str> = HOST_TOOLS
         .iter()
-        .filter(|(tool, _)| {
+        .filter(|(tool, version, _)| {
             !Command::new(tool)
-                .arg("--version")
+                .arg(version)
                 .stdout(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         })
-        .map(|(_, package)| *package)
+        .map(|(_, _, package)| *package)
         .collect();
     if missing.is_empty() {
         return Ok(());

@@ -39,6 +39,11 @@ pub struct MapError {
 }
 
 /// Guest RAM: `[0, size_bytes)` in guest-physical addresses.
+///
+/// A clone shares the same mapping (vm-memory keeps its regions in `Arc`s),
+/// so a device thread can hold one; the mapping lives until the last clone
+/// is dropped.
+#[derive(Clone)]
 pub(crate) struct GuestRam {
     memory: GuestMemoryMmap,
     size_bytes: u64,
@@ -65,6 +70,13 @@ impl GuestRam {
             .get_host_address(GuestAddress(0))
             .expect("RAM starts at 0");
         ptr as u64
+    }
+
+    /// The vm-memory view of RAM, for rust-vmm's `virtio-queue`, which reads
+    /// and writes the rings itself (bounds-checked copies and aligned atomic
+    /// accesses through vm-memory, never references into the guest).
+    pub(crate) fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
     }
 
     /// Check that `[addr, addr + len)` lies inside RAM.

@@ -1,0 +1,215 @@
+//! The virtio network device (virtio 1.2 §5.1).
+//!
+//! [`Net`] is a [`VirtioDevice`] with one receive queue (0) and one transmit
+//! queue (1). It offers `VIRTIO_F_VERSION_1`, `VIRTIO_NET_F_MAC`,
+//! `VIRTIO_NET_F_STATUS` (the link is always up) and
+//! `VIRTIO_F_EVENT_IDX`; no offloads and no mergeable receive buffers, so
+//! every buffer starts with a 12-byte `virtio_net_hdr` the device ignores
+//! on transmit and zeroes (with `num_buffers` 1) on receive (§5.1.6).
+//!
+//! When the driver sets `DRIVER_OK`, [`Net`] starts a worker thread
+//! (`worker`) that owns the queues and the [`NetBackend`] and waits in
+//! epoll for the queues' notification events, the backend and a stop
+//! event; a reset or the end of the VM stops and joins it, and the backend
+//! comes back for the next activation. The backends are [`Tap`] (a host tap
+//! interface, `tap`) and, in tests, an in-memory one. `spec` parses the
+//! `--net` flag.
+
+mod spec;
+mod tap;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::QueueT;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{ActivateError, Activation, VirtioDevice, new_event, read_config_bytes};
+pub use spec::{MacAddr, NetSpec, NetSpecError, parse_net_spec};
+pub(crate) use tap::{Tap, TapError};
+use worker::{Finished, Worker, WorkerFault};
+
+/// Queue indices (§5.1.2).
+const RX_QUEUE: usize = 0;
+const TX_QUEUE: usize = 1;
+/// Size of each queue.
+const QUEUE_SIZE: u16 = 256;
+/// `struct virtio_net_hdr` with `VIRTIO_F_VERSION_1` (§5.1.6).
+const NET_HDR_BYTES: usize = 12;
+/// Offset of `num_buffers` in the header.
+const NUM_BUFFERS_OFFSET: usize = 10;
+/// Largest frame either way: a 64 KiB IP packet and its Ethernet header.
+const MAX_FRAME_BYTES: usize = 65_550;
+/// Smallest frame sent: an Ethernet header.
+const MIN_FRAME_BYTES: usize = 14;
+/// Smallest receive buffer taken: with neither mergeable buffers nor
+/// receive offloads the driver should post at least 1526 bytes
+/// (§5.1.6.3.1), a header and a 1514-byte frame. Smaller chains are
+/// returned unused, so they cannot hold up the queue.
+const MIN_RX_BUFFER_BYTES: u64 = 1526;
+
+/// `status` in the configuration space: `VIRTIO_NET_S_LINK_UP` (1).
+#[allow(clippy::cast_possible_truncation)]
+const LINK_UP: u16 = VIRTIO_NET_S_LINK_UP as u16;
+
+/// Where the device's frames go and come from.
+pub(crate) trait NetBackend: Send + 'static {
+    /// Read one frame into `buf`; `ErrorKind::WouldBlock` when none waits.
+    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Send one frame.
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// A descriptor that polls readable when frames arrive; the worker
+    /// watches it edge-triggered and reads until `WouldBlock`.
+    fn ready_fd(&self) -> RawFd;
+}
+
+/// What the device did, for `--stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct NetCounters {
+    /// Frames sent to the backend, and their bytes (without the header).
+    pub(crate) tx_frames: u64,
+    pub(crate) tx_bytes: u64,
+    /// Transmit chains whose frame was shorter than an Ethernet header or
+    /// longer than [`MAX_FRAME_BYTES`].
+    pub(crate) tx_dropped: u64,
+    /// Frames given to the guest, and their bytes (without the header).
+    pub(crate) rx_frames: u64,
+    pub(crate) rx_bytes: u64,
+    /// Frames that did not fit the guest's buffer.
+    pub(crate) rx_dropped: u64,
+    /// Chains refused: malformed, wrong direction, or too small to
+    /// receive into. Each is returned to the guest unused.
+    pub(crate) bad_chains: u64,
+    /// Reads or writes the backend failed.
+    pub(crate) backend_errors: u64,
+}
+
+/// A running worker thread.
+struct RunningWorker<B> {
+    stop: EventFd,
+    thread: JoinHandle<Finished<B>>,
+}
+
+/// A virtio network card.
+pub(crate) struct Net<B: NetBackend> {
+    config: [u8; 8],
+    backend: Option<B>,
+    worker: Option<RunningWorker<B>>,
+    counters: Arc<Mutex<NetCounters>>,
+    fault: Option<WorkerFault>,
+}
+
+impl<B: NetBackend> Net<B> {
+    /// A card with address `mac` whose frames go through `backend`.
+    pub(crate) fn new(mac: MacAddr, backend: B) -> Self {
+        // struct virtio_net_config (§5.1.4): mac, then status.
+        let mut config = [0u8; 8];
+        config[..6].copy_from_slice(&mac.0);
+        config[6..].copy_from_slice(&LINK_UP.to_le_bytes());
+        Self {
+            config,
+            backend: Some(backend),
+            worker: None,
+            counters: Arc::default(),
+            fault: None,
+        }
+    }
+
+    /// The counters as of the worker's last pass.
+    pub(crate) fn counters(&self) -> NetCounters {
+        *self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Why the last worker stopped on its own (it then set
+    /// `DEVICE_NEEDS_RESET`); known once it has been joined by a reset or
+    /// the end of the VM.
+    pub(crate) fn fault(&self) -> Option<&WorkerFault> {
+        self.fault.as_ref()
+    }
+}
+
+impl<B: NetBackend> VirtioDevice for Net<B> {
+    fn device_id(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn features(&self) -> u64 {
+        [
+            VIRTIO_F_VERSION_1,
+            VIRTIO_NET_F_MAC,
+            VIRTIO_NET_F_STATUS,
+            VIRTIO_RING_F_EVENT_IDX,
+        ]
+        .iter()
+        .fold(0, |bits, bit| bits | 1 << bit)
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE; 2]
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        self.reset();
+        let Activation {
+            ram,
+            queues,
+            interrupt,
+            ..
+        } = activation;
+        if let Some(index) = (0..2).find(|&i| !queues.get(i).is_some_and(|q| q.queue.ready())) {
+            return Err(ActivateError::QueueNotReady(index));
+        }
+        let mut queues = queues.into_iter();
+        let (Some(rx), Some(tx)) = (queues.next(), queues.next()) else {
+            return Err(ActivateError::QueueNotReady(RX_QUEUE));
+        };
+        let stop = new_event().map_err(ActivateError::Host)?;
+        let worker_stop = stop.try_clone().map_err(ActivateError::Host)?;
+        let backend = self.backend.take().ok_or(ActivateError::NoBackend)?;
+        let worker = Worker::new(ram, rx, tx, interrupt, backend, Arc::clone(&self.counters));
+        // If the thread cannot start, the backend is lost with the closure
+        // and later activations fail with `NoBackend`.
+        let thread = thread::Builder::new()
+            .name("virtio-net".into())
+            .spawn(move || worker.run(&worker_stop))
+            .map_err(ActivateError::Host)?;
+        self.worker = Some(RunningWorker { stop, thread });
+        self.fault = None;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        let Some(RunningWorker { stop, thread }) = self.worker.take() else {
+            return;
+        };
+        // Fails only if the counter would overflow: it is set then.
+        let _ = stop.write(1);
+        match thread.join() {
+            Ok(finished) => {
+                self.backend = Some(finished.backend);
+                self.fault = finished.fault;
+            }
+            Err(_) => self.fault = Some(WorkerFault::Panicked),
+        }
+    }
+}
+
+impl<B: NetBackend> Drop for Net<B> {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
