@@ -29,7 +29,7 @@ mod chart;
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Both sides run pinned to this host core.
 const BENCH_CORE: &str = "1";
-const GROUPS: [&str; 4] = ["syscalls", "noise", "fs", "boot"];
+const GROUPS: [&str; 5] = ["syscalls", "noise", "fs", "boot", "smp"];
 /// Guest memory for the `fs` runs: room for Postmark's file pool.
 const FS_MEMORY: &str = "256M";
 
@@ -43,9 +43,10 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    /// A rate (a unit per second, such as `tx/s`): higher is better.
+    /// A rate (a unit per second, such as `tx/s`) or a speed-up (`x`):
+    /// higher is better.
     pub(crate) fn is_rate(&self) -> bool {
-        self.unit.ends_with("/s")
+        self.unit.ends_with("/s") || self.unit == "x"
     }
 
     /// The bad tail of `stat`: the 99th percentile, or for a rate the
@@ -105,7 +106,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
     }
 
     let cli = build_cli()?;
-    let needs_programs = groups.iter().any(|g| *g != "boot");
+    let needs_programs = groups.iter().any(|g| !matches!(*g, "boot" | "smp"));
     if needs_programs {
         build_benches(&[])?;
         build_benches(&["--target", HOST_TARGET, "--config", "unstable.build-std=[]"])?;
@@ -130,6 +131,10 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 let (e, l) = run_both(&cli, "noise", args)?;
                 tsc_khz = e.tsc_khz;
                 rows.extend(pair("noise", &e, &l, &NOISE_ROWS, "")?);
+                // Again with a second vCPU that idles (halted in the gate)
+                // while the loop runs, against the same native run.
+                let two = run_eremite(&cli, "noise", &["--cpus", "2"], args)?;
+                rows.extend(pair("noise", &two, &l, &NOISE_ROWS, "_2cpus")?);
                 extra.push(format!(
                     "\"hourglass_histogram\": {{ \"eremite\": {}, \"linux\": {} }}",
                     histogram_json(&e.histogram),
@@ -147,6 +152,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 rows.extend(boot_rows);
                 extra.extend(boot_extra);
             }
+            "smp" => rows.push(smp(&cli, if is_quick { 1 } else { 5 })?),
             _ => unreachable!("checked above"),
         }
     }
@@ -476,6 +482,63 @@ fn boot(cli: &Path, runs: usize) -> Result<(Vec<Row>, Vec<String>)> {
     Ok((rows, extra))
 }
 
+/// CPU-bound scaling from one core to two: `examples/rayon speedup` times
+/// the same parallel map on a one-thread and a two-thread pool and prints
+/// the ratio, in a 2-vCPU VM and natively on two host cores (the machine
+/// has two, so both sides get the whole machine; runs interleave).
+fn smp(cli: &Path, runs: usize) -> Result<Row> {
+    let image = build_image("rayon")?;
+    crate::build_native_examples(&["rayon"])?;
+    let native = root()
+        .join("examples/target")
+        .join(HOST_TARGET)
+        .join("release/rayon");
+    let speedup = |command: &mut Command| -> Result<f64> {
+        let output = run_command_output(command)?;
+        output
+            .split_whitespace()
+            .skip_while(|word| *word != "speedup")
+            .nth(1)
+            .and_then(|ratio| ratio.parse().ok())
+            .ok_or_else(|| format!("no speedup in the rayon output: {output:?}"))
+    };
+    let mut unikernel = Command::new(cli);
+    unikernel
+        .args(["run", "--cpus", "2", "--memory", "256M"])
+        .arg(&image)
+        .args(["--", "speedup"]);
+    let mut linux = Command::new(&native);
+    linux.env("RAYON_NUM_THREADS", "2").arg("speedup");
+    let mut eremite_x = Vec::with_capacity(runs);
+    let mut native_x = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        eremite_x.push(speedup(&mut unikernel)?);
+        native_x.push(speedup(&mut linux)?);
+    }
+    Ok(Row {
+        group: "smp",
+        name: "rayon_speedup_1_to_2_cpus".to_owned(),
+        unit: "x".to_owned(),
+        eremite: Stat::of(&eremite_x),
+        linux: Stat::of(&native_x),
+    })
+}
+
+/// Run `command` to success and return its standard output.
+fn run_command_output(command: &mut Command) -> Result<String> {
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 fn time_once(command: &mut Command) -> Result<f64> {
     command.stdout(Stdio::null()).stderr(Stdio::null());
     let start = Instant::now();
@@ -564,7 +627,7 @@ fn print_table(rows: &[Row], tsc_khz: u64) {
     println!("medians; ratio = eremite / Linux (below 1: eremite is faster)");
     if rows.iter().any(Row::is_rate) {
         println!(
-            "rates (tx/s): higher is better, so above 1 eremite is faster; their p99 columns show the slowest sample"
+            "rates (tx/s) and speed-ups (x): higher is better, so above 1 eremite is faster; their p99 columns show the slowest sample"
         );
     }
     if tsc_khz > 0 {
