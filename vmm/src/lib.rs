@@ -380,3 +380,12 @@ fn tsc_span(earlier: u64, later: u64, tsc_khz: u64) -> Duration {
 }
 
 const _: () = assert!(layout::MIN_MEMORY.is_multiple_of(LARGE_PAGE_SIZE));
+
+/// Lock `mutex`, going on when a thread panicked while holding it: every
+/// mutex in the VMM guards state that stays consistent between its
+/// operations, and a panic already ends the run.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

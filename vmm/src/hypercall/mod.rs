@@ -17,11 +17,12 @@ mod host_fs;
 mod start_cpu;
 
 use std::io::Write;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::hypercall::{self, ConsoleWrite, ExitKind, Port, REQUEST_ALIGN, Stream};
 
+use crate::lock;
 use crate::memory::GuestRam;
 use crate::sandbox::{self, PathError};
 pub(crate) use host_fs::HostFsRequest;
@@ -229,10 +230,6 @@ impl<'a> Services<'a> {
             cpus: CpuStarter::default(),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Carry out a decoded call.

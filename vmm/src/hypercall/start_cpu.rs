@@ -33,7 +33,7 @@ pub(crate) struct CpuStarter {
 
 impl CpuStarter {
     fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.slots)
     }
 
     /// A VM of `cpus` vCPUs whose boot CPU runs and the others wait.

@@ -20,9 +20,9 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
-use crate::arch;
 use crate::hypercall::{self, Next, Services};
 use crate::memory::GuestRam;
+use crate::{arch, lock};
 
 /// Something KVM refused.
 #[derive(Debug, thiserror::Error)]
@@ -359,12 +359,6 @@ fn install_kick_handler() {
         vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore)
             .expect("a real-time signal takes a handler");
     });
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One vCPU on its own thread.
