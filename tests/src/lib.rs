@@ -126,27 +126,8 @@ pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
         .spawn()
         .expect("cannot start eremite");
     // Drain both pipes while waiting, so a chatty guest never blocks.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("cannot wait for eremite") {
@@ -168,6 +149,15 @@ pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
         "the guest ran longer than {BOOT_TIMEOUT:?} (hung?)\n{run}"
     );
     run
+}
+
+/// Read `pipe` to its end on a thread of its own.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
 }
 
 /// Run any command and capture it.

@@ -241,38 +241,31 @@ impl Machine {
     ) -> Result<(Stop, ExitStats), KvmError> {
         let vm = RunningVm::new(self.vcpus.len());
         services.cpus.reset(self.vcpus.len());
-        let results: Vec<Result<(Option<Stop>, ExitStats), KvmError>> =
-            std::thread::scope(|scope| {
-                let threads: Vec<_> = (0u32..)
-                    .zip(self.vcpus)
-                    .map(|(cpu, vcpu)| {
-                        let vm = &vm;
-                        scope.spawn(move || {
-                            let result = Vcpu { cpu, fd: vcpu }.serve(ram, services, vm);
-                            vm.finish(result.as_ref().ok().and_then(|(stop, _)| *stop));
-                            result
-                        })
+        install_kick_handler();
+        let results: Vec<Result<ExitStats, KvmError>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0u32..)
+                .zip(self.vcpus)
+                .map(|(cpu, vcpu)| {
+                    let vm = &vm;
+                    scope.spawn(move || {
+                        let result = Vcpu { cpu, fd: vcpu }.serve(ram, services, vm);
+                        vm.finish(result.as_ref().ok().and_then(|(stop, _)| *stop));
+                        result.map(|(_, stats)| stats)
                     })
-                    .collect();
-                vm.wait_for_stop(services);
-                threads
-                    .into_iter()
-                    .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            });
+                })
+                .collect();
+            vm.wait_for_stop(services);
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
         let mut stats = ExitStats::default();
-        let mut stop = None;
         for result in results {
-            let (_, cpu_stats) = result?;
-            stats.add(&cpu_stats);
+            stats.add(&result?);
         }
-        if let Some(first) = *lock(&vm.stop) {
-            stop = Some(first);
-        }
-        Ok((
-            stop.expect("a vCPU thread ends only after the VM stopped"),
-            stats,
-        ))
+        let stop = lock(&vm.stop).expect("a vCPU thread ends only after the VM stopped");
+        Ok((stop, stats))
     }
 }
 
@@ -325,7 +318,6 @@ impl RunningVm {
         }
         drop(stop);
         services.cpus.stop_all();
-        install_kick_handler();
         loop {
             let running: Vec<libc::pthread_t> =
                 lock(&self.running).iter().flatten().copied().collect();
@@ -378,7 +370,6 @@ impl Vcpu {
         vm: &RunningVm,
     ) -> Result<(Option<Stop>, ExitStats), KvmError> {
         let mut stats = ExitStats::default();
-        install_kick_handler();
         if self.cpu != 0 {
             let Some(start) = services.cpus.wait_for_start(self.cpu) else {
                 return Ok((None, stats));
