@@ -17,6 +17,8 @@
 //! 0x0008_0000  page tables
 //! 0x0010_0000  CPL0 stacks: per CPU, RSP0, then one per IST slot
 //! 0x0020_0000  the image (ELF segments, relocated), then free RAM
+//! 0xD000_0000  virtio-MMIO register windows (no RAM: each access exits)
+//! 0xFEE0_0000  the local APIC (served by KVM)
 //! ```
 
 /// Size of a small page.
@@ -88,8 +90,23 @@ pub const LAPIC_ADDR: u64 = 0xFEE0_0000;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// The IDT vector of a wake-up sent by another CPU (an IPI).
 pub const WAKE_VECTOR: u8 = 0x21;
+/// The IDT vector of the first virtio device's interrupt (an MSI the VMM
+/// routes to CPU 0's local APIC); device `n` in
+/// [`VIRTIO_MMIO_ADDR`] order uses `DEVICE_VECTOR + n`.
+pub const DEVICE_VECTOR: u8 = 0x22;
 /// The local APIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
+
+/// Register window of the first virtio-MMIO device (virtio 1.2 §4.2);
+/// device `n` is [`VIRTIO_MMIO_STRIDE`] × `n` further. The VMM maps the
+/// 2 MiB from here CPL3-accessible and uncached, like the local APIC, and
+/// announces each device on the kernel command line
+/// (`virtio_mmio.device=4K@0xd0000000:34`, see `crate::cmdline`).
+pub const VIRTIO_MMIO_ADDR: u64 = 0xD000_0000;
+/// Size of one device's register window, and the distance between two.
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
+/// Most virtio-MMIO devices a VM may have.
+pub const MAX_VIRTIO_DEVICES: u64 = 8;
 
 /// Smallest guest memory the VMM accepts.
 pub const MIN_MEMORY: u64 = 8 << 20;
@@ -116,6 +133,13 @@ pub mod gdt {
     pub const SLOTS: u64 = 5 + 2 * super::MAX_CPUS as u64;
 }
 
+const _: () = assert!(
+    VIRTIO_MMIO_ADDR >= MAX_MEMORY
+        && VIRTIO_MMIO_ADDR.is_multiple_of(LARGE_PAGE_SIZE)
+        && MAX_VIRTIO_DEVICES * VIRTIO_MMIO_STRIDE <= LARGE_PAGE_SIZE
+        && VIRTIO_MMIO_ADDR + LARGE_PAGE_SIZE <= LAPIC_ADDR
+);
+const _: () = assert!((DEVICE_VECTOR as u64 + MAX_VIRTIO_DEVICES) < TIMER_VECTOR as u64 + 32);
 const _: () = assert!(TSS_IOMAP_ADDR + TSS_IOMAP_SIZE <= BOOT_INFO_ADDR);
 const _: () = assert!(gdt::SLOTS * 8 <= PAGE_SIZE);
 const _: () =
