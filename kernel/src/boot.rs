@@ -44,6 +44,14 @@ pub(crate) fn info() -> Option<&'static BootInfo> {
     BOOT_INFO.get()
 }
 
+/// The strings of a boot-info list (mount paths, command-line tokens).
+pub(crate) fn strings(list: &StringList) -> impl Iterator<Item = &'static [u8]> {
+    let bytes = mm::boot_data(list.addr, list.len);
+    bytes
+        .split(|&b| b == 0)
+        .take(usize::try_from(list.count).unwrap_or(0))
+}
+
 /// Called by `_start` on the boot stack at CPL3.
 pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     let entry_tsc = arch::rdtsc();

@@ -6,7 +6,7 @@
 //! - [`abi`]: hermit-abi's `sys_*` functions, a thin layer that checks
 //!   pointers and calls the core;
 //! - the ABI-neutral core: [`boot`], [`console`], [`fs`], [`mm`], [`time`],
-//!   [`sched`], [`fault`], [`hypervisor`].
+//!   [`sched`], [`net`], [`fault`], [`hypervisor`].
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -21,6 +21,7 @@ mod fault;
 mod fs;
 mod hypervisor;
 mod mm;
+mod net;
 mod sched;
 mod sync;
 mod time;

@@ -35,15 +35,15 @@
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::hypercall::{ExitKind, Stream};
-use eremite_interface::layout::{TIMER_VECTOR, WAKE_VECTOR};
+use eremite_interface::layout::{DEVICE_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
 
 use crate::cpu::{self, Mode};
 use crate::sync::{Lock, LockGuard};
-use crate::{arch, boot, console, hypervisor, mm, sync, time};
+use crate::{arch, boot, console, hypervisor, mm, net, sync, time};
 
 /// A thread id (hermit-abi's `Tid`).
 pub(crate) type Tid = u32;
@@ -90,6 +90,9 @@ struct Thread {
     deadline_ns: Option<u64>,
     /// The last wait ended by its timeout rather than a wake-up.
     is_timed_out: bool,
+    /// Blocked on a word that a device interrupt may change (the network
+    /// waits for packets): never counted as a deadlock.
+    is_waiting_for_device: bool,
     /// Asked `block_current_task`: the next yield blocks until
     /// `wakeup_task`.
     is_parked: bool,
@@ -112,6 +115,7 @@ impl Thread {
             futex: None,
             deadline_ns: None,
             is_timed_out: false,
+            is_waiting_for_device: false,
             is_parked: false,
             joiner: None,
             is_reaped: false,
@@ -222,6 +226,7 @@ impl Scheduler {
         let thread = self.thread(tid);
         let (futex, deadline) = (thread.futex.take(), thread.deadline_ns.take());
         thread.is_timed_out = is_timeout;
+        thread.is_waiting_for_device = false;
         let core = thread.core;
         let was_blocked = thread.state == State::Blocked;
         if was_blocked {
@@ -287,15 +292,17 @@ impl Scheduler {
     }
 
     /// Whether nothing can ever run again: no thread ready or running on
-    /// any core, and no timer that could make one ready.
+    /// any core, no timer that could make one ready, and none waiting for
+    /// a device.
     fn is_deadlocked(&self) -> bool {
         self.cores
             .iter()
             .all(|c| c.ready.is_empty() && c.timers.is_empty())
-            && self
-                .threads
-                .values()
-                .all(|t| !matches!(t.state, State::Ready | State::Running))
+            && self.threads.values().all(|t| match t.state {
+                State::Ready | State::Running => false,
+                State::Blocked => !t.is_waiting_for_device,
+                State::Finished => true,
+            })
     }
 }
 
@@ -343,13 +350,26 @@ fn idle(deadline_ns: Option<u64>) {
     this.set_mode(Mode::Busy);
 }
 
+/// A device interrupt arrived and the network has not been told yet.
+static IS_DEVICE_PENDING: AtomicBool = AtomicBool::new(false);
+
 /// Acknowledge interrupt `vector` (taken by this core's upcall or its
 /// halt).
 fn acknowledge(vector: u8) {
-    if vector == TIMER_VECTOR {
-        cpu::this().is_timer_armed.store(false, Ordering::Relaxed);
+    match vector {
+        TIMER_VECTOR => cpu::this().is_timer_armed.store(false, Ordering::Relaxed),
+        DEVICE_VECTOR => IS_DEVICE_PENDING.store(true, Ordering::SeqCst),
+        _ => {}
     }
     arch::eoi();
+}
+
+/// Hand a pending device interrupt to the network (which wakes its
+/// thread). Called with no scheduler lock held.
+fn deliver_device_interrupt() {
+    if IS_DEVICE_PENDING.swap(false, Ordering::SeqCst) {
+        net::interrupt();
+    }
 }
 
 /// Leave the current thread, which is already marked blocked, ready
@@ -374,6 +394,7 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
         cpu::this().wake.store(0, Ordering::SeqCst);
         drop(guard);
         idle(deadline);
+        deliver_device_interrupt();
         guard = lock();
     };
     let s = sched(&mut guard);
@@ -439,6 +460,34 @@ pub(crate) fn futex_wait(
     expected: u32,
     timeout_ns: Option<u64>,
 ) -> Result<(), Errno> {
+    wait(word, expected, timeout_ns, Waker::Thread)
+}
+
+/// [`futex_wait`] on a word that a device interrupt may change: a thread
+/// waiting so is never reported as deadlocked.
+pub(crate) fn device_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout_ns: Option<u64>,
+) -> Result<(), Errno> {
+    wait(word, expected, timeout_ns, Waker::Device)
+}
+
+/// Who may end a wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waker {
+    /// Another thread (or the timeout).
+    Thread,
+    /// A device interrupt, through the thread it wakes.
+    Device,
+}
+
+fn wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout_ns: Option<u64>,
+    waker: Waker,
+) -> Result<(), Errno> {
     let mut guard = lock();
     if word.load(Ordering::SeqCst) != expected {
         return Err(errno::EAGAIN);
@@ -449,7 +498,9 @@ pub(crate) fn futex_wait(
     s.futexes.entry(addr).or_default().push_back(tid);
     let deadline = timeout_ns.map(|ns| time::monotonic_ns().saturating_add(ns));
     s.block_current(deadline);
-    s.thread(tid).futex = Some(addr);
+    let thread = s.thread(tid);
+    thread.futex = Some(addr);
+    thread.is_waiting_for_device = waker == Waker::Device;
     switch_away(guard);
     if sched(&mut lock()).thread(tid).is_timed_out {
         Err(errno::ETIMEDOUT)
@@ -629,11 +680,12 @@ fn exit_current() -> ! {
 
 /// The scheduler's half of interrupts (called by the CPL3 upcall in
 /// `arch`, with the interrupted state saved; bit `v - TIMER_VECTOR` of
-/// `vectors` is set for each vector `v` taken): the time slice ended, or
-/// another core made a thread of this one ready. Switch threads unless
-/// the interrupted code holds a kernel lock; then try again soon.
+/// `vectors` is set for each vector `v` taken): the time slice ended,
+/// another core made a thread of this one ready, or the network device
+/// has news. Unless the interrupted code holds a kernel lock, tell the
+/// network and switch threads; otherwise try again soon.
 pub(crate) extern "C" fn interrupt(vectors: u32) {
-    for vector in [TIMER_VECTOR, WAKE_VECTOR] {
+    for vector in [TIMER_VECTOR, WAKE_VECTOR, DEVICE_VECTOR] {
         if vectors & (1 << (vector - TIMER_VECTOR)) != 0 {
             acknowledge(vector);
         }
@@ -642,6 +694,7 @@ pub(crate) extern "C" fn interrupt(vectors: u32) {
         arm_timer(RETRY_NS);
         return;
     }
+    deliver_device_interrupt();
     yield_now();
 }
 

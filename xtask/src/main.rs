@@ -21,8 +21,8 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`, by binary name (each is the
 /// binary of the example's folder; the `rayon` example's package is
 /// `rayon-demo`, as a package may not share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 9] = [
-    "hello", "panic", "wildptr", "fault", "clock", "fs", "fsdiff", "threads", "rayon",
+pub(crate) const EXAMPLES: [&str; 10] = [
+    "hello", "panic", "wildptr", "fault", "clock", "fs", "fsdiff", "threads", "rayon", "net",
 ];
 
 /// Examples that also build natively, as baselines: `hello` for the boot

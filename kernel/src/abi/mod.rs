@@ -15,6 +15,7 @@ mod entropy;
 mod fs;
 mod io;
 mod mem;
+mod net;
 mod process;
 mod sync;
 mod thread;

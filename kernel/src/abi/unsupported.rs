@@ -34,30 +34,4 @@ enosys! {
     sys_wait(usize) -> i32;
     sys_init_queue(usize) -> i32;
     sys_destroy_queue(usize) -> i32;
-    // Network.
-    sys_network_init() -> i32;
-    sys_getaddrbyname(*const u8, *mut u8, usize) -> i32;
-    sys_accept(i32, *mut c_void, *mut u32) -> i32;
-    sys_bind(i32, *const c_void, u32) -> i32;
-    sys_connect(i32, *const c_void, u32) -> i32;
-    sys_listen(i32, i32) -> i32;
-    sys_recv(i32, *mut u8, usize, i32) -> isize;
-    sys_recvfrom(i32, *mut u8, usize, i32, *mut c_void, *mut u32) -> isize;
-    sys_send(i32, *const c_void, usize, i32) -> isize;
-    sys_sendto(i32, *const c_void, usize, i32, *const c_void, u32) -> isize;
-    sys_getpeername(i32, *mut c_void, *mut u32) -> i32;
-    sys_getsockname(i32, *mut c_void, *mut u32) -> i32;
-    sys_getsockopt(i32, i32, i32, *mut c_void, *mut u32) -> i32;
-    sys_setsockopt(i32, i32, i32, *const c_void, u32) -> i32;
-    sys_ioctl(i32, i32, *mut c_void) -> i32;
-    sys_eventfd(u64, i16) -> i32;
-    sys_poll(*mut c_void, usize, i32) -> i32;
-    sys_shutdown(i32, i32) -> i32;
-    sys_shutdown_socket(i32, i32) -> i32;
-    sys_socket(i32, i32, i32) -> i32;
-    sys_getaddrinfo(*const u8, *const u8, *const c_void, *mut *mut c_void) -> i32;
 }
-
-/// Nothing is ever allocated by `sys_getaddrinfo` yet.
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_freeaddrinfo(_ai: *mut c_void) {}

@@ -21,30 +21,39 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use eremite_interface::BootInfo;
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::{
-    DirRecord, FileStat, O_ACCMODE, O_APPEND, O_CREAT, O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_WRONLY,
+    DirRecord, FileStat, O_ACCMODE, O_APPEND, O_CREAT, O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_RDWR,
+    O_WRONLY,
 };
 use eremite_interface::hypercall::{HostFsOp, Stream};
-use eremite_interface::{BootInfo, StringList};
 use eremite_vfs::{DirCursor, Kind, Location, ParentLocation, RamFs};
 use zerocopy::FromBytes;
 
 use crate::sync::Lock;
-use crate::{console, mm, time};
+use crate::{boot, console, mm, net, time};
 
 /// Most open descriptors at once (`EMFILE` beyond).
 const MAX_FDS: usize = 65536;
 
 /// `S_IFCHR`: what the standard streams are.
 const S_IFCHR: u32 = 0o020000;
+/// `S_IFSOCK`.
+const S_IFSOCK: u32 = 0o140000;
 
 /// What an open file description refers to.
 enum Object {
     Stdin,
     Output(Stream),
     Ram(eremite_vfs::Ino),
-    Host { mount: u32, handle: u64 },
+    Host {
+        mount: u32,
+        handle: u64,
+    },
+    /// Closed by its own `Drop`.
+    Socket(net::Socket),
+    EventFd(net::EventFd),
 }
 
 /// Position and directory-listing progress of an open file.
@@ -73,7 +82,7 @@ impl Drop for OpenFile {
                 let _ = with_ram(|fs| fs.close(ino));
             }
             Object::Host { mount, handle } => host::close(mount, handle),
-            Object::Stdin | Object::Output(_) => {}
+            Object::Stdin | Object::Output(_) | Object::Socket(_) | Object::EventFd(_) => {}
         }
     }
 }
@@ -98,6 +107,56 @@ impl OpenFile {
     fn is_append(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & O_APPEND != 0
     }
+
+    /// Whether calls on it may wait (no `O_NONBLOCK`).
+    fn mode(&self) -> net::Mode {
+        if self.flags.load(Ordering::Relaxed) & O_NONBLOCK != 0 {
+            net::Mode::NonBlocking
+        } else {
+            net::Mode::Blocking
+        }
+    }
+
+    /// Read or write a socket or an event counter, which may block and
+    /// so must not hold the file's state lock: `None` for other objects.
+    fn stream_io(&self, io: StreamIo<'_>, at: Option<u64>) -> Option<Result<usize, Errno>> {
+        let blocking = match self.mode() {
+            net::Mode::NonBlocking => net::Blocking::Never,
+            net::Mode::Blocking => net::Blocking::For(None),
+        };
+        let result = match (&self.object, io) {
+            (Object::Socket(_) | Object::EventFd(_), _) if at.is_some() => Err(errno::ESPIPE),
+            (Object::Socket(socket), StreamIo::Read(buf)) => {
+                net::recv(socket, buf, net::Receive::Take, self.mode())
+            }
+            (Object::Socket(socket), StreamIo::Write(buf)) => {
+                net::send(socket, buf, None, self.mode())
+            }
+            (Object::EventFd(counter), StreamIo::Read(buf)) => match buf.get_mut(..8) {
+                Some(out) => counter.read(blocking).map(|value| {
+                    out.copy_from_slice(&value.to_ne_bytes());
+                    8
+                }),
+                None => Err(errno::EINVAL),
+            },
+            (Object::EventFd(counter), StreamIo::Write(buf)) => {
+                match buf.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                    Some(bytes) => counter
+                        .write(u64::from_ne_bytes(bytes), blocking)
+                        .map(|()| 8),
+                    None => Err(errno::EINVAL),
+                }
+            }
+            _ => return None,
+        };
+        Some(result)
+    }
+}
+
+/// The buffer of a read or a write.
+enum StreamIo<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
 }
 
 /// The descriptor table.
@@ -181,7 +240,7 @@ fn file(fd: i32) -> Result<Arc<OpenFile>, Errno> {
 /// before `main`.
 pub(crate) fn init(info: &BootInfo, initrd: Option<&[u8]>) -> Result<(), &'static str> {
     let mut fs = RamFs::new(now_ns());
-    for (index, path) in strings(&info.mounts).enumerate() {
+    for (index, path) in boot::strings(&info.mounts).enumerate() {
         let index = u32::try_from(index).map_err(|_| "too many mounts")?;
         fs.mount(path, index, now_ns())
             .map_err(|_| "cannot create a mount point")?;
@@ -203,14 +262,6 @@ pub(crate) fn init(info: &BootInfo, initrd: Option<&[u8]>) -> Result<(), &'stati
     Ok(())
 }
 
-/// The strings of a boot-info list (mount paths).
-fn strings(list: &StringList) -> impl Iterator<Item = &'static [u8]> {
-    let bytes = mm::boot_data(list.addr, list.len);
-    bytes
-        .split(|&b| b == 0)
-        .take(usize::try_from(list.count).unwrap_or(0))
-}
-
 /// Open `path`; the new descriptor.
 pub(crate) fn open(path: &[u8], flags: u32, mode: u32) -> Result<i32, Errno> {
     let opened = if flags & O_CREAT != 0 {
@@ -227,6 +278,51 @@ pub(crate) fn open(path: &[u8], flags: u32, mode: u32) -> Result<i32, Errno> {
     };
     // On failure the description is dropped, which closes the file.
     FILES.lock().insert(OpenFile::new(object, flags))
+}
+
+/// A descriptor for a new socket; `O_NONBLOCK` in `flags` applies.
+pub(crate) fn open_socket(socket: net::Socket, flags: u32) -> Result<i32, Errno> {
+    FILES
+        .lock()
+        .insert(OpenFile::new(Object::Socket(socket), O_RDWR | flags))
+}
+
+/// A descriptor for a new event counter; `O_NONBLOCK` in `flags` applies.
+pub(crate) fn open_eventfd(counter: net::EventFd, flags: u32) -> Result<i32, Errno> {
+    FILES
+        .lock()
+        .insert(OpenFile::new(Object::EventFd(counter), O_RDWR | flags))
+}
+
+/// Run `op` on the socket `fd` refers to: `ENOTSOCK` if it is not one.
+pub(crate) fn with_socket<T>(
+    fd: i32,
+    op: impl FnOnce(&net::Socket, net::Mode) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    let file = file(fd)?;
+    match &file.object {
+        Object::Socket(socket) => op(socket, file.mode()),
+        _ => Err(errno::ENOTSOCK),
+    }
+}
+
+/// An open file kept open while `poll` looks at it.
+pub(crate) struct Held(Arc<OpenFile>);
+
+impl Held {
+    /// What `poll` watches in it.
+    pub(crate) fn pollable(&self) -> net::Pollable<'_> {
+        match &self.0.object {
+            Object::Socket(socket) => net::Pollable::Socket(socket),
+            Object::EventFd(counter) => net::Pollable::EventFd(counter),
+            _ => net::Pollable::Other,
+        }
+    }
+}
+
+/// Hold the open file `fd` refers to.
+pub(crate) fn hold(fd: i32) -> Result<Held, Errno> {
+    file(fd).map(Held)
 }
 
 /// Close a descriptor (the file when it was the last one).
@@ -266,6 +362,9 @@ pub(crate) fn read(fd: i32, buf: &mut [u8], at: Option<u64>) -> Result<usize, Er
     if !file.is_readable() {
         return Err(errno::EBADF);
     }
+    if let Some(result) = file.stream_io(StreamIo::Read(buf), at) {
+        return result;
+    }
     let mut state = file.state.lock();
     let offset = at.unwrap_or(state.offset);
     let n = match file.object {
@@ -275,6 +374,7 @@ pub(crate) fn read(fd: i32, buf: &mut [u8], at: Option<u64>) -> Result<usize, Er
         Object::Output(_) => return Err(errno::EBADF),
         Object::Ram(ino) => with_ram(|fs| fs.read(ino, offset, buf))?,
         Object::Host { mount, handle } => host::read(mount, handle, offset, buf)?,
+        Object::Socket(_) | Object::EventFd(_) => unreachable!("handled by stream_io"),
     };
     if at.is_none() {
         state.offset = offset + n as u64;
@@ -288,6 +388,9 @@ pub(crate) fn write(fd: i32, buf: &[u8], at: Option<u64>) -> Result<usize, Errno
     let file = file(fd)?;
     if !file.is_writable() {
         return Err(errno::EBADF);
+    }
+    if let Some(result) = file.stream_io(StreamIo::Write(buf), at) {
+        return result;
     }
     let mut state = file.state.lock();
     match file.object {
@@ -323,6 +426,7 @@ pub(crate) fn write(fd: i32, buf: &[u8], at: Option<u64>) -> Result<usize, Errno
             }
             Ok(n)
         }
+        Object::Socket(_) | Object::EventFd(_) => unreachable!("handled by stream_io"),
     }
 }
 
@@ -339,7 +443,9 @@ pub(crate) fn seek(fd: i32, offset: i64, whence: Whence) -> Result<u64, Errno> {
     let file = file(fd)?;
     let mut state = file.state.lock();
     let base = match (whence, &file.object) {
-        (_, Object::Stdin | Object::Output(_)) => return Err(errno::ESPIPE),
+        (_, Object::Stdin | Object::Output(_) | Object::Socket(_) | Object::EventFd(_)) => {
+            return Err(errno::ESPIPE);
+        }
         (Whence::Start, _) => 0,
         (Whence::Current, _) => state.offset,
         (Whence::End, Object::Ram(ino)) => with_ram(|fs| match fs.kind(*ino)? {
@@ -374,6 +480,17 @@ pub(crate) fn fstat(fd: i32) -> Result<FileStat, Errno> {
         }),
         Object::Ram(ino) => with_ram(|fs| fs.stat(ino)),
         Object::Host { mount, handle } => host::fstat(mount, handle),
+        Object::Socket(_) => Ok(FileStat {
+            mode: S_IFSOCK | 0o777,
+            nlink: 1,
+            ..FileStat::default()
+        }),
+        // Linux shows an anonymous inode, mode 0600 and no type bits.
+        Object::EventFd(_) => Ok(FileStat {
+            mode: 0o600,
+            nlink: 1,
+            ..FileStat::default()
+        }),
     }
 }
 
@@ -384,7 +501,9 @@ pub(crate) fn set_len(fd: i32, len_bytes: u64) -> Result<(), Errno> {
         return Err(errno::EINVAL);
     }
     match file.object {
-        Object::Stdin | Object::Output(_) => Err(errno::EINVAL),
+        Object::Stdin | Object::Output(_) | Object::Socket(_) | Object::EventFd(_) => {
+            Err(errno::EINVAL)
+        }
         Object::Ram(ino) => with_ram(|fs| fs.set_len(ino, len_bytes, now_ns())),
         Object::Host { mount, handle } => host::ftruncate(mount, handle, len_bytes),
     }
@@ -417,7 +536,9 @@ pub(crate) fn read_dir(
     let mut state = file.state.lock();
     let mut count = 0;
     match file.object {
-        Object::Stdin | Object::Output(_) => return Err(errno::ENOTDIR),
+        Object::Stdin | Object::Output(_) | Object::Socket(_) | Object::EventFd(_) => {
+            return Err(errno::ENOTDIR);
+        }
         Object::Ram(ino) => {
             let listed = state.listed;
             let cursor = with_ram(|fs| {

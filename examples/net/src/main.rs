@@ -1,0 +1,171 @@
+//! std::net inside one eremite VM, over its loopback interface: TCP and
+//! UDP on 127.0.0.1, blocking and non-blocking calls, timeouts, errors.
+//! Each check prints `ok NAME`; the last line is `net passed`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use eremite as _;
+
+fn check(name: &str, f: impl FnOnce()) {
+    f();
+    println!("ok {name}");
+}
+
+/// A byte pattern that differs at every offset for a long way.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn main() {
+    check("bind an ephemeral port", || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(addr.ip().to_string(), "127.0.0.1");
+        assert_ne!(addr.port(), 0);
+    });
+    check("echo 4 MiB through a thread", || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut conn, peer) = listener.accept().unwrap();
+            assert_eq!(peer.ip().to_string(), "127.0.0.1");
+            let mut buf = vec![0; 64 << 10];
+            loop {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                conn.write_all(&buf[..n]).unwrap();
+            }
+        });
+        let data = pattern(4 << 20);
+        let mut client = TcpStream::connect(addr).unwrap();
+        assert_eq!(client.peer_addr().unwrap(), addr);
+        let mut reader = client.try_clone().unwrap();
+        let expected = fnv1a(&data);
+        let receiver = thread::spawn(move || {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).unwrap();
+            (got.len(), fnv1a(&got))
+        });
+        client.write_all(&data).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let (len, sum) = receiver.join().unwrap();
+        assert_eq!(len, data.len());
+        assert_eq!(sum, expected);
+        server.join().unwrap();
+    });
+    check("connect to a closed port is refused", || {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let err = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    });
+    check("a non-blocking accept would block", || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let err = listener.accept().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WouldBlock);
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        // The connection is queued once the handshake is done.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match listener.accept() {
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    thread::yield_now()
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    });
+    check("a read timeout expires", || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        assert_eq!(
+            conn.read_timeout().unwrap(),
+            Some(Duration::from_millis(50))
+        );
+        let start = Instant::now();
+        let err = conn.read(&mut [0; 8]).unwrap_err();
+        let waited = start.elapsed();
+        assert!(
+            matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{err}"
+        );
+        assert!(waited >= Duration::from_millis(50), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        drop(client);
+    });
+    check("end of file after the peer closes", || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        client.write_all(b"last words").unwrap();
+        drop(client);
+        let mut got = String::new();
+        conn.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "last words");
+    });
+    check("socket options", || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_nodelay(true).unwrap();
+        assert!(client.nodelay().unwrap());
+        client.set_ttl(17).unwrap();
+        assert_eq!(client.ttl().unwrap(), 17);
+        assert!(client.take_error().unwrap().is_none());
+    });
+    check("localhost resolves to 127.0.0.1", || {
+        let addrs: Vec<SocketAddr> = ("localhost", 80).to_socket_addrs().unwrap().collect();
+        assert_eq!(addrs, vec!["127.0.0.1:80".parse().unwrap()]);
+        assert!("no-such-host.invalid:80".to_socket_addrs().is_err());
+    });
+    check("UDP datagrams both ways", || {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.send_to(b"ping", b.local_addr().unwrap()).unwrap();
+        let mut buf = [0; 16];
+        let (n, from) = b.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"ping"[..], a.local_addr().unwrap()));
+        b.connect(from).unwrap();
+        b.send(b"pong").unwrap();
+        let (n, from) = a.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"pong"[..], b.local_addr().unwrap()));
+    });
+    check("500 connections one after another", || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            for _ in 0..500 {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut byte = [0];
+                conn.read_exact(&mut byte).unwrap();
+                conn.write_all(&[byte[0] + 1]).unwrap();
+            }
+        });
+        for i in 0..500u32 {
+            let mut client = TcpStream::connect(addr).unwrap();
+            client.write_all(&[i as u8 / 2]).unwrap();
+            let mut byte = [0];
+            client.read_exact(&mut byte).unwrap();
+            assert_eq!(byte[0], i as u8 / 2 + 1);
+        }
+        server.join().unwrap();
+    });
+    println!("net passed");
+}

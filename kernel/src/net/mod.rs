@@ -1,0 +1,502 @@
+//! The network: one `eremite-net` [`Stack`] (BSD-socket semantics over
+//! smoltcp) on the network card, the thread that keeps it moving, and the
+//! blocking that socket calls and `poll` add on top of it.
+//!
+//! - **The card** ([`Nic`]): the virtio-net device the VMM announced on
+//!   the command line, or, without one, a card that drops every frame, so
+//!   that sockets on 127.0.0.1 work in every VM.
+//! - **Socket calls** lock the stack, make their call, then poll it at
+//!   once, so queued data leaves (and loopback data arrives) before the
+//!   call returns.
+//! - **The network thread** ([`run`], started with the first socket)
+//!   polls the stack when the card interrupts and when the stack's own
+//!   timers (retransmissions, delayed ACKs, timeouts) come due, and sleeps
+//!   otherwise: no polling while nothing happens.
+//! - **Blocking**: whenever a poll reports that sockets may have changed,
+//!   the [`CHANGES`] word is bumped and every thread blocked on a socket
+//!   (or in `poll`) wakes to look again; a blocked call is a futex wait
+//!   on that word, so a change between the look and the wait is never
+//!   missed.
+//!
+//! The card's interrupt reaches [`interrupt`] from the scheduler's upcall,
+//! with no lock held; it only wakes the network thread.
+//!
+//! ABI-neutral: addresses are `core::net` types, errors [`Errno`]s; the
+//! `abi` layer converts hermit-abi's structs, and file descriptors (with
+//! `O_NONBLOCK`) live in `fs`.
+
+mod eventfd;
+mod nic;
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use eremite_interface::errno::{self, Errno};
+pub(crate) use eremite_net::Readiness;
+pub(crate) use eremite_net::{Protocol, Shutdown, SocketOption, SocketOptions};
+use eremite_net::{SocketId, Stack, StackConfig};
+
+use crate::console::klog;
+use crate::sync::Lock;
+use crate::{arch, sched, time};
+
+pub(crate) use eventfd::EventFd;
+use nic::Nic;
+
+/// The stack and its card, made by the first socket call.
+struct Net {
+    stack: Stack,
+    nic: Nic,
+}
+
+static NET: Lock<Option<Net>> = Lock::new(None);
+/// Set once the network thread runs.
+static IS_THREAD_STARTED: AtomicBool = AtomicBool::new(false);
+/// Bumped whenever sockets may have changed (see the module docs).
+static CHANGES: AtomicU32 = AtomicU32::new(0);
+/// Bumped to wake the network thread: a card interrupt, or a socket call
+/// that needs the stack polled sooner than the thread planned.
+static KICKS: AtomicU32 = AtomicU32::new(0);
+/// When the network thread polls next (monotonic ns; `u64::MAX`: only
+/// when kicked).
+static NEXT_POLL_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Whether a card is present: then waits may end by an interrupt, and
+/// are never a deadlock.
+static HAS_CARD: AtomicBool = AtomicBool::new(false);
+
+/// Stack for the network thread.
+const THREAD_STACK_BYTES: usize = 64 << 10;
+
+/// smoltcp's clock: the monotonic clock in microseconds.
+fn now() -> eremite_net::Instant {
+    eremite_net::Instant::from_micros(
+        i64::try_from(time::monotonic_ns() / 1000).unwrap_or(i64::MAX),
+    )
+}
+
+/// The stack's configuration from the command line; with no card, a
+/// link-local address that no route leaves.
+fn config(nic: &Nic) -> StackConfig {
+    let settings = nic::settings();
+    let mut config = match settings.address {
+        Some((address, prefix_len)) => StackConfig::new(nic.mac(), address, prefix_len),
+        None => StackConfig::new(nic.mac(), Ipv4Addr::new(169, 254, 0, 1), 16),
+    };
+    config.gateway = settings.gateway;
+    config.random_seed = arch::rdrand64().unwrap_or_else(arch::rdtsc);
+    config
+}
+
+/// Run `op` on the stack (made on first use), then poll it; wake the
+/// waiters if sockets changed and the network thread if the stack needs
+/// it sooner than planned.
+fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, Errno> {
+    let mut guard = NET.lock();
+    if guard.is_none() {
+        let mut nic = Nic::probe();
+        let config = config(&nic);
+        let stack = Stack::new(config, &mut nic, now()).inspect_err(|e| {
+            klog!("net: cannot start the stack: errno {}", e.0);
+        })?;
+        HAS_CARD.store(nic.is_card(), Ordering::SeqCst);
+        *guard = Some(Net { stack, nic });
+    }
+    let Some(net) = guard.as_mut() else {
+        unreachable!("made above");
+    };
+    let result = op(&mut net.stack);
+    let now = now();
+    let is_changed = net.stack.poll(now, &mut net.nic);
+    let next_ns = net.stack.poll_delay(now).map_or(u64::MAX, |d| {
+        time::monotonic_ns().saturating_add(d.total_micros() * 1000)
+    });
+    drop(guard);
+    if is_changed {
+        changed();
+    }
+    start_thread();
+    if next_ns < NEXT_POLL_NS.load(Ordering::SeqCst) {
+        kick();
+    }
+    result
+}
+
+/// Tell every thread blocked on a socket to look again.
+fn changed() {
+    CHANGES.fetch_add(1, Ordering::SeqCst);
+    sched::futex_wake(&CHANGES, -1);
+}
+
+/// Wake the network thread.
+fn kick() {
+    KICKS.fetch_add(1, Ordering::SeqCst);
+    sched::futex_wake(&KICKS, 1);
+}
+
+/// The card interrupted (called by the scheduler with no lock held).
+pub(crate) fn interrupt() {
+    if IS_THREAD_STARTED.load(Ordering::SeqCst) {
+        kick();
+    }
+}
+
+fn start_thread() {
+    if IS_THREAD_STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // Core 0 takes the card's interrupts, so waking it costs no IPI.
+    if let Err(e) = sched::spawn(run, 0, THREAD_STACK_BYTES, Some(0)) {
+        klog!("net: cannot start the network thread: errno {}", e.0);
+        IS_THREAD_STARTED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The network thread: poll when kicked or when the stack's timers are
+/// due, sleep otherwise.
+extern "C" fn run(_: usize) {
+    loop {
+        let kicks = KICKS.load(Ordering::SeqCst);
+        let mut guard = NET.lock();
+        let Some(net) = guard.as_mut() else {
+            unreachable!("the thread starts after the stack");
+        };
+        let mut is_changed = false;
+        // Frames that arrive while interrupts are being re-enabled are
+        // taken now rather than after another interrupt.
+        loop {
+            is_changed |= net.stack.poll(now(), &mut net.nic);
+            if !net.nic.enable_interrupts() {
+                break;
+            }
+        }
+        let delay = net.stack.poll_delay(now());
+        drop(guard);
+        let timeout_ns = delay.map(|d| d.total_micros().saturating_mul(1000));
+        NEXT_POLL_NS.store(
+            timeout_ns.map_or(u64::MAX, |ns| time::monotonic_ns().saturating_add(ns)),
+            Ordering::SeqCst,
+        );
+        if is_changed {
+            changed();
+        }
+        if timeout_ns == Some(0) {
+            continue;
+        }
+        // Ends at the timeout, a kick, or at once if kicked since the look.
+        let _ = wait(&KICKS, kicks, timeout_ns);
+    }
+}
+
+/// Wait while `*word == seen`, up to `timeout_ns`.
+fn wait(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) -> Result<(), Errno> {
+    if HAS_CARD.load(Ordering::SeqCst) {
+        sched::device_wait(word, seen, timeout_ns)
+    } else {
+        sched::futex_wait(word, seen, timeout_ns)
+    }
+}
+
+/// How a call waits when it cannot go on at once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Blocking {
+    /// `O_NONBLOCK`: fail with `EAGAIN` (or `EINPROGRESS`).
+    Never,
+    /// Wait, up to a timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO`) if any, then
+    /// fail with `EAGAIN`.
+    For(Option<u64>),
+}
+
+/// Call `op` until it does not fail with `EAGAIN`, waiting for a change
+/// in between as `blocking` says.
+fn blocking<T>(
+    blocking: Blocking,
+    mut op: impl FnMut(&mut Stack) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    let deadline = match blocking {
+        Blocking::Never => return with_stack(op),
+        Blocking::For(timeout) => timeout.map(|ns| time::monotonic_ns().saturating_add(ns)),
+    };
+    wait_until(deadline, || match with_stack(&mut op) {
+        Err(e) if e == errno::EAGAIN => None,
+        done => Some(done),
+    })
+    .unwrap_or(Err(errno::EAGAIN))
+}
+
+/// Look with `look` until it has an answer or `deadline_ns` passes
+/// (`None` then), waiting for a change of the sockets in between.
+pub(crate) fn wait_until<T>(
+    deadline_ns: Option<u64>,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    loop {
+        let seen = CHANGES.load(Ordering::SeqCst);
+        if let Some(answer) = look() {
+            return Some(answer);
+        }
+        let timeout_ns = match deadline_ns {
+            Some(deadline) => match deadline.checked_sub(time::monotonic_ns()) {
+                Some(left) if left > 0 => Some(left),
+                _ => return None,
+            },
+            None => None,
+        };
+        let _ = wait(&CHANGES, seen, timeout_ns);
+    }
+}
+
+/// A socket: its id in the stack and its timeouts. Closed when dropped
+/// (the last descriptor for it was closed).
+pub(crate) struct Socket {
+    id: SocketId,
+    /// `SO_RCVTIMEO` and `SO_SNDTIMEO` in ns; 0 for none.
+    recv_timeout_ns: AtomicU64,
+    send_timeout_ns: AtomicU64,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = with_stack(|stack| stack.close(self.id));
+    }
+}
+
+/// Which direction a timeout applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// `SO_RCVTIMEO`: receiving, accepting.
+    Receive,
+    /// `SO_SNDTIMEO`: sending, connecting.
+    Send,
+}
+
+/// Whether a call on a descriptor may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The descriptor has `O_NONBLOCK`.
+    NonBlocking,
+    /// It does not.
+    Blocking,
+}
+
+impl Socket {
+    fn new(id: SocketId) -> Self {
+        Self {
+            id,
+            recv_timeout_ns: AtomicU64::new(0),
+            send_timeout_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn timeout(&self, direction: Direction) -> &AtomicU64 {
+        match direction {
+            Direction::Receive => &self.recv_timeout_ns,
+            Direction::Send => &self.send_timeout_ns,
+        }
+    }
+
+    fn blocking(&self, mode: Mode, direction: Direction) -> Blocking {
+        match mode {
+            Mode::NonBlocking => Blocking::Never,
+            Mode::Blocking => {
+                Blocking::For(match self.timeout(direction).load(Ordering::Relaxed) {
+                    0 => None,
+                    ns => Some(ns),
+                })
+            }
+        }
+    }
+
+    /// The timeout for `direction` (`None`: wait for ever).
+    pub(crate) fn timeout_ns(&self, direction: Direction) -> Option<u64> {
+        match self.timeout(direction).load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(ns),
+        }
+    }
+
+    /// Set the timeout for `direction` (`None` or zero: wait for ever).
+    pub(crate) fn set_timeout_ns(&self, direction: Direction, timeout_ns: Option<u64>) {
+        self.timeout(direction)
+            .store(timeout_ns.unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+/// `socket(2)`.
+pub(crate) fn socket(protocol: Protocol) -> Result<Socket, Errno> {
+    with_stack(|stack| stack.socket(protocol)).map(Socket::new)
+}
+
+/// `bind(2)`.
+pub(crate) fn bind(socket: &Socket, addr: SocketAddrV4) -> Result<(), Errno> {
+    with_stack(|stack| stack.bind(socket.id, addr))
+}
+
+/// `listen(2)`.
+pub(crate) fn listen(socket: &Socket, backlog: u32) -> Result<(), Errno> {
+    with_stack(|stack| stack.listen(socket.id, backlog))
+}
+
+/// `accept(2)`: a new connection and its peer.
+pub(crate) fn accept(socket: &Socket, mode: Mode) -> Result<(Socket, SocketAddrV4), Errno> {
+    blocking(socket.blocking(mode, Direction::Receive), |stack| {
+        stack.accept(socket.id)
+    })
+    .map(|(id, peer)| (Socket::new(id), peer))
+}
+
+/// `connect(2)`: a blocking connect waits for the handshake's end and
+/// reports its outcome; a non-blocking one fails with `EINPROGRESS`.
+pub(crate) fn connect(socket: &Socket, addr: SocketAddrV4, mode: Mode) -> Result<(), Errno> {
+    match with_stack(|stack| stack.connect(socket.id, addr)) {
+        Err(e) if e == errno::EINPROGRESS && mode == Mode::Blocking => {}
+        other => return other,
+    }
+    blocking(socket.blocking(mode, Direction::Send), |stack| {
+        let ready = stack.readiness(socket.id)?;
+        if !(ready.is_writable || ready.has_error || ready.has_hangup) {
+            return Err(errno::EAGAIN);
+        }
+        match stack.take_error(socket.id)? {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    })
+    // A timeout leaves the attempt running, as on Linux.
+    .map_err(|e| {
+        if e == errno::EAGAIN {
+            errno::EINPROGRESS
+        } else {
+            e
+        }
+    })
+}
+
+/// `send(2)`, or `sendto(2)` with `to`.
+pub(crate) fn send(
+    socket: &Socket,
+    data: &[u8],
+    to: Option<SocketAddrV4>,
+    mode: Mode,
+) -> Result<usize, Errno> {
+    blocking(socket.blocking(mode, Direction::Send), |stack| match to {
+        Some(addr) => stack.send_to(socket.id, data, addr),
+        None => stack.send(socket.id, data),
+    })
+}
+
+/// Whether a receive consumes what it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Receive {
+    /// `recv`.
+    Take,
+    /// `MSG_PEEK`.
+    Peek,
+}
+
+/// `recvfrom(2)`: bytes received and the sender.
+pub(crate) fn recv_from(
+    socket: &Socket,
+    buf: &mut [u8],
+    how: Receive,
+    mode: Mode,
+) -> Result<(usize, SocketAddrV4), Errno> {
+    blocking(
+        socket.blocking(mode, Direction::Receive),
+        |stack| match how {
+            Receive::Take => stack.recv_from(socket.id, buf),
+            Receive::Peek => stack.peek_from(socket.id, buf),
+        },
+    )
+}
+
+/// `recv(2)`.
+pub(crate) fn recv(
+    socket: &Socket,
+    buf: &mut [u8],
+    how: Receive,
+    mode: Mode,
+) -> Result<usize, Errno> {
+    blocking(
+        socket.blocking(mode, Direction::Receive),
+        |stack| match how {
+            Receive::Take => stack.recv(socket.id, buf),
+            Receive::Peek => stack.peek(socket.id, buf),
+        },
+    )
+}
+
+/// `shutdown(2)`.
+pub(crate) fn shutdown(socket: &Socket, how: Shutdown) -> Result<(), Errno> {
+    with_stack(|stack| stack.shutdown(socket.id, how))
+}
+
+/// `getsockname(2)`.
+pub(crate) fn local_addr(socket: &Socket) -> Result<SocketAddrV4, Errno> {
+    with_stack(|stack| stack.local_addr(socket.id))
+}
+
+/// `getpeername(2)`.
+pub(crate) fn peer_addr(socket: &Socket) -> Result<SocketAddrV4, Errno> {
+    with_stack(|stack| stack.peer_addr(socket.id))
+}
+
+/// `setsockopt(2)` for the stack's options.
+pub(crate) fn set_option(socket: &Socket, option: SocketOption) -> Result<(), Errno> {
+    with_stack(|stack| stack.set_option(socket.id, option))
+}
+
+/// `getsockopt(2)` for the stack's options.
+pub(crate) fn options(socket: &Socket) -> Result<SocketOptions, Errno> {
+    with_stack(|stack| stack.options(socket.id))
+}
+
+/// `getsockopt(SO_ERROR)`.
+pub(crate) fn take_error(socket: &Socket) -> Result<Option<Errno>, Errno> {
+    with_stack(|stack| stack.take_error(socket.id))
+}
+
+/// `SO_TYPE`.
+pub(crate) fn protocol(socket: &Socket) -> Result<Protocol, Errno> {
+    with_stack(|stack| stack.protocol(socket.id))
+}
+
+/// Something `poll(2)` watches.
+#[derive(Clone, Copy)]
+pub(crate) enum Pollable<'a> {
+    Socket(&'a Socket),
+    EventFd(&'a EventFd),
+    /// A file or stream: always ready.
+    Other,
+}
+
+/// What `poll(2)` reports for each of `items` now (with one poll of the
+/// stack).
+pub(crate) fn readiness(items: &[Pollable<'_>]) -> alloc::vec::Vec<Readiness> {
+    let has_socket = items.iter().any(|i| matches!(i, Pollable::Socket(_)));
+    let look = |stack: Option<&mut Stack>| {
+        let mut stack = stack;
+        items
+            .iter()
+            .map(|item| match item {
+                Pollable::Socket(socket) => match stack.as_deref_mut() {
+                    Some(stack) => stack.readiness(socket.id).unwrap_or(Readiness {
+                        has_error: true,
+                        ..Readiness::default()
+                    }),
+                    None => Readiness::default(),
+                },
+                Pollable::EventFd(eventfd) => eventfd.readiness(),
+                Pollable::Other => Readiness {
+                    is_readable: true,
+                    is_writable: true,
+                    ..Readiness::default()
+                },
+            })
+            .collect()
+    };
+    if has_socket {
+        with_stack(|stack| Ok(look(Some(stack)))).unwrap_or_default()
+    } else {
+        look(None)
+    }
+}
