@@ -21,8 +21,9 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`, by binary name (each is the
 /// binary of the example's folder; the `rayon` example's package is
 /// `rayon-demo`, as a package may not share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 10] = [
+pub(crate) const EXAMPLES: [&str; 11] = [
     "hello", "panic", "wildptr", "fault", "clock", "fs", "fsdiff", "threads", "rayon", "net",
+    "httpd",
 ];
 
 /// Examples that also build natively, as baselines: `hello` for the boot
@@ -154,6 +155,27 @@ pub(crate) fn build_native_examples(names: &[&str]) -> Result {
     run_command(&mut command)
 }
 
+/// Examples with logic of their own that has host unit tests.
+const EXAMPLE_LIBRARIES: [&str; 1] = ["httpd"];
+
+/// Run the examples' own unit tests on the host.
+fn test_example_libraries() -> Result {
+    let mut command = cargo();
+    command.current_dir(root().join("examples")).args([
+        "test",
+        "--quiet",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--config",
+        "unstable.build-std=[]",
+        "--lib",
+    ]);
+    for name in EXAMPLE_LIBRARIES {
+        command.args(["-p", name]);
+    }
+    run_command(&mut command)
+}
+
 fn build_all() -> Result<PathBuf> {
     let cli = build_cli()?;
     build_images(&EXAMPLES)?;
@@ -190,6 +212,7 @@ fn test(extra: &[String]) -> Result {
     install_host_tools()?;
     build_all()?;
     run_command(cargo().args(["test", "--workspace"]).args(extra))?;
+    test_example_libraries()?;
     bench::bench(&["--quick".to_owned()])
 }
 
