@@ -23,5 +23,6 @@ mod hypervisor;
 mod mm;
 mod net;
 mod sched;
+mod semaphore;
 mod sync;
 mod time;

@@ -15,7 +15,7 @@ fn threads_on(cpus: &str) -> Run {
     assert!(run.stdout.starts_with(&format!("cpus: {cpus}\n")), "{run}");
     assert!(run.stdout.ends_with("threads passed\n"), "{run}");
     assert!(
-        run.stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 18,
+        run.stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 19,
         "{run}"
     );
     assert!(!run.stderr.contains("  vector "), "no CPU exception: {run}");

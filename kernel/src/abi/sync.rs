@@ -5,7 +5,7 @@ use eremite_interface::errno::{self, Errno};
 
 use super::time::Timespec;
 use super::{ret, user};
-use crate::{sched, time};
+use crate::{sched, semaphore, time};
 
 /// `timeout` is relative rather than absolute (hermit-abi).
 const FUTEX_RELATIVE_TIMEOUT: u32 = 1;
@@ -69,4 +69,53 @@ pub extern "C" fn sys_block_current_task_with_timeout(timeout_ms: u64) {
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_wakeup_taskt(tid: u32) {
     sched::wakeup(tid);
+}
+
+/// hermit-abi's `sem_t`: the handle of a kernel semaphore.
+type SemT = usize;
+
+fn sem_handle(sem: *mut SemT) -> Result<u64, Errno> {
+    user::read(sem).map(|h| h as u64)
+}
+
+/// `sem_init`: a semaphore holding `value`, its handle stored in `*sem`.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_sem_init(sem: *mut SemT, _pshared: i32, value: u32) -> i32 {
+    // Check the pointer before making anything that could then leak.
+    ret(user::read(sem).and_then(|_| {
+        let handle = semaphore::create(value);
+        user::write(sem, handle as SemT).map(|()| 0)
+    }))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_sem_destroy(sem: *mut SemT) -> i32 {
+    ret(sem_handle(sem).and_then(semaphore::destroy).map(|()| 0))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_sem_post(sem: *mut SemT) -> i32 {
+    ret(sem_handle(sem).and_then(semaphore::post).map(|()| 0))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_sem_trywait(sem: *mut SemT) -> i32 {
+    ret(sem_handle(sem).and_then(semaphore::try_wait).map(|()| 0))
+}
+
+/// `sem_timedwait`: wait until the semaphore can be taken or the
+/// real-time clock passes `*abs_timeout` (for ever if it is null).
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_sem_timedwait(sem: *mut SemT, abs_timeout: *const Timespec) -> i32 {
+    ret((|| {
+        let handle = sem_handle(sem)?;
+        let deadline_ns = if abs_timeout.is_null() {
+            None
+        } else {
+            let at = user::read(abs_timeout)?.to_ns()?;
+            let left = at.saturating_sub(time::realtime_ns());
+            Some(time::monotonic_ns().saturating_add(left))
+        };
+        semaphore::wait(handle, deadline_ns).map(|()| 0)
+    })())
 }

@@ -3,8 +3,6 @@
 //! value where the return type has no errno). The README's "what works"
 //! table lists them.
 
-use core::ffi::c_void;
-
 use eremite_interface::errno::ENOSYS;
 
 macro_rules! enosys {
@@ -23,12 +21,7 @@ enosys! {
     sys_mmap(usize, u32, *mut *mut u8) -> i32;
     sys_munmap(*mut u8, usize) -> i32;
     sys_mprotect(*mut u8, usize, u32) -> i32;
-    // Semaphores and wait queues.
-    sys_sem_init(*mut c_void, i32, u32) -> i32;
-    sys_sem_destroy(*mut c_void) -> i32;
-    sys_sem_post(*mut c_void) -> i32;
-    sys_sem_trywait(*mut c_void) -> i32;
-    sys_sem_timedwait(*mut c_void, *const c_void) -> i32;
+    // Hermit's wait queues (no std or crate we know of calls them).
     sys_notify(usize, i32) -> i32;
     sys_add_queue(usize, i64) -> i32;
     sys_wait(usize) -> i32;
