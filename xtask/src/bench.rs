@@ -152,7 +152,10 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 rows.extend(boot_rows);
                 extra.extend(boot_extra);
             }
-            "smp" => rows.push(smp(&cli, if is_quick { 1 } else { 5 })?),
+            "smp" => {
+                rows.push(smp(&cli, if is_quick { 1 } else { 5 })?);
+                rows.extend(cross_core_pingpong(&cli, is_quick)?);
+            }
             _ => unreachable!("checked above"),
         }
     }
@@ -522,6 +525,32 @@ fn smp(cli: &Path, runs: usize) -> Result<Row> {
         eremite: Stat::of(&eremite_x),
         linux: Stat::of(&native_x),
     })
+}
+
+/// The futex round trip between two threads on two cores: eremite with
+/// two vCPUs, Linux on the machine's first two cores (each thread pinned).
+fn cross_core_pingpong(cli: &Path, is_quick: bool) -> Result<Vec<Row>> {
+    let args: &[&str] = if is_quick {
+        &["cross-core", "--quick"]
+    } else {
+        &["cross-core"]
+    };
+    let unikernel = run_program(
+        Command::new("taskset")
+            .args(["-c", "0,1"])
+            .arg(cli)
+            .args(["run", "--cpus", "2"])
+            .arg(bench_binary(HERMIT_TARGET, "syscalls"))
+            .arg("--")
+            .args(args),
+    )?;
+    let native = run_program(
+        Command::new("taskset")
+            .args(["-c", "0,1"])
+            .arg(bench_binary(HOST_TARGET, "syscalls"))
+            .args(args),
+    )?;
+    pair("smp", &unikernel, &native, &["thread_pingpong"], "_2cpus")
 }
 
 /// Run `command` to success and return its standard output.

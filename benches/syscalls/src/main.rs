@@ -11,6 +11,10 @@
 //! threads on one core (each wakes the other and blocks: `unpark` then
 //! `park`, a futex wake and wait on each side). Run with `--quick` for a
 //! correctness pass.
+//!
+//! `syscalls cross-core` measures only the round trip, with the two
+//! threads on two different cores (eremite: run with `--cpus 2`; the first
+//! spawned thread goes to the second core; Linux: each thread pinned).
 
 #[cfg(target_os = "hermit")]
 use eremite as _;
@@ -25,6 +29,15 @@ fn main() {
     let quick = benchkit::is_quick();
     let (rounds, batch) = if quick { (20, 10) } else { (2000, 100) };
     report_tsc();
+    if std::env::args().any(|a| a == "cross-core") {
+        pin_to_core(0);
+        report(
+            "thread_pingpong",
+            "cycles",
+            &mut pingpong(if quick { 20 } else { 2000 }, Some(1)),
+        );
+        return;
+    }
 
     report(
         "getpid",
@@ -79,7 +92,7 @@ fn main() {
     report(
         "thread_pingpong",
         "cycles",
-        &mut pingpong(if quick { 20 } else { 2000 }),
+        &mut pingpong(if quick { 20 } else { 2000 }, None),
     );
     report(
         "clock_gettime",
@@ -125,8 +138,8 @@ fn file_rows(rounds: usize, batch: usize) {
 
 /// Cycles per round trip between two threads that take turns: each sets
 /// the shared turn to the other, unparks it and parks until its own turn
-/// comes back.
-fn pingpong(rounds: usize) -> Vec<f64> {
+/// comes back. The partner runs on `partner_core` if given.
+fn pingpong(rounds: usize, partner_core: Option<usize>) -> Vec<f64> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let turn = Arc::new(AtomicUsize::new(0));
@@ -134,6 +147,9 @@ fn pingpong(rounds: usize) -> Vec<f64> {
     let partner = {
         let turn = turn.clone();
         std::thread::spawn(move || {
+            if let Some(core) = partner_core {
+                pin_to_core(core);
+            }
             for _ in 0..rounds {
                 while turn.load(Ordering::Acquire) != 1 {
                     std::thread::park();
@@ -156,6 +172,25 @@ fn pingpong(rounds: usize) -> Vec<f64> {
         .collect();
     partner.join().expect("join the partner");
     samples
+}
+
+/// Keep the calling thread on `core`. Linux: `sched_setaffinity`; eremite
+/// binds a thread to a core when it is spawned (round robin: the first
+/// thread spawned goes to the second core), so there is nothing to do.
+fn pin_to_core(core: usize) {
+    #[cfg(not(target_os = "hermit"))]
+    {
+        unsafe extern "C" {
+            /// glibc's `sched_setaffinity(2)`; pid 0 is the calling thread.
+            fn sched_setaffinity(pid: i32, set_bytes: usize, set: *const u64) -> i32;
+        }
+        let set: u64 = 1 << core;
+        // SAFETY: `set` is a valid 8-byte CPU set that outlives the call.
+        let status = unsafe { sched_setaffinity(0, 8, &set) };
+        assert_eq!(status, 0, "cannot pin a thread to core {core}");
+    }
+    #[cfg(target_os = "hermit")]
+    let _ = core;
 }
 
 /// The process id straight from the OS: std's `process::id` panics on the
