@@ -21,9 +21,9 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`, by binary name (each is the
 /// binary of the example's folder; the `rayon` example's package is
 /// `rayon-demo`, as a package may not share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 11] = [
+pub(crate) const EXAMPLES: [&str; 12] = [
     "hello", "panic", "wildptr", "fault", "clock", "fs", "fsdiff", "threads", "rayon", "net",
-    "httpd",
+    "httpd", "mio-httpd",
 ];
 
 /// Examples that also build natively, as baselines: `hello` for the boot
