@@ -37,6 +37,10 @@ fn main() {
         libs_dir.join("vfs/Cargo.toml"),
         libs_dir.join("cpio/src"),
         libs_dir.join("cpio/Cargo.toml"),
+        libs_dir.join("virtq/src"),
+        libs_dir.join("virtq/Cargo.toml"),
+        libs_dir.join("net/src"),
+        libs_dir.join("net/Cargo.toml"),
     ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }

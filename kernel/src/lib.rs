@@ -6,7 +6,8 @@
 //! - [`abi`]: hermit-abi's `sys_*` functions, a thin layer that checks
 //!   pointers and calls the core;
 //! - the ABI-neutral core: [`boot`], [`console`], [`fs`], [`mm`], [`time`],
-//!   [`sched`], [`net`], [`fault`], [`hypervisor`].
+//!   [`sched`], [`net`], [`fault`], [`hypervisor`];
+//! - [`drivers`]: virtio devices (the network card).
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -17,6 +18,9 @@ mod arch;
 mod boot;
 mod console;
 mod cpu;
+// Nothing calls the virtio-net driver yet: the kernel's `net` module will.
+#[allow(dead_code, unused_imports)]
+mod drivers;
 mod fault;
 mod fs;
 mod hypervisor;

@@ -1,0 +1,172 @@
+//! The virtio network card as a `smoltcp::phy::Device` ([`VirtioNet`]).
+//!
+//! All logic is `eremite_virtq::NetDriver`'s; this is the glue: the
+//! register window and the shared region it runs on, a MAC address when
+//! the device offers none, and smoltcp's tokens.
+//!
+//! How the kernel's `net` module drives it: poll the stack (which calls
+//! `receive` and `transmit` here) until it has nothing left to do, then
+//! call [`VirtioNet::enable_interrupts`]; if that returns `true`, poll
+//! again instead of sleeping. Otherwise the next received frame (or, when
+//! every transmit buffer is in flight, the next one returned) raises one
+//! interrupt on [`VirtioNet::vector`]; only the local APIC's EOI is
+//! needed. While polling, the device interrupts no more, and it is
+//! notified (one exit, an ioeventfd on our VMM) only when it said it
+//! waits for buffers (`VIRTIO_F_EVENT_IDX`).
+
+use core::fmt;
+
+use eremite_net::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use eremite_net::smoltcp::time::Instant;
+use eremite_virtq::{MAX_FRAME_BYTES, NetConfig, NetCounters, NetDriver, NetInitError, TxSlot};
+
+use super::dma::DmaRegion;
+use super::mmio::MmioWindow;
+use crate::arch;
+
+/// Largest queue asked for (the VMM offers 256). Each entry holds a
+/// 1.5 KiB buffer, so the card takes about 784 KiB of heap at 256.
+const MAX_QUEUE_SIZE: u16 = 256;
+
+/// Why there is no network card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProbeError {
+    /// The address is not one of the virtio-MMIO windows of the layout.
+    NotAWindow(u64),
+    /// The device refused, or there was no memory for its queues.
+    Device(NetInitError),
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAWindow(addr) => write!(f, "no virtio-MMIO window at {addr:#x}"),
+            Self::Device(e) => write!(f, "virtio-net: {e}"),
+        }
+    }
+}
+
+/// A live virtio network card. `Send` (it may live in a lock), not
+/// `Sync`.
+pub(crate) struct VirtioNet {
+    driver: NetDriver<MmioWindow, DmaRegion>,
+    vector: u8,
+}
+
+const _: () = {
+    const fn is_send<T: Send>() {}
+    is_send::<VirtioNet>();
+};
+
+/// Set up the network card whose register window is at `addr` and whose
+/// interrupt arrives on `vector`, and make it live with its receive queue
+/// full. About 50 exits.
+pub(crate) fn probe(addr: u64, vector: u8) -> Result<VirtioNet, ProbeError> {
+    let window = MmioWindow::new(addr).ok_or(ProbeError::NotAWindow(addr))?;
+    let config = NetConfig {
+        max_queue_size: MAX_QUEUE_SIZE,
+        fallback_mac: random_mac(),
+    };
+    let driver = NetDriver::new(window, config, |bytes| {
+        let region = DmaRegion::new(bytes)?;
+        let base = region.base();
+        Some((region, base))
+    })
+    .map_err(ProbeError::Device)?;
+    Ok(VirtioNet { driver, vector })
+}
+
+/// A random, locally administered unicast address (§5.1.5: what the
+/// driver should use when the device offers none, as Firecracker does
+/// unless told a MAC).
+fn random_mac() -> [u8; 6] {
+    let bytes = arch::rdrand64().unwrap_or_else(arch::rdtsc).to_le_bytes();
+    [
+        bytes[0] & !1 | 2,
+        bytes[1],
+        bytes[2],
+        bytes[3],
+        bytes[4],
+        bytes[5],
+    ]
+}
+
+impl VirtioNet {
+    /// The card's MAC address.
+    pub(crate) fn mac(&self) -> [u8; 6] {
+        self.driver.mac()
+    }
+
+    /// The interrupt vector the device's MSI arrives on.
+    pub(crate) fn vector(&self) -> u8 {
+        self.vector
+    }
+
+    /// Ask for an interrupt on the next received frame (and on the next
+    /// transmit completion if every transmit buffer is in flight). Returns
+    /// `true` when such work is already pending: poll again, do not sleep.
+    /// Call it after the last poll before sleeping: a later `receive`
+    /// (any poll of the stack) turns receive interrupts off again.
+    pub(crate) fn enable_interrupts(&mut self) -> bool {
+        self.driver.enable_interrupts()
+    }
+
+    /// Frames, bytes, drops and notifications so far.
+    pub(crate) fn counters(&self) -> NetCounters {
+        self.driver.counters()
+    }
+
+    /// Whether the device broke the ring protocol; the card is dead then.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.driver.is_broken()
+    }
+}
+
+impl Device for VirtioNet {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let (frame, slot) = self.driver.receive()?;
+        Some((RxToken(frame), TxToken(slot)))
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<TxToken<'_>> {
+        self.driver.transmit().map(TxToken)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MAX_FRAME_BYTES;
+        // The receive queue holds this many frames while nobody polls.
+        caps.max_burst_size = Some(usize::from(self.driver.queue_sizes().0));
+        // No offloads: smoltcp computes and checks every checksum (the
+        // default).
+        caps
+    }
+}
+
+/// A received frame, already copied out of the shared region.
+pub(crate) struct RxToken<'a>(&'a [u8]);
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(self.0)
+    }
+}
+
+/// The right to send one frame.
+pub(crate) struct TxToken<'a>(TxSlot<'a, MmioWindow, DmaRegion>);
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        self.0.send(len, f)
+    }
+}
