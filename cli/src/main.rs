@@ -3,6 +3,7 @@
 //! ```text
 //! eremite run [--memory SIZE] [--cpus N] [--env KEY=VALUE]... [--cmdline TEXT]
 //!             [--initrd DIR_OR_ARCHIVE] [--mount HOST_DIR:GUEST_PATH[:ro]]...
+//!             [--net tap:NAME[,mac=MAC] [--ip ADDRESS/PREFIX [--gateway ADDRESS]]]
 //!             [--verbose] [--stats] IMAGE [-- ARGS...]
 //! ```
 //!
@@ -20,7 +21,12 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use eremite_interface::CPL0_COUNTERS;
 use eremite_interface::hypercall::Port;
-use eremite_vmm::{Console, MountSpec, Report, VmConfig, parse_memory_size, parse_mount_spec};
+use std::net::Ipv4Addr;
+
+use eremite_vmm::{
+    Console, MountSpec, NetReport, NetSpec, Report, VmConfig, parse_gateway, parse_ip_prefix,
+    parse_memory_size, parse_mount_spec, parse_net_spec,
+};
 
 #[derive(Parser)]
 #[command(
@@ -50,7 +56,8 @@ struct RunArgs {
     /// Set an environment variable in the guest (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Kernel command line.
+    /// Kernel command line: white-space separated parameters for the guest
+    /// kernel (eremite adds its own for --net, --ip and --gateway).
     #[arg(long, value_name = "TEXT", default_value = "")]
     cmdline: String,
     /// Initial ramdisk, unpacked into the guest's `/` before `main`: a
@@ -62,10 +69,23 @@ struct RunArgs {
     /// `:ro` makes it read-only. The guest cannot reach anything outside it.
     #[arg(long, value_name = "HOST_DIR:GUEST_PATH[:ro]", value_parser = parse_mount_spec)]
     mount: Vec<MountSpec>,
+    /// Give the guest a network card (virtio-net) whose frames go through
+    /// an existing host tap interface (`ip tuntap add NAME mode tap`); the
+    /// card's MAC address is chosen unless given.
+    #[arg(long, value_name = "tap:NAME[,mac=MAC]", value_parser = parse_net_spec)]
+    net: Option<NetSpec>,
+    /// The guest's IPv4 address and prefix length on the card (e.g.
+    /// 10.0.0.2/24).
+    #[arg(long, value_name = "ADDRESS/PREFIX", value_parser = parse_ip_prefix, requires = "net")]
+    ip: Option<(Ipv4Addr, u8)>,
+    /// The guest's default IPv4 gateway, in the network of --ip.
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_gateway, requires = "ip")]
+    gateway: Option<Ipv4Addr>,
     /// Show the kernel's log and a boot-time breakdown on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
-    /// Print VM exits and CPL0 entries by kind on stderr after the run.
+    /// Print VM exits, CPL0 entries and the network card's counters on
+    /// stderr after the run.
     #[arg(long)]
     stats: bool,
     /// The image: an application built for x86_64-unknown-hermit that links
@@ -96,6 +116,9 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         is_verbose: args.verbose,
         initrd: args.initrd,
         mounts: args.mount,
+        net: args.net,
+        ip: args.ip,
+        gateway: args.gateway,
     };
     let mut console = Console::host(args.verbose);
     let report = match eremite_vmm::run(&config, &mut console) {
@@ -144,7 +167,8 @@ fn stats(report: &Report) -> String {
     }
     out += &format!("  bad hypercall            {:>8}\n", e.bad_hypercalls);
     out += &format!("  other port I/O           {:>8}\n", e.other_io);
-    out += &format!("  MMIO                     {:>8}\n", e.mmio);
+    out += &format!("  device MMIO              {:>8}\n", e.device_mmio);
+    out += &format!("  other MMIO               {:>8}\n", e.mmio);
     out += &format!("  interrupted              {:>8}\n", e.interrupted);
     out += &format!("  total                    {:>8}\n", e.total());
     let entries = &report.kernel.cpl0_entries;
@@ -159,6 +183,33 @@ fn stats(report: &Report) -> String {
             _ => "other interrupts".to_owned(),
         };
         out += &format!("  {name:<24} {count:>8}\n");
+    }
+    if let Some(net) = &report.net {
+        out += &net_stats(net);
+    }
+    out
+}
+
+/// The network card's counters.
+fn net_stats(net: &NetReport) -> String {
+    let c = &net.counters;
+    let mut out = format!("eremite: network card (tap {}, MAC {})\n", net.tap, net.mac);
+    for (name, count) in [
+        ("frames sent", c.tx_frames),
+        ("bytes sent", c.tx_bytes),
+        ("frames received", c.rx_frames),
+        ("bytes received", c.rx_bytes),
+        ("sent frames dropped", c.tx_dropped),
+        ("received frames dropped", c.rx_dropped),
+        ("bad descriptor chains", c.bad_chains),
+        ("tap errors", c.backend_errors),
+        ("interrupts", net.interrupts),
+        ("bad register accesses", net.bad_register_accesses),
+    ] {
+        out += &format!("  {name:<24} {count:>8}\n");
+    }
+    if let Some(failure) = &net.failure {
+        out += &format!("  needed a reset: {failure}\n");
     }
     out
 }
@@ -233,6 +284,66 @@ mod tests {
         // tests/tests/fs.rs), like a missing image.
         assert!(
             Cli::try_parse_from(["eremite", "run", "--mount", "/nonexistent-x:/d", "img"]).is_ok()
+        );
+    }
+
+    #[test]
+    fn network_flags_are_parsed_and_bad_ones_are_usage_errors() {
+        let cli = Cli::try_parse_from([
+            "eremite",
+            "run",
+            "--net",
+            "tap:tap0,mac=02:00:00:00:00:01",
+            "--ip",
+            "10.0.0.2/24",
+            "--gateway",
+            "10.0.0.1",
+            "img",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        let net = args.net.unwrap();
+        assert_eq!(
+            (net.tap.as_str(), net.mac.unwrap().to_string()),
+            ("tap0", "02:00:00:00:00:01".into())
+        );
+        assert_eq!(args.ip, Some((Ipv4Addr::new(10, 0, 0, 2), 24)));
+        assert_eq!(args.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        let kind = |args: &[&str]| {
+            let mut all = vec!["eremite", "run"];
+            all.extend_from_slice(args);
+            all.push("img");
+            Cli::try_parse_from(all)
+                .err()
+                .expect("a usage error")
+                .kind()
+        };
+        use clap::error::ErrorKind::{MissingRequiredArgument, ValueValidation};
+        for bad in ["tap0", "tap:", "tap:tap0,mac=01:00:00:00:00:01", "user:x"] {
+            assert_eq!(kind(&["--net", bad]), ValueValidation, "{bad}");
+        }
+        for bad in ["10.0.0.2", "10.0.0.2/33", "0.0.0.0/8", "x/24"] {
+            assert_eq!(
+                kind(&["--net", "tap:t", "--ip", bad]),
+                ValueValidation,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            kind(&[
+                "--net",
+                "tap:t",
+                "--ip",
+                "10.0.0.2/24",
+                "--gateway",
+                "10.0.0.1/24"
+            ]),
+            ValueValidation
+        );
+        assert_eq!(kind(&["--ip", "10.0.0.2/24"]), MissingRequiredArgument);
+        assert_eq!(
+            kind(&["--net", "tap:t", "--gateway", "10.0.0.1"]),
+            MissingRequiredArgument
         );
     }
 

@@ -105,7 +105,9 @@ pub struct BootInfo {
     pub args: StringList,
     /// Environment, `KEY=VALUE` strings.
     pub env: StringList,
-    /// Kernel command line (one string, space separated `key=value` words).
+    /// Kernel command line, one token per string: the user's `--cmdline`
+    /// split at white space, then the VMM's parameters (the virtio-MMIO
+    /// devices, the network address; see [`crate::cmdline`]).
     pub cmdline: StringList,
     /// Bit flags, see [`boot_flags`].
     pub flags: u64,

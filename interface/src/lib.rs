@@ -6,6 +6,8 @@
 //!   physical memory (identity-mapped, so these are also virtual addresses);
 //! - [`BootInfo`]: what the VMM tells the kernel at entry, and the small
 //!   report area the kernel fills in for the VMM to read after the run;
+//! - [`cmdline`]: the kernel command-line parameters the VMM passes (the
+//!   virtio-MMIO devices, the network address);
 //! - [`hypercall`]: the guest → host calls, one request struct each;
 //! - [`errno`]: Linux error numbers, used by the kernel ABI and hypercalls;
 //! - [`fs`]: open flags, mode bits and the stat/directory records;
@@ -17,6 +19,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod cmdline;
 pub mod errno;
 pub mod fs;
 pub mod hypercall;

@@ -114,13 +114,20 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// `eremite run OPTIONS IMAGE -- GUEST_ARGS`, killed (and the test failed)
 /// after [`BOOT_TIMEOUT`].
 pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
-    require_kvm();
-    let mut child = Command::new(eremite())
+    let mut command = Command::new(eremite());
+    command
         .arg("run")
         .args(options)
         .arg(image)
         .arg("--")
-        .args(guest_args)
+        .args(guest_args);
+    boot_command(command)
+}
+
+/// Run `command`, which boots a VM, as [`boot_image`] does.
+fn boot_command(mut command: Command) -> Run {
+    require_kvm();
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -166,4 +173,107 @@ pub fn run_command(command: &mut Command) -> Run {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     Run::from_output(output)
+}
+
+/// A network namespace made for one test (`ip netns add`), deleted on
+/// drop: the network tests give the guest a tap inside it and talk only to
+/// addresses inside it. Needs root and iproute2's `ip`; a test fails, and
+/// says so, without them.
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// A new, empty namespace (only `lo`, down).
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "eremite-it-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name]);
+        Self { name }
+    }
+
+    /// A namespace with the tap `tap`, up, and the host side's address
+    /// `address` (e.g. `10.0.0.1/24`) on it.
+    pub fn with_tap(tap: &str, address: &str) -> Self {
+        let ns = Self::new();
+        ns.ip(&["tuntap", "add", "dev", tap, "mode", "tap"]);
+        ns.ip(&["addr", "add", address, "dev", tap]);
+        ns.ip(&["link", "set", tap, "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// Whether the interface `name` exists in the namespace.
+    pub fn has_link(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.name, "link", "show", "dev", name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// `eremite run OPTIONS examples/NAME -- GUEST_ARGS` inside the
+    /// namespace (`ip netns exec`).
+    pub fn boot(&self, name: &str, options: &[&str], guest_args: &[&str]) -> Run {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name])
+            .arg(eremite())
+            .arg("run")
+            .args(options)
+            .arg(image(name))
+            .arg("--")
+            .args(guest_args);
+        boot_command(command)
+    }
+
+    /// `eremite ARGS` inside the namespace, for runs that fail before the
+    /// guest starts.
+    pub fn eremite_cli(&self, args: &[&str]) -> Run {
+        run_command(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .arg(eremite())
+                .args(args),
+        )
+    }
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Not `ip()`: a panic while unwinding would abort the test run.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// `ip ARGS`, which must succeed.
+fn ip(args: &[&str]) {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ip` (the network tests need iproute2): {e}"));
+    assert!(
+        output.status.success(),
+        "`ip {}` failed (the network tests need root): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

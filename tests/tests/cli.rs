@@ -57,6 +57,64 @@ fn bad_flags_and_sizes_are_usage_errors() {
 }
 
 #[test]
+fn bad_network_values_are_usage_errors() {
+    let hello = image("hello");
+    let hello = hello.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--net", "tap0"], "is not tap:NAME"),
+        (vec!["--net", "tap:"], "is empty"),
+        (vec!["--net", "tap:t,mac=01:00:00:00:00:01"], "multicast"),
+        (vec!["--net", "tap:t,mac=zz"], "MAC address"),
+        (
+            vec!["--net", "tap:t", "--ip", "10.0.0.2"],
+            "is not ADDRESS/PREFIX",
+        ),
+        (
+            vec!["--net", "tap:t", "--ip", "10.0.0.2/33"],
+            "longer than 32",
+        ),
+        (
+            vec!["--net", "tap:t", "--ip", "224.0.0.1/24"],
+            "not a unicast",
+        ),
+        (
+            vec!["--net", "tap:t", "--ip", "10.0.0.2/24", "--gateway", "gw"],
+            "is not an IPv4 address",
+        ),
+        (vec!["--ip", "10.0.0.2/24"], "--net"),
+        (vec!["--net", "tap:t", "--gateway", "10.0.0.1"], "--ip"),
+    ] {
+        let mut all = vec!["run"];
+        all.extend_from_slice(&args);
+        all.push(hello);
+        let run = eremite_cli(&all);
+        run.expect_code(2);
+        assert!(run.stderr.starts_with("error: "), "{run}");
+        assert!(run.stderr.contains(needle), "{args:?}: {run}");
+    }
+}
+
+#[test]
+fn a_gateway_outside_the_network_is_refused() {
+    let hello = image("hello");
+    let run = eremite_cli(&[
+        "run",
+        "--net",
+        "tap:t",
+        "--ip",
+        "10.0.0.2/24",
+        "--gateway",
+        "10.0.1.1",
+        hello.to_str().unwrap(),
+    ]);
+    one_line_error(
+        &run,
+        125,
+        "not another address in the network of --ip 10.0.0.2/24",
+    );
+}
+
+#[test]
 fn a_bad_environment_entry_is_refused() {
     let hello = image("hello");
     let run = eremite_cli(&["run", "--env", "NOEQUALS", hello.to_str().unwrap()]);

@@ -28,7 +28,8 @@ pub enum BootDataError {
 pub(crate) struct BootParams<'a> {
     pub(crate) args: &'a [String],
     pub(crate) env: &'a [String],
-    pub(crate) cmdline: &'a str,
+    /// Command-line tokens, one string each.
+    pub(crate) cmdline: &'a [String],
     pub(crate) cpu_count: u32,
     pub(crate) tsc_khz: u64,
     pub(crate) boot_tsc: u64,
@@ -77,14 +78,8 @@ pub(crate) fn write(
     image: &LoadedImage,
     params: &BootParams<'_>,
 ) -> Result<(), BootError> {
-    let cmdline = [params.cmdline.to_owned()];
-    let cmdline: &[String] = if params.cmdline.is_empty() {
-        &[]
-    } else {
-        &cmdline
-    };
     let (data, [args, env, cmdline, mounts]) =
-        pack_strings([params.args, params.env, cmdline, params.mounts])?;
+        pack_strings([params.args, params.env, params.cmdline, params.mounts])?;
     ram.write(BOOT_DATA_ADDR, &data)?;
     let mut info = BootInfo::new_zeroed();
     info.magic = MAGIC;
@@ -171,7 +166,7 @@ mod tests {
         let params = BootParams {
             args: &args,
             env: &[],
-            cmdline: "",
+            cmdline: &[],
             cpu_count: 1,
             tsc_khz: 1,
             boot_tsc: 0,

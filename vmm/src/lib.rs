@@ -3,44 +3,52 @@
 //! [`run`] takes a [`VmConfig`], maps guest RAM ([`memory`]), loads the
 //! image ([`loader`]), copies the initial ramdisk to the top of RAM
 //! ([`initrd`]), prepares the machine so the kernel starts in 64-bit mode
-//! at CPL3 ([`arch`], applied by [`kvm`]), writes the boot info, and
-//! runs the vCPU, serving hypercalls ([`hypercall`]) until the guest stops.
-//! It returns a [`Report`]: how the guest ended, exits by kind, the
-//! kernel's own counters, and where the time went.
+//! at CPL3 ([`arch`], applied by [`kvm`]), plugs in the network card
+//! ([`devices`], `--net`), writes the boot info, and runs the vCPUs,
+//! serving hypercalls ([`hypercall`]) and device registers until the guest
+//! stops. It returns a [`Report`]: how the guest ended, exits by kind, the
+//! kernel's own counters, what the network card did, and where the time
+//! went.
 //!
-//! `unsafe` is allowed only in `kvm/` and in `memory/` for mapping the
-//! image file (see `docs/safety.md`).
+//! `unsafe` is allowed only in `kvm/`, in `memory/` for mapping the image
+//! file and in `devices/net/tap.rs` for one ioctl (see `docs/safety.md`).
 #![deny(unsafe_code)]
 
 mod arch;
 mod boot_info;
-// Not wired into the vCPU loop or the CLI yet (see docs/devices/virtio-net.md).
-#[allow(dead_code, unused_imports)]
 mod devices;
 mod hypercall;
 mod initrd;
 mod kvm;
 mod loader;
 mod memory;
+mod net_address;
 mod sandbox;
 mod size;
 
 #[cfg(test)]
 mod tiny_guest_tests;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use eremite_interface::cmdline::{self, NetAddress, NetGateway, VirtioMmio};
 use eremite_interface::hypercall::ExitKind;
 use eremite_interface::layout::{self, LARGE_PAGE_SIZE};
 use eremite_interface::{BootInfo, KernelReport};
 
 pub use boot_info::{BootDataError, BootError};
+pub use devices::{
+    BusFull, MacAddr, NetCounters, NetReport, NetSpec, NetSpecError, TapError, TransportError,
+    parse_net_spec,
+};
 pub use hypercall::{Console, GuestError};
 pub use initrd::InitrdError;
 pub use kvm::{CpuState, ExitStats, KvmError};
 pub use loader::{LoadError, LoadedImage};
 pub use memory::{MapError, OutOfRange};
+pub use net_address::{NetAddressError, parse_gateway, parse_ip_prefix};
 pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
 pub use size::{SizeError, parse_memory_size};
 
@@ -61,7 +69,9 @@ pub struct VmConfig {
     pub args: Vec<String>,
     /// The guest's environment, as `KEY=VALUE` strings.
     pub env: Vec<String>,
-    /// Free-form kernel command line.
+    /// Free-form kernel command line: white-space separated tokens, none
+    /// with a key the VMM sets itself (see
+    /// [`eremite_interface::cmdline`]).
     pub cmdline: String,
     /// Show the kernel's log.
     pub is_verbose: bool,
@@ -71,6 +81,15 @@ pub struct VmConfig {
     /// Host directories to mount (`--mount`), at most [`MAX_MOUNTS`], none
     /// at or below another's guest path.
     pub mounts: Vec<MountSpec>,
+    /// A network card backed by a host tap interface (`--net`).
+    pub net: Option<NetSpec>,
+    /// The card's IPv4 address and prefix length (`--ip`), passed to the
+    /// guest as `net.ip=`; needs `net`. Without it the guest configures
+    /// its address itself, if it can (DHCP).
+    pub ip: Option<(Ipv4Addr, u8)>,
+    /// The default gateway (`--gateway`), passed as `net.gateway=`; needs
+    /// `ip` and must lie in its network.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 impl VmConfig {
@@ -86,6 +105,9 @@ impl VmConfig {
             is_verbose: false,
             initrd: None,
             mounts: Vec::new(),
+            net: None,
+            ip: None,
+            gateway: None,
         }
     }
 
@@ -111,7 +133,70 @@ impl VmConfig {
             )));
         }
         sandbox::check_mounts(&self.mounts)?;
+        self.net_params()?;
+        if let Some(param) = self
+            .cmdline
+            .split_whitespace()
+            .find(|token| cmdline::parse_param(token).is_some())
+        {
+            return Err(Error::Config(format!(
+                "--cmdline {param:?}: eremite sets this parameter itself (from --net, --ip and --gateway)"
+            )));
+        }
         Ok(())
+    }
+
+    /// The guest's command-line tokens: the user's, then one per device,
+    /// then the network address and gateway.
+    fn guest_cmdline(
+        &self,
+        devices: impl Iterator<Item = VirtioMmio>,
+    ) -> Result<Vec<String>, Error> {
+        let (address, gateway) = self.net_params()?;
+        Ok(self
+            .cmdline
+            .split_whitespace()
+            .map(str::to_owned)
+            .chain(devices.map(|device| device.to_string()))
+            .chain(address.map(|address| address.to_string()))
+            .chain(gateway.map(|gateway| gateway.to_string()))
+            .collect())
+    }
+
+    /// The `net.ip=` and `net.gateway=` parameters for the guest, checked
+    /// against the rules the guest's parser applies.
+    fn net_params(&self) -> Result<(Option<NetAddress>, Option<NetGateway>), Error> {
+        let config = |message: String| Err(Error::Config(message));
+        let address = self.ip.map(|(address, prefix_len)| NetAddress {
+            address: address.octets(),
+            prefix_len,
+        });
+        let gateway = self.gateway.map(|gateway| NetGateway(gateway.octets()));
+        if address.is_some() && self.net.is_none() {
+            return config("--ip needs a network card (--net)".into());
+        }
+        if let Some(address) = address {
+            address
+                .validate()
+                .map_err(|e| Error::Config(format!("--ip: {e}")))?;
+        }
+        if let Some(gateway) = gateway {
+            gateway
+                .validate()
+                .map_err(|e| Error::Config(format!("--gateway: {e}")))?;
+            let Some(address) = address else {
+                return config("--gateway needs the card's address (--ip)".into());
+            };
+            if !address.contains(gateway.0) || address.address == gateway.0 {
+                return config(format!(
+                    "--gateway {}: not another address in the network of --ip {}/{}",
+                    Ipv4Addr::from(gateway.0),
+                    Ipv4Addr::from(address.address),
+                    address.prefix_len
+                ));
+            }
+        }
+        Ok((address, gateway))
     }
 }
 
@@ -152,6 +237,15 @@ pub enum Error {
     /// A host directory cannot be mounted.
     #[error(transparent)]
     Mount(#[from] MountSpecError),
+    /// The tap interface of `--net` cannot be opened.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    /// The network card cannot be set up.
+    #[error(transparent)]
+    Device(#[from] TransportError),
+    /// Too many devices.
+    #[error(transparent)]
+    Bus(#[from] BusFull),
 }
 
 impl Error {
@@ -253,7 +347,7 @@ pub struct Timings {
 }
 
 /// Everything [`run`] learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// How the guest ended.
     pub outcome: Outcome,
@@ -261,6 +355,8 @@ pub struct Report {
     pub exits: ExitStats,
     /// The kernel's counters (CPL0 entries by vector).
     pub kernel: KernelReport,
+    /// What the network card did (`--net`).
+    pub net: Option<NetReport>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -279,6 +375,11 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let tap = config
+        .net
+        .as_ref()
+        .map(|spec| devices::Tap::open(&spec.tap))
+        .transpose()?;
     let initrd_archive = config.initrd.as_deref().map(initrd::build).transpose()?;
     let file = memory::ImageFile::open(&config.image).map_err(|source| Error::ReadImage {
         path: config.image.clone(),
@@ -297,7 +398,14 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     drop(initrd_archive);
 
-    let mut machine = kvm::Machine::new(&ram, config.cpus)?;
+    let mut bus = devices::MmioBus::default();
+    if let (Some(spec), Some(tap)) = (&config.net, tap) {
+        let mac = spec.mac.unwrap_or(MacAddr::local(std::process::id()));
+        let name = tap.name().to_owned();
+        let card = devices::MmioTransport::new(devices::Net::new(mac, tap), ram.clone())?;
+        bus.add_net(card, &name, mac)?;
+    }
+    let mut machine = kvm::Machine::new(&ram, config.cpus, &bus)?;
     machine.prepare_cpus(image.entry)?;
     let tsc_khz = u64::from(machine.tsc_khz()?);
     let boot_tsc = machine.guest_tsc()?;
@@ -314,10 +422,11 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         .fold(0u64, |bits, (i, _)| bits | 1 << i);
     let mut args = vec![config.image.display().to_string()];
     args.extend(config.args.iter().cloned());
+    let cmdline = config.guest_cmdline(bus.cmdline())?;
     let params = boot_info::BootParams {
         args: &args,
         env: &config.env,
-        cmdline: &config.cmdline,
+        cmdline: &cmdline,
         cpu_count: config.cpus,
         tsc_khz,
         boot_tsc,
@@ -331,8 +440,12 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
 
     let entered = Instant::now();
     let services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
-    let (stop, exits) = machine.run(&ram, &services)?;
+    let run = machine.run(&ram, &services, &bus);
     let stopped = Instant::now();
+    // No vCPU runs any more; stop the devices' threads before the report
+    // (and, on an error, before guest RAM goes).
+    let net = bus.shutdown().into_iter().next();
+    let (stop, exits) = run?;
 
     let kernel = ram
         .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
@@ -365,6 +478,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         outcome,
         exits,
         kernel,
+        net,
         timings,
     })
 }
@@ -388,4 +502,104 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn config(cmdline: &str, net: bool, ip: Option<&str>, gateway: Option<&str>) -> VmConfig {
+        let mut config = VmConfig::new("img");
+        config.cmdline = cmdline.into();
+        config.net = net.then(|| parse_net_spec("tap:tap0").unwrap());
+        config.ip = ip.map(|ip| {
+            let (address, prefix) = ip.split_once('/').unwrap();
+            (address.parse().unwrap(), prefix.parse().unwrap())
+        });
+        config.gateway = gateway.map(|g| g.parse().unwrap());
+        config
+    }
+
+    fn refused(config: &VmConfig) -> String {
+        match config.validate() {
+            Err(Error::Config(message)) => message,
+            other => panic!("{config:?} should be refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_guest_gets_the_users_tokens_then_ours() {
+        let config = config(
+            " quiet  log=debug\tx ",
+            true,
+            Some("10.0.0.2/24"),
+            Some("10.0.0.1"),
+        );
+        config.validate().unwrap();
+        let device = VirtioMmio {
+            addr: layout::VIRTIO_MMIO_ADDR,
+            size: 0x1000,
+            vector: layout::DEVICE_VECTOR,
+        };
+        assert_eq!(
+            config.guest_cmdline([device].into_iter()).unwrap(),
+            [
+                "quiet",
+                "log=debug",
+                "x",
+                "virtio_mmio.device=4K@0xd0000000:34",
+                "net.ip=10.0.0.2/24",
+                "net.gateway=10.0.0.1"
+            ]
+        );
+        let plain = VmConfig::new("img");
+        assert!(plain.guest_cmdline(std::iter::empty()).unwrap().is_empty());
+        // A card without an address: the guest finds one itself.
+        assert!(self::config("", true, None, None).validate().is_ok());
+    }
+
+    #[test]
+    fn network_settings_must_fit_together() {
+        assert!(refused(&config("", false, Some("10.0.0.2/24"), None)).contains("--net"));
+        assert!(refused(&config("", true, None, Some("10.0.0.1"))).contains("--ip"));
+        assert!(
+            refused(&config("", true, Some("10.0.0.2/24"), Some("10.0.1.1")))
+                .contains("not another address in the network of --ip 10.0.0.2/24")
+        );
+        assert!(
+            refused(&config("", true, Some("10.0.0.2/24"), Some("10.0.0.2"))).contains("--gateway")
+        );
+        assert!(refused(&config("", true, Some("10.0.0.2/33"), None)).contains("longer than 32"));
+        assert!(refused(&config("", true, Some("224.0.0.2/24"), None)).contains("not a unicast"));
+        assert!(
+            refused(&config(
+                "",
+                true,
+                Some("10.0.0.2/24"),
+                Some("255.255.255.255")
+            ))
+            .contains("not a unicast")
+        );
+        config("", true, Some("10.0.0.2/0"), Some("192.168.1.1"))
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn the_user_cannot_set_our_parameters_through_cmdline() {
+        for token in [
+            "virtio_mmio.device=4K@0xd0001000:35",
+            "net.ip=10.0.0.2/24",
+            "net.gateway=junk",
+            "net.ip",
+        ] {
+            let message = refused(&config(&format!("quiet {token}"), true, None, None));
+            assert!(
+                message.contains("eremite sets this parameter itself"),
+                "{message}"
+            );
+        }
+    }
 }

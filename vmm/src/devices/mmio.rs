@@ -67,7 +67,7 @@ const NEEDS_RESET: u32 = VIRTIO_CONFIG_S_NEEDS_RESET;
 
 /// The transport could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TransportError {
+pub enum TransportError {
     /// The host could not create an event descriptor.
     #[error("cannot create the device's event descriptors: {0}")]
     Events(#[source] io::Error),
@@ -256,6 +256,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// Accesses the transport ignored (bad width, offset or direction).
     pub(crate) fn bad_accesses(&self) -> u64 {
         self.bad_accesses
+    }
+
+    /// Interrupts the device and the transport raised (each an event
+    /// write), resets included.
+    pub(crate) fn interrupts(&self) -> u64 {
+        self.interrupt.raised()
     }
 
     /// Why the transport last set `DEVICE_NEEDS_RESET`, if it did.

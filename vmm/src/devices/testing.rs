@@ -1,9 +1,14 @@
 //! A fake virtio driver for the device tests: register accesses as a
 //! driver makes them, and split queues laid out in guest RAM (virtio 1.2
-//! §2.7) that the test fills and reads back like a driver would.
+//! §2.7) that the test fills and reads back like a driver would. Also
+//! [`NetNs`], a network namespace for the tests that need a tap.
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_config::{
@@ -210,5 +215,71 @@ impl FakeQueue {
     pub(crate) fn avail_event(&self, ram: &GuestRam) -> u16 {
         let n = u64::from(self.size);
         ram.read_obj(self.used + 4 + 8 * n).unwrap()
+    }
+}
+
+/// A network namespace made for one test (`ip netns add`), deleted on
+/// drop. Needs root and iproute2's `ip`; fails, never skips, without them.
+pub(crate) struct NetNs {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ip` (the tap tests need iproute2): {e}"));
+    assert!(
+        output.status.success(),
+        "`ip {}` failed (the tap tests need root): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl NetNs {
+    pub(crate) fn new() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "eremite-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name]);
+        Self { name }
+    }
+
+    /// `ip -n NAME args...`
+    pub(crate) fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// Run `f` on a thread inside the namespace.
+    pub(crate) fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = File::open(&path).unwrap();
+                rustix::thread::move_into_link_name_space(
+                    ns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Not `ip()`: a panic while unwinding would abort the test run.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }

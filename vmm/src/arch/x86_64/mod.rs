@@ -39,12 +39,18 @@ const PDPT_ADDR: u64 = PAGE_TABLES_ADDR + PAGE_SIZE;
 const FIRST_PT_ADDR: u64 = PAGE_TABLES_ADDR + 2 * PAGE_SIZE;
 const FIRST_PD_ADDR: u64 = PAGE_TABLES_ADDR + 3 * PAGE_SIZE;
 
-/// The page directory of the fourth GiB, for the local APIC's page.
+/// The page directory of the fourth GiB, for the local APIC's page and
+/// the virtio-MMIO windows.
 const APIC_PD_ADDR: u64 = FIRST_PD_ADDR + 3 * PAGE_SIZE;
 
 const _: () = assert!(APIC_PD_ADDR + PAGE_SIZE <= PAGE_TABLES_END);
 const _: () =
     assert!(layout::LAPIC_ADDR.is_multiple_of(LARGE_PAGE_SIZE) && layout::LAPIC_ADDR >= 3 * GIB);
+const _: () = assert!(
+    layout::VIRTIO_MMIO_ADDR.is_multiple_of(LARGE_PAGE_SIZE)
+        && layout::VIRTIO_MMIO_ADDR >= 3 * GIB
+        && layout::VIRTIO_MMIO_ADDR < 4 * GIB
+);
 const _: () = assert!(
     layout::MAX_MEMORY <= 3 * GIB,
     "one page directory per GiB below"
@@ -69,7 +75,10 @@ impl PageTable {
 /// OS runs at CPL3), 2 MiB pages except for the first 2 MiB, whose page 0
 /// stays unmapped so a null pointer faults. The local APIC's registers at
 /// [`layout::LAPIC_ADDR`] are mapped too, uncached and CPL3-accessible, so
-/// the kernel arms its timer and signals EOI with plain MMIO writes.
+/// the kernel arms its timer and signals EOI with plain MMIO writes; and so
+/// are the 2 MiB of virtio-MMIO windows at [`layout::VIRTIO_MMIO_ADDR`],
+/// where no memory lies: each access exits to the VMM's device model (or,
+/// for a `QueueNotify` write, signals an ioeventfd inside KVM).
 ///
 /// `mem_size` must be a non-zero multiple of 2 MiB up to
 /// [`layout::MAX_MEMORY`] (checked by `VmConfig`).
@@ -103,9 +112,10 @@ pub(crate) fn page_tables(mem_size: u64) -> Vec<PageTable> {
         tables.push(pd);
     }
     let mut apic = PageTable::new(APIC_PD_ADDR);
-    let apic_index = ((layout::LAPIC_ADDR % GIB) / LARGE_PAGE_SIZE) as usize;
-    apic.entries[apic_index] =
-        layout::LAPIC_ADDR | flags | pte::LARGE | pte::CACHE_DISABLE | pte::WRITE_THROUGH;
+    let uncached_large = flags | pte::LARGE | pte::CACHE_DISABLE | pte::WRITE_THROUGH;
+    for addr in [layout::LAPIC_ADDR, layout::VIRTIO_MMIO_ADDR] {
+        apic.entries[((addr % GIB) / LARGE_PAGE_SIZE) as usize] = addr | uncached_large;
+    }
     pdpt.entries[3] = APIC_PD_ADDR | flags;
     tables.extend([pml4, pdpt, first, apic]);
     tables
@@ -349,6 +359,45 @@ mod tests {
                     .iter()
                     .all(|t| t.addr >= PAGE_TABLES_ADDR && t.addr < PAGE_TABLES_END)
             );
+        }
+    }
+
+    /// The leaf entry that maps `addr` (a 2 MiB page in the fourth GiB).
+    fn large_entry_above_ram(tables: &[PageTable], addr: u64) -> u64 {
+        let pd = tables.iter().find(|t| t.addr == APIC_PD_ADDR).unwrap();
+        pd.entries[((addr % GIB) / LARGE_PAGE_SIZE) as usize]
+    }
+
+    #[test]
+    fn the_local_apic_and_the_virtio_windows_are_mapped_uncached() {
+        for mem in [8u64 << 20, 3 << 30] {
+            let tables = page_tables(mem);
+            let windows = layout::VIRTIO_MMIO_ADDR
+                ..layout::VIRTIO_MMIO_ADDR
+                    + layout::MAX_VIRTIO_DEVICES * layout::VIRTIO_MMIO_STRIDE;
+            for addr in [
+                layout::LAPIC_ADDR,
+                layout::LAPIC_ADDR + 0xb0,
+                windows.start,
+                windows.start + 0x50,
+                windows.end - 4,
+                layout::VIRTIO_MMIO_ADDR + LARGE_PAGE_SIZE - 1,
+            ] {
+                assert_eq!(lookup(&tables, addr), Some(addr), "{addr:#x}");
+                let entry = large_entry_above_ram(&tables, addr);
+                let uncached = pte::CACHE_DISABLE | pte::WRITE_THROUGH;
+                assert_eq!(entry & uncached, uncached, "{addr:#x}");
+                assert_ne!(entry & pte::WRITABLE, 0, "{addr:#x}");
+            }
+            // Nothing else between the end of RAM and the local APIC.
+            for addr in [
+                layout::VIRTIO_MMIO_ADDR - 1,
+                layout::VIRTIO_MMIO_ADDR + LARGE_PAGE_SIZE,
+                layout::LAPIC_ADDR - 1,
+                layout::LAPIC_ADDR + LARGE_PAGE_SIZE,
+            ] {
+                assert_eq!(lookup(&tables, addr), None, "{addr:#x}");
+            }
         }
     }
 

@@ -36,7 +36,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{ActivateError, Activation, VirtioDevice, new_event, read_config_bytes};
 pub use spec::{MacAddr, NetSpec, NetSpecError, parse_net_spec};
-pub(crate) use tap::{Tap, TapError};
+pub(crate) use tap::Tap;
+pub use tap::TapError;
 use worker::{Finished, Worker, WorkerFault};
 
 /// Queue indices (§5.1.2).
@@ -75,23 +76,25 @@ pub(crate) trait NetBackend: Send + 'static {
 
 /// What the device did, for `--stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct NetCounters {
-    /// Frames sent to the backend, and their bytes (without the header).
-    pub(crate) tx_frames: u64,
-    pub(crate) tx_bytes: u64,
+pub struct NetCounters {
+    /// Frames sent to the backend.
+    pub tx_frames: u64,
+    /// Their bytes (without the virtio-net header).
+    pub tx_bytes: u64,
     /// Transmit chains whose frame was shorter than an Ethernet header or
-    /// longer than [`MAX_FRAME_BYTES`].
-    pub(crate) tx_dropped: u64,
-    /// Frames given to the guest, and their bytes (without the header).
-    pub(crate) rx_frames: u64,
-    pub(crate) rx_bytes: u64,
+    /// longer than 65 550 bytes.
+    pub tx_dropped: u64,
+    /// Frames given to the guest.
+    pub rx_frames: u64,
+    /// Their bytes (without the virtio-net header).
+    pub rx_bytes: u64,
     /// Frames that did not fit the guest's buffer.
-    pub(crate) rx_dropped: u64,
+    pub rx_dropped: u64,
     /// Chains refused: malformed, wrong direction, or too small to
     /// receive into. Each is returned to the guest unused.
-    pub(crate) bad_chains: u64,
+    pub bad_chains: u64,
     /// Reads or writes the backend failed.
-    pub(crate) backend_errors: u64,
+    pub backend_errors: u64,
 }
 
 /// A running worker thread.
@@ -170,7 +173,10 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
             interrupt,
             ..
         } = activation;
-        if let Some(index) = (0..2).find(|&i| !queues.get(i).is_some_and(|q| q.queue.ready())) {
+        if let Some(index) = [RX_QUEUE, TX_QUEUE]
+            .into_iter()
+            .find(|&i| !queues.get(i).is_some_and(|q| q.queue.ready()))
+        {
             return Err(ActivateError::QueueNotReady(index));
         }
         let mut queues = queues.into_iter();

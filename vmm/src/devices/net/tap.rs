@@ -27,7 +27,7 @@ use super::spec::{NetSpecError, check_interface_name};
 
 /// A tap interface that cannot be opened.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TapError {
+pub enum TapError {
     /// A name Linux would refuse.
     #[error(transparent)]
     Name(#[from] NetSpecError),

@@ -10,10 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::{AsRawFd, RawFd};
 
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
@@ -24,7 +21,7 @@ use virtio_bindings::virtio_mmio as reg;
 use super::worker::{PASS_BUDGET, Worker};
 use super::*;
 use crate::devices::mmio::DeviceFailure;
-use crate::devices::testing::{FakeQueue, NEXT, WRITE, negotiate, read_reg, wait_for, write_reg};
+use crate::devices::testing::{FakeQueue, NEXT, negotiate, read_reg, wait_for, write_reg};
 use crate::devices::{ActiveQueue, Interrupt, MmioTransport};
 use crate::memory::GuestRam;
 
@@ -561,71 +558,7 @@ fn driver_ok_without_both_queues_sets_device_needs_reset() {
 /// (never skip) without them.
 mod tap_backend {
     use super::*;
-
-    /// A network namespace, deleted on drop.
-    struct NetNs {
-        name: String,
-    }
-
-    fn ip(args: &[&str]) {
-        let output = Command::new("ip")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `ip` (the tap tests need iproute2): {e}"));
-        assert!(
-            output.status.success(),
-            "`ip {}` failed (the tap tests need root): {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    impl NetNs {
-        fn new() -> Self {
-            static COUNTER: AtomicU32 = AtomicU32::new(0);
-            let name = format!(
-                "eremite-test-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            );
-            ip(&["netns", "add", &name]);
-            Self { name }
-        }
-
-        /// `ip -n NAME args...`
-        fn ip(&self, args: &[&str]) {
-            let mut all = vec!["-n", self.name.as_str()];
-            all.extend_from_slice(args);
-            ip(&all);
-        }
-
-        /// Run `f` on a thread inside the namespace.
-        fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-            let path = format!("/run/netns/{}", self.name);
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let ns = File::open(&path).unwrap();
-                    rustix::thread::move_into_link_name_space(
-                        ns.as_fd(),
-                        Some(rustix::thread::LinkNameSpaceType::Network),
-                    )
-                    .unwrap();
-                    f()
-                })
-                .join()
-                .unwrap()
-            })
-        }
-    }
-
-    impl Drop for NetNs {
-        fn drop(&mut self) {
-            // Not `ip()`: a panic while unwinding would abort the test run.
-            let _ = Command::new("ip")
-                .args(["netns", "delete", &self.name])
-                .status();
-        }
-    }
+    use crate::devices::testing::NetNs;
 
     #[test]
     fn opening_a_missing_or_wrong_interface_says_why() {
