@@ -18,8 +18,6 @@ mod arch;
 mod boot;
 mod console;
 mod cpu;
-// Nothing calls the virtio-net driver yet: the kernel's `net` module will.
-#[allow(dead_code, unused_imports)]
 mod drivers;
 mod fault;
 mod fs;

@@ -7,11 +7,52 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpS
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "hermit")]
 use eremite as _;
 
 fn check(name: &str, f: impl FnOnce()) {
     f();
     println!("ok {name}");
+}
+
+/// `net client ADDR BYTES`: connect to an echo server, send BYTES of a
+/// pattern while reading the echo back, and check it; prints the
+/// checksums and `client passed`.
+fn client(addr: &str, bytes: usize) {
+    let data = pattern(bytes);
+    let addr: SocketAddr = addr.parse().expect("an address");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut reader = stream.try_clone().unwrap();
+    let receiver = thread::spawn(move || {
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        got
+    });
+    stream.write_all(&data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let got = receiver.join().unwrap();
+    println!("sent {} bytes, fnv1a {:016x}", data.len(), fnv1a(&data));
+    println!("received {} bytes, fnv1a {:016x}", got.len(), fnv1a(&got));
+    assert!(got == data, "the echo differs");
+    println!("client passed");
+}
+
+/// `net echo-server ADDR`: echo every connection's bytes back until it
+/// half-closes; one connection at a time, for ever.
+fn echo_server(addr: &str) {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    println!("listening on {}", listener.local_addr().unwrap());
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut buf = vec![0; 64 << 10];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = conn.shutdown(Shutdown::Write);
+    }
 }
 
 /// A byte pattern that differs at every offset for a long way.
@@ -26,6 +67,12 @@ fn fnv1a(data: &[u8]) -> u64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["client", addr, bytes] => return client(addr, bytes.parse().expect("a byte count")),
+        ["echo-server", addr] => return echo_server(addr),
+        _ => {}
+    }
     check("bind an ephemeral port", || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

@@ -107,6 +107,9 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
     let result = op(&mut net.stack);
     let now = now();
     let is_changed = net.stack.poll(now, &mut net.nic);
+    // Polling takes frames with the card's interrupts off: ask for the
+    // next one, and leave frames that came meanwhile to the thread.
+    let has_more = net.nic.enable_interrupts();
     let next_ns = net.stack.poll_delay(now).map_or(u64::MAX, |d| {
         time::monotonic_ns().saturating_add(d.total_micros() * 1000)
     });
@@ -115,7 +118,7 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
         changed();
     }
     start_thread();
-    if next_ns < NEXT_POLL_NS.load(Ordering::SeqCst) {
+    if has_more || next_ns < NEXT_POLL_NS.load(Ordering::SeqCst) {
         kick();
     }
     result

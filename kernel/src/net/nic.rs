@@ -10,7 +10,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
+use eremite_interface::cmdline::{self, Param};
+use eremite_interface::layout::DEVICE_VECTOR;
 use eremite_net::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+
+use crate::boot;
+use crate::console::klog;
+use crate::drivers::virtio::{self, VirtioNet};
 
 /// Network settings from the command line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -21,9 +27,36 @@ pub(super) struct Settings {
     pub(super) gateway: Option<Ipv4Addr>,
 }
 
+/// Our parameters on the command line; malformed ones are logged and
+/// skipped.
+fn params() -> impl Iterator<Item = Param> {
+    let tokens = boot::info()
+        .into_iter()
+        .flat_map(|info| boot::strings(&info.cmdline));
+    tokens.filter_map(
+        |token| match cmdline::parse_param(core::str::from_utf8(token).ok()?)? {
+            Ok(param) => Some(param),
+            Err(e) => {
+                klog!("net: ignoring a bad command-line parameter: {e}");
+                None
+            }
+        },
+    )
+}
+
 /// The settings the VMM passed.
 pub(super) fn settings() -> Settings {
-    Settings::default()
+    let mut settings = Settings::default();
+    for param in params() {
+        match param {
+            Param::NetAddress(a) => {
+                settings.address = Some((Ipv4Addr::from(a.address), a.prefix_len));
+            }
+            Param::NetGateway(g) => settings.gateway = Some(Ipv4Addr::from(g.0)),
+            Param::VirtioMmio(_) => {}
+        }
+    }
+    settings
 }
 
 /// Largest Ethernet frame without its FCS.
@@ -31,26 +64,44 @@ const FRAME_BYTES: usize = 1514;
 
 /// The card.
 pub(super) enum Nic {
+    /// The virtio-net card the VMM announced.
+    Virtio(VirtioNet),
     /// No card: frames sent are dropped.
     Absent(Discard),
 }
 
 impl Nic {
-    /// The card the command line names, or [`Nic::Absent`].
+    /// The card the command line names, or [`Nic::Absent`]. Only the
+    /// first device's interrupt vector has a gate, so a card on another
+    /// one is left alone.
     pub(super) fn probe() -> Self {
-        Nic::Absent(Discard::default())
+        let card = params().find_map(|param| match param {
+            Param::VirtioMmio(device) if device.vector == DEVICE_VECTOR => Some(device),
+            Param::VirtioMmio(device) => {
+                klog!("net: no interrupt gate for vector {}", device.vector);
+                None
+            }
+            _ => None,
+        });
+        match card.map(|device| virtio::probe(device.addr)) {
+            Some(Ok(card)) => Nic::Virtio(card),
+            Some(Err(e)) => {
+                klog!("net: no network card: {e}");
+                Nic::Absent(Discard::default())
+            }
+            None => Nic::Absent(Discard::default()),
+        }
     }
 
     /// Whether a real card is present (its interrupts may wake threads).
     pub(super) fn is_card(&self) -> bool {
-        match self {
-            Nic::Absent(_) => false,
-        }
+        matches!(self, Nic::Virtio(_))
     }
 
     /// The card's MAC address (a fixed local one without a card).
     pub(super) fn mac(&self) -> [u8; 6] {
         match self {
+            Nic::Virtio(card) => card.mac(),
             Nic::Absent(_) => [0x02, 0, 0, 0, 0, 1],
         }
     }
@@ -59,6 +110,7 @@ impl Nic {
     /// did (poll again rather than sleep).
     pub(super) fn enable_interrupts(&mut self) -> bool {
         match self {
+            Nic::Virtio(card) => card.enable_interrupts(),
             Nic::Absent(_) => false,
         }
     }
@@ -85,36 +137,12 @@ impl phy::TxToken for DiscardTx<'_> {
     }
 }
 
-/// A receive token that never exists.
-pub(super) enum NoRx {}
-
-impl phy::RxToken for NoRx {
-    fn consume<R, F>(self, _: F) -> R
-    where
-        F: FnOnce(&[u8]) -> R,
-    {
-        match self {}
-    }
-}
-
-/// Tokens of whichever card is present.
-pub(super) enum RxToken<'a> {
-    Absent(NoRx, core::marker::PhantomData<&'a ()>),
-}
+/// Tokens of whichever card is present (only a real card receives).
+pub(super) type RxToken<'a> = virtio::RxToken<'a>;
 
 pub(super) enum TxToken<'a> {
+    Virtio(virtio::TxToken<'a>),
     Absent(DiscardTx<'a>),
-}
-
-impl phy::RxToken for RxToken<'_> {
-    fn consume<R, F>(self, f: F) -> R
-    where
-        F: FnOnce(&[u8]) -> R,
-    {
-        match self {
-            RxToken::Absent(token, _) => token.consume(f),
-        }
-    }
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -123,6 +151,7 @@ impl phy::TxToken for TxToken<'_> {
         F: FnOnce(&mut [u8]) -> R,
     {
         match self {
+            TxToken::Virtio(token) => token.consume(len, f),
             TxToken::Absent(token) => token.consume(len, f),
         }
     }
@@ -134,24 +163,31 @@ impl Device for Nic {
 
     fn receive(
         &mut self,
-        _: eremite_net::Instant,
+        now: eremite_net::Instant,
     ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         match self {
+            Nic::Virtio(card) => card.receive(now).map(|(rx, tx)| (rx, TxToken::Virtio(tx))),
             Nic::Absent(_) => None,
         }
     }
 
-    fn transmit(&mut self, _: eremite_net::Instant) -> Option<Self::TxToken<'_>> {
+    fn transmit(&mut self, now: eremite_net::Instant) -> Option<Self::TxToken<'_>> {
         match self {
+            Nic::Virtio(card) => card.transmit(now).map(TxToken::Virtio),
             Nic::Absent(discard) => Some(TxToken::Absent(DiscardTx(&mut discard.scratch))),
         }
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = FRAME_BYTES;
-        caps.max_burst_size = Some(1);
-        caps
+        match self {
+            Nic::Virtio(card) => card.capabilities(),
+            Nic::Absent(_) => {
+                let mut caps = DeviceCapabilities::default();
+                caps.medium = Medium::Ethernet;
+                caps.max_transmission_unit = FRAME_BYTES;
+                caps.max_burst_size = Some(1);
+                caps
+            }
+        }
     }
 }

@@ -24,4 +24,4 @@ mod dma;
 mod mmio;
 mod net;
 
-pub(crate) use net::{ProbeError, VirtioNet, probe};
+pub(crate) use net::{RxToken, TxToken, VirtioNet, probe};

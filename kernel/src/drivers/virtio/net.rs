@@ -9,7 +9,7 @@
 //! call [`VirtioNet::enable_interrupts`]; if that returns `true`, poll
 //! again instead of sleeping. Otherwise the next received frame (or, when
 //! every transmit buffer is in flight, the next one returned) raises one
-//! interrupt on [`VirtioNet::vector`]; only the local APIC's EOI is
+//! interrupt on the vector the VMM announced with it; only the local APIC's EOI is
 //! needed. While polling, the device interrupts no more, and it is
 //! notified (one exit, an ioeventfd on our VMM) only when it said it
 //! waits for buffers (`VIRTIO_F_EVENT_IDX`).
@@ -18,7 +18,7 @@ use core::fmt;
 
 use eremite_net::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use eremite_net::smoltcp::time::Instant;
-use eremite_virtq::{MAX_FRAME_BYTES, NetConfig, NetCounters, NetDriver, NetInitError, TxSlot};
+use eremite_virtq::{MAX_FRAME_BYTES, NetConfig, NetDriver, NetInitError, TxSlot};
 
 use super::dma::DmaRegion;
 use super::mmio::MmioWindow;
@@ -50,7 +50,6 @@ impl fmt::Display for ProbeError {
 /// `Sync`.
 pub(crate) struct VirtioNet {
     driver: NetDriver<MmioWindow, DmaRegion>,
-    vector: u8,
 }
 
 const _: () = {
@@ -58,10 +57,9 @@ const _: () = {
     is_send::<VirtioNet>();
 };
 
-/// Set up the network card whose register window is at `addr` and whose
-/// interrupt arrives on `vector`, and make it live with its receive queue
-/// full. About 50 exits.
-pub(crate) fn probe(addr: u64, vector: u8) -> Result<VirtioNet, ProbeError> {
+/// Set up the network card whose register window is at `addr`, and make
+/// it live with its receive queue full. About 50 exits.
+pub(crate) fn probe(addr: u64) -> Result<VirtioNet, ProbeError> {
     let window = MmioWindow::new(addr).ok_or(ProbeError::NotAWindow(addr))?;
     let config = NetConfig {
         max_queue_size: MAX_QUEUE_SIZE,
@@ -73,7 +71,7 @@ pub(crate) fn probe(addr: u64, vector: u8) -> Result<VirtioNet, ProbeError> {
         Some((region, base))
     })
     .map_err(ProbeError::Device)?;
-    Ok(VirtioNet { driver, vector })
+    Ok(VirtioNet { driver })
 }
 
 /// A random, locally administered unicast address (§5.1.5: what the
@@ -97,11 +95,6 @@ impl VirtioNet {
         self.driver.mac()
     }
 
-    /// The interrupt vector the device's MSI arrives on.
-    pub(crate) fn vector(&self) -> u8 {
-        self.vector
-    }
-
     /// Ask for an interrupt on the next received frame (and on the next
     /// transmit completion if every transmit buffer is in flight). Returns
     /// `true` when such work is already pending: poll again, do not sleep.
@@ -109,16 +102,6 @@ impl VirtioNet {
     /// (any poll of the stack) turns receive interrupts off again.
     pub(crate) fn enable_interrupts(&mut self) -> bool {
         self.driver.enable_interrupts()
-    }
-
-    /// Frames, bytes, drops and notifications so far.
-    pub(crate) fn counters(&self) -> NetCounters {
-        self.driver.counters()
-    }
-
-    /// Whether the device broke the ring protocol; the card is dead then.
-    pub(crate) fn is_broken(&self) -> bool {
-        self.driver.is_broken()
     }
 }
 
