@@ -67,6 +67,14 @@ fn arm_timer(ns: u32) {
     }
 }
 
+/// Make this core's timer fire within `ns`, even if it is armed for later:
+/// whoever handles that interrupt re-arms it for the slice or the earliest
+/// sleeper (`arm_for_others`), so nothing is lost.
+fn arm_timer_within(ns: u32) {
+    cpu::this().is_timer_armed.store(true, Ordering::Relaxed);
+    arch::timer_arm(ns);
+}
+
 /// Smallest stack a spawned thread gets.
 const MIN_STACK_BYTES: usize = 64 << 10;
 
@@ -358,7 +366,13 @@ static IS_DEVICE_PENDING: AtomicBool = AtomicBool::new(false);
 fn acknowledge(vector: u8) {
     match vector {
         TIMER_VECTOR => cpu::this().is_timer_armed.store(false, Ordering::Relaxed),
-        DEVICE_VECTOR => IS_DEVICE_PENDING.store(true, Ordering::SeqCst),
+        // Also a wake-up for this core: an idle core that took it while
+        // spinning (with preemption off) must not halt until it is
+        // delivered.
+        DEVICE_VECTOR => {
+            IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
+            cpu::this().wake.store(1, Ordering::SeqCst);
+        }
         _ => {}
     }
     arch::eoi();
@@ -691,7 +705,9 @@ pub(crate) extern "C" fn interrupt(vectors: u32) {
         }
     }
     if !sync::is_preemptible() {
-        arm_timer(RETRY_NS);
+        // Soon, not when a timer armed for a far sleeper fires: a device
+        // interrupt is waiting too.
+        arm_timer_within(RETRY_NS);
         return;
     }
     deliver_device_interrupt();

@@ -125,37 +125,67 @@ pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
 }
 
 /// Run `command`, which boots a VM, as [`boot_image`] does.
-fn boot_command(mut command: Command) -> Run {
-    require_kvm();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start eremite");
-    // Drain both pipes while waiting, so a chatty guest never blocks.
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("cannot wait for eremite") {
-            break status;
+fn boot_command(command: Command) -> Run {
+    Guest::spawn(command).wait()
+}
+
+/// A VM running in the background (for tests that talk to it).
+pub struct Guest {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+    started: Instant,
+}
+
+impl Guest {
+    fn spawn(mut command: Command) -> Self {
+        require_kvm();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start eremite");
+        // Drain both pipes while it runs, so a chatty guest never blocks.
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        Self {
+            child,
+            stdout,
+            stderr,
+            started: Instant::now(),
         }
-        if started.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            break child.wait().expect("cannot wait for eremite");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let run = Run::from_output(Output {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    });
-    assert!(
-        started.elapsed() <= BOOT_TIMEOUT,
-        "the guest ran longer than {BOOT_TIMEOUT:?} (hung?)\n{run}"
-    );
-    run
+    }
+
+    /// Wait for the VM to end, at most [`BOOT_TIMEOUT`] after its start
+    /// (then kill it and fail).
+    pub fn wait(mut self) -> Run {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("cannot wait for eremite") {
+                break status;
+            }
+            if self.started.elapsed() > BOOT_TIMEOUT {
+                let _ = self.child.kill();
+                break self.child.wait().expect("cannot wait for eremite");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let run = Run::from_output(Output {
+            status,
+            stdout: self.stdout.join().expect("stdout reader"),
+            stderr: self.stderr.join().expect("stderr reader"),
+        });
+        assert!(
+            self.started.elapsed() <= BOOT_TIMEOUT,
+            "the guest ran longer than {BOOT_TIMEOUT:?} (hung?)\n{run}"
+        );
+        run
+    }
+
+    /// Kill the VM and return what it printed.
+    pub fn kill(mut self) -> Run {
+        let _ = self.child.kill();
+        self.wait()
+    }
 }
 
 /// Read `pipe` to its end on a thread of its own.
@@ -235,6 +265,43 @@ impl NetNs {
             .arg("--")
             .args(guest_args);
         boot_command(command)
+    }
+
+    /// [`NetNs::boot`] in the background.
+    pub fn spawn(&self, name: &str, options: &[&str], guest_args: &[&str]) -> Guest {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name])
+            .arg(eremite())
+            .arg("run")
+            .args(options)
+            .arg(image(name))
+            .arg("--")
+            .args(guest_args);
+        Guest::spawn(command)
+    }
+
+    /// Run `f` on a thread inside the namespace, so its sockets live
+    /// there (and reach only the namespace's addresses).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsFd;
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = std::fs::File::open(&path)
+                        .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+                    // Moves only this thread, which ends with `f`.
+                    rustix::thread::move_into_link_name_space(
+                        ns.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .unwrap_or_else(|e| panic!("cannot enter {path}: {e}"));
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
     }
 
     /// `eremite ARGS` inside the namespace, for runs that fail before the

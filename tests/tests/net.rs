@@ -2,6 +2,10 @@
 //! (examples/net), and the network card (`--net`) on a tap inside a
 //! network namespace each test creates, talking only to addresses there.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
 use eremite_tests::{NetNs, boot};
 
 #[test]
@@ -68,4 +72,241 @@ fn a_missing_tap_is_one_line_and_125() {
         ],
         "{run}"
     );
+}
+
+/// The guest's address on the tap, and the host side's.
+const GUEST: &str = "10.0.0.2";
+const HOST: &str = "10.0.0.1";
+
+/// A namespace with a tap for the guest, and the options that give the
+/// guest its card and address.
+fn network() -> (NetNs, [&'static str; 6]) {
+    let ns = NetNs::with_tap("etap0", "10.0.0.1/24");
+    (
+        ns,
+        [
+            "--net",
+            "tap:etap0",
+            "--ip",
+            "10.0.0.2/24",
+            "--gateway",
+            "10.0.0.1",
+        ],
+    )
+}
+
+/// Connect to the guest's `port`, retrying while it boots.
+fn connect(port: u16) -> TcpStream {
+    let addr: SocketAddr = format!("{GUEST}:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                return stream;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot connect to the guest at {addr}: {e}"),
+        }
+    }
+}
+
+/// Send `request` on a new connection and read the whole answer (the
+/// request asks to close).
+fn http(port: u16, request: &str) -> String {
+    let mut stream = connect(port);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The checks every echo server passes: an answer that describes the
+/// request, bad input that does not stop it, then `/quit`.
+fn check_echo_server(ns: &NetNs, port: u16) {
+    ns.enter(|| {
+        let answer = http(
+            port,
+            "POST /submit?lang=rust&q=a%2Fb HTTP/1.1\r\nHost: guest.test\r\nUser-Agent: eremite-test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 21\r\nConnection: close\r\n\r\nname=eve&msg=hi+there",
+        );
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        for line in [
+            "method: POST",
+            "url: /submit?lang=rust&q=a%2Fb",
+            "protocol: HTTP/1.1",
+            "host: guest.test",
+            "header: User-Agent: eremite-test",
+            "form: lang=rust",
+            "form: q=a/b",
+            "form: name=eve",
+            "form: msg=hi there",
+        ] {
+            assert!(answer.lines().any(|l| l == line), "no {line:?} in {answer}");
+        }
+        let remote = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("remote: "))
+            .unwrap_or_else(|| panic!("no remote in {answer}"));
+        assert!(remote.starts_with(&format!("{HOST}:")), "{answer}");
+        // Garbage gets a 400; a client that vanishes mid-request is
+        // forgotten; neither stops the server.
+        let answer = http(port, "\x16\x03\x01 not http at all\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        drop(connect(port));
+        let mut half = connect(port);
+        half.write_all(b"GET /half HTTP/1.1\r\nHost: x\r\n").unwrap();
+        drop(half);
+        // Keep-alive: two requests on one connection.
+        let mut stream = connect(port);
+        stream
+            .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+        assert!(answer.contains("url: /two"), "{answer}");
+        http(port, "GET /quit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    });
+}
+
+#[test]
+fn the_http_echo_server_answers_clients_on_the_host() {
+    let (ns, card) = network();
+    let guest = ns.spawn("httpd", &card, &["0.0.0.0:8080"]);
+    check_echo_server(&ns, 8080);
+    let run = guest.wait();
+    run.expect_code(0);
+    assert!(
+        run.stdout.starts_with("listening on 0.0.0.0:8080\n"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("served "), "{run}");
+}
+
+#[test]
+fn the_mio_event_loop_server_answers_clients_on_the_host() {
+    let (ns, card) = network();
+    let guest = ns.spawn("mio-httpd", &card, &["0.0.0.0:8081"]);
+    check_echo_server(&ns, 8081);
+    let run = guest.wait();
+    run.expect_code(0);
+    assert!(run.stdout.contains("woken\n"), "the mio waker: {run}");
+    assert!(run.stdout.contains("served "), "{run}");
+}
+
+#[test]
+fn the_http_server_survives_2000_sequential_and_200_concurrent_clients() {
+    let (ns, card) = network();
+    let guest = ns.spawn(
+        "httpd",
+        &[&card[..], &["--memory", "256M"]].concat(),
+        &["0.0.0.0:8082"],
+    );
+    ns.enter(|| {
+        let request = "GET /n HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        for _ in 0..2000 {
+            assert!(http(8082, request).starts_with("HTTP/1.1 200 OK"));
+        }
+        let answers: Vec<String> = std::thread::scope(|s| {
+            let clients: Vec<_> = (0..200).map(|_| s.spawn(|| http(8082, request))).collect();
+            clients.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200 OK")));
+        http(
+            8082,
+            "GET /quit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+    });
+    let run = guest.wait();
+    run.expect_code(0);
+    assert!(run.stdout.contains("served 2201 connections"), "{run}");
+}
+
+/// Echo what each connection sends until it half-closes; the bytes and
+/// their checksum.
+fn serve_echo_once(listener: &TcpListener) -> (usize, u64) {
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = vec![0; 64 << 10];
+    let (mut total, mut sum) = (0, 0xcbf2_9ce4_8422_2325u64);
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            sum = (sum ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        total += n;
+        conn.write_all(&buf[..n]).unwrap();
+    }
+    conn.shutdown(Shutdown::Write).unwrap();
+    (total, sum)
+}
+
+#[test]
+fn the_guest_exchanges_10_mb_with_a_host_server_checked_both_ways() {
+    let (ns, card) = network();
+    let listener = ns.enter(|| TcpListener::bind((HOST, 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || serve_echo_once(&listener));
+    let run = ns
+        .spawn(
+            "net",
+            &card,
+            &["client", &format!("{HOST}:{port}"), "10000000"],
+        )
+        .wait();
+    run.expect_code(0);
+    let (bytes, sum) = server.join().unwrap();
+    assert_eq!(bytes, 10_000_000, "{run}");
+    assert!(
+        run.stdout
+            .contains(&format!("sent 10000000 bytes, fnv1a {sum:016x}\n")),
+        "the host received what the guest sent: {run}"
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("received 10000000 bytes, fnv1a {sum:016x}\n")),
+        "{run}"
+    );
+    assert!(run.stdout.ends_with("client passed\n"), "{run}");
+}
+
+#[test]
+fn the_guest_echoes_udp_datagrams() {
+    let (ns, card) = network();
+    let guest = ns.spawn("net", &card, &["udp-echo", "0.0.0.0:7000", "20"]);
+    ns.enter(|| {
+        let socket = UdpSocket::bind((HOST, 0)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let guest: SocketAddr = format!("{GUEST}:7000").parse().unwrap();
+        let mut buf = [0; 2048];
+        let mut echoed = 0;
+        // Datagrams may be lost while the guest boots: send each until
+        // its echo comes back.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while echoed < 20 {
+            assert!(Instant::now() < deadline, "only {echoed} echoes");
+            let message = format!("datagram {echoed} {}", "x".repeat(echoed * 50));
+            socket.send_to(message.as_bytes(), guest).unwrap();
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                assert_eq!(from, guest);
+                if &buf[..n] == message.as_bytes() {
+                    echoed += 1;
+                }
+            }
+        }
+    });
+    let run = guest.wait();
+    run.expect_code(0);
+    assert!(run.stdout.ends_with("echoed 20 datagrams\n"), "{run}");
 }

@@ -55,6 +55,19 @@ fn echo_server(addr: &str) {
     }
 }
 
+/// `net udp-echo ADDR COUNT`: send back each of COUNT datagrams to its
+/// sender, then exit.
+fn udp_echo(addr: &str, count: usize) {
+    let socket = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    println!("listening on {}", socket.local_addr().unwrap());
+    let mut buf = vec![0; 65536];
+    for _ in 0..count {
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        socket.send_to(&buf[..n], from).unwrap();
+    }
+    println!("echoed {count} datagrams");
+}
+
 /// A byte pattern that differs at every offset for a long way.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
@@ -71,6 +84,7 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["client", addr, bytes] => return client(addr, bytes.parse().expect("a byte count")),
         ["echo-server", addr] => return echo_server(addr),
+        ["udp-echo", addr, count] => return udp_echo(addr, count.parse().expect("a count")),
         _ => {}
     }
     check("bind an ephemeral port", || {
