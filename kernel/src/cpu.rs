@@ -6,7 +6,7 @@
 //! records live in one static array, so another CPU can reach any of them
 //! with [`get`].
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, Ordering};
 
 use eremite_interface::layout::MAX_CPUS;
 
@@ -36,6 +36,8 @@ pub(crate) struct Cpu {
     mode: AtomicU8,
     /// Whether its APIC timer is counting down (it is one-shot).
     pub(crate) is_timer_armed: AtomicBool,
+    /// The running thread's `errno` (saved and restored on every switch).
+    pub(crate) errno: AtomicI32,
 }
 
 impl Cpu {
@@ -46,6 +48,7 @@ impl Cpu {
             wake: AtomicU32::new(0),
             mode: AtomicU8::new(Mode::Busy as u8),
             is_timer_armed: AtomicBool::new(false),
+            errno: AtomicI32::new(0),
         }
     }
 

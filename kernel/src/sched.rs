@@ -111,6 +111,8 @@ struct Thread {
     is_reaped: bool,
     /// `None` for the main thread, whose stack and TLS live for ever.
     memory: Option<(mm::Stack, mm::TlsBlock)>,
+    /// Its `errno` while it does not run.
+    errno: i32,
 }
 
 impl Thread {
@@ -128,6 +130,7 @@ impl Thread {
             joiner: None,
             is_reaped: false,
             memory: None,
+            errno: 0,
         })
     }
 }
@@ -421,6 +424,9 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
         return;
     }
     let fs_base = arch::fs_base();
+    let errno = &cpu::this().errno;
+    s.thread(current).errno = errno.load(Ordering::Relaxed);
+    errno.store(s.thread(next).errno, Ordering::Relaxed);
     let save: *mut u64 = if s.thread(current).state == State::Finished {
         if s.thread(current).is_reaped {
             s.threads.remove(&current);
@@ -547,6 +553,17 @@ pub(crate) fn sleep_ns(duration_ns: u64) {
     let s = sched(&mut guard);
     s.block_current(Some(time::monotonic_ns().saturating_add(duration_ns)));
     switch_away(guard);
+}
+
+/// Record the calling thread's last error (hermit-abi's `errno`, which
+/// code written for libc, such as mio, reads after a call fails).
+pub(crate) fn set_errno(errno: i32) {
+    cpu::this().errno.store(errno, Ordering::Relaxed);
+}
+
+/// The calling thread's last error.
+pub(crate) fn errno() -> i32 {
+    cpu::this().errno.load(Ordering::Relaxed)
 }
 
 /// Let the other ready threads run first.

@@ -31,10 +31,17 @@ trait AbiReturn {
     fn ret(self) -> Self::Raw;
 }
 
+/// A failure also sets the thread's `errno` (`sys_get_errno`): std reads
+/// the negative return, code written for libc (mio) reads `errno`.
+fn failed(e: Errno) -> i32 {
+    crate::sched::set_errno(e.0);
+    e.negated()
+}
+
 impl AbiReturn for Result<i32, Errno> {
     type Raw = i32;
     fn ret(self) -> i32 {
-        self.unwrap_or_else(Errno::negated)
+        self.unwrap_or_else(failed)
     }
 }
 
@@ -43,7 +50,7 @@ impl AbiReturn for Result<usize, Errno> {
     fn ret(self) -> isize {
         match self {
             Ok(n) => isize::try_from(n).unwrap_or(isize::MAX),
-            Err(e) => e.negated() as isize,
+            Err(e) => failed(e) as isize,
         }
     }
 }

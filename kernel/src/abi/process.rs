@@ -3,7 +3,7 @@
 use eremite_interface::hypercall::ExitKind;
 use eremite_interface::layout::PAGE_SIZE;
 
-use crate::{boot, console, hypervisor};
+use crate::{boot, console, hypervisor, sched};
 
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_exit(status: i32) -> ! {
@@ -38,15 +38,16 @@ pub extern "C" fn sys_get_processor_count() -> usize {
     sys_available_parallelism()
 }
 
-/// Every `sys_*` function returns its error; there is no errno variable.
+/// The calling thread's last error: every `sys_*` function also returns
+/// it (negated), which is what std reads.
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_get_errno() -> i32 {
-    0
+    sched::errno()
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_errno() -> i32 {
-    0
+    sched::errno()
 }
 
 #[unsafe(no_mangle)]
