@@ -3,10 +3,14 @@
 use eremite_interface::hypercall::ExitKind;
 use eremite_interface::layout::PAGE_SIZE;
 
-use crate::{boot, console, hypervisor, sched};
+use crate::{boot, console, fs, hypervisor, net, sched};
 
+/// End the program: like a host process's exit, close every descriptor
+/// (connections then end cleanly), then stop the VM.
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_exit(status: i32) -> ! {
+    fs::close_all();
+    net::finish();
     console::flush();
     hypervisor::exit(ExitKind::Exit, status)
 }

@@ -332,6 +332,13 @@ pub(crate) fn close(fd: i32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Close every descriptor, as a process's exit does: sockets then end
+/// their connections (see `net::finish`).
+pub(crate) fn close_all() {
+    let slots = core::mem::take(&mut FILES.lock().slots);
+    drop(slots);
+}
+
 /// A second descriptor for the same open file description.
 pub(crate) fn dup(fd: i32) -> Result<i32, Errno> {
     let mut files = FILES.lock();

@@ -190,6 +190,35 @@ extern "C" fn run(_: usize) {
     }
 }
 
+/// Longest the VM's exit waits for closed connections to finish.
+const FINISH_NS: u64 = 200_000_000;
+
+/// Before the VM ends (after every descriptor was closed): give closed
+/// connections a moment to send what they hold and their FIN, as a host
+/// kernel does after a process exits, so a peer sees the end of the
+/// stream rather than silence.
+pub(crate) fn finish() {
+    let has_orphans = || {
+        NET.lock()
+            .as_mut()
+            .is_some_and(|net| {
+                net.stack.poll(now(), &mut net.nic);
+                net.nic.enable_interrupts();
+                net.stack.stats().orphans > 0
+            })
+            .then_some(())
+    };
+    let deadline = time::monotonic_ns().saturating_add(FINISH_NS);
+    // Wakes at every change (packets from the peer), or at the deadline.
+    let _ = wait_until(Some(deadline), || match has_orphans() {
+        Some(()) => {
+            kick();
+            None
+        }
+        None => Some(()),
+    });
+}
+
 /// Wait while `*word == seen`, up to `timeout_ns`.
 fn wait(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) -> Result<(), Errno> {
     if HAS_CARD.load(Ordering::SeqCst) {
