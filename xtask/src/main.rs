@@ -22,8 +22,18 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// binary of the example's folder; the `rayon` example's package is
 /// `rayon-demo`, as a package may not share its dependency's name).
 pub(crate) const EXAMPLES: [&str; 12] = [
-    "hello", "panic", "wildptr", "fault", "clock", "fs", "fsdiff", "threads", "rayon", "net",
-    "httpd", "mio-httpd",
+    "hello",
+    "panic",
+    "wildptr",
+    "fault",
+    "clock",
+    "fs",
+    "fsdiff",
+    "threads",
+    "rayon",
+    "net",
+    "httpd",
+    "mio-httpd",
 ];
 
 /// Examples that also build natively, as baselines: `hello` for the boot

@@ -105,10 +105,8 @@ fn main() {
                         println!("served {served} connections");
                         std::process::exit(0);
                     }
-                    if is_done {
-                        if let Some(mut conn) = connections.remove(&token) {
-                            let _ = poll.registry().deregister(&mut conn.stream);
-                        }
+                    if is_done && let Some(mut conn) = connections.remove(&token) {
+                        let _ = poll.registry().deregister(&mut conn.stream);
                     }
                 }
             }
