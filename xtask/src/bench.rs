@@ -29,7 +29,7 @@ mod chart;
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Both sides run pinned to this host core.
 const BENCH_CORE: &str = "1";
-const GROUPS: [&str; 5] = ["syscalls", "noise", "fs", "boot", "smp"];
+const GROUPS: [&str; 6] = ["syscalls", "noise", "fs", "boot", "smp", "net"];
 /// Guest memory for the `fs` runs: room for Postmark's file pool.
 const FS_MEMORY: &str = "256M";
 
@@ -152,6 +152,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 rows.extend(boot_rows);
                 extra.extend(boot_extra);
             }
+            "net" => rows.extend(net(is_quick)?),
             "smp" => {
                 rows.push(smp(&cli, if is_quick { 1 } else { 5 })?);
                 rows.extend(cross_core_pingpong(&cli, is_quick)?);
@@ -551,6 +552,100 @@ fn cross_core_pingpong(cli: &Path, is_quick: bool) -> Result<Vec<Row>> {
             .args(args),
     )?;
     pair("smp", &unikernel, &native, &["thread_pingpong"], "_2cpus")
+}
+
+const NET_ROWS: [&str; 3] = ["tcp_upload", "tcp_download", "tcp_rtt_1_byte"];
+
+/// A network namespace for the `net` group, deleted on drop.
+struct BenchNetNs(String);
+
+impl BenchNetNs {
+    /// A namespace with `lo` up and the tap `ebtap0` (10.0.0.1/24) up.
+    fn new() -> Result<Self> {
+        let ns = Self(format!("eremite-bench-{}", std::process::id()));
+        let ip = |args: &[&str]| run_command(Command::new("ip").args(args));
+        ip(&["netns", "add", &ns.0])?;
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns.0, "tuntap", "add", "dev", "ebtap0", "mode", "tap"])?;
+        ip(&["-n", &ns.0, "addr", "add", "10.0.0.1/24", "dev", "ebtap0"])?;
+        ip(&["-n", &ns.0, "link", "set", "ebtap0", "up"])?;
+        Ok(ns)
+    }
+
+    /// `command ARGS` inside the namespace, pinned to `core`.
+    fn command(&self, core: &str, program: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.0, "taskset", "-c", core])
+            .arg(program);
+        command
+    }
+}
+
+impl Drop for BenchNetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+/// Start `command` (a `netbench serve`) and wait for its `listening`
+/// line; the running server.
+fn start_server(command: &mut Command) -> Result<std::process::Child> {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    match lines.next() {
+        Some(Ok(line)) if line.starts_with("listening on") => Ok(child),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("{command:?} did not start listening: {other:?}"))
+        }
+    }
+}
+
+/// The `net` group: the same native `netbench client` against
+/// `netbench serve` in eremite (behind its tap, in a namespace made for
+/// the run) and natively on the namespace's loopback. Server on core 1,
+/// client on core 0.
+fn net(is_quick: bool) -> Result<Vec<Row>> {
+    let cli = build_cli()?;
+    let ns = BenchNetNs::new()?;
+    let native = bench_binary(HOST_TARGET, "netbench");
+    let quick: &[&str] = if is_quick { &["--quick"] } else { &[] };
+    let mut guest = start_server(
+        ns.command(BENCH_CORE, &cli)
+            .args(["run", "--memory", "256M", "--net", "tap:ebtap0"])
+            .args(["--ip", "10.0.0.2/24"])
+            .arg(bench_binary(HERMIT_TARGET, "netbench"))
+            .args(["--", "serve", "0.0.0.0:7100"]),
+    )?;
+    let unikernel = run_program(
+        ns.command("0", &native)
+            .args(["client", "10.0.0.2:7100"])
+            .args(quick),
+    );
+    let _ = guest.kill();
+    let _ = guest.wait();
+    let mut server = start_server(
+        ns.command(BENCH_CORE, &native)
+            .args(["serve", "127.0.0.1:7101"]),
+    )?;
+    let linux = run_program(
+        ns.command("0", &native)
+            .args(["client", "127.0.0.1:7101"])
+            .args(quick),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    pair("net", &unikernel?, &linux?, &NET_ROWS, "")
 }
 
 /// Run `command` to success and return its standard output.

@@ -106,7 +106,7 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
     };
     let result = op(&mut net.stack);
     let now = now();
-    let is_changed = net.stack.poll(now, &mut net.nic);
+    let is_changed = net.poll(now);
     // Polling takes frames with the card's interrupts off: ask for the
     // next one, and leave frames that came meanwhile to the thread.
     let has_more = net.nic.enable_interrupts();
@@ -122,6 +122,17 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
         kick();
     }
     result
+}
+
+impl Net {
+    /// Move frames and bring the sockets up to date; whether sockets may
+    /// have changed. The card hears of the round's frames once, at the
+    /// end (each notification is an exit).
+    fn poll(&mut self, now: eremite_net::Instant) -> bool {
+        let is_changed = self.stack.poll(now, &mut self.nic);
+        self.nic.flush();
+        is_changed
+    }
 }
 
 /// Tell every thread blocked on a socket to look again.
@@ -167,7 +178,7 @@ extern "C" fn run(_: usize) {
         // Frames that arrive while interrupts are being re-enabled are
         // taken now rather than after another interrupt.
         loop {
-            is_changed |= net.stack.poll(now(), &mut net.nic);
+            is_changed |= net.poll(now());
             if !net.nic.enable_interrupts() {
                 break;
             }
@@ -202,7 +213,7 @@ pub(crate) fn finish() {
         NET.lock()
             .as_mut()
             .is_some_and(|net| {
-                net.stack.poll(now(), &mut net.nic);
+                net.poll(now());
                 net.nic.enable_interrupts();
                 net.stack.stats().orphans > 0
             })

@@ -109,6 +109,13 @@ impl Nic {
         }
     }
 
+    /// Tell the card about what the last poll sent and gave back.
+    pub(super) fn flush(&mut self) {
+        if let Nic::Virtio(card) = self {
+            card.flush();
+        }
+    }
+
     /// Ask for an interrupt when frames arrive; `true` if some already
     /// did (poll again rather than sleep).
     pub(super) fn enable_interrupts(&mut self) -> bool {

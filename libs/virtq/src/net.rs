@@ -24,6 +24,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use core::marker::PhantomData;
 
 use crate::mmio::{InitError, Transport, feature};
 use crate::queue::{QueueError, QueueLayout, SplitQueue};
@@ -387,24 +388,23 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
     /// is free. Receive interrupts stay off until
     /// [`Self::enable_interrupts`].
     pub fn receive(&mut self) -> Option<(&[u8], TxSlot<'_, R, M>)> {
-        let Self {
-            transport,
-            mem,
-            rx,
-            tx,
-            ..
-        } = self;
+        let Self { mem, rx, tx, .. } = self;
         let mem = mem.as_ref()?;
-        let len = rx.next_frame(transport, mem)?;
-        Some((&rx.frame[..len], TxSlot { tx, transport, mem }))
+        let len = rx.next_frame(mem)?;
+        Some((
+            &rx.frame[..len],
+            TxSlot {
+                tx,
+                mem,
+                _registers: PhantomData,
+            },
+        ))
     }
 
     /// A slot to send one frame, if a transmit buffer is free (buffers the
     /// device has finished with are collected first when none is).
     pub fn transmit(&mut self) -> Option<TxSlot<'_, R, M>> {
-        let Self {
-            transport, mem, tx, ..
-        } = self;
+        let Self { mem, tx, .. } = self;
         let mem = mem.as_ref()?;
         if tx.free.is_empty() {
             tx.reclaim(mem);
@@ -412,7 +412,30 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
         if tx.free.is_empty() || tx.queue.is_broken() {
             return None;
         }
-        Some(TxSlot { tx, transport, mem })
+        Some(TxSlot {
+            tx,
+            mem,
+            _registers: PhantomData,
+        })
+    }
+
+    /// Tell the device about the frames sent and the receive buffers given
+    /// back since the last call, if it asked to be told (`EVENT_IDX`): at
+    /// most one notification per queue, each an exit, however many frames
+    /// moved. Call it after every round of [`Self::receive`] and
+    /// [`Self::transmit`]: until then the device may not see them.
+    pub fn flush(&mut self) {
+        let Some(mem) = self.mem.as_ref() else {
+            return;
+        };
+        if self.tx.queue.should_notify(mem) {
+            self.transport.notify(TX_QUEUE);
+            self.tx.notifications += 1;
+        }
+        if self.rx.queue.should_notify(mem) {
+            self.transport.notify(RX_QUEUE);
+            self.rx.notifications += 1;
+        }
     }
 
     /// Ask for an interrupt when a frame arrives and, if every transmit
@@ -458,11 +481,7 @@ impl Rx {
 
     /// Copy the next good frame into `self.frame` and return its length.
     /// Each buffer the device returns goes straight back to it.
-    fn next_frame<R: DeviceRegisters>(
-        &mut self,
-        transport: &Transport<R>,
-        mem: &impl DmaMemory,
-    ) -> Option<usize> {
+    fn next_frame(&mut self, mem: &impl DmaMemory) -> Option<usize> {
         self.queue.disable_interrupts(mem);
         // Bounded: a device that returns only bad buffers cannot keep the
         // driver here.
@@ -489,10 +508,6 @@ impl Rx {
                 return None; // broken queue
             }
             self.queue.publish(mem);
-            if self.queue.should_notify(mem) {
-                transport.notify(RX_QUEUE);
-                self.notifications += 1;
-            }
             if let Some(len) = frame_len {
                 self.frames += 1;
                 self.bytes += len as u64;
@@ -524,17 +539,18 @@ impl Tx {
 /// [`NetDriver::receive`].
 pub struct TxSlot<'a, R: DeviceRegisters, M: DmaMemory> {
     tx: &'a mut Tx,
-    transport: &'a Transport<R>,
     mem: &'a M,
+    /// The device is told at [`NetDriver::flush`].
+    _registers: PhantomData<&'a R>,
 }
 
 impl<R: DeviceRegisters, M: DmaMemory> TxSlot<'_, R, M> {
     /// Let `fill` write a frame of `len` bytes, then give it to the device
-    /// and notify the device if it asked for it (`EVENT_IDX`). A frame
+    /// (which learns of it at the next [`NetDriver::flush`]). A frame
     /// longer than [`MAX_FRAME_BYTES`], or with no free buffer, is
     /// written by `fill` all the same and dropped (counted).
     pub fn send<T>(self, len: usize, fill: impl FnOnce(&mut [u8]) -> T) -> T {
-        let Self { tx, transport, mem } = self;
+        let Self { tx, mem, .. } = self;
         if len > MAX_FRAME_BYTES {
             tx.dropped += 1;
             return fill(vec![0; len].as_mut_slice());
@@ -557,10 +573,6 @@ impl<R: DeviceRegisters, M: DmaMemory> TxSlot<'_, R, M> {
             Ok(head) => {
                 tx.buffer_of_head[usize::from(head)] = Some(buffer);
                 tx.queue.publish(mem);
-                if tx.queue.should_notify(mem) {
-                    transport.notify(TX_QUEUE);
-                    tx.notifications += 1;
-                }
                 tx.frames += 1;
                 tx.bytes += len as u64;
             }

@@ -52,18 +52,24 @@ fn frame(seed: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Receive one frame, as one round of polling (then flush).
 fn receive_one(driver: &mut Driver) -> Option<Vec<u8>> {
-    driver.receive().map(|(bytes, _)| bytes.to_vec())
+    let frame = driver.receive().map(|(bytes, _)| bytes.to_vec());
+    driver.flush();
+    frame
 }
 
+/// Send one frame, as one round of polling (then flush).
 fn send(driver: &mut Driver, bytes: &[u8]) -> bool {
-    match driver.transmit() {
+    let is_sent = match driver.transmit() {
         Some(slot) => {
             slot.send(bytes.len(), |buf| buf.copy_from_slice(bytes));
             true
         }
         None => false,
-    }
+    };
+    driver.flush();
+    is_sent
 }
 
 fn last_status(device: &FakeNet) -> u32 {
@@ -423,6 +429,21 @@ fn the_device_is_notified_only_when_it_waits() {
     receive_one(&mut driver).unwrap();
     assert_eq!(device.notifications(RX_QUEUE), 2);
     assert_eq!(driver.counters().rx_notifications, 2);
+}
+
+#[test]
+fn a_round_of_frames_costs_one_notification() {
+    let (_mem, device, mut driver) = started(64);
+    device.ring(TX_QUEUE, |r, m| r.want_notifications(m));
+    for i in 0..10 {
+        let slot = driver.transmit().unwrap();
+        let f = frame(i, 64);
+        slot.send(f.len(), |buf| buf.copy_from_slice(&f));
+    }
+    assert_eq!(device.notifications(TX_QUEUE), 0, "not before the flush");
+    driver.flush();
+    assert_eq!(device.notifications(TX_QUEUE), 1);
+    assert_eq!(device.collect_tx().len(), 10);
 }
 
 #[test]

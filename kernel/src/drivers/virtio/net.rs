@@ -95,6 +95,13 @@ impl VirtioNet {
         self.driver.mac()
     }
 
+    /// Tell the device about the frames sent and buffers given back since
+    /// the last call (at most one exit per queue): call it after every
+    /// poll of the stack.
+    pub(crate) fn flush(&mut self) {
+        self.driver.flush();
+    }
+
     /// Ask for an interrupt on the next received frame (and on the next
     /// transmit completion if every transmit buffer is in flight). Returns
     /// `true` when such work is already pending: poll again, do not sleep.
