@@ -110,15 +110,15 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
     // Polling takes frames with the card's interrupts off: ask for the
     // next one, and leave frames that came meanwhile to the thread.
     let has_more = net.nic.enable_interrupts();
-    let next_ns = net.stack.poll_delay(now).map_or(u64::MAX, |d| {
-        time::monotonic_ns().saturating_add(d.total_micros() * 1000)
-    });
+    // Under the lock, so the thread's plan is not being changed meanwhile.
+    let needs_thread =
+        has_more || deadline_ns(net.stack.poll_delay(now)) < NEXT_POLL_NS.load(Ordering::SeqCst);
     drop(guard);
     if is_changed {
         changed();
     }
     start_thread();
-    if has_more || next_ns < NEXT_POLL_NS.load(Ordering::SeqCst) {
+    if needs_thread {
         kick();
     }
     result
@@ -133,6 +133,13 @@ impl Net {
         self.nic.flush();
         is_changed
     }
+}
+
+/// The monotonic time `delay` from now (`u64::MAX` for none).
+fn deadline_ns(delay: Option<eremite_net::Duration>) -> u64 {
+    delay.map_or(u64::MAX, |d| {
+        time::monotonic_ns().saturating_add(d.total_micros().saturating_mul(1000))
+    })
 }
 
 /// Tell every thread blocked on a socket to look again.
@@ -184,12 +191,9 @@ extern "C" fn run(_: usize) {
             }
         }
         let delay = net.stack.poll_delay(now());
-        drop(guard);
         let timeout_ns = delay.map(|d| d.total_micros().saturating_mul(1000));
-        NEXT_POLL_NS.store(
-            timeout_ns.map_or(u64::MAX, |ns| time::monotonic_ns().saturating_add(ns)),
-            Ordering::SeqCst,
-        );
+        NEXT_POLL_NS.store(deadline_ns(delay), Ordering::SeqCst);
+        drop(guard);
         if is_changed {
             changed();
         }
@@ -340,12 +344,7 @@ impl Socket {
     fn blocking(&self, mode: Mode, direction: Direction) -> Blocking {
         match mode {
             Mode::NonBlocking => Blocking::Never,
-            Mode::Blocking => {
-                Blocking::For(match self.timeout(direction).load(Ordering::Relaxed) {
-                    0 => None,
-                    ns => Some(ns),
-                })
-            }
+            Mode::Blocking => Blocking::For(self.timeout_ns(direction)),
         }
     }
 
