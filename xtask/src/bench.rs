@@ -555,6 +555,7 @@ fn cross_core_pingpong(cli: &Path, is_quick: bool) -> Result<Vec<Row>> {
 }
 
 const NET_ROWS: [&str; 3] = ["tcp_upload", "tcp_download", "tcp_rtt_1_byte"];
+const HTTP_ROWS: [&str; 1] = ["http_requests"];
 
 /// A network namespace for the `net` group, deleted on drop.
 struct BenchNetNs(String);
@@ -645,7 +646,39 @@ fn net(is_quick: bool) -> Result<Vec<Row>> {
     );
     let _ = server.kill();
     let _ = server.wait();
-    pair("net", &unikernel?, &linux?, &NET_ROWS, "")
+    let mut rows = pair("net", &unikernel?, &linux?, &NET_ROWS, "")?;
+
+    // HTTP requests per second against examples/httpd.
+    let image = build_image("httpd")?;
+    crate::build_native_examples(&["httpd"])?;
+    let native_httpd = root()
+        .join("examples/target")
+        .join(HOST_TARGET)
+        .join("release/httpd");
+    let mut guest = start_server(
+        ns.command(BENCH_CORE, &cli)
+            .args(["run", "--memory", "256M", "--net", "tap:ebtap0"])
+            .args(["--ip", "10.0.0.2/24"])
+            .arg(&image)
+            .args(["--", "0.0.0.0:8080"]),
+    )?;
+    let unikernel = run_program(
+        ns.command("0", &native)
+            .args(["http", "10.0.0.2:8080"])
+            .args(quick),
+    );
+    let _ = guest.kill();
+    let _ = guest.wait();
+    let mut server = start_server(ns.command(BENCH_CORE, &native_httpd).arg("127.0.0.1:8081"))?;
+    let linux = run_program(
+        ns.command("0", &native)
+            .args(["http", "127.0.0.1:8081"])
+            .args(quick),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    rows.extend(pair("net", &unikernel?, &linux?, &HTTP_ROWS, "")?);
+    Ok(rows)
 }
 
 /// Run `command` to success and return its standard output.

@@ -11,6 +11,11 @@
 //! back), `tcp_rtt_1_byte` (µs per round trip of one byte). The client
 //! always runs natively, so both sides of the comparison use the same
 //! client; only the server differs.
+//!
+//! `netbench http ADDR [--quick]` is a small `wrk`: 8 keep-alive
+//! connections, each on its own thread, send `GET /` to the HTTP echo
+//! server (`examples/httpd`) as fast as answers come back; the row
+//! `http_requests` is requests per second, one sample per second.
 
 #[cfg(target_os = "hermit")]
 use eremite as _;
@@ -26,6 +31,7 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["serve", addr] => serve(addr),
         ["client", addr, ..] => client(addr, benchkit::is_quick()),
+        ["http", addr, ..] => http(addr, benchkit::is_quick()),
         _ => {
             eprintln!("usage: netbench serve ADDR | netbench client ADDR [--quick]");
             std::process::exit(2);
@@ -142,4 +148,79 @@ fn client(addr: &str, is_quick: bool) {
         })
         .collect();
     report("tcp_rtt_1_byte", "us", &mut rtt);
+}
+
+/// Connections the HTTP load keeps open.
+const HTTP_CONNECTIONS: usize = 8;
+
+fn http(addr: &str, is_quick: bool) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    benchkit::report_tsc();
+    let seconds = if is_quick { 2 } else { 10 };
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..HTTP_CONNECTIONS)
+        .map(|_| {
+            let (addr, done, stop) = (addr.to_string(), done.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut stream =
+                    TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+                stream.set_nodelay(true).unwrap();
+                let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+                let mut buf = vec![0; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    stream.write_all(request).unwrap();
+                    read_response(&mut stream, &mut buf);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut per_second = Vec::new();
+    let mut last = 0;
+    for _ in 0..seconds {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = done.load(Ordering::Relaxed);
+        per_second.push((now - last) as f64);
+        last = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("an HTTP connection failed");
+    }
+    report("http_requests", "req/s", &mut per_second);
+}
+
+/// Read one response with a `Content-Length` body.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) {
+    let mut filled = 0;
+    loop {
+        if let Some(head_end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..head_end]).expect("a text head");
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a Content-Length");
+            let total = head_end + 4 + length;
+            while filled < total {
+                if buf.len() < total {
+                    buf.resize(total, 0);
+                }
+                let n = stream.read(&mut buf[filled..]).unwrap();
+                assert!(n > 0, "the server closed mid-response");
+                filled += n;
+            }
+            assert_eq!(filled, total, "more bytes than one response");
+            return;
+        }
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = stream.read(&mut buf[filled..]).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        filled += n;
+    }
 }
