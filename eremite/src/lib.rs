@@ -7,8 +7,9 @@
 //!
 //! Compiled for the application's target (with SSE), this crate also
 //! provides what the hermit target expects from its C library: the memory
-//! intrinsics ([`mem`]); and [`fs`], the file-system calls that std for
-//! hermit does not make (rename, symlinks, truncate, canonicalize…).
+//! intrinsics ([`mem`]); [`fs`], the file-system calls that std for
+//! hermit does not make (rename, symlinks, truncate, canonicalize…); and
+//! [`stats`], the kernel's counters for leak checks.
 #![no_std]
 #![deny(
     unsafe_op_in_unsafe_fn,
@@ -18,3 +19,4 @@
 
 pub mod fs;
 mod mem;
+pub mod stats;

@@ -73,6 +73,11 @@ pub(crate) unsafe fn initrd_bytes(addr: u64, len: u64) -> Option<&'static [u8]> 
     Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) })
 }
 
+/// Bytes allocated from the heap now (the kernel's and the application's).
+pub(crate) fn heap_in_use_bytes() -> usize {
+    HEAP.lock().counters().allocated_bytes
+}
+
 /// Whether `[addr, addr + len)` is mapped guest RAM (and not page 0).
 pub(crate) fn is_ram(addr: u64, len: u64) -> bool {
     match addr.checked_add(len) {

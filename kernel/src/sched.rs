@@ -106,9 +106,6 @@ struct Thread {
     is_parked: bool,
     /// Waiting in `join` for this thread.
     joiner: Option<Tid>,
-    /// Joined while its core was still leaving it: the core forgets it
-    /// once it has switched away.
-    is_reaped: bool,
     /// `None` for the main thread, whose stack and TLS live for ever.
     memory: Option<(mm::Stack, mm::TlsBlock)>,
     /// Its `errno` while it does not run.
@@ -128,7 +125,6 @@ impl Thread {
             is_waiting_for_device: false,
             is_parked: false,
             joiner: None,
-            is_reaped: false,
             memory: None,
             errno: 0,
         })
@@ -428,9 +424,10 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
     s.thread(current).errno = errno.load(Ordering::Relaxed);
     errno.store(s.thread(next).errno, Ordering::Relaxed);
     let save: *mut u64 = if s.thread(current).state == State::Finished {
-        if s.thread(current).is_reaped {
-            s.threads.remove(&current);
-        }
+        // Its core has left its stack: forget it, joined or not (std does
+        // not join detached threads; `join` of a forgotten thread returns
+        // at once).
+        s.threads.remove(&current);
         &mut s.core(here).scratch_rsp
     } else {
         let thread = s.thread(current);
@@ -731,7 +728,9 @@ pub(crate) extern "C" fn interrupt(vectors: u32) {
     yield_now();
 }
 
-/// Wait for thread `tid` to finish, then forget it.
+/// Wait for thread `tid` to finish. A thread is forgotten as soon as it
+/// has finished and its core has left it, so a `tid` that was handed out
+/// but is gone has finished already.
 pub(crate) fn join(tid: Tid) -> Result<(), Errno> {
     let mut guard = lock();
     let s = sched(&mut guard);
@@ -739,10 +738,13 @@ pub(crate) fn join(tid: Tid) -> Result<(), Errno> {
     if tid == current {
         return Err(errno::EDEADLK);
     }
-    let target = s.threads.get_mut(&tid).ok_or(errno::EINVAL)?;
-    if target.is_reaped {
-        return Err(errno::EINVAL);
-    }
+    let Some(target) = s.threads.get_mut(&tid) else {
+        return if (MAIN_TID..s.next_tid).contains(&tid) {
+            Ok(())
+        } else {
+            Err(errno::EINVAL)
+        };
+    };
     if target.state != State::Finished {
         if target.joiner.is_some() {
             return Err(errno::EINVAL);
@@ -750,16 +752,6 @@ pub(crate) fn join(tid: Tid) -> Result<(), Errno> {
         target.joiner = Some(current);
         s.block_current(None);
         switch_away(guard);
-        guard = lock();
-    }
-    // Its core may still be leaving it (running on its stack to find the
-    // next thread); then that core forgets it.
-    let s = sched(&mut guard);
-    let core = s.thread(tid).core;
-    if s.core(core).current == tid {
-        s.thread(tid).is_reaped = true;
-    } else {
-        s.threads.remove(&tid);
     }
     Ok(())
 }

@@ -199,16 +199,39 @@ fn the_mio_event_loop_server_answers_clients_on_the_host() {
     assert!(run.stdout.contains("served "), "{run}");
 }
 
+/// The guest's `/stats`: heap bytes in use, open and closing sockets.
+fn guest_stats(port: u16) -> (u64, u64, u64) {
+    let answer = http(
+        port,
+        "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let field = |name: &str| -> u64 {
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {answer}"))
+    };
+    (
+        field("heap_in_use:"),
+        field("open_sockets:"),
+        field("closing_sockets:"),
+    )
+}
+
 #[test]
-fn the_http_server_survives_2000_sequential_and_200_concurrent_clients() {
+fn the_http_server_survives_2000_sequential_and_200_concurrent_clients_without_leaking() {
     let (ns, card) = network();
     let guest = ns.spawn(
         "httpd",
         &[&card[..], &["--memory", "256M"]].concat(),
         &["0.0.0.0:8082"],
     );
-    ns.enter(|| {
-        let request = "GET /n HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let request = "GET /n HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (baseline, after) = ns.enter(|| {
+        // Warm up: the stack, the network thread, a connection thread.
+        assert!(http(8082, request).starts_with("HTTP/1.1 200 OK"));
+        let baseline = guest_stats(8082);
         for _ in 0..2000 {
             assert!(http(8082, request).starts_with("HTTP/1.1 200 OK"));
         }
@@ -217,14 +240,36 @@ fn the_http_server_survives_2000_sequential_and_200_concurrent_clients() {
             clients.into_iter().map(|c| c.join().unwrap()).collect()
         });
         assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200 OK")));
+        // Closed connections finish with the peer in the background.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let after = loop {
+            let stats = guest_stats(8082);
+            if stats.2 == 0 || Instant::now() > deadline {
+                break stats;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         http(
             8082,
             "GET /quit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         );
+        (baseline, after)
     });
     let run = guest.wait();
     run.expect_code(0);
-    assert!(run.stdout.contains("served 2201 connections"), "{run}");
+    // The warm-up, 2,200 clients, the stats requests and /quit.
+    assert!(run.stdout.contains("served "), "{run}");
+    assert_eq!(
+        after.1, baseline.1,
+        "open sockets: {after:?} vs {baseline:?}"
+    );
+    assert_eq!(after.2, 0, "connections still closing: {after:?}");
+    assert!(
+        after.0 <= baseline.0 + (64 << 10),
+        "heap in use grew from {} to {} bytes",
+        baseline.0,
+        after.0
+    );
 }
 
 /// Echo what each connection sends until it half-closes; the bytes and

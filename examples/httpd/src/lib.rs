@@ -194,11 +194,12 @@ pub fn respond(request: &Request, remote: SocketAddr) -> Vec<u8> {
     for (name, value) in request.form_fields() {
         let _ = writeln!(text, "form: {name}={value}");
     }
-    let connection = if request.is_keep_alive() {
-        "keep-alive"
-    } else {
-        "close"
-    };
+    plain(&text, request.is_keep_alive())
+}
+
+/// A `200 OK` response carrying `text`.
+pub fn plain(text: &str, is_keep_alive: bool) -> Vec<u8> {
+    let connection = if is_keep_alive { "keep-alive" } else { "close" };
     let mut response = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
         text.len()

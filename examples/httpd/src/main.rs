@@ -1,7 +1,9 @@
 //! An HTTP echo server on std::net and threads (see the `httpd` library
 //! for what it answers): `httpd [ADDR:PORT]`, default `0.0.0.0:8080`.
 //! Prints `listening on ADDR` once it accepts connections; a request for
-//! `/quit` makes it print how many connections it served and exit.
+//! `/quit` makes it print how many connections it served and exit; one for
+//! `/stats` answers with the guest's heap memory in use and its open and
+//! closing sockets (zeros natively), for leak checks.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,7 +13,7 @@ use std::thread;
 
 #[cfg(target_os = "hermit")]
 use eremite as _;
-use httpd::{Parser, bad_request, respond};
+use httpd::{Parser, bad_request, plain, respond};
 
 /// Each connection's thread: small, so hundreds fit in a small VM.
 const STACK_BYTES: usize = 256 << 10;
@@ -68,7 +70,12 @@ fn serve(mut conn: TcpStream) -> Next {
     loop {
         match parser.next_request() {
             Ok(Some(request)) => {
-                if conn.write_all(&respond(&request, remote)).is_err() {
+                let answer = if request.url == "/stats" {
+                    plain(&stats(), request.is_keep_alive())
+                } else {
+                    respond(&request, remote)
+                };
+                if conn.write_all(&answer).is_err() {
                     return Next::Continue;
                 }
                 if request.url == "/quit" {
@@ -90,4 +97,17 @@ fn serve(mut conn: TcpStream) -> Next {
             Ok(n) => parser.push(&buf[..n]),
         }
     }
+}
+
+/// What `/stats` answers.
+fn stats() -> String {
+    #[cfg(target_os = "hermit")]
+    let (heap, open, closing) = (
+        eremite::stats::heap_in_use_bytes(),
+        eremite::stats::open_sockets(),
+        eremite::stats::closing_sockets(),
+    );
+    #[cfg(not(target_os = "hermit"))]
+    let (heap, open, closing) = (0, 0, 0);
+    format!("heap_in_use: {heap}\nopen_sockets: {open}\nclosing_sockets: {closing}\n")
 }

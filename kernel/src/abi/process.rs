@@ -61,3 +61,24 @@ pub extern "C" fn sys_get_priority() -> u8 {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn sys_set_priority(_tid: u32, _prio: u8) {}
+
+/// Beside hermit-abi: bytes allocated from the kernel heap now (the
+/// application's memory and the kernel's), for leak checks
+/// (`eremite::stats`).
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_heap_in_use() -> usize {
+    crate::mm::heap_in_use_bytes()
+}
+
+/// Beside hermit-abi: open sockets, for leak checks (`eremite::stats`).
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_open_sockets() -> usize {
+    net::socket_counts().0
+}
+
+/// Beside hermit-abi: closed connections still finishing with their
+/// peers (`eremite::stats`).
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_closing_sockets() -> usize {
+    net::socket_counts().1
+}

@@ -502,6 +502,15 @@ pub(crate) fn protocol(socket: &Socket) -> Result<Protocol, Errno> {
     with_stack(|stack| stack.protocol(socket.id))
 }
 
+/// Open sockets, and closed connections still finishing (0 before the
+/// first socket).
+pub(crate) fn socket_counts() -> (usize, usize) {
+    NET.lock().as_ref().map_or((0, 0), |net| {
+        let stats = net.stack.stats();
+        (stats.sockets, stats.orphans)
+    })
+}
+
 /// Something `poll(2)` watches.
 #[derive(Clone, Copy)]
 pub(crate) enum Pollable<'a> {
