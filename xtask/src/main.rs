@@ -266,7 +266,7 @@ fn install_host_tools() -> Result {
 }
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 2] = ["cpio_entries", "vfs_ops"];
+const FUZZ_TARGETS: [&str; 3] = ["cpio_entries", "vfs_ops", "cmdline_params"];
 
 /// `./x fuzz TARGET [SECONDS]`: run one target with libFuzzer (default
 /// 60 s). Needs `cargo install cargo-fuzz`.
