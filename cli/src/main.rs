@@ -19,8 +19,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use eremite_interface::CPL0_COUNTERS;
 use eremite_interface::hypercall::Port;
+use eremite_interface::{CPL0_COUNTER_GATE, CPL0_COUNTER_TLB_FLUSH};
 use std::net::Ipv4Addr;
 
 use eremite_vmm::{
@@ -179,7 +179,8 @@ fn stats(report: &Report) -> String {
     for (vector, count) in entries.iter().enumerate().filter(|(_, c)| **c > 0) {
         let name = match vector {
             v if v < 32 => format!("vector {v}"),
-            v if v == CPL0_COUNTERS - 1 => "gate".to_owned(),
+            CPL0_COUNTER_GATE => "gate: idle".to_owned(),
+            CPL0_COUNTER_TLB_FLUSH => "gate: TLB flush".to_owned(),
             _ => "other interrupts".to_owned(),
         };
         out += &format!("  {name:<24} {count:>8}\n");

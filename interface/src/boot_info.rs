@@ -38,12 +38,15 @@ pub struct TlsTemplate {
 
 /// Number of CPL0 entry counters: one per exception/interrupt vector that
 /// the supervisor distinguishes (vectors 0..=31), then
-/// [`CPL0_COUNTER_OTHER_IRQ`] and [`CPL0_COUNTER_GATE`].
-pub const CPL0_COUNTERS: usize = 34;
+/// [`CPL0_COUNTER_OTHER_IRQ`], [`CPL0_COUNTER_GATE`] and
+/// [`CPL0_COUNTER_TLB_FLUSH`].
+pub const CPL0_COUNTERS: usize = 35;
 /// Counter index for interrupts with vectors 32..=255.
 pub const CPL0_COUNTER_OTHER_IRQ: usize = 32;
 /// Counter index for entries through the privileged-operation gate.
 pub const CPL0_COUNTER_GATE: usize = 33;
+/// Counter index for entries through the TLB-invalidation gate.
+pub const CPL0_COUNTER_TLB_FLUSH: usize = 34;
 
 /// Filled in by the kernel while it runs; the VMM reads it after the guest
 /// has exited (no exit is spent on it). The VMM never trusts these values

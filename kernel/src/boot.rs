@@ -94,10 +94,12 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         }
         info.initrd_addr
     };
+    let reserved = (heap_end < info.mem_size).then_some((heap_end, info.mem_size));
     // SAFETY: the VMM reserves nothing above `free_start` but the initrd
-    // (boot info contract), which is excluded; this is the only call.
-    if !unsafe { mm::init(info.free_start, heap_end, info.mem_size) } {
-        fatal("free memory too small for a heap");
+    // (boot info contract), which is passed as reserved; this is the only
+    // call, and nothing has allocated yet.
+    if let Err(why) = unsafe { mm::init(info.free_start, info.mem_size, reserved) } {
+        fatal(why);
     }
     klog!(
         "eremite kernel: {} MiB RAM, image {:#x}..{:#x}, heap from {:#x}, TSC {} kHz",
@@ -140,11 +142,12 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     let argc = i32::try_from(args.len().saturating_sub(1)).unwrap_or(0);
 
     let stack_bytes = (info.mem_size / 8).min(MAIN_STACK_MAX_BYTES) & !(layout::PAGE_SIZE - 1);
-    let stack = mm::alloc(stack_bytes as usize, layout::PAGE_SIZE as usize);
-    if stack.is_null() {
+    let Some(stack) = mm::Stack::new(stack_bytes as usize, sched::MAIN_TID) else {
         fatal("out of memory for the main thread's stack");
-    }
-    let stack_top = stack as u64 + stack_bytes;
+    };
+    let stack_top = stack.top();
+    // The main thread's stack lives as long as the program.
+    core::mem::forget(stack);
 
     let main_tsc = arch::rdtsc();
     let init_ns = time::ticks_to_ns(main_tsc.saturating_sub(entry_tsc));
@@ -180,7 +183,7 @@ fn start_cpus(count: u32) {
         fatal("more CPUs than the kernel supports");
     }
     for index in 1..count {
-        let Some(stack) = mm::Stack::new(AP_STACK_BYTES) else {
+        let Some(stack) = mm::Stack::new(AP_STACK_BYTES, mm::NO_THREAD) else {
             fatal("out of memory for the CPUs' stacks");
         };
         let top = stack.top();

@@ -77,6 +77,20 @@ static CPUS: [Cpu; MAX_CPUS as usize] = {
     cpus
 };
 
+/// Bit `i`: CPU `i` runs its scheduler and takes interrupts (CPU 0 from
+/// the start).
+static ONLINE: AtomicU32 = AtomicU32::new(1);
+
+/// Say that the calling CPU now takes interrupts in its scheduler.
+pub(crate) fn set_online() {
+    ONLINE.fetch_or(1 << this().index, Ordering::SeqCst);
+}
+
+/// Which CPUs are online (bit `i` for CPU `i`).
+pub(crate) fn online_mask() -> u32 {
+    ONLINE.load(Ordering::SeqCst)
+}
+
 /// Make the calling CPU CPU `index` (once, first thing when it starts;
 /// the boot CPU's GS base is 0 from the VMM, so it is CPU 0 from the
 /// first instruction).

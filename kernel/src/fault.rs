@@ -13,7 +13,10 @@ use eremite_interface::hypercall::{ExitKind, Stream};
 
 use crate::arch::ExceptionFrame;
 use crate::console::{self, DirectWriter};
-use crate::{boot, hypervisor, mm};
+use eremite_mm::Access;
+
+use crate::mm::FaultExplanation;
+use crate::{boot, hypervisor, mm, sched};
 
 const MAX_FRAMES: usize = 16;
 
@@ -62,6 +65,24 @@ impl core::fmt::Display for Location {
 pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
     console::flush();
     let mut out = DirectWriter::new(Stream::Stderr);
+    let explanation = (frame.vector == 14).then(|| {
+        // Error code bits (SDM vol. 3A, 4.7): 1 write, 4 instruction fetch.
+        let access = if frame.error_code & 0x10 != 0 {
+            Access::Execute
+        } else if frame.error_code & 2 != 0 {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        mm::explain_fault(frame.cr2, access)
+    });
+    if let Some(Some(FaultExplanation::StackOverflow { thread })) = explanation {
+        let _ = match thread {
+            mm::NO_THREAD => writeln!(out, "eremite: a CPU's idle loop has overflowed its stack"),
+            sched::MAIN_TID => writeln!(out, "eremite: the main thread has overflowed its stack"),
+            _ => writeln!(out, "eremite: thread {thread} has overflowed its stack"),
+        };
+    }
     let _ = writeln!(
         out,
         "eremite: CPU exception {} {} at RIP {}",
@@ -96,6 +117,22 @@ pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
         frame.rbp,
         frame.cs & 3
     );
+    match explanation {
+        Some(Some(FaultExplanation::StackOverflow { .. })) => {
+            let _ = writeln!(
+                out,
+                "  {:#x} is in the guard pages below the stack (stack overflow)",
+                frame.cr2
+            );
+        }
+        Some(Some(FaultExplanation::Mapping(fault))) => {
+            let _ = writeln!(out, "  {fault}");
+        }
+        Some(Some(FaultExplanation::Other(leaf))) => {
+            let _ = writeln!(out, "  {}", describe_page(frame.cr2, leaf));
+        }
+        Some(None) | None => {}
+    }
     let _ = writeln!(out, "backtrace:");
     let _ = writeln!(out, "  #0 {}", Location(frame.rip));
     let mut rbp = frame.rbp;
@@ -117,9 +154,27 @@ pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
     hypervisor::exit(ExitKind::Exception, code)
 }
 
+/// What the page of `addr` is, from its page-table bits `leaf`, for an
+/// address outside the application's mappings and stacks.
+fn describe_page(addr: u64, leaf: u64) -> &'static str {
+    let is_image = boot::info().is_some_and(|i| (i.image_start..i.image_end).contains(&addr));
+    match (leaf & 1 != 0, leaf & 4 != 0, leaf & 2 != 0, leaf >> 63 != 0) {
+        (false, ..) if addr < eremite_interface::layout::PAGE_SIZE => {
+            "the page is not mapped (a null pointer)"
+        }
+        (false, ..) => "the page is not mapped",
+        (true, false, ..) => "the page belongs to the CPL0 supervisor",
+        (true, true, false, false) if is_image => "the page is the image's code (read-only)",
+        (true, true, false, true) if is_image => "the page is the image's read-only data",
+        (true, true, false, _) => "the page is read-only",
+        (true, true, true, true) => "the page is data (not executable)",
+        (true, true, true, false) => "the page allows the access (stale TLB entry?)",
+    }
+}
+
 /// The saved frame pointer and return address of the frame at `rbp`.
 fn read_frame(rbp: u64) -> Option<(u64, u64)> {
-    if !rbp.is_multiple_of(8) || !mm::is_ram(rbp, 16) {
+    if !rbp.is_multiple_of(8) || !mm::is_accessible(rbp, 16, mm::UserAccess::Read) {
         return None;
     }
     let words = mm::read_words::<2>(rbp);

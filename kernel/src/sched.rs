@@ -21,7 +21,8 @@
 //! holds a kernel lock (`sync`), in which case it tries again shortly.
 //! With one thread ready no timer runs (tickless).
 //!
-//! Not yet: guard pages below thread stacks.
+//! Stacks have guard pages below them (`mm::Stack`): an overflow faults
+//! and is reported, naming the thread.
 //!
 //! Locking: one lock for the whole scheduler, held only for short
 //! bookkeeping; it is released before a switch, and the switching core
@@ -49,7 +50,7 @@ use crate::{arch, boot, console, hypervisor, mm, net, sync, time};
 pub(crate) type Tid = u32;
 
 /// The thread that runs `main`.
-const MAIN_TID: Tid = 1;
+pub(crate) const MAIN_TID: Tid = 1;
 
 /// How long a thread runs before another ready thread gets the core.
 const SLICE_NS: u32 = 10_000_000;
@@ -353,6 +354,7 @@ fn idle(deadline_ns: Option<u64>) {
         if let Some(vector) = arch::idle(&this.wake) {
             acknowledge(vector);
         }
+        mm::tlb_catch_up();
     }
     this.set_mode(Mode::Busy);
 }
@@ -629,7 +631,8 @@ pub(crate) fn spawn(
 ) -> Result<Tid, Errno> {
     let template = boot::info().map(|info| info.tls).unwrap_or_default();
     let tls = mm::create_tls(&template).ok_or(errno::ENOMEM)?;
-    let stack = mm::Stack::new(stack_bytes.max(MIN_STACK_BYTES)).ok_or(errno::ENOMEM)?;
+    let stack =
+        mm::Stack::new(stack_bytes.max(MIN_STACK_BYTES), mm::NO_THREAD).ok_or(errno::ENOMEM)?;
     // SAFETY: the top of a fresh, 16-byte aligned stack of at least 64 KiB
     // that only this thread will use.
     let rsp = unsafe { arch::new_thread_stack(stack.top(), entry as usize as u64, arg as u64) };
@@ -646,6 +649,7 @@ pub(crate) fn spawn(
             core
         }
     };
+    stack.set_owner(tid);
     let mut thread = Thread::new(core, State::Blocked);
     thread.saved_rsp = rsp;
     thread.fs_base = tls.thread_pointer;
@@ -671,6 +675,10 @@ pub(crate) fn run_core() -> ! {
     // thread. A wake-up sent earlier is not lost: the queue is looked at
     // before the core first idles.
     arch::timer_init();
+    // From now on TLB invalidations wait for this core too; catch up
+    // with the ones made while it started.
+    cpu::set_online();
+    mm::tlb_catch_up();
     loop {
         switch_away(guard);
         // Only a stray `wakeup_task` of this id gets here.
@@ -713,6 +721,9 @@ fn exit_current() -> ! {
 /// has news. Unless the interrupted code holds a kernel lock, tell the
 /// network and switch threads; otherwise try again soon.
 pub(crate) extern "C" fn interrupt(vectors: u32) {
+    // First, whatever the interrupted code holds: another CPU may be
+    // waiting for this one to drop stale TLB entries.
+    mm::tlb_catch_up();
     for vector in [TIMER_VECTOR, WAKE_VECTOR, DEVICE_VECTOR] {
         if vectors & (1 << (vector - TIMER_VECTOR)) != 0 {
             acknowledge(vector);

@@ -1,5 +1,6 @@
 //! The allocation family: std's global allocator on hermit calls these.
 
+use super::{ret, user};
 use crate::mm;
 
 #[unsafe(no_mangle)]
@@ -45,4 +46,31 @@ pub unsafe extern "C" fn sys_dealloc(ptr: *mut u8, size: usize, align: usize) {
 pub unsafe extern "C" fn sys_free(ptr: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded caller contract.
     unsafe { mm::dealloc(ptr, size, align) }
+}
+
+/// `mmap` of anonymous memory: `size` bytes (rounded up to pages), zeroed,
+/// with protection `prot_flags` (`PROT_READ` 1, `PROT_WRITE` 2,
+/// `PROT_EXEC` 4; write and execute together are refused, `EACCES`). The
+/// address goes to `*ret`.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_mmap(size: usize, prot_flags: u32, ret_ptr: *mut *mut u8) -> i32 {
+    ret((|| {
+        // Check the output first: a mapping nobody can learn of would leak.
+        user::write(ret_ptr, core::ptr::null_mut())?;
+        let addr = mm::map_anonymous(size, prot_flags)?;
+        user::write(ret_ptr, addr as *mut u8)?;
+        Ok(0)
+    })())
+}
+
+/// `munmap`: the range's mappings fault on access from now on.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_munmap(ptr: *mut u8, size: usize) -> i32 {
+    ret(mm::unmap(ptr as u64, size).map(|()| 0))
+}
+
+/// `mprotect`: new rights for the range's mappings.
+#[unsafe(no_mangle)]
+pub extern "C" fn sys_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) -> i32 {
+    ret(mm::protect(ptr as u64, size, prot_flags).map(|()| 0))
 }

@@ -17,10 +17,6 @@ macro_rules! enosys {
 }
 
 enosys! {
-    // Memory mappings.
-    sys_mmap(usize, u32, *mut *mut u8) -> i32;
-    sys_munmap(*mut u8, usize) -> i32;
-    sys_mprotect(*mut u8, usize, u32) -> i32;
     // Hermit's wait queues (no std or crate we know of calls them).
     sys_notify(usize, i32) -> i32;
     sys_add_queue(usize, i64) -> i32;

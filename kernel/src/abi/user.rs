@@ -9,10 +9,10 @@ use core::mem::{align_of, size_of};
 
 use eremite_interface::errno::{self, Errno};
 
-use crate::mm;
+use crate::mm::{self, UserAccess};
 
-fn check(addr: u64, len: usize, align: usize) -> Result<(), Errno> {
-    if !addr.is_multiple_of(align as u64) || !mm::is_ram(addr, len as u64) {
+fn check(addr: u64, len: usize, align: usize, access: UserAccess) -> Result<(), Errno> {
+    if !addr.is_multiple_of(align as u64) || !mm::is_accessible(addr, len as u64, access) {
         return Err(errno::EFAULT);
     }
     Ok(())
@@ -23,7 +23,7 @@ pub(super) fn slice<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], Errno> {
     if len == 0 {
         return Ok(&[]);
     }
-    check(ptr as u64, len, 1)?;
+    check(ptr as u64, len, 1, UserAccess::Read)?;
     // SAFETY: the range is mapped RAM (checked). The application owns it
     // and does not mutate it during the call (the ABI's contract for input
     // buffers); u8 has no invalid values.
@@ -35,7 +35,7 @@ pub(super) fn slice_mut<'a>(ptr: *mut u8, len: usize) -> Result<&'a mut [u8], Er
     if len == 0 {
         return Ok(&mut []);
     }
-    check(ptr as u64, len, 1)?;
+    check(ptr as u64, len, 1, UserAccess::Write)?;
     // SAFETY: the range is mapped RAM (checked) handed to us as an output
     // buffer, which the application does not touch during the call.
     Ok(unsafe { core::slice::from_raw_parts_mut(ptr, len) })
@@ -46,7 +46,8 @@ pub(super) fn slice_mut<'a>(ptr: *mut u8, len: usize) -> Result<&'a mut [u8], Er
 /// or longer without a NUL (`PATH_MAX` for paths).
 pub(super) fn c_str<'a>(ptr: *const u8, max_len: usize) -> Result<&'a [u8], Errno> {
     let addr = ptr as u64;
-    let available = usize::try_from(mm::ram_bytes_from(addr)).unwrap_or(usize::MAX);
+    let max = u64::try_from(max_len).unwrap_or(u64::MAX).saturating_add(1);
+    let available = usize::try_from(mm::readable_bytes_from(addr, max)).unwrap_or(usize::MAX);
     if available == 0 {
         return Err(errno::EFAULT);
     }
@@ -65,7 +66,12 @@ pub(super) fn path<'a>(ptr: *const u8) -> Result<&'a [u8], Errno> {
 
 /// Read a `T` from application memory.
 pub(super) fn read<T: Copy>(ptr: *const T) -> Result<T, Errno> {
-    check(ptr as u64, size_of::<T>(), align_of::<T>())?;
+    check(
+        ptr as u64,
+        size_of::<T>(),
+        align_of::<T>(),
+        UserAccess::Read,
+    )?;
     // SAFETY: aligned, inside RAM (checked); callers only use plain-data
     // ABI structs for `T`, valid for any bit pattern.
     Ok(unsafe { ptr.read_volatile() })
@@ -73,7 +79,12 @@ pub(super) fn read<T: Copy>(ptr: *const T) -> Result<T, Errno> {
 
 /// Write a `T` to application memory.
 pub(super) fn write<T: Copy>(ptr: *mut T, value: T) -> Result<(), Errno> {
-    check(ptr as u64, size_of::<T>(), align_of::<T>())?;
+    check(
+        ptr as u64,
+        size_of::<T>(),
+        align_of::<T>(),
+        UserAccess::Write,
+    )?;
     // SAFETY: aligned, inside RAM (checked); an output parameter.
     unsafe { ptr.write_volatile(value) };
     Ok(())
@@ -81,7 +92,7 @@ pub(super) fn write<T: Copy>(ptr: *mut T, value: T) -> Result<(), Errno> {
 
 /// An application's 32-bit futex word.
 pub(super) fn atomic_u32<'a>(ptr: *mut u32) -> Result<&'a core::sync::atomic::AtomicU32, Errno> {
-    check(ptr as u64, 4, 4)?;
+    check(ptr as u64, 4, 4, UserAccess::Read)?;
     // SAFETY: aligned, inside RAM (checked); AtomicU32 has the layout of
     // u32, and all access to a futex word is atomic by the ABI's contract.
     Ok(unsafe { core::sync::atomic::AtomicU32::from_ptr(ptr) })

@@ -19,12 +19,17 @@
 
 mod apic;
 mod entry;
+mod paging;
 mod preempt;
 mod supervisor;
 mod switch;
 
 pub(crate) use apic::{eoi, send_ipi, timer_arm, timer_init};
 pub(crate) use entry::ap_entry;
+pub(crate) use paging::{
+    EditError, PageRights, ensure_writable, flush_tlb, is_accessible, leaf as paging_leaf,
+    set_rights,
+};
 pub(crate) use preempt::init as preempt_init;
 pub(crate) use supervisor::{ExceptionFrame, install_idt, install_irq_gates};
 pub(crate) use switch::{new_thread_stack, switch};

@@ -244,8 +244,30 @@ global_asm!(
     "    pushq %rax",
     "    leaq eremite_idle_trap(%rip), %rax",
     "    cmpq %rax, 8(%rsp)",
+    "    je 1f",
+    "    leaq eremite_flush_trap(%rip), %rax",
+    "    cmpq %rax, 8(%rsp)",
+    "    je 6f",
     "    popq %rax",
-    "    jne {generic_ud} + 6 * {stride}",
+    "    jmp {generic_ud} + 6 * {stride}",
+    // The TLB gate: invalidate RSI pages from RDI, or everything (a CR3
+    // reload; no global pages are used) when RSI is 0 or above the limit.
+    "6:  popq %rax",
+    "    lock incq {flush_counter}",
+    "    addq $2, (%rsp)",
+    "    testq %rsi, %rsi",
+    "    jz 8f",
+    "    cmpq ${flush_max}, %rsi",
+    "    ja 8f",
+    "7:  invlpg (%rdi)",
+    "    addq $4096, %rdi",
+    "    decq %rsi",
+    "    jnz 7b",
+    "    iretq",
+    "8:  movq %cr3, %rax",
+    "    movq %rax, %cr3",
+    "    iretq",
+    "1:  popq %rax",
     "    lock incq {gate_counter}",
     "    addq $2, (%rsp)",
     "    xorl %eax, %eax",
@@ -272,9 +294,20 @@ global_asm!(
     "    ud2",
     "    ret",
     ".size eremite_idle, . - eremite_idle",
+    // eremite_flush(start: u64 [rdi], pages: u64 [rsi]); clobbers RAX,
+    // RDI, RSI.
+    ".global eremite_flush",
+    ".type eremite_flush,@function",
+    "eremite_flush:",
+    "eremite_flush_trap:",
+    "    ud2",
+    "    ret",
+    ".size eremite_flush, . - eremite_flush",
     generic_ud = sym eremite_vectors,
     stride = const STUB_STRIDE,
     gate_counter = const COUNTERS_ADDR + eremite_interface::CPL0_COUNTER_GATE as u64 * 8,
+    flush_counter = const COUNTERS_ADDR + eremite_interface::CPL0_COUNTER_TLB_FLUSH as u64 * 8,
+    flush_max = const super::paging::FLUSH_PAGES_MAX,
     options(att_syntax),
 );
 
@@ -296,6 +329,9 @@ unsafe extern "C" {
     /// Halt unless `*wake` is non-zero; the vector that ended the halt,
     /// or 0 (see the idle gate above).
     pub(super) fn eremite_idle(wake: *const u32) -> u32;
+    /// Invalidate the TLB entries of `pages` pages from `start`, or all
+    /// of them (see the TLB gate above).
+    pub(super) fn eremite_flush(start: u64, pages: u64);
 }
 
 /// Runs at CPL3 on the upcall stack, with `frame` the saved context.

@@ -1,0 +1,285 @@
+//! The page tables, edited at CPL3.
+//!
+//! The VMM (or the PVH entry) builds 4-level page tables that identity-map
+//! guest RAM, 2 MiB pages where it can, and leaves them user-writable in
+//! the page-table area, with the PML4 at `layout::PAGE_TABLES_ADDR`. The
+//! kernel's memory manager changes them here: it gives 4 KiB pages of
+//! identity-mapped RAM a protection (or takes them away: not present),
+//! splitting a 2 MiB page into a table of 512 small ones the first time a
+//! page inside it needs other bits. Tables are never merged back.
+//!
+//! Translations stay the identity: an entry only ever maps its own
+//! address, so a CPU that still holds a stale TLB entry for a page can
+//! have other rights than the tables grant, never a wrong frame. Each
+//! edit says whether it changed a present page; then the caller
+//! invalidates the TLBs ([`flush_tlb`] here, and every other CPU).
+//!
+//! Callers serialise edits with one lock (`mm`); reads for checks may race
+//! with an edit and see the old or the new entry, either of which was
+//! true at some point of the call.
+//!
+//! References: Intel SDM vol. 3A, 4.5 (4-level paging), tables 4-14 to
+//! 4-20 (entry formats), 4.10.4 (invalidation).
+
+use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE, PAGE_TABLES_ADDR};
+
+/// Entry bits (SDM vol. 3A, tables 4-14 to 4-20).
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const LARGE: u64 = 1 << 7;
+/// PAT bit of a 2 MiB leaf entry (bit 7 is PAT in a 4 KiB one).
+const LARGE_PAT: u64 = 1 << 12;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+const LARGE_ADDR_MASK: u64 = 0x000f_ffff_ffe0_0000;
+/// Bits of a leaf that this module decides; the rest (caching) is kept.
+const RIGHTS: u64 = PRESENT | WRITABLE | USER | NO_EXECUTE;
+
+/// What a 4 KiB page may be used for at CPL3.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PageRights {
+    /// Not present: every access faults.
+    None,
+    /// Present, read-only, not executable.
+    Read,
+    /// Present, writable, not executable.
+    ReadWrite,
+    /// Present, read-only, executable.
+    ReadExecute,
+}
+
+impl PageRights {
+    fn bits(self) -> u64 {
+        match self {
+            PageRights::None => 0,
+            PageRights::Read => PRESENT | USER | NO_EXECUTE,
+            PageRights::ReadWrite => PRESENT | USER | WRITABLE | NO_EXECUTE,
+            PageRights::ReadExecute => PRESENT | USER,
+        }
+    }
+}
+
+/// Why an edit could not be made (nothing was changed).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum EditError {
+    /// This many more fresh, zeroed, 4 KiB-aligned page-table pages are
+    /// needed to split 2 MiB pages.
+    NeedTables(usize),
+    /// Part of the range is not mapped by a page directory at all (not
+    /// RAM that the boot tables cover).
+    NotRam,
+}
+
+fn read_entry(addr: u64) -> u64 {
+    // SAFETY: `addr` is an 8-aligned entry of a page table reached from
+    // the PML4 the boot code built in the page-table area, or of a table
+    // this module installed; page tables are identity-mapped RAM that no
+    // Rust reference covers. Volatile: the CPU reads them too.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+fn write_entry(addr: u64, value: u64) {
+    // SAFETY: as in `read_entry`; callers hold the memory manager's edit
+    // lock, so no other CPU writes page tables concurrently.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
+}
+
+fn index(addr: u64, level: u32) -> u64 {
+    (addr >> (12 + 9 * level)) & 0x1ff
+}
+
+/// The address of the page-directory entry that maps `addr`, or `None`
+/// when a higher level is not present.
+fn pde_addr(addr: u64) -> Option<u64> {
+    let pml4e = read_entry(PAGE_TABLES_ADDR + 8 * index(addr, 3));
+    if pml4e & PRESENT == 0 {
+        return None;
+    }
+    let pdpte = read_entry((pml4e & ADDR_MASK) + 8 * index(addr, 2));
+    if pdpte & PRESENT == 0 || pdpte & LARGE != 0 {
+        return None;
+    }
+    Some((pdpte & ADDR_MASK) + 8 * index(addr, 1))
+}
+
+/// The leaf bits that map the 4 KiB page at `addr` (for a 2 MiB page,
+/// its bits as a 4 KiB entry would carry them), or 0 when not present.
+pub(crate) fn leaf(addr: u64) -> u64 {
+    let Some(pde_at) = pde_addr(addr) else {
+        return 0;
+    };
+    let pde = read_entry(pde_at);
+    if pde & PRESENT == 0 {
+        return 0;
+    }
+    if pde & LARGE != 0 {
+        return pde & !(LARGE | LARGE_PAT);
+    }
+    read_entry((pde & ADDR_MASK) + 8 * index(addr, 0))
+}
+
+/// Whether every page of `[start, end)` is present for CPL3 with `write`
+/// allowed when `is_write`.
+pub(crate) fn is_accessible(start: u64, end: u64, is_write: bool) -> bool {
+    let mut page = start & !(PAGE_SIZE - 1);
+    while page < end {
+        let bits = leaf(page);
+        if bits & (PRESENT | USER) != (PRESENT | USER) || (is_write && bits & WRITABLE == 0) {
+            return false;
+        }
+        // A 2 MiB page answers for all its small pages at once.
+        let pde_is_large = pde_addr(page).is_some_and(|at| read_entry(at) & LARGE != 0);
+        page = if pde_is_large {
+            (page | (LARGE_PAGE_SIZE - 1)) + 1
+        } else {
+            page + PAGE_SIZE
+        };
+    }
+    true
+}
+
+/// Give every 4 KiB page of `[start, end)` (page-aligned identity-mapped
+/// RAM) the rights `rights`. A 2 MiB page with other rights is first split into a table taken from
+/// `tables`; if `tables` holds too few, nothing changes and the error says
+/// how many more are needed. Returns whether a present page changed (then
+/// the caller must invalidate the TLBs of every CPU).
+///
+/// The caller holds the memory manager's edit lock.
+pub(crate) fn set_rights(
+    start: u64,
+    end: u64,
+    rights: PageRights,
+    tables: &mut alloc::vec::Vec<u64>,
+) -> Result<bool, EditError> {
+    debug_assert!(start.is_multiple_of(PAGE_SIZE) && end.is_multiple_of(PAGE_SIZE));
+    let new_bits = rights.bits();
+    // Pass 1: count the splits, so that a failure changes nothing.
+    let mut splits = 0;
+    let mut block = start & !(LARGE_PAGE_SIZE - 1);
+    while block < end {
+        let pde = read_entry(pde_addr(block).ok_or(EditError::NotRam)?);
+        if pde & PRESENT == 0 {
+            return Err(EditError::NotRam);
+        }
+        if pde & LARGE != 0 && pde & RIGHTS != new_bits & RIGHTS {
+            splits += 1;
+        }
+        block += LARGE_PAGE_SIZE;
+    }
+    if tables.len() < splits {
+        return Err(EditError::NeedTables(splits - tables.len()));
+    }
+    // Pass 2: split and write.
+    let mut is_changed = false;
+    let mut block = start & !(LARGE_PAGE_SIZE - 1);
+    while block < end {
+        let Some(pde_at) = pde_addr(block) else {
+            return Err(EditError::NotRam);
+        };
+        let mut pde = read_entry(pde_at);
+        if pde & LARGE != 0 {
+            if pde & RIGHTS == new_bits & RIGHTS {
+                block += LARGE_PAGE_SIZE;
+                continue;
+            }
+            pde = split(pde_at, pde, tables);
+        }
+        let table = pde & ADDR_MASK;
+        let from = start.max(block);
+        let to = end.min(block + LARGE_PAGE_SIZE);
+        let mut page = from;
+        while page < to {
+            let at = table + 8 * index(page, 0);
+            let old = read_entry(at);
+            let new = if rights == PageRights::None {
+                (old & !RIGHTS & ADDR_MASK) | page
+            } else {
+                (old & !RIGHTS & !ADDR_MASK) | page | new_bits
+            };
+            if new != old {
+                // Even a widened right needs it: a CPU may fault on
+                // its stale, narrower entry (SDM vol. 3A, 4.10.4.3).
+                is_changed |= old & PRESENT != 0;
+                write_entry(at, new);
+            }
+            page += PAGE_SIZE;
+        }
+        block += LARGE_PAGE_SIZE;
+    }
+    Ok(is_changed)
+}
+
+/// Make every 4 KiB page of `[start, end)` present and writable (and not
+/// executable) where it is not: pages handed out again after `munmap` or
+/// as a guard. A 2 MiB page that is present and writable already stays as
+/// it is; one that is not would need a split, which this never does:
+/// `NeedTables`, with nothing changed. Never narrows a right.
+///
+/// The caller holds the memory manager's edit lock.
+pub(crate) fn ensure_writable(start: u64, end: u64) -> Result<(), EditError> {
+    let mut block = start & !(LARGE_PAGE_SIZE - 1);
+    while block < end {
+        let pde = read_entry(pde_addr(block).ok_or(EditError::NotRam)?);
+        if pde & PRESENT == 0 {
+            return Err(EditError::NotRam);
+        }
+        if pde & LARGE != 0 && pde & (WRITABLE | USER) != (WRITABLE | USER) {
+            return Err(EditError::NeedTables(1));
+        }
+        block += LARGE_PAGE_SIZE;
+    }
+    let mut page = start;
+    while page < end {
+        let Some(pde_at) = pde_addr(page) else {
+            return Err(EditError::NotRam);
+        };
+        let pde = read_entry(pde_at);
+        if pde & LARGE != 0 {
+            page = (page | (LARGE_PAGE_SIZE - 1)) + 1;
+            continue;
+        }
+        let at = (pde & ADDR_MASK) + 8 * index(page, 0);
+        let old = read_entry(at);
+        if old & (PRESENT | WRITABLE | USER) != (PRESENT | WRITABLE | USER) {
+            write_entry(
+                at,
+                (old & !RIGHTS & !ADDR_MASK) | page | PageRights::ReadWrite.bits(),
+            );
+        }
+        page += PAGE_SIZE;
+    }
+    Ok(())
+}
+
+/// Replace the 2 MiB page of the entry at `pde_at` by a table of 512
+/// small pages with the same translation and bits; the new entry.
+fn split(pde_at: u64, pde: u64, tables: &mut alloc::vec::Vec<u64>) -> u64 {
+    let Some(table) = tables.pop() else {
+        unreachable!("pass 1 counted the tables");
+    };
+    let base = pde & LARGE_ADDR_MASK;
+    let bits = pde & !(LARGE | LARGE_PAT | LARGE_ADDR_MASK);
+    for i in 0..512 {
+        write_entry(table + 8 * i, (base + i * PAGE_SIZE) | bits);
+    }
+    // Same translation either way, so no invalidation is needed for the
+    // split itself (SDM vol. 3A, 4.10.2.3); the caller invalidates the
+    // pages whose bits it then narrows, which drops the 2 MiB entry too.
+    let new = table | PRESENT | WRITABLE | USER;
+    write_entry(pde_at, new);
+    new
+}
+
+/// Most pages [`flush_tlb`] invalidates one by one; more reload CR3.
+pub(crate) const FLUSH_PAGES_MAX: u64 = 8;
+
+/// Invalidate this CPU's TLB entries for `pages` pages from `start` (all
+/// of them when `pages` is 0 or above [`FLUSH_PAGES_MAX`]), through the
+/// CPL0 gate.
+pub(crate) fn flush_tlb(start: u64, pages: u64) {
+    // SAFETY: the flush gate (`supervisor.rs`) only executes `invlpg` for
+    // the given pages or reloads CR3 (same tables), and returns after the
+    // trapping instruction with only caller-saved registers changed.
+    unsafe { super::supervisor::eremite_flush(start, pages) }
+}

@@ -1,0 +1,240 @@
+//! Memory: guest RAM, its frames, the heap, the application's mappings
+//! and the threads' stacks.
+//!
+//! Guest RAM is identity-mapped (virtual address = physical address), so
+//! any buffer can go to the VMM or a device as it is. At boot the VMM's
+//! tables map it with 2 MiB pages; the memory manager changes the rights
+//! of single pages where it must (guard pages, `munmap`, `mprotect`) and
+//! otherwise leaves them alone, so the hot paths take no page fault:
+//!
+//! - [`ram`]: the frame allocator (all free RAM) and page-right edits,
+//!   with TLB invalidation on every CPU ([`tlb`]);
+//! - [`heap`]: the global allocator (talc arenas that grow on demand,
+//!   large blocks straight from frames and back);
+//! - [`space`]: `mmap`/`munmap`/`mprotect`, stacks with guard pages, and
+//!   the explanation of page faults.
+//!
+//! The boot code hands over RAM with [`init`]; the initial ramdisk's
+//! memory follows with [`add_region`] once it is unpacked.
+#![allow(unsafe_code)]
+
+mod heap;
+mod ram;
+mod space;
+mod tlb;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use eremite_interface::layout::PAGE_SIZE;
+use eremite_mm::PageRange;
+
+use crate::arch;
+
+pub(crate) use heap::{alloc, alloc_zeroed, dealloc, has_room, realloc};
+pub(crate) use space::{
+    FaultExplanation, NO_THREAD, Stack, explain_fault, map_anonymous, protect, unmap,
+};
+pub(crate) use tlb::catch_up as tlb_catch_up;
+
+static RAM_END: AtomicU64 = AtomicU64::new(0);
+
+/// Size of the heap's first arena, which holds the frame allocator's
+/// bitmaps (2 bits per 4 KiB of RAM) and the first small blocks.
+fn first_arena_bytes(ram_end: u64) -> u64 {
+    let bitmap_bytes = (ram_end / PAGE_SIZE).div_ceil(4);
+    (bitmap_bytes + (1 << 20)).next_multiple_of(PAGE_SIZE)
+}
+
+/// Take over guest RAM `[0, ram_end)`: everything in `[free_start,
+/// ram_end)` except `reserved` (the initial ramdisk, given later with
+/// [`add_region`]) becomes free memory.
+///
+/// # Safety
+/// The free range must be RAM that nothing else uses, and this must be
+/// called once, before any allocation.
+pub(crate) unsafe fn init(
+    free_start: u64,
+    ram_end: u64,
+    reserved: Option<(u64, u64)>,
+) -> Result<(), &'static str> {
+    RAM_END.store(ram_end, Ordering::Relaxed);
+    let arena = first_arena_bytes(ram_end);
+    let free_end = reserved.map_or(ram_end, |(start, _)| start);
+    let frames_start = free_start
+        .checked_add(arena)
+        .filter(|&s| s < free_end)
+        .ok_or("RAM too small for the kernel's heap")?;
+    // SAFETY: the caller gives us `[free_start, ...)` for good; it is
+    // identity-mapped RAM (the boot tables map all of it).
+    if !unsafe { heap::claim_first_arena(free_start, arena) } {
+        return Err("the heap refused its first arena");
+    }
+    let span = PageRange::new(frames_start, ram_end).map_err(|_| "RAM is not page-aligned")?;
+    let free = PageRange::new(frames_start, free_end).map_err(|_| "bad reserved range")?;
+    ram::init(span, &[free])?;
+    space::init(PageRange::new(PAGE_SIZE, ram_end).map_err(|_| "RAM is not page-aligned")?);
+    Ok(())
+}
+
+/// Hand RAM that held the initial ramdisk to the frame allocator.
+///
+/// # Safety
+/// `[start, end)` must be RAM that nothing uses or will use again except
+/// through the allocator, inside the reserved range given to [`init`].
+pub(crate) unsafe fn add_region(start: u64, end: u64) -> bool {
+    PageRange::new(start, end).is_ok_and(ram::add_used)
+}
+
+/// The bytes of the initial ramdisk, or `None` if the range is not RAM.
+///
+/// # Safety
+/// The range must be the reserved range given to [`init`], and the slice
+/// must not be used after [`add_region`] has given its memory away.
+pub(crate) unsafe fn initrd_bytes(addr: u64, len: u64) -> Option<&'static [u8]> {
+    if !is_ram(addr, len) {
+        return None;
+    }
+    // SAFETY: mapped RAM (checked) that the VMM filled before boot and
+    // that nothing writes while the caller uses the slice (contract).
+    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) })
+}
+
+/// Bytes allocated from the heap now (the kernel's and the application's).
+pub(crate) fn heap_in_use_bytes() -> usize {
+    heap::in_use_bytes()
+}
+
+/// Whether `[addr, addr + len)` lies in guest RAM (and not page 0). It
+/// may still hold pages without rights: see [`is_accessible`].
+pub(crate) fn is_ram(addr: u64, len: u64) -> bool {
+    match addr.checked_add(len) {
+        Some(end) => addr >= PAGE_SIZE && end <= RAM_END.load(Ordering::Relaxed),
+        None => false,
+    }
+}
+
+/// What an access to application memory is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UserAccess {
+    /// The kernel reads it.
+    Read,
+    /// The kernel writes it.
+    Write,
+}
+
+/// Whether the application could make this access to all `len` bytes
+/// from `addr`: RAM whose pages are present (and writable, for a write)
+/// at CPL3. A check, not a lock: another thread may unmap the range after.
+pub(crate) fn is_accessible(addr: u64, len: u64, access: UserAccess) -> bool {
+    is_ram(addr, len) && arch::is_accessible(addr, addr + len, access == UserAccess::Write)
+}
+
+/// How many bytes from `addr` on, up to `max`, the application could read.
+pub(crate) fn readable_bytes_from(addr: u64, max: u64) -> u64 {
+    let end = RAM_END.load(Ordering::Relaxed);
+    if addr < PAGE_SIZE || addr >= end {
+        return 0;
+    }
+    let limit = end.min(addr.saturating_add(max));
+    let mut page = addr & !(PAGE_SIZE - 1);
+    while page < limit && arch::is_accessible(page, page + 1, false) {
+        page += PAGE_SIZE;
+    }
+    page.min(limit).saturating_sub(addr)
+}
+
+/// A thread's TLS block: where it was allocated, and its thread pointer.
+pub(crate) struct TlsBlock {
+    pub(crate) thread_pointer: u64,
+    base: *mut u8,
+    size: usize,
+    align: usize,
+}
+
+// SAFETY: the block is plain memory owned by whoever holds the TlsBlock.
+unsafe impl Send for TlsBlock {}
+
+impl Drop for TlsBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `create_tls` with this size and alignment;
+        // the owner drops it only after its thread has finished.
+        unsafe { dealloc(self.base, self.size, self.align) }
+    }
+}
+
+/// Allocate and initialise a TLS block from the image's template and
+/// return it with its thread pointer (x86_64 TLS variant II: the block ends at the
+/// thread pointer, whose first word points to itself; see Drepper, "ELF
+/// Handling For Thread-Local Storage", 3.4.2). `None` when out of memory.
+pub(crate) fn create_tls(template: &eremite_interface::TlsTemplate) -> Option<TlsBlock> {
+    let align = template.align.max(16);
+    // The linker places TLS variables at negative offsets from the thread
+    // pointer: the block size rounded up to the template's alignment.
+    let offset = template
+        .mem_size
+        .checked_next_multiple_of(template.align.max(1))?;
+    // Padding in front keeps the thread pointer aligned to `align`, so the
+    // block start (thread pointer - offset) is aligned to the template's.
+    let front = offset.checked_next_multiple_of(align)?;
+    let total = front.checked_add(16)?;
+    let (size, align) = (usize::try_from(total).ok()?, usize::try_from(align).ok()?);
+    let base = alloc_zeroed(size, align);
+    if base.is_null() {
+        return None;
+    }
+    let thread_pointer = base as u64 + front;
+    let block_start = thread_pointer - offset;
+    let init_len = if template.file_size <= template.mem_size {
+        template.file_size
+    } else {
+        0
+    };
+    if init_len > 0 && is_ram(template.addr, init_len) {
+        // SAFETY: (1) the source is the image's TLS template, inside RAM
+        // (checked) and never written; (2) the destination
+        // [block_start, block_start + init_len) lies inside the block just
+        // allocated, as init_len <= mem_size <= offset; (3) they are disjoint.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                template.addr as *const u8,
+                block_start as *mut u8,
+                init_len as usize,
+            );
+        }
+    }
+    // SAFETY: the allocation has 16 bytes past the thread pointer, which is
+    // 16-aligned; the first word of the TCB points to itself (the ABI's
+    // `%fs:0` self-pointer).
+    unsafe { (thread_pointer as *mut u64).write(thread_pointer) };
+    Some(TlsBlock {
+        thread_pointer,
+        base,
+        size,
+        align,
+    })
+}
+
+/// The bytes of the boot data area written by the VMM (args, environment,
+/// command line), or an empty slice if the range is not inside it.
+pub(crate) fn boot_data(addr: u64, len: u64) -> &'static [u8] {
+    use eremite_interface::layout::{BOOT_DATA_ADDR, BOOT_DATA_END};
+    match addr.checked_add(len) {
+        Some(end) if addr >= BOOT_DATA_ADDR && end <= BOOT_DATA_END => {
+            // SAFETY: the range is inside the boot data area (checked),
+            // which is identity-mapped RAM that the VMM filled before boot
+            // and that nothing writes afterwards.
+            unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) }
+        }
+        _ => &[],
+    }
+}
+
+/// Read `N` words at `addr`, which the caller checked with [`is_ram`]
+/// (`N * 8` bytes, 8-aligned). Used to walk stacks in fault reports.
+pub(crate) fn read_words<const N: usize>(addr: u64) -> [u64; N] {
+    debug_assert!(addr.is_multiple_of(8) && is_ram(addr, N as u64 * 8));
+    // SAFETY: the caller checked that the aligned range is mapped RAM; the
+    // values are plain integers, and a concurrent writer can at worst make
+    // them stale, which a backtrace tolerates.
+    unsafe { core::ptr::read_volatile(addr as *const [u64; N]) }
+}

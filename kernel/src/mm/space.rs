@@ -1,0 +1,289 @@
+//! The application's mappings and the threads' stacks: what each range of
+//! the address space is for ([`AddressSpace`] from `eremite-mm`), backed
+//! by frames at their own addresses (the identity map).
+//!
+//! - `mmap` takes a run of free frames, zeroes them unless they were
+//!   never used, and records an anonymous region; `munmap` takes every
+//!   right from its pages (they fault from then on, until the frames are
+//!   handed out again) and returns the frames; `mprotect` changes rights.
+//! - A stack is a run of frames whose lowest [`GUARD_PAGES`] have no
+//!   rights, so an overflow faults in the guard instead of writing over
+//!   whatever lies below. Making a guard costs a TLB invalidation on every
+//!   CPU, so stacks of exited threads are kept (guard in place) for the
+//!   next thread that asks for the same size.
+//! - [`explain_fault`] says what a faulting address was: a guard page
+//!   (stack overflow), an unmapped page, a page without the right.
+
+use alloc::vec::Vec;
+
+use eremite_interface::errno::{self, Errno};
+use eremite_interface::layout::PAGE_SIZE;
+use eremite_mm::{Access, AddressSpace, FaultCause, Kind, PageRange, Prot, PteChange};
+
+use super::ram::{self, Fill};
+use crate::arch::{self, PageRights};
+use crate::sync::Lock;
+
+/// Guard pages below every stack: 16 KiB. Rust code probes frames larger
+/// than a page (stack probes), so an overflow always touches the guard.
+pub(crate) const GUARD_PAGES: u64 = 4;
+
+/// Stacks of exited threads kept for reuse: at most this many, and this
+/// many bytes; all are given back when frames run out.
+const CACHED_STACKS: usize = 16;
+const CACHED_STACK_BYTES: u64 = 8 << 20;
+
+/// Thread id recorded for stacks that belong to no thread (a CPU's idle
+/// loop).
+pub(crate) const NO_THREAD: u32 = 0;
+
+static SPACE: Lock<Option<AddressSpace>> = Lock::new(None);
+
+/// Whole stacks (guard included) ready for reuse.
+static STACK_CACHE: Lock<Vec<PageRange>> = Lock::new(Vec::new());
+
+pub(super) fn init(bounds: PageRange) {
+    *SPACE.lock() = Some(AddressSpace::new(bounds));
+}
+
+fn rights_of(prot: Prot) -> PageRights {
+    match (prot.is_readable(), prot.is_writable(), prot.is_executable()) {
+        (_, true, _) => PageRights::ReadWrite,
+        (_, false, true) => PageRights::ReadExecute,
+        (true, false, false) => PageRights::Read,
+        (false, false, false) => PageRights::None,
+    }
+}
+
+/// `mmap(2)` of anonymous memory: `len_bytes` (rounded up to pages) of
+/// zeroed memory with protection `prot_bits` (PROT_READ 1, PROT_WRITE 2,
+/// PROT_EXEC 4). `EACCES` for write and execute together (W^X).
+pub(crate) fn map_anonymous(len_bytes: usize, prot_bits: u32) -> Result<u64, Errno> {
+    let prot = Prot::from_bits(prot_bits)?;
+    if len_bytes == 0 {
+        return Err(errno::EINVAL);
+    }
+    let pages = (len_bytes as u64).div_ceil(PAGE_SIZE);
+    let range = ram::take(pages, PAGE_SIZE, Fill::Zeroed).ok_or(errno::ENOMEM)?;
+    let mapped = SPACE
+        .lock()
+        .as_mut()
+        .ok_or(errno::ENOMEM)
+        .and_then(|space| space.map(range, Kind::Anonymous, prot));
+    if let Err(error) = mapped {
+        ram::give_back(range);
+        return Err(error);
+    }
+    if rights_of(prot) != PageRights::ReadWrite && ram::set_rights(range, rights_of(prot)).is_err()
+    {
+        let _ = unmap(range.start, range.len_bytes() as usize);
+        return Err(errno::ENOMEM);
+    }
+    Ok(range.start)
+}
+
+/// `munmap(2)`: the application's mappings in the range lose every right
+/// and their frames return to the allocator. Pages that are not mapped
+/// are skipped; kernel memory (`EPERM`) is never unmapped.
+pub(crate) fn unmap(addr: u64, len_bytes: usize) -> Result<(), Errno> {
+    let mut guard = SPACE.lock();
+    let space = guard.as_mut().ok_or(errno::EINVAL)?;
+    let changes = space.munmap(addr, len_bytes as u64)?;
+    for change in changes {
+        if let PteChange::Unmap { range } = change {
+            // Taking rights away needs no new table when the pages are
+            // already split, and mmap'd pages with other rights than
+            // read-write are; a read-write mapping inside a 2 MiB page
+            // needs one, which can fail only when memory is exhausted.
+            if ram::set_rights(range, PageRights::None).is_err() {
+                return Err(errno::ENOMEM);
+            }
+            ram::give_back(range);
+        }
+    }
+    Ok(())
+}
+
+/// `mprotect(2)` of the application's mappings.
+pub(crate) fn protect(addr: u64, len_bytes: usize, prot_bits: u32) -> Result<(), Errno> {
+    let prot = Prot::from_bits(prot_bits)?;
+    let mut guard = SPACE.lock();
+    let space = guard.as_mut().ok_or(errno::ENOMEM)?;
+    // Make room for the page-table splits first, so that the map and the
+    // page tables cannot disagree: a failed split leaves both unchanged.
+    let before: Vec<_> = space.regions().copied().collect();
+    let changes = space.mprotect(addr, len_bytes as u64, prot)?;
+    for change in &changes {
+        if let PteChange::Protect { range, to, .. } = *change
+            && ram::set_rights(range, rights_of(to)).is_err()
+        {
+            restore(space, &before);
+            return Err(errno::ENOMEM);
+        }
+    }
+    Ok(())
+}
+
+/// Put the map back as it was (after a failed `mprotect`), and the rights
+/// of its pages with it.
+fn restore(space: &mut AddressSpace, before: &[eremite_mm::Region]) {
+    let bounds = space.bounds();
+    let mut fresh = AddressSpace::new(bounds);
+    for region in before {
+        let _ = fresh.map(region.range, region.kind, region.prot);
+        if region.kind == Kind::Anonymous {
+            let _ = ram::set_rights(region.range, rights_of(region.prot));
+        }
+    }
+    *space = fresh;
+}
+
+/// A thread's stack: guard pages, then the stack proper; frames of its own
+/// at their own addresses.
+pub(crate) struct Stack {
+    /// The whole run, guard included.
+    range: PageRange,
+}
+
+impl Stack {
+    /// A stack of at least `len_bytes` (rounded up to pages) above
+    /// [`GUARD_PAGES`] guard pages, for thread `thread` ([`NO_THREAD`] for
+    /// none), or `None` when memory is exhausted.
+    pub(crate) fn new(len_bytes: usize, thread: u32) -> Option<Self> {
+        let pages = (len_bytes as u64)
+            .div_ceil(PAGE_SIZE)
+            .checked_add(GUARD_PAGES)?;
+        let reused = {
+            let mut cache = STACK_CACHE.lock();
+            let at = cache.iter().position(|r| r.pages() == pages);
+            at.map(|at| cache.swap_remove(at))
+        };
+        let stack = match reused {
+            Some(range) => Self { range },
+            // Out of frames: the cached stacks are the first to go.
+            None => Self::fresh(pages).or_else(|| {
+                drain_stack_cache();
+                Self::fresh(pages)
+            })?,
+        };
+        stack.set_owner(thread);
+        Some(stack)
+    }
+
+    fn fresh(pages: u64) -> Option<Self> {
+        let range = ram::take(pages, PAGE_SIZE, Fill::Any)?;
+        let guard = PageRange {
+            start: range.start,
+            end: range.start + GUARD_PAGES * PAGE_SIZE,
+        };
+        if ram::set_rights(guard, PageRights::None).is_err() {
+            ram::give_back(range);
+            return None;
+        }
+        let kind = Kind::Stack {
+            thread: NO_THREAD,
+            guard_pages: GUARD_PAGES,
+        };
+        let mapped = SPACE
+            .lock()
+            .as_mut()
+            .map(|space| space.map(range, kind, Prot::READ_WRITE));
+        if !matches!(mapped, Some(Ok(_))) {
+            ram::give_back(range);
+            return None;
+        }
+        Some(Self { range })
+    }
+
+    /// Record which thread the stack belongs to (for fault reports).
+    pub(crate) fn set_owner(&self, thread: u32) {
+        let mut guard = SPACE.lock();
+        let Some(space) = guard.as_mut() else {
+            return;
+        };
+        let Some(old) = space.lookup(self.range.start).map(|r| r.kind) else {
+            return;
+        };
+        let kind = Kind::Stack {
+            thread,
+            guard_pages: GUARD_PAGES,
+        };
+        if old != kind && space.release(self.range, old).is_ok() {
+            let _ = space.map(self.range, kind, Prot::READ_WRITE);
+        }
+    }
+
+    /// One past its highest byte (page-aligned, so 16-byte aligned).
+    pub(crate) fn top(&self) -> u64 {
+        self.range.end
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let mut cache = STACK_CACHE.lock();
+        let cached_bytes: u64 = cache.iter().map(|r| r.len_bytes()).sum();
+        if cache.len() < CACHED_STACKS
+            && cached_bytes + self.range.len_bytes() <= CACHED_STACK_BYTES
+            && cache.try_reserve(1).is_ok()
+        {
+            cache.push(self.range);
+            return;
+        }
+        drop(cache);
+        release_stack(self.range);
+    }
+}
+
+/// Forget a stack and return its frames (the guard keeps no rights;
+/// whoever takes its frames next restores them).
+fn release_stack(range: PageRange) {
+    let is_released = SPACE
+        .lock()
+        .as_mut()
+        .and_then(|space| {
+            let kind = space.lookup(range.start)?.kind;
+            space.release(range, kind).ok()
+        })
+        .is_some();
+    if is_released {
+        ram::give_back(range);
+    }
+}
+
+/// Return the frames of every cached stack.
+fn drain_stack_cache() {
+    let cached = core::mem::take(&mut *STACK_CACHE.lock());
+    for range in cached {
+        release_stack(range);
+    }
+}
+
+/// What a page fault at `addr` was, for the report: `None` if the memory
+/// manager is busy on this CPU (the fault hit it mid-change) or knows
+/// nothing of the address.
+pub(crate) fn explain_fault(addr: u64, access: Access) -> Option<FaultExplanation> {
+    let guard = SPACE.try_lock()?;
+    let space = guard.as_ref()?;
+    let fault = space.fault(addr, access);
+    Some(match fault.cause {
+        FaultCause::StackGuard { thread } => FaultExplanation::StackOverflow { thread },
+        _ if space.lookup(addr).is_some() => FaultExplanation::Mapping(fault),
+        _ => FaultExplanation::Other(arch::paging_leaf(addr)),
+    })
+}
+
+/// See [`explain_fault`].
+pub(crate) enum FaultExplanation {
+    /// The address is in the guard pages of this thread's stack
+    /// ([`NO_THREAD`]: a CPU's idle stack).
+    StackOverflow {
+        /// The thread.
+        thread: u32,
+    },
+    /// The address is in a mapping or a stack; the fault, explained.
+    Mapping(eremite_mm::Fault),
+    /// Not in the map (image, heap, supervisor memory, unmapped): the leaf
+    /// page-table bits of the address.
+    Other(u64),
+}
