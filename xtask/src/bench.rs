@@ -172,7 +172,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
     write_results(&root().join(dir), &rows, &extra, tsc_khz, &groups)
 }
 
-const SYSCALL_ROWS: [&str; 12] = [
+const SYSCALL_ROWS: [&str; 16] = [
     "getpid",
     "sched_yield",
     "write_1_byte",
@@ -182,6 +182,10 @@ const SYSCALL_ROWS: [&str; 12] = [
     "malloc_free_64",
     "malloc_free_4096",
     "first_touch_page",
+    "page_first_write",
+    "mmap_munmap_1mib",
+    "mmap_touch_munmap_1mib",
+    "mprotect_page",
     "clock_gettime",
     "thread_spawn_join",
     "thread_pingpong",

@@ -21,7 +21,7 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`, by binary name (each is the
 /// binary of the example's folder; the `rayon` example's package is
 /// `rayon-demo`, as a package may not share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 12] = [
+pub(crate) const EXAMPLES: [&str; 13] = [
     "hello",
     "panic",
     "wildptr",
@@ -34,6 +34,7 @@ pub(crate) const EXAMPLES: [&str; 12] = [
     "net",
     "httpd",
     "mio-httpd",
+    "memory",
 ];
 
 /// Examples that also build natively, as baselines: `hello` for the boot

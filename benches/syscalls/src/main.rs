@@ -6,11 +6,17 @@
 //! system call per write), write of 1 byte to a file, open+close and stat
 //! of a file (eremite: its in-kernel RAM file system under `/`; Linux: a
 //! file in the temporary directory, in the page cache), malloc/free of
-//! 64 B and 4 KiB, first write to a fresh page, clock_gettime
+//! 64 B and 4 KiB, first write to a fresh page of the heap, clock_gettime
 //! (`Instant::now`), thread spawn+join, and a round trip between two
 //! threads on one core (each wakes the other and blocks: `unpark` then
 //! `park`, a futex wake and wait on each side). Run with `--quick` for a
 //! correctness pass.
+//!
+//! Memory-mapping rows: the first write to each page of a fresh anonymous
+//! mapping, timed one page at a time (`page_first_write`; Linux: a page
+//! fault per page), mmap+munmap of 1 MiB untouched and with one byte
+//! written per page, and one mprotect of one page (the median of
+//! read-only-then-back pairs, halved).
 //!
 //! `syscalls cross-core` measures only the round trip, with the two
 //! threads on two different cores (eremite: run with `--cpus 2`; the first
@@ -82,6 +88,7 @@ fn main() {
         "cycles",
         &mut first_touch(if quick { 64 } else { 4096 }),
     );
+    mapping_rows(rounds, batch, quick);
     report(
         "thread_spawn_join",
         "cycles",
@@ -234,5 +241,147 @@ fn first_touch(pages: usize) -> Vec<f64> {
             .collect();
         dealloc(base, layout);
         samples
+    }
+}
+
+/// The memory-mapping rows (see the module documentation).
+fn mapping_rows(rounds: usize, batch: usize, quick: bool) {
+    const PAGE: usize = 4096;
+    const MIB: usize = 1 << 20;
+    let pages = if quick { 64 } else { 4096 };
+    let region = vm::map(pages * PAGE);
+    let mut samples: Vec<f64> = (0..pages)
+        .map(|i| {
+            let page = region.wrapping_add(i * PAGE);
+            let start = rdtsc();
+            // SAFETY: inside the read-write mapping made above.
+            unsafe { page.write_volatile(1) };
+            (rdtsc() - start) as f64
+        })
+        .collect();
+    // SAFETY: the region is not used again.
+    unsafe { vm::unmap(region, pages * PAGE) };
+    report("page_first_write", "cycles", &mut samples);
+
+    report(
+        "mmap_munmap_1mib",
+        "cycles",
+        &mut per_op(rounds.min(500), batch.min(10), || {
+            let block = black_box(vm::map(MIB));
+            // SAFETY: the block was never used.
+            unsafe { vm::unmap(block, MIB) };
+        }),
+    );
+    report(
+        "mmap_touch_munmap_1mib",
+        "cycles",
+        &mut per_op(rounds.min(200), 1, || {
+            let block = black_box(vm::map(MIB));
+            for offset in (0..MIB).step_by(PAGE) {
+                // SAFETY: inside the read-write block.
+                unsafe { block.add(offset).write_volatile(1) };
+            }
+            // SAFETY: the block is not used again.
+            unsafe { vm::unmap(block, MIB) };
+        }),
+    );
+
+    let page = vm::map(PAGE);
+    // SAFETY: inside the read-write page; populate it before timing.
+    unsafe { page.write_volatile(1) };
+    let mut samples = per_op(rounds, batch, || {
+        // SAFETY: nothing touches the page while it is read-only.
+        unsafe {
+            vm::protect(page, PAGE, vm::PROT_READ);
+            vm::protect(page, PAGE, vm::PROT_READ | vm::PROT_WRITE);
+        }
+    });
+    for sample in &mut samples {
+        *sample /= 2.0; // two calls a sample
+    }
+    // SAFETY: the page is not used again.
+    unsafe { vm::unmap(page, PAGE) };
+    report("mprotect_page", "cycles", &mut samples);
+}
+
+/// Anonymous memory straight from the OS: hermit-abi's `sys_mmap`,
+/// `sys_munmap` and `sys_mprotect` on eremite; `mmap(2)`, `munmap(2)` and
+/// `mprotect(2)` through `libc` on Linux. A failed call ends the program
+/// (a benchmark that cannot measure prints no number).
+mod vm {
+    pub(crate) const PROT_READ: u32 = 1;
+    pub(crate) const PROT_WRITE: u32 = 2;
+
+    #[cfg(target_os = "hermit")]
+    unsafe extern "C" {
+        fn sys_mmap(size: usize, prot_flags: u32, ret: &mut *mut u8) -> i32;
+        fn sys_munmap(ptr: *mut u8, size: usize) -> i32;
+        fn sys_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) -> i32;
+    }
+
+    fn check(what: &str, status: i32) {
+        if status != 0 {
+            eprintln!("benchmark: {what} failed ({status})");
+            std::process::exit(1);
+        }
+    }
+
+    /// `len` bytes of fresh read-write memory.
+    pub(crate) fn map(len: usize) -> *mut u8 {
+        #[cfg(target_os = "hermit")]
+        {
+            let mut ptr = std::ptr::null_mut();
+            // SAFETY: the kernel only writes the address through `ret`.
+            check("mmap", unsafe {
+                sys_mmap(len, PROT_READ | PROT_WRITE, &mut ptr)
+            });
+            ptr
+        }
+        #[cfg(not(target_os = "hermit"))]
+        {
+            // SAFETY: a new private anonymous mapping touches no existing
+            // memory.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            check("mmap", if ptr == libc::MAP_FAILED { -1 } else { 0 });
+            ptr.cast()
+        }
+    }
+
+    /// Unmap `len` bytes from `ptr`.
+    ///
+    /// # Safety
+    /// The range came from [`map`] and nothing uses it afterwards.
+    pub(crate) unsafe fn unmap(ptr: *mut u8, len: usize) {
+        #[cfg(target_os = "hermit")]
+        // SAFETY: the caller's contract.
+        check("munmap", unsafe { sys_munmap(ptr, len) });
+        #[cfg(not(target_os = "hermit"))]
+        // SAFETY: the caller's contract.
+        check("munmap", unsafe { libc::munmap(ptr.cast(), len) });
+    }
+
+    /// Give `len` bytes from `ptr` the protection `prot`.
+    ///
+    /// # Safety
+    /// The range came from [`map`]; nothing accesses it in a way `prot`
+    /// forbids.
+    pub(crate) unsafe fn protect(ptr: *mut u8, len: usize, prot: u32) {
+        #[cfg(target_os = "hermit")]
+        // SAFETY: the caller's contract.
+        check("mprotect", unsafe { sys_mprotect(ptr, len, prot) });
+        #[cfg(not(target_os = "hermit"))]
+        // SAFETY: the caller's contract; PROT_* have the same values.
+        check("mprotect", unsafe {
+            libc::mprotect(ptr.cast(), len, prot as i32)
+        });
     }
 }
