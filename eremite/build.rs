@@ -41,6 +41,8 @@ fn main() {
         libs_dir.join("virtq/Cargo.toml"),
         libs_dir.join("net/src"),
         libs_dir.join("net/Cargo.toml"),
+        libs_dir.join("mm/src"),
+        libs_dir.join("mm/Cargo.toml"),
     ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }

@@ -130,15 +130,16 @@ impl Prot {
     const EXEC_BIT: u8 = 4;
 
     /// Parse `PROT_*` bits: `EINVAL` for unknown bits, as `mprotect(2)`
-    /// does, and for write together with execute (eremite's W^X; Linux
-    /// has no such rule, so the error number is ours).
+    /// does, and `EACCES` ("the memory cannot be given the specified
+    /// access") for write together with execute: eremite's W^X, a rule
+    /// Linux does not have.
     pub fn from_bits(bits: u32) -> Result<Prot, Errno> {
         if bits & !7 != 0 {
             return Err(errno::EINVAL);
         }
         let bits = bits as u8;
         if bits & Self::WRITE_BIT != 0 && bits & Self::EXEC_BIT != 0 {
-            return Err(errno::EINVAL);
+            return Err(errno::EACCES);
         }
         Ok(Prot(bits))
     }

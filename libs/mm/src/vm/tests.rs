@@ -38,8 +38,8 @@ fn prot_parses_linux_bits_and_refuses_w_plus_x() {
     assert_eq!(Prot::from_bits(0), Ok(Prot::NONE));
     assert_eq!(Prot::from_bits(3), Ok(RW));
     assert_eq!(Prot::from_bits(5), Ok(RX));
-    assert_eq!(Prot::from_bits(6), Err(errno::EINVAL));
-    assert_eq!(Prot::from_bits(7), Err(errno::EINVAL));
+    assert_eq!(Prot::from_bits(6), Err(errno::EACCES));
+    assert_eq!(Prot::from_bits(7), Err(errno::EACCES));
     assert_eq!(Prot::from_bits(8), Err(errno::EINVAL));
     let write_only = Prot::from_bits(2).unwrap();
     assert!(write_only.is_readable() && write_only.is_writable());
