@@ -47,7 +47,7 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Guest memory: a multiple of 2 MiB from 8M to 3G (e.g. 64M, 1G, 512MiB).
+    /// Guest memory: a multiple of 2 MiB from 8M to 31G (e.g. 64M, 1G, 512MiB, 8G).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_memory_size)]
     memory: u64,
     /// Number of vCPUs, 1 to 16; the application's threads are spread over them.
@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn bad_memory_sizes_are_usage_errors() {
-        for bad in ["lots", "4M", "9M"] {
+        for bad in ["lots", "4M", "9M", "32G"] {
             assert!(Cli::try_parse_from(["eremite", "run", "--memory", bad, "img"]).is_err());
         }
     }

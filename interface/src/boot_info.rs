@@ -36,6 +36,28 @@ pub struct TlsTemplate {
     pub align: u64,
 }
 
+/// A range of guest-physical RAM: `[addr, addr + len)`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct MemRange {
+    /// First byte (2 MiB aligned).
+    pub addr: u64,
+    /// Length in bytes (a multiple of 2 MiB).
+    pub len: u64,
+}
+
+impl MemRange {
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.addr.saturating_add(self.len)
+    }
+}
+
+/// Number of entries of [`BootInfo::ram`].
+pub const MAX_RAM_RANGES: usize = 4;
+
 /// Number of CPL0 entry counters: one per exception/interrupt vector that
 /// the supervisor distinguishes (vectors 0..=31), then
 /// [`CPL0_COUNTER_OTHER_IRQ`], [`CPL0_COUNTER_GATE`] and
@@ -85,14 +107,30 @@ pub struct BootInfo {
     pub version: u32,
     /// Number of vCPUs.
     pub cpu_count: u32,
-    /// Guest RAM is `[0, mem_size)`.
+    /// End of the RAM below 4 GiB: `[0, mem_size)` is RAM (the first
+    /// entry of `ram`), at most [`crate::layout::LOW_RAM_END`]. The image,
+    /// `free_start` and the initrd all lie below it.
     pub mem_size: u64,
+    /// Number of valid entries in `ram` (1 or 2 today).
+    pub ram_count: u64,
+    /// All guest RAM, in ascending order, disjoint, each range identity-
+    /// mapped: `ram[0]` is `[0, mem_size)` (with the VMM's structures, the
+    /// image and the initrd in it, as described by the other fields); any
+    /// further entry (`ram[1]` = `[4 GiB, 4 GiB + total - mem_size)` when
+    /// the guest has more than 3 GiB) is free RAM that nothing uses yet,
+    /// mapped writable and execute-disable in 2 MiB pages. Entries from
+    /// `ram_count` on are zero.
+    pub ram: [MemRange; MAX_RAM_RANGES],
+    /// End (exclusive) of the page tables the VMM built, from
+    /// [`crate::layout::PAGE_TABLES_ADDR`]; the rest of the page-table area
+    /// up to [`crate::layout::PAGE_TABLES_END`] is zero and unused.
+    pub page_tables_end: u64,
     /// Lowest address of the loaded image.
     pub image_start: u64,
     /// One past the highest address of the loaded image.
     pub image_end: u64,
     /// First address of RAM the kernel may allocate from (page aligned);
-    /// everything from here to `mem_size` is free.
+    /// everything from here to `mem_size` is free (but for the initrd).
     pub free_start: u64,
     /// Thread-local storage template of the image.
     pub tls: TlsTemplate,
@@ -163,6 +201,14 @@ mod tests {
         let back = BootInfo::read_from_bytes(&bytes).expect("sized");
         assert!(back.is_compatible());
         assert_eq!(back.report.cpl0_entries[3], 7);
+    }
+
+    #[test]
+    fn the_documented_offsets_hold() {
+        // docs/boot-protocol.md, "Boot info".
+        assert_eq!(core::mem::offset_of!(BootInfo, ram), 32);
+        assert_eq!(core::mem::offset_of!(BootInfo, image_start), 104);
+        assert_eq!(BootInfo::REPORT_OFFSET, 312);
     }
 
     #[test]

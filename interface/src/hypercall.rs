@@ -2,7 +2,9 @@
 //!
 //! A hypercall is one 32-bit port write (`out dx, eax`): the port names the
 //! call ([`Port`]), the value is the guest-physical address of its request
-//! struct (8-byte aligned, entirely inside guest RAM). The VMM copies the
+//! struct (8-byte aligned, entirely inside guest RAM) shifted right by
+//! three ([`encode_request_addr`]), so requests anywhere in the first
+//! 32 GiB can be named. The VMM copies the
 //! request out of guest memory, validates every field, acts, and writes the
 //! result field back. A request the VMM cannot read is counted and ignored;
 //! a request with a bad field gets a negative errno in its result field.
@@ -55,14 +57,28 @@ impl Port {
 /// Required alignment of every request struct.
 pub const REQUEST_ALIGN: u64 = 8;
 
-/// The 32-bit port value for a request at `gpa`, or `None` when the address
-/// does not fit (the VMM keeps all RAM below 4 GiB, see
-/// [`crate::layout::MAX_MEMORY`]) or is misaligned.
+/// How far a request's address is shifted right in the port value: the
+/// alignment's low zero bits are not sent.
+pub const REQUEST_ADDR_SHIFT: u32 = REQUEST_ALIGN.trailing_zeros();
+
+/// One past the highest guest-physical address a request can lie at
+/// (32 GiB): the VMM keeps all RAM below it (see
+/// [`crate::layout::MAX_MEMORY`]).
+pub const MAX_REQUEST_END: u64 = 1 << (32 + REQUEST_ADDR_SHIFT);
+
+/// The 32-bit port value for a request at `gpa` (`gpa >> 3`), or `None`
+/// when the address is misaligned or not below [`MAX_REQUEST_END`].
 pub fn encode_request_addr(gpa: u64) -> Option<u32> {
     if !gpa.is_multiple_of(REQUEST_ALIGN) {
         return None;
     }
-    u32::try_from(gpa).ok()
+    u32::try_from(gpa >> REQUEST_ADDR_SHIFT).ok()
+}
+
+/// The request address a port value names (the inverse of
+/// [`encode_request_addr`]; always aligned).
+pub fn decode_request_addr(value: u32) -> u64 {
+    u64::from(value) << REQUEST_ADDR_SHIFT
 }
 
 /// Output stream of a [`ConsoleWrite`].
@@ -312,9 +328,24 @@ mod tests {
 
     #[test]
     fn request_addresses_must_fit_and_align() {
-        assert_eq!(encode_request_addr(0x1000), Some(0x1000));
+        assert_eq!(encode_request_addr(0x1000), Some(0x200));
         assert_eq!(encode_request_addr(0x1004), None);
-        assert_eq!(encode_request_addr(1 << 32), None);
+        assert_eq!(encode_request_addr(1 << 32), Some(1 << 29));
+        assert_eq!(encode_request_addr(MAX_REQUEST_END - 8), Some(u32::MAX));
+        assert_eq!(encode_request_addr(MAX_REQUEST_END), None);
+        assert_eq!(encode_request_addr(u64::MAX - 7), None);
+    }
+
+    #[test]
+    fn request_addresses_round_trip_up_to_the_top_of_ram() {
+        let top =
+            crate::layout::HIGH_RAM_START + crate::layout::MAX_MEMORY - crate::layout::LOW_RAM_END;
+        assert!(top <= MAX_REQUEST_END);
+        for gpa in [0, 8, 0x6000, 0xbfff_fff8, 1 << 32, 0x4_2345_6788, top - 8] {
+            let value = encode_request_addr(gpa).expect("encodable");
+            assert_eq!(decode_request_addr(value), gpa, "{gpa:#x}");
+        }
+        assert_eq!(decode_request_addr(u32::MAX), MAX_REQUEST_END - 8);
     }
 
     #[test]

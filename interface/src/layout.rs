@@ -4,22 +4,51 @@
 //! address here is both physical and virtual. The first 2 MiB hold the
 //! structures the VMM prepares before the first instruction; the image is
 //! loaded at [`IMAGE_BASE`]; RAM above the image belongs to the kernel.
+//! Guest RAM of `n` bytes lies at `[0, min(n, LOW_RAM_END))` and, when `n`
+//! is larger than [`LOW_RAM_END`], the rest at `[HIGH_RAM_START,
+//! HIGH_RAM_START + n - LOW_RAM_END)`: the hole between holds the device
+//! windows (the boot info's `ram` lists both ranges).
 //!
 //! ```text
 //! 0x0000_0000  page 0: never mapped (null-pointer guard)
-//! 0x0000_1000  GDT (segments, then one TSS descriptor per CPU)
+//! 0x0000_1000  GDT (segments, then one TSS descriptor per CPU)    CPL0 only
 //! 0x0000_2000  IDT (256 gates, filled in by the kernel at boot)
-//! 0x0000_3000  one TSS per CPU (128 bytes apart)
-//! 0x0000_3800  the I/O permission bitmap every TSS shares
+//! 0x0000_3000  one TSS per CPU (128 bytes apart)                  CPL0 only
+//! 0x0000_3800  the I/O permission bitmap every TSS shares         CPL0 only
 //! 0x0000_6000  boot info (one page)
 //! 0x0002_0000  initial CPL3 stack of the boot CPU
 //! 0x0003_0000  boot data: args, environment, command line (strings)
-//! 0x0008_0000  page tables
-//! 0x0010_0000  CPL0 stacks: per CPU, RSP0, then one per IST slot
+//! 0x0008_0000  page tables (the PML4 first)
+//! 0x0010_0000  CPL0 stacks: per CPU, RSP0, then one per IST slot  CPL0 only
 //! 0x0020_0000  the image (ELF segments, relocated), then free RAM
+//! 0xC000_0000  end of the RAM below 4 GiB (LOW_RAM_END)
 //! 0xD000_0000  virtio-MMIO register windows (no RAM: each access exits)
 //! 0xFEE0_0000  the local APIC (served by KVM)
+//! 0x1_0000_0000  the rest of the RAM, if any (HIGH_RAM_START)
 //! ```
+//!
+//! The VMM's page tables (4-level, SDM vol. 3A, 4.5) map all of it:
+//! - every page CPL3-accessible (U/S = 1) except those marked "CPL0 only"
+//!   above; page 0 and the hole (but for the device windows and the local
+//!   APIC) are not mapped;
+//! - the image in 4 KiB pages with the permissions of its `PT_LOAD`
+//!   segments (code read-only and executable, read-only data read-only,
+//!   data writable; all but code execute-disable), its `PT_GNU_RELRO` pages
+//!   read-only once relocated, pages of its range that no segment covers
+//!   not mapped;
+//! - everything else (the IDT, boot info, boot stack and data, the page
+//!   tables themselves, the CPL0 stacks, free RAM) writable and
+//!   execute-disable (EFER.NXE is set): the first 2 MiB in 4 KiB pages, the
+//!   rest in 2 MiB pages, the device windows and the local APIC uncached.
+//!
+//! The IDT page stays CPL3-writable because the kernel fills it in at CPL3
+//! (`install_idt`). The page tables stay CPL3-accessible, writable and
+//! execute-disable at [`PAGE_TABLES_ADDR`] (the PML4 there, which CR3
+//! names): the CPL3 kernel walks and edits them itself (splitting 2 MiB
+//! pages into 4 KiB tables for guard pages, unmapping, changing
+//! protections; see [`pte`] for the entry bits), and invalidates the TLB
+//! through the CPL0 gate. The VMM uses the area from its start; the boot
+//! info's `page_tables_end` says how far.
 
 /// Size of a small page.
 pub const PAGE_SIZE: u64 = 0x1000;
@@ -75,7 +104,7 @@ pub const BOOT_DATA_ADDR: u64 = 0x3_0000;
 /// End (exclusive) of the boot data area.
 pub const BOOT_DATA_END: u64 = 0x8_0000;
 
-/// Start of the page-table area.
+/// Start of the page-table area; the PML4 (the table CR3 names) is here.
 pub const PAGE_TABLES_ADDR: u64 = 0x8_0000;
 /// End (exclusive) of the page-table area.
 pub const PAGE_TABLES_END: u64 = CPL0_STACKS_ADDR;
@@ -110,10 +139,48 @@ pub const MAX_VIRTIO_DEVICES: u64 = 8;
 
 /// Smallest guest memory the VMM accepts.
 pub const MIN_MEMORY: u64 = 8 << 20;
-/// Largest guest memory the VMM accepts for now: everything must sit below
-/// the local APIC window at 0xFEE0_0000 and hypercall addresses are
-/// encoded in 32 bits (see [`crate::hypercall::encode_request_addr`]).
-pub const MAX_MEMORY: u64 = 0xC000_0000;
+/// End (exclusive) of the RAM below 4 GiB: the 3 GiB from 0.
+pub const LOW_RAM_END: u64 = 0xC000_0000;
+/// Where the RAM beyond the first [`LOW_RAM_END`] bytes continues, above
+/// the hole that holds the device windows and the local APIC.
+pub const HIGH_RAM_START: u64 = 0x1_0000_0000;
+/// Largest guest memory the VMM accepts: 31 GiB, so that the highest RAM
+/// address (32 GiB with the 1 GiB hole) still fits the 32-bit encoding of
+/// hypercall request addresses (see
+/// [`crate::hypercall::encode_request_addr`]).
+pub const MAX_MEMORY: u64 = crate::hypercall::MAX_REQUEST_END - (HIGH_RAM_START - LOW_RAM_END);
+
+/// Page-table entry bits (SDM vol. 3A, 4.5, tables 4-15 to 4-20), the same
+/// at every level unless said otherwise. The CPU combines the levels: a
+/// page is writable only if every entry on the walk has [`WRITABLE`],
+/// CPL3-accessible only if every one has [`USER`], and execute-disable if
+/// any has [`NO_EXECUTE`] (with EFER.NXE set).
+pub mod pte {
+    /// The entry maps something.
+    pub const PRESENT: u64 = 1 << 0;
+    /// Writes allowed (CR0.WP makes this apply at CPL0 too).
+    pub const WRITABLE: u64 = 1 << 1;
+    /// CPL3 accesses allowed (U/S).
+    pub const USER: u64 = 1 << 2;
+    /// Write-through caching (PWT).
+    pub const WRITE_THROUGH: u64 = 1 << 3;
+    /// Caching disabled (PCD).
+    pub const CACHE_DISABLE: u64 = 1 << 4;
+    /// Set by the CPU on any access through the entry.
+    pub const ACCESSED: u64 = 1 << 5;
+    /// Set by the CPU on a write through a leaf entry.
+    pub const DIRTY: u64 = 1 << 6;
+    /// In a page-directory entry (or PDPT entry): maps a large page (PS)
+    /// instead of naming a table.
+    pub const LARGE: u64 = 1 << 7;
+    /// Instruction fetches not allowed (XD).
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// The physical address an entry names: of the next table, or of the
+    /// page (4 KiB aligned; a large page's is aligned to its size).
+    pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+    /// Entries in one table (of any level).
+    pub const ENTRIES: usize = 512;
+}
 
 /// GDT selectors. The order of the CPL3 data and code descriptors follows
 /// what `STAR` needs for `sysret` (SDM vol. 2B, SYSRET).
@@ -134,7 +201,7 @@ pub mod gdt {
 }
 
 const _: () = assert!(
-    VIRTIO_MMIO_ADDR >= MAX_MEMORY
+    VIRTIO_MMIO_ADDR >= LOW_RAM_END
         && VIRTIO_MMIO_ADDR.is_multiple_of(LARGE_PAGE_SIZE)
         && MAX_VIRTIO_DEVICES * VIRTIO_MMIO_STRIDE <= LARGE_PAGE_SIZE
         && VIRTIO_MMIO_ADDR + LARGE_PAGE_SIZE <= LAPIC_ADDR
@@ -144,3 +211,9 @@ const _: () = assert!(TSS_IOMAP_ADDR + TSS_IOMAP_SIZE <= BOOT_INFO_ADDR);
 const _: () = assert!(gdt::SLOTS * 8 <= PAGE_SIZE);
 const _: () =
     assert!(CPL0_STACKS_ADDR + MAX_CPUS as u64 * CPL0_STACK_COUNT * CPL0_STACK_SIZE <= IMAGE_BASE);
+const _: () = assert!(
+    LOW_RAM_END.is_multiple_of(1 << 30)
+        && HIGH_RAM_START.is_multiple_of(1 << 30)
+        && LAPIC_ADDR + LARGE_PAGE_SIZE <= HIGH_RAM_START
+        && MAX_MEMORY.is_multiple_of(LARGE_PAGE_SIZE)
+);

@@ -49,6 +49,31 @@ fn boots_with_the_smallest_and_a_large_memory() {
 }
 
 #[test]
+fn boots_with_memory_above_4_gib_and_the_kernel_uses_the_first_3_gib() {
+    for (memory, kernel_mib) in [("16M", 16), ("4G", 3072), ("8G", 3072), ("31G", 3072)] {
+        let run = boot(
+            "hello",
+            &["--memory", memory, "--verbose"],
+            &["--exit", "7"],
+        );
+        run.expect_code(7);
+        assert!(run.stdout.starts_with("Hello from eremite!\n"), "{run}");
+        assert!(
+            run.stderr
+                .contains(&format!("eremite kernel: {kernel_mib} MiB RAM")),
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn memory_beyond_the_maximum_is_a_usage_error() {
+    let run = boot("hello", &["--memory", "32G"], &[]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("8M..=31G"), "{run}");
+}
+
+#[test]
 fn boot_takes_a_handful_of_exits_and_one_cpl0_entry() {
     // The kernel runs at CPL3 and buffers its console: a whole run of
     // hello is a few hypercalls, and the CPL0 supervisor is entered once:

@@ -5,7 +5,9 @@
 //! the boot data area as NUL-terminated strings, one [`StringList`] each.
 
 use eremite_interface::layout::{BOOT_DATA_ADDR, BOOT_DATA_END, BOOT_INFO_ADDR};
-use eremite_interface::{BootInfo, INTERFACE_VERSION, MAGIC, StringList, boot_flags};
+use eremite_interface::{
+    BootInfo, INTERFACE_VERSION, MAGIC, MAX_RAM_RANGES, MemRange, StringList, boot_flags,
+};
 use zerocopy::FromZeros;
 
 use crate::loader::LoadedImage;
@@ -41,6 +43,8 @@ pub(crate) struct BootParams<'a> {
     pub(crate) mounts: &'a [String],
     /// Bit `i` set: mount `i` is read-only.
     pub(crate) read_only_mounts: u64,
+    /// End of the page tables the VMM built.
+    pub(crate) page_tables_end: u64,
 }
 
 /// The boot data bytes (to go at [`BOOT_DATA_ADDR`]) and the lists that
@@ -85,7 +89,16 @@ pub(crate) fn write(
     info.magic = MAGIC;
     info.version = INTERFACE_VERSION;
     info.cpu_count = params.cpu_count;
-    info.mem_size = ram.size_bytes();
+    info.mem_size = ram.low_end();
+    for (slot, range) in info.ram.iter_mut().zip(ram.layout().ranges()) {
+        *slot = MemRange {
+            addr: range.start,
+            len: range.end - range.start,
+        };
+        info.ram_count += 1;
+    }
+    debug_assert!(ram.layout().ranges().count() <= MAX_RAM_RANGES);
+    info.page_tables_end = params.page_tables_end;
     info.image_start = image.start;
     info.image_end = image.end;
     info.free_start = image.end;
@@ -161,6 +174,7 @@ mod tests {
             start: 0,
             end: 0,
             tls: Default::default(),
+            pages: Vec::new(),
         };
         let (args, mounts) = (strings(&["/img"]), strings(&["/data", "/etc/conf"]));
         let params = BootParams {
@@ -175,6 +189,7 @@ mod tests {
             initrd: Default::default(),
             mounts: &mounts,
             read_only_mounts: 0b10,
+            page_tables_end: 0x8_5000,
         };
         write(&ram, &image, &params).unwrap();
         let info: BootInfo = ram.read_obj(BOOT_INFO_ADDR).unwrap();
@@ -183,5 +198,61 @@ mod tests {
         let mut bytes = vec![0; 16];
         ram.read(info.mounts.addr, &mut bytes).unwrap();
         assert_eq!(bytes, b"/data\0/etc/conf\0");
+        assert_eq!(info.page_tables_end, 0x8_5000);
+        assert_eq!(info.mem_size, 8 << 20);
+        assert_eq!(info.ram_count, 1);
+        assert_eq!(
+            info.ram[0],
+            MemRange {
+                addr: 0,
+                len: 8 << 20
+            }
+        );
+    }
+
+    #[test]
+    fn ram_above_3_gib_is_a_second_range_and_mem_size_stays_below_the_hole() {
+        let ram = GuestRam::new(5 << 30).unwrap();
+        let image = LoadedImage {
+            entry: 0,
+            start: 0,
+            end: 0,
+            tls: Default::default(),
+            pages: Vec::new(),
+        };
+        let args = strings(&["/img"]);
+        let params = BootParams {
+            args: &args,
+            env: &[],
+            cmdline: &[],
+            cpu_count: 1,
+            tsc_khz: 1,
+            boot_tsc: 0,
+            boot_wall_ns: 0,
+            is_verbose: false,
+            initrd: Default::default(),
+            mounts: &[],
+            read_only_mounts: 0,
+            page_tables_end: 0x8_5000,
+        };
+        write(&ram, &image, &params).unwrap();
+        let info: BootInfo = ram.read_obj(BOOT_INFO_ADDR).unwrap();
+        assert_eq!(info.mem_size, 3 << 30);
+        assert_eq!(info.ram_count, 2);
+        assert_eq!(
+            info.ram[0],
+            MemRange {
+                addr: 0,
+                len: 3 << 30
+            }
+        );
+        assert_eq!(
+            info.ram[1],
+            MemRange {
+                addr: 4 << 30,
+                len: 2 << 30
+            }
+        );
+        assert_eq!(info.ram[2], MemRange::default());
     }
 }

@@ -28,7 +28,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use eremite_cpio::{CpioError, EntryKind, MAGIC, WriteError, Writer, normalise_name};
-use eremite_interface::layout::{MAX_MEMORY, PAGE_SIZE};
+use eremite_interface::layout::{LOW_RAM_END, PAGE_SIZE};
 
 use crate::boot_info::BootError;
 use crate::memory::GuestRam;
@@ -95,18 +95,20 @@ pub enum InitrdError {
         /// The link's target.
         target: String,
     },
-    /// More data than any guest memory holds.
-    #[error("{0}: the initrd would be larger than {MAX_MEMORY} bytes, the largest guest memory")]
+    /// More data than any guest memory holds below 4 GiB, where it goes.
+    #[error(
+        "{0}: the initrd would be larger than {LOW_RAM_END} bytes, the most guest memory below 4 GiB (where it is placed)"
+    )]
     TooLarge(PathBuf),
     /// The archive does not leave the kernel enough memory.
     #[error(
-        "initrd of {len} bytes does not fit in {} MiB of guest memory; use a larger --memory",
+        "initrd of {len} bytes does not fit in the first {} MiB of guest memory (where it is placed, below 3 GiB); use a larger --memory",
         mem_size >> 20
     )]
     DoesNotFit {
         /// Length of the archive.
         len: u64,
-        /// Guest memory size.
+        /// End of the guest memory below the hole.
         mem_size: u64,
     },
 }
@@ -124,8 +126,8 @@ pub(crate) struct Placed {
     pub(crate) len: u64,
 }
 
-/// Where an initrd of `len` bytes goes: as high as possible in RAM of
-/// `mem_size` bytes, page aligned, leaving at least [`MIN_FREE_BYTES`]
+/// Where an initrd of `len` bytes goes: as high as possible in the RAM
+/// below the hole, `[0, mem_size)`, page aligned, leaving at least [`MIN_FREE_BYTES`]
 /// above `free_start` (the end of the image).
 pub(crate) fn address(len: u64, free_start: u64, mem_size: u64) -> Result<u64, InitrdError> {
     let top = mem_size.checked_sub(len);
@@ -135,14 +137,15 @@ pub(crate) fn address(len: u64, free_start: u64, mem_size: u64) -> Result<u64, I
     }
 }
 
-/// Copy `archive` to the top of guest RAM (see [`address`]).
+/// Copy `archive` to the top of the guest RAM below the hole (see
+/// [`address`]): the kernel's first heap arena.
 pub(crate) fn place(
     ram: &GuestRam,
     free_start: u64,
     archive: &[u8],
 ) -> Result<Placed, crate::Error> {
     let len = archive.len() as u64;
-    let addr = address(len, free_start, ram.size_bytes())?;
+    let addr = address(len, free_start, ram.low_end())?;
     ram.write(addr, archive).map_err(BootError::from)?;
     Ok(Placed { addr, len })
 }
@@ -163,7 +166,7 @@ pub fn build(path: &Path) -> Result<Vec<u8>, InitrdError> {
     if !meta.is_file() {
         return Err(InitrdError::Format(path.to_owned()));
     }
-    if meta.len() > MAX_MEMORY {
+    if meta.len() > LOW_RAM_END {
         return Err(InitrdError::TooLarge(path.to_owned()));
     }
     let bytes = fs::read(path).map_err(read_error)?;
@@ -228,7 +231,7 @@ fn add_dir_contents(
             add_dir_contents(writer, &path, &name, root)?;
         } else if kind.is_file() {
             let total = (writer.len_bytes() as u64).saturating_add(meta.len());
-            if total > MAX_MEMORY {
+            if total > LOW_RAM_END {
                 return Err(InitrdError::TooLarge(root.to_owned()));
             }
             let data = fs::read(&path).map_err(read_error(&path))?;
@@ -411,7 +414,7 @@ fn tar_to_newc(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, InitrdError> {
                 });
             }
         }
-        if writer.len_bytes() as u64 > MAX_MEMORY {
+        if writer.len_bytes() as u64 > LOW_RAM_END {
             return Err(InitrdError::TooLarge(path.to_owned()));
         }
     }
@@ -567,7 +570,7 @@ mod tests {
             assert_eq!(
                 error.to_string(),
                 format!(
-                    "initrd of {len} bytes does not fit in 64 MiB of guest memory; use a larger --memory"
+                    "initrd of {len} bytes does not fit in the first 64 MiB of guest memory (where it is placed, below 3 GiB); use a larger --memory"
                 )
             );
         }

@@ -1,8 +1,8 @@
 //! The eremite hypervisor: boots an eremite image in a KVM virtual machine.
 //!
 //! [`run`] takes a [`VmConfig`], maps guest RAM ([`memory`]), loads the
-//! image ([`loader`]), copies the initial ramdisk to the top of RAM
-//! ([`initrd`]), prepares the machine so the kernel starts in 64-bit mode
+//! image ([`loader`]), copies the initial ramdisk to the top of the RAM
+//! below 3 GiB ([`initrd`]), prepares the machine so the kernel starts in 64-bit mode
 //! at CPL3 ([`arch`], applied by [`kvm`]), plugs in the network card
 //! ([`devices`], `--net`), writes the boot info, and runs the vCPUs,
 //! serving hypercalls ([`hypercall`]) and device registers until the guest
@@ -38,6 +38,7 @@ use eremite_interface::hypercall::ExitKind;
 use eremite_interface::layout::{self, LARGE_PAGE_SIZE};
 use eremite_interface::{BootInfo, KernelReport};
 
+pub use arch::{MachineError, PageTableError};
 pub use boot_info::{BootDataError, BootError};
 pub use devices::{
     BusFull, MacAddr, NetCounters, NetReport, NetSpec, NetSpecError, TapError, TransportError,
@@ -46,7 +47,7 @@ pub use devices::{
 pub use hypercall::{Console, GuestError};
 pub use initrd::InitrdError;
 pub use kvm::{CpuState, ExitStats, KvmError};
-pub use loader::{LoadError, LoadedImage};
+pub use loader::{LoadError, LoadedImage, PageAccess};
 pub use memory::{MapError, OutOfRange};
 pub use net_address::{NetAddressError, parse_gateway, parse_ip_prefix};
 pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
@@ -61,7 +62,8 @@ pub struct VmConfig {
     /// The image file.
     pub image: PathBuf,
     /// Guest RAM in bytes: a multiple of 2 MiB within
-    /// [`layout::MIN_MEMORY`]..=[`layout::MAX_MEMORY`].
+    /// [`layout::MIN_MEMORY`]..=[`layout::MAX_MEMORY`]. The first 3 GiB
+    /// lie from address 0, the rest from 4 GiB up.
     pub memory_bytes: u64,
     /// Number of vCPUs, 1..=[`layout::MAX_CPUS`].
     pub cpus: u32,
@@ -228,6 +230,9 @@ pub enum Error {
     /// Boot info could not be prepared.
     #[error(transparent)]
     Boot(#[from] BootError),
+    /// The page tables or other machine tables could not be written.
+    #[error(transparent)]
+    Machine(#[from] MachineError),
     /// KVM failed.
     #[error(transparent)]
     Kvm(#[from] KvmError),
@@ -391,7 +396,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         source,
     })?;
     drop(file);
-    arch::write_machine_tables(&ram).expect("the fixed tables lie inside the minimum RAM");
+    let page_tables_end = arch::write_machine_tables(&ram, &image)?;
     let initrd_placed = match &initrd_archive {
         Some(archive) => initrd::place(&ram, image.end, archive)?,
         None => initrd::Placed::default(),
@@ -435,6 +440,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         initrd: initrd_placed,
         mounts: &guest_paths,
         read_only_mounts,
+        page_tables_end,
     };
     boot_info::write(&ram, &image, &params)?;
 

@@ -9,7 +9,7 @@ pub enum SizeError {
     #[error("`{0}` is not a size (write e.g. 64M, 1G or 512MiB)")]
     Syntax(String),
     /// Outside the supported range.
-    #[error("{0} bytes is outside the supported {MIN_MEMORY}..={MAX_MEMORY} bytes (8M..=3G)")]
+    #[error("{0} bytes is outside the supported {MIN_MEMORY}..={MAX_MEMORY} bytes (8M..=31G)")]
     Range(u64),
     /// Not a multiple of 2 MiB.
     #[error("{0} bytes is not a multiple of 2 MiB")]
@@ -51,6 +51,11 @@ pub(crate) fn check_memory_size(bytes: u64) -> Result<(), SizeError> {
     Ok(())
 }
 
+const _: () = assert!(
+    MIN_MEMORY == 8 << 20 && MAX_MEMORY == 31 << 30,
+    "the message above"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,7 +86,9 @@ mod tests {
             Err(SizeError::Syntax(_))
         ));
         assert_eq!(parse_memory_size("4M"), Err(SizeError::Range(4 << 20)));
-        assert_eq!(parse_memory_size("4G"), Err(SizeError::Range(4 << 30)));
+        assert_eq!(parse_memory_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_memory_size("31G"), Ok(MAX_MEMORY));
+        assert_eq!(parse_memory_size("32G"), Err(SizeError::Range(32 << 30)));
         assert_eq!(
             parse_memory_size("99999999999999999999G").map_err(|_| ()),
             Err(())

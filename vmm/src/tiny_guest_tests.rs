@@ -3,8 +3,10 @@
 //! They need `/dev/kvm` and fail, saying so, where it is missing.
 //!
 //! The machine code is written out byte by byte with its assembly beside
-//! it; request structs follow the code (the segment is RWX) and are found
-//! with RIP-relative `lea`.
+//! it; request structs follow the code (the segment is read-only and
+//! executable: only the VMM writes their results) and are found with
+//! RIP-relative `lea`, then shifted right by three, as a hypercall's port
+//! value is the request's address divided by 8.
 //!
 //! The network card tests make a tap inside a network namespace of their
 //! own (root and iproute2's `ip`; they fail, never skip, without them).
@@ -12,7 +14,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use eremite_interface::hypercall::Port;
-use eremite_interface::layout::{IDT_ADDR, IMAGE_BASE, gdt};
+use eremite_interface::layout::{GDT_ADDR, HIGH_RAM_START, IDT_ADDR, IMAGE_BASE, LOW_RAM_END, gdt};
 
 use crate::devices::testing::NetNs;
 use crate::hypercall::Capture;
@@ -64,11 +66,12 @@ fn u64s(values: &[u64]) -> Vec<u8> {
 fn guest_exit_code_reaches_the_host() {
     let mut code = vec![
         0x66, 0xba, 0x01, 0x05, // mov dx, 0x501 (Exit)
-        0x48, 0x8d, 0x05, 5, 0, 0, 0,    // lea rax, [rip + 5]  (the request at +16)
+        0x48, 0x8d, 0x05, 13, 0, 0, 0, // lea rax, [rip + 13]  (the request at +24)
+        0x48, 0xc1, 0xe8, 0x03, // shr rax, 3
         0xef, // out dx, eax
         0xeb, 0xfe, // jmp $
-        0, 0, // pad to 16
     ];
+    code.resize(24, 0);
     code.extend(u64s(&[42])); // Exit { code: 42, kind: Exit }
     let (report, _) = boot(&code);
     assert_eq!(report.outcome, Outcome::Exited(42));
@@ -81,16 +84,18 @@ fn console_write_prints_guest_text() {
     let text = b"hi from a tiny guest\n";
     let mut code = vec![
         0x66, 0xba, 0x00, 0x05, // mov dx, 0x500 (ConsoleWrite)
-        0x48, 0x8d, 0x05, 21, 0, 0, 0,    // lea rax, [rip + 21]  (request at +32)
+        0x48, 0x8d, 0x05, 29, 0, 0, 0, // lea rax, [rip + 29]  (request at +40)
+        0x48, 0xc1, 0xe8, 0x03, // shr rax, 3
         0xef, // out dx, eax
         0x66, 0xba, 0x01, 0x05, // mov dx, 0x501 (Exit)
-        0x48, 0x8d, 0x05, 41, 0, 0, 0,    // lea rax, [rip + 41]  (request at +64)
+        0x48, 0x8d, 0x05, 45, 0, 0, 0, // lea rax, [rip + 45]  (request at +72)
+        0x48, 0xc1, 0xe8, 0x03, // shr rax, 3
         0xef, // out dx, eax
         0xeb, 0xfe, // jmp $
     ];
-    code.resize(32, 0);
-    // ConsoleWrite { stream: Stdout, buf: text at +72, len, result }
-    code.extend(u64s(&[1, ENTRY + 72, text.len() as u64, 0]));
+    code.resize(40, 0);
+    // ConsoleWrite { stream: Stdout, buf: text at +80, len, result }
+    code.extend(u64s(&[1, ENTRY + 80, text.len() as u64, 0]));
     code.extend(u64s(&[7])); // Exit { code: 7 }
     code.extend_from_slice(text);
     let (report, stdout) = boot(&code);
@@ -102,11 +107,12 @@ fn console_write_prints_guest_text() {
 fn wild_request_addresses_are_counted_and_ignored() {
     let mut code = vec![
         0x66, 0xba, 0x01, 0x05, // mov dx, 0x501 (Exit)
-        0xb8, 0xf8, 0xff, 0xff, 0xff, // mov eax, 0xfffffff8  (outside RAM)
+        0xb8, 0xff, 0xff, 0xff, 0xff, // mov eax, 0xffffffff  (32 GiB - 8: outside RAM)
         0xef, // out dx, eax
-        0xb8, 0x04, 0x10, 0x00, 0x00, // mov eax, 0x1004  (misaligned)
+        0xb8, 0x00, 0x00, 0x20, 0x00, // mov eax, 0x200000  (16 MiB: outside the 8 MiB)
         0xef, // out dx, eax
-        0x48, 0x8d, 0x05, 9, 0, 0, 0,    // lea rax, [rip + 9]  (request at +32)
+        0x48, 0x8d, 0x05, 9, 0, 0, 0, // lea rax, [rip + 9]  (request at +32)
+        0x48, 0xc1, 0xe8, 0x03, // shr rax, 3
         0xef, // out dx, eax
         0xeb, 0xfe, // jmp $
     ];
@@ -150,6 +156,59 @@ fn the_guest_starts_at_cpl3() {
     let _ = state;
 }
 
+#[test]
+fn the_image_code_is_not_writable() {
+    // `mov byte [rip - 7], 0x90` writes to its own (read-only, executable)
+    // page: a page fault, which with an empty IDT ends in a triple fault.
+    // Reaching the Exit would mean the write went through.
+    let mut code = Code(Vec::new());
+    code.bytes(&[0xc6, 0x05, 0xf9, 0xff, 0xff, 0xff, 0x90])
+        .exit(0x40)
+        .at(0x40)
+        .bytes(&u64s(&[5]));
+    let (report, _) = boot(&code.0);
+    assert!(
+        matches!(report.outcome, Outcome::TripleFault(_)),
+        "{:?}",
+        report.outcome
+    );
+}
+
+#[test]
+fn cpl3_cannot_read_the_gdt() {
+    // `mov rax, [GDT_ADDR]`: the GDT's page is CPL0-only.
+    let mut code = Code(Vec::new());
+    code.bytes(&[0x48, 0x8b, 0x04, 0x25])
+        .bytes(&u32::try_from(GDT_ADDR).unwrap().to_le_bytes())
+        .exit(0x40)
+        .at(0x40)
+        .bytes(&u64s(&[5]));
+    let (report, _) = boot(&code.0);
+    assert!(
+        matches!(report.outcome, Outcome::TripleFault(_)),
+        "{:?}",
+        report.outcome
+    );
+}
+
+#[test]
+fn ram_above_4_gib_is_mapped_and_serves_hypercalls() {
+    // Write an Exit request at the last 8 bytes of RAM (above 4 GiB), then
+    // name it in the hypercall: `mov rax, top; mov qword [rax], 9;
+    // shr rax, 3; mov dx, 0x501; out dx, eax; jmp $`.
+    let memory = 4u64 << 30;
+    let top = HIGH_RAM_START + memory - LOW_RAM_END - 8;
+    let mut code = Code(Vec::new());
+    code.bytes(&[0x48, 0xb8])
+        .bytes(&top.to_le_bytes())
+        .bytes(&[0x48, 0xc7, 0x00, 9, 0, 0, 0])
+        .bytes(&[0x48, 0xc1, 0xe8, 0x03])
+        .bytes(&[0x66, 0xba, 0x01, 0x05, 0xef, 0xeb, 0xfe]);
+    let (report, _) = boot_with(&code.0, |config| config.memory_bytes = memory);
+    let report = report.unwrap_or_else(|e| panic!("VM did not start: {e}"));
+    assert_eq!(report.outcome, Outcome::Exited(9));
+}
+
 /// Machine code with labels resolved by hand: each piece is placed at a
 /// known offset from the entry.
 struct Code(Vec<u8>);
@@ -183,12 +242,13 @@ impl Code {
         self.bytes(&rel)
     }
 
-    /// `mov dx, 0x501; lea rax, [rip + request]; out dx, eax; jmp $`: the
-    /// Exit hypercall with the request at `request`.
+    /// `mov dx, 0x501; lea rax, [rip + request]; shr rax, 3; out dx, eax;
+    /// jmp $`: the Exit hypercall with the request at `request`.
     fn exit(&mut self, request: usize) -> &mut Self {
         self.bytes(&[0x66, 0xba, 0x01, 0x05, 0x48, 0x8d, 0x05]);
         let rel = self.rel32(0, request);
-        self.bytes(&rel).bytes(&[0xef, 0xeb, 0xfe])
+        self.bytes(&rel)
+            .bytes(&[0x48, 0xc1, 0xe8, 0x03, 0xef, 0xeb, 0xfe])
     }
 }
 
@@ -223,11 +283,11 @@ fn a_net_card_answers_its_registers_and_its_interrupt_reaches_the_guest() {
     // codes: 1, the interrupt never reached the IRR; 2, the magic was
     // wrong; 3, the interrupt stayed in the IRR.
     const PENDING: usize = 0x100;
-    const TIMEOUT: usize = 0x140;
-    const BAD_MAGIC: usize = 0x160;
-    const HANDLER: usize = 0x180;
-    const REQUESTS: usize = 0x1a0;
-    const GATE: usize = 0x1c0;
+    const TIMEOUT: usize = 0x150;
+    const BAD_MAGIC: usize = 0x170;
+    const HANDLER: usize = 0x190;
+    const REQUESTS: usize = 0x1b0;
+    const GATE: usize = 0x1d0;
     const IDT_SLOT: u64 = IDT_ADDR + 0x22 * 16;
     let mut code = Code(Vec::new());
     code.bytes(&[0xbb, 0x00, 0x00, 0x00, 0xd0]) // mov ebx, 0xd0000000 (the card)

@@ -4,7 +4,7 @@
 
 use eremite as _;
 use eremite_interface::errno::{EFAULT, EINVAL};
-use eremite_interface::hypercall::{ConsoleWrite, Port, Stream};
+use eremite_interface::hypercall::{ConsoleWrite, Port, Stream, encode_request_addr};
 
 unsafe extern "C" {
     fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize;
@@ -25,11 +25,17 @@ fn check(what: &str, got: i64, want: i32) -> bool {
     ok
 }
 
-/// Make a hypercall directly, as a hostile guest could.
-fn raw_hypercall(port: Port, request_addr: u32) {
+/// Make a hypercall directly, as a hostile guest could: `value` is what
+/// the port write sends (the request's address divided by 8).
+fn raw_hypercall(port: Port, value: u32) {
     // SAFETY: a port write only exits to the VMM, which must cope with
     // whatever address we pass.
-    unsafe { core::arch::asm!("out dx, eax", in("dx") port as u16, in("eax") request_addr) };
+    unsafe { core::arch::asm!("out dx, eax", in("dx") port as u16, in("eax") value) };
+}
+
+/// The port value for a request at `addr`.
+fn encoded(addr: u64) -> u32 {
+    encode_request_addr(addr).expect("an aligned address below 32 GiB")
 }
 
 fn main() {
@@ -78,16 +84,18 @@ fn main() {
         len: 64,
         result: 0,
     };
-    raw_hypercall(Port::ConsoleWrite, (&raw mut request) as u32);
+    raw_hypercall(Port::ConsoleWrite, encoded((&raw mut request) as u64));
     ok &= check(
         "hypercall(buffer outside RAM)",
         std::hint::black_box(request.result),
         EFAULT.0,
     );
-    // ...and survive requests that are themselves outside memory or
-    // misaligned (there is nowhere to put an answer: the VMM ignores them).
-    raw_hypercall(Port::ConsoleWrite, 0xffff_fff8);
-    raw_hypercall(Port::ConsoleWrite, (&raw mut request) as u32 + 1);
+    // ...and survive requests that are themselves outside memory: the
+    // highest address a port value names (32 GiB - 8), and one in the hole
+    // between the RAM below 3 GiB and 4 GiB (there is nowhere to put an
+    // answer: the VMM ignores them).
+    raw_hypercall(Port::ConsoleWrite, u32::MAX);
+    raw_hypercall(Port::ConsoleWrite, encoded(0xE000_0000));
     println!("hypercalls with bad request addresses: VMM survived");
 
     if ok {

@@ -4,3 +4,4 @@
 mod x86_64;
 
 pub(crate) use x86_64::*;
+pub use x86_64::{MachineError, PageTableError};

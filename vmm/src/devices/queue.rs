@@ -29,7 +29,7 @@ use std::fmt;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 
-use crate::memory::{GuestRam, OutOfRange};
+use crate::memory::{GuestRam, OutOfRange, RamLayout};
 
 /// Most descriptors one chain may have (the largest queue size any device
 /// here offers; it also bounds chains through indirect tables).
@@ -205,11 +205,11 @@ pub(crate) enum ChainError {
 }
 
 /// Parse the descriptors of one chain, in the order the walker yields
-/// them, against guest RAM of `ram_size_bytes`. Descriptors after the
+/// them, against guest RAM laid out as `ram`. Descriptors after the
 /// first one without `NEXT` are not read.
 pub(crate) fn parse_chain(
     descriptors: impl IntoIterator<Item = Descriptor>,
-    ram_size_bytes: u64,
+    ram: RamLayout,
 ) -> Result<Chain, ChainError> {
     let mut chain = Chain {
         segments: Vec::new(),
@@ -225,11 +225,7 @@ pub(crate) fn parse_chain(
             addr: descriptor.addr().0,
             len: descriptor.len(),
         };
-        let is_inside = segment
-            .addr
-            .checked_add(u64::from(segment.len))
-            .is_some_and(|end| end <= ram_size_bytes);
-        if !is_inside {
+        if !ram.contains(segment.addr, u64::from(segment.len)) {
             return Err(ChainError::OutsideRam {
                 addr: segment.addr,
                 len: segment.len,
@@ -273,7 +269,7 @@ pub(crate) fn pop_chain(
     let mut available = queue.iter(ram.memory())?;
     Ok(available.next().map(|descriptors| Offered {
         head: descriptors.head_index(),
-        chain: parse_chain(descriptors, ram.size_bytes()),
+        chain: parse_chain(descriptors, ram.layout()),
     }))
 }
 
@@ -381,7 +377,8 @@ mod tests {
 
     use super::*;
     use crate::devices::testing::{NEXT, WRITE};
-    const RAM: u64 = 1 << 20;
+    const RAM_BYTES: u64 = 1 << 20;
+    const RAM: RamLayout = RamLayout::new(RAM_BYTES);
 
     fn desc(addr: u64, len: u32, flags: u16) -> Descriptor {
         Descriptor::new(addr, len, flags, 0)
@@ -418,9 +415,9 @@ mod tests {
         let parse = |d: &[Descriptor]| parse_chain(d.iter().copied(), RAM);
         assert_eq!(parse(&[]), Err(ChainError::Empty));
         assert_eq!(
-            parse(&[desc(RAM - 4, 8, 0)]),
+            parse(&[desc(RAM_BYTES - 4, 8, 0)]),
             Err(ChainError::OutsideRam {
-                addr: RAM - 4,
+                addr: RAM_BYTES - 4,
                 len: 8
             })
         );
@@ -449,6 +446,18 @@ mod tests {
             parse(&[desc(0x1000, 8, NEXT)]),
             Err(ChainError::Unterminated)
         );
+        // Above 4 GiB: inside the high range, never across the hole.
+        let big = RamLayout::new(5 << 30);
+        let high = parse_chain([desc(4 << 30, 4096, 0)], big).unwrap();
+        assert_eq!(high.readable_bytes(), 4096);
+        assert_eq!(
+            parse_chain([desc((3 << 30) - 4, 8, 0)], big),
+            Err(ChainError::OutsideRam {
+                addr: (3 << 30) - 4,
+                len: 8
+            })
+        );
+        assert!(parse_chain([desc(3 << 30, 8, 0)], big).is_err());
         // An endless stream stops at the bound.
         let endless = std::iter::repeat(desc(0x1000, 8, NEXT));
         assert_eq!(parse_chain(endless, RAM), Err(ChainError::Unterminated));
@@ -456,7 +465,7 @@ mod tests {
 
     #[test]
     fn bytes_are_gathered_and_scattered_across_buffers() {
-        let ram = GuestRam::new(RAM).unwrap();
+        let ram = GuestRam::new(RAM_BYTES).unwrap();
         let chain = parse_chain(
             [
                 desc(0x1000, 3, NEXT),
@@ -486,7 +495,7 @@ mod tests {
 
     #[test]
     fn queue_layouts_are_checked_before_use() {
-        let ram = GuestRam::new(RAM).unwrap();
+        let ram = GuestRam::new(RAM_BYTES).unwrap();
         let good = QueueLayout {
             size: 256,
             descriptor_table: 0x1000,
@@ -537,7 +546,7 @@ mod tests {
         // The used ring of 256 entries needs 2054 bytes: it must not run
         // past the end of RAM.
         assert!(matches!(
-            with(|l| l.device_area = RAM - 2048),
+            with(|l| l.device_area = RAM_BYTES - 2048),
             Err(QueueError::OutsideRam {
                 area: Area::Device,
                 ..

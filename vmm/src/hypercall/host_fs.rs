@@ -340,7 +340,12 @@ mod tests {
         /// Put `raw` at `REQ`, decode it as the vCPU loop does.
         fn decode(&self, raw: &hypercall::HostFs) -> Call {
             self.ram.write_obj(REQ, raw).unwrap();
-            decode_call(Port::HostFs, &(REQ as u32).to_le_bytes(), &self.ram).unwrap()
+            decode_call(
+                Port::HostFs,
+                &crate::hypercall::tests::value(REQ),
+                &self.ram,
+            )
+            .unwrap()
         }
 
         /// Decode and handle `raw`; return what the VMM wrote to `result`.

@@ -2,7 +2,8 @@
 //!
 //! A hypercall is a 32-bit `out` to one of the ports in
 //! [`eremite_interface::hypercall::Port`]; the value is the guest-physical
-//! address of the request struct. The guest is hostile, so handling is
+//! address of the request struct, shifted right by three
+//! ([`hypercall::decode_request_addr`]). The guest is hostile, so handling is
 //! "parse, then act": [`decode`] copies the request out of guest memory
 //! (bounds-checked), turns it into a validated [`Request`] and only then
 //! does [`handle`] act on it. A request whose address is bad
@@ -20,7 +21,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::hypercall::{self, ConsoleWrite, ExitKind, Port, REQUEST_ALIGN, Stream};
+use eremite_interface::hypercall::{self, ConsoleWrite, ExitKind, Port, Stream};
 
 use crate::lock;
 use crate::memory::GuestRam;
@@ -38,9 +39,6 @@ pub enum GuestError {
     /// The port was written with another width than 32 bits.
     #[error("guest wrote {0} bytes to a hypercall port instead of 4")]
     BadWidth(usize),
-    /// Request address not aligned.
-    #[error("guest gave a misaligned request address {0:#x}")]
-    Misaligned(u64),
     /// Request struct not inside guest RAM.
     #[error("guest gave a request address {0:#x} outside its memory")]
     OutsideRam(u64),
@@ -109,10 +107,7 @@ pub(crate) fn decode(port: Port, data: &[u8], ram: &GuestRam) -> Result<Call, Gu
     let value: [u8; 4] = data
         .try_into()
         .map_err(|_| GuestError::BadWidth(data.len()))?;
-    let addr = u64::from(u32::from_le_bytes(value));
-    if addr % REQUEST_ALIGN != 0 {
-        return Err(GuestError::Misaligned(addr));
-    }
+    let addr = hypercall::decode_request_addr(u32::from_le_bytes(value));
     ram.check(addr, port.request_size() as u64)
         .map_err(|_| GuestError::OutsideRam(addr))?;
     let read_error = |_| GuestError::OutsideRam(addr);
@@ -307,10 +302,17 @@ impl Write for Capture {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const RAM: u64 = 1 << 20;
+
+    /// The bytes the guest's `out` sends for a request at `addr`.
+    pub(crate) fn value(addr: u64) -> [u8; 4] {
+        hypercall::encode_request_addr(addr)
+            .expect("an encodable address")
+            .to_le_bytes()
+    }
     const REQ: u64 = 0x1000;
 
     fn setup() -> (GuestRam, Console, Capture, Capture) {
@@ -328,7 +330,7 @@ mod tests {
             result: 0,
         };
         ram.write_obj(REQ, &raw).unwrap();
-        decode(Port::ConsoleWrite, &(REQ as u32).to_le_bytes(), ram).unwrap()
+        decode(Port::ConsoleWrite, &value(REQ), ram).unwrap()
     }
 
     /// Handle `call` with no mounts.
@@ -399,18 +401,47 @@ mod tests {
     #[test]
     fn bad_request_addresses_are_refused() {
         let ram = GuestRam::new(RAM).unwrap();
-        let at = |addr: u32| decode(Port::Exit, &addr.to_le_bytes(), &ram);
-        assert_eq!(at(0x1004), Err(GuestError::Misaligned(0x1004)));
-        assert_eq!(at(RAM as u32), Err(GuestError::OutsideRam(RAM)));
-        assert_eq!(at(0xffff_fff8), Err(GuestError::OutsideRam(0xffff_fff8)));
+        let at = |addr: u64| decode(Port::Exit, &value(addr), &ram);
+        assert_eq!(at(RAM), Err(GuestError::OutsideRam(RAM)));
+        let top = hypercall::MAX_REQUEST_END - 8;
+        assert_eq!(at(top), Err(GuestError::OutsideRam(top)));
         // The struct must fit entirely: 8 bytes of Exit at RAM - 8 fit, a
         // 32-byte ConsoleWrite there does not.
-        assert!(at(RAM as u32 - 8).is_ok());
-        let console = decode(Port::ConsoleWrite, &(RAM as u32 - 8).to_le_bytes(), &ram);
+        assert!(at(RAM - 8).is_ok());
+        let console = decode(Port::ConsoleWrite, &value(RAM - 8), &ram);
         assert_eq!(console, Err(GuestError::OutsideRam(RAM - 8)));
         assert_eq!(
             decode(Port::Exit, &[0, 0x10], &ram),
             Err(GuestError::BadWidth(2))
+        );
+    }
+
+    #[test]
+    fn requests_above_4_gib_are_served_and_the_hole_is_refused() {
+        let gib = 1u64 << 30;
+        let ram = GuestRam::new(4 * gib + (2 << 20)).unwrap();
+        let high = 5 * gib + (2 << 20) - 8;
+        ram.write_obj(
+            high,
+            &hypercall::Exit {
+                code: 5,
+                kind: ExitKind::Exit as u32,
+            },
+        )
+        .unwrap();
+        let call = decode(Port::Exit, &value(high), &ram).unwrap();
+        assert_eq!(call.addr, high);
+        assert_eq!(
+            call.request,
+            Ok(Request::Exit {
+                kind: ExitKind::Exit,
+                code: 5
+            })
+        );
+        let hole = 3 * gib + 8;
+        assert_eq!(
+            decode(Port::Exit, &value(hole), &ram),
+            Err(GuestError::OutsideRam(hole))
         );
     }
 
@@ -425,7 +456,7 @@ mod tests {
             },
         )
         .unwrap();
-        let call = decode(Port::Exit, &(REQ as u32).to_le_bytes(), &ram).unwrap();
+        let call = decode(Port::Exit, &value(REQ), &ram).unwrap();
         assert_eq!(
             call.request,
             Ok(Request::Exit {
@@ -435,7 +466,7 @@ mod tests {
         );
         ram.write_obj(REQ, &hypercall::Exit { code: 1, kind: 77 })
             .unwrap();
-        let call = decode(Port::Exit, &(REQ as u32).to_le_bytes(), &ram).unwrap();
+        let call = decode(Port::Exit, &value(REQ), &ram).unwrap();
         assert_eq!(call.request, Err(GuestError::UnknownExitKind(77)));
         // StartCpu: any CPU number decodes; the VMM's CPU table (see
         // `start_cpu`) refuses the ones that do not exist or already run.
@@ -458,7 +489,7 @@ mod tests {
                 },
             )
             .unwrap();
-            let call = decode(Port::StartCpu, &(REQ as u32).to_le_bytes(), &ram).unwrap();
+            let call = decode(Port::StartCpu, &value(REQ), &ram).unwrap();
             assert_eq!(handle(call, &ram, &services), Next::Resume);
             let answer: hypercall::StartCpu = ram.read_obj(REQ).unwrap();
             assert_eq!(answer.result, result, "cpu {cpu}");

@@ -200,18 +200,23 @@ impl Machine {
     pub(crate) fn new(ram: &GuestRam, cpus: u32, bus: &MmioBus) -> Result<Self, KvmError> {
         let kvm = Kvm::new().map_err(KvmError::Unavailable)?;
         let vm = kvm.create_vm().map_err(ioctl("create a VM"))?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: ram.size_bytes(),
-            userspace_addr: ram.host_base(),
-        };
-        // SAFETY: the region describes `ram`'s mapping exactly (host base
-        // and size from `GuestRam`), which stays mapped for as long as the
-        // VM exists: `run` (the only user of the VM) borrows `ram` and the
-        // VM is dropped with this `Machine` before `ram` in `crate::run`.
-        unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("register guest memory"))?;
+        // One slot per RAM range (below and above the 3–4 GiB hole).
+        for (slot, range) in (0u32..).zip(ram.host_regions()) {
+            let region = kvm_userspace_memory_region {
+                slot,
+                flags: 0,
+                guest_phys_addr: range.guest_addr,
+                memory_size: range.len,
+                userspace_addr: range.host_addr,
+            };
+            // SAFETY: the region describes one of `ram`'s mappings exactly
+            // (guest address, host address and size from `GuestRam`), and
+            // the ranges are disjoint. The mappings stay for as long as the
+            // VM exists: `run` (the only user of the VM) borrows `ram` and
+            // the VM is dropped with this `Machine` before `ram` in
+            // `crate::run`.
+            unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("register guest memory"))?;
+        }
         // The in-kernel local APIC: its timer interrupts the guest and its
         // registers are served inside the host kernel, without a VMM exit.
         // "Split" mode leaves out the PIC and IOAPIC, which nothing uses:

@@ -10,7 +10,12 @@
 //!    segment's file bytes (fresh guest RAM is zero, which is the `.bss`);
 //! 3. applies the dynamic relocations, which in a static PIE are all
 //!    `R_X86_64_RELATIVE` (anything else is refused, never ignored);
-//! 4. reports the entry point, the image's extent and its TLS template.
+//! 4. reports the entry point, the image's extent, its TLS template and
+//!    the access each of its pages gets ([`PageAccess`]): W^X, from the
+//!    `PT_LOAD` segments' flags, with the `PT_GNU_RELRO` range read-only
+//!    now that it is relocated. A page that would have to be writable and
+//!    executable (a segment with both flags, or two segments sharing a
+//!    page) is refused.
 //!
 //! Every offset, size and address comes from the file and is checked
 //! before use: a truncated or hostile file gets an error, not a panic.
@@ -58,23 +63,47 @@ pub enum LoadError {
         offset: u64,
     },
     /// The image does not fit into guest memory as configured.
-    #[error("image needs memory up to {end:#x} but the guest has only {mem_size:#x} bytes")]
+    #[error(
+        "image needs memory up to {end:#x} but the guest has RAM only up to {mem_size:#x} there"
+    )]
     TooLarge {
         /// End of the loaded image (guest-physical, exclusive).
         end: u64,
-        /// Guest RAM size.
+        /// End of the guest RAM below 4 GiB.
         mem_size: u64,
     },
     /// A segment or relocation points outside the image or the file.
     #[error("{0} lies outside the image")]
     OutOfImage(&'static str),
+    /// A page the image needs both writable and executable.
+    #[error(
+        "the page at image offset {offset:#x} would have to be writable and executable (a segment with both permissions, or a writable and an executable segment sharing a page); eremite maps images W^X"
+    )]
+    WritableAndExecutable {
+        /// Offset of the page from the image's start.
+        offset: u64,
+    },
     /// Writing into guest RAM failed (a bounds error).
     #[error(transparent)]
     Memory(#[from] OutOfRange),
 }
 
-/// Where the image ended up in guest memory.
+/// How a page of the image may be accessed (x86 has no execute-only or
+/// write-only pages: every present page is readable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageAccess {
+    /// No segment covers the page: not mapped.
+    Unmapped,
+    /// Read-only data (and the `PT_GNU_RELRO` pages): read-only, no execute.
+    ReadOnly,
+    /// Data and `.bss`: writable, no execute.
+    ReadWrite,
+    /// Code: read-only and executable.
+    ReadExecute,
+}
+
+/// Where the image ended up in guest memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadedImage {
     /// Guest address of the first instruction (`_start`).
     pub entry: u64,
@@ -84,6 +113,8 @@ pub struct LoadedImage {
     pub end: u64,
     /// The TLS template (`PT_TLS`), zero when the image has none.
     pub tls: TlsTemplate,
+    /// The access of each 4 KiB page from `start` to `end`, in order.
+    pub pages: Vec<PageAccess>,
 }
 
 /// Check `bytes` and load them into `ram`.
@@ -119,10 +150,10 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam) -> Result<LoadedImage, LoadErro
         .checked_add(span)
         .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
         .ok_or(LoadError::OutOfImage("the last segment"))?;
-    if image_end > ram.size_bytes() {
+    if image_end > ram.low_end() {
         return Err(LoadError::TooLarge {
             end: image_end,
-            mem_size: ram.size_bytes(),
+            mem_size: ram.low_end(),
         });
     }
     let bias = layout::IMAGE_BASE.wrapping_sub(lowest);
@@ -179,12 +210,81 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam) -> Result<LoadedImage, LoadErro
             }
         }
     };
+    let relro = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == program_header::PT_GNU_RELRO)
+        .map(|p| {
+            let start = image.guest(p.p_vaddr, p.p_memsz, "the PT_GNU_RELRO segment")?;
+            Ok::<_, LoadError>(start..start + p.p_memsz)
+        })
+        .transpose()?;
+    let ranges: Vec<SegmentRange> = segments
+        .iter()
+        .map(|p| {
+            let start = image.guest(p.p_vaddr, p.p_memsz, "a segment")?;
+            Ok(SegmentRange {
+                range: start..start + p.p_memsz,
+                flags: p.p_flags,
+            })
+        })
+        .collect::<Result<_, LoadError>>()?;
+    let pages = page_access(&image, &ranges, relro)?;
     Ok(LoadedImage {
         entry,
         start: image.start,
         end: image.end,
         tls,
+        pages,
     })
+}
+
+/// A `PT_LOAD` segment in guest addresses, with its `p_flags`.
+struct SegmentRange {
+    range: core::ops::Range<u64>,
+    flags: u32,
+}
+
+/// The access of every page of the image: the union of the segments that
+/// touch it, writable only where a writable segment's bytes on the page
+/// lie outside `relro`; never writable and executable together.
+fn page_access(
+    image: &Image,
+    segments: &[SegmentRange],
+    relro: Option<core::ops::Range<u64>>,
+) -> Result<Vec<PageAccess>, LoadError> {
+    let relro = relro.unwrap_or(0..0);
+    let mut pages = Vec::new();
+    for page in (image.start..image.end).step_by(PAGE_SIZE as usize) {
+        let page_end = page + PAGE_SIZE;
+        let (mut is_present, mut is_writable, mut is_executable) = (false, false, false);
+        for segment in segments {
+            let start = segment.range.start.max(page);
+            let end = segment.range.end.min(page_end);
+            if start >= end {
+                continue;
+            }
+            is_present = true;
+            is_executable |= segment.flags & program_header::PF_X != 0;
+            if segment.flags & program_header::PF_W != 0 {
+                // Bytes of this segment on the page that RELRO leaves
+                // writable: before its start or after its end.
+                is_writable |= start < end.min(relro.start) || start.max(relro.end) < end;
+            }
+        }
+        pages.push(match (is_present, is_writable, is_executable) {
+            (false, ..) => PageAccess::Unmapped,
+            (true, true, true) => {
+                return Err(LoadError::WritableAndExecutable {
+                    offset: page - image.start,
+                });
+            }
+            (true, true, false) => PageAccess::ReadWrite,
+            (true, false, true) => PageAccess::ReadExecute,
+            (true, false, false) => PageAccess::ReadOnly,
+        });
+    }
+    Ok(pages)
 }
 
 fn check_header(elf: &Elf<'_>) -> Result<(), LoadError> {
@@ -367,6 +467,101 @@ mod tests {
             load(&wild.bytes(), &ram()),
             Err(LoadError::OutOfImage(_))
         ));
+    }
+
+    #[test]
+    fn the_test_image_is_read_only_and_executable_and_rwx_is_refused() {
+        let loaded = load(&TestImage::new(&[0xf4]).bytes(), &ram()).unwrap();
+        assert_eq!(
+            loaded.pages.len() as u64,
+            (loaded.end - loaded.start) / PAGE_SIZE
+        );
+        assert!(loaded.pages.iter().all(|&p| p == PageAccess::ReadExecute));
+        let mut rwx = TestImage::new(&[0xf4]);
+        rwx.load_flags |= program_header::PF_W;
+        assert!(matches!(
+            load(&rwx.bytes(), &ram()),
+            Err(LoadError::WritableAndExecutable { offset: 0 })
+        ));
+    }
+
+    fn segment(start: u64, end: u64, flags: u32) -> SegmentRange {
+        SegmentRange {
+            range: layout::IMAGE_BASE + start..layout::IMAGE_BASE + end,
+            flags,
+        }
+    }
+
+    fn image(pages: u64) -> Image {
+        Image {
+            start: layout::IMAGE_BASE,
+            end: layout::IMAGE_BASE + pages * PAGE_SIZE,
+            bias: layout::IMAGE_BASE,
+        }
+    }
+
+    #[test]
+    fn pages_get_their_segments_access_with_relro_read_only() {
+        use PageAccess::*;
+        use program_header::{PF_R, PF_W, PF_X};
+        // As lld lays out a hermit image (see `readelf -lW` of hello):
+        // rodata, code from an offset in a fresh page, RELRO data, data.
+        let segments = [
+            segment(0, 0x1df4, PF_R),
+            segment(0x2e00, 0x4118, PF_R | PF_X),
+            segment(0x5118, 0x7000, PF_R | PF_W),
+            segment(0x71b8, 0x8100, PF_R | PF_W),
+        ];
+        let relro = layout::IMAGE_BASE + 0x5118..layout::IMAGE_BASE + 0x7000;
+        let pages = page_access(&image(10), &segments, Some(relro)).unwrap();
+        assert_eq!(
+            pages,
+            [
+                ReadOnly,
+                ReadOnly,
+                ReadExecute,
+                ReadExecute,
+                ReadExecute,
+                ReadOnly,
+                ReadOnly,
+                ReadWrite,
+                ReadWrite,
+                Unmapped
+            ]
+        );
+        // Without RELRO, the data pages stay writable.
+        let pages = page_access(&image(10), &segments, None).unwrap();
+        assert_eq!(pages[5..9], [ReadWrite; 4]);
+        // A RELRO range that ends inside a page leaves that page writable
+        // when a writable segment has bytes after it there.
+        let partial = layout::IMAGE_BASE + 0x5118..layout::IMAGE_BASE + 0x6800;
+        let pages = page_access(&image(10), &segments, Some(partial)).unwrap();
+        assert_eq!(pages[5..9], [ReadOnly, ReadWrite, ReadWrite, ReadWrite]);
+    }
+
+    #[test]
+    fn a_page_shared_by_code_and_data_is_refused_and_otherwise_united() {
+        use program_header::{PF_R, PF_W, PF_X};
+        let shared = [
+            segment(0, 0x1800, PF_R | PF_X),
+            segment(0x1800, 0x3000, PF_R | PF_W),
+        ];
+        assert!(matches!(
+            page_access(&image(3), &shared, None),
+            Err(LoadError::WritableAndExecutable { offset: 0x1000 })
+        ));
+        let united = [
+            segment(0, 0x1800, PF_R),
+            segment(0x1800, 0x3000, PF_R | PF_W),
+        ];
+        assert_eq!(
+            page_access(&image(3), &united, None).unwrap(),
+            [
+                PageAccess::ReadOnly,
+                PageAccess::ReadWrite,
+                PageAccess::ReadWrite
+            ]
+        );
     }
 
     #[test]

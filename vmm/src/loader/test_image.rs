@@ -1,7 +1,8 @@
 //! A minimal eremite image built in memory, for loader tests and for the
 //! in-process VMM tests that boot a few bytes of machine code.
 //!
-//! Layout (one RWX `PT_LOAD` segment, file offset = virtual address):
+//! Layout (one `PT_LOAD` segment, read-only and executable unless a test
+//! sets `load_flags`; file offset = virtual address):
 //! ELF header, four program headers (LOAD, NOTE, DYNAMIC, TLS), the
 //! EREMITE note, a dynamic section naming one RELA entry, that entry
 //! (`*SLOT = CODE`), the pointer slot, the TLS template, then the code.
@@ -20,6 +21,7 @@ pub(crate) struct TestImage {
     pub(crate) reloc_type: u32,
     pub(crate) reloc_offset: u64,
     pub(crate) bss_bytes: u64,
+    pub(crate) load_flags: u32,
 }
 
 const PHDRS_OFFSET: u64 = 64;
@@ -45,6 +47,7 @@ impl TestImage {
             reloc_type: reloc::R_X86_64_RELATIVE,
             reloc_offset: Self::SLOT_OFFSET,
             bss_bytes: 0x1000,
+            load_flags: program_header::PF_R | program_header::PF_X,
         }
     }
 
@@ -70,12 +73,11 @@ impl TestImage {
         push16(&mut out, 0); // e_shstrndx
         assert_eq!(out.len() as u64, PHDRS_OFFSET);
 
-        let rwx = program_header::PF_R | program_header::PF_W | program_header::PF_X;
         let load_mem = file_len + self.bss_bytes;
         phdr(
             &mut out,
             program_header::PT_LOAD,
-            rwx,
+            self.load_flags,
             0,
             file_len,
             load_mem,

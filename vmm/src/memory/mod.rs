@@ -1,8 +1,9 @@
-//! Guest RAM: one anonymous host mapping at guest-physical address 0.
+//! Guest RAM: anonymous host mappings at guest-physical address 0 and, for
+//! more than [`LOW_RAM_END`] bytes, at [`HIGH_RAM_START`] ([`RamLayout`]).
 //!
 //! [`GuestRam`] is the only way the VMM touches guest memory. Every access
-//! is a bounds-checked copy (`addr + len` against the RAM size, with
-//! overflow checked) into or out of host-owned buffers; nothing holds a
+//! is a bounds-checked copy (`addr + len` inside one of the RAM ranges,
+//! with overflow checked) into or out of host-owned buffers; nothing holds a
 //! Rust reference into memory the guest can change under it. The mapping
 //! comes from rust-vmm's `vm-memory` (anonymous, `MAP_PRIVATE |
 //! MAP_NORESERVE`), so the host commits no memory for pages the guest never
@@ -15,8 +16,10 @@
 //! Handing guest RAM's host address to KVM is `kvm/`'s business; this
 //! module only reports it.
 
+use std::ops::Range;
 use std::path::Path;
 
+use eremite_interface::layout::{HIGH_RAM_START, LOW_RAM_END};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -38,38 +41,119 @@ pub struct MapError {
     source: vm_memory::mmap::FromRangesError,
 }
 
-/// Guest RAM: `[0, size_bytes)` in guest-physical addresses.
+/// Where `total_bytes` of guest RAM lie in guest-physical memory: the
+/// first [`LOW_RAM_END`] bytes (3 GiB) from 0, the rest from
+/// [`HIGH_RAM_START`] (4 GiB) up, so that the hole between holds the
+/// device windows and the local APIC (see `eremite_interface::layout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RamLayout {
+    total_bytes: u64,
+}
+
+impl RamLayout {
+    /// The layout of `total_bytes` of RAM.
+    pub(crate) const fn new(total_bytes: u64) -> Self {
+        Self { total_bytes }
+    }
+
+    /// All RAM, in bytes.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// End of the RAM below the hole: `[0, low_end)` is RAM.
+    pub(crate) fn low_end(&self) -> u64 {
+        self.total_bytes.min(LOW_RAM_END)
+    }
+
+    /// The RAM ranges, ascending, none empty (one or two).
+    pub(crate) fn ranges(&self) -> impl Iterator<Item = Range<u64>> + use<> {
+        let high_bytes = self.total_bytes.saturating_sub(LOW_RAM_END);
+        [
+            0..self.low_end(),
+            HIGH_RAM_START..HIGH_RAM_START + high_bytes,
+        ]
+        .into_iter()
+        .filter(|range| !range.is_empty())
+    }
+
+    /// Whether `[addr, addr + len)` lies wholly inside one RAM range
+    /// (overflow checked; an empty access must still start inside RAM or
+    /// at a range's end).
+    pub(crate) fn contains(&self, addr: u64, len: u64) -> bool {
+        addr.checked_add(len).is_some_and(|end| {
+            self.ranges()
+                .any(|range| addr >= range.start && end <= range.end)
+        })
+    }
+}
+
+/// Guest RAM, laid out as [`RamLayout`] says, in guest-physical addresses.
 ///
-/// A clone shares the same mapping (vm-memory keeps its regions in `Arc`s),
-/// so a device thread can hold one; the mapping lives until the last clone
-/// is dropped.
+/// A clone shares the same mappings (vm-memory keeps its regions in
+/// `Arc`s), so a device thread can hold one; the mappings live until the
+/// last clone is dropped.
 #[derive(Clone)]
 pub(crate) struct GuestRam {
     memory: GuestMemoryMmap,
-    size_bytes: u64,
+    layout: RamLayout,
+}
+
+/// One RAM range as KVM needs it for a memory slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HostRegion {
+    /// Guest-physical start.
+    pub(crate) guest_addr: u64,
+    /// Length in bytes.
+    pub(crate) len: u64,
+    /// Host address of `guest_addr`.
+    pub(crate) host_addr: u64,
 }
 
 impl GuestRam {
-    /// Map `size_bytes` of zeroed guest RAM.
+    /// Map `size_bytes` of zeroed guest RAM (a separate host mapping per
+    /// range, each `MAP_NORESERVE`).
     pub(crate) fn new(size_bytes: u64) -> Result<Self, MapError> {
-        let len = usize::try_from(size_bytes).expect("memory size checked by VmConfig");
-        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), len)])
+        let layout = RamLayout::new(size_bytes);
+        let ranges: Vec<(GuestAddress, usize)> = layout
+            .ranges()
+            .map(|range| {
+                let len = usize::try_from(range.end - range.start)
+                    .expect("memory size checked by VmConfig");
+                (GuestAddress(range.start), len)
+            })
+            .collect();
+        let memory = GuestMemoryMmap::from_ranges(&ranges)
             .map_err(|source| MapError { size_bytes, source })?;
-        Ok(Self { memory, size_bytes })
+        Ok(Self { memory, layout })
     }
 
-    /// Size of guest RAM in bytes.
-    pub(crate) fn size_bytes(&self) -> u64 {
-        self.size_bytes
+    /// Where the RAM lies.
+    pub(crate) fn layout(&self) -> RamLayout {
+        self.layout
     }
 
-    /// Host address of guest-physical address 0 (for KVM's memory slot).
-    pub(crate) fn host_base(&self) -> u64 {
-        let ptr = self
-            .memory
-            .get_host_address(GuestAddress(0))
-            .expect("RAM starts at 0");
-        ptr as u64
+    /// End of the RAM below the hole (see [`RamLayout::low_end`]).
+    pub(crate) fn low_end(&self) -> u64 {
+        self.layout.low_end()
+    }
+
+    /// Each RAM range with its host address (for KVM's memory slots).
+    pub(crate) fn host_regions(&self) -> Vec<HostRegion> {
+        self.layout
+            .ranges()
+            .map(|range| {
+                let ptr = self
+                    .memory
+                    .get_host_address(GuestAddress(range.start))
+                    .expect("each range is mapped");
+                HostRegion {
+                    guest_addr: range.start,
+                    len: range.end - range.start,
+                    host_addr: ptr as u64,
+                }
+            })
+            .collect()
     }
 
     /// The vm-memory view of RAM, for rust-vmm's `virtio-queue`, which reads
@@ -79,11 +163,12 @@ impl GuestRam {
         &self.memory
     }
 
-    /// Check that `[addr, addr + len)` lies inside RAM.
+    /// Check that `[addr, addr + len)` lies inside one RAM range.
     pub(crate) fn check(&self, addr: u64, len: u64) -> Result<(), OutOfRange> {
-        match addr.checked_add(len) {
-            Some(end) if end <= self.size_bytes => Ok(()),
-            _ => Err(OutOfRange { addr, len }),
+        if self.layout.contains(addr, len) {
+            Ok(())
+        } else {
+            Err(OutOfRange { addr, len })
         }
     }
 
@@ -177,5 +262,52 @@ mod tests {
         assert!(ram.check(u64::MAX - 1, 4).is_err());
         let mut buf = [0u8; 8];
         assert!(ram.read(1 << 20, &mut buf).is_err());
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn ram_beyond_3_gib_continues_at_4_gib() {
+        let only = |total: u64| {
+            let ranges: Vec<_> = RamLayout::new(total).ranges().collect();
+            assert_eq!(ranges.len(), 1);
+            ranges[0].clone()
+        };
+        assert_eq!(only(64 << 20), 0..64 << 20);
+        assert_eq!(only(3 * GIB), 0..3 * GIB);
+        let layout = RamLayout::new(8 * GIB);
+        assert_eq!(
+            layout.ranges().collect::<Vec<_>>(),
+            [0..3 * GIB, 4 * GIB..9 * GIB]
+        );
+        assert_eq!(layout.low_end(), 3 * GIB);
+        assert!(layout.contains(3 * GIB - 8, 8));
+        assert!(!layout.contains(3 * GIB - 8, 9), "into the hole");
+        assert!(!layout.contains(3 * GIB, 1));
+        assert!(!layout.contains(4 * GIB - 1, 2), "from the hole");
+        assert!(layout.contains(4 * GIB, 5 * GIB));
+        assert!(!layout.contains(4 * GIB, 5 * GIB + 1));
+        assert!(!layout.contains(2 * GIB, 3 * GIB), "across the hole");
+        assert!(!layout.contains(u64::MAX, 2));
+    }
+
+    #[test]
+    fn ram_above_4_gib_is_read_and_written_and_bounded() {
+        let ram = GuestRam::new(4 * GIB + (2 << 20)).unwrap();
+        let regions = ram.host_regions();
+        assert_eq!(regions.len(), 2);
+        assert_eq!(
+            (regions[1].guest_addr, regions[1].len),
+            (4 * GIB, GIB + (2 << 20))
+        );
+        let top = 5 * GIB + (2 << 20);
+        ram.write_obj(top - 8, &7u64).unwrap();
+        assert_eq!(ram.read_obj::<u64>(top - 8).unwrap(), 7);
+        ram.write_obj(4 * GIB, &9u64).unwrap();
+        assert_eq!(ram.read_obj::<u64>(4 * GIB).unwrap(), 9);
+        assert_eq!(ram.read_obj::<u64>(3 * GIB - 8).unwrap(), 0);
+        assert!(ram.read_obj::<u64>(top - 4).is_err());
+        assert!(ram.write(3 * GIB, &[1]).is_err());
+        assert!(ram.write(3 * GIB - 4, &[1; 8]).is_err());
     }
 }

@@ -37,14 +37,15 @@ pub(crate) use switch::{new_thread_stack, switch};
 use core::arch::asm;
 use eremite_interface::hypercall::{self, Port};
 
-/// Make a hypercall: one `out` of the request's guest-physical address to
-/// the call's port. The VMM reads the request and writes results back into
+/// Make a hypercall: one `out` of the request's guest-physical address
+/// (shifted right by three, see `encode_request_addr`) to the call's port. The VMM reads the request and writes results back into
 /// it before the guest resumes.
 pub(crate) fn hypercall<T>(port: Port, request: &mut T) {
     let addr = request as *mut T as u64;
     let Some(value) = hypercall::encode_request_addr(addr) else {
-        // Every request lives in identity-mapped RAM below MAX_MEMORY and
-        // is 8-byte aligned by its type; anything else is a kernel bug.
+        // Every request lives in identity-mapped RAM (all of it below
+        // MAX_REQUEST_END) and is 8-byte aligned by its type; anything
+        // else is a kernel bug.
         panic!("hypercall request at {addr:#x} cannot be encoded");
     };
     // SAFETY: `out` to a hypercall port only transfers control to the VMM,

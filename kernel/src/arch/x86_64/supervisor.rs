@@ -18,7 +18,7 @@
 use core::arch::global_asm;
 use core::mem::size_of;
 
-use eremite_interface::hypercall::{Exit, ExitKind, Port};
+use eremite_interface::hypercall::{self, Exit, ExitKind, Port};
 use eremite_interface::layout::{self, gdt};
 use eremite_interface::{BootInfo, KernelReport};
 
@@ -134,6 +134,7 @@ global_asm!(
     "4:  movq {vec_off}(%rsp), %rax",
     "    movl %eax, {early_exit}(%rip)",
     "    leaq {early_exit}(%rip), %rax",
+    "    shrq ${addr_shift}, %rax",
     "    movw ${exit_port}, %dx",
     "    outl %eax, %dx",
     "5:  hlt",
@@ -150,6 +151,7 @@ global_asm!(
     upcall = sym exception_upcall,
     early_exit = sym EARLY_EXIT,
     exit_port = const Port::Exit as u16,
+    addr_shift = const hypercall::REQUEST_ADDR_SHIFT,
     options(att_syntax),
 );
 

@@ -11,39 +11,25 @@
 //! (4-level paging), 7.2.3 (TSS descriptor in 64-bit mode), 7.7 (64-bit
 //! TSS); vol. 1, 19.5.2 (I/O permission bitmap).
 
+use std::collections::BTreeMap;
+
 use eremite_interface::hypercall::Port;
 use eremite_interface::layout::{
     self, BOOT_STACK_ADDR, BOOT_STACK_SIZE, CPL0_STACK_COUNT, CPL0_STACK_SIZE, CPL0_STACKS_ADDR,
     GDT_ADDR, IDT_ADDR, IDT_ENTRIES, LARGE_PAGE_SIZE, MAX_CPUS, PAGE_SIZE, PAGE_TABLES_ADDR,
-    PAGE_TABLES_END, TSS_ADDR, TSS_IOMAP_ADDR, TSS_IOMAP_SIZE, TSS_SIZE, TSS_STRIDE, gdt,
+    PAGE_TABLES_END, TSS_ADDR, TSS_IOMAP_ADDR, TSS_IOMAP_SIZE, TSS_SIZE, TSS_STRIDE, gdt, pte,
 };
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
-use crate::memory::{GuestRam, OutOfRange};
-
-/// Page-table entry bits (SDM vol. 3A, table 4-15 to 4-20).
-mod pte {
-    pub(super) const PRESENT: u64 = 1 << 0;
-    pub(super) const WRITABLE: u64 = 1 << 1;
-    pub(super) const USER: u64 = 1 << 2;
-    pub(super) const WRITE_THROUGH: u64 = 1 << 3;
-    pub(super) const CACHE_DISABLE: u64 = 1 << 4;
-    pub(super) const LARGE: u64 = 1 << 7;
-}
+use crate::loader::{LoadedImage, PageAccess};
+use crate::memory::{GuestRam, OutOfRange, RamLayout};
 
 const GIB: u64 = 1 << 30;
-/// The PML4, then the PDPT, then the 4 KiB table for the first 2 MiB, then
-/// one page directory per GiB of RAM.
+/// The PML4, which CR3 names; the other tables follow it.
 const PML4_ADDR: u64 = PAGE_TABLES_ADDR;
-const PDPT_ADDR: u64 = PAGE_TABLES_ADDR + PAGE_SIZE;
-const FIRST_PT_ADDR: u64 = PAGE_TABLES_ADDR + 2 * PAGE_SIZE;
-const FIRST_PD_ADDR: u64 = PAGE_TABLES_ADDR + 3 * PAGE_SIZE;
+/// Entries per table.
+const ENTRIES: u64 = pte::ENTRIES as u64;
 
-/// The page directory of the fourth GiB, for the local APIC's page and
-/// the virtio-MMIO windows.
-const APIC_PD_ADDR: u64 = FIRST_PD_ADDR + 3 * PAGE_SIZE;
-
-const _: () = assert!(APIC_PD_ADDR + PAGE_SIZE <= PAGE_TABLES_END);
 const _: () =
     assert!(layout::LAPIC_ADDR.is_multiple_of(LARGE_PAGE_SIZE) && layout::LAPIC_ADDR >= 3 * GIB);
 const _: () = assert!(
@@ -52,73 +38,210 @@ const _: () = assert!(
         && layout::VIRTIO_MMIO_ADDR < 4 * GIB
 );
 const _: () = assert!(
-    layout::MAX_MEMORY <= 3 * GIB,
-    "one page directory per GiB below"
+    layout::HIGH_RAM_START + layout::MAX_MEMORY - layout::LOW_RAM_END <= ENTRIES * GIB,
+    "one page-directory-pointer table maps all RAM"
 );
+const _: () = assert!(layout::IMAGE_BASE.is_multiple_of(LARGE_PAGE_SIZE));
 
 /// One 4 KiB page table: its guest address and its 512 entries.
 pub(crate) struct PageTable {
     pub(crate) addr: u64,
-    pub(crate) entries: Box<[u64; 512]>,
+    pub(crate) entries: Box<[u64; pte::ENTRIES]>,
 }
 
 impl PageTable {
     fn new(addr: u64) -> Self {
         Self {
             addr,
-            entries: Box::new([0; 512]),
+            entries: Box::new([0; pte::ENTRIES]),
         }
     }
 }
 
-/// Identity-map `[0, mem_size)`: CPL3-accessible and writable (the library
-/// OS runs at CPL3), 2 MiB pages except for the first 2 MiB, whose page 0
-/// stays unmapped so a null pointer faults. The local APIC's registers at
-/// [`layout::LAPIC_ADDR`] are mapped too, uncached and CPL3-accessible, so
-/// the kernel arms its timer and signals EOI with plain MMIO writes; and so
-/// are the 2 MiB of virtio-MMIO windows at [`layout::VIRTIO_MMIO_ADDR`],
-/// where no memory lies: each access exits to the VMM's device model (or,
-/// for a `QueueNotify` write, signals an ioeventfd inside KVM).
+/// The page tables do not fit into their area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the page tables for {memory_mib} MiB of guest memory and a {image_kib} KiB image need {needed_kib} KiB, more than the {room_kib} KiB of the page-table area at {PAGE_TABLES_ADDR:#x}..{PAGE_TABLES_END:#x}; use less --memory or a smaller image"
+)]
+pub struct PageTableError {
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Size of the image in KiB.
+    pub image_kib: u64,
+    /// What the tables need, in KiB.
+    pub needed_kib: u64,
+    /// The page-table area, in KiB.
+    pub room_kib: u64,
+}
+
+/// Upper-level entries (PML4, PDPT and page-directory entries that name a
+/// table) allow everything; the leaf entries decide.
+const TABLE: u64 = pte::PRESENT | pte::WRITABLE | pte::USER;
+/// RAM the CPL3 kernel uses: writable, execute-disable.
+const DATA: u64 = pte::PRESENT | pte::WRITABLE | pte::USER | pte::NO_EXECUTE;
+/// RAM only CPL0 uses (GDT, TSSes, CPL0 stacks).
+const SUPERVISOR: u64 = pte::PRESENT | pte::WRITABLE | pte::NO_EXECUTE;
+/// Device registers: as [`DATA`], uncached, in a 2 MiB page.
+const MMIO_LARGE: u64 = DATA | pte::CACHE_DISABLE | pte::WRITE_THROUGH | pte::LARGE;
+
+/// The leaf flags of the 4 KiB page at `addr` in the first 2 MiB.
+fn low_page_flags(addr: u64) -> u64 {
+    let in_range = |start: u64, end: u64| addr >= (start & !(PAGE_SIZE - 1)) && addr < end;
+    let cpl0_stacks_end =
+        CPL0_STACKS_ADDR + u64::from(MAX_CPUS) * CPL0_STACK_COUNT * CPL0_STACK_SIZE;
+    if addr < PAGE_SIZE {
+        0 // the null-pointer guard
+    } else if in_range(GDT_ADDR, GDT_ADDR + PAGE_SIZE)
+        || in_range(TSS_ADDR, TSS_IOMAP_ADDR + TSS_IOMAP_SIZE)
+        || in_range(CPL0_STACKS_ADDR, cpl0_stacks_end)
+    {
+        SUPERVISOR
+    } else {
+        // The IDT (written by the kernel at CPL3 when it installs its
+        // stubs), boot info, boot stack and data, the page tables.
+        DATA
+    }
+}
+
+/// The leaf flags of an image page.
+fn image_page_flags(access: PageAccess) -> u64 {
+    let present = pte::PRESENT | pte::USER;
+    match access {
+        PageAccess::Unmapped => 0,
+        PageAccess::ReadOnly => present | pte::NO_EXECUTE,
+        PageAccess::ReadWrite => present | pte::WRITABLE | pte::NO_EXECUTE,
+        PageAccess::ReadExecute => present,
+    }
+}
+
+/// Hands out the tables of the page-table area in order, the PML4 first.
+struct Tables {
+    tables: Vec<PageTable>,
+}
+
+impl Tables {
+    fn add(&mut self) -> usize {
+        let addr = PML4_ADDR + self.tables.len() as u64 * PAGE_SIZE;
+        self.tables.push(PageTable::new(addr));
+        self.tables.len() - 1
+    }
+}
+
+/// The page tables for `ram` with `image` loaded (see the layout in
+/// `eremite_interface::layout`): all RAM identity-mapped,
+/// - the first 2 MiB in 4 KiB pages, page 0 not mapped, the GDT, the TSSes
+///   with their I/O bitmap and the CPL0 stacks CPL0-only, the rest
+///   CPL3-accessible, all writable and execute-disable;
+/// - the image's 2 MiB regions in 4 KiB pages with the access of their
+///   image page ([`PageAccess`], W^X), free RAM after the image's end
+///   writable and execute-disable;
+/// - all other RAM, below and above the 3–4 GiB hole, in 2 MiB pages,
+///   writable and execute-disable;
+/// - in the hole only the local APIC's registers at [`layout::LAPIC_ADDR`]
+///   (so the kernel arms its timer and signals EOI with plain MMIO writes)
+///   and the 2 MiB of virtio-MMIO windows at [`layout::VIRTIO_MMIO_ADDR`]
+///   (each access exits to the VMM's device model or, for a `QueueNotify`
+///   write, signals an ioeventfd inside KVM): uncached, CPL3-accessible,
+///   writable, execute-disable.
 ///
-/// `mem_size` must be a non-zero multiple of 2 MiB up to
-/// [`layout::MAX_MEMORY`] (checked by `VmConfig`).
-pub(crate) fn page_tables(mem_size: u64) -> Vec<PageTable> {
-    assert!(
-        mem_size.is_multiple_of(LARGE_PAGE_SIZE) && mem_size > 0 && mem_size <= layout::MAX_MEMORY
+/// The tables lie from [`PAGE_TABLES_ADDR`] on, in this order: PML4, the
+/// page-directory-pointer table, one page directory per GiB that holds
+/// anything, then the 4 KiB tables. RAM's size must be a multiple of 2 MiB
+/// (checked by `VmConfig`) and the image must lie below the hole (checked
+/// by the loader).
+pub(crate) fn page_tables(
+    ram: RamLayout,
+    image: &LoadedImage,
+) -> Result<Vec<PageTable>, PageTableError> {
+    assert!(ram.total_bytes().is_multiple_of(LARGE_PAGE_SIZE) && ram.total_bytes() > 0);
+    assert!(image.start == layout::IMAGE_BASE && image.end <= ram.low_end());
+    assert_eq!(
+        image.pages.len() as u64,
+        (image.end - image.start) / PAGE_SIZE
     );
-    let flags = pte::PRESENT | pte::WRITABLE | pte::USER;
-    let mut pml4 = PageTable::new(PML4_ADDR);
-    pml4.entries[0] = PDPT_ADDR | flags;
-    let mut pdpt = PageTable::new(PDPT_ADDR);
-    let mut first = PageTable::new(FIRST_PT_ADDR);
-    for (i, entry) in first.entries.iter_mut().enumerate().skip(1) {
-        *entry = (i as u64 * PAGE_SIZE) | flags;
-    }
-    let mut tables = Vec::new();
-    for gib in 0..mem_size.div_ceil(GIB) {
-        let mut pd = PageTable::new(FIRST_PD_ADDR + gib * PAGE_SIZE);
-        pdpt.entries[gib as usize] = pd.addr | flags;
-        for (i, entry) in pd.entries.iter_mut().enumerate() {
-            let addr = gib * GIB + i as u64 * LARGE_PAGE_SIZE;
-            if addr >= mem_size {
-                break;
-            }
-            *entry = if addr == 0 {
-                FIRST_PT_ADDR | flags
-            } else {
-                addr | flags | pte::LARGE
-            };
+
+    // Every 2 MiB page to map, by address, with its flags (for RAM) or the
+    // 4 KiB entries of its page table.
+    let mut large_pages: BTreeMap<u64, Leaf> = BTreeMap::new();
+    for range in ram.ranges() {
+        for addr in (range.start..range.end).step_by(LARGE_PAGE_SIZE as usize) {
+            large_pages.insert(addr, Leaf::Large(DATA));
         }
-        tables.push(pd);
     }
-    let mut apic = PageTable::new(APIC_PD_ADDR);
-    let uncached_large = flags | pte::LARGE | pte::CACHE_DISABLE | pte::WRITE_THROUGH;
     for addr in [layout::LAPIC_ADDR, layout::VIRTIO_MMIO_ADDR] {
-        apic.entries[((addr % GIB) / LARGE_PAGE_SIZE) as usize] = addr | uncached_large;
+        large_pages.insert(addr, Leaf::Large(MMIO_LARGE));
     }
-    pdpt.entries[3] = APIC_PD_ADDR | flags;
-    tables.extend([pml4, pdpt, first, apic]);
-    tables
+    let small = |flags: &dyn Fn(u64) -> u64, base: u64| {
+        let mut entries = Box::new([0u64; pte::ENTRIES]);
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let addr = base + i as u64 * PAGE_SIZE;
+            let flags = flags(addr);
+            if flags != 0 {
+                *entry = addr | flags;
+            }
+        }
+        Leaf::Small(entries)
+    };
+    large_pages.insert(0, small(&low_page_flags, 0));
+    let image_page = |addr: u64| {
+        if addr >= image.end {
+            return DATA;
+        }
+        let index = usize::try_from((addr - image.start) / PAGE_SIZE).expect("small");
+        image_page_flags(image.pages[index])
+    };
+    for base in (image.start..image.end).step_by(LARGE_PAGE_SIZE as usize) {
+        large_pages.insert(base, small(&image_page, base));
+    }
+
+    let directories: std::collections::BTreeSet<u64> =
+        large_pages.keys().map(|addr| addr / GIB).collect();
+    let small_tables = large_pages
+        .values()
+        .filter(|leaf| matches!(leaf, Leaf::Small(_)))
+        .count() as u64;
+    let needed = 2 + directories.len() as u64 + small_tables;
+    let room = (PAGE_TABLES_END - PAGE_TABLES_ADDR) / PAGE_SIZE;
+    if needed > room {
+        return Err(PageTableError {
+            memory_mib: ram.total_bytes() >> 20,
+            image_kib: (image.end - image.start) >> 10,
+            needed_kib: (needed * PAGE_SIZE) >> 10,
+            room_kib: (room * PAGE_SIZE) >> 10,
+        });
+    }
+
+    let mut tables = Tables { tables: Vec::new() };
+    let pml4 = tables.add();
+    let pdpt = tables.add();
+    tables.tables[pml4].entries[0] = tables.tables[pdpt].addr | TABLE;
+    let mut directory_of = BTreeMap::new();
+    for gib in directories {
+        let pd = tables.add();
+        tables.tables[pdpt].entries[gib as usize] = tables.tables[pd].addr | TABLE;
+        directory_of.insert(gib, pd);
+    }
+    for (addr, leaf) in large_pages {
+        let entry = match leaf {
+            Leaf::Large(flags) => addr | flags | pte::LARGE,
+            Leaf::Small(entries) => {
+                let pt = tables.add();
+                tables.tables[pt].entries = entries;
+                tables.tables[pt].addr | TABLE
+            }
+        };
+        let pd = directory_of[&(addr / GIB)];
+        tables.tables[pd].entries[((addr % GIB) / LARGE_PAGE_SIZE) as usize] = entry;
+    }
+    debug_assert_eq!(tables.tables.len() as u64, needed);
+    Ok(tables.tables)
+}
+
+/// What maps one 2 MiB page: a large-page entry with these flags, or a
+/// 4 KiB table with these entries.
+enum Leaf {
+    Large(u64),
+    Small(Box<[u64; pte::ENTRIES]>),
 }
 
 /// Segment descriptors (SDM vol. 3A, 3.4.5): flat, with L=1 for code.
@@ -200,11 +323,31 @@ pub(crate) fn io_bitmap() -> Vec<u8> {
 /// Bytes in one hypercall `out` (the request address).
 const HYPERCALL_WIDTH: usize = 4;
 
-/// Write the page tables, GDT and TSS into guest RAM. The IDT page is
-/// left as fresh guest RAM is: zero, every gate not present, until the
-/// kernel installs its stubs.
-pub(crate) fn write_machine_tables(ram: &GuestRam) -> Result<(), OutOfRange> {
-    for table in page_tables(ram.size_bytes()) {
+/// The machine tables could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// The page tables do not fit.
+    #[error(transparent)]
+    PageTables(#[from] PageTableError),
+    /// A table lies outside RAM (cannot happen with the minimum RAM size).
+    #[error(transparent)]
+    Memory(#[from] OutOfRange),
+}
+
+/// Write the page tables, GDT and TSS into guest RAM, and return the end
+/// of the page tables. The IDT page is left as fresh guest RAM is: zero,
+/// every gate not present, until the kernel installs its stubs.
+pub(crate) fn write_machine_tables(
+    ram: &GuestRam,
+    image: &LoadedImage,
+) -> Result<u64, MachineError> {
+    let tables = page_tables(ram.layout(), image)?;
+    let end = tables
+        .iter()
+        .map(|t| t.addr + PAGE_SIZE)
+        .max()
+        .unwrap_or(PAGE_TABLES_ADDR);
+    for table in tables {
         let bytes: Vec<u8> = table.entries.iter().flat_map(|e| e.to_le_bytes()).collect();
         ram.write(table.addr, &bytes)?;
     }
@@ -213,7 +356,8 @@ pub(crate) fn write_machine_tables(ram: &GuestRam) -> Result<(), OutOfRange> {
     for cpu in 0..MAX_CPUS {
         ram.write(tss_addr(cpu), &tss(cpu))?;
     }
-    ram.write(TSS_IOMAP_ADDR, &io_bitmap())
+    ram.write(TSS_IOMAP_ADDR, &io_bitmap())?;
+    Ok(end)
 }
 
 /// Control-register bits (SDM vol. 3A, 2.5).
@@ -322,56 +466,196 @@ pub(crate) fn xcr0(supported: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn lookup(tables: &[PageTable], addr: u64) -> Option<u64> {
+    /// What the CPU makes of `addr` through `tables` (SDM vol. 3A,
+    /// 4.6): the physical address and the effective access, combining
+    /// every level's W and U/S (all must allow) and XD (any forbids).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Mapping {
+        phys: u64,
+        is_user: bool,
+        is_writable: bool,
+        is_executable: bool,
+        is_uncached: bool,
+    }
+
+    fn lookup(tables: &[PageTable], addr: u64) -> Option<Mapping> {
         let table = |a: u64| tables.iter().find(|t| t.addr == a).expect("table exists");
         let index = |level: u32| ((addr >> (12 + 9 * level)) & 0x1ff) as usize;
         let mut entry = table(PML4_ADDR).entries[index(3)];
-        for level in [2, 1, 0] {
+        let (mut is_user, mut is_writable, mut is_executable) = (true, true, true);
+        for level in [2, 1, 0, 99] {
             if entry & pte::PRESENT == 0 {
                 return None;
             }
-            assert_ne!(entry & pte::USER, 0);
-            let next = entry & 0x000f_ffff_ffff_f000;
-            if level < 2 && entry & pte::LARGE != 0 {
-                return Some(next + (addr & (LARGE_PAGE_SIZE - 1)));
+            is_user &= entry & pte::USER != 0;
+            is_writable &= entry & pte::WRITABLE != 0;
+            is_executable &= entry & pte::NO_EXECUTE == 0;
+            let next = entry & pte::ADDR_MASK;
+            let page_size = match level {
+                99 => Some(PAGE_SIZE),
+                0 if entry & pte::LARGE != 0 => Some(LARGE_PAGE_SIZE),
+                _ => None,
+            };
+            if let Some(size) = page_size {
+                return Some(Mapping {
+                    phys: next + (addr & (size - 1)),
+                    is_user,
+                    is_writable,
+                    is_executable,
+                    is_uncached: entry & pte::CACHE_DISABLE != 0,
+                });
             }
+            assert_eq!(entry & pte::LARGE, 0, "no 1 GiB pages");
             entry = table(next).entries[index(level)];
         }
-        (entry & pte::PRESENT != 0).then(|| (entry & 0x000f_ffff_ffff_f000) + (addr & 0xfff))
+        unreachable!()
+    }
+
+    const USER_DATA: (bool, bool, bool) = (true, true, false);
+    const SUPERVISOR_DATA: (bool, bool, bool) = (false, true, false);
+
+    /// (user, writable, executable) of `addr`, checking it is identity-mapped.
+    fn access(tables: &[PageTable], addr: u64) -> Option<(bool, bool, bool)> {
+        lookup(tables, addr).map(|m| {
+            assert_eq!(m.phys, addr, "identity map at {addr:#x}");
+            (m.is_user, m.is_writable, m.is_executable)
+        })
+    }
+
+    /// An image as lld lays out hello, with its pages' access: 11 pages
+    /// rodata, 79 code, 3 RELRO, 1 unmapped, 17 data, then the end.
+    fn image() -> LoadedImage {
+        use PageAccess::*;
+        let mut pages = vec![ReadOnly; 11];
+        pages.extend([ReadExecute; 79]);
+        pages.extend([ReadOnly; 3]);
+        pages.push(Unmapped);
+        pages.extend([ReadWrite; 17]);
+        LoadedImage {
+            entry: layout::IMAGE_BASE + 0xb000,
+            start: layout::IMAGE_BASE,
+            end: layout::IMAGE_BASE + pages.len() as u64 * PAGE_SIZE,
+            tls: Default::default(),
+            pages,
+        }
+    }
+
+    fn tables(mem: u64) -> Vec<PageTable> {
+        page_tables(RamLayout::new(mem), &image()).expect("fits")
+    }
+
+    const MEMORY_SIZES: [u64; 7] = [
+        8 << 20,
+        64 << 20,
+        GIB,
+        3 * GIB,
+        4 * GIB,
+        8 * GIB,
+        layout::MAX_MEMORY,
+    ];
+
+    #[test]
+    fn the_image_is_mapped_w_xor_x() {
+        for mem in MEMORY_SIZES {
+            let tables = tables(mem);
+            let at = |page: u64| access(&tables, layout::IMAGE_BASE + page * PAGE_SIZE + 8);
+            assert_eq!(at(0), Some((true, false, false)), "rodata");
+            assert_eq!(at(10), Some((true, false, false)), "rodata");
+            assert_eq!(at(11), Some((true, false, true)), "code");
+            assert_eq!(at(89), Some((true, false, true)), "code");
+            assert_eq!(at(90), Some((true, false, false)), "RELRO");
+            assert_eq!(at(92), Some((true, false, false)), "RELRO");
+            assert_eq!(at(93), None, "no segment");
+            assert_eq!(at(94), Some(USER_DATA), "data");
+            assert_eq!(at(110), Some(USER_DATA), "bss");
+            assert_eq!(at(111), Some(USER_DATA), "heap after the image");
+            assert_eq!(at(511), Some(USER_DATA), "heap after the image");
+        }
     }
 
     #[test]
-    fn page_tables_identity_map_ram_except_page_zero() {
-        for mem in [8u64 << 20, 64 << 20, 1 << 30, 3 << 30] {
-            let tables = page_tables(mem);
-            assert_eq!(lookup(&tables, 0), None);
-            assert_eq!(lookup(&tables, 0xfff), None);
-            for addr in [0x1000, 0x6008, 0x1f_ffff, 0x20_0000, 0x12_3456, mem - 1] {
+    fn all_other_ram_is_writable_and_execute_disable() {
+        for mem in MEMORY_SIZES {
+            let tables = tables(mem);
+            let low_end = mem.min(layout::LOW_RAM_END);
+            for addr in [
+                IDT_ADDR,
+                layout::BOOT_INFO_ADDR + 8,
+                BOOT_STACK_ADDR,
+                layout::BOOT_DATA_ADDR,
+                PAGE_TABLES_ADDR,
+                PAGE_TABLES_END - 8,
+                0x7000,
+                layout::IMAGE_BASE + LARGE_PAGE_SIZE,
+                low_end - 8,
+            ] {
                 assert_eq!(
-                    lookup(&tables, addr),
-                    Some(addr),
-                    "mem {mem:#x} addr {addr:#x}"
+                    access(&tables, addr),
+                    Some(USER_DATA),
+                    "mem {mem:#x} {addr:#x}"
                 );
             }
-            assert_eq!(lookup(&tables, mem), None, "nothing past the end of RAM");
-            assert!(
-                tables
-                    .iter()
-                    .all(|t| t.addr >= PAGE_TABLES_ADDR && t.addr < PAGE_TABLES_END)
-            );
+            assert_eq!(access(&tables, low_end), None, "past the low RAM");
         }
     }
 
-    /// The leaf entry that maps `addr` (a 2 MiB page in the fourth GiB).
-    fn large_entry_above_ram(tables: &[PageTable], addr: u64) -> u64 {
-        let pd = tables.iter().find(|t| t.addr == APIC_PD_ADDR).unwrap();
-        pd.entries[((addr % GIB) / LARGE_PAGE_SIZE) as usize]
+    #[test]
+    fn supervisor_structures_are_not_accessible_at_cpl3() {
+        let tables = tables(64 << 20);
+        for addr in [
+            GDT_ADDR,
+            GDT_ADDR + 0xff8,
+            TSS_ADDR,
+            TSS_IOMAP_ADDR,
+            TSS_IOMAP_ADDR + TSS_IOMAP_SIZE - 1,
+            CPL0_STACKS_ADDR,
+            cpl0_stack_top(MAX_CPUS - 1, CPL0_STACK_COUNT - 1) - 8,
+            layout::IMAGE_BASE - 1,
+        ] {
+            assert_eq!(access(&tables, addr), Some(SUPERVISOR_DATA), "{addr:#x}");
+        }
+        assert_eq!(access(&tables, 0), None, "page 0");
+        assert_eq!(access(&tables, 0xfff), None, "page 0");
+        assert_eq!(access(&tables, layout::BOOT_INFO_ADDR), Some(USER_DATA));
+        assert_eq!(access(&tables, IDT_ADDR + 0xff8), Some(USER_DATA));
+    }
+
+    #[test]
+    fn ram_above_4_gib_is_mapped_and_the_hole_holds_only_the_devices() {
+        for mem in [4 * GIB, 8 * GIB, layout::MAX_MEMORY] {
+            let tables = tables(mem);
+            let high_end = layout::HIGH_RAM_START + mem - layout::LOW_RAM_END;
+            for addr in [
+                layout::HIGH_RAM_START,
+                layout::HIGH_RAM_START + 0x12_3458,
+                high_end - LARGE_PAGE_SIZE,
+                high_end - 8,
+            ] {
+                assert_eq!(
+                    access(&tables, addr),
+                    Some(USER_DATA),
+                    "mem {mem:#x} {addr:#x}"
+                );
+            }
+            assert_eq!(access(&tables, high_end), None, "mem {mem:#x}");
+            for addr in [
+                layout::LOW_RAM_END,
+                layout::VIRTIO_MMIO_ADDR - 1,
+                layout::VIRTIO_MMIO_ADDR + LARGE_PAGE_SIZE,
+                layout::LAPIC_ADDR - 1,
+                layout::LAPIC_ADDR + LARGE_PAGE_SIZE,
+                layout::HIGH_RAM_START - 1,
+            ] {
+                assert_eq!(access(&tables, addr), None, "mem {mem:#x} {addr:#x}");
+            }
+        }
+        assert_eq!(access(&tables(3 * GIB), layout::HIGH_RAM_START), None);
     }
 
     #[test]
     fn the_local_apic_and_the_virtio_windows_are_mapped_uncached() {
-        for mem in [8u64 << 20, 3 << 30] {
-            let tables = page_tables(mem);
+        for mem in [8u64 << 20, 3 * GIB, 8 * GIB] {
+            let tables = tables(mem);
             let windows = layout::VIRTIO_MMIO_ADDR
                 ..layout::VIRTIO_MMIO_ADDR
                     + layout::MAX_VIRTIO_DEVICES * layout::VIRTIO_MMIO_STRIDE;
@@ -383,22 +667,49 @@ mod tests {
                 windows.end - 4,
                 layout::VIRTIO_MMIO_ADDR + LARGE_PAGE_SIZE - 1,
             ] {
-                assert_eq!(lookup(&tables, addr), Some(addr), "{addr:#x}");
-                let entry = large_entry_above_ram(&tables, addr);
-                let uncached = pte::CACHE_DISABLE | pte::WRITE_THROUGH;
-                assert_eq!(entry & uncached, uncached, "{addr:#x}");
-                assert_ne!(entry & pte::WRITABLE, 0, "{addr:#x}");
-            }
-            // Nothing else between the end of RAM and the local APIC.
-            for addr in [
-                layout::VIRTIO_MMIO_ADDR - 1,
-                layout::VIRTIO_MMIO_ADDR + LARGE_PAGE_SIZE,
-                layout::LAPIC_ADDR - 1,
-                layout::LAPIC_ADDR + LARGE_PAGE_SIZE,
-            ] {
-                assert_eq!(lookup(&tables, addr), None, "{addr:#x}");
+                let mapping = lookup(&tables, addr).expect("mapped");
+                assert_eq!(mapping.phys, addr);
+                assert!(mapping.is_uncached, "{addr:#x}");
+                assert!(mapping.is_user && mapping.is_writable && !mapping.is_executable);
             }
         }
+    }
+
+    #[test]
+    fn the_tables_stay_in_their_area_and_say_when_they_do_not_fit() {
+        for mem in MEMORY_SIZES {
+            let tables = tables(mem);
+            assert_eq!(tables[0].addr, PAGE_TABLES_ADDR, "the PML4 first");
+            let mut addrs: Vec<u64> = tables.iter().map(|t| t.addr).collect();
+            addrs.sort_unstable();
+            addrs.dedup();
+            assert_eq!(addrs.len(), tables.len(), "each table at its own page");
+            assert!(
+                tables
+                    .iter()
+                    .all(|t| t.addr >= PAGE_TABLES_ADDR && t.addr + PAGE_SIZE <= PAGE_TABLES_END)
+            );
+        }
+        // At the largest memory: 2 + 32 directories + 1 table for the first
+        // 2 MiB leave 93 tables, 186 MiB, for the image.
+        let with_image_mib = |mib: u64| {
+            let mut image = image();
+            image.pages.resize(
+                (mib << 20) as usize / PAGE_SIZE as usize,
+                PageAccess::ReadWrite,
+            );
+            image.end = image.start + (mib << 20);
+            page_tables(RamLayout::new(layout::MAX_MEMORY), &image)
+        };
+        assert!(with_image_mib(186).is_ok());
+        let error = with_image_mib(188).err().expect("too large");
+        assert_eq!((error.needed_kib, error.room_kib), (516, 512));
+        assert!(
+            error
+                .to_string()
+                .contains("page-table area at 0x80000..0x100000"),
+            "{error}"
+        );
     }
 
     #[test]
