@@ -95,15 +95,26 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         info.initrd_addr
     };
     let reserved = (heap_end < info.mem_size).then_some((heap_end, info.mem_size));
+    let ram_count = usize::try_from(info.ram_count).unwrap_or(usize::MAX);
+    let Some(ram) = info.ram.get(..ram_count) else {
+        fatal("the boot info's RAM map is too long");
+    };
+    if ram
+        .first()
+        .is_none_or(|r| r.addr != 0 || r.len != info.mem_size)
+    {
+        fatal("the boot info's RAM map does not start with the RAM below 4 GiB");
+    }
     // SAFETY: the VMM reserves nothing above `free_start` but the initrd
-    // (boot info contract), which is passed as reserved; this is the only
-    // call, and nothing has allocated yet.
-    if let Err(why) = unsafe { mm::init(info.free_start, info.mem_size, reserved) } {
+    // (boot info contract), which is passed as reserved, and nothing in
+    // the other RAM ranges; this is the only call, and nothing has
+    // allocated yet.
+    if let Err(why) = unsafe { mm::init(ram, info.free_start, reserved) } {
         fatal(why);
     }
     klog!(
         "eremite kernel: {} MiB RAM, image {:#x}..{:#x}, heap from {:#x}, TSC {} kHz",
-        info.mem_size >> 20,
+        mm::ram_bytes() >> 20,
         info.image_start,
         info.image_end,
         info.free_start,

@@ -49,8 +49,8 @@ fn boots_with_the_smallest_and_a_large_memory() {
 }
 
 #[test]
-fn boots_with_memory_above_4_gib_and_the_kernel_uses_the_first_3_gib() {
-    for (memory, kernel_mib) in [("16M", 16), ("4G", 3072), ("8G", 3072), ("31G", 3072)] {
+fn boots_with_memory_above_4_gib_and_the_kernel_uses_all_of_it() {
+    for (memory, kernel_mib) in [("16M", 16), ("4G", 4096), ("8G", 8192), ("31G", 31744)] {
         let run = boot(
             "hello",
             &["--memory", memory, "--verbose"],

@@ -15,7 +15,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use eremite_interface::layout::PAGE_SIZE;
 use talc::TalcLock;
@@ -76,8 +76,19 @@ pub(super) unsafe fn claim_first_arena(start: u64, len: u64) -> bool {
     unsafe { TALC.lock().claim(start as *mut u8, len as usize).is_some() }
 }
 
+/// Whether the frame allocator serves large blocks yet. Until it does
+/// (while it allocates its own bitmaps, which live for ever), every block
+/// comes from talc's first arena.
+static IS_LARGE_READY: AtomicBool = AtomicBool::new(false);
+
+/// Let large blocks come from frames (once the frame allocator exists).
+pub(super) fn enable_large_blocks() {
+    IS_LARGE_READY.store(true, Ordering::Release);
+}
+
 fn is_large(layout: Layout) -> bool {
-    layout.size() >= LARGE_BYTES || layout.align() > PAGE_SIZE as usize
+    (layout.size() >= LARGE_BYTES || layout.align() > PAGE_SIZE as usize)
+        && IS_LARGE_READY.load(Ordering::Acquire)
 }
 
 fn pages_of(layout: Layout) -> u64 {

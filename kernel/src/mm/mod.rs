@@ -23,9 +23,10 @@ mod ram;
 mod space;
 mod tlb;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use alloc::vec::Vec;
 
 use eremite_interface::layout::PAGE_SIZE;
+use eremite_interface::{MAX_RAM_RANGES, MemRange};
 use eremite_mm::PageRange;
 
 use crate::arch;
@@ -36,44 +37,91 @@ pub(crate) use space::{
 };
 pub(crate) use tlb::catch_up as tlb_catch_up;
 
-static RAM_END: AtomicU64 = AtomicU64::new(0);
+/// Guest RAM: up to [`MAX_RAM_RANGES`] disjoint ranges in ascending
+/// order (RAM below the 3–4 GiB hole, then RAM from 4 GiB), set once.
+struct RamMap {
+    ranges: [(u64, u64); MAX_RAM_RANGES],
+    count: usize,
+}
+
+static RAM: spin::Once<RamMap> = spin::Once::new();
+
+/// The RAM ranges, `[start, end)` each.
+fn ram_ranges() -> &'static [(u64, u64)] {
+    RAM.get().map_or(&[], |map| &map.ranges[..map.count])
+}
 
 /// Size of the heap's first arena, which holds the frame allocator's
-/// bitmaps (2 bits per 4 KiB of RAM) and the first small blocks.
-fn first_arena_bytes(ram_end: u64) -> u64 {
-    let bitmap_bytes = (ram_end / PAGE_SIZE).div_ceil(4);
+/// bitmaps (2 bits per 4 KiB of the span) and the first small blocks.
+fn first_arena_bytes(span_bytes: u64) -> u64 {
+    let bitmap_bytes = (span_bytes / PAGE_SIZE).div_ceil(4);
     (bitmap_bytes + (1 << 20)).next_multiple_of(PAGE_SIZE)
 }
 
-/// Take over guest RAM `[0, ram_end)`: everything in `[free_start,
-/// ram_end)` except `reserved` (the initial ramdisk, given later with
-/// [`add_region`]) becomes free memory.
+/// Take over guest RAM: `ram` lists every range of it (`ram[0]` starts at
+/// 0 and holds the boot structures and the image; the others are wholly
+/// free). Everything in `[free_start, end of ram[0])` except `reserved`
+/// (the initial ramdisk, given later with [`add_region`]) becomes free
+/// memory, and so do the other ranges.
 ///
 /// # Safety
-/// The free range must be RAM that nothing else uses, and this must be
+/// The free ranges must be RAM that nothing else uses, and this must be
 /// called once, before any allocation.
 pub(crate) unsafe fn init(
+    ram: &[MemRange],
     free_start: u64,
-    ram_end: u64,
     reserved: Option<(u64, u64)>,
 ) -> Result<(), &'static str> {
-    RAM_END.store(ram_end, Ordering::Relaxed);
+    let mut map = RamMap {
+        ranges: [(0, 0); MAX_RAM_RANGES],
+        count: 0,
+    };
+    for (slot, range) in map.ranges.iter_mut().zip(ram) {
+        let end = range.addr.checked_add(range.len).ok_or("bad RAM map")?;
+        if end <= range.addr
+            || !range.addr.is_multiple_of(PAGE_SIZE)
+            || !end.is_multiple_of(PAGE_SIZE)
+        {
+            return Err("bad RAM map");
+        }
+        *slot = (range.addr, end);
+        map.count += 1;
+    }
+    let ranges = &map.ranges[..map.count];
+    let Some(&(low_start, low_end)) = ranges.first() else {
+        return Err("no RAM");
+    };
+    if low_start != 0 || ranges.windows(2).any(|w| w[0].1 > w[1].0) {
+        return Err("bad RAM map");
+    }
+    let ram_end = ranges[ranges.len() - 1].1;
     let arena = first_arena_bytes(ram_end);
-    let free_end = reserved.map_or(ram_end, |(start, _)| start);
+    let free_end = reserved.map_or(low_end, |(start, _)| start);
     let frames_start = free_start
         .checked_add(arena)
         .filter(|&s| s < free_end)
         .ok_or("RAM too small for the kernel's heap")?;
+    RAM.call_once(|| map);
     // SAFETY: the caller gives us `[free_start, ...)` for good; it is
     // identity-mapped RAM (the boot tables map all of it).
     if !unsafe { heap::claim_first_arena(free_start, arena) } {
         return Err("the heap refused its first arena");
     }
-    let span = PageRange::new(frames_start, ram_end).map_err(|_| "RAM is not page-aligned")?;
-    let free = PageRange::new(frames_start, free_end).map_err(|_| "bad reserved range")?;
-    ram::init(span, &[free])?;
-    space::init(PageRange::new(PAGE_SIZE, ram_end).map_err(|_| "RAM is not page-aligned")?);
+    let page_range = |start, end| PageRange::new(start, end).map_err(|_| "RAM is not page-aligned");
+    let mut free = Vec::new();
+    free.push(page_range(frames_start, free_end)?);
+    for &(start, end) in &ram_ranges()[1..] {
+        free.push(page_range(start, end)?);
+    }
+    ram::init(page_range(frames_start, ram_end)?, &free)?;
+    heap::enable_large_blocks();
+    space::init(page_range(PAGE_SIZE, ram_end)?);
     Ok(())
+}
+
+/// All guest RAM in bytes.
+pub(crate) fn ram_bytes() -> u64 {
+    ram_ranges().iter().map(|(start, end)| end - start).sum()
 }
 
 /// Hand RAM that held the initial ramdisk to the frame allocator.
@@ -104,13 +152,17 @@ pub(crate) fn heap_in_use_bytes() -> usize {
     heap::in_use_bytes()
 }
 
-/// Whether `[addr, addr + len)` lies in guest RAM (and not page 0). It
-/// may still hold pages without rights: see [`is_accessible`].
+/// Whether `[addr, addr + len)` lies in one range of guest RAM (and not
+/// in page 0). It may still hold pages without rights: see
+/// [`is_accessible`].
 pub(crate) fn is_ram(addr: u64, len: u64) -> bool {
-    match addr.checked_add(len) {
-        Some(end) => addr >= PAGE_SIZE && end <= RAM_END.load(Ordering::Relaxed),
-        None => false,
-    }
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
+    addr >= PAGE_SIZE
+        && ram_ranges()
+            .iter()
+            .any(|&(start, stop)| addr >= start && end <= stop)
 }
 
 /// What an access to application memory is.
@@ -131,10 +183,12 @@ pub(crate) fn is_accessible(addr: u64, len: u64, access: UserAccess) -> bool {
 
 /// How many bytes from `addr` on, up to `max`, the application could read.
 pub(crate) fn readable_bytes_from(addr: u64, max: u64) -> u64 {
-    let end = RAM_END.load(Ordering::Relaxed);
-    if addr < PAGE_SIZE || addr >= end {
+    let Some(&(_, end)) = ram_ranges()
+        .iter()
+        .find(|&&(start, stop)| addr >= start.max(PAGE_SIZE) && addr < stop)
+    else {
         return 0;
-    }
+    };
     let limit = end.min(addr.saturating_add(max));
     let mut page = addr & !(PAGE_SIZE - 1);
     while page < limit && arch::is_accessible(page, page + 1, false) {

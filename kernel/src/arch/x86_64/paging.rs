@@ -23,15 +23,11 @@
 
 use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE, PAGE_TABLES_ADDR};
 
-/// Entry bits (SDM vol. 3A, tables 4-14 to 4-20).
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const LARGE: u64 = 1 << 7;
-/// PAT bit of a 2 MiB leaf entry (bit 7 is PAT in a 4 KiB one).
+use eremite_interface::layout::pte::{ADDR_MASK, LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE};
+
+/// PAT bit of a 2 MiB leaf entry (bit 7 is PAT in a 4 KiB one; SDM vol.
+/// 3A, table 4-18).
 const LARGE_PAT: u64 = 1 << 12;
-const NO_EXECUTE: u64 = 1 << 63;
-const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 const LARGE_ADDR_MASK: u64 = 0x000f_ffff_ffe0_0000;
 /// Bits of a leaf that this module decides; the rest (caching) is kept.
 const RIGHTS: u64 = PRESENT | WRITABLE | USER | NO_EXECUTE;
