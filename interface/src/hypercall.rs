@@ -32,11 +32,19 @@ pub enum Port {
     /// [`HostFs`]: a file operation below a host directory mounted with
     /// `--mount`.
     HostFs = PORT_BASE + 3,
+    /// [`Populate`]: back a range of guest RAM with host memory now.
+    Populate = PORT_BASE + 4,
 }
 
 impl Port {
     /// Every hypercall port, for building the TSS I/O permission bitmap.
-    pub const ALL: [Port; 4] = [Port::ConsoleWrite, Port::Exit, Port::StartCpu, Port::HostFs];
+    pub const ALL: [Port; 5] = [
+        Port::ConsoleWrite,
+        Port::Exit,
+        Port::StartCpu,
+        Port::HostFs,
+        Port::Populate,
+    ];
 
     /// The port for a port number, if it is a hypercall.
     pub fn from_port(port: u16) -> Option<Self> {
@@ -50,6 +58,7 @@ impl Port {
             Port::Exit => size_of::<Exit>(),
             Port::HostFs => size_of::<HostFs>(),
             Port::StartCpu => size_of::<StartCpu>(),
+            Port::Populate => size_of::<Populate>(),
         }
     }
 }
@@ -200,6 +209,30 @@ pub struct StartCpu {
     pub arg: u64,
     /// 0 or a negative errno, written by the VMM.
     pub result: i64,
+}
+
+/// Request of [`Port::Populate`]: the kernel is about to use
+/// `[addr, addr + len)` of RAM it never used before; the host backs it
+/// with memory now, in one exit, instead of one host page fault per page
+/// at first touch. Page-aligned, inside one RAM range, at most
+/// [`Populate::MAX_LEN`] bytes; `-EINVAL` otherwise. Only a hint: the
+/// guest's memory reads the same with or without it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C, align(8))]
+pub struct Populate {
+    /// First byte (page-aligned).
+    pub addr: u64,
+    /// Length in bytes (a page multiple).
+    pub len: u64,
+    /// 0 or a negative errno, written by the VMM.
+    pub result: i64,
+}
+
+impl Populate {
+    /// Most bytes one call may ask for (bounded work per exit).
+    pub const MAX_LEN: u64 = 64 << 20;
 }
 
 /// The operations of a [`HostFs`] request.

@@ -35,6 +35,24 @@ pub(crate) fn exit(kind: ExitKind, code: i32) -> ! {
     }
 }
 
+/// Ask the host to back `[addr, addr + len)` of never-used RAM with memory
+/// now (page-aligned; split into calls of at most `Populate::MAX_LEN`).
+/// A hint: on failure the pages are backed at first touch as before.
+pub(crate) fn populate(addr: u64, len: u64) {
+    let mut start = addr;
+    let end = addr.saturating_add(len);
+    while start < end {
+        let chunk = (end - start).min(eremite_interface::hypercall::Populate::MAX_LEN);
+        let mut request = eremite_interface::hypercall::Populate {
+            addr: start,
+            len: chunk,
+            result: 0,
+        };
+        arch::hypercall(Port::Populate, &mut request);
+        start += chunk;
+    }
+}
+
 /// Start application processor `cpu` at `rip` with `rsp` and `arg`.
 pub(crate) fn start_cpu(cpu: u32, rip: u64, rsp: u64, arg: u64) -> Result<(), Errno> {
     let mut request = StartCpu {

@@ -76,11 +76,29 @@ pub(super) enum Fill {
     Zeroed,
 }
 
+/// When the host should back never-used frames with memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// Now, in one exit (`hypervisor::populate`): the frames will be used
+    /// soon (a heap arena, a block or mapping of at most
+    /// [`COMMIT_NOW_MAX_BYTES`]). Spares one host page fault per page.
+    Now,
+    /// Page by page, at first touch (a stack, which mostly stays unused;
+    /// a huge mapping).
+    OnTouch,
+}
+
+/// Largest block or mapping committed at once; bigger ones are backed page
+/// by page as they are touched, so an allocation nobody fills costs the
+/// host nothing.
+pub(super) const COMMIT_NOW_MAX_BYTES: u64 = 16 << 20;
+
 /// Take `pages` contiguous frames aligned to `align_bytes`, make them
 /// present and writable, and zero them if `fill` asks and they were used
-/// before. `None` when RAM is exhausted.
-pub(super) fn take(pages: u64, align_bytes: u64, fill: Fill) -> Option<PageRange> {
-    let (range, is_untouched) = {
+/// before; never-used ones are backed by the host as `commit` says.
+/// `None` when RAM is exhausted.
+pub(super) fn take(pages: u64, align_bytes: u64, fill: Fill, commit: Commit) -> Option<PageRange> {
+    let (range, is_untouched, fresh_from) = {
         let mut guard = FRAMES.lock();
         let frames = guard.as_mut()?;
         let range = frames
@@ -91,9 +109,13 @@ pub(super) fn take(pages: u64, align_bytes: u64, fill: Fill) -> Option<PageRange
             && frames
                 .dirty
                 .is_none_or(|d| d.end <= range.start || d.start >= range.end);
+        let fresh_from = frames.untouched_from.max(range.start);
         frames.untouched_from = frames.untouched_from.max(range.end);
-        (range, is_untouched)
+        (range, is_untouched, fresh_from)
     };
+    if commit == Commit::Now && fresh_from < range.end {
+        crate::hypervisor::populate(fresh_from, range.end - fresh_from);
+    }
     // Free frames keep the rights their last owner left: present and
     // writable, or none (unmapped, or a guard page). Restoring rights
     // never needs a new table: a page without them is in a split table.

@@ -20,7 +20,7 @@ use eremite_interface::errno::{self, Errno};
 use eremite_interface::layout::PAGE_SIZE;
 use eremite_mm::{Access, AddressSpace, FaultCause, Kind, PageRange, Prot, PteChange};
 
-use super::ram::{self, Fill};
+use super::ram::{self, Commit, Fill};
 use crate::arch::{self, PageRights};
 use crate::sync::Lock;
 
@@ -64,7 +64,12 @@ pub(crate) fn map_anonymous(len_bytes: usize, prot_bits: u32) -> Result<u64, Err
         return Err(errno::EINVAL);
     }
     let pages = (len_bytes as u64).div_ceil(PAGE_SIZE);
-    let range = ram::take(pages, PAGE_SIZE, Fill::Zeroed).ok_or(errno::ENOMEM)?;
+    let commit = if pages * PAGE_SIZE <= ram::COMMIT_NOW_MAX_BYTES {
+        Commit::Now
+    } else {
+        Commit::OnTouch
+    };
+    let range = ram::take(pages, PAGE_SIZE, Fill::Zeroed, commit).ok_or(errno::ENOMEM)?;
     let mapped = SPACE
         .lock()
         .as_mut()
@@ -171,7 +176,7 @@ impl Stack {
     }
 
     fn fresh(pages: u64) -> Option<Self> {
-        let range = ram::take(pages, PAGE_SIZE, Fill::Any)?;
+        let range = ram::take(pages, PAGE_SIZE, Fill::Any, Commit::OnTouch)?;
         let guard = PageRange {
             start: range.start,
             end: range.start + GUARD_PAGES * PAGE_SIZE,

@@ -66,6 +66,9 @@ pub enum GuestError {
     /// Unknown or contradictory flags.
     #[error("guest gave bad flags {0:#x}")]
     BadFlags(u32),
+    /// A range that is not page-aligned, empty or too long.
+    #[error("guest gave a bad range of {1:#x} bytes at {0:#x}")]
+    BadRange(u64, u64),
 }
 
 impl GuestError {
@@ -90,6 +93,9 @@ pub(crate) enum Request {
     HostFs(HostFsRequest),
     /// Start an application processor.
     StartCpu { cpu: u32, regs: StartRegs },
+    /// Back `[addr, addr + len)` (checked: page-aligned, inside one RAM
+    /// range, at most `Populate::MAX_LEN`) with host memory now.
+    Populate { addr: u64, len: u64 },
 }
 
 /// A decoded call: where its struct lives and what it asks.
@@ -146,11 +152,32 @@ pub(crate) fn decode(port: Port, data: &[u8], ram: &GuestRam) -> Result<Call, Gu
                 },
             })
         }
+        Port::Populate => {
+            let raw: hypercall::Populate = ram.read_obj(addr).map_err(read_error)?;
+            decode_populate(&raw, ram)
+        }
     };
     Ok(Call {
         addr,
         port,
         request,
+    })
+}
+
+fn decode_populate(raw: &hypercall::Populate, ram: &GuestRam) -> Result<Request, GuestError> {
+    let page = eremite_interface::layout::PAGE_SIZE;
+    if !raw.addr.is_multiple_of(page)
+        || !raw.len.is_multiple_of(page)
+        || raw.len == 0
+        || raw.len > hypercall::Populate::MAX_LEN
+    {
+        return Err(GuestError::BadRange(raw.addr, raw.len));
+    }
+    ram.check(raw.addr, raw.len)
+        .map_err(|_| GuestError::BufferOutsideRam(raw.addr))?;
+    Ok(Request::Populate {
+        addr: raw.addr,
+        len: raw.len,
     })
 }
 
@@ -253,6 +280,11 @@ pub(crate) fn handle(call: Call, ram: &GuestRam, services: &Services<'_>) -> Nex
             answer(ram, call.port, call.addr, result);
             Next::Resume
         }
+        Request::Populate { addr, len } => {
+            let result = ram.populate(addr, len).map(|()| 0).map_err(|_| errno::ENOMEM);
+            answer(ram, call.port, call.addr, result);
+            Next::Resume
+        }
     }
 }
 
@@ -279,6 +311,7 @@ fn answer(ram: &GuestRam, port: Port, request_addr: u64, result: Result<i64, Err
         Port::ConsoleWrite => ConsoleWrite::RESULT_OFFSET,
         Port::HostFs => hypercall::HostFs::RESULT_OFFSET,
         Port::StartCpu => core::mem::offset_of!(hypercall::StartCpu, result) as u64,
+        Port::Populate => core::mem::offset_of!(hypercall::Populate, result) as u64,
         Port::Exit => return,
     };
     let value = result.unwrap_or_else(|e| -i64::from(e.0));

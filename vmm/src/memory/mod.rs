@@ -163,6 +163,31 @@ impl GuestRam {
         &self.memory
     }
 
+    /// Back `[addr, addr + len)` (inside one RAM range) with host memory
+    /// now (`madvise(MADV_POPULATE_WRITE)`), so the guest's first touches
+    /// of it take no host page fault. Contents do not change.
+    #[allow(unsafe_code)]
+    pub(crate) fn populate(&self, addr: u64, len: u64) -> std::io::Result<()> {
+        self.check(addr, len)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let host = self
+            .memory
+            .get_host_address(GuestAddress(addr))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: `[host, host + len)` is inside one of our own anonymous
+        // guest-RAM mappings (the range lies inside one RAM range, checked,
+        // and each range is one mapping); MADV_POPULATE_WRITE only faults
+        // its pages in, as a write would, without changing their contents
+        // (madvise(2)), so no Rust-visible memory changes.
+        let rc = unsafe { libc::madvise(host.cast(), len, libc::MADV_POPULATE_WRITE) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
     /// Check that `[addr, addr + len)` lies inside one RAM range.
     pub(crate) fn check(&self, addr: u64, len: u64) -> Result<(), OutOfRange> {
         if self.layout.contains(addr, len) {

@@ -760,8 +760,8 @@ mod tests {
         let last = Port::ALL[Port::ALL.len() - 1] as usize;
         assert_eq!(open, (first..last + HYPERCALL_WIDTH).collect::<Vec<_>>());
         // Spelled out: four ports from 0x500, each opening four bits.
-        assert_eq!(Port::ALL.len(), 4);
-        assert_eq!(open, (0x500..=0x506).collect::<Vec<_>>());
+        assert_eq!(Port::ALL.len(), 5);
+        assert_eq!(open, (0x500..=0x507).collect::<Vec<_>>());
         assert_eq!(*bitmap.last().unwrap(), 0xff, "terminating byte");
     }
 
