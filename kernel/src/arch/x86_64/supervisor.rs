@@ -136,6 +136,9 @@ global_asm!(
     "    leaq {early_exit}(%rip), %rax",
     "    movw ${exit_port}, %dx",
     "    outl %eax, %dx",
+    // On QEMU (PVH) the port above is nobody's: isa-debug-exit instead.
+    "    movb ${pvh_exception}, %al",
+    "    outb %al, ${pvh_exit_port}",
     "5:  hlt",
     "    jmp 5b",
     vec_off = const VECTOR_INDEX * 8,
@@ -150,6 +153,8 @@ global_asm!(
     upcall = sym exception_upcall,
     early_exit = sym EARLY_EXIT,
     exit_port = const Port::Exit as u16,
+    pvh_exception = const eremite_interface::pvh::debug_exit_value(ExitKind::Exception, 0),
+    pvh_exit_port = const eremite_interface::pvh::DEBUG_EXIT_PORT,
     options(att_syntax),
 );
 
