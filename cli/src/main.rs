@@ -4,7 +4,8 @@
 //! eremite run [--memory SIZE] [--cpus N] [--env KEY=VALUE]... [--cmdline TEXT]
 //!             [--initrd DIR_OR_ARCHIVE] [--mount HOST_DIR:GUEST_PATH[:ro]]...
 //!             [--net tap:NAME[,mac=MAC] [--ip ADDRESS/PREFIX [--gateway ADDRESS]]]
-//!             [--verbose] [--stats] IMAGE [-- ARGS...]
+//!             [--verbose] [--stats] [--hypervisor eremite|qemu|qemu-tcg|qemu-kvm]
+//!             IMAGE [-- ARGS...]
 //! ```
 //!
 //! Exit codes (documented in the README): the guest's own exit code; 134
@@ -14,11 +15,13 @@
 //! VM (bad image, no KVM, bad option value); 2 for command-line mistakes.
 #![forbid(unsafe_code)]
 
+mod qemu;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use eremite_interface::hypercall::Port;
 use eremite_interface::{CPL0_COUNTER_GATE, CPL0_COUNTER_TLB_FLUSH};
 use std::net::Ipv4Addr;
@@ -88,6 +91,12 @@ struct RunArgs {
     /// stderr after the run.
     #[arg(long)]
     stats: bool,
+    /// Where to boot the image: eremite's own VMM (KVM), or QEMU -M microvm
+    /// through the image's PVH entry: `qemu` uses KVM when /dev/kvm works
+    /// and QEMU's TCG otherwise; `qemu-tcg` and `qemu-kvm` choose. QEMU
+    /// runs one CPU and has no --mount, --net or --initrd yet.
+    #[arg(long, value_enum, default_value_t = Hypervisor::Eremite)]
+    hypervisor: Hypervisor,
     /// The image: an application built for x86_64-unknown-hermit that links
     /// the `eremite` crate.
     #[arg(value_name = "IMAGE")]
@@ -95,6 +104,19 @@ struct RunArgs {
     /// Arguments for the guest program (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+/// `--hypervisor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Hypervisor {
+    /// eremite's own VMM.
+    Eremite,
+    /// QEMU, with KVM when it works, else TCG.
+    Qemu,
+    /// QEMU with TCG.
+    QemuTcg,
+    /// QEMU with KVM.
+    QemuKvm,
 }
 
 fn main() -> ExitCode {
@@ -106,6 +128,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs, started: Instant) -> ExitCode {
+    let accel = match args.hypervisor {
+        Hypervisor::Eremite => None,
+        Hypervisor::Qemu => Some(qemu::Accel::Auto),
+        Hypervisor::QemuTcg => Some(qemu::Accel::Tcg),
+        Hypervisor::QemuKvm => Some(qemu::Accel::Kvm),
+    };
+    if let Some(accel) = accel {
+        return run_on_qemu(&args, accel, started);
+    }
     let config = VmConfig {
         image: args.image,
         memory_bytes: args.memory,
@@ -138,6 +169,59 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         eprint!("{}", stats(&report));
     }
     ExitCode::from(report.outcome.exit_code())
+}
+
+/// `--hypervisor qemu…`: what QEMU cannot do yet is an error (125).
+fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode {
+    let unsupported = if args.cpus != 1 {
+        Some("--cpus above 1 (SMP on QEMU needs an INIT-SIPI trampoline, not written yet)")
+    } else if !args.mount.is_empty() {
+        Some("--mount (host directories are served by eremite's VMM only)")
+    } else if args.net.is_some() {
+        Some("--net")
+    } else if args.initrd.is_some() {
+        Some("--initrd")
+    } else if args.stats {
+        Some("--stats")
+    } else {
+        None
+    };
+    if let Some(what) = unsupported {
+        eprintln!("eremite: QEMU does not support {what}; use --hypervisor eremite");
+        return ExitCode::from(125);
+    }
+    let request = qemu::QemuRun {
+        image: &args.image,
+        memory_bytes: args.memory,
+        args: &args.args,
+        env: &args.env,
+        cmdline: &args.cmdline,
+        is_verbose: args.verbose,
+        accel,
+    };
+    if !args.image.is_file() {
+        eprintln!("eremite: cannot read {}", args.image.display());
+        return ExitCode::from(125);
+    }
+    match qemu::run(&request) {
+        Ok(ended) => {
+            if let Some(message) = ended.message {
+                eprintln!("eremite: {message}");
+            }
+            if args.verbose {
+                eprintln!(
+                    "eremite: QEMU ran {}, total {}",
+                    ms(ended.elapsed),
+                    ms(started.elapsed())
+                );
+            }
+            ExitCode::from(ended.exit_code)
+        }
+        Err(message) => {
+            eprintln!("eremite: {message}");
+            ExitCode::from(125)
+        }
+    }
 }
 
 fn ms(d: Duration) -> String {

@@ -11,6 +11,7 @@
 //! hermit does not make (rename, symlinks, truncate, canonicalize…); and
 //! [`stats`], the kernel's counters for leak checks.
 #![no_std]
+#![feature(link_arg_attribute)]
 #![deny(
     unsafe_op_in_unsafe_fn,
     clippy::undocumented_unsafe_blocks,
@@ -19,4 +20,21 @@
 
 pub mod fs;
 mod mem;
+
+// Link the image at the address where it runs, with its dynamic
+// relocations already applied, so that a loader that knows nothing of
+// relocations (QEMU's PVH boot loads `PT_LOAD` segments at their `p_paddr`
+// and jumps to the PVH note's entry) gets a working image. Our VMM still
+// applies the relocations (with a bias of zero). See docs/qemu.md.
+#[link(
+    kind = "link-arg",
+    name = "--image-base=0x200000",
+    modifiers = "+verbatim"
+)]
+#[link(
+    kind = "link-arg",
+    name = "--apply-dynamic-relocs",
+    modifiers = "+verbatim"
+)]
+unsafe extern "C" {}
 pub mod stats;

@@ -171,6 +171,10 @@ pub struct BootInfo {
 pub mod boot_flags {
     /// The user asked for `--verbose`: the kernel sends its log.
     pub const VERBOSE: u64 = 1 << 0;
+    /// The image booted through its PVH entry on another hypervisor (QEMU),
+    /// which built this boot info itself: no hypercalls, the devices of
+    /// [`crate::pvh`] instead. The eremite VMM never sets it.
+    pub const PVH: u64 = 1 << 1;
 }
 
 impl BootInfo {

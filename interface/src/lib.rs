@@ -11,7 +11,8 @@
 //! - [`hypercall`]: the guest → host calls, one request struct each;
 //! - [`errno`]: Linux error numbers, used by the kernel ABI and hypercalls;
 //! - [`fs`]: open flags, mode bits and the stat/directory records;
-//! - [`note`]: the ELF note that marks an image as an eremite image.
+//! - [`note`]: the ELF note that marks an image as an eremite image;
+//! - [`pvh`]: what replaces hypercalls when the image boots on QEMU.
 //!
 //! Every struct here is `#[repr(C)]` with explicit padding and derives
 //! zerocopy's traits, so both sides convert to and from bytes without
@@ -25,6 +26,7 @@ pub mod fs;
 pub mod hypercall;
 pub mod layout;
 pub mod note;
+pub mod pvh;
 
 mod boot_info;
 pub use boot_info::*;

@@ -64,6 +64,9 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     if !info.is_compatible() {
         fatal("boot info has another magic or interface version than this kernel");
     }
+    if info.flags & boot_flags::PVH != 0 {
+        hypervisor::use_pvh_devices();
+    }
     arch::install_idt();
     arch::install_irq_gates();
     arch::preempt_init();
@@ -201,7 +204,7 @@ fn start_cpus(count: u32) {
         // It runs for as long as the VM does.
         core::mem::forget(stack);
         if hypervisor::start_cpu(index, arch::ap_entry(), top, u64::from(index)).is_err() {
-            fatal("the VMM did not start a CPU");
+            fatal("the hypervisor did not start a CPU");
         }
     }
     klog!("{count} CPUs");
@@ -252,7 +255,7 @@ fn pointer_array(list: &StringList) -> Vec<*const c_char> {
 }
 
 /// Boot cannot go on: say why and stop the VM.
-fn fatal(why: &str) -> ! {
+pub(crate) fn fatal(why: &str) -> ! {
     use core::fmt::Write as _;
     let _ = writeln!(
         console::DirectWriter::new(eremite_interface::hypercall::Stream::Stderr),

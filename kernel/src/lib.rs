@@ -7,6 +7,7 @@
 //!   pointers and calls the core;
 //! - the ABI-neutral core: [`boot`], [`console`], [`fs`], [`mm`], [`time`],
 //!   [`sched`], [`net`], [`fault`], [`hypervisor`];
+//! - [`pvh`]: booting on QEMU through the PVH entry instead of our VMM;
 //! - [`drivers`]: virtio devices (the network card).
 #![no_std]
 #![deny(unsafe_code)]
@@ -24,6 +25,7 @@ mod fs;
 mod hypervisor;
 mod mm;
 mod net;
+mod pvh;
 mod sched;
 mod semaphore;
 mod sync;

@@ -229,11 +229,13 @@ fn test(extra: &[String]) -> Result {
 
 /// Host tools the tests call (with the flag that makes each print its
 /// version), by Debian package: `cpio` (initrd interoperability), `tar`
-/// (initrd from a tar archive), `ip` (network namespaces and tap devices).
-const HOST_TOOLS: [(&str, &str, &str); 3] = [
+/// (initrd from a tar archive), `ip` (network namespaces and tap devices),
+/// `qemu-system-x86_64` (the second hypervisor, `tests/tests/qemu.rs`).
+const HOST_TOOLS: [(&str, &str, &str); 4] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
+    ("qemu-system-x86_64", "--version", "qemu-system-x86"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on

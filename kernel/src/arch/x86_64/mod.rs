@@ -21,6 +21,7 @@ mod apic;
 mod entry;
 mod paging;
 mod preempt;
+pub(crate) mod pvh;
 mod supervisor;
 mod switch;
 

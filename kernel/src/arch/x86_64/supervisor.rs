@@ -137,6 +137,9 @@ global_asm!(
     "    shrq ${addr_shift}, %rax",
     "    movw ${exit_port}, %dx",
     "    outl %eax, %dx",
+    // On QEMU (PVH) the port above is nobody's: isa-debug-exit instead.
+    "    movb ${pvh_exception}, %al",
+    "    outb %al, ${pvh_exit_port}",
     "5:  hlt",
     "    jmp 5b",
     vec_off = const VECTOR_INDEX * 8,
@@ -152,6 +155,8 @@ global_asm!(
     early_exit = sym EARLY_EXIT,
     exit_port = const Port::Exit as u16,
     addr_shift = const hypercall::REQUEST_ADDR_SHIFT,
+    pvh_exception = const eremite_interface::pvh::debug_exit_value(ExitKind::Exception, 0),
+    pvh_exit_port = const eremite_interface::pvh::DEBUG_EXIT_PORT,
     options(att_syntax),
 );
 

@@ -1,0 +1,284 @@
+//! `eremite run --hypervisor qemu…`: boot the same image on QEMU
+//! `-M microvm` through its PVH entry (see `docs/qemu.md`).
+//!
+//! The CLI builds QEMU's command line (memory, one CPU, the serial ports
+//! on stdout and stderr, `isa-debug-exit`, the exit record on a debugcon
+//! port that goes to a temporary file, the kernel command line with the
+//! arguments and environment escaped as [`eremite_interface::pvh`] says),
+//! runs QEMU, and maps how the guest ended to the exit codes of our VMM.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eremite_interface::hypercall::ExitKind;
+use eremite_interface::pvh::{self, Escaped, ExitRecord};
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accel {
+    /// KVM when `/dev/kvm` opens, TCG otherwise.
+    Auto,
+    /// QEMU's binary translator.
+    Tcg,
+    /// KVM (fails when it does not work).
+    Kvm,
+}
+
+/// What the guest asked for, as far as QEMU can give it.
+pub(crate) struct QemuRun<'a> {
+    pub(crate) image: &'a Path,
+    pub(crate) memory_bytes: u64,
+    pub(crate) args: &'a [String],
+    pub(crate) env: &'a [String],
+    pub(crate) cmdline: &'a str,
+    pub(crate) is_verbose: bool,
+    pub(crate) accel: Accel,
+}
+
+/// The QEMU binary (`$EREMITE_QEMU` overrides it).
+fn qemu_binary() -> PathBuf {
+    std::env::var_os("EREMITE_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
+}
+
+fn kvm_works() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// The kernel command line: the user's tokens, our parameters, `--`, then
+/// argv (the image path first, as on our VMM).
+pub(crate) fn kernel_cmdline(
+    image: &Path,
+    args: &[String],
+    env: &[String],
+    cmdline: &str,
+    is_verbose: bool,
+    wall_ns: u128,
+) -> String {
+    let mut line = String::new();
+    for token in cmdline.split_whitespace() {
+        let _ = write!(line, "{} ", Escaped(token.as_bytes()));
+    }
+    for pair in env {
+        let _ = write!(line, "{}{} ", pvh::ENV_KEY, Escaped(pair.as_bytes()));
+    }
+    if is_verbose {
+        let _ = write!(line, "{} ", pvh::VERBOSE_TOKEN);
+    }
+    let _ = write!(
+        line,
+        "{}{wall_ns} {}",
+        pvh::WALL_NS_KEY,
+        pvh::ARGS_SEPARATOR
+    );
+    let argv0 = image.display().to_string();
+    for arg in std::iter::once(&argv0).chain(args) {
+        let _ = write!(line, " {}", Escaped(arg.as_bytes()));
+    }
+    line
+}
+
+/// How the run ended: the CLI's exit code and a message for failures.
+pub(crate) struct Ended {
+    pub(crate) exit_code: u8,
+    pub(crate) message: Option<String>,
+    pub(crate) elapsed: Duration,
+}
+
+/// The CLI exit code for an exit record (as `Outcome::exit_code`).
+pub(crate) fn exit_code(record: ExitRecord) -> u8 {
+    match record.kind {
+        ExitKind::Exit => (record.code & 0xff) as u8,
+        ExitKind::Abort => 134,
+        ExitKind::Exception => 139,
+        ExitKind::KernelPanic | ExitKind::Deadlock => 127,
+    }
+}
+
+/// The CLI exit code from QEMU's status alone (no exit record): the
+/// summary [`pvh::debug_exit_value`] wrote, or 126 (the VM failed).
+pub(crate) fn exit_code_from_status(status: i32) -> Option<u8> {
+    [
+        (ExitKind::Exit, 0, 0),
+        (ExitKind::Exit, 1, 1),
+        (ExitKind::Abort, 0, 134),
+        (ExitKind::Exception, 0, 139),
+        (ExitKind::KernelPanic, 0, 127),
+        (ExitKind::Deadlock, 0, 127),
+    ]
+    .into_iter()
+    .find(|&(kind, code, _)| pvh::qemu_status(pvh::debug_exit_value(kind, code)) == status)
+    .map(|(_, _, cli)| cli)
+}
+
+/// Boot the image on QEMU and wait for it.
+pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
+    let use_kvm = match request.accel {
+        Accel::Auto => kvm_works(),
+        Accel::Tcg => false,
+        Accel::Kvm => true,
+    };
+    let status_file = std::env::temp_dir().join(format!(
+        "eremite-qemu-exit-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    ));
+    let wall_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let append = kernel_cmdline(
+        request.image,
+        request.args,
+        request.env,
+        request.cmdline,
+        request.is_verbose,
+        wall_ns,
+    );
+    let mut command = Command::new(qemu_binary());
+    command
+        .args([
+            "-M",
+            "microvm,x-option-roms=off,rtc=off,auto-kernel-cmdline=off",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args(["-m", &format!("{}M", request.memory_bytes >> 20)])
+        .args(["-smp", "1"])
+        .args(if use_kvm {
+            ["-accel", "kvm", "-cpu", "host"]
+        } else {
+            ["-accel", "tcg", "-cpu", "max"]
+        })
+        .arg("-kernel")
+        .arg(request.image)
+        .args(["-append", &append])
+        // The serial ports write to QEMU's stdout and stderr, pipes that
+        // this process copies to its own (so that the output lands where
+        // ours would, even in a file that others write to as well).
+        .args(["-chardev", "file,id=out,path=/dev/stdout"])
+        .args(["-serial", "chardev:out"])
+        .args(["-chardev", "file,id=err,path=/dev/stderr"])
+        .args(["-device", "isa-serial,chardev=err,index=1"])
+        .args([
+            "-device",
+            &format!(
+                "isa-debug-exit,iobase={:#x},iosize=0x04",
+                pvh::DEBUG_EXIT_PORT
+            ),
+        ])
+        .args([
+            "-chardev",
+            &format!("file,id=exit,path={}", status_file.display()),
+        ])
+        .args([
+            "-device",
+            &format!("isa-debugcon,iobase={:#x},chardev=exit", pvh::DEBUGCON_PORT),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if request.is_verbose {
+        eprintln!("eremite: {command:?}");
+    }
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", qemu_binary().display()))?;
+    let copy_out = child
+        .stdout
+        .take()
+        .map(|mut out| std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::stdout())));
+    let copy_err = child
+        .stderr
+        .take()
+        .map(|mut err| std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr())));
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for {}: {e}", qemu_binary().display()))?;
+    for copier in [copy_out, copy_err].into_iter().flatten() {
+        let _ = copier.join();
+    }
+    let elapsed = started.elapsed();
+    let record = std::fs::read_to_string(&status_file)
+        .ok()
+        .and_then(|text| ExitRecord::parse_last(&text));
+    let _ = std::fs::remove_file(&status_file);
+    let code = status.code().unwrap_or(-1);
+    Ok(match record {
+        Some(record) => Ended {
+            exit_code: exit_code(record),
+            message: None,
+            elapsed,
+        },
+        None => match exit_code_from_status(code) {
+            Some(exit_code) => Ended {
+                exit_code,
+                message: None,
+                elapsed,
+            },
+            None => Ended {
+                exit_code: 126,
+                message: Some(format!(
+                    "QEMU ended without the guest's exit record ({status})"
+                )),
+                elapsed,
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_carries_arguments_and_environment_escaped() {
+        let line = kernel_cmdline(
+            Path::new("/img"),
+            &["beta gamma".into(), "".into()],
+            &["A=1 2".into()],
+            "x=1  y",
+            true,
+            7,
+        );
+        assert_eq!(
+            line,
+            "x=1 y eremite.env=A=1%202 eremite.verbose eremite.wall_ns=7 -- /img beta%20gamma %"
+        );
+    }
+
+    #[test]
+    fn statuses_without_a_record_map_to_the_vmm_codes() {
+        let status = |kind, code| pvh::qemu_status(pvh::debug_exit_value(kind, code));
+        assert_eq!(exit_code_from_status(status(ExitKind::Exit, 0)), Some(0));
+        assert_eq!(exit_code_from_status(status(ExitKind::Abort, 0)), Some(134));
+        assert_eq!(
+            exit_code_from_status(status(ExitKind::Exception, 6)),
+            Some(139)
+        );
+        assert_eq!(exit_code_from_status(1), None);
+        assert_eq!(
+            exit_code(ExitRecord {
+                kind: ExitKind::Exit,
+                code: 255
+            }),
+            255
+        );
+    }
+}

@@ -1,0 +1,534 @@
+//! The PVH entry: how the image boots on QEMU `-M microvm` (and any other
+//! hypervisor that speaks the Xen PVH boot protocol) without our VMM.
+//!
+//! QEMU loads the `PT_LOAD` segments at their physical addresses (the
+//! image is linked at [`layout::IMAGE_BASE`] with its relocations applied,
+//! see `eremite/src/lib.rs`) and starts the boot CPU at the address in the
+//! `Xen` ELF note of type `XEN_ELFNOTE_PHYS32_ENTRY` (18), in 32-bit
+//! protected mode with paging off, flat segments, and `ebx` = the guest-
+//! physical address of the `hvm_start_info` (Xen's
+//! `include/public/arch-x86/hvm/start_info.h`).
+//!
+//! `eremite_pvh_start32` (below, at CPL0) does what our VMM does through
+//! KVM ioctls, with integer instructions only (on PVM hosts this code is
+//! emulated and SSE, `xgetbv` or `xsetbv` would kill the VM):
+//! 1. mask the 8259s and the local APIC's LINT pins, so that nothing
+//!    interrupts before the kernel installs its gates;
+//! 2. find the top of the RAM range that holds the image in the start
+//!    info's memory map (at most [`layout::LOW_RAM_END`], whole 2 MiB pages);
+//! 3. build the page tables in the shape the VMM builds them
+//!    (`vmm/src/arch/x86_64`; the kernel's `paging` edits them later), the
+//!    GDT, CPU 0's TSS with its CPL0 stacks and an I/O bitmap that opens
+//!    the ports of [`eremite_interface::pvh`] and the PIT's;
+//! 4. CR4 (PAE, OSFXSR, OSXMMEXCPT, FSGSBASE, and OSXSAVE when the CPU
+//!    has XSAVE), EFER (SCE, LME, NXE), CR3, CR0: long mode; XCR0 is set
+//!    to x87|SSE|AVX (as far as CPUID offers them) unless the hypervisor
+//!    is KVM, where it stays as QEMU left it (on PVM hosts `xsetbv` at CPL0
+//!    kills the VM, and CPL3 code runs with the host's XCR0 anyway);
+//! 5. in 64-bit mode: TR, an empty IDT, and `iretq` to CPL3 at
+//!    [`crate::pvh::pvh_start`] on the boot stack with `rdi` = start info,
+//!    `rsi` = the RAM top, interrupts on, as the VMM starts `_start`.
+//!
+//! The rest (boot info, command line, TSC frequency) is Rust at CPL3.
+//! The port I/O the kernel does on this platform (serial ports, debug
+//! exit, PIT) is here too.
+
+use core::arch::{asm, global_asm};
+
+use eremite_interface::layout::{self, gdt};
+use eremite_interface::pvh;
+
+/// `XEN_HVM_START_MAGIC_VALUE`, the first field of the start info.
+const START_INFO_MAGIC: u32 = 0x336e_c578;
+/// `XEN_ELFNOTE_PHYS32_ENTRY`.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+/// The 8254 PIT's channel 0 data port and its mode/command port.
+const PIT_CHANNEL0: u16 = 0x40;
+const PIT_COMMAND: u16 = 0x43;
+
+/// Page-table layout, as the VMM's (`vmm/src/arch/x86_64`).
+const PML4: u64 = layout::PAGE_TABLES_ADDR;
+const PDPT: u64 = PML4 + layout::PAGE_SIZE;
+const FIRST_PT: u64 = PML4 + 2 * layout::PAGE_SIZE;
+const FIRST_PD: u64 = PML4 + 3 * layout::PAGE_SIZE;
+const APIC_PD: u64 = FIRST_PD + 3 * layout::PAGE_SIZE;
+const TABLE_PAGES: u64 = 7;
+const GIB: u64 = 1 << 30;
+/// Present, writable, user.
+const TABLE_FLAGS: u64 = 0x7;
+/// Present, writable, user, 2 MiB.
+const LARGE_FLAGS: u64 = 0x87;
+/// Present, writable, user, write-through, cache-disable, 2 MiB.
+const UNCACHED_LARGE_FLAGS: u64 = 0x9F;
+const _: () = assert!(APIC_PD + layout::PAGE_SIZE <= layout::PAGE_TABLES_END);
+const _: () = assert!(layout::LOW_RAM_END <= 3 * GIB && layout::LAPIC_ADDR >= 3 * GIB);
+
+/// Segment descriptors (SDM vol. 3A, 3.4.5), the VMM's.
+const fn descriptor(access: u64, flags: u64) -> u64 {
+    0xffff | (access << 40) | (0xf << 48) | (flags << 52)
+}
+const KERNEL_CODE: u64 = descriptor(0x9b, 0xa);
+const KERNEL_DATA: u64 = descriptor(0x93, 0xc);
+const USER_DATA: u64 = descriptor(0xf3, 0xc);
+const USER_CODE: u64 = descriptor(0xfb, 0xa);
+/// CPU 0's 64-bit TSS descriptor, low half (the high half, base >> 32, is 0).
+const TSS_LIMIT: u64 = layout::TSS_IOMAP_ADDR + layout::TSS_IOMAP_SIZE - 1 - layout::TSS_ADDR;
+const TSS_LOW: u64 = (TSS_LIMIT & 0xffff)
+    | ((layout::TSS_ADDR & 0xff_ffff) << 16)
+    | (0x89 << 40)
+    | (((TSS_LIMIT >> 16) & 0xf) << 48)
+    | (((layout::TSS_ADDR >> 24) & 0xff) << 56);
+/// Where the GDTR and IDTR images go: after the GDT's slots, in its page.
+const GDTR: u64 = layout::GDT_ADDR + gdt::SLOTS * 8;
+const IDTR: u64 = GDTR + 16;
+const _: () = assert!(IDTR + 16 <= layout::GDT_ADDR + layout::PAGE_SIZE);
+
+const fn cpl0_stack_top(slot: u64) -> u64 {
+    layout::CPL0_STACKS_ADDR + (slot + 1) * layout::CPL0_STACK_SIZE
+}
+
+/// The I/O bitmap byte and the bits to clear in it (clear = allowed) for
+/// `count` ports from `port`, all in one byte.
+const fn io_byte(port: u16) -> u64 {
+    layout::TSS_IOMAP_ADDR + (port / 8) as u64
+}
+const fn io_keep(port: u16, count: u16) -> u64 {
+    assert!(port % 8 + count <= 8);
+    !((((1u16 << count) - 1) << (port % 8)) as u64) & 0xff
+}
+
+/// Control registers (SDM vol. 3A, 2.5).
+const CR0: u64 = 1 | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 18) | (1 << 31);
+const CR4: u64 = (1 << 5) | (1 << 9) | (1 << 10) | (1 << 16);
+const CR4_OSXSAVE: u64 = 1 << 18;
+const EFER_MSR: u32 = 0xC000_0080;
+const EFER: u64 = 1 | (1 << 8) | (1 << 11);
+/// "KVMK", the start of KVM's CPUID signature (leaf 0x4000_0000, EBX).
+const KVM_SIGNATURE_EBX: u32 = u32::from_le_bytes(*b"KVMK");
+
+global_asm!(
+    // The note QEMU looks for. Its 8-byte descriptor is the 32-bit entry's
+    // physical address (QEMU reads a 64-bit value from 64-bit images).
+    ".section .note.Xen,\"aw\",@note",
+    ".p2align 2",
+    "    .long 4",
+    "    .long 8",
+    "    .long {note_type}",
+    "    .asciz \"Xen\"",
+    "    .quad eremite_pvh_start32",
+    "",
+    ".section .text.eremite_pvh,\"ax\",@progbits",
+    ".code32",
+    ".global eremite_pvh_start32",
+    ".type eremite_pvh_start32,@function",
+    "eremite_pvh_start32:",
+    "    cli",
+    "    cld",
+    "    movl ${stack0}, %esp",
+    "    movl %ebx, %esi",
+    // 1. Nothing may interrupt until the kernel has its gates.
+    "    movb $0xff, %al",
+    "    outb %al, $0x21",
+    "    outb %al, $0xa1",
+    "    movl $0x10000, {lapic} + 0x350",
+    "    movl $0x10000, {lapic} + 0x360",
+    // 2. RAM top in EBP: the end of the RAM entry (type 1) below 4 GiB
+    // that holds IMAGE_BASE.
+    "    cmpl ${magic}, (%esi)",
+    "    jne 90f",
+    "    cmpl $1, 4(%esi)",
+    "    jb 90f",
+    "    movl 40(%esi), %ebx",
+    "    movl 48(%esi), %ecx",
+    "    xorl %ebp, %ebp",
+    "    testl %ecx, %ecx",
+    "    jz 90f",
+    "10: cmpl $1, 16(%ebx)",
+    "    jne 13f",
+    "    cmpl $0, 4(%ebx)",
+    "    jne 13f",
+    "    movl (%ebx), %eax",
+    "    cmpl ${image_base}, %eax",
+    "    ja 13f",
+    "    cmpl $0, 12(%ebx)",
+    "    jne 11f",
+    "    addl 8(%ebx), %eax",
+    "    jc 11f",
+    "    cmpl ${max_memory}, %eax",
+    "    jbe 12f",
+    "11: movl ${max_memory}, %eax",
+    "12: cmpl ${image_base}, %eax",
+    "    jbe 13f",
+    "    movl %eax, %ebp",
+    "13: addl $24, %ebx",
+    "    decl %ecx",
+    "    jnz 10b",
+    "    andl $-{large}, %ebp",
+    "    cmpl ${min_memory}, %ebp",
+    "    jb 90f",
+    // 3. Page tables, as the VMM builds them.
+    "    movl ${pml4}, %edi",
+    "    movl ${table_dwords}, %ecx",
+    "    xorl %eax, %eax",
+    "    rep stosl",
+    "    movl ${pdpt_entry}, {pml4}",
+    "    movl ${first_pt} + 8, %edi",
+    "    movl ${page} + {table_flags}, %eax",
+    "20: movl %eax, (%edi)",
+    "    addl $8, %edi",
+    "    addl ${page}, %eax",
+    "    cmpl ${large}, %eax",
+    "    jb 20b",
+    "    movl ${first_pt_entry}, {first_pd}",
+    "    movl ${first_pd} + 8, %edi",
+    "    movl ${large} + {large_flags}, %eax",
+    "21: cmpl %ebp, %eax",
+    "    jae 22f",
+    "    movl %eax, (%edi)",
+    "    addl $8, %edi",
+    "    addl ${large}, %eax",
+    "    jmp 21b",
+    "22: movl ${first_pd} + {table_flags}, {pdpt}",
+    "    movl ${first_pd} + {page} + {table_flags}, {pdpt} + 8",
+    "    movl ${first_pd} + 2 * {page} + {table_flags}, {pdpt} + 16",
+    "    movl ${apic_pd} + {table_flags}, {pdpt} + 24",
+    "    movl ${lapic} + {uncached}, {apic_pd} + {lapic_slot} * 8",
+    "    movl ${virtio} + {uncached}, {apic_pd} + {virtio_slot} * 8",
+    // The GDT: the VMM's segments and CPU 0's TSS.
+    "    movl ${gdt}, %edi",
+    "    movl ${gdt_dwords}, %ecx",
+    "    xorl %eax, %eax",
+    "    rep stosl",
+    "    movl ${kc_lo}, {gdt} + 8",
+    "    movl ${kc_hi}, {gdt} + 12",
+    "    movl ${kd_lo}, {gdt} + 16",
+    "    movl ${kd_hi}, {gdt} + 20",
+    "    movl ${ud_lo}, {gdt} + 24",
+    "    movl ${ud_hi}, {gdt} + 28",
+    "    movl ${uc_lo}, {gdt} + 32",
+    "    movl ${uc_hi}, {gdt} + 36",
+    "    movl ${tss_lo}, {gdt} + {tss_sel}",
+    "    movl ${tss_hi}, {gdt} + {tss_sel} + 4",
+    "    movw ${gdt_limit}, {gdtr}",
+    "    movl ${gdt}, {gdtr} + 2",
+    "    lgdt {gdtr}",
+    // CPU 0's TSS: RSP0, IST1..3, the I/O bitmap (all ports denied but
+    // ours).
+    "    movl ${tss}, %edi",
+    "    movl ${tss_dwords}, %ecx",
+    "    xorl %eax, %eax",
+    "    rep stosl",
+    "    movl ${rsp0}, {tss} + 4",
+    "    movl ${ist1}, {tss} + 36",
+    "    movl ${ist2}, {tss} + 44",
+    "    movl ${ist3}, {tss} + 52",
+    "    movw ${iomap_offset}, {tss} + 102",
+    "    movl ${iomap}, %edi",
+    "    movl ${iomap_dwords}, %ecx",
+    "    movl $-1, %eax",
+    "    rep stosl",
+    "    movb $0xff, (%edi)",
+    "    andb ${com1_keep}, {com1_byte}",
+    "    andb ${com2_keep}, {com2_byte}",
+    "    andb ${exit_keep}, {exit_byte}",
+    "    andb ${debugcon_keep}, {debugcon_byte}",
+    "    andb ${pit_keep}, {pit_byte}",
+    // 4. Control registers: CR4 in EDI.
+    "    movl ${cr4}, %edi",
+    "    movl $1, %eax",
+    "    cpuid",
+    "    btl $26, %ecx",
+    "    jnc 30f",
+    "    orl ${osxsave}, %edi",
+    "30: movl %edi, %cr4",
+    "    testl ${osxsave}, %edi",
+    "    jz 31f",
+    "    movl $0x40000000, %eax",
+    "    cpuid",
+    "    cmpl ${kvm_ebx}, %ebx",
+    "    je 31f",
+    "    movl $0xd, %eax",
+    "    xorl %ecx, %ecx",
+    "    cpuid",
+    "    andl $7, %eax",
+    "    orl $3, %eax",
+    "    xorl %edx, %edx",
+    "    xorl %ecx, %ecx",
+    "    xsetbv",
+    "31: movl ${efer_msr}, %ecx",
+    "    rdmsr",
+    "    orl ${efer}, %eax",
+    "    wrmsr",
+    "    movl ${pml4}, %eax",
+    "    movl %eax, %cr3",
+    "    movl ${cr0}, %eax",
+    "    movl %eax, %cr0",
+    // Into 64-bit mode at 40f, found position-independently.
+    "    call 32f",
+    "32: popl %eax",
+    "    addl $40f - 32b, %eax",
+    "    pushl ${kernel_code}",
+    "    pushl %eax",
+    "    lret",
+    // No usable start info: tell QEMU (a kernel panic) and stop.
+    "90: movb ${panic_value}, %al",
+    "    outb %al, ${exit_port}",
+    "91: hlt",
+    "    jmp 91b",
+    "",
+    ".code64",
+    // 5. 64-bit mode at CPL0.
+    "40: movl ${kernel_data}, %eax",
+    "    movl %eax, %ds",
+    "    movl %eax, %es",
+    "    movl %eax, %ss",
+    "    xorl %eax, %eax",
+    "    movl %eax, %fs",
+    "    movl %eax, %gs",
+    "    movl ${tss_sel}, %eax",
+    "    ltr %ax",
+    "    movl ${idt}, %edi",
+    "    movl $512, %ecx",
+    "    xorl %eax, %eax",
+    "    rep stosq",
+    "    movw ${idt_limit}, {idtr}",
+    "    movq ${idt}, %rax",
+    "    movq %rax, {idtr} + 2",
+    "    lidt {idtr}",
+    // The CPL3 frame: boot stack with a zero return address.
+    "    movl ${boot_stack_top} - 8, %eax",
+    "    movq $0, (%rax)",
+    "    pushq ${user_data}",
+    "    pushq %rax",
+    "    pushq $0x202",
+    "    pushq ${user_code}",
+    "    leaq {pvh_start}(%rip), %rax",
+    "    pushq %rax",
+    "    movl %esi, %edi",
+    "    movl %ebp, %esi",
+    "    xorl %eax, %eax",
+    "    xorl %ebx, %ebx",
+    "    xorl %ecx, %ecx",
+    "    xorl %edx, %edx",
+    "    xorl %ebp, %ebp",
+    "    iretq",
+    ".size eremite_pvh_start32, . - eremite_pvh_start32",
+    note_type = const XEN_ELFNOTE_PHYS32_ENTRY,
+    stack0 = const cpl0_stack_top(0),
+    lapic = const layout::LAPIC_ADDR,
+    magic = const START_INFO_MAGIC,
+    image_base = const layout::IMAGE_BASE,
+    max_memory = const layout::LOW_RAM_END,
+    min_memory = const layout::MIN_MEMORY,
+    large = const layout::LARGE_PAGE_SIZE,
+    page = const layout::PAGE_SIZE,
+    pml4 = const PML4,
+    pdpt = const PDPT,
+    first_pt = const FIRST_PT,
+    first_pd = const FIRST_PD,
+    apic_pd = const APIC_PD,
+    table_dwords = const TABLE_PAGES * layout::PAGE_SIZE / 4,
+    pdpt_entry = const PDPT | TABLE_FLAGS,
+    first_pt_entry = const FIRST_PT | TABLE_FLAGS,
+    table_flags = const TABLE_FLAGS,
+    large_flags = const LARGE_FLAGS,
+    uncached = const UNCACHED_LARGE_FLAGS,
+    lapic_slot = const (layout::LAPIC_ADDR % GIB) / layout::LARGE_PAGE_SIZE,
+    virtio = const layout::VIRTIO_MMIO_ADDR,
+    virtio_slot = const (layout::VIRTIO_MMIO_ADDR % GIB) / layout::LARGE_PAGE_SIZE,
+    gdt = const layout::GDT_ADDR,
+    gdt_dwords = const gdt::SLOTS * 2,
+    gdt_limit = const gdt::SLOTS * 8 - 1,
+    gdtr = const GDTR,
+    kc_lo = const KERNEL_CODE & 0xffff_ffff,
+    kc_hi = const KERNEL_CODE >> 32,
+    kd_lo = const KERNEL_DATA & 0xffff_ffff,
+    kd_hi = const KERNEL_DATA >> 32,
+    ud_lo = const USER_DATA & 0xffff_ffff,
+    ud_hi = const USER_DATA >> 32,
+    uc_lo = const USER_CODE & 0xffff_ffff,
+    uc_hi = const USER_CODE >> 32,
+    tss_lo = const TSS_LOW & 0xffff_ffff,
+    tss_hi = const TSS_LOW >> 32,
+    tss_sel = const gdt::TSS,
+    tss = const layout::TSS_ADDR,
+    tss_dwords = const layout::TSS_SIZE / 4,
+    rsp0 = const cpl0_stack_top(0),
+    ist1 = const cpl0_stack_top(1),
+    ist2 = const cpl0_stack_top(2),
+    ist3 = const cpl0_stack_top(3),
+    iomap_offset = const layout::TSS_IOMAP_ADDR - layout::TSS_ADDR,
+    iomap = const layout::TSS_IOMAP_ADDR,
+    iomap_dwords = const (layout::TSS_IOMAP_SIZE - 1) / 4,
+    com1_byte = const io_byte(pvh::COM1),
+    com1_keep = const io_keep(pvh::COM1, pvh::UART_PORTS),
+    com2_byte = const io_byte(pvh::COM2),
+    com2_keep = const io_keep(pvh::COM2, pvh::UART_PORTS),
+    exit_byte = const io_byte(pvh::DEBUG_EXIT_PORT),
+    exit_keep = const io_keep(pvh::DEBUG_EXIT_PORT, 4),
+    debugcon_byte = const io_byte(pvh::DEBUGCON_PORT),
+    debugcon_keep = const io_keep(pvh::DEBUGCON_PORT, 1),
+    pit_byte = const io_byte(PIT_CHANNEL0),
+    pit_keep = const io_keep(PIT_CHANNEL0, 4),
+    cr4 = const CR4,
+    osxsave = const CR4_OSXSAVE,
+    kvm_ebx = const KVM_SIGNATURE_EBX,
+    efer_msr = const EFER_MSR,
+    efer = const EFER,
+    cr0 = const CR0,
+    kernel_code = const gdt::KERNEL_CODE,
+    kernel_data = const gdt::KERNEL_DATA,
+    panic_value = const pvh::debug_exit_value(
+        eremite_interface::hypercall::ExitKind::KernelPanic, 0),
+    exit_port = const pvh::DEBUG_EXIT_PORT,
+    idt = const layout::IDT_ADDR,
+    idt_limit = const layout::IDT_ENTRIES * 16 - 1,
+    idtr = const IDTR,
+    boot_stack_top = const layout::BOOT_STACK_ADDR + layout::BOOT_STACK_SIZE,
+    user_data = const gdt::USER_DATA,
+    user_code = const gdt::USER_CODE,
+    pvh_start = sym crate::pvh::pvh_start,
+    options(att_syntax),
+);
+
+fn outb(port: u16, value: u8) {
+    // SAFETY: only called for the ports this module's I/O bitmap opens
+    // (a serial port, the debug-exit device, the PIT), whose writes have
+    // no effect on memory.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: as in `outb`: an opened port; reading it has no effect on
+    // memory.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Send `bytes` to the byte-wide output port `port` (a UART's transmit
+/// register, the debugcon port) with one `rep outsb`, which KVM serves in
+/// one exit per page. QEMU's UART never makes a writer wait, so the line
+/// status is not polled.
+pub(crate) fn port_write(port: u16, bytes: &[u8]) {
+    // SAFETY: `rep outsb` reads `bytes` (a live slice: RSI and RCX describe
+    // exactly it) and writes them to an opened port; DF is clear (ABI).
+    unsafe {
+        asm!("rep outsb", in("dx") port, inout("rsi") bytes.as_ptr() => _,
+             inout("rcx") bytes.len() => _, options(nostack, preserves_flags, readonly));
+    }
+}
+
+/// Whether a UART answers at `base`: its scratch register keeps a value.
+pub(crate) fn uart_present(base: u16) -> bool {
+    outb(base + 7, 0x5A);
+    inb(base + 7) == 0x5A
+}
+
+/// Stop the VM through QEMU's `isa-debug-exit`.
+pub(crate) fn debug_exit(value: u8) -> ! {
+    loop {
+        outb(pvh::DEBUG_EXIT_PORT, value);
+    }
+}
+
+/// The PIT's channel 0 count, latched (8254 data sheet, "counter latch
+/// command").
+fn pit_count() -> u16 {
+    outb(PIT_COMMAND, 0x00);
+    let low = inb(PIT_CHANNEL0);
+    let high = inb(PIT_CHANNEL0);
+    u16::from_le_bytes([low, high])
+}
+
+/// Measure the TSC against the 8254 PIT (1.193182 MHz): start channel 0
+/// counting down from 65536 (mode 2), and count TSC ticks while `pit_ticks`
+/// (less than 65536) of its ticks pass. Each end is timed as the midpoint
+/// of the TSC reads around the count's read. `None` when no PIT counts
+/// (the count stays the same for about a second of TSC ticks).
+pub(crate) fn tsc_ticks_per_pit(pit_ticks: u16) -> Option<u64> {
+    outb(PIT_COMMAND, 0x34);
+    outb(PIT_CHANNEL0, 0);
+    outb(PIT_CHANNEL0, 0);
+    let stamp = || {
+        let before = super::rdtsc();
+        let count = pit_count();
+        let after = super::rdtsc();
+        (count, before + (after - before) / 2)
+    };
+    let (first, start) = stamp();
+    loop {
+        let (count, now) = stamp();
+        if first.wrapping_sub(count) >= pit_ticks {
+            return Some(now - start);
+        }
+        if count == first && now - start > 4_000_000_000 {
+            return None;
+        }
+    }
+}
+
+/// The time-stamp counter's frequency in kHz from CPUID, if the
+/// hypervisor gives it: KVM's leaf 0x4000_0010 (EAX, in kHz), which QEMU
+/// fills in with `-cpu host,+invtsc` and others; `None` otherwise.
+pub(crate) fn cpuid_tsc_khz() -> Option<u64> {
+    let max = core::arch::x86_64::__cpuid(0x4000_0000).eax;
+    if max < 0x4000_0010 {
+        return None;
+    }
+    let khz = core::arch::x86_64::__cpuid(0x4000_0010).eax;
+    (khz != 0).then_some(u64::from(khz))
+}
+
+/// XCR0, when CR4.OSXSAVE is set (`xgetbv` runs at CPL3; it would raise
+/// #UD without OSXSAVE).
+pub(crate) fn xcr0() -> Option<u64> {
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
+    if ecx & (1 << 27) == 0 {
+        return None;
+    }
+    let (low, high): (u32, u32);
+    // SAFETY: CPUID says OSXSAVE is set, so `xgetbv` with ECX = 0 is
+    // defined at any privilege level; it only reads XCR0.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags));
+    }
+    Some((u64::from(high) << 32) | u64::from(low))
+}
+
+/// Copy `out.len()` bytes of guest-physical memory from `addr`, which must
+/// lie in `[PAGE_SIZE, ram_top)` (identity-mapped by the PVH entry);
+/// `false` if it does not.
+pub(crate) fn copy_from_ram(addr: u64, ram_top: u64, out: &mut [u8]) -> bool {
+    let fits = addr >= layout::PAGE_SIZE
+        && addr
+            .checked_add(out.len() as u64)
+            .is_some_and(|end| end <= ram_top);
+    if fits {
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: the byte lies in RAM that the PVH entry mapped
+            // readable at CPL3 (checked above); the firmware's data there
+            // is not covered by any Rust reference.
+            *byte = unsafe { core::ptr::read_volatile((addr + i as u64) as *const u8) };
+        }
+    }
+    fits
+}
+
+/// Write `bytes` at `addr` in the boot data area or the boot info page,
+/// which the PVH path fills before the kernel reads them.
+pub(crate) fn write_boot_memory(addr: u64, bytes: &[u8]) {
+    let end = addr + bytes.len() as u64;
+    let in_data = addr >= layout::BOOT_DATA_ADDR && end <= layout::BOOT_DATA_END;
+    let in_info =
+        addr >= layout::BOOT_INFO_ADDR && end <= layout::BOOT_INFO_ADDR + layout::PAGE_SIZE;
+    assert!(in_data || in_info, "boot memory write outside its areas");
+    // SAFETY: the range lies in the boot data area or the boot info page
+    // (checked above): RAM mapped writable at CPL3, reserved by the layout
+    // for exactly this, and no Rust reference covers it yet.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+}

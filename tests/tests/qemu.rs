@@ -1,0 +1,112 @@
+//! The same images on QEMU `-M microvm` through their PVH entry
+//! (`eremite run --hypervisor qemu…`, see docs/qemu.md): under TCG, so the
+//! kernel is not only ever tested against our own VMM, and under KVM.
+//! `./x test` installs QEMU (Debian's `qemu-system-x86`).
+
+use std::time::Instant;
+
+use eremite_tests::{Run, boot};
+
+fn require_qemu() {
+    let found = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "qemu-system-x86_64 is missing: run the tests with `./x test`, which installs it (apt-get install qemu-system-x86)"
+    );
+}
+
+fn tcg(name: &str, options: &[&str], guest_args: &[&str]) -> Run {
+    require_qemu();
+    let mut all = vec!["--hypervisor", "qemu-tcg"];
+    all.extend_from_slice(options);
+    boot(name, &all, guest_args)
+}
+
+#[test]
+fn hello_runs_on_qemu_tcg_with_arguments_and_environment() {
+    let started = Instant::now();
+    let run = tcg(
+        "hello",
+        &["-e", "GREETING=bonjour à tous"],
+        &["alpha", "beta gamma", ""],
+    );
+    run.expect_code(0);
+    assert!(run.stdout.starts_with("Hello from eremite!\n"), "{run}");
+    assert!(
+        run.stdout.contains(r#"args: ["alpha", "beta gamma", ""]"#),
+        "{run}"
+    );
+    assert!(run.stdout.contains("GREETING=bonjour à tous"), "{run}");
+    // SSE at CPL3 works: the same checksum and libm results as on KVM.
+    assert!(run.stdout.contains("checksum: 0xf55488fc2c6ef761"), "{run}");
+    assert!(
+        run.stdout
+            .contains("sqrt(2) = 1.414214, tan(2) = -2.185040, cosh(2) = 3.762196"),
+        "{run}"
+    );
+    assert!(run.stderr.is_empty(), "{run}");
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "a TCG boot took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn exit_codes_come_back_from_qemu() {
+    for code in [0, 1, 42, 127, 255] {
+        tcg("hello", &[], &["--exit", &code.to_string()]).expect_code(code);
+    }
+}
+
+#[test]
+fn a_panic_on_qemu_is_an_abort() {
+    let run = tcg("panic", &[], &[]);
+    run.expect_code(134);
+    assert!(
+        run.stderr.contains("the list was empty (as planned)"),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_fault_on_qemu_is_reported_with_its_vector() {
+    let run = tcg("fault", &[], &[]);
+    run.expect_code(139);
+    assert!(run.stderr.contains("CPU exception 14 page fault"), "{run}");
+}
+
+#[test]
+fn timers_and_the_wall_clock_work_on_qemu() {
+    let run = tcg("clock", &[], &[]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("clocks are consistent"), "{run}");
+}
+
+#[test]
+fn what_qemu_cannot_do_is_refused_clearly() {
+    require_qemu();
+    let run = boot("hello", &["--hypervisor", "qemu-tcg", "--cpus", "2"], &[]);
+    run.expect_code(125);
+    assert!(run.stderr.contains("--cpus"), "{run}");
+    let run = boot(
+        "hello",
+        &["--hypervisor", "qemu-tcg", "--mount", "/tmp:/data"],
+        &[],
+    );
+    run.expect_code(125);
+    assert!(run.stderr.contains("--mount"), "{run}");
+}
+
+#[test]
+fn hello_runs_on_qemu_kvm() {
+    eremite_tests::require_kvm();
+    require_qemu();
+    let run = boot("hello", &["--hypervisor", "qemu-kvm"], &["on", "kvm"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains(r#"args: ["on", "kvm"]"#), "{run}");
+    assert!(run.stdout.contains("checksum: 0xf55488fc2c6ef761"), "{run}");
+}
