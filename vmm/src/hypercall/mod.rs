@@ -281,7 +281,10 @@ pub(crate) fn handle(call: Call, ram: &GuestRam, services: &Services<'_>) -> Nex
             Next::Resume
         }
         Request::Populate { addr, len } => {
-            let result = ram.populate(addr, len).map(|()| 0).map_err(|_| errno::ENOMEM);
+            let result = ram
+                .populate(addr, len)
+                .map(|()| 0)
+                .map_err(|_| errno::ENOMEM);
             answer(ram, call.port, call.addr, result);
             Next::Resume
         }
