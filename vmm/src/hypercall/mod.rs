@@ -536,4 +536,40 @@ pub(crate) mod tests {
             (0x20_0000, 0x40_0000, 9)
         );
     }
+
+    #[test]
+    fn populate_backs_a_range_inside_ram_and_refuses_bad_ones() {
+        let (ram, mut console, _, _) = setup();
+        let ask = |addr: u64, len: u64, console: &mut Console| {
+            ram.write_obj(
+                REQ,
+                &hypercall::Populate {
+                    addr,
+                    len,
+                    result: 1,
+                },
+            )
+            .unwrap();
+            let call = decode(Port::Populate, &value(REQ), &ram).unwrap();
+            assert_eq!(serve(call, &ram, console), Next::Resume);
+            ram.read_obj::<hypercall::Populate>(REQ).unwrap().result
+        };
+        ram.write(0x4000, b"kept").unwrap();
+        assert_eq!(ask(0x4000, 0x8000, &mut console), 0);
+        let mut kept = [0u8; 4];
+        ram.read(0x4000, &mut kept).unwrap();
+        assert_eq!(&kept, b"kept", "populating changes no contents");
+        let einval = -i64::from(errno::EINVAL.0);
+        let efault = -i64::from(errno::EFAULT.0);
+        for (addr, len, want) in [
+            (0x4001, 0x1000, einval),
+            (0x4000, 0x1001, einval),
+            (0x4000, 0, einval),
+            (0, hypercall::Populate::MAX_LEN + 0x1000, einval),
+            (RAM - 0x1000, 0x2000, efault),
+            (u64::MAX & !0xfff, 0x1000, efault),
+        ] {
+            assert_eq!(ask(addr, len, &mut console), want, "{addr:#x} {len:#x}");
+        }
+    }
 }
