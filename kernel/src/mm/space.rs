@@ -17,7 +17,7 @@
 use alloc::vec::Vec;
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::layout::PAGE_SIZE;
+use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use eremite_mm::{Access, AddressSpace, FaultCause, Kind, PageRange, Prot, PteChange};
 
 use super::ram::{self, Commit, Fill};
@@ -176,7 +176,17 @@ impl Stack {
     }
 
     fn fresh(pages: u64) -> Option<Self> {
-        let range = ram::take(pages, PAGE_SIZE, Fill::Any, Commit::OnTouch)?;
+        // The guard splits its 2 MiB page, and on shadow-paging hosts
+        // every small page of a split 2 MiB page costs a fault of its own
+        // at first touch. A stack of 2 MiB or more starts on a 2 MiB
+        // boundary, so the split page holds only its guard and its deepest
+        // part, which most programs never reach.
+        let align = if pages * PAGE_SIZE >= LARGE_PAGE_SIZE {
+            LARGE_PAGE_SIZE
+        } else {
+            PAGE_SIZE
+        };
+        let range = ram::take(pages, align, Fill::Any, Commit::OnTouch)?;
         let guard = PageRange {
             start: range.start,
             end: range.start + GUARD_PAGES * PAGE_SIZE,
