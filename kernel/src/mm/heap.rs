@@ -23,7 +23,7 @@ use talc::base::Talc;
 use talc::base::binning::Binning;
 use talc::source::Source;
 
-use super::ram::{self, Commit, Fill};
+use super::ram::{self, Commit, Fill, Shortage};
 
 /// Blocks of this size or more are runs of frames of their own.
 pub(super) const LARGE_BYTES: usize = 256 << 10;
@@ -52,7 +52,14 @@ unsafe impl Source for Arenas {
             .saturating_add(layout.align() as u64)
             .saturating_add(PAGE_SIZE);
         let bytes = needed.max(ARENA_BYTES).next_multiple_of(ARENA_BYTES);
-        let range = ram::take(bytes / PAGE_SIZE, PAGE_SIZE, Fill::Any, Commit::Now).ok_or(())?;
+        let range = ram::take(
+            bytes / PAGE_SIZE,
+            PAGE_SIZE,
+            Fill::Any,
+            Commit::Now,
+            Shortage::ReclaimOnly,
+        )
+        .ok_or(())?;
         // SAFETY: the frames were just taken from the allocator for good,
         // are identity-mapped, present and writable, and nothing else
         // refers to them.
@@ -102,7 +109,13 @@ fn alloc_large(layout: Layout, fill: Fill) -> *mut u8 {
     } else {
         Commit::OnTouch
     };
-    match ram::take(pages, layout.align() as u64, fill, commit) {
+    match ram::take(
+        pages,
+        layout.align() as u64,
+        fill,
+        commit,
+        Shortage::ReclaimAndMerge,
+    ) {
         Some(range) => {
             LARGE_IN_USE.fetch_add(range.len_bytes(), Ordering::Relaxed);
             range.start as *mut u8

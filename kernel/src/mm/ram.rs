@@ -97,14 +97,46 @@ pub(super) const COMMIT_NOW_MAX_BYTES: u64 = 16 << 20;
 /// present and writable, and zero them if `fill` asks and they were used
 /// before; never-used ones are backed by the host as `commit` says.
 /// `None` when RAM is exhausted.
-pub(super) fn take(pages: u64, align_bytes: u64, fill: Fill, commit: Commit) -> Option<PageRange> {
+/// What [`take`] may do when the allocator has no run to give.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shortage {
+    /// Reclaim quarantined frames and merge free blocks back into 2 MiB
+    /// pages (frees page tables to the heap).
+    ReclaimAndMerge,
+    /// Reclaim quarantined frames only: for the heap's own growth, which
+    /// must not use the heap.
+    ReclaimOnly,
+}
+
+pub(super) fn take(
+    pages: u64,
+    align_bytes: u64,
+    fill: Fill,
+    commit: Commit,
+    shortage: Shortage,
+) -> Option<PageRange> {
     let (range, is_untouched, fresh_from) = {
         let mut guard = FRAMES.lock();
         let frames = guard.as_mut()?;
-        let range = frames
+        let range = match frames
             .allocator
             .alloc_contiguous(pages, align_bytes.max(PAGE_SIZE))
-            .ok()?;
+        {
+            Ok(range) => range,
+            Err(_) => {
+                drop(guard);
+                // Out of frames: the quarantined ones go back, and then
+                // the run is tried again.
+                let has_reclaimed = match shortage {
+                    Shortage::ReclaimAndMerge => reclaim(),
+                    Shortage::ReclaimOnly => reclaim_frames_only(),
+                };
+                if !has_reclaimed {
+                    return None;
+                }
+                return take(pages, align_bytes, fill, commit, shortage);
+            }
+        };
         let is_untouched = range.start >= frames.untouched_from
             && frames
                 .dirty
@@ -133,6 +165,124 @@ pub(super) fn take(pages: u64, align_bytes: u64, fill: Fill, commit: Commit) -> 
         unsafe { core::ptr::write_bytes(range.start as *mut u8, 0, range.len_bytes() as usize) };
     }
     Some(range)
+}
+
+/// Frames returned without rights (by `munmap`, or a stack with its
+/// guard), not yet given to the allocator: handing them out again would
+/// mean restoring their rights one trapped page-table write at a time
+/// (on shadow-paging hosts), in 2 MiB pages that stay split. They wait
+/// here while other frames last; [`reclaim`] then frees them all and maps
+/// each 2 MiB block that became wholly free with one 2 MiB page again.
+/// A fixed array: nothing allocates under its lock (the heap's growth
+/// takes it too).
+struct Quarantine {
+    ranges: [PageRange; QUARANTINE_RANGES],
+    count: usize,
+    bytes: u64,
+}
+
+const QUARANTINE_RANGES: usize = 64;
+/// Most bytes waiting in quarantine before they are reclaimed.
+const QUARANTINE_MAX_BYTES: u64 = 64 << 20;
+
+static QUARANTINE: Lock<Quarantine> = Lock::new(Quarantine {
+    ranges: [PageRange { start: 0, end: 0 }; QUARANTINE_RANGES],
+    count: 0,
+    bytes: 0,
+});
+
+/// Return frames whose pages may have lost their rights (see
+/// [`Quarantine`]).
+pub(super) fn give_back_unmapped(range: PageRange) {
+    loop {
+        {
+            let mut quarantine = QUARANTINE.lock();
+            let is_full = quarantine.count == QUARANTINE_RANGES
+                || quarantine.bytes + range.len_bytes() > QUARANTINE_MAX_BYTES;
+            if !is_full {
+                let at = quarantine.count;
+                quarantine.ranges[at] = range;
+                quarantine.count += 1;
+                quarantine.bytes += range.len_bytes();
+                return;
+            }
+        }
+        if !reclaim() {
+            // Too big to wait: straight to the allocator.
+            give_back(range);
+            return;
+        }
+    }
+}
+
+/// Take every range out of quarantine.
+fn empty_quarantine() -> ([PageRange; QUARANTINE_RANGES], usize) {
+    let mut quarantine = QUARANTINE.lock();
+    let taken = (quarantine.ranges, quarantine.count);
+    quarantine.count = 0;
+    quarantine.bytes = 0;
+    taken
+}
+
+/// Free every quarantined frame, leaving their rights as they are; for the
+/// heap's growth, which can allocate nothing.
+fn reclaim_frames_only() -> bool {
+    let (ranges, count) = empty_quarantine();
+    if let Some(frames) = FRAMES.lock().as_mut() {
+        for range in &ranges[..count] {
+            let _ = frames.allocator.free_range(*range);
+        }
+    }
+    count > 0
+}
+
+/// Free every quarantined frame, and map each 2 MiB block that is then
+/// wholly free with one present, writable 2 MiB page (one TLB
+/// invalidation for all). Whether there was anything to free.
+pub(super) fn reclaim() -> bool {
+    let (ranges, count) = empty_quarantine();
+    let ranges = &ranges[..count];
+    if ranges.is_empty() {
+        return false;
+    }
+    let block_count: usize = ranges
+        .iter()
+        .map(|r| ((r.end - 1) / LARGE_PAGE_SIZE - r.start / LARGE_PAGE_SIZE + 1) as usize)
+        .sum();
+    let mut blocks: Vec<u64> = Vec::new();
+    let mut retired: Vec<u64> = Vec::new();
+    let has_room =
+        blocks.try_reserve(block_count).is_ok() && retired.try_reserve(block_count).is_ok();
+    {
+        let _edit = EDITS.lock();
+        let mut guard = FRAMES.lock();
+        let Some(frames) = guard.as_mut() else {
+            return false;
+        };
+        for range in ranges {
+            let _ = frames.allocator.free_range(*range);
+            let mut block = range.start & !(LARGE_PAGE_SIZE - 1);
+            while has_room && block < range.end {
+                if !blocks.contains(&block) {
+                    blocks.push(block);
+                }
+                block += LARGE_PAGE_SIZE;
+            }
+        }
+        for &block in &blocks {
+            let is_free = (block..block + LARGE_PAGE_SIZE)
+                .step_by(PAGE_SIZE as usize)
+                .all(|frame| frames.allocator.is_free(frame));
+            if is_free && let Some(table) = arch::merge_block(block) {
+                retired.push(table);
+            }
+        }
+    }
+    if !retired.is_empty() {
+        super::tlb::flush(0, 0);
+        free_tables(&mut retired);
+    }
+    true
 }
 
 /// Return frames to the allocator (they keep their current rights).

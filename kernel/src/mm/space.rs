@@ -20,7 +20,7 @@ use eremite_interface::errno::{self, Errno};
 use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use eremite_mm::{Access, AddressSpace, FaultCause, Kind, PageRange, Prot, PteChange};
 
-use super::ram::{self, Commit, Fill};
+use super::ram::{self, Commit, Fill, Shortage};
 use crate::arch::{self, PageRights};
 use crate::sync::Lock;
 
@@ -69,7 +69,14 @@ pub(crate) fn map_anonymous(len_bytes: usize, prot_bits: u32) -> Result<u64, Err
     } else {
         Commit::OnTouch
     };
-    let range = ram::take(pages, PAGE_SIZE, Fill::Zeroed, commit).ok_or(errno::ENOMEM)?;
+    let range = ram::take(
+        pages,
+        PAGE_SIZE,
+        Fill::Zeroed,
+        commit,
+        Shortage::ReclaimAndMerge,
+    )
+    .ok_or(errno::ENOMEM)?;
     let mapped = SPACE
         .lock()
         .as_mut()
@@ -103,7 +110,7 @@ pub(crate) fn unmap(addr: u64, len_bytes: usize) -> Result<(), Errno> {
             if ram::set_rights(range, PageRights::None).is_err() {
                 return Err(errno::ENOMEM);
             }
-            ram::give_back(range);
+            ram::give_back_unmapped(range);
         }
     }
     Ok(())
@@ -186,7 +193,13 @@ impl Stack {
         } else {
             PAGE_SIZE
         };
-        let range = ram::take(pages, align, Fill::Any, Commit::OnTouch)?;
+        let range = ram::take(
+            pages,
+            align,
+            Fill::Any,
+            Commit::OnTouch,
+            Shortage::ReclaimAndMerge,
+        )?;
         let guard = PageRange {
             start: range.start,
             end: range.start + GUARD_PAGES * PAGE_SIZE,
@@ -204,7 +217,7 @@ impl Stack {
             .as_mut()
             .map(|space| space.map(range, kind, Prot::READ_WRITE));
         if !matches!(mapped, Some(Ok(_))) {
-            ram::give_back(range);
+            ram::give_back_unmapped(range);
             return None;
         }
         Some(Self { range })
@@ -262,7 +275,7 @@ fn release_stack(range: PageRange) {
         })
         .is_some();
     if is_released {
-        ram::give_back(range);
+        ram::give_back_unmapped(range);
     }
 }
 

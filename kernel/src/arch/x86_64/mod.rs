@@ -29,7 +29,7 @@ pub(crate) use apic::{eoi, send_ipi, timer_arm, timer_init};
 pub(crate) use entry::ap_entry;
 pub(crate) use paging::{
     EditError, PageRights, ensure_writable, flush_tlb, is_accessible, leaf as paging_leaf,
-    set_rights,
+    merge_block, set_rights,
 };
 pub(crate) use preempt::init as preempt_init;
 pub(crate) use supervisor::{ExceptionFrame, install_idt, install_irq_gates};

@@ -23,7 +23,9 @@
 
 use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE, PAGE_TABLES_ADDR};
 
-use eremite_interface::layout::pte::{ADDR_MASK, LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE};
+use eremite_interface::layout::pte::{
+    ADDR_MASK, CACHE_DISABLE, LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE, WRITE_THROUGH,
+};
 
 /// PAT bit of a 2 MiB leaf entry (bit 7 is PAT in a 4 KiB one; SDM vol.
 /// 3A, table 4-18).
@@ -173,26 +175,35 @@ pub(crate) fn set_rights(
         let Some(pde_at) = pde_addr(block) else {
             return Err(EditError::NotRam);
         };
-        let mut pde = read_entry(pde_at);
+        let pde = read_entry(pde_at);
+        let from = start.max(block);
+        let to = end.min(block + LARGE_PAGE_SIZE);
         if pde & LARGE != 0 {
             if pde & RIGHTS == new_bits & RIGHTS {
                 block += LARGE_PAGE_SIZE;
                 continue;
             }
-            pde = split(pde_at, pde, tables);
+            // The new table gets its final entries before anything walks
+            // it: on shadow-paging hosts a write to a table in use traps,
+            // one to a table not yet linked does not.
+            let present_changed = pde & PRESENT != 0;
+            split(pde_at, pde, tables, |page, old| {
+                if (from..to).contains(&page) {
+                    entry_for_rights(rights, old, page)
+                } else {
+                    old
+                }
+            });
+            is_changed |= present_changed;
+            block += LARGE_PAGE_SIZE;
+            continue;
         }
         let table = pde & ADDR_MASK;
-        let from = start.max(block);
-        let to = end.min(block + LARGE_PAGE_SIZE);
         let mut page = from;
         while page < to {
             let at = table + 8 * index(page, 0);
             let old = read_entry(at);
-            let new = if rights == PageRights::None {
-                (old & !RIGHTS & ADDR_MASK) | page
-            } else {
-                (old & !RIGHTS & !ADDR_MASK) | page | new_bits
-            };
+            let new = entry_for_rights(rights, old, page);
             if new != old {
                 // Even a widened right needs it: a CPU may fault on
                 // its stale, narrower entry (SDM vol. 3A, 4.10.4.3).
@@ -248,23 +259,64 @@ pub(crate) fn ensure_writable(start: u64, end: u64) -> Result<(), EditError> {
     Ok(())
 }
 
+/// The 4 KiB entry for `page` with rights `rights`, keeping the other bits
+/// of `old`.
+fn entry_for_rights(rights: PageRights, old: u64, page: u64) -> u64 {
+    if rights == PageRights::None {
+        (old & !RIGHTS & ADDR_MASK) | page
+    } else {
+        (old & !RIGHTS & !ADDR_MASK) | page | rights.bits()
+    }
+}
+
 /// Replace the 2 MiB page of the entry at `pde_at` by a table of 512
-/// small pages with the same translation and bits; the new entry.
-fn split(pde_at: u64, pde: u64, tables: &mut alloc::vec::Vec<u64>) -> u64 {
+/// small pages, entry `i` being `entry(page, the 2 MiB page's bits for
+/// it)`; the table is filled before it is linked.
+fn split(
+    pde_at: u64,
+    pde: u64,
+    tables: &mut alloc::vec::Vec<u64>,
+    entry: impl Fn(u64, u64) -> u64,
+) {
     let Some(table) = tables.pop() else {
         unreachable!("pass 1 counted the tables");
     };
     let base = pde & LARGE_ADDR_MASK;
     let bits = pde & !(LARGE | LARGE_PAT | LARGE_ADDR_MASK);
     for i in 0..512 {
-        write_entry(table + 8 * i, (base + i * PAGE_SIZE) | bits);
+        let page = base + i * PAGE_SIZE;
+        write_entry(table + 8 * i, entry(page, page | bits));
     }
-    // Same translation either way, so no invalidation is needed for the
-    // split itself (SDM vol. 3A, 4.10.2.3); the caller invalidates the
-    // pages whose bits it then narrows, which drops the 2 MiB entry too.
-    let new = table | PRESENT | WRITABLE | USER;
-    write_entry(pde_at, new);
-    new
+    // Pages whose rights did not change keep their translation, so the
+    // split itself needs no invalidation (SDM vol. 3A, 4.10.2.3); the
+    // caller invalidates the range whose rights it changed, which drops
+    // the 2 MiB entry too.
+    write_entry(pde_at, table | PRESENT | WRITABLE | USER);
+}
+
+/// Map the 2 MiB block at `block` (2 MiB aligned) with one present,
+/// writable, not executable 2 MiB page again, if a table of small pages
+/// maps it now; the retired table's address, which the caller frees once
+/// every CPU's TLB and paging-structure caches are invalidated. Only for
+/// blocks whose every frame is free: their rights do not matter to
+/// anyone.
+///
+/// The caller holds the memory manager's edit lock.
+pub(crate) fn merge_block(block: u64) -> Option<u64> {
+    debug_assert!(block.is_multiple_of(LARGE_PAGE_SIZE));
+    let pde_at = pde_addr(block)?;
+    let pde = read_entry(pde_at);
+    if pde & PRESENT == 0 || pde & LARGE != 0 {
+        return None;
+    }
+    let table = pde & ADDR_MASK;
+    // Keep the caching bits the boot tables gave the block's pages.
+    let caching = read_entry(table) & (WRITE_THROUGH | CACHE_DISABLE);
+    write_entry(
+        pde_at,
+        block | LARGE | caching | PageRights::ReadWrite.bits(),
+    );
+    Some(table)
 }
 
 /// Most pages [`flush_tlb`] invalidates one by one; more reload CR3.
