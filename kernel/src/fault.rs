@@ -77,6 +77,10 @@ pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
         mm::explain_fault(frame.cr2, access)
     });
     if let Some(Some(FaultExplanation::StackOverflow { thread })) = explanation {
+        let thread = match thread {
+            mm::NO_THREAD => sched::stack_owner(frame.cr2).unwrap_or(mm::NO_THREAD),
+            thread => thread,
+        };
         let _ = match thread {
             mm::NO_THREAD => writeln!(out, "eremite: a CPU's idle loop has overflowed its stack"),
             sched::MAIN_TID => writeln!(out, "eremite: the main thread has overflowed its stack"),

@@ -196,6 +196,18 @@ fn lock() -> LockGuard<'static, Option<Scheduler>> {
     guard
 }
 
+/// The spawned thread whose stack (guard pages included) holds `addr`,
+/// for fault reports: `None` if there is none, or if the scheduler is
+/// locked (the fault hit it mid-change).
+pub(crate) fn stack_owner(addr: u64) -> Option<Tid> {
+    let guard = SCHED.try_lock()?;
+    let s = guard.as_ref()?;
+    s.threads.iter().find_map(|(&tid, thread)| {
+        let (stack, _) = thread.memory.as_ref()?;
+        stack.contains(addr).then_some(tid)
+    })
+}
+
 /// The scheduler behind a guard from [`lock`].
 fn sched<'a>(guard: &'a mut LockGuard<'static, Option<Scheduler>>) -> &'a mut Scheduler {
     match guard.as_mut() {
@@ -649,7 +661,6 @@ pub(crate) fn spawn(
             core
         }
     };
-    stack.set_owner(tid);
     let mut thread = Thread::new(core, State::Blocked);
     thread.saved_rsp = rsp;
     thread.fs_base = tls.thread_pointer;

@@ -159,8 +159,9 @@ pub(crate) struct Stack {
 
 impl Stack {
     /// A stack of at least `len_bytes` (rounded up to pages) above
-    /// [`GUARD_PAGES`] guard pages, for thread `thread` ([`NO_THREAD`] for
-    /// none), or `None` when memory is exhausted.
+    /// [`GUARD_PAGES`] guard pages, recorded for thread `thread`
+    /// ([`NO_THREAD`] for a spawned thread, or none), or `None` when memory
+    /// is exhausted.
     pub(crate) fn new(len_bytes: usize, thread: u32) -> Option<Self> {
         let pages = (len_bytes as u64)
             .div_ceil(PAGE_SIZE)
@@ -178,7 +179,9 @@ impl Stack {
                 Self::fresh(pages)
             })?,
         };
-        stack.set_owner(thread);
+        if thread != NO_THREAD {
+            stack.set_owner(thread);
+        }
         Some(stack)
     }
 
@@ -223,7 +226,9 @@ impl Stack {
         Some(Self { range })
     }
 
-    /// Record which thread the stack belongs to (for fault reports).
+    /// Record which thread the stack belongs to, for fault reports (the
+    /// main thread's; a spawned thread's owner is found by the scheduler,
+    /// which holds its stack, so spawning stays cheap).
     pub(crate) fn set_owner(&self, thread: u32) {
         let mut guard = SPACE.lock();
         let Some(space) = guard.as_mut() else {
@@ -239,6 +244,11 @@ impl Stack {
         if old != kind && space.release(self.range, old).is_ok() {
             let _ = space.map(self.range, kind, Prot::READ_WRITE);
         }
+    }
+
+    /// Whether `addr` lies in the stack or its guard pages.
+    pub(crate) fn contains(&self, addr: u64) -> bool {
+        self.range.contains(addr)
     }
 
     /// One past its highest byte (page-aligned, so 16-byte aligned).
