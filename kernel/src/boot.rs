@@ -142,6 +142,11 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         unsafe { mm::add_region(heap_end, info.mem_size) };
     }
 
+    // Every gate is in place (installed above, before the heap).
+    if let Err(why) = mm::seal_idt() {
+        fatal(why);
+    }
+
     start_cpus(info.cpu_count);
 
     let Some(tls) = mm::create_tls(&info.tls) else {

@@ -74,18 +74,19 @@ fn memory_beyond_the_maximum_is_a_usage_error() {
 }
 
 #[test]
-fn boot_takes_a_handful_of_exits_and_one_cpl0_entry() {
+fn boot_takes_a_handful_of_exits_and_two_cpl0_entries() {
     // The kernel runs at CPL3 and buffers its console: a whole run of
-    // hello is a few hypercalls, and the CPL0 supervisor is entered once:
-    // the TLB gate, after the main stack's guard pages lost their rights.
+    // hello is a few hypercalls, and the CPL0 supervisor is entered twice:
+    // the TLB gate, after the IDT was sealed and after the main stack's
+    // guard pages lost their rights.
     let run = boot("hello", &["--stats"], &[]);
     run.expect_code(0);
     let count = |label: &str| run.stat(label);
     assert!(count("total") <= 10, "{run}");
     assert_eq!(count("hypercall Exit"), 1, "{run}");
     assert_eq!(count("bad hypercall"), 0, "{run}");
-    assert_eq!(count("eremite: CPL0 entries"), 1, "{run}");
-    assert_eq!(count("gate: TLB flush"), 1, "{run}");
+    assert_eq!(count("eremite: CPL0 entries"), 2, "{run}");
+    assert_eq!(count("gate: TLB flush"), 2, "{run}");
 }
 
 #[test]

@@ -298,3 +298,12 @@ fn reading_the_supervisor_gdt_faults() {
     // A present page (bit 0) that CPL3 may not use.
     assert_ne!(error_code & 1, 0, "error code {error_code:#x}\n{run}");
 }
+
+#[test]
+fn writing_the_idt_faults_once_the_kernel_has_filled_it_in() {
+    let run = boot("memory", &[], &["write-idt"]);
+    let error_code = page_fault_at_printed_address(&run, "about to write the IDT");
+    // A present page (bit 0), a write (bit 1) that CPL3 may not make.
+    assert_eq!(error_code & 3, 3, "error code {error_code:#x}\n{run}");
+    assert!(run.stderr.contains("supervisor"), "{run}");
+}

@@ -15,8 +15,9 @@
 //! overflow-main | overflow-thread  recurse forever on the main / a spawned thread
 //! oom-try                          Vec::try_reserve until it fails, then recover
 //! oom-abort                        allocate 1 MiB blocks until std aborts
-//! write-code | exec-heap | read-gdt   write the image's code, run code from the heap,
-//!                                  read the supervisor's GDT (each dies: page fault)
+//! write-code | exec-heap | read-gdt | write-idt   write the image's code, run code
+//!                                  from the heap, read the supervisor's GDT, write the
+//!                                  IDT (each dies: page fault)
 //! ```
 //!
 //! The checking modes print one `ok ...` line per check and end with
@@ -33,7 +34,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use eremite as _;
 use eremite_interface::errno::{EACCES, EINVAL, ENOMEM};
-use eremite_interface::layout::GDT_ADDR;
+use eremite_interface::layout::{GDT_ADDR, IDT_ADDR};
 
 unsafe extern "C" {
     /// hermit-abi: map `size` bytes of zeroed anonymous memory; the address
@@ -107,6 +108,13 @@ fn main() {
             black_box(function)();
             drop(code);
         }
+        "write-idt" => {
+            println!("about to write the IDT at {IDT_ADDR:#x}");
+            // SAFETY: not safe: the IDT must be out of reach of CPL3 once
+            // the kernel has filled it in.
+            unsafe { (IDT_ADDR as *mut u64).write_volatile(0) };
+            println!("wrote the IDT");
+        }
         "read-gdt" => {
             println!("about to read the GDT at {GDT_ADDR:#x}");
             // SAFETY: not safe: the supervisor's pages must be out of reach
@@ -122,7 +130,7 @@ fn main() {
     if mode.starts_with("overflow")
         || mode.ends_with("-then-read")
         || mode.ends_with("-then-write")
-        || ["write-code", "exec-heap", "read-gdt"].contains(&mode)
+        || ["write-code", "exec-heap", "read-gdt", "write-idt"].contains(&mode)
     {
         println!("still alive after `{mode}`?!");
         exit(1);

@@ -119,6 +119,15 @@ pub(crate) unsafe fn init(
     Ok(())
 }
 
+/// Take the IDT page out of CPL3's reach once the kernel has filled it in
+/// (the VMM, and the PVH entry, leave it user-writable for that): from
+/// then on a stray write to it faults instead of corrupting the gates.
+pub(crate) fn seal_idt() -> Result<(), &'static str> {
+    let idt = eremite_interface::layout::IDT_ADDR;
+    let page = PageRange::new(idt, idt + PAGE_SIZE).map_err(|_| "IDT not page-aligned")?;
+    ram::set_rights(page, arch::PageRights::Supervisor).map_err(|()| "cannot seal the IDT")
+}
+
 /// All guest RAM in bytes.
 pub(crate) fn ram_bytes() -> u64 {
     ram_ranges().iter().map(|(start, end)| end - start).sum()

@@ -45,6 +45,9 @@ pub(crate) enum PageRights {
     ReadWrite,
     /// Present, read-only, executable.
     ReadExecute,
+    /// Present, writable, not executable, and not accessible at CPL3: for
+    /// structures only the CPU and the CPL0 supervisor use (the IDT).
+    Supervisor,
 }
 
 impl PageRights {
@@ -54,6 +57,7 @@ impl PageRights {
             PageRights::Read => PRESENT | USER | NO_EXECUTE,
             PageRights::ReadWrite => PRESENT | USER | WRITABLE | NO_EXECUTE,
             PageRights::ReadExecute => PRESENT | USER,
+            PageRights::Supervisor => PRESENT | WRITABLE | NO_EXECUTE,
         }
     }
 }
