@@ -11,7 +11,7 @@
 //! went.
 //!
 //! `unsafe` is allowed only in `kvm/`, in `memory/` for mapping the image
-//! file and in `devices/net/tap.rs` for one ioctl (see `docs/safety.md`).
+//! file and populating guest RAM (`madvise`) and in `devices/net/tap.rs` for one ioctl (see `docs/safety.md`).
 #![deny(unsafe_code)]
 
 mod arch;
@@ -25,6 +25,10 @@ mod memory;
 mod net_address;
 mod sandbox;
 mod size;
+
+/// Entry points for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tiny_guest_tests;

@@ -269,7 +269,12 @@ fn install_host_tools() -> Result {
 }
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 3] = ["cpio_entries", "vfs_ops", "cmdline_params"];
+const FUZZ_TARGETS: [&str; 4] = [
+    "cpio_entries",
+    "vfs_ops",
+    "cmdline_params",
+    "hypercall_requests",
+];
 
 /// `./x fuzz TARGET [SECONDS]`: run one target with libFuzzer (default
 /// 60 s). Needs `cargo install cargo-fuzz`.
