@@ -1,5 +1,6 @@
 //! What the fuzz targets in `fuzz/` drive: the hypercall decoder and
-//! handlers on arbitrary guest memory, as a hostile guest would.
+//! handlers on arbitrary guest memory, as a hostile guest would, and the
+//! ELF loader on arbitrary image files.
 
 use eremite_interface::hypercall::{self, Port};
 
@@ -32,4 +33,19 @@ pub fn hypercall(port_index: u8, value: u32, memory: &[u8]) {
     let mut console = Console::new(Box::new(std::io::sink()), Box::new(std::io::sink()), false);
     let services = Services::new(&mut console, crate::sandbox::HostFs::new(Vec::new()));
     let _ = handle(call, &ram, &services);
+}
+
+/// Load `image` (any bytes) into a fresh 16 MiB guest RAM: it must load
+/// or be refused with an error, never panic, and a loaded image must lie
+/// inside RAM.
+pub fn load_image(image: &[u8]) {
+    let Ok(ram) = GuestRam::new(16 << 20) else {
+        return;
+    };
+    if let Ok(loaded) = crate::loader::load(image, &ram) {
+        assert!(
+            loaded.start <= loaded.end
+                && ram.check(loaded.start, loaded.end - loaded.start).is_ok()
+        );
+    }
 }

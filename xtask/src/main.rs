@@ -269,11 +269,12 @@ fn install_host_tools() -> Result {
 }
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 4] = [
+const FUZZ_TARGETS: [&str; 5] = [
     "cpio_entries",
     "vfs_ops",
     "cmdline_params",
     "hypercall_requests",
+    "elf_images",
 ];
 
 /// `./x fuzz TARGET [SECONDS]`: run one target with libFuzzer (default
