@@ -94,7 +94,7 @@ struct RunArgs {
     /// Where to boot the image: eremite's own VMM (KVM), or QEMU -M microvm
     /// through the image's PVH entry: `qemu` uses KVM when /dev/kvm works
     /// and QEMU's TCG otherwise; `qemu-tcg` and `qemu-kvm` choose. QEMU
-    /// runs one CPU and has no --mount, --net or --initrd yet.
+    /// has no --mount, --net or --initrd yet.
     #[arg(long, value_enum, default_value_t = Hypervisor::Eremite)]
     hypervisor: Hypervisor,
     /// The image: an application built for x86_64-unknown-hermit that links
@@ -173,9 +173,14 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
 
 /// `--hypervisor qemu…`: what QEMU cannot do yet is an error (125).
 fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode {
-    let unsupported = if args.cpus != 1 {
-        Some("--cpus above 1 (SMP on QEMU needs an INIT-SIPI trampoline, not written yet)")
-    } else if !args.mount.is_empty() {
+    if args.cpus == 0 || args.cpus > eremite_interface::layout::MAX_CPUS {
+        eprintln!(
+            "eremite: --cpus must be 1 to {}",
+            eremite_interface::layout::MAX_CPUS
+        );
+        return ExitCode::from(125);
+    }
+    let unsupported = if !args.mount.is_empty() {
         Some("--mount (host directories are served by eremite's VMM only)")
     } else if args.net.is_some() {
         Some("--net")
@@ -193,6 +198,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
     let request = qemu::QemuRun {
         image: &args.image,
         memory_bytes: args.memory,
+        cpus: args.cpus,
         args: &args.args,
         env: &args.env,
         cmdline: &args.cmdline,

@@ -1,7 +1,7 @@
 //! `eremite run --hypervisor qemu…`: boot the same image on QEMU
 //! `-M microvm` through its PVH entry (see `docs/qemu.md`).
 //!
-//! The CLI builds QEMU's command line (memory, one CPU, the serial ports
+//! The CLI builds QEMU's command line (memory, CPUs, the serial ports
 //! on stdout and stderr, `isa-debug-exit`, the exit record on a debugcon
 //! port that goes to a temporary file, the kernel command line with the
 //! arguments and environment escaped as [`eremite_interface::pvh`] says),
@@ -30,6 +30,7 @@ pub(crate) enum Accel {
 pub(crate) struct QemuRun<'a> {
     pub(crate) image: &'a Path,
     pub(crate) memory_bytes: u64,
+    pub(crate) cpus: u32,
     pub(crate) args: &'a [String],
     pub(crate) env: &'a [String],
     pub(crate) cmdline: &'a str,
@@ -60,6 +61,7 @@ pub(crate) fn kernel_cmdline(
     env: &[String],
     cmdline: &str,
     is_verbose: bool,
+    cpus: u32,
     wall_ns: u128,
 ) -> String {
     let mut line = String::new();
@@ -71,6 +73,9 @@ pub(crate) fn kernel_cmdline(
     }
     if is_verbose {
         let _ = write!(line, "{} ", pvh::VERBOSE_TOKEN);
+    }
+    if cpus != 1 {
+        let _ = write!(line, "{}{cpus} ", pvh::CPUS_KEY);
     }
     let _ = write!(
         line,
@@ -143,6 +148,7 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
         request.env,
         request.cmdline,
         request.is_verbose,
+        request.cpus,
         wall_ns,
     );
     let mut command = Command::new(qemu_binary());
@@ -159,7 +165,7 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
             "-no-reboot",
         ])
         .args(["-m", &format!("{}M", request.memory_bytes >> 20)])
-        .args(["-smp", "1"])
+        .args(["-smp", &request.cpus.to_string()])
         .args(if use_kvm {
             ["-accel", "kvm", "-cpu", "host"]
         } else {
@@ -255,11 +261,12 @@ mod tests {
             &["A=1 2".into()],
             "x=1  y",
             true,
+            3,
             7,
         );
         assert_eq!(
             line,
-            "x=1 y eremite.env=A=1%202 eremite.verbose eremite.wall_ns=7 -- /img beta%20gamma %"
+            "x=1 y eremite.env=A=1%202 eremite.verbose eremite.cpus=3 eremite.wall_ns=7 -- /img beta%20gamma %"
         );
     }
 

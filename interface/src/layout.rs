@@ -16,6 +16,7 @@
 //! 0x0000_3000  one TSS per CPU (128 bytes apart)                  CPL0 only
 //! 0x0000_3800  the I/O permission bitmap every TSS shares         CPL0 only
 //! 0x0000_6000  boot info (one page)
+//! 0x0000_7000  application processors' real-mode trampoline (PVH only)
 //! 0x0002_0000  initial CPL3 stack of the boot CPU
 //! 0x0003_0000  boot data: args, environment, command line (strings)
 //! 0x0008_0000  page tables (the PML4 first)
@@ -78,6 +79,11 @@ pub const TSS_IOMAP_ADDR: u64 = TSS_ADDR + MAX_CPUS as u64 * TSS_STRIDE;
 pub const TSS_IOMAP_SIZE: u64 = 8192 + 1;
 /// Boot info page.
 pub const BOOT_INFO_ADDR: u64 = 0x6000;
+/// The page where, booted through PVH (QEMU), the kernel puts the
+/// real-mode code that application processors start in after a start-up
+/// IPI, and its mailbox (below 1 MiB and 4 KiB aligned, as start-up IPIs
+/// require). Unused on the eremite VMM, which starts them in long mode.
+pub const AP_TRAMPOLINE_ADDR: u64 = 0x7000;
 
 /// Base of the CPL0 stacks: CPU `n` has [`CPL0_STACK_COUNT`] of them from
 /// slot `n * CPL0_STACK_COUNT`; its slot 0 is RSP0, slots 1..=3 are
@@ -209,6 +215,10 @@ const _: () = assert!(
 const _: () = assert!((DEVICE_VECTOR as u64 + MAX_VIRTIO_DEVICES) < TIMER_VECTOR as u64 + 32);
 const _: () = assert!(TSS_IOMAP_ADDR + TSS_IOMAP_SIZE <= BOOT_INFO_ADDR);
 const _: () = assert!(gdt::SLOTS * 8 <= PAGE_SIZE);
+const _: () = assert!(
+    AP_TRAMPOLINE_ADDR >= BOOT_INFO_ADDR + PAGE_SIZE
+        && AP_TRAMPOLINE_ADDR + PAGE_SIZE <= BOOT_STACK_ADDR
+);
 const _: () =
     assert!(CPL0_STACKS_ADDR + MAX_CPUS as u64 * CPL0_STACK_COUNT * CPL0_STACK_SIZE <= IMAGE_BASE);
 const _: () = assert!(

@@ -14,7 +14,7 @@
 //!   with [`unescape`]:
 //!
 //! ```text
-//! [TOKEN]... [eremite.env=KEY=VALUE]... [eremite.verbose] [eremite.wall_ns=N] -- ARGV0 [ARG]...
+//! [TOKEN]... [eremite.env=KEY=VALUE]... [eremite.verbose] [eremite.cpus=N] [eremite.wall_ns=N] -- ARGV0 [ARG]...
 //! ```
 //!
 //! Tokens before `--` that are not ours are kernel command-line tokens
@@ -40,6 +40,8 @@ pub const DEBUGCON_PORT: u16 = 0x402;
 pub const ENV_KEY: &str = "eremite.env=";
 /// Command-line token that turns the kernel log on (`--verbose`).
 pub const VERBOSE_TOKEN: &str = "eremite.verbose";
+/// Command-line key of the number of CPUs (QEMU's `-smp`); one without it.
+pub const CPUS_KEY: &str = "eremite.cpus=";
 /// Command-line key of the host's wall-clock time in ns since the Unix
 /// epoch, taken just before QEMU starts.
 pub const WALL_NS_KEY: &str = "eremite.wall_ns=";

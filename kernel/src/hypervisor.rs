@@ -4,8 +4,9 @@
 //! image booted through its PVH entry on QEMU ([`use_pvh_devices`], see
 //! `crate::pvh`), standard devices stand in ([`eremite_interface::pvh`]):
 //! the console is a serial port, the exit a write to `isa-debug-exit`
-//! after an exit record on the debugcon port, and starting CPUs is not
-//! supported yet.
+//! after an exit record on the debugcon port, and a CPU is started with
+//! INIT and start-up IPIs through a real-mode trampoline
+//! ([`start_cpu`]).
 
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
@@ -113,8 +114,7 @@ impl core::fmt::Write for RecordWriter {
 /// Start application processor `cpu` at `rip` with `rsp` and `arg`.
 pub(crate) fn start_cpu(cpu: u32, rip: u64, rsp: u64, arg: u64) -> Result<(), Errno> {
     if is_pvh() {
-        // Needs an INIT-SIPI trampoline; the PVH path reports one CPU.
-        return Err(errno::ENOSYS);
+        return start_cpu_with_ipis(cpu, rip, rsp, arg);
     }
     let mut request = StartCpu {
         cpu,
@@ -128,5 +128,50 @@ pub(crate) fn start_cpu(cpu: u32, rip: u64, rsp: u64, arg: u64) -> Result<(), Er
     match request.result {
         0 => Ok(()),
         e => Err(Errno(i32::try_from(-e).unwrap_or(errno::EIO.0))),
+    }
+}
+
+/// Wait after INIT before the first start-up IPI. The SDM's 10 ms (vol. 3A,
+/// 9.4.4.1) is for old hardware; QEMU's APIC and KVM's in-kernel APIC
+/// handle an INIT before a start-up IPI sent after it, so a short pause
+/// does.
+const INIT_WAIT_NS: u64 = 100_000;
+/// Wait after the first start-up IPI before a second one (SDM: 200 µs).
+const STARTUP_WAIT_NS: u64 = 200_000;
+/// How long a CPU may take from the start-up IPI to CPL3 (TCG translates
+/// the trampoline first; the CPL0 steps are emulated on PVM hosts).
+const START_TIMEOUT_NS: u64 = 2_000_000_000;
+
+/// Start CPU `cpu` (its APIC ID: QEMU numbers them from 0 like our CPU
+/// indexes) without our VMM: INIT, then start-up IPIs into the trampoline
+/// (`arch::pvh`), which brings it to CPL3 at `rip` with `rsp` and `arg`.
+/// `ETIMEDOUT` when it does not say it started.
+fn start_cpu_with_ipis(cpu: u32, rip: u64, rsp: u64, arg: u64) -> Result<(), Errno> {
+    arch::pvh::prepare_ap_start(cpu, rip, rsp, arg);
+    arch::send_init(cpu);
+    spin_until(INIT_WAIT_NS, || false);
+    arch::send_startup(cpu, arch::pvh::AP_STARTUP_VECTOR);
+    if spin_until(STARTUP_WAIT_NS, arch::pvh::ap_has_started) {
+        return Ok(());
+    }
+    arch::send_startup(cpu, arch::pvh::AP_STARTUP_VECTOR);
+    if spin_until(START_TIMEOUT_NS, arch::pvh::ap_has_started) {
+        Ok(())
+    } else {
+        Err(errno::ETIMEDOUT)
+    }
+}
+
+/// Spin for up to `ns` nanoseconds (TSC) until `is_done`; whether it was.
+fn spin_until(ns: u64, is_done: impl Fn() -> bool) -> bool {
+    let start = crate::time::monotonic_ns();
+    loop {
+        if is_done() {
+            return true;
+        }
+        if crate::time::monotonic_ns().saturating_sub(start) >= ns {
+            return false;
+        }
+        core::hint::spin_loop();
     }
 }

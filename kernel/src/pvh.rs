@@ -18,7 +18,9 @@
 //!   in, otherwise measured against the PIT for 10 ms.
 //! - Wall-clock time: `eremite.wall_ns=` on the command line (the CLI
 //!   passes the host's time just before QEMU starts), else the epoch.
-//! - One CPU: starting others needs an INIT-SIPI trampoline (later).
+//! - CPUs: `eremite.cpus=` on the command line (the CLI passes QEMU's
+//!   `-smp`), else one; `hypervisor::start_cpu` starts the others with
+//!   INIT and start-up IPIs.
 
 use eremite_interface::layout::{self, BOOT_DATA_ADDR, BOOT_DATA_END, PAGE_SIZE};
 use eremite_interface::{
@@ -74,7 +76,7 @@ pub(crate) extern "C" fn pvh_start(start_info: u64, ram_top: u64) -> ! {
     let info = BootInfo {
         magic: MAGIC,
         version: INTERFACE_VERSION,
-        cpu_count: 1,
+        cpu_count: parsed.cpu_count,
         mem_size: ram_top,
         ram_count: 1,
         ram: {
@@ -240,6 +242,7 @@ struct Cmdline {
     cmdline: StringList,
     is_verbose: bool,
     wall_ns: u64,
+    cpu_count: u32,
 }
 
 /// Split the command line into the boot info's three lists (written in
@@ -257,6 +260,7 @@ fn parse_cmdline(text: &[u8], writer: &mut BootData) -> Cmdline {
         cmdline: StringList::default(),
         is_verbose: false,
         wall_ns: 0,
+        cpu_count: 1,
     };
     out.args = writer.list();
     for token in tokens().skip_while(|&t| t != separator).skip(1) {
@@ -282,6 +286,13 @@ fn parse_cmdline(text: &[u8], writer: &mut BootData) -> Cmdline {
         }
         if token == pvh::VERBOSE_TOKEN.as_bytes() {
             out.is_verbose = true;
+        } else if let Some(value) = token.strip_prefix(pvh::CPUS_KEY.as_bytes()) {
+            // Zero or garbage is one CPU; too many is refused at boot.
+            out.cpu_count = core::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1)
+                .max(1);
         } else if let Some(value) = token.strip_prefix(pvh::WALL_NS_KEY.as_bytes()) {
             out.wall_ns = core::str::from_utf8(value)
                 .ok()

@@ -344,3 +344,53 @@ fn ip(args: &[&str]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The file-system differential test: `examples/fsdiff` natively in a
+/// fresh directory on tmpfs, and booted with `options` (a hypervisor, say)
+/// on eremite's RAM file system; every result and every errno must agree,
+/// line for line.
+pub fn assert_fsdiff_matches_linux(options: &[&str]) {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let native = root().join("examples/target/x86_64-unknown-linux-gnu/release/fsdiff");
+    assert!(
+        native.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it",
+        native.display()
+    );
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!(
+        "eremite-fsdiff-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let linux = run_command(Command::new(&native).arg(&dir));
+    linux.expect_code(0);
+    let unikernel = boot("fsdiff", options, &["/fsdiff"]);
+    unikernel.expect_code(0);
+    assert!(linux.stdout.ends_with("end of transcript\n"), "{linux}");
+    assert!(linux.stdout.lines().count() > 80, "{linux}");
+    for (number, (l, e)) in linux
+        .stdout
+        .lines()
+        .zip(unikernel.stdout.lines())
+        .enumerate()
+    {
+        assert_eq!(
+            e,
+            l,
+            "transcripts differ at line {}\n{unikernel}",
+            number + 1
+        );
+    }
+    assert_eq!(
+        linux.stdout.lines().count(),
+        unikernel.stdout.lines().count(),
+        "{unikernel}"
+    );
+}

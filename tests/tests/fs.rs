@@ -235,45 +235,5 @@ fn bad_mounts_are_clear_errors() {
 
 #[test]
 fn the_same_program_prints_the_same_transcript_as_on_linux_tmpfs() {
-    // Natively in a directory on tmpfs, and in eremite on its RAM file
-    // system: every result and every errno must agree, line for line.
-    let native =
-        eremite_tests::root().join("examples/target/x86_64-unknown-linux-gnu/release/fsdiff");
-    assert!(
-        native.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it",
-        native.display()
-    );
-    let shm = std::path::Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!("eremite-fsdiff-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    let linux = run_command(Command::new(&native).arg(&dir));
-    linux.expect_code(0);
-    let unikernel = boot("fsdiff", &[], &["/fsdiff"]);
-    unikernel.expect_code(0);
-    assert!(linux.stdout.ends_with("end of transcript\n"), "{linux}");
-    assert!(linux.stdout.lines().count() > 80, "{linux}");
-    for (number, (l, e)) in linux
-        .stdout
-        .lines()
-        .zip(unikernel.stdout.lines())
-        .enumerate()
-    {
-        assert_eq!(
-            e,
-            l,
-            "transcripts differ at line {}\n{unikernel}",
-            number + 1
-        );
-    }
-    assert_eq!(
-        linux.stdout.lines().count(),
-        unikernel.stdout.lines().count(),
-        "{unikernel}"
-    );
+    eremite_tests::assert_fsdiff_matches_linux(&[]);
 }

@@ -89,9 +89,6 @@ fn timers_and_the_wall_clock_work_on_qemu() {
 #[test]
 fn what_qemu_cannot_do_is_refused_clearly() {
     require_qemu();
-    let run = boot("hello", &["--hypervisor", "qemu-tcg", "--cpus", "2"], &[]);
-    run.expect_code(125);
-    assert!(run.stderr.contains("--cpus"), "{run}");
     let run = boot(
         "hello",
         &["--hypervisor", "qemu-tcg", "--mount", "/tmp:/data"],
@@ -99,6 +96,56 @@ fn what_qemu_cannot_do_is_refused_clearly() {
     );
     run.expect_code(125);
     assert!(run.stderr.contains("--mount"), "{run}");
+    let run = boot("hello", &["--hypervisor", "qemu-tcg", "--cpus", "17"], &[]);
+    run.expect_code(125);
+    assert!(run.stderr.contains("--cpus"), "{run}");
+}
+
+/// The threads example on `cpus` CPUs under QEMU with `accel_options`:
+/// every check passed.
+fn threads_pass_on_qemu(accel_options: &[&str], cpus: &str) {
+    require_qemu();
+    let mut options = accel_options.to_vec();
+    // 100 threads alive at once with std's 1 MiB stacks need more than
+    // the default 64 MiB (as in tests/threads.rs).
+    options.extend_from_slice(&["--memory", "256M", "--cpus", cpus]);
+    let run = boot("threads", &options, &[]);
+    run.expect_code(0);
+    assert!(run.stdout.starts_with(&format!("cpus: {cpus}\n")), "{run}");
+    assert!(run.stdout.ends_with("threads passed\n"), "{run}");
+    assert!(
+        run.stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 19,
+        "{run}"
+    );
+}
+
+/// Every other thread on another CPU, so each join waits for a cross-CPU
+/// wake-up (an IPI between CPUs that the trampoline started).
+fn spawn_join_on_qemu(accel_options: &[&str], cpus: &str) {
+    require_qemu();
+    let mut options = accel_options.to_vec();
+    options.extend_from_slice(&["--cpus", cpus]);
+    let run = boot("threads", &options, &["spawn-join", "1000"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "spawned and joined 1000 threads\n", "{run}");
+}
+
+#[test]
+fn threads_and_every_std_sync_primitive_work_on_two_cpus_on_qemu_tcg() {
+    threads_pass_on_qemu(&["--hypervisor", "qemu-tcg"], "2");
+}
+
+#[test]
+fn threads_spawned_and_joined_across_cpus_do_not_get_lost_on_qemu_tcg() {
+    for cpus in ["2", "4"] {
+        spawn_join_on_qemu(&["--hypervisor", "qemu-tcg"], cpus);
+    }
+}
+
+#[test]
+fn the_file_system_transcript_on_qemu_tcg_matches_linux() {
+    require_qemu();
+    eremite_tests::assert_fsdiff_matches_linux(&["--hypervisor", "qemu-tcg"]);
 }
 
 #[test]
@@ -109,4 +156,11 @@ fn hello_runs_on_qemu_kvm() {
     run.expect_code(0);
     assert!(run.stdout.contains(r#"args: ["on", "kvm"]"#), "{run}");
     assert!(run.stdout.contains("checksum: 0xf55488fc2c6ef761"), "{run}");
+}
+
+#[test]
+fn threads_and_every_std_sync_primitive_work_on_two_cpus_on_qemu_kvm() {
+    eremite_tests::require_kvm();
+    threads_pass_on_qemu(&["--hypervisor", "qemu-kvm"], "2");
+    spawn_join_on_qemu(&["--hypervisor", "qemu-kvm"], "2");
 }

@@ -12,7 +12,11 @@
 //! Groups: `syscalls`, `noise` and `fs` (programs in `benches/`, measured
 //! in TSC cycles inside the program; `fs` also in transactions per second),
 //! `boot` (wall time of `eremite run hello` against a native hello process,
-//! from the outside). `fs` runs three times: natively on tmpfs, in eremite
+//! from the outside; also `eremite run --hypervisor qemu-kvm` and
+//! `qemu-tcg`, rows `hello_wall_time_qemu_kvm` and `_qemu_tcg`, against the
+//! same native runs), `syscalls_qemu` (the `syscalls` program booted on
+//! QEMU + KVM, rows with the suffix `_qemu`, against its own native run).
+//! `fs` runs three times: natively on tmpfs, in eremite
 //! on the RAM file system, and in eremite below a `--mount` of a tmpfs
 //! directory; the rows of the last get the suffix `_mount` and are
 //! compared with the same native numbers.
@@ -29,7 +33,15 @@ mod chart;
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Both sides run pinned to this host core.
 const BENCH_CORE: &str = "1";
-const GROUPS: [&str; 6] = ["syscalls", "noise", "fs", "boot", "smp", "net"];
+const GROUPS: [&str; 7] = [
+    "syscalls",
+    "syscalls_qemu",
+    "noise",
+    "fs",
+    "boot",
+    "smp",
+    "net",
+];
 /// Guest memory for the `fs` runs: room for Postmark's file pool.
 const FS_MEMORY: &str = "256M";
 
@@ -121,6 +133,14 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 let (e, l) = run_both(&cli, "syscalls", args)?;
                 tsc_khz = e.tsc_khz;
                 rows.extend(pair("syscalls", &e, &l, &SYSCALL_ROWS, "")?);
+            }
+            "syscalls_qemu" => {
+                // The same program on QEMU + KVM (PVH boot), against its own
+                // native run in the same invocation.
+                let args: &[&str] = if is_quick { &["--quick"] } else { &[] };
+                let e = run_eremite(&cli, "syscalls", &["--hypervisor", "qemu-kvm"], args)?;
+                let l = run_native("syscalls", args)?;
+                rows.extend(pair("syscalls_qemu", &e, &l, &SYSCALL_ROWS, "_qemu")?);
             }
             "noise" => {
                 let args: &[&str] = if is_quick {
@@ -443,8 +463,10 @@ fn pair(
 
 /// Wall time of `eremite run hello` from process start to exit, against a
 /// native Linux build of the same program, interleaved run by run so both
-/// see the same machine noise; then the stripped image size and the
-/// smallest `--memory` that boots hello.
+/// see the same machine noise; the same for `eremite run --hypervisor
+/// qemu-kvm` and `qemu-tcg` (QEMU `-M microvm`, PVH boot) against the same
+/// native runs; then the stripped image size and the smallest `--memory`
+/// that boots hello.
 fn boot(cli: &Path, runs: usize) -> Result<(Vec<Row>, Vec<String>)> {
     let image = build_image("hello")?;
     crate::build_native_examples(&["hello"])?;
@@ -452,30 +474,50 @@ fn boot(cli: &Path, runs: usize) -> Result<(Vec<Row>, Vec<String>)> {
         .join("examples/target")
         .join(HOST_TARGET)
         .join("release/hello");
-    let mut unikernel = Command::new(cli);
-    unikernel.arg("run").arg(&image);
+    let on = |hypervisor: &str| {
+        let mut command = Command::new(cli);
+        command
+            .args(["run", "--hypervisor", hypervisor])
+            .arg(&image);
+        command
+    };
+    let mut unikernels = [
+        ("hello_wall_time", on("eremite")),
+        ("hello_wall_time_qemu_kvm", on("qemu-kvm")),
+        ("hello_wall_time_qemu_tcg", on("qemu-tcg")),
+    ];
     let mut linux = Command::new(&native);
-    // Warm the page cache for both binaries.
-    time_once(&mut unikernel)?;
+    // Warm the page cache for every binary.
+    for (_, unikernel) in &mut unikernels {
+        time_once(unikernel)?;
+    }
     time_once(&mut linux)?;
-    let mut eremite_ms = Vec::with_capacity(runs);
+    let mut eremite_ms = vec![Vec::with_capacity(runs); unikernels.len()];
     let mut native_ms = Vec::with_capacity(runs);
     for _ in 0..runs {
-        eremite_ms.push(time_once(&mut unikernel)?);
+        for ((_, unikernel), samples) in unikernels.iter_mut().zip(&mut eremite_ms) {
+            samples.push(time_once(unikernel)?);
+        }
         native_ms.push(time_once(&mut linux)?);
     }
-    let rows = vec![Row {
-        group: "boot",
-        name: "hello_wall_time".to_owned(),
-        unit: "ms".to_owned(),
-        eremite: Stat::of(&eremite_ms),
-        linux: Stat::of(&native_ms),
-    }];
+    let rows = unikernels
+        .iter()
+        .zip(&eremite_ms)
+        .map(|((name, _), samples)| Row {
+            group: "boot",
+            name: (*name).to_owned(),
+            unit: "ms".to_owned(),
+            eremite: Stat::of(samples),
+            linux: Stat::of(&native_ms),
+        })
+        .collect();
     let stripped = stripped_size(&image)?;
     let native_stripped = stripped_size(&native)?;
     let breakdown = verbose_breakdown(cli, &image)?;
     let smallest = smallest_memory(cli, &image)?;
-    println!("boot: `eremite run hello` vs native `hello`, {runs} interleaved runs");
+    println!(
+        "boot: `eremite run hello` (our VMM, QEMU + KVM, QEMU TCG) vs native `hello`, {runs} interleaved runs"
+    );
     println!(
         "  hello stripped: eremite image {stripped} bytes, native Linux binary {native_stripped} bytes"
     );
@@ -767,14 +809,16 @@ fn smallest_memory(cli: &Path, image: &Path) -> Result<String> {
 }
 
 fn print_table(rows: &[Row], tsc_khz: u64) {
+    let group_width = rows.iter().map(|r| r.group.len()).fold(9, usize::max);
+    let name_width = rows.iter().map(|r| r.name.len()).fold(22, usize::max);
     println!();
     println!(
-        "{:<9} {:<22} {:>6} {:>12} {:>12} {:>8} {:>12} {:>12}",
+        "{:<group_width$} {:<name_width$} {:>6} {:>12} {:>12} {:>8} {:>12} {:>12}",
         "group", "benchmark", "unit", "eremite", "Linux", "ratio", "eremite p99", "Linux p99"
     );
     for row in rows {
         println!(
-            "{:<9} {:<22} {:>6} {:>12.2} {:>12.2} {:>8.3} {:>12.2} {:>12.2}",
+            "{:<group_width$} {:<name_width$} {:>6} {:>12.2} {:>12.2} {:>8.3} {:>12.2} {:>12.2}",
             row.group,
             row.name,
             row.unit,

@@ -7,7 +7,7 @@
 //! ./x run [OPTS] NAME [-- ARGS]   build and boot examples/NAME (OPTS go to `eremite run`)
 //! ./x test               host unit and guest integration tests under KVM, quick benchmarks
 //! ./x check              rustfmt and clippy over every workspace
-//! ./x bench [GROUP...] [--quick]   syscalls, noise, boot, fs: eremite vs native Linux
+//! ./x bench [GROUP...] [--quick]   syscalls, syscalls_qemu, noise, fs, boot, smp, net: eremite vs native Linux
 //! ./x fuzz TARGET [SECONDS]        run a fuzz target in fuzz/ (needs cargo-fuzz)
 //! ```
 #![forbid(unsafe_code)]
@@ -79,7 +79,7 @@ fn dispatch(args: &[String]) -> Result {
 }
 
 fn usage() -> String {
-    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|noise|boot|fs]... [--quick] | fuzz TARGET [SECONDS]"
+    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|syscalls_qemu|noise|fs|boot|smp|net]... [--quick] | fuzz TARGET [SECONDS]"
         .to_owned()
 }
 

@@ -61,3 +61,22 @@ pub(crate) fn send_ipi(apic_id: u32, vector: u8) {
     write(ICR_HIGH, apic_id << 24);
     write(ICR_LOW, ICR_ASSERT | u32::from(vector));
 }
+
+/// ICR delivery modes (SDM vol. 3A, 11.6.1): INIT and start-up.
+const DELIVERY_INIT: u32 = 0b101 << 8;
+const DELIVERY_STARTUP: u32 = 0b110 << 8;
+
+/// Send an INIT IPI to the CPU whose APIC ID is `apic_id`: it resets and
+/// waits for a start-up IPI (SDM vol. 3A, 9.4.4). Only while one CPU boots
+/// the others, so no other IPI from this CPU can split the two writes.
+pub(crate) fn send_init(apic_id: u32) {
+    write(ICR_HIGH, apic_id << 24);
+    write(ICR_LOW, ICR_ASSERT | DELIVERY_INIT);
+}
+
+/// Send a start-up IPI to `apic_id`: a CPU waiting after INIT starts in
+/// real mode at `vector * 4096` (others ignore it). As [`send_init`].
+pub(crate) fn send_startup(apic_id: u32, vector: u8) {
+    write(ICR_HIGH, apic_id << 24);
+    write(ICR_LOW, ICR_ASSERT | DELIVERY_STARTUP | u32::from(vector));
+}

@@ -25,7 +25,7 @@ pub(crate) mod pvh;
 mod supervisor;
 mod switch;
 
-pub(crate) use apic::{eoi, send_ipi, timer_arm, timer_init};
+pub(crate) use apic::{eoi, send_init, send_ipi, send_startup, timer_arm, timer_init};
 pub(crate) use entry::ap_entry;
 pub(crate) use paging::{
     EditError, PageRights, ensure_writable, flush_tlb, is_accessible, leaf as paging_leaf,

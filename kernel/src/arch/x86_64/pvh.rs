@@ -18,8 +18,8 @@
 //!    info's memory map (at most [`layout::LOW_RAM_END`], whole 2 MiB pages);
 //! 3. build the page tables in the shape the VMM builds them
 //!    (`vmm/src/arch/x86_64`; the kernel's `paging` edits them later), the
-//!    GDT, CPU 0's TSS with its CPL0 stacks and an I/O bitmap that opens
-//!    the ports of [`eremite_interface::pvh`] and the PIT's;
+//!    GDT, every CPU's TSS with its CPL0 stacks and an I/O bitmap that
+//!    opens the ports of [`eremite_interface::pvh`] and the PIT's;
 //! 4. CR4 (PAE, OSFXSR, OSXMMEXCPT, FSGSBASE, and OSXSAVE when the CPU
 //!    has XSAVE), EFER (SCE, LME, NXE), CR3, CR0: long mode; XCR0 is set
 //!    to x87|SSE|AVX (as far as CPUID offers them) unless the hypervisor
@@ -30,6 +30,14 @@
 //!    `rsi` = the RAM top, interrupts on, as the VMM starts `_start`.
 //!
 //! The rest (boot info, command line, TSC frequency) is Rust at CPL3.
+//!
+//! Application processors start in real mode at the trampoline that
+//! [`prepare_ap_start`] copies to [`layout::AP_TRAMPOLINE_ADDR`] (the
+//! kernel sends INIT and start-up IPIs, `hypervisor::start_cpu`): a
+//! temporary GDT, protected mode, then `eremite_pvh_ap32` in the image
+//! runs step 4 as above, loads the GDT, its TSS and the IDT, and `iretq`s
+//! to CPL3 with the entry, stack and argument from the mailbox in the
+//! trampoline page (see `docs/qemu.md`).
 //! The port I/O the kernel does on this platform (serial ports, debug
 //! exit, PIT) is here too.
 
@@ -71,17 +79,42 @@ const KERNEL_CODE: u64 = descriptor(0x9b, 0xa);
 const KERNEL_DATA: u64 = descriptor(0x93, 0xc);
 const USER_DATA: u64 = descriptor(0xf3, 0xc);
 const USER_CODE: u64 = descriptor(0xfb, 0xa);
-/// CPU 0's 64-bit TSS descriptor, low half (the high half, base >> 32, is 0).
-const TSS_LIMIT: u64 = layout::TSS_IOMAP_ADDR + layout::TSS_IOMAP_SIZE - 1 - layout::TSS_ADDR;
-const TSS_LOW: u64 = (TSS_LIMIT & 0xffff)
-    | ((layout::TSS_ADDR & 0xff_ffff) << 16)
-    | (0x89 << 40)
-    | (((TSS_LIMIT >> 16) & 0xf) << 48)
-    | (((layout::TSS_ADDR >> 24) & 0xff) << 56);
+/// The last byte of the I/O bitmap, which ends every TSS segment (each
+/// TSS's limit reaches it). The TSS descriptors are built in a loop that
+/// assumes every TSS base and limit fits 16 bits.
+const TSS_AREA_LAST: u64 = layout::TSS_IOMAP_ADDR + layout::TSS_IOMAP_SIZE - 1;
+const _: () = assert!(TSS_AREA_LAST < 0x1_0000);
+/// A 64-bit TSS descriptor's high dword for such a TSS: available
+/// 64-bit TSS (type 9), present, DPL 0 (SDM vol. 3A, 7.2.3).
+const TSS_DESCRIPTOR_HIGH: u64 = 0x89 << 8;
+/// CPL0 stack bytes per CPU (RSP0 and the IST stacks).
+const CPL0_STACKS_PER_CPU: u64 = layout::CPL0_STACK_COUNT * layout::CPL0_STACK_SIZE;
 /// Where the GDTR and IDTR images go: after the GDT's slots, in its page.
 const GDTR: u64 = layout::GDT_ADDR + gdt::SLOTS * 8;
 const IDTR: u64 = GDTR + 16;
 const _: () = assert!(IDTR + 16 <= layout::GDT_ADDR + layout::PAGE_SIZE);
+
+/// The temporary GDT of the AP trampoline: flat data at 0x10 and flat
+/// 32-bit code at 0x18 (granularity 4 KiB, limit 4 GiB).
+const FLAT_DATA: u64 = descriptor(0x93, 0xc);
+const FLAT_CODE32: u64 = descriptor(0x9b, 0xc);
+const AP_DATA: u64 = 0x10;
+/// The selector of `FLAT_CODE32` in the trampoline's GDT.
+const AP_CODE32: u16 = 0x18;
+
+/// The mailbox in the trampoline page through which the boot CPU hands an
+/// application processor its parameters and learns that it started: the
+/// far pointer to `eremite_pvh_ap32` (offset, then selector), the CPU's
+/// index (its TSS and CPL0 stacks; u32), the started flag (u32), and the
+/// CPL3 start: `rdi`, `rsp`, `rip`.
+const MAILBOX: u64 = layout::AP_TRAMPOLINE_ADDR + 0x200;
+const MAILBOX_FAR_POINTER: u64 = MAILBOX;
+const MAILBOX_CPU: u64 = MAILBOX + 8;
+const MAILBOX_STARTED: u64 = MAILBOX + 12;
+const MAILBOX_ARG: u64 = MAILBOX + 16;
+const MAILBOX_RSP: u64 = MAILBOX + 24;
+const MAILBOX_RIP: u64 = MAILBOX + 32;
+const _: () = assert!(MAILBOX_RIP + 8 <= layout::AP_TRAMPOLINE_ADDR + layout::PAGE_SIZE);
 
 const fn cpl0_stack_top(slot: u64) -> u64 {
     layout::CPL0_STACKS_ADDR + (slot + 1) * layout::CPL0_STACK_SIZE
@@ -194,7 +227,7 @@ global_asm!(
     "    movl ${apic_pd} + {table_flags}, {pdpt} + 24",
     "    movl ${lapic} + {uncached}, {apic_pd} + {lapic_slot} * 8",
     "    movl ${virtio} + {uncached}, {apic_pd} + {virtio_slot} * 8",
-    // The GDT: the VMM's segments and CPU 0's TSS.
+    // The GDT: the VMM's segments, and the TSS descriptors below.
     "    movl ${gdt}, %edi",
     "    movl ${gdt_dwords}, %ecx",
     "    xorl %eax, %eax",
@@ -207,22 +240,43 @@ global_asm!(
     "    movl ${ud_hi}, {gdt} + 28",
     "    movl ${uc_lo}, {gdt} + 32",
     "    movl ${uc_hi}, {gdt} + 36",
-    "    movl ${tss_lo}, {gdt} + {tss_sel}",
-    "    movl ${tss_hi}, {gdt} + {tss_sel} + 4",
     "    movw ${gdt_limit}, {gdtr}",
     "    movl ${gdt}, {gdtr} + 2",
     "    lgdt {gdtr}",
-    // CPU 0's TSS: RSP0, IST1..3, the I/O bitmap (all ports denied but
-    // ours).
+    // Every CPU's TSS (as the VMM's): RSP0 and IST1..3 on its own CPL0
+    // stacks, the shared I/O bitmap; and its GDT descriptor. EDI = the
+    // TSS, EBX = the descriptor, EAX = the CPU's first CPL0 stack.
     "    movl ${tss}, %edi",
-    "    movl ${tss_dwords}, %ecx",
+    "    movl ${tss_area_dwords}, %ecx",
     "    xorl %eax, %eax",
     "    rep stosl",
-    "    movl ${rsp0}, {tss} + 4",
-    "    movl ${ist1}, {tss} + 36",
-    "    movl ${ist2}, {tss} + 44",
-    "    movl ${ist3}, {tss} + 52",
-    "    movw ${iomap_offset}, {tss} + 102",
+    "    movl ${tss}, %edi",
+    "    movl ${gdt} + {tss_sel}, %ebx",
+    "    movl ${cpl0_stacks}, %eax",
+    "25: leal {cpl0_stack_size}(%eax), %edx",
+    "    movl %edx, 4(%edi)",
+    "    addl ${cpl0_stack_size}, %edx",
+    "    movl %edx, 36(%edi)",
+    "    addl ${cpl0_stack_size}, %edx",
+    "    movl %edx, 44(%edi)",
+    "    addl ${cpl0_stack_size}, %edx",
+    "    movl %edx, 52(%edi)",
+    "    movl ${iomap}, %edx",
+    "    subl %edi, %edx",
+    "    movw %dx, 102(%edi)",
+    "    movl ${tss_area_last}, %edx",
+    "    subl %edi, %edx",
+    "    movl %edi, %ecx",
+    "    shll $16, %ecx",
+    "    orl %edx, %ecx",
+    "    movl %ecx, (%ebx)",
+    "    movl ${tss_high}, 4(%ebx)",
+    "    addl $16, %ebx",
+    "    addl ${cpl0_stacks_per_cpu}, %eax",
+    "    addl ${tss_stride}, %edi",
+    "    cmpl ${iomap}, %edi",
+    "    jb 25b",
+    // The I/O bitmap: all ports denied but ours.
     "    movl ${iomap}, %edi",
     "    movl ${iomap_dwords}, %ecx",
     "    movl $-1, %eax",
@@ -233,8 +287,19 @@ global_asm!(
     "    andb ${exit_keep}, {exit_byte}",
     "    andb ${debugcon_keep}, {debugcon_byte}",
     "    andb ${pit_keep}, {pit_byte}",
-    // 4. Control registers: CR4 in EDI.
-    "    movl ${cr4}, %edi",
+    // 4. Control registers.
+    "    call 80f",
+    // Into 64-bit mode at 40f, found position-independently.
+    "    call 32f",
+    "32: popl %eax",
+    "    addl $40f - 32b, %eax",
+    "    pushl ${kernel_code}",
+    "    pushl %eax",
+    "    lret",
+    // 4., shared with the application processors (below): CR4 (in
+    // EDI), XCR0, EFER, CR3, CR0, which turns paging on in compatibility
+    // mode. Uses EAX, EBX, ECX, EDX and EDI, and the stack for the return.
+    "80: movl ${cr4}, %edi",
     "    movl $1, %eax",
     "    cpuid",
     "    btl $26, %ecx",
@@ -263,13 +328,7 @@ global_asm!(
     "    movl %eax, %cr3",
     "    movl ${cr0}, %eax",
     "    movl %eax, %cr0",
-    // Into 64-bit mode at 40f, found position-independently.
-    "    call 32f",
-    "32: popl %eax",
-    "    addl $40f - 32b, %eax",
-    "    pushl ${kernel_code}",
-    "    pushl %eax",
-    "    lret",
+    "    ret",
     // No usable start info: tell QEMU (a kernel panic) and stop.
     "90: movb ${panic_value}, %al",
     "    outb %al, ${exit_port}",
@@ -313,7 +372,110 @@ global_asm!(
     "    xorl %ebp, %ebp",
     "    iretq",
     ".size eremite_pvh_start32, . - eremite_pvh_start32",
+    "",
+    // An application processor, from the trampoline (below) in 32-bit
+    // protected mode with its temporary GDT and paging off: the same steps
+    // for this CPU, with the boot CPU's page tables, GDT and IDT.
+    ".code32",
+    ".global eremite_pvh_ap32",
+    ".type eremite_pvh_ap32,@function",
+    "eremite_pvh_ap32:",
+    "    movl ${ap_data}, %eax",
+    "    movl %eax, %ds",
+    "    movl %eax, %es",
+    "    movl %eax, %ss",
+    // Its RSP0 stack, idle until it first enters CPL0 from CPL3.
+    "    movl {mailbox_cpu}, %eax",
+    "    imull ${cpl0_stacks_per_cpu}, %eax",
+    "    leal {stack0}(%eax), %esp",
+    "    lgdt {gdtr}",
+    "    call 80b",
+    "    call 33f",
+    "33: popl %eax",
+    "    addl $60f - 33b, %eax",
+    "    pushl ${kernel_code}",
+    "    pushl %eax",
+    "    lret",
+    ".code64",
+    "60: movl ${kernel_data}, %eax",
+    "    movl %eax, %ds",
+    "    movl %eax, %es",
+    "    movl %eax, %ss",
+    "    xorl %eax, %eax",
+    "    movl %eax, %fs",
+    "    movl %eax, %gs",
+    "    movl {mailbox_cpu}, %eax",
+    "    shll $4, %eax",
+    "    addl ${tss_sel}, %eax",
+    "    ltr %ax",
+    "    lidt {idtr}",
+    // The CPL3 frame from the mailbox, then tell the boot CPU, which may
+    // reuse the mailbox from then on.
+    "    pushq ${user_data}",
+    "    pushq {mailbox_rsp}",
+    "    pushq $0x202",
+    "    pushq ${user_code}",
+    "    pushq {mailbox_rip}",
+    "    movq {mailbox_arg}, %rdi",
+    "    movl $1, {mailbox_started}",
+    "    xorl %eax, %eax",
+    "    xorl %ebx, %ebx",
+    "    xorl %ecx, %ecx",
+    "    xorl %edx, %edx",
+    "    xorl %esi, %esi",
+    "    xorl %ebp, %ebp",
+    "    iretq",
+    ".size eremite_pvh_ap32, . - eremite_pvh_ap32",
+    "",
+    // The real-mode start of an application processor, copied to
+    // AP_TRAMPOLINE_ADDR by `prepare_ap_start`; a start-up IPI with that
+    // page's number starts the CPU here with CS = its paragraph and IP = 0
+    // (SDM vol. 3A, 9.4.4.1). It loads a temporary GDT (the layout's GDT
+    // has no 32-bit code segment), turns protection on and jumps to
+    // `eremite_pvh_ap32` through the far pointer in the mailbox.
+    ".section .rodata.eremite_pvh_trampoline,\"a\",@progbits",
+    ".p2align 4",
+    ".global eremite_pvh_trampoline",
+    "eremite_pvh_trampoline:",
+    ".code16",
+    "    cli",
+    "    cld",
+    "    movw %cs, %ax",
+    "    movw %ax, %ds",
+    "    lgdtl 72f - eremite_pvh_trampoline",
+    "    movl %cr0, %eax",
+    "    orl $1, %eax",
+    "    movl %eax, %cr0",
+    "    ljmpl *{far_offset}",
+    ".p2align 3",
+    "71: .quad 0",
+    "    .quad 0",
+    "    .quad {flat_data}",
+    "    .quad {flat_code32}",
+    "72: .word 4 * 8 - 1",
+    "    .long {trampoline} + 71b - eremite_pvh_trampoline",
+    ".global eremite_pvh_trampoline_end",
+    "eremite_pvh_trampoline_end:",
+    ".code64",
+    ".text",
     note_type = const XEN_ELFNOTE_PHYS32_ENTRY,
+    ap_data = const AP_DATA,
+    flat_data = const FLAT_DATA,
+    flat_code32 = const FLAT_CODE32,
+    trampoline = const layout::AP_TRAMPOLINE_ADDR,
+    far_offset = const MAILBOX_FAR_POINTER - layout::AP_TRAMPOLINE_ADDR,
+    mailbox_cpu = const MAILBOX_CPU,
+    mailbox_started = const MAILBOX_STARTED,
+    mailbox_arg = const MAILBOX_ARG,
+    mailbox_rsp = const MAILBOX_RSP,
+    mailbox_rip = const MAILBOX_RIP,
+    tss_area_dwords = const (layout::TSS_IOMAP_ADDR - layout::TSS_ADDR) / 4,
+    tss_area_last = const TSS_AREA_LAST,
+    tss_high = const TSS_DESCRIPTOR_HIGH,
+    tss_stride = const layout::TSS_STRIDE,
+    cpl0_stacks = const layout::CPL0_STACKS_ADDR,
+    cpl0_stack_size = const layout::CPL0_STACK_SIZE,
+    cpl0_stacks_per_cpu = const CPL0_STACKS_PER_CPU,
     stack0 = const cpl0_stack_top(0),
     lapic = const layout::LAPIC_ADDR,
     magic = const START_INFO_MAGIC,
@@ -348,16 +510,8 @@ global_asm!(
     ud_hi = const USER_DATA >> 32,
     uc_lo = const USER_CODE & 0xffff_ffff,
     uc_hi = const USER_CODE >> 32,
-    tss_lo = const TSS_LOW & 0xffff_ffff,
-    tss_hi = const TSS_LOW >> 32,
     tss_sel = const gdt::TSS,
     tss = const layout::TSS_ADDR,
-    tss_dwords = const layout::TSS_SIZE / 4,
-    rsp0 = const cpl0_stack_top(0),
-    ist1 = const cpl0_stack_top(1),
-    ist2 = const cpl0_stack_top(2),
-    ist3 = const cpl0_stack_top(3),
-    iomap_offset = const layout::TSS_IOMAP_ADDR - layout::TSS_ADDR,
     iomap = const layout::TSS_IOMAP_ADDR,
     iomap_dwords = const (layout::TSS_IOMAP_SIZE - 1) / 4,
     com1_byte = const io_byte(pvh::COM1),
@@ -390,6 +544,67 @@ global_asm!(
     pvh_start = sym crate::pvh::pvh_start,
     options(att_syntax),
 );
+
+unsafe extern "C" {
+    /// The 32-bit entry of an application processor (see the assembly).
+    static eremite_pvh_ap32: u8;
+    /// The real-mode trampoline's code and data, to be copied.
+    static eremite_pvh_trampoline: u8;
+    static eremite_pvh_trampoline_end: u8;
+}
+
+/// The start-up IPI's vector: the trampoline's page number.
+pub(crate) const AP_STARTUP_VECTOR: u8 = (layout::AP_TRAMPOLINE_ADDR >> 12) as u8;
+const _: () = assert!(
+    layout::AP_TRAMPOLINE_ADDR < 0x10_0000
+        && layout::AP_TRAMPOLINE_ADDR.is_multiple_of(layout::PAGE_SIZE)
+);
+
+/// Write the real-mode trampoline into its page and the parameters of
+/// application processor `cpu` into the mailbox there, with the started
+/// flag clear: a start-up IPI then runs the CPU to CPL3 at `rip` with
+/// `rsp` and `rdi = arg`, on `cpu`'s TSS and CPL0 stacks.
+pub(crate) fn prepare_ap_start(cpu: u32, rip: u64, rsp: u64, arg: u64) {
+    let start = &raw const eremite_pvh_trampoline;
+    let len = (&raw const eremite_pvh_trampoline_end as usize) - (start as usize);
+    assert!(
+        (len as u64) <= MAILBOX - layout::AP_TRAMPOLINE_ADDR,
+        "the AP trampoline overlaps its mailbox"
+    );
+    let entry = u32::try_from(&raw const eremite_pvh_ap32 as u64)
+        .unwrap_or_else(|_| panic!("the AP entry lies above 4 GiB"));
+    // SAFETY: 1. the source is the trampoline's `len` bytes in the image's
+    // read-only data (between its two symbols); 2. the destination is the
+    // trampoline page of the layout (`len` fits before the mailbox, checked
+    // above), RAM that the PVH entry maps writable at CPL3 and that nothing
+    // else uses; no Rust reference covers it; 3. they do not overlap (the
+    // image is above 2 MiB).
+    unsafe {
+        core::ptr::copy_nonoverlapping(start, layout::AP_TRAMPOLINE_ADDR as *mut u8, len);
+    }
+    let far_pointer = u64::from(entry) | (u64::from(AP_CODE32) << 32);
+    for (addr, value) in [
+        (MAILBOX_FAR_POINTER, far_pointer),
+        (MAILBOX_CPU, u64::from(cpu)),
+        (MAILBOX_ARG, arg),
+        (MAILBOX_RSP, rsp),
+        (MAILBOX_RIP, rip),
+    ] {
+        // SAFETY: an 8-byte aligned word of the mailbox (the CPU index
+        // and the started flag share one: the flag is cleared with it),
+        // in the trampoline page as above; no application processor runs
+        // from it now (the previous one said it started, or none was).
+        unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
+    }
+}
+
+/// Whether the application processor last prepared has left the
+/// trampoline (it sets the mailbox's flag just before dropping to CPL3).
+pub(crate) fn ap_has_started() -> bool {
+    // SAFETY: the flag is an aligned u32 of the mailbox in the trampoline
+    // page (see `prepare_ap_start`), written by the starting CPU.
+    unsafe { core::ptr::read_volatile(MAILBOX_STARTED as *const u32) != 0 }
+}
 
 fn outb(port: u16, value: u8) {
     // SAFETY: only called for the ports this module's I/O bitmap opens
