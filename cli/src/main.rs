@@ -94,7 +94,7 @@ struct RunArgs {
     /// Where to boot the image: eremite's own VMM (KVM), or QEMU -M microvm
     /// through the image's PVH entry: `qemu` uses KVM when /dev/kvm works
     /// and QEMU's TCG otherwise; `qemu-tcg` and `qemu-kvm` choose. QEMU
-    /// has no --mount, --net or --initrd yet.
+    /// has no --mount or --initrd yet.
     #[arg(long, value_enum, default_value_t = Hypervisor::Eremite)]
     hypervisor: Hypervisor,
     /// The image: an application built for x86_64-unknown-hermit that links
@@ -182,8 +182,6 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
     }
     let unsupported = if !args.mount.is_empty() {
         Some("--mount (host directories are served by eremite's VMM only)")
-    } else if args.net.is_some() {
-        Some("--net")
     } else if args.initrd.is_some() {
         Some("--initrd")
     } else if args.stats {
@@ -195,6 +193,32 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         eprintln!("eremite: QEMU does not support {what}; use --hypervisor eremite");
         return ExitCode::from(125);
     }
+    // The same checks of --ip and --gateway as on our VMM.
+    let config = VmConfig {
+        image: args.image.clone(),
+        memory_bytes: args.memory,
+        cpus: args.cpus,
+        args: Vec::new(),
+        env: Vec::new(),
+        cmdline: String::new(),
+        is_verbose: args.verbose,
+        initrd: None,
+        mounts: Vec::new(),
+        net: args.net.clone(),
+        ip: args.ip,
+        gateway: args.gateway,
+    };
+    let params: Vec<String> = match config.net_params() {
+        Ok((address, gateway)) => address
+            .map(|a| a.to_string())
+            .into_iter()
+            .chain(gateway.map(|g| g.to_string()))
+            .collect(),
+        Err(error) => {
+            eprintln!("eremite: {error}");
+            return ExitCode::from(error.exit_code());
+        }
+    };
     let request = qemu::QemuRun {
         image: &args.image,
         memory_bytes: args.memory,
@@ -202,6 +226,8 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         args: &args.args,
         env: &args.env,
         cmdline: &args.cmdline,
+        params: &params,
+        net: args.net.as_ref(),
         is_verbose: args.verbose,
         accel,
     };

@@ -3,9 +3,16 @@
 //!
 //! The CLI builds QEMU's command line (memory, CPUs, the serial ports
 //! on stdout and stderr, `isa-debug-exit`, the exit record on a debugcon
-//! port that goes to a temporary file, the kernel command line with the
-//! arguments and environment escaped as [`eremite_interface::pvh`] says),
-//! runs QEMU, and maps how the guest ended to the exit codes of our VMM.
+//! port that goes to a temporary file, a virtio-net card on a tap for
+//! `--net`, the kernel command line with the arguments and environment
+//! escaped as [`eremite_interface::pvh`] says), runs QEMU, and maps how the
+//! guest ended to the exit codes of our VMM.
+//!
+//! QEMU announces its virtio-MMIO devices itself (`auto-kernel-cmdline=on`
+//! appends `virtio_mmio.device=` tokens to the command line, which needs
+//! `acpi=off`: with ACPI it describes them in its tables instead); the
+//! CLI passes `eremite.argc=` so that the kernel tells them from the
+//! arguments.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eremite_interface::hypercall::ExitKind;
 use eremite_interface::pvh::{self, Escaped, ExitRecord};
+use eremite_vmm::NetSpec;
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +42,9 @@ pub(crate) struct QemuRun<'a> {
     pub(crate) args: &'a [String],
     pub(crate) env: &'a [String],
     pub(crate) cmdline: &'a str,
+    /// Our own kernel parameters (`net.ip=`, `net.gateway=`), checked.
+    pub(crate) params: &'a [String],
+    pub(crate) net: Option<&'a NetSpec>,
     pub(crate) is_verbose: bool,
     pub(crate) accel: Accel,
 }
@@ -53,19 +64,32 @@ fn kvm_works() -> bool {
         .is_ok()
 }
 
+/// What goes on the kernel command line besides argv.
+pub(crate) struct KernelParams<'a> {
+    pub(crate) env: &'a [String],
+    pub(crate) cmdline: &'a str,
+    pub(crate) params: &'a [String],
+    pub(crate) is_verbose: bool,
+    pub(crate) cpus: u32,
+    pub(crate) wall_ns: u128,
+}
+
 /// The kernel command line: the user's tokens, our parameters, `--`, then
 /// argv (the image path first, as on our VMM).
-pub(crate) fn kernel_cmdline(
-    image: &Path,
-    args: &[String],
-    env: &[String],
-    cmdline: &str,
-    is_verbose: bool,
-    cpus: u32,
-    wall_ns: u128,
-) -> String {
+pub(crate) fn kernel_cmdline(image: &Path, args: &[String], p: &KernelParams<'_>) -> String {
+    let KernelParams {
+        env,
+        cmdline,
+        params,
+        is_verbose,
+        cpus,
+        wall_ns,
+    } = *p;
     let mut line = String::new();
-    for token in cmdline.split_whitespace() {
+    for token in cmdline
+        .split_whitespace()
+        .chain(params.iter().map(String::as_str))
+    {
         let _ = write!(line, "{} ", Escaped(token.as_bytes()));
     }
     for pair in env {
@@ -79,8 +103,10 @@ pub(crate) fn kernel_cmdline(
     }
     let _ = write!(
         line,
-        "{}{wall_ns} {}",
+        "{}{wall_ns} {}{} {}",
         pvh::WALL_NS_KEY,
+        pvh::ARGC_KEY,
+        args.len() + 1,
         pvh::ARGS_SEPARATOR
     );
     let argv0 = image.display().to_string();
@@ -88,6 +114,22 @@ pub(crate) fn kernel_cmdline(
         let _ = write!(line, " {}", Escaped(arg.as_bytes()));
     }
     line
+}
+
+/// QEMU's options for a virtio-net card on the tap `net.tap`: modern
+/// (version 2) virtio-MMIO, which the kernel's driver needs.
+fn net_args(net: &NetSpec) -> Vec<String> {
+    let mac = net.mac.map(|mac| format!(",mac={mac}")).unwrap_or_default();
+    [
+        "-global",
+        "virtio-mmio.force-legacy=off",
+        "-netdev",
+        &format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+        "-device",
+        &format!("virtio-net-device,netdev=net0{mac}"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// How the run ended: the CLI's exit code and a message for failures.
@@ -145,17 +187,20 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
     let append = kernel_cmdline(
         request.image,
         request.args,
-        request.env,
-        request.cmdline,
-        request.is_verbose,
-        request.cpus,
-        wall_ns,
+        &KernelParams {
+            env: request.env,
+            cmdline: request.cmdline,
+            params: request.params,
+            is_verbose: request.is_verbose,
+            cpus: request.cpus,
+            wall_ns,
+        },
     );
     let mut command = Command::new(qemu_binary());
     command
         .args([
             "-M",
-            "microvm,x-option-roms=off,rtc=off,auto-kernel-cmdline=off",
+            "microvm,x-option-roms=off,rtc=off,acpi=off,auto-kernel-cmdline=on",
         ])
         .args([
             "-nodefaults",
@@ -199,6 +244,9 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(net) = request.net {
+        command.args(net_args(net));
+    }
     if request.is_verbose {
         eprintln!("eremite: {command:?}");
     }
@@ -258,15 +306,18 @@ mod tests {
         let line = kernel_cmdline(
             Path::new("/img"),
             &["beta gamma".into(), "".into()],
-            &["A=1 2".into()],
-            "x=1  y",
-            true,
-            3,
-            7,
+            &KernelParams {
+                env: &["A=1 2".into()],
+                cmdline: "x=1  y",
+                params: &["net.ip=10.0.0.2/24".into()],
+                is_verbose: true,
+                cpus: 3,
+                wall_ns: 7,
+            },
         );
         assert_eq!(
             line,
-            "x=1 y eremite.env=A=1%202 eremite.verbose eremite.cpus=3 eremite.wall_ns=7 -- /img beta%20gamma %"
+            "x=1 y net.ip=10.0.0.2/24 eremite.env=A=1%202 eremite.verbose eremite.cpus=3 eremite.wall_ns=7 eremite.argc=3 -- /img beta%20gamma %"
         );
     }
 

@@ -15,7 +15,10 @@
 //! devices (`drivers/virtio/virtio_mmio.c`, `SIZE@BASE:IRQ`), which QEMU
 //! `-M microvm` and Firecracker use too, so one kernel parser serves all
 //! three. On our VMM the number after the colon is the local APIC vector
-//! of the device's interrupt, an MSI the VMM routes to CPU 0.
+//! of the device's interrupt, an MSI the VMM routes to CPU 0. QEMU's
+//! number is an interrupt line (an I/O APIC pin): the PVH boot path reads
+//! it with [`VirtioMmioLine::parse`] and hands the kernel the same token
+//! with the vector it routed the line to.
 //!
 //! [`parse_param`] reads one token. Keys it does not know are the user's
 //! and are left alone (`None`); a known key with a bad value is an error,
@@ -25,7 +28,7 @@
 use core::fmt;
 use core::ops::RangeInclusive;
 
-use crate::layout::{DEVICE_VECTOR, PAGE_SIZE, SPURIOUS_VECTOR};
+use crate::layout::{DEVICE_VECTOR, SPURIOUS_VECTOR};
 
 /// Key of a virtio-MMIO device.
 pub const VIRTIO_MMIO_KEY: &str = "virtio_mmio.device";
@@ -39,6 +42,11 @@ pub const NET_GATEWAY_KEY: &str = "net.gateway";
 /// vectors) up to, not including, [`SPURIOUS_VECTOR`].
 pub const DEVICE_VECTORS: RangeInclusive<u8> = DEVICE_VECTOR..=SPURIOUS_VECTOR - 1;
 
+/// The alignment of a virtio-MMIO register window: QEMU `-M microvm`
+/// places its windows 512 bytes apart (`hw/i386/microvm.c`); our VMM's
+/// are page aligned.
+pub const VIRTIO_MMIO_ALIGN: u64 = 0x200;
+
 /// A virtio-MMIO device: `virtio_mmio.device=SIZE@ADDR:VECTOR`.
 ///
 /// `SIZE` and `ADDR` are decimal or `0x` hexadecimal numbers, optionally
@@ -48,7 +56,8 @@ pub const DEVICE_VECTORS: RangeInclusive<u8> = DEVICE_VECTOR..=SPURIOUS_VECTOR -
 /// decimal: `virtio_mmio.device=4K@0xd0000000:34`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VirtioMmio {
-    /// Guest-physical address of the register window (page aligned).
+    /// Guest-physical address of the register window (aligned to
+    /// [`VIRTIO_MMIO_ALIGN`]).
     pub addr: u64,
     /// Size of the register window in bytes (not zero).
     pub size: u64,
@@ -94,7 +103,7 @@ pub enum CmdlineError {
     },
     /// A virtio-MMIO window of zero bytes.
     ZeroSize,
-    /// A virtio-MMIO window that does not start at a page boundary.
+    /// A virtio-MMIO window that is not aligned to [`VIRTIO_MMIO_ALIGN`].
     UnalignedAddress(u64),
     /// A virtio-MMIO window that runs past the end of the address space.
     AddressOverflow {
@@ -138,7 +147,10 @@ impl fmt::Display for CmdlineError {
             CmdlineError::Format { expected, .. } => write!(f, "expected {expected}"),
             CmdlineError::ZeroSize => write!(f, "the window size is zero"),
             CmdlineError::UnalignedAddress(addr) => {
-                write!(f, "address {addr:#x} is not page aligned")
+                write!(
+                    f,
+                    "address {addr:#x} is not {VIRTIO_MMIO_ALIGN}-byte aligned"
+                )
             }
             CmdlineError::AddressOverflow { addr, size } => write!(
                 f,
@@ -185,7 +197,7 @@ impl VirtioMmio {
         if self.size == 0 {
             return Err(CmdlineError::ZeroSize);
         }
-        if !self.addr.is_multiple_of(PAGE_SIZE) {
+        if !self.addr.is_multiple_of(VIRTIO_MMIO_ALIGN) {
             return Err(CmdlineError::UnalignedAddress(self.addr));
         }
         // The window's last byte must be addressable.
@@ -202,20 +214,72 @@ impl VirtioMmio {
     }
 
     fn parse(value: &str) -> Result<Self, CmdlineError> {
-        let format = CmdlineError::Format {
-            key: VIRTIO_MMIO_KEY,
-            expected: VIRTIO_MMIO_FORM,
-        };
-        let (size, rest) = value.split_once('@').ok_or(format)?;
-        let (addr, vector) = rest.split_once(':').ok_or(format)?;
-        let size = parse_size(size).ok_or(format)?;
-        let addr = parse_size(addr).ok_or(format)?;
-        let vector = parse_number(vector).ok_or(format)?;
+        let (size, addr, vector) = split_device(value, VIRTIO_MMIO_FORM)?;
         let vector = u8::try_from(vector).map_err(|_| CmdlineError::VectorOutOfRange(vector))?;
         let device = Self { addr, size, vector };
         device.validate()?;
         Ok(device)
     }
+}
+
+/// A virtio-MMIO device as QEMU `-M microvm` announces it (with
+/// `auto-kernel-cmdline=on`): `virtio_mmio.device=SIZE@ADDR:IRQ`, the
+/// number after the colon an interrupt line (a GSI: an I/O APIC pin), as
+/// Linux reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VirtioMmioLine {
+    /// Guest-physical address of the register window.
+    pub addr: u64,
+    /// Size of the register window in bytes.
+    pub size: u64,
+    /// The interrupt line.
+    pub line: u32,
+}
+
+const VIRTIO_MMIO_LINE_FORM: &str = "SIZE@ADDRESS:IRQ, like 512@0xfeb00e00:12";
+
+impl VirtioMmioLine {
+    /// Read the value of a `virtio_mmio.device=` token (after the `=`);
+    /// the window is checked as [`VirtioMmio::validate`] checks it.
+    pub fn parse(value: &str) -> Result<Self, CmdlineError> {
+        let (size, addr, line) = split_device(value, VIRTIO_MMIO_LINE_FORM)?;
+        let format = CmdlineError::Format {
+            key: VIRTIO_MMIO_KEY,
+            expected: VIRTIO_MMIO_LINE_FORM,
+        };
+        let line = u32::try_from(line).map_err(|_| format)?;
+        VirtioMmio {
+            addr,
+            size,
+            vector: DEVICE_VECTOR,
+        }
+        .validate()?;
+        Ok(Self { addr, size, line })
+    }
+
+    /// The same device with its interrupt delivered on `vector`, as the
+    /// kernel's driver reads it.
+    pub fn with_vector(&self, vector: u8) -> VirtioMmio {
+        VirtioMmio {
+            addr: self.addr,
+            size: self.size,
+            vector,
+        }
+    }
+}
+
+/// `SIZE@ADDR:NUMBER` as three numbers.
+fn split_device(value: &str, expected: &'static str) -> Result<(u64, u64, u64), CmdlineError> {
+    let format = CmdlineError::Format {
+        key: VIRTIO_MMIO_KEY,
+        expected,
+    };
+    let (size, rest) = value.split_once('@').ok_or(format)?;
+    let (addr, number) = rest.split_once(':').ok_or(format)?;
+    let size = parse_size(size).ok_or(format)?;
+    let addr = parse_size(addr).ok_or(format)?;
+    let number = parse_number(number).ok_or(format)?;
+    Ok((size, addr, number))
 }
 
 impl fmt::Display for VirtioMmio {
@@ -486,6 +550,37 @@ mod tests {
     }
 
     #[test]
+    fn qemu_microvm_devices_are_read_with_their_interrupt_line() {
+        let device = VirtioMmioLine::parse("512@0xfeb00e00:12").unwrap();
+        assert_eq!(
+            device,
+            VirtioMmioLine {
+                addr: 0xfeb0_0e00,
+                size: 512,
+                line: 12
+            }
+        );
+        assert_eq!(
+            device.with_vector(DEVICE_VECTOR).to_string(),
+            "virtio_mmio.device=512@0xfeb00e00:34"
+        );
+        assert_eq!(
+            ok("virtio_mmio.device=512@0xfeb00e00:34"),
+            Param::VirtioMmio(device.with_vector(34))
+        );
+        assert_eq!(
+            VirtioMmioLine::parse("512@0xfeb00e10:12"),
+            Err(CmdlineError::UnalignedAddress(0xfeb0_0e10))
+        );
+        for bad in ["512@0xfeb00e00", "512@0xfeb00e00:4294967296", "@0x1000:5"] {
+            assert!(
+                matches!(VirtioMmioLine::parse(bad), Err(CmdlineError::Format { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn other_keys_are_not_ours() {
         for token in [
             "",
@@ -546,8 +641,8 @@ mod tests {
             CmdlineError::ZeroSize
         );
         assert_eq!(
-            err("virtio_mmio.device=4K@0xd0000800:34"),
-            CmdlineError::UnalignedAddress(0xd000_0800)
+            err("virtio_mmio.device=4K@0xd0000100:34"),
+            CmdlineError::UnalignedAddress(0xd000_0100)
         );
         assert_eq!(
             err("virtio_mmio.device=8K@0xfffffffffffff000:34"),

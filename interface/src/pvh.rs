@@ -14,11 +14,19 @@
 //!   with [`unescape`]:
 //!
 //! ```text
-//! [TOKEN]... [eremite.env=KEY=VALUE]... [eremite.verbose] [eremite.cpus=N] [eremite.wall_ns=N] -- ARGV0 [ARG]...
+//! [TOKEN]... [eremite.env=KEY=VALUE]... [eremite.verbose] [eremite.cpus=N] [eremite.wall_ns=N] [eremite.argc=N] -- ARGV0 [ARG]... [TOKEN]...
 //! ```
 //!
 //! Tokens before `--` that are not ours are kernel command-line tokens
-//! ([`crate::BootInfo::cmdline`]); every token after it is an argument.
+//! ([`crate::BootInfo::cmdline`]). After it come the arguments: `N` of
+//! them with `eremite.argc=N` (then the tokens after them are kernel
+//! tokens again: QEMU `-M microvm` appends its `virtio_mmio.device=`
+//! tokens to the end of the line), else every token.
+//!
+//! Devices: QEMU `-M microvm` places its virtio-MMIO windows from
+//! [`VIRTIO_MMIO_ADDR`], [`VIRTIO_MMIO_STRIDE`] bytes apart, and raises
+//! their interrupts on pins of the I/O APIC at [`IOAPIC_ADDR`]; the PVH
+//! entry maps both CPL3-accessible and uncached.
 
 use core::fmt;
 
@@ -45,8 +53,35 @@ pub const CPUS_KEY: &str = "eremite.cpus=";
 /// Command-line key of the host's wall-clock time in ns since the Unix
 /// epoch, taken just before QEMU starts.
 pub const WALL_NS_KEY: &str = "eremite.wall_ns=";
-/// The token after which every token is a program argument.
+/// Command-line key of the number of arguments after [`ARGS_SEPARATOR`]
+/// (argv\[0\] included).
+pub const ARGC_KEY: &str = "eremite.argc=";
+/// The token after which the arguments come.
 pub const ARGS_SEPARATOR: &str = "--";
+
+/// QEMU `-M microvm`'s first virtio-MMIO register window
+/// (`hw/i386/microvm.h`, `VIRTIO_MMIO_BASE`).
+pub const VIRTIO_MMIO_ADDR: u64 = 0xFEB0_0000;
+/// The distance between two of its windows, and each one's size.
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x200;
+/// How many windows it may have: one per pin of its second I/O APIC, the
+/// most it creates.
+pub const MAX_VIRTIO_DEVICES: u64 = 24;
+/// The I/O APIC's registers (the PC's default address, QEMU's
+/// `IO_APIC_DEFAULT_ADDRESS`; 82093AA data sheet, 3.0).
+pub const IOAPIC_ADDR: u64 = 0xFEC0_0000;
+/// Its pins (QEMU's `IOAPIC_NUM_PINS`): interrupt lines 0 to 23.
+pub const IOAPIC_PINS: u32 = 24;
+
+const _: () = assert!(
+    VIRTIO_MMIO_ADDR / crate::layout::LARGE_PAGE_SIZE
+        == (VIRTIO_MMIO_ADDR + MAX_VIRTIO_DEVICES * VIRTIO_MMIO_STRIDE - 1)
+            / crate::layout::LARGE_PAGE_SIZE
+        && VIRTIO_MMIO_ADDR / crate::layout::LARGE_PAGE_SIZE
+            != IOAPIC_ADDR / crate::layout::LARGE_PAGE_SIZE
+        && IOAPIC_ADDR / crate::layout::LARGE_PAGE_SIZE
+            != crate::layout::LAPIC_ADDR / crate::layout::LARGE_PAGE_SIZE
+);
 
 /// The value written to `isa-debug-exit` for each way the guest ends; QEMU
 /// exits with `(value << 1) | 1`, which keeps only 7 bits of it, so the

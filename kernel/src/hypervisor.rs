@@ -35,6 +35,48 @@ fn is_pvh() -> bool {
     IS_PVH.load(Ordering::Relaxed)
 }
 
+/// How a virtio device's interrupt reaches the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeviceInterrupt {
+    /// An edge-triggered MSI (our VMM): only the local APIC's EOI.
+    Message,
+    /// A line into the I/O APIC (QEMU microvm), routed edge triggered:
+    /// it stays high until the driver acknowledges `InterruptStatus`, so
+    /// the driver does that before it asks for the next interrupt.
+    Line,
+}
+
+/// Where the hypervisor puts virtio-MMIO register windows (which the page
+/// tables map), and how their interrupts arrive.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VirtioWindows {
+    pub(crate) addr: u64,
+    pub(crate) stride: u64,
+    pub(crate) count: u64,
+    pub(crate) interrupt: DeviceInterrupt,
+}
+
+/// The virtio-MMIO windows of this hypervisor: the layout's on our VMM,
+/// QEMU microvm's on PVH.
+pub(crate) fn virtio_windows() -> VirtioWindows {
+    use eremite_interface::layout;
+    if is_pvh() {
+        VirtioWindows {
+            addr: pvh::VIRTIO_MMIO_ADDR,
+            stride: pvh::VIRTIO_MMIO_STRIDE,
+            count: pvh::MAX_VIRTIO_DEVICES,
+            interrupt: DeviceInterrupt::Line,
+        }
+    } else {
+        VirtioWindows {
+            addr: layout::VIRTIO_MMIO_ADDR,
+            stride: layout::VIRTIO_MMIO_STRIDE,
+            count: layout::MAX_VIRTIO_DEVICES,
+            interrupt: DeviceInterrupt::Message,
+        }
+    }
+}
+
 /// Write `bytes` to the host stream; returns bytes written.
 pub(crate) fn console_write(stream: Stream, bytes: &[u8]) -> Result<usize, Errno> {
     if is_pvh() {

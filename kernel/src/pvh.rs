@@ -21,8 +21,17 @@
 //! - CPUs: `eremite.cpus=` on the command line (the CLI passes QEMU's
 //!   `-smp`), else one; `hypervisor::start_cpu` starts the others with
 //!   INIT and start-up IPIs.
+//! - Devices: QEMU appends `virtio_mmio.device=SIZE@ADDR:IRQ` tokens to
+//!   the command line (after the arguments, which `eremite.argc=` counts).
+//!   The first device's interrupt line is routed through the I/O APIC to
+//!   [`DEVICE_VECTOR`] on CPU 0 (`arch::ioapic`), and the kernel's driver
+//!   gets the token with that vector in place of the line, as on our VMM.
+//!   Further devices are left out (the kernel drives one card).
 
-use eremite_interface::layout::{self, BOOT_DATA_ADDR, BOOT_DATA_END, PAGE_SIZE};
+use core::fmt::Write as _;
+
+use eremite_interface::cmdline::{VIRTIO_MMIO_KEY, VirtioMmioLine};
+use eremite_interface::layout::{self, BOOT_DATA_ADDR, BOOT_DATA_END, DEVICE_VECTOR, PAGE_SIZE};
 use eremite_interface::{
     BootInfo, INTERFACE_VERSION, KernelReport, MAGIC, MAX_RAM_RANGES, MemRange, StringList,
     TlsTemplate, boot_flags, pvh,
@@ -64,6 +73,11 @@ pub(crate) extern "C" fn pvh_start(start_info: u64, ram_top: u64) -> ! {
     let image = image_extent(ram_top).unwrap_or_else(|why| fail(why));
     let mut writer = BootData::new();
     let parsed = parse_cmdline(&cmdline[..cmdline_len], &mut writer);
+    if let Some(line) = parsed.device_line {
+        // The device is idle until its driver sets it up: nothing
+        // interrupts before the kernel has its gates.
+        arch::ioapic::route(line, DEVICE_VECTOR, 0);
+    }
 
     let tsc_khz = platform::cpuid_tsc_khz().unwrap_or_else(calibrate_tsc_khz);
     match platform::xcr0() {
@@ -243,6 +257,8 @@ struct Cmdline {
     is_verbose: bool,
     wall_ns: u64,
     cpu_count: u32,
+    /// The interrupt line of the virtio device the kernel will drive.
+    device_line: Option<u32>,
 }
 
 /// Split the command line into the boot info's three lists (written in
@@ -254,6 +270,14 @@ fn parse_cmdline(text: &[u8], writer: &mut BootData) -> Cmdline {
     };
     let separator = pvh::ARGS_SEPARATOR.as_bytes();
     let before = || tokens().take_while(|&t| t != separator);
+    // With `eremite.argc=N` exactly N arguments follow the separator, and
+    // the tokens after them (QEMU's devices) are kernel tokens again.
+    let argc = before()
+        .find_map(|t| t.strip_prefix(pvh::ARGC_KEY.as_bytes()))
+        .and_then(|value| core::str::from_utf8(value).ok()?.parse::<usize>().ok());
+    let after = || tokens().skip_while(|&t| t != separator).skip(1);
+    let args = || after().take(argc.unwrap_or(usize::MAX));
+    let appended = || after().skip(argc.unwrap_or(usize::MAX));
     let mut out = Cmdline {
         args: StringList::default(),
         env: StringList::default(),
@@ -261,9 +285,10 @@ fn parse_cmdline(text: &[u8], writer: &mut BootData) -> Cmdline {
         is_verbose: false,
         wall_ns: 0,
         cpu_count: 1,
+        device_line: None,
     };
     out.args = writer.list();
-    for token in tokens().skip_while(|&t| t != separator).skip(1) {
+    for token in args() {
         writer.push_escaped(&mut out.args, token);
     }
     if out.args.count == 0 {
@@ -276,12 +301,9 @@ fn parse_cmdline(text: &[u8], writer: &mut BootData) -> Cmdline {
         }
     }
     out.cmdline = writer.list();
-    for token in before() {
-        if token.starts_with(pvh::ENV_KEY.as_bytes())
-            || token.starts_with(eremite_interface::cmdline::VIRTIO_MMIO_KEY.as_bytes())
+    for token in before().chain(appended()) {
+        if token.starts_with(pvh::ENV_KEY.as_bytes()) || token.starts_with(pvh::ARGC_KEY.as_bytes())
         {
-            // Virtio devices on QEMU raise IOAPIC lines, which the kernel
-            // does not route yet: they are left out.
             continue;
         }
         if token == pvh::VERBOSE_TOKEN.as_bytes() {
@@ -298,11 +320,59 @@ fn parse_cmdline(text: &[u8], writer: &mut BootData) -> Cmdline {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
+        } else if let Some(value) = token
+            .strip_prefix(VIRTIO_MMIO_KEY.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"="))
+        {
+            // The first usable device, on its vector; others are left out.
+            let device = core::str::from_utf8(value)
+                .ok()
+                .and_then(|v| VirtioMmioLine::parse(v).ok())
+                .filter(|d| d.line < pvh::IOAPIC_PINS);
+            if let (Some(device), None) = (device, out.device_line) {
+                let mut text = TokenText::default();
+                let _ = write!(text, "{}", device.with_vector(DEVICE_VECTOR));
+                writer.push_escaped(&mut out.cmdline, text.as_bytes());
+                out.device_line = Some(device.line);
+            }
         } else {
             writer.push_escaped(&mut out.cmdline, token);
         }
     }
     out
+}
+
+/// A short token written with `write!` (a device's: about 40 bytes).
+struct TokenText {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Default for TokenText {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl TokenText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl core::fmt::Write for TokenText {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(core::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// The TSC frequency measured against the PIT.

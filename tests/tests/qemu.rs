@@ -1,11 +1,14 @@
 //! The same images on QEMU `-M microvm` through their PVH entry
 //! (`eremite run --hypervisor qemu…`, see docs/qemu.md): under TCG, so the
 //! kernel is not only ever tested against our own VMM, and under KVM.
-//! `./x test` installs QEMU (Debian's `qemu-system-x86`).
+//! `./x test` installs QEMU (Debian's `qemu-system-x86`). The network
+//! tests put QEMU's tap in a namespace of their own, as tests/net.rs does.
 
-use std::time::Instant;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
-use eremite_tests::{Run, boot};
+use eremite_tests::{NetNs, Run, boot};
 
 fn require_qemu() {
     let found = std::process::Command::new("qemu-system-x86_64")
@@ -163,4 +166,86 @@ fn threads_and_every_std_sync_primitive_work_on_two_cpus_on_qemu_kvm() {
     eremite_tests::require_kvm();
     threads_pass_on_qemu(&["--hypervisor", "qemu-kvm"], "2");
     spawn_join_on_qemu(&["--hypervisor", "qemu-kvm"], "2");
+}
+
+/// Send `request` to the guest's echo server at 10.0.0.2:`port` (from
+/// inside the namespace), retrying the connection while the guest boots;
+/// the whole answer (the request asks to close).
+fn http_on_guest(port: u16, request: &str) -> String {
+    let addr: SocketAddr = format!("10.0.0.2:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot connect to the guest at {addr}: {e}"),
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// Boot the HTTP echo server on QEMU with a virtio-net card on a tap in
+/// a fresh namespace, check an echoed request and a second connection,
+/// and stop it with `/quit`.
+fn http_echo_works_through_qemu(options: &[&str]) {
+    require_qemu();
+    let ns = NetNs::with_tap("etap0", "10.0.0.1/24");
+    let mut all = options.to_vec();
+    all.extend_from_slice(&[
+        "--net",
+        "tap:etap0,mac=02:00:00:00:00:02",
+        "--ip",
+        "10.0.0.2/24",
+        "--gateway",
+        "10.0.0.1",
+    ]);
+    let guest = ns.spawn("httpd", &all, &["0.0.0.0:8080"]);
+    ns.enter(|| {
+        let answer = http_on_guest(
+            8080,
+            "POST /submit?q=a%2Fb HTTP/1.1\r\nHost: guest.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\nConnection: close\r\n\r\nname=eve",
+        );
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        for line in [
+            "method: POST",
+            "url: /submit?q=a%2Fb",
+            "host: guest.test",
+            "form: q=a/b",
+            "form: name=eve",
+        ] {
+            assert!(answer.lines().any(|l| l == line), "no {line:?} in {answer}");
+        }
+        assert!(answer.contains("remote: 10.0.0.1:"), "{answer}");
+        // More than one interrupt: a second connection, then the end.
+        let answer = http_on_guest(8080, "GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(answer.contains("url: /two"), "{answer}");
+        http_on_guest(8080, "GET /quit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    });
+    let run = guest.wait();
+    run.expect_code(0);
+    assert!(
+        run.stdout.starts_with("listening on 0.0.0.0:8080\n"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("served 3 connections"), "{run}");
+}
+
+#[test]
+fn the_http_echo_server_answers_through_a_tap_on_qemu_tcg() {
+    http_echo_works_through_qemu(&["--hypervisor", "qemu-tcg"]);
+}
+
+#[test]
+fn the_http_echo_server_answers_through_a_tap_on_two_cpus_on_qemu_kvm() {
+    eremite_tests::require_kvm();
+    http_echo_works_through_qemu(&["--hypervisor", "qemu-kvm", "--cpus", "2"]);
 }

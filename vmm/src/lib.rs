@@ -170,8 +170,9 @@ impl VmConfig {
     }
 
     /// The `net.ip=` and `net.gateway=` parameters for the guest, checked
-    /// against the rules the guest's parser applies.
-    fn net_params(&self) -> Result<(Option<NetAddress>, Option<NetGateway>), Error> {
+    /// against the rules the guest's parser applies (the CLI passes the
+    /// same ones to a guest on QEMU).
+    pub fn net_params(&self) -> Result<(Option<NetAddress>, Option<NetGateway>), Error> {
         let config = |message: String| Err(Error::Config(message));
         let address = self.ip.map(|(address, prefix_len)| NetAddress {
             address: address.octets(),

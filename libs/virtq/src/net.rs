@@ -438,6 +438,14 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
         }
     }
 
+    /// Acknowledge the device's `InterruptStatus` (one or two exits), for
+    /// transports whose interrupt is a line that stays raised until then
+    /// (QEMU's virtio-MMIO). Call it before [`Self::enable_interrupts`]:
+    /// whatever the device signals after it raises the line again.
+    pub fn acknowledge_interrupt(&self) {
+        self.transport.acknowledge_interrupt();
+    }
+
     /// Ask for an interrupt when a frame arrives and, if every transmit
     /// buffer is with the device, when one comes back. Returns whether
     /// such work is already there: then the caller polls again rather

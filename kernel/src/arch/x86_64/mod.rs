@@ -19,6 +19,7 @@
 
 mod apic;
 mod entry;
+pub(crate) mod ioapic;
 mod paging;
 mod preempt;
 pub(crate) mod pvh;

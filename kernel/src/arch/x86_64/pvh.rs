@@ -70,6 +70,8 @@ const LARGE_FLAGS: u64 = 0x87;
 const UNCACHED_LARGE_FLAGS: u64 = 0x9F;
 const _: () = assert!(APIC_PD + layout::PAGE_SIZE <= layout::PAGE_TABLES_END);
 const _: () = assert!(layout::LOW_RAM_END <= 3 * GIB && layout::LAPIC_ADDR >= 3 * GIB);
+// QEMU microvm's device windows share the local APIC's page directory.
+const _: () = assert!(pvh::VIRTIO_MMIO_ADDR >= 3 * GIB && pvh::IOAPIC_ADDR >= 3 * GIB);
 
 /// Segment descriptors (SDM vol. 3A, 3.4.5), the VMM's.
 const fn descriptor(access: u64, flags: u64) -> u64 {
@@ -227,6 +229,9 @@ global_asm!(
     "    movl ${apic_pd} + {table_flags}, {pdpt} + 24",
     "    movl ${lapic} + {uncached}, {apic_pd} + {lapic_slot} * 8",
     "    movl ${virtio} + {uncached}, {apic_pd} + {virtio_slot} * 8",
+    // QEMU microvm's virtio-MMIO windows and its I/O APIC.
+    "    movl ${microvm_virtio} + {uncached}, {apic_pd} + {microvm_virtio_slot} * 8",
+    "    movl ${ioapic} + {uncached}, {apic_pd} + {ioapic_slot} * 8",
     // The GDT: the VMM's segments, and the TSS descriptors below.
     "    movl ${gdt}, %edi",
     "    movl ${gdt_dwords}, %ecx",
@@ -498,6 +503,10 @@ global_asm!(
     lapic_slot = const (layout::LAPIC_ADDR % GIB) / layout::LARGE_PAGE_SIZE,
     virtio = const layout::VIRTIO_MMIO_ADDR,
     virtio_slot = const (layout::VIRTIO_MMIO_ADDR % GIB) / layout::LARGE_PAGE_SIZE,
+    microvm_virtio = const pvh::VIRTIO_MMIO_ADDR & !(layout::LARGE_PAGE_SIZE - 1),
+    microvm_virtio_slot = const (pvh::VIRTIO_MMIO_ADDR % GIB) / layout::LARGE_PAGE_SIZE,
+    ioapic = const pvh::IOAPIC_ADDR & !(layout::LARGE_PAGE_SIZE - 1),
+    ioapic_slot = const (pvh::IOAPIC_ADDR % GIB) / layout::LARGE_PAGE_SIZE,
     gdt = const layout::GDT_ADDR,
     gdt_dwords = const gdt::SLOTS * 2,
     gdt_limit = const gdt::SLOTS * 8 - 1,

@@ -4,26 +4,34 @@
 //! `VIRTIO_MMIO_STRIDE` bytes, `MAX_VIRTIO_DEVICES` of them)
 //! CPL3-accessible and uncached, with no RAM behind them: each access is a
 //! VM exit that the VMM (or, for `QueueNotify`, KVM's ioeventfd) serves.
+//! On QEMU microvm the PVH entry maps QEMU's windows the same way
+//! (`pvh::VIRTIO_MMIO_ADDR`, 512 bytes apart); `hypervisor::virtio_windows`
+//! says which apply.
 //! Accesses are single `mov`s of the register's width (volatile), the
 //! only form an instruction-decoding hypervisor has to emulate.
 #![allow(unsafe_code)]
 
-use eremite_interface::layout::{MAX_VIRTIO_DEVICES, VIRTIO_MMIO_ADDR, VIRTIO_MMIO_STRIDE};
 use eremite_virtq::DeviceRegisters;
+
+use crate::hypervisor::VirtioWindows;
 
 /// One device's register window.
 pub(super) struct MmioWindow {
     base: u64,
+    len: u64,
 }
 
 impl MmioWindow {
-    /// The window at `addr`, if `addr` is one of the windows the layout
-    /// reserves (and the VMM maps).
-    pub(super) fn new(addr: u64) -> Option<Self> {
-        let offset = addr.checked_sub(VIRTIO_MMIO_ADDR)?;
-        let is_window = offset.is_multiple_of(VIRTIO_MMIO_STRIDE)
-            && offset / VIRTIO_MMIO_STRIDE < MAX_VIRTIO_DEVICES;
-        is_window.then_some(Self { base: addr })
+    /// The window at `addr`, if `addr` is one of `windows` (which the page
+    /// tables map).
+    pub(super) fn new(addr: u64, windows: &VirtioWindows) -> Option<Self> {
+        let offset = addr.checked_sub(windows.addr)?;
+        let is_window =
+            offset.is_multiple_of(windows.stride) && offset / windows.stride < windows.count;
+        is_window.then_some(Self {
+            base: addr,
+            len: windows.stride,
+        })
     }
 
     /// The address of the `width`-byte register at `offset`.
@@ -34,8 +42,7 @@ impl MmioWindow {
     /// bug there, never the device's doing.
     fn register(&self, offset: u32, width: u32) -> u64 {
         assert!(
-            offset.is_multiple_of(width)
-                && u64::from(offset) + u64::from(width) <= VIRTIO_MMIO_STRIDE,
+            offset.is_multiple_of(width) && u64::from(offset) + u64::from(width) <= self.len,
             "virtio-MMIO access of {width} bytes at offset {offset:#x}"
         );
         self.base + u64::from(offset)
@@ -46,9 +53,9 @@ impl DeviceRegisters for MmioWindow {
     fn read32(&self, offset: u32) -> u32 {
         let addr = self.register(offset, 4);
         // SAFETY: (1) `addr` is a 4-byte aligned address inside one of the
-        // register windows the layout reserves at VIRTIO_MMIO_ADDR, which
-        // the VMM maps at CPL3 with no RAM behind it (checked by `new` and
-        // `register`); (2) no Rust reference covers that range, so a
+        // hypervisor's register windows (the layout's at VIRTIO_MMIO_ADDR,
+        // or QEMU microvm's on PVH), which the VMM or the PVH entry maps at
+        // CPL3 with no RAM behind it (checked by `new` and `register`); (2) no Rust reference covers that range, so a
         // volatile read races with nothing the compiler knows of.
         u32::from_le(unsafe { core::ptr::read_volatile(addr as *const u32) })
     }

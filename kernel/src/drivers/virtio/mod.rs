@@ -13,9 +13,12 @@
 //!
 //! On top, `net` makes the network card a `smoltcp::phy::Device`
 //! ([`VirtioNet`], found with [`probe`]). The kernel's `net` module owns
-//! it; the device's interrupt is an edge-triggered MSI on its vector
-//! (`layout::DEVICE_VECTOR + n`) that needs no acknowledgement besides the
-//! local APIC's EOI, and `VirtioNet` never reads `InterruptStatus`.
+//! it; on our VMM the device's interrupt is an edge-triggered MSI on its
+//! vector (`layout::DEVICE_VECTOR + n`) that needs no acknowledgement
+//! besides the local APIC's EOI, and `VirtioNet` never reads
+//! `InterruptStatus`. On QEMU microvm it is an I/O APIC line that the PVH
+//! boot path routes to the same vector, and `VirtioNet` acknowledges
+//! `InterruptStatus` before it asks for the next interrupt.
 //!
 //! The `unsafe` here is listed in `docs/safety.md`; it is confined to
 //! `mmio.rs` and `dma.rs`.

@@ -10,7 +10,8 @@
 //! again instead of sleeping. Otherwise the next received frame (or, when
 //! every transmit buffer is in flight, the next one returned) raises one
 //! interrupt on the vector the VMM announced with it; only the local APIC's EOI is
-//! needed. While polling, the device interrupts no more, and it is
+//! needed (on QEMU, whose interrupt is a line, `enable_interrupts` also
+//! acknowledges the device's `InterruptStatus`). While polling, the device interrupts no more, and it is
 //! notified (one exit, an ioeventfd on our VMM) only when it said it
 //! waits for buffers (`VIRTIO_F_EVENT_IDX`).
 
@@ -23,6 +24,7 @@ use eremite_virtq::{MAX_FRAME_BYTES, NetConfig, NetDriver, NetInitError, TxSlot}
 use super::dma::DmaRegion;
 use super::mmio::MmioWindow;
 use crate::arch;
+use crate::hypervisor::{self, DeviceInterrupt};
 
 /// Largest queue asked for (the VMM offers 256). Each entry holds a
 /// 1.5 KiB buffer, so the card takes about 784 KiB of heap at 256.
@@ -50,6 +52,7 @@ impl fmt::Display for ProbeError {
 /// `Sync`.
 pub(crate) struct VirtioNet {
     driver: NetDriver<MmioWindow, DmaRegion>,
+    interrupt: DeviceInterrupt,
 }
 
 const _: () = {
@@ -60,7 +63,8 @@ const _: () = {
 /// Set up the network card whose register window is at `addr`, and make
 /// it live with its receive queue full. About 50 exits.
 pub(crate) fn probe(addr: u64) -> Result<VirtioNet, ProbeError> {
-    let window = MmioWindow::new(addr).ok_or(ProbeError::NotAWindow(addr))?;
+    let windows = hypervisor::virtio_windows();
+    let window = MmioWindow::new(addr, &windows).ok_or(ProbeError::NotAWindow(addr))?;
     let config = NetConfig {
         max_queue_size: MAX_QUEUE_SIZE,
         fallback_mac: random_mac(),
@@ -71,7 +75,10 @@ pub(crate) fn probe(addr: u64) -> Result<VirtioNet, ProbeError> {
         Some((region, base))
     })
     .map_err(ProbeError::Device)?;
-    Ok(VirtioNet { driver })
+    Ok(VirtioNet {
+        driver,
+        interrupt: windows.interrupt,
+    })
 }
 
 /// A random, locally administered unicast address (§5.1.5: what the
@@ -107,7 +114,13 @@ impl VirtioNet {
     /// `true` when such work is already pending: poll again, do not sleep.
     /// Call it after the last poll before sleeping: a later `receive`
     /// (any poll of the stack) turns receive interrupts off again.
+    /// On an interrupt line (QEMU) the device's `InterruptStatus` is
+    /// acknowledged first, which lowers the line: the next interrupt is a
+    /// new edge.
     pub(crate) fn enable_interrupts(&mut self) -> bool {
+        if self.interrupt == DeviceInterrupt::Line {
+            self.driver.acknowledge_interrupt();
+        }
         self.driver.enable_interrupts()
     }
 }
