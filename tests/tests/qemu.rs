@@ -162,6 +162,39 @@ fn hello_runs_on_qemu_kvm() {
 }
 
 #[test]
+fn panics_faults_and_exit_codes_on_qemu_kvm_are_what_they_are_on_our_vmm() {
+    eremite_tests::require_kvm();
+    require_qemu();
+    let kvm = ["--hypervisor", "qemu-kvm"];
+    boot("hello", &kvm, &["--exit", "42"]).expect_code(42);
+    let panic = boot("panic", &kvm, &[]);
+    panic.expect_code(134);
+    assert!(
+        panic.stderr.contains("the list was empty (as planned)"),
+        "{panic}"
+    );
+    let fault = boot("fault", &kvm, &[]);
+    fault.expect_code(139);
+    assert!(
+        fault.stderr.contains("CPU exception 14 page fault"),
+        "{fault}"
+    );
+    let overflow = boot("memory", &kvm, &["overflow-thread"]);
+    overflow.expect_code(139);
+    assert!(
+        overflow.stderr.contains("has overflowed its stack"),
+        "{overflow}"
+    );
+}
+
+#[test]
+fn the_file_system_transcript_on_qemu_kvm_matches_linux() {
+    eremite_tests::require_kvm();
+    require_qemu();
+    eremite_tests::assert_fsdiff_matches_linux(&["--hypervisor", "qemu-kvm"]);
+}
+
+#[test]
 fn threads_and_every_std_sync_primitive_work_on_two_cpus_on_qemu_kvm() {
     eremite_tests::require_kvm();
     threads_pass_on_qemu(&["--hypervisor", "qemu-kvm"], "2");
