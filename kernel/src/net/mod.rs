@@ -84,7 +84,19 @@ fn config(nic: &Nic) -> StackConfig {
     };
     config.gateway = settings.gateway;
     config.random_seed = arch::rdrand64().unwrap_or_else(arch::rdtsc);
+    scale_buffers(&mut config.limits, crate::mm::ram_bytes());
     config
+}
+
+/// Size TCP buffers and the budget of all socket buffers to guest RAM: a
+/// connection's throughput is bounded by its window over the round trip
+/// (64 KiB / 250 µs is about 260 MB/s here), so bigger guests get bigger
+/// windows, up to 256 KiB (a 1/1024 of RAM each way), and half their RAM
+/// for socket buffers in all; a 64 MiB guest keeps 64 KiB and 32 MiB.
+fn scale_buffers(limits: &mut eremite_net::Limits, ram_bytes: u64) {
+    let ram = usize::try_from(ram_bytes).unwrap_or(usize::MAX);
+    limits.tcp_buffer_bytes = (ram / 1024).clamp(limits.tcp_buffer_bytes, 256 << 10);
+    limits.buffer_budget_bytes = (ram / 2).max(limits.buffer_budget_bytes);
 }
 
 /// Run `op` on the stack (made on first use), then poll it; wake the
