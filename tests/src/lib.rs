@@ -6,7 +6,8 @@
 //! why, it never passes silently.
 #![forbid(unsafe_code)]
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -393,4 +394,40 @@ pub fn assert_fsdiff_matches_linux(options: &[&str]) {
         unikernel.stdout.lines().count(),
         "{unikernel}"
     );
+}
+
+/// The guest's address in the network the tests' namespaces give it.
+pub const GUEST_IP: &str = "10.0.0.2";
+/// The host side's (the tap's) address there.
+pub const HOST_IP: &str = "10.0.0.1";
+
+/// Connect to the guest's `port` (from inside its namespace), retrying
+/// while it boots; reads time out after 30 s.
+pub fn connect_to_guest(port: u16) -> TcpStream {
+    let addr: SocketAddr = format!("{GUEST_IP}:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                return stream;
+            }
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot connect to the guest at {addr}: {e}"),
+        }
+    }
+}
+
+/// Send `request` to the guest's `port` on a new connection and read the
+/// whole answer (the request asks to close).
+pub fn http_to_guest(port: u16, request: &str) -> String {
+    let mut stream = connect_to_guest(port);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }

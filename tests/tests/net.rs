@@ -3,10 +3,13 @@
 //! network namespace each test creates, talking only to addresses there.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
-use eremite_tests::{NetNs, boot};
+use eremite_tests::{
+    GUEST_IP as GUEST, HOST_IP as HOST, NetNs, boot, connect_to_guest as connect,
+    http_to_guest as http,
+};
 
 #[test]
 fn tcp_and_udp_over_loopback_work_on_one_and_two_cpus() {
@@ -74,10 +77,6 @@ fn a_missing_tap_is_one_line_and_125() {
     );
 }
 
-/// The guest's address on the tap, and the host side's.
-const GUEST: &str = "10.0.0.2";
-const HOST: &str = "10.0.0.1";
-
 /// A namespace with a tap for the guest, and the options that give the
 /// guest its card and address.
 fn network() -> (NetNs, [&'static str; 6]) {
@@ -93,37 +92,6 @@ fn network() -> (NetNs, [&'static str; 6]) {
             "10.0.0.1",
         ],
     )
-}
-
-/// Connect to the guest's `port`, retrying while it boots.
-fn connect(port: u16) -> TcpStream {
-    let addr: SocketAddr = format!("{GUEST}:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(stream) => {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
-                    .unwrap();
-                return stream;
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("cannot connect to the guest at {addr}: {e}"),
-        }
-    }
-}
-
-/// Send `request` on a new connection and read the whole answer (the
-/// request asks to close).
-fn http(port: u16, request: &str) -> String {
-    let mut stream = connect(port);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
 }
 
 /// The checks every echo server passes: an answer that describes the

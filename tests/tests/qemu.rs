@@ -4,9 +4,7 @@
 //! `./x test` installs QEMU (Debian's `qemu-system-x86`). The network
 //! tests put QEMU's tap in a namespace of their own, as tests/net.rs does.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use eremite_tests::{NetNs, Run, boot};
 
@@ -201,31 +199,6 @@ fn threads_and_every_std_sync_primitive_work_on_two_cpus_on_qemu_kvm() {
     spawn_join_on_qemu(&["--hypervisor", "qemu-kvm"], "2");
 }
 
-/// Send `request` to the guest's echo server at 10.0.0.2:`port` (from
-/// inside the namespace), retrying the connection while the guest boots;
-/// the whole answer (the request asks to close).
-fn http_on_guest(port: u16, request: &str) -> String {
-    let addr: SocketAddr = format!("10.0.0.2:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut stream = loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(stream) => break stream,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("cannot connect to the guest at {addr}: {e}"),
-        }
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
-}
-
 /// Boot the HTTP echo server on QEMU with a virtio-net card on a tap in
 /// a fresh namespace, check an echoed request and a second connection,
 /// and stop it with `/quit`.
@@ -243,7 +216,7 @@ fn http_echo_works_through_qemu(options: &[&str]) {
     ]);
     let guest = ns.spawn("httpd", &all, &["0.0.0.0:8080"]);
     ns.enter(|| {
-        let answer = http_on_guest(
+        let answer = eremite_tests::http_to_guest(
             8080,
             "POST /submit?q=a%2Fb HTTP/1.1\r\nHost: guest.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\nConnection: close\r\n\r\nname=eve",
         );
@@ -259,9 +232,9 @@ fn http_echo_works_through_qemu(options: &[&str]) {
         }
         assert!(answer.contains("remote: 10.0.0.1:"), "{answer}");
         // More than one interrupt: a second connection, then the end.
-        let answer = http_on_guest(8080, "GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = eremite_tests::http_to_guest(8080, "GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert!(answer.contains("url: /two"), "{answer}");
-        http_on_guest(8080, "GET /quit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        eremite_tests::http_to_guest(8080, "GET /quit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     });
     let run = guest.wait();
     run.expect_code(0);

@@ -13,7 +13,8 @@
 //!
 //! Locks, in the order they may be taken: the address-space map
 //! (`space`), the heap, [`EDITS`], [`FRAMES`]. Neither of the last two
-//! allocates while held.
+//! allocates while held. [`QUARANTINE`] is taken with no other memory
+//! lock held after it and allocates nothing.
 
 use alloc::vec::Vec;
 

@@ -159,33 +159,35 @@ pub(crate) struct Stack {
 
 impl Stack {
     /// A stack of at least `len_bytes` (rounded up to pages) above
-    /// [`GUARD_PAGES`] guard pages, recorded for thread `thread`
-    /// ([`NO_THREAD`] for a spawned thread, or none), or `None` when memory
-    /// is exhausted.
+    /// [`GUARD_PAGES`] guard pages, recorded for thread `thread` in the
+    /// map, or `None` when memory is exhausted. Spawned threads pass
+    /// [`NO_THREAD`] (the scheduler, which holds their stacks, names them
+    /// at fault time, so spawning records nothing), as do CPUs' idle
+    /// stacks; the main thread passes its id.
     pub(crate) fn new(len_bytes: usize, thread: u32) -> Option<Self> {
         let pages = (len_bytes as u64)
             .div_ceil(PAGE_SIZE)
             .checked_add(GUARD_PAGES)?;
-        let reused = {
-            let mut cache = STACK_CACHE.lock();
-            let at = cache.iter().position(|r| r.pages() == pages);
-            at.map(|at| cache.swap_remove(at))
-        };
-        let stack = match reused {
-            Some(range) => Self { range },
+        // Cached stacks are recorded for no thread; one for a named thread
+        // (the main thread's, at boot) is always fresh.
+        let reused = (thread == NO_THREAD)
+            .then(|| {
+                let mut cache = STACK_CACHE.lock();
+                let at = cache.iter().position(|r| r.pages() == pages)?;
+                Some(cache.swap_remove(at))
+            })
+            .flatten();
+        match reused {
+            Some(range) => Some(Self { range }),
             // Out of frames: the cached stacks are the first to go.
-            None => Self::fresh(pages).or_else(|| {
+            None => Self::fresh(pages, thread).or_else(|| {
                 drain_stack_cache();
-                Self::fresh(pages)
-            })?,
-        };
-        if thread != NO_THREAD {
-            stack.set_owner(thread);
+                Self::fresh(pages, thread)
+            }),
         }
-        Some(stack)
     }
 
-    fn fresh(pages: u64) -> Option<Self> {
+    fn fresh(pages: u64, thread: u32) -> Option<Self> {
         // The guard splits its 2 MiB page, and on shadow-paging hosts
         // every small page of a split 2 MiB page costs a fault of its own
         // at first touch. A stack of 2 MiB or more starts on a 2 MiB
@@ -212,7 +214,7 @@ impl Stack {
             return None;
         }
         let kind = Kind::Stack {
-            thread: NO_THREAD,
+            thread,
             guard_pages: GUARD_PAGES,
         };
         let mapped = SPACE
@@ -224,26 +226,6 @@ impl Stack {
             return None;
         }
         Some(Self { range })
-    }
-
-    /// Record which thread the stack belongs to, for fault reports (the
-    /// main thread's; a spawned thread's owner is found by the scheduler,
-    /// which holds its stack, so spawning stays cheap).
-    pub(crate) fn set_owner(&self, thread: u32) {
-        let mut guard = SPACE.lock();
-        let Some(space) = guard.as_mut() else {
-            return;
-        };
-        let Some(old) = space.lookup(self.range.start).map(|r| r.kind) else {
-            return;
-        };
-        let kind = Kind::Stack {
-            thread,
-            guard_pages: GUARD_PAGES,
-        };
-        if old != kind && space.release(self.range, old).is_ok() {
-            let _ = space.map(self.range, kind, Prot::READ_WRITE);
-        }
     }
 
     /// Whether `addr` lies in the stack or its guard pages.

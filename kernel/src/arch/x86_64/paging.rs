@@ -108,17 +108,26 @@ fn pde_addr(addr: u64) -> Option<u64> {
 /// The leaf bits that map the 4 KiB page at `addr` (for a 2 MiB page,
 /// its bits as a 4 KiB entry would carry them), or 0 when not present.
 pub(crate) fn leaf(addr: u64) -> u64 {
+    walk(addr).0
+}
+
+/// The leaf bits of the page at `addr` as [`leaf`] gives them, and the
+/// size of the page that maps it (4 KiB, or 2 MiB).
+fn walk(addr: u64) -> (u64, u64) {
     let Some(pde_at) = pde_addr(addr) else {
-        return 0;
+        return (0, LARGE_PAGE_SIZE);
     };
     let pde = read_entry(pde_at);
     if pde & PRESENT == 0 {
-        return 0;
+        return (0, LARGE_PAGE_SIZE);
     }
     if pde & LARGE != 0 {
-        return pde & !(LARGE | LARGE_PAT);
+        return (pde & !(LARGE | LARGE_PAT), LARGE_PAGE_SIZE);
     }
-    read_entry((pde & ADDR_MASK) + 8 * index(addr, 0))
+    (
+        read_entry((pde & ADDR_MASK) + 8 * index(addr, 0)),
+        PAGE_SIZE,
+    )
 }
 
 /// Whether every page of `[start, end)` is present for CPL3 with `write`
@@ -126,24 +135,19 @@ pub(crate) fn leaf(addr: u64) -> u64 {
 pub(crate) fn is_accessible(start: u64, end: u64, is_write: bool) -> bool {
     let mut page = start & !(PAGE_SIZE - 1);
     while page < end {
-        let bits = leaf(page);
+        let (bits, size) = walk(page);
         if bits & (PRESENT | USER) != (PRESENT | USER) || (is_write && bits & WRITABLE == 0) {
             return false;
         }
         // A 2 MiB page answers for all its small pages at once.
-        let pde_is_large = pde_addr(page).is_some_and(|at| read_entry(at) & LARGE != 0);
-        page = if pde_is_large {
-            (page | (LARGE_PAGE_SIZE - 1)) + 1
-        } else {
-            page + PAGE_SIZE
-        };
+        page = (page | (size - 1)) + 1;
     }
     true
 }
 
 /// Give every 4 KiB page of `[start, end)` (page-aligned identity-mapped
-/// RAM) the rights `rights`. A 2 MiB page with other rights is first split into a table taken from
-/// `tables`; if `tables` holds too few, nothing changes and the error says
+/// RAM) the rights `rights`. A 2 MiB page with other rights is first
+/// split into a table taken from `tables`, filled before it is linked; if `tables` holds too few, nothing changes and the error says
 /// how many more are needed. Returns whether a present page changed (then
 /// the caller must invalidate the TLBs of every CPU).
 ///
