@@ -4,7 +4,7 @@
 //! eremite run [--memory SIZE] [--cpus N] [--env KEY=VALUE]... [--cmdline TEXT]
 //!             [--initrd DIR_OR_ARCHIVE] [--mount HOST_DIR:GUEST_PATH[:ro]]...
 //!             [--net tap:NAME[,mac=MAC] [--ip ADDRESS/PREFIX [--gateway ADDRESS]]]
-//!             [--verbose] [--stats] [--hypervisor eremite|qemu|qemu-tcg|qemu-kvm]
+//!             [--pin-vcpus HOST_CPUS] [--verbose] [--stats] [--hypervisor eremite|qemu|qemu-tcg|qemu-kvm]
 //!             IMAGE [-- ARGS...]
 //! ```
 //!
@@ -27,8 +27,8 @@ use eremite_interface::{CPL0_COUNTER_GATE, CPL0_COUNTER_TLB_FLUSH};
 use std::net::Ipv4Addr;
 
 use eremite_vmm::{
-    Console, MountSpec, NetReport, NetSpec, Report, VmConfig, parse_gateway, parse_ip_prefix,
-    parse_memory_size, parse_mount_spec, parse_net_spec,
+    Console, MountSpec, NetReport, NetSpec, Report, VmConfig, parse_cpu_list, parse_gateway,
+    parse_ip_prefix, parse_memory_size, parse_mount_spec, parse_net_spec,
 };
 
 #[derive(Parser)]
@@ -84,6 +84,11 @@ struct RunArgs {
     /// The guest's default IPv4 gateway, in the network of --ip.
     #[arg(long, value_name = "ADDRESS", value_parser = parse_gateway, requires = "ip")]
     gateway: Option<Ipv4Addr>,
+    /// Pin the vCPU threads to these host CPUs (e.g. 1, 2,3 or 0-3): vCPU
+    /// n runs on the n-th, round robin. The device threads stay unpinned,
+    /// so they do not take a vCPU's CPU from it.
+    #[arg(long, value_name = "HOST_CPUS", value_parser = parse_host_cpus)]
+    pin_vcpus: Option<HostCpus>,
     /// Show the kernel's log and a boot-time breakdown on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -104,6 +109,15 @@ struct RunArgs {
     /// Arguments for the guest program (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+/// `--pin-vcpus`: a list of host CPUs (a type of its own, which clap does
+/// not take for a list of values).
+#[derive(Clone, Debug)]
+struct HostCpus(Vec<usize>);
+
+fn parse_host_cpus(text: &str) -> Result<HostCpus, eremite_vmm::CpuListError> {
+    parse_cpu_list(text).map(HostCpus)
 }
 
 /// `--hypervisor`.
@@ -150,6 +164,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         net: args.net,
         ip: args.ip,
         gateway: args.gateway,
+        pin_vcpus: args.pin_vcpus.map(|cpus| cpus.0).unwrap_or_default(),
     };
     let mut console = Console::host(args.verbose);
     let report = match eremite_vmm::run(&config, &mut console) {
@@ -186,6 +201,8 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         Some("--initrd")
     } else if args.stats {
         Some("--stats")
+    } else if args.pin_vcpus.is_some() {
+        Some("--pin-vcpus")
     } else {
         None
     };
@@ -207,6 +224,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         net: args.net.clone(),
         ip: args.ip,
         gateway: args.gateway,
+        pin_vcpus: Vec::new(),
     };
     let params: Vec<String> = match config.net_params() {
         Ok((address, gateway)) => address

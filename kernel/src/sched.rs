@@ -60,6 +60,9 @@ const RETRY_NS: u32 = 200_000;
 /// How long an idle core spins, watching for work from another core,
 /// before it halts (a halt and the IPI that ends it cost far more).
 const IDLE_SPIN_NS: u64 = 50_000;
+/// How long the card's CPU spins, watching the card too: a frame caught
+/// so costs no interrupt.
+const WATCH_SPIN_NS: u64 = 200_000;
 
 /// Start a time slice on this core unless one is running.
 fn arm_timer(ns: u32) {
@@ -343,16 +346,36 @@ fn kick(core: usize) {
 fn idle(deadline_ns: Option<u64>) {
     let this = cpu::this();
     let deadline = deadline_ns.unwrap_or(u64::MAX);
-    let spin_until = time::monotonic_ns()
-        .saturating_add(IDLE_SPIN_NS)
-        .min(deadline);
+    // The card's CPU watches its receive ring while it spins, with the
+    // card's interrupts off, and spins longer (as Linux's haltpoll does).
+    let is_watching = here() == net::CARD_CPU && net::watch_begin();
+    let spin_ns = if is_watching {
+        WATCH_SPIN_NS
+    } else {
+        IDLE_SPIN_NS
+    };
+    let spin_until = time::monotonic_ns().saturating_add(spin_ns).min(deadline);
     this.set_mode(Mode::Spinning);
     while time::monotonic_ns() < spin_until {
         if this.wake.load(Ordering::SeqCst) != 0 {
+            if is_watching && net::watch_end() {
+                IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
+            }
+            this.set_mode(Mode::Busy);
+            return;
+        }
+        if is_watching && net::watch_has_frames() {
+            IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
+            let _ = net::watch_end();
             this.set_mode(Mode::Busy);
             return;
         }
         arch::pause();
+    }
+    if is_watching && net::watch_end() {
+        IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
+        this.set_mode(Mode::Busy);
+        return;
     }
     // From here a waker sends an IPI; the gate halts only if `wake` is
     // still clear, checked with interrupts off.

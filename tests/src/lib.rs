@@ -182,6 +182,11 @@ impl Guest {
         run
     }
 
+    /// The `eremite` process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kill the VM and return what it printed.
     pub fn kill(mut self) -> Run {
         let _ = self.child.kill();

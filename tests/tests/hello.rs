@@ -67,6 +67,23 @@ fn boots_with_memory_above_4_gib_and_the_kernel_uses_all_of_it() {
 }
 
 #[test]
+fn pinned_vcpus_run_and_bad_cpu_lists_are_one_line() {
+    boot("hello", &["--cpus", "2", "--pin-vcpus", "0"], &[]).expect_code(0);
+    let run = boot("hello", &["--pin-vcpus", "1023"], &[]);
+    run.expect_code(125);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{run}");
+    assert!(
+        lines[0]
+            .starts_with("eremite: cannot pin a vCPU to host CPU 1023: this process may run on "),
+        "{run}"
+    );
+    let run = boot("hello", &["--pin-vcpus", "3-1"], &[]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("the range 3-1 runs backwards"), "{run}");
+}
+
+#[test]
 fn memory_beyond_the_maximum_is_a_usage_error() {
     let run = boot("hello", &["--memory", "32G"], &[]);
     assert_ne!(run.code, 0, "{run}");

@@ -323,3 +323,65 @@ fn the_guest_echoes_udp_datagrams() {
     run.expect_code(0);
     assert!(run.stdout.ends_with("echoed 20 datagrams\n"), "{run}");
 }
+
+/// The host CPUs a thread of `pid` named `name` may run on
+/// (`Cpus_allowed_list` in /proc).
+fn allowed_cpus_of_thread(pid: u32, name: &str) -> Option<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        if comm.trim() != name {
+            return None;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|list| list.trim().to_owned())
+    })
+}
+
+#[test]
+fn pinned_vcpus_leave_the_other_cpus_to_the_cards_thread() {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if cpus < 2 {
+        eprintln!("skipped: one host CPU, nothing to keep apart");
+        return;
+    }
+    let last = (cpus - 1).to_string();
+    let (ns, card) = network();
+    let guest = ns.spawn(
+        "httpd",
+        &[&card[..], &["--pin-vcpus", &last]].concat(),
+        &["0.0.0.0:8083"],
+    );
+    let answer = ns.enter(|| {
+        http(
+            8083,
+            "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    let vcpu = allowed_cpus_of_thread(guest.pid(), "vcpu0");
+    let card_thread = allowed_cpus_of_thread(guest.pid(), "virtio-net");
+    ns.enter(|| {
+        http(
+            8083,
+            "GET /quit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    guest.wait().expect_code(0);
+    assert_eq!(vcpu.as_deref(), Some(last.as_str()), "the vCPU's CPUs");
+    let card_thread = card_thread.expect("a virtio-net thread");
+    let card_cpus: Vec<usize> = card_thread
+        .split(',')
+        .flat_map(|entry| {
+            let (first, last) = entry.split_once('-').unwrap_or((entry, entry));
+            first.parse().unwrap()..=last.parse().unwrap()
+        })
+        .collect();
+    assert!(
+        !card_cpus.is_empty() && !card_cpus.contains(&(cpus - 1)),
+        "the card's thread may use {card_thread}, which holds the vCPU's CPU {last}"
+    );
+}

@@ -14,6 +14,7 @@
 //! file and populating guest RAM (`madvise`) and in `devices/net/tap.rs` for one ioctl (see `docs/safety.md`).
 #![deny(unsafe_code)]
 
+mod affinity;
 mod arch;
 mod boot_info;
 mod devices;
@@ -42,6 +43,7 @@ use eremite_interface::hypercall::ExitKind;
 use eremite_interface::layout::{self, LARGE_PAGE_SIZE};
 use eremite_interface::{BootInfo, KernelReport};
 
+pub use affinity::{AffinityError, CpuListError, parse_cpu_list};
 pub use arch::{MachineError, PageTableError};
 pub use boot_info::{BootDataError, BootError};
 pub use devices::{
@@ -96,6 +98,10 @@ pub struct VmConfig {
     /// The default gateway (`--gateway`), passed as `net.gateway=`; needs
     /// `ip` and must lie in its network.
     pub gateway: Option<Ipv4Addr>,
+    /// Host CPUs for the vCPU threads (`--pin-vcpus`): vCPU `n` runs on
+    /// entry `n` (round robin); empty: the host places them. Device
+    /// threads are never pinned.
+    pub pin_vcpus: Vec<usize>,
 }
 
 impl VmConfig {
@@ -114,6 +120,7 @@ impl VmConfig {
             net: None,
             ip: None,
             gateway: None,
+            pin_vcpus: Vec::new(),
         }
     }
 
@@ -253,6 +260,9 @@ pub enum Error {
     /// The network card cannot be set up.
     #[error(transparent)]
     Device(#[from] TransportError),
+    /// `--pin-vcpus` cannot be followed.
+    #[error(transparent)]
+    Affinity(#[from] affinity::AffinityError),
     /// Too many devices.
     #[error(transparent)]
     Bus(#[from] BusFull),
@@ -375,6 +385,7 @@ pub struct Report {
 pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let started = Instant::now();
     config.validate()?;
+    let placement = affinity::Placement::new(&config.pin_vcpus)?;
     let mounts = config
         .mounts
         .iter()
@@ -412,7 +423,10 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     if let (Some(spec), Some(tap)) = (&config.net, tap) {
         let mac = spec.mac.unwrap_or(MacAddr::local(std::process::id()));
         let name = tap.name().to_owned();
-        let card = devices::MmioTransport::new(devices::Net::new(mac, tap), ram.clone())?;
+        let card = devices::MmioTransport::new(
+            devices::Net::new(mac, tap).with_placement(placement.clone()),
+            ram.clone(),
+        )?;
         bus.add_net(card, &name, mac)?;
     }
     let mut machine = kvm::Machine::new(&ram, config.cpus, &bus)?;
@@ -451,7 +465,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
 
     let entered = Instant::now();
     let services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
-    let run = machine.run(&ram, &services, &bus);
+    let run = machine.run(&ram, &services, &bus, &placement);
     let stopped = Instant::now();
     // No vCPU runs any more; stop the devices' threads before the report
     // (and, on an error, before guest RAM goes).

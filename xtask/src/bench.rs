@@ -627,6 +627,20 @@ impl BenchNetNs {
             .arg(program);
         command
     }
+
+    /// `eremite run` inside the namespace with the card on the tap, its
+    /// vCPU pinned to [`BENCH_CORE`] as the native server is; the card's
+    /// thread runs on the other cores, as the host kernel's network work
+    /// for the native server does.
+    fn eremite(&self, cli: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.0])
+            .arg(cli)
+            .args(["run", "--pin-vcpus", BENCH_CORE, "--memory", "256M"])
+            .args(["--net", "tap:ebtap0", "--ip", "10.0.0.2/24"]);
+        command
+    }
 }
 
 impl Drop for BenchNetNs {
@@ -660,17 +674,16 @@ fn start_server(command: &mut Command) -> Result<std::process::Child> {
 
 /// The `net` group: the same native `netbench client` against
 /// `netbench serve` in eremite (behind its tap, in a namespace made for
-/// the run) and natively on the namespace's loopback. Server on core 1,
-/// client on core 0.
+/// the run) and natively on the namespace's loopback. Server on core 1
+/// (eremite's vCPU; its card's thread may use the other cores), client
+/// on core 0.
 fn net(is_quick: bool) -> Result<Vec<Row>> {
     let cli = build_cli()?;
     let ns = BenchNetNs::new()?;
     let native = bench_binary(HOST_TARGET, "netbench");
     let quick: &[&str] = if is_quick { &["--quick"] } else { &[] };
     let mut guest = start_server(
-        ns.command(BENCH_CORE, &cli)
-            .args(["run", "--memory", "256M", "--net", "tap:ebtap0"])
-            .args(["--ip", "10.0.0.2/24"])
+        ns.eremite(&cli)
             .arg(bench_binary(HERMIT_TARGET, "netbench"))
             .args(["--", "serve", "0.0.0.0:7100"]),
     )?;
@@ -701,13 +714,7 @@ fn net(is_quick: bool) -> Result<Vec<Row>> {
         .join("examples/target")
         .join(HOST_TARGET)
         .join("release/httpd");
-    let mut guest = start_server(
-        ns.command(BENCH_CORE, &cli)
-            .args(["run", "--memory", "256M", "--net", "tap:ebtap0"])
-            .args(["--ip", "10.0.0.2/24"])
-            .arg(&image)
-            .args(["--", "0.0.0.0:8080"]),
-    )?;
+    let mut guest = start_server(ns.eremite(&cli).arg(&image).args(["--", "0.0.0.0:8080"]))?;
     let unikernel = run_program(
         ns.command("0", &native)
             .args(["http", "10.0.0.2:8080"])

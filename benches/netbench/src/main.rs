@@ -1,6 +1,6 @@
 //! The `net` group: TCP between a server and a client on the host.
 //!
-//! `netbench serve ADDR` is the server (in eremite: the guest behind its
+//! `netbench serve ADDR [COUNT]` is the server (in eremite: the guest behind its
 //! tap; natively: a process on the host's loopback). Each connection
 //! starts with one command byte: `u` (upload: read to the end, answer the
 //! byte count as 8 bytes), `d` + 8-byte count (download: send that many
@@ -29,24 +29,33 @@ use benchkit::report;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["serve", addr] => serve(addr),
+        ["serve", addr] => serve(addr, None),
+        ["serve", addr, count] => serve(addr, count.parse().ok()),
         ["client", addr, ..] => client(addr, benchkit::is_quick()),
         ["http", addr, ..] => http(addr, benchkit::is_quick()),
         _ => {
-            eprintln!("usage: netbench serve ADDR | netbench client ADDR [--quick]");
+            eprintln!("usage: netbench serve ADDR [COUNT] | netbench client ADDR [--quick]");
             std::process::exit(2);
         }
     }
 }
 
-fn serve(addr: &str) {
+/// Serve `count` connections (for ever without one), then return, so
+/// that `eremite run --stats` can report on a run.
+fn serve(addr: &str, count: Option<usize>) {
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     println!("listening on {}", listener.local_addr().unwrap());
-    for conn in listener.incoming() {
+    let mut handlers = Vec::new();
+    for conn in listener.incoming().take(count.unwrap_or(usize::MAX)) {
         let Ok(conn) = conn else { continue };
-        std::thread::spawn(move || {
-            let _ = handle(conn);
-        });
+        let handler = std::thread::spawn(move || handle(conn));
+        // Served for ever: the handlers are detached.
+        if count.is_some() {
+            handlers.push(handler);
+        }
+    }
+    for handler in handlers {
+        let _ = handler.join();
     }
 }
 

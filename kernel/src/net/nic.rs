@@ -116,6 +116,21 @@ impl Nic {
         }
     }
 
+    /// Whether received frames wait.
+    pub(super) fn has_frames(&self) -> bool {
+        match self {
+            Nic::Virtio(card) => card.has_frames(),
+            Nic::Absent(_) => false,
+        }
+    }
+
+    /// Stop receive interrupts while an idle CPU watches [`Self::has_frames`].
+    pub(super) fn disable_receive_interrupts(&mut self) {
+        if let Nic::Virtio(card) = self {
+            card.disable_receive_interrupts();
+        }
+    }
+
     /// Ask for an interrupt when frames arrive; `true` if some already
     /// did (poll again rather than sleep).
     pub(super) fn enable_interrupts(&mut self) -> bool {

@@ -438,6 +438,24 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
         }
     }
 
+    /// Whether received frames wait in the queue: one look at the used
+    /// index, nothing taken. For a CPU that watches the card while it
+    /// spins idle, with [`Self::disable_receive_interrupts`].
+    pub fn has_frames(&self) -> bool {
+        self.mem
+            .as_ref()
+            .is_some_and(|mem| self.rx.queue.has_used(mem))
+    }
+
+    /// Ask the device not to interrupt for received frames (a hint): for
+    /// a caller that watches [`Self::has_frames`] itself, so a frame
+    /// costs no interrupt. [`Self::enable_interrupts`] asks again.
+    pub fn disable_receive_interrupts(&mut self) {
+        if let Some(mem) = self.mem.as_ref() {
+            self.rx.queue.disable_interrupts(mem);
+        }
+    }
+
     /// Acknowledge the device's `InterruptStatus` (one or two exits), for
     /// transports whose interrupt is a line that stays raised until then
     /// (QEMU's virtio-MMIO). Call it before [`Self::enable_interrupts`]:

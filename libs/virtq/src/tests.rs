@@ -478,6 +478,28 @@ fn one_interrupt_per_sleep() {
 }
 
 #[test]
+fn a_watcher_sees_frames_without_interrupts() {
+    let (_mem, device, mut driver) = started(64);
+    assert!(!driver.enable_interrupts());
+    assert!(!driver.has_frames());
+    // An idle CPU watches the ring instead of waiting for the interrupt.
+    driver.disable_receive_interrupts();
+    device.deliver(&frame(0, 64));
+    device.deliver(&frame(1, 64));
+    assert_eq!(device.interrupts(RX_QUEUE), 0);
+    assert!(driver.has_frames(), "seen, not taken");
+    assert!(driver.has_frames());
+    assert_eq!(receive_one(&mut driver), Some(frame(0, 64)));
+    assert_eq!(receive_one(&mut driver), Some(frame(1, 64)));
+    assert!(!driver.has_frames());
+    // The watch ends: the next frame interrupts again.
+    assert!(!driver.enable_interrupts());
+    device.deliver(&frame(2, 64));
+    assert_eq!(device.interrupts(RX_QUEUE), 1);
+    assert!(driver.has_frames());
+}
+
+#[test]
 fn without_event_idx_the_flags_suppress() {
     let (mem, device) = new_device();
     device.state().offered &= !feature::EVENT_IDX;

@@ -26,6 +26,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
 
+use crate::affinity::Placement;
 use crate::devices::{MmioBus, QUEUE_NOTIFY_OFFSET};
 use crate::hypercall::{self, Next, Services};
 use crate::memory::GuestRam;
@@ -47,6 +48,9 @@ pub enum KvmError {
         /// The error KVM returned.
         source: kvm_ioctls::Error,
     },
+    /// A vCPU thread could not be pinned (`--pin-vcpus`).
+    #[error(transparent)]
+    Pin(#[from] crate::affinity::AffinityError),
 }
 
 fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
@@ -322,29 +326,38 @@ impl Machine {
 
     /// Run the VM until the guest stops: the boot vCPU at once, each
     /// application processor when the guest starts it (`StartCpu`), each
-    /// on its own thread. The first vCPU to stop stops them all. Returns
-    /// that stop and the exits of every vCPU.
+    /// on its own thread, placed as `placement` says. The first vCPU to stop stops them all.
+    /// Returns that stop and the exits of every vCPU.
     pub(crate) fn run(
         self,
         ram: &GuestRam,
         services: &Services<'_>,
         bus: &MmioBus,
+        placement: &Placement,
     ) -> Result<(Stop, ExitStats), KvmError> {
         let vm = RunningVm::new(self.vcpus.len());
         services.cpus.reset(self.vcpus.len());
         install_kick_handler();
         let results: Vec<Result<ExitStats, KvmError>> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0u32..)
-                .zip(self.vcpus)
-                .map(|(cpu, vcpu)| {
-                    let vm = &vm;
-                    scope.spawn(move || {
-                        let result = Vcpu { cpu, fd: vcpu }.serve(ram, services, bus, vm);
-                        vm.finish(result.as_ref().ok().and_then(|(stop, _)| *stop));
-                        result.map(|(_, stats)| stats)
+            let threads: Vec<_> =
+                (0u32..)
+                    .zip(self.vcpus)
+                    .map(|(cpu, vcpu)| {
+                        let vm = &vm;
+                        let thread = std::thread::Builder::new().name(format!("vcpu{cpu}"));
+                        thread
+                            .spawn_scoped(scope, move || {
+                                let result =
+                                    placement.pin_vcpu(cpu).map_err(KvmError::from).and_then(
+                                        |()| Vcpu { cpu, fd: vcpu }.serve(ram, services, bus, vm),
+                                    );
+                                vm.finish(result.as_ref().ok().and_then(|(stop, _)| *stop));
+                                result.map(|(_, stats)| stats)
+                            })
+                            // As `scope.spawn` would: no thread, no VM.
+                            .expect("the host starts a vCPU thread")
                     })
-                })
-                .collect();
+                    .collect();
             vm.wait_for_stop(services);
             threads
                 .into_iter()

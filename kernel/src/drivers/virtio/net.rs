@@ -109,6 +109,16 @@ impl VirtioNet {
         self.driver.flush();
     }
 
+    /// Whether received frames wait (one look at the ring).
+    pub(crate) fn has_frames(&self) -> bool {
+        self.driver.has_frames()
+    }
+
+    /// Stop receive interrupts while the caller watches [`Self::has_frames`].
+    pub(crate) fn disable_receive_interrupts(&mut self) {
+        self.driver.disable_receive_interrupts();
+    }
+
     /// Ask for an interrupt on the next received frame (and on the next
     /// transmit completion if every transmit buffer is in flight). Returns
     /// `true` when such work is already pending: poll again, do not sleep.

@@ -35,6 +35,7 @@ use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{ActivateError, Activation, VirtioDevice, new_event, read_config_bytes};
+use crate::affinity::Placement;
 pub use spec::{MacAddr, NetSpec, NetSpecError, parse_net_spec};
 pub(crate) use tap::Tap;
 pub use tap::TapError;
@@ -107,6 +108,8 @@ struct RunningWorker<B> {
 pub(crate) struct Net<B: NetBackend> {
     config: [u8; 8],
     backend: Option<B>,
+    /// Where the worker thread runs (`--pin-vcpus`).
+    placement: Placement,
     worker: Option<RunningWorker<B>>,
     counters: Arc<Mutex<NetCounters>>,
     fault: Option<WorkerFault>,
@@ -122,10 +125,17 @@ impl<B: NetBackend> Net<B> {
         Self {
             config,
             backend: Some(backend),
+            placement: Placement::default(),
             worker: None,
             counters: Arc::default(),
             fault: None,
         }
+    }
+
+    /// Run the worker thread where `placement` puts device threads.
+    pub(crate) fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
     }
 
     /// The counters as of the worker's last pass.
@@ -187,11 +197,16 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         let worker_stop = stop.try_clone().map_err(ActivateError::Host)?;
         let backend = self.backend.take().ok_or(ActivateError::NoBackend)?;
         let worker = Worker::new(ram, rx, tx, interrupt, backend, Arc::clone(&self.counters));
+        // Started by a vCPU thread, which may be pinned.
+        let placement = self.placement.clone();
         // If the thread cannot start, the backend is lost with the closure
         // and later activations fail with `NoBackend`.
         let thread = thread::Builder::new()
             .name("virtio-net".into())
-            .spawn(move || worker.run(&worker_stop))
+            .spawn(move || {
+                placement.place_device_thread();
+                worker.run(&worker_stop)
+            })
             .map_err(ActivateError::Host)?;
         self.worker = Some(RunningWorker { stop, thread });
         self.fault = None;
