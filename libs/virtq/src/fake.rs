@@ -558,6 +558,15 @@ impl FakeNet {
         })
     }
 
+    /// Offer `VIRTIO_NET_F_MTU` with `mtu` in the configuration space.
+    pub(crate) fn offer_mtu(&self, mtu: u16) {
+        let mut d = self.0.borrow_mut();
+        d.offered |= crate::net_feature::MTU;
+        d.config.resize(10, 0);
+        d.config[8..10].copy_from_slice(&1u16.to_le_bytes());
+        d.config.extend_from_slice(&mtu.to_le_bytes());
+    }
+
     /// Send every frame the driver made available, returning them
     /// without their header (which must be zero).
     pub(crate) fn collect_tx(&self) -> Vec<Vec<u8>> {

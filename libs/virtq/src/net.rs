@@ -1,15 +1,23 @@
 //! The virtio network card, driver side (virtio 1.2 §5.1).
 //!
 //! [`NetDriver`] negotiates `VIRTIO_F_VERSION_1` (required),
-//! `VIRTIO_NET_F_MAC` and `VIRTIO_F_EVENT_IDX` (when offered) and nothing
-//! else: no offloads, no mergeable receive buffers, no control queue.
-//! Every buffer therefore starts with the 12-byte `virtio_net_hdr`
-//! (§5.1.6), zero on transmit and ignored on receive, and every receive
-//! buffer must hold a whole frame.
+//! `VIRTIO_NET_F_MAC`, `VIRTIO_NET_F_MTU` and `VIRTIO_F_EVENT_IDX` (when
+//! offered) and nothing else: no offloads, no mergeable receive buffers,
+//! no control queue. Every buffer therefore starts with the 12-byte
+//! `virtio_net_hdr` (§5.1.6), zero on transmit and ignored on receive, and
+//! every receive buffer must hold a whole frame.
+//!
+//! Frame size ([`Sizing`]): 1514 bytes (a 1500-byte MTU) unless the device
+//! offers its link's MTU. A smaller one is used as it is; a larger one
+//! (a jumbo MTU, up to 64 KiB: each frame then carries up to 43 times
+//! the bytes for the same per-frame cost) only if buffers of that size
+//! fit the memory budget the caller gives, at least
+//! [`MIN_JUMBO_RX_BUFFERS`] of them for receiving; otherwise the driver
+//! stays at 1500 and the peer, told so by TCP's MSS, sends no more.
 //!
 //! Memory: one region the caller allocates (its size comes from the queue
-//! sizes the device allows), holding both queues' rings and one buffer of
-//! [`BUFFER_STRIDE`] bytes per descriptor. The receive queue is kept full:
+//! sizes and the frame size), holding both queues' rings and one buffer
+//! per descriptor. The receive queue is kept full:
 //! a buffer goes back to the device as soon as its frame is copied out.
 //! A transmit buffer is taken back when the device has used it, lazily,
 //! when no free one is left.
@@ -40,24 +48,98 @@ pub const TX_QUEUE: u16 = 1;
 /// `gso_type`, `hdr_len`, `gso_size`, `csum_start`, `csum_offset` and
 /// `num_buffers`.
 pub const NET_HDR_BYTES: usize = 12;
-/// Largest frame sent: an Ethernet header and a 1500-byte payload (the
-/// MTU the stack is given; no FCS).
-pub const MAX_FRAME_BYTES: usize = 1514;
-/// Size of each receive buffer: the header and 1524 bytes of frame, room
-/// for a full frame with an 802.1Q tag. More than the 1526 bytes (header
-/// included) §5.1.6.3.1 asks for without mergeable buffers.
+/// Largest frame sent without a larger MTU from the device: an Ethernet
+/// header and a 1500-byte payload (no FCS).
+pub const MAX_FRAME_BYTES: usize = ETHERNET_HEADER_BYTES + STANDARD_MTU_BYTES;
+/// Size of each receive buffer at the standard MTU: the header and 1524
+/// bytes of frame, room for a full frame with an 802.1Q tag. More than
+/// the 1526 bytes (header included) §5.1.6.3.1 asks for without
+/// mergeable buffers.
 pub const RX_BUFFER_BYTES: u32 = 1536;
-/// Distance between two buffers in the region (receive and transmit).
-const BUFFER_STRIDE: u64 = 1536;
+/// The standard Ethernet MTU, and the smallest accepted from a device
+/// (IPv4 needs 576; anything less is taken as 576).
+const STANDARD_MTU_BYTES: usize = 1500;
+const MIN_MTU_BYTES: usize = 576;
+/// An Ethernet header, and room for one 802.1Q tag.
+const ETHERNET_HEADER_BYTES: usize = 14;
+const VLAN_TAG_BYTES: usize = 4;
 /// Alignment of the region's base and of each area in it (a cache line).
 const AREA_ALIGN: u64 = 64;
 /// Shortest frame taken from the device: an Ethernet header.
 const MIN_FRAME_BYTES: usize = 14;
-/// Largest frame a receive buffer holds.
-const RX_FRAME_CAPACITY: usize = RX_BUFFER_BYTES as usize - NET_HDR_BYTES;
+/// With a jumbo MTU: transmit buffers (a 256 KiB TCP window is 4 frames),
+/// and the fewest receive buffers worth it (each holds one frame however
+/// small, so a burst of small ones needs many).
+const JUMBO_TX_BUFFERS: u16 = 16;
+pub const MIN_JUMBO_RX_BUFFERS: u16 = 32;
 
-const _: () = assert!((NET_HDR_BYTES + MAX_FRAME_BYTES) as u64 <= BUFFER_STRIDE);
-const _: () = assert!(RX_BUFFER_BYTES as u64 <= BUFFER_STRIDE);
+const _: () = assert!(NET_HDR_BYTES + MAX_FRAME_BYTES + VLAN_TAG_BYTES <= RX_BUFFER_BYTES as usize);
+
+/// Frame size and queue sizes, from what the device offers and the
+/// memory budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    /// Largest frame sent or received (an Ethernet header and the MTU).
+    pub max_frame_bytes: usize,
+    /// Size of each buffer, header included (a multiple of 64).
+    pub buffer_bytes: u32,
+    /// Receive and transmit queue sizes (powers of two).
+    pub rx_size: u16,
+    pub tx_size: u16,
+}
+
+impl Sizing {
+    /// The sizes for a device whose link MTU is `device_mtu` (`None`:
+    /// `VIRTIO_NET_F_MTU` not offered) and whose queues hold at most
+    /// `rx_max` and `tx_max`, with queues of at most `wanted` and buffers
+    /// of at most `budget_bytes` in all for a jumbo MTU.
+    pub fn new(
+        device_mtu: Option<u16>,
+        rx_max: u16,
+        tx_max: u16,
+        wanted: u16,
+        budget_bytes: u64,
+    ) -> Self {
+        let wanted = wanted.max(1);
+        let standard = |mtu: usize| Self {
+            max_frame_bytes: ETHERNET_HEADER_BYTES + mtu,
+            buffer_bytes: RX_BUFFER_BYTES,
+            rx_size: power_of_two_at_most(rx_max.min(wanted)),
+            tx_size: power_of_two_at_most(tx_max.min(wanted)),
+        };
+        let mtu = device_mtu.map_or(STANDARD_MTU_BYTES, |m| usize::from(m).max(MIN_MTU_BYTES));
+        if mtu <= STANDARD_MTU_BYTES {
+            return standard(mtu);
+        }
+        let max_frame_bytes = ETHERNET_HEADER_BYTES + mtu;
+        let buffer = align_up(
+            (NET_HDR_BYTES + max_frame_bytes + VLAN_TAG_BYTES) as u64,
+            AREA_ALIGN,
+        );
+        let tx_size = power_of_two_at_most(tx_max.min(wanted).min(JUMBO_TX_BUFFERS));
+        let rx_fit = budget_bytes.saturating_sub(buffer * u64::from(tx_size)) / buffer;
+        let rx_size = power_of_two_at_most(
+            rx_max
+                .min(wanted)
+                .min(u16::try_from(rx_fit).unwrap_or(u16::MAX)),
+        );
+        if rx_fit < u64::from(MIN_JUMBO_RX_BUFFERS) || rx_size < MIN_JUMBO_RX_BUFFERS {
+            return standard(STANDARD_MTU_BYTES);
+        }
+        Self {
+            max_frame_bytes,
+            // At most 12 + 65549 + 4 rounded up: fits.
+            buffer_bytes: u32::try_from(buffer).unwrap_or(u32::MAX),
+            rx_size,
+            tx_size,
+        }
+    }
+
+    /// Bytes of frame a receive buffer holds.
+    fn rx_frame_capacity(&self) -> usize {
+        self.buffer_bytes as usize - NET_HDR_BYTES
+    }
+}
 
 /// Network device feature bits (§5.1.3), as masks.
 pub mod net_feature {
@@ -65,6 +147,8 @@ pub mod net_feature {
     pub const CSUM: u64 = 1 << 0;
     /// `VIRTIO_NET_F_GUEST_CSUM` (1): never accepted.
     pub const GUEST_CSUM: u64 = 1 << 1;
+    /// `VIRTIO_NET_F_MTU` (3): the link's MTU in the configuration space.
+    pub const MTU: u64 = 1 << 3;
     /// `VIRTIO_NET_F_MAC` (5): `mac` in the configuration space.
     pub const MAC: u64 = 1 << 5;
     /// `VIRTIO_NET_F_MRG_RXBUF` (15): never accepted.
@@ -78,8 +162,10 @@ pub mod net_feature {
 pub struct NetConfig {
     /// Largest queue wanted (each queue gets the largest power of two no
     /// larger than this and the device's `QueueNumMax`). Each entry costs
-    /// a 1.5 KiB buffer.
+    /// a 1.5 KiB buffer (a frame's worth with a jumbo MTU).
     pub max_queue_size: u16,
+    /// Most bytes the buffers may take with a jumbo MTU (see [`Sizing`]).
+    pub jumbo_budget_bytes: u64,
     /// The card's address when the device offers none (§5.1.5: the
     /// driver then makes one up, preferably random and locally
     /// administered).
@@ -149,16 +235,20 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(base: u64, rx_size: u16, tx_size: u16) -> Self {
+    fn new(base: u64, sizing: &Sizing) -> Self {
+        let Sizing {
+            rx_size, tx_size, ..
+        } = *sizing;
+        let stride = u64::from(sizing.buffer_bytes);
         let tx_ring = align_up(QueueLayout::bytes(rx_size), AREA_ALIGN);
         let rx_buffers = align_up(tx_ring + QueueLayout::bytes(tx_size), AREA_ALIGN);
-        let tx_buffers = rx_buffers + BUFFER_STRIDE * u64::from(rx_size);
+        let tx_buffers = rx_buffers + stride * u64::from(rx_size);
         Self {
             rx: QueueLayout::at(base, rx_size),
             tx: QueueLayout::at(base + tx_ring, tx_size),
             rx_buffers: base + rx_buffers,
             tx_buffers: base + tx_buffers,
-            bytes: tx_buffers + BUFFER_STRIDE * u64::from(tx_size),
+            bytes: tx_buffers + stride * u64::from(tx_size),
         }
     }
 }
@@ -167,6 +257,8 @@ impl Layout {
 struct Rx {
     queue: SplitQueue,
     buffers_addr: u64,
+    /// Size of each buffer, header included.
+    buffer_bytes: u32,
     /// Per descriptor head: the buffer of the chain in flight.
     buffer_of_head: Vec<Option<u16>>,
     /// The last frame received, copied out of shared memory.
@@ -181,6 +273,9 @@ struct Rx {
 struct Tx {
     queue: SplitQueue,
     buffers_addr: u64,
+    buffer_bytes: u32,
+    /// Largest frame sent.
+    max_frame_bytes: usize,
     buffer_of_head: Vec<Option<u16>>,
     /// Buffers not given to the device.
     free: Vec<u16>,
@@ -234,7 +329,7 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
             regs,
             NET_DEVICE_ID,
             0,
-            net_feature::MAC | feature::EVENT_IDX,
+            net_feature::MAC | net_feature::MTU | feature::EVENT_IDX,
         )?;
         match Self::activate(&mut transport, config, alloc) {
             Ok(Live { mem, mac, rx, tx }) => Ok(Self {
@@ -268,25 +363,39 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
                 .read_config(0, &mut mac)
                 .map_err(|e| (e.into(), None))?;
         }
-        let wanted = config.max_queue_size.max(1);
-        let rx_size = power_of_two_at_most(
+        let device_mtu = if transport.has_features(net_feature::MTU) {
+            // struct virtio_net_config: mac[6], status, max_virtqueue_pairs,
+            // then mtu (§5.1.4).
+            let mut mtu = [0; 2];
             transport
-                .queue_max_size(RX_QUEUE)
-                .map_err(|e| (e.into(), None))?
-                .min(wanted),
+                .read_config(10, &mut mtu)
+                .map_err(|e| (e.into(), None))?;
+            Some(u16::from_le_bytes(mtu))
+        } else {
+            None
+        };
+        let rx_max = transport
+            .queue_max_size(RX_QUEUE)
+            .map_err(|e| (e.into(), None))?;
+        let tx_max = transport
+            .queue_max_size(TX_QUEUE)
+            .map_err(|e| (e.into(), None))?;
+        let sizing = Sizing::new(
+            device_mtu,
+            rx_max,
+            tx_max,
+            config.max_queue_size,
+            config.jumbo_budget_bytes,
         );
-        let tx_size = power_of_two_at_most(
-            transport
-                .queue_max_size(TX_QUEUE)
-                .map_err(|e| (e.into(), None))?
-                .min(wanted),
-        );
-        let bytes = Layout::new(0, rx_size, tx_size).bytes;
+        let Sizing {
+            rx_size, tx_size, ..
+        } = sizing;
+        let bytes = Layout::new(0, &sizing).bytes;
         let (mem, base) = alloc(bytes).ok_or((NetInitError::NoMemory { bytes }, None))?;
         if !base.is_multiple_of(AREA_ALIGN) {
             return Err((NetInitError::MisalignedMemory(base), Some(mem)));
         }
-        let layout = Layout::new(base, rx_size, tx_size);
+        let layout = Layout::new(base, &sizing);
         let has_event_idx = transport.has_features(feature::EVENT_IDX);
         let queues = SplitQueue::new(&mem, layout.rx, has_event_idx)
             .and_then(|rx| Ok((rx, SplitQueue::new(&mem, layout.tx, has_event_idx)?)));
@@ -304,8 +413,9 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
         let mut rx = Rx {
             queue: rx_queue,
             buffers_addr: layout.rx_buffers,
+            buffer_bytes: sizing.buffer_bytes,
             buffer_of_head: vec![None; usize::from(rx_size)],
-            frame: vec![0; RX_FRAME_CAPACITY],
+            frame: vec![0; sizing.rx_frame_capacity()],
             frames: 0,
             bytes: 0,
             errors: 0,
@@ -319,9 +429,11 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
         let mut tx = Tx {
             queue: tx_queue,
             buffers_addr: layout.tx_buffers,
+            buffer_bytes: sizing.buffer_bytes,
+            max_frame_bytes: sizing.max_frame_bytes,
             buffer_of_head: vec![None; usize::from(tx_size)],
             free: (0..tx_size).rev().collect(),
-            scratch: vec![0; MAX_FRAME_BYTES],
+            scratch: vec![0; sizing.max_frame_bytes],
             frames: 0,
             bytes: 0,
             dropped: 0,
@@ -339,6 +451,12 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
             rx.notifications += 1;
         }
         Ok(Live { mem, mac, rx, tx })
+    }
+
+    /// Largest frame sent or received: an Ethernet header and the MTU
+    /// (see [`Sizing`]).
+    pub fn max_frame_bytes(&self) -> usize {
+        self.tx.max_frame_bytes
     }
 
     /// The card's MAC address (the device's, or the fallback).
@@ -493,14 +611,14 @@ impl<R: DeviceRegisters, M: DmaMemory> Drop for NetDriver<R, M> {
 
 impl Rx {
     fn buffer_addr(&self, buffer: u16) -> u64 {
-        self.buffers_addr + BUFFER_STRIDE * u64::from(buffer)
+        self.buffers_addr + u64::from(self.buffer_bytes) * u64::from(buffer)
     }
 
     /// Give `buffer` to the device (unpublished).
     fn post(&mut self, mem: &impl DmaMemory, buffer: u16) -> Result<(), QueueError> {
         let head = self
             .queue
-            .add(mem, &[], &[(self.buffer_addr(buffer), RX_BUFFER_BYTES)])?;
+            .add(mem, &[], &[(self.buffer_addr(buffer), self.buffer_bytes)])?;
         self.buffer_of_head[usize::from(head)] = Some(buffer);
         Ok(())
     }
@@ -520,7 +638,7 @@ impl Rx {
                 .len
                 .and_then(|len| usize::try_from(len).ok())
                 .and_then(|len| len.checked_sub(NET_HDR_BYTES))
-                .filter(|len| (MIN_FRAME_BYTES..=RX_FRAME_CAPACITY).contains(len));
+                .filter(|len| (MIN_FRAME_BYTES..=self.frame.len()).contains(len));
             match frame_len {
                 Some(len) => {
                     let addr = self.buffer_addr(buffer) + NET_HDR_BYTES as u64;
@@ -546,7 +664,7 @@ impl Rx {
 
 impl Tx {
     fn buffer_addr(&self, buffer: u16) -> u64 {
-        self.buffers_addr + BUFFER_STRIDE * u64::from(buffer)
+        self.buffers_addr + u64::from(self.buffer_bytes) * u64::from(buffer)
     }
 
     /// Take back every buffer the device has finished with.
@@ -573,11 +691,11 @@ pub struct TxSlot<'a, R: DeviceRegisters, M: DmaMemory> {
 impl<R: DeviceRegisters, M: DmaMemory> TxSlot<'_, R, M> {
     /// Let `fill` write a frame of `len` bytes, then give it to the device
     /// (which learns of it at the next [`NetDriver::flush`]). A frame
-    /// longer than [`MAX_FRAME_BYTES`], or with no free buffer, is
-    /// written by `fill` all the same and dropped (counted).
+    /// longer than [`NetDriver::max_frame_bytes`], or with no free
+    /// buffer, is written by `fill` all the same and dropped (counted).
     pub fn send<T>(self, len: usize, fill: impl FnOnce(&mut [u8]) -> T) -> T {
         let Self { tx, mem, .. } = self;
-        if len > MAX_FRAME_BYTES {
+        if len > tx.max_frame_bytes {
             tx.dropped += 1;
             return fill(vec![0; len].as_mut_slice());
         }
@@ -593,7 +711,7 @@ impl<R: DeviceRegisters, M: DmaMemory> TxSlot<'_, R, M> {
         let addr = tx.buffer_addr(buffer);
         mem.write_bytes(addr, &[0; NET_HDR_BYTES]);
         mem.write_bytes(addr + NET_HDR_BYTES as u64, &tx.scratch[..len]);
-        #[allow(clippy::cast_possible_truncation)] // at most 1526
+        #[allow(clippy::cast_possible_truncation)] // at most a buffer
         let chain_len = (NET_HDR_BYTES + len) as u32;
         match tx.queue.add(mem, &[(addr, chain_len)], &[]) {
             Ok(head) => {

@@ -7,11 +7,16 @@ use crate::fake::{Access, DeviceRing, DeviceState, FAKE_MAC, FakeNet, FakeRegs, 
 use crate::mmio::{InitError, feature, status};
 use crate::net::net_feature;
 use crate::queue::{QueueError, QueueLayout, SplitQueue, Used};
-use crate::{MAX_FRAME_BYTES, NetConfig, NetDriver, NetInitError, RX_QUEUE, TX_QUEUE};
+use crate::{
+    MAX_FRAME_BYTES, NetConfig, NetDriver, NetInitError, RX_BUFFER_BYTES, RX_QUEUE, Sizing,
+    TX_QUEUE,
+};
 
 const MEM_BYTES: usize = 2 << 20;
 /// Where the driver's region starts in the test memory.
 const BASE: u64 = 0x1000;
+/// Enough for 32 receive and 16 transmit buffers of a 9000-byte MTU.
+const JUMBO_BUDGET: u64 = 48 * 9088;
 const FALLBACK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 
 type Driver = NetDriver<FakeRegs, TestMemory>;
@@ -28,6 +33,7 @@ fn start(mem: &TestMemory, device: &FakeNet, max_queue_size: u16) -> Result<Driv
     let config = NetConfig {
         max_queue_size,
         fallback_mac: FALLBACK_MAC,
+        jumbo_budget_bytes: JUMBO_BUDGET,
     };
     let mem = mem.clone();
     NetDriver::new(device.regs(), config, move |bytes| {
@@ -251,6 +257,7 @@ fn memory_problems_fail_the_handshake() {
     let config = NetConfig {
         max_queue_size: 256,
         fallback_mac: FALLBACK_MAC,
+        jumbo_budget_bytes: JUMBO_BUDGET,
     };
     let result = NetDriver::<_, TestMemory>::new(device.regs(), config, |_| None);
     assert!(matches!(result.err(), Some(NetInitError::NoMemory { .. })));
@@ -497,6 +504,76 @@ fn a_watcher_sees_frames_without_interrupts() {
     device.deliver(&frame(2, 64));
     assert_eq!(device.interrupts(RX_QUEUE), 1);
     assert!(driver.has_frames());
+}
+
+#[test]
+fn frames_are_sized_by_the_devices_mtu_and_the_budget() {
+    let sizing = |mtu, budget| Sizing::new(mtu, 256, 256, 256, budget);
+    let standard = Sizing {
+        max_frame_bytes: 1514,
+        buffer_bytes: RX_BUFFER_BYTES,
+        rx_size: 256,
+        tx_size: 256,
+    };
+    assert_eq!(sizing(None, 1 << 30), standard);
+    assert_eq!(sizing(Some(1500), 1 << 30), standard);
+    // Smaller links are followed, down to IPv4's 576.
+    assert_eq!(sizing(Some(1400), 0).max_frame_bytes, 1414);
+    assert_eq!(sizing(Some(100), 0).max_frame_bytes, 590);
+    // A 64 KiB MTU: 16 transmit buffers, receive buffers as the budget
+    // allows (a power of two), each rounded to 64 bytes.
+    let jumbo = sizing(Some(65521), 8 << 20);
+    assert_eq!(jumbo.max_frame_bytes, 65535);
+    assert_eq!(jumbo.buffer_bytes, 65600);
+    assert_eq!((jumbo.rx_size, jumbo.tx_size), (64, 16));
+    assert_eq!(sizing(Some(65521), 16 << 20).rx_size, 128);
+    // Too little memory for 32 receive buffers: the standard MTU.
+    assert_eq!(sizing(Some(65521), 3 << 20), standard);
+    // The device's queue limits still hold.
+    let small = Sizing::new(Some(9000), 32, 8, 256, 1 << 30);
+    assert_eq!(
+        (small.rx_size, small.tx_size, small.max_frame_bytes),
+        (32, 8, 9014)
+    );
+    assert_eq!(
+        Sizing::new(Some(9000), 16, 8, 256, 1 << 30),
+        Sizing {
+            rx_size: 16,
+            tx_size: 8,
+            ..standard
+        }
+    );
+}
+
+#[test]
+fn a_jumbo_mtu_from_the_device_carries_big_frames_both_ways() {
+    let (mem, device) = new_device();
+    device.offer_mtu(9000);
+    let mut driver = start(&mem, &device, 256).unwrap();
+    assert_ne!(device.state().driver_features & net_feature::MTU, 0);
+    assert_eq!(driver.max_frame_bytes(), 9014);
+    assert_eq!(driver.queue_sizes(), (32, 16));
+    let big = frame(1, 9014);
+    assert!(device.deliver(&big));
+    assert_eq!(receive_one(&mut driver), Some(big.clone()));
+    assert!(send(&mut driver, &big));
+    assert_eq!(device.collect_tx(), [big]);
+    // One byte more is dropped, not truncated.
+    assert!(send(&mut driver, &frame(2, 9015)));
+    assert!(device.collect_tx().is_empty());
+    assert_eq!(driver.counters().tx_dropped, 1);
+}
+
+#[test]
+fn a_jumbo_mtu_without_the_memory_for_it_stays_at_1500() {
+    let (mem, device) = new_device();
+    device.offer_mtu(65521);
+    let mut driver = start(&mem, &device, 256).unwrap();
+    assert_eq!(driver.max_frame_bytes(), MAX_FRAME_BYTES);
+    assert_eq!(driver.queue_sizes(), (256, 256));
+    let f = frame(3, MAX_FRAME_BYTES);
+    assert!(device.deliver(&f));
+    assert_eq!(receive_one(&mut driver), Some(f));
 }
 
 #[test]

@@ -19,7 +19,7 @@ use core::fmt;
 
 use eremite_net::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use eremite_net::smoltcp::time::Instant;
-use eremite_virtq::{MAX_FRAME_BYTES, NetConfig, NetDriver, NetInitError, TxSlot};
+use eremite_virtq::{NetConfig, NetDriver, NetInitError, TxSlot};
 
 use super::dma::DmaRegion;
 use super::mmio::MmioWindow;
@@ -29,6 +29,13 @@ use crate::hypervisor::{self, DeviceInterrupt};
 /// Largest queue asked for (the VMM offers 256). Each entry holds a
 /// 1.5 KiB buffer, so the card takes about 784 KiB of heap at 256.
 const MAX_QUEUE_SIZE: u16 = 256;
+/// With a jumbo MTU (the tap's, through `VIRTIO_NET_F_MTU`), buffers of
+/// up to 64 KiB may take a sixteenth of guest RAM, at most 16 MiB: a
+/// 256 MiB guest gets 64 receive buffers, a 64 MiB one 32 (the fewest
+/// worth it; less memory keeps the 1500-byte MTU).
+fn jumbo_budget_bytes() -> u64 {
+    (crate::mm::ram_bytes() / 16).min(16 << 20)
+}
 
 /// Why there is no network card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +75,7 @@ pub(crate) fn probe(addr: u64) -> Result<VirtioNet, ProbeError> {
     let config = NetConfig {
         max_queue_size: MAX_QUEUE_SIZE,
         fallback_mac: random_mac(),
+        jumbo_budget_bytes: jumbo_budget_bytes(),
     };
     let driver = NetDriver::new(window, config, |bytes| {
         let region = DmaRegion::new(bytes)?;
@@ -151,7 +159,7 @@ impl Device for VirtioNet {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MAX_FRAME_BYTES;
+        caps.max_transmission_unit = self.driver.max_frame_bytes();
         // The receive queue holds this many frames while nobody polls.
         caps.max_burst_size = Some(usize::from(self.driver.queue_sizes().0));
         // No offloads: smoltcp computes and checks every checksum (the

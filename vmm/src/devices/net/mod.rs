@@ -2,8 +2,9 @@
 //!
 //! [`Net`] is a [`VirtioDevice`] with one receive queue (0) and one transmit
 //! queue (1). It offers `VIRTIO_F_VERSION_1`, `VIRTIO_NET_F_MAC`,
-//! `VIRTIO_NET_F_STATUS` (the link is always up) and
-//! `VIRTIO_F_EVENT_IDX`; no offloads and no mergeable receive buffers, so
+//! `VIRTIO_NET_F_MTU` (the backend's, e.g. the tap's: frames up to 64 KiB
+//! when the tap has a jumbo MTU), `VIRTIO_NET_F_STATUS` (the link is
+//! always up) and `VIRTIO_F_EVENT_IDX`; no offloads and no mergeable receive buffers, so
 //! every buffer starts with a 12-byte `virtio_net_hdr` the device ignores
 //! on transmit and zeroes (with `num_buffers` 1) on receive (§5.1.6).
 //!
@@ -29,7 +30,9 @@ use std::thread::{self, JoinHandle};
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
-use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+};
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
@@ -60,6 +63,9 @@ const MIN_FRAME_BYTES: usize = 14;
 /// returned unused, so they cannot hold up the queue.
 const MIN_RX_BUFFER_BYTES: u64 = 1526;
 
+/// Bytes of `struct virtio_net_config` the device fills in: up to `mtu`.
+const CONFIG_BYTES: usize = 12;
+
 /// `status` in the configuration space: `VIRTIO_NET_S_LINK_UP` (1).
 #[allow(clippy::cast_possible_truncation)]
 const LINK_UP: u16 = VIRTIO_NET_S_LINK_UP as u16;
@@ -73,6 +79,10 @@ pub(crate) trait NetBackend: Send + 'static {
     /// A descriptor that polls readable when frames arrive; the worker
     /// watches it edge-triggered and reads until `WouldBlock`.
     fn ready_fd(&self) -> RawFd;
+    /// The link's MTU, offered to the driver (`VIRTIO_NET_F_MTU`).
+    fn mtu(&self) -> u16 {
+        1500
+    }
 }
 
 /// What the device did, for `--stats`.
@@ -106,7 +116,7 @@ struct RunningWorker<B> {
 
 /// A virtio network card.
 pub(crate) struct Net<B: NetBackend> {
-    config: [u8; 8],
+    config: [u8; CONFIG_BYTES],
     backend: Option<B>,
     /// Where the worker thread runs (`--pin-vcpus`).
     placement: Placement,
@@ -118,10 +128,14 @@ pub(crate) struct Net<B: NetBackend> {
 impl<B: NetBackend> Net<B> {
     /// A card with address `mac` whose frames go through `backend`.
     pub(crate) fn new(mac: MacAddr, backend: B) -> Self {
-        // struct virtio_net_config (§5.1.4): mac, then status.
-        let mut config = [0u8; 8];
+        // struct virtio_net_config (§5.1.4): mac, status,
+        // max_virtqueue_pairs (one; meaningful only with VIRTIO_NET_F_MQ),
+        // mtu.
+        let mut config = [0u8; CONFIG_BYTES];
         config[..6].copy_from_slice(&mac.0);
-        config[6..].copy_from_slice(&LINK_UP.to_le_bytes());
+        config[6..8].copy_from_slice(&LINK_UP.to_le_bytes());
+        config[8..10].copy_from_slice(&1u16.to_le_bytes());
+        config[10..12].copy_from_slice(&backend.mtu().to_le_bytes());
         Self {
             config,
             backend: Some(backend),
@@ -160,6 +174,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         [
             VIRTIO_F_VERSION_1,
             VIRTIO_NET_F_MAC,
+            VIRTIO_NET_F_MTU,
             VIRTIO_NET_F_STATUS,
             VIRTIO_RING_F_EVENT_IDX,
         ]

@@ -10,8 +10,13 @@
 //! nowhere. Both the check and the open act in the calling thread's network
 //! namespace.
 //!
-//! `unsafe` here: the one `TUNSETIFF` ioctl, which no dependency of ours
-//! wraps (listed in `docs/safety.md`).
+//! The interface's MTU (`SIOCGIFMTU`, read once at open) is offered to
+//! the guest (`VIRTIO_NET_F_MTU`): give a host-only tap a jumbo MTU
+//! (`ip link set NAME mtu 65521`) and the guest sends frames of up to
+//! 64 KiB.
+//!
+//! `unsafe` here: the `TUNSETIFF` and `SIOCGIFMTU` ioctls, which no
+//! dependency of ours wraps (listed in `docs/safety.md`).
 
 #![allow(unsafe_code)]
 
@@ -61,6 +66,16 @@ struct InterfaceRequest {
 
 const _: () = assert!(size_of::<InterfaceRequest>() == size_of::<libc::ifreq>());
 
+/// `struct ifreq` with the `ifr_mtu` member of its union.
+#[repr(C, align(8))]
+struct MtuRequest {
+    name: [u8; 16],
+    mtu: libc::c_int,
+    _rest_of_union: [u8; 20],
+}
+
+const _: () = assert!(size_of::<MtuRequest>() == size_of::<libc::ifreq>());
+
 /// `IFF_TAP | IFF_NO_PI` (0x0002 | 0x1000) for the 16-bit `ifr_flags`.
 #[allow(clippy::cast_possible_truncation)]
 const TAP_FLAGS: libc::c_short = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
@@ -70,6 +85,8 @@ const TAP_FLAGS: libc::c_short = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_sh
 pub(crate) struct Tap {
     file: File,
     name: String,
+    /// The interface's MTU when it was opened.
+    mtu: u16,
 }
 
 impl Tap {
@@ -92,6 +109,27 @@ impl Tap {
             }
             Err(e) => return Err(open_error(e.into())),
         }
+        let mut mtu_request = MtuRequest {
+            name: [0; 16],
+            mtu: 0,
+            _rest_of_union: [0; 20],
+        };
+        // `check_interface_name` allowed at most 15 bytes, so the name
+        // keeps its NUL terminator.
+        mtu_request.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: SIOCGIFMTU reads the name from and writes `ifr_mtu` into
+        // one `struct ifreq` through the pointer (netdevice(7)). The
+        // request is a live, exclusively borrowed value with the layout and
+        // size of `struct ifreq` (asserted above), its name NUL-terminated,
+        // and it outlives the call. The descriptor is an open socket.
+        let result =
+            unsafe { libc::ioctl(probe.as_raw_fd(), libc::SIOCGIFMTU, &raw mut mtu_request) };
+        if result < 0 {
+            return Err(open_error(io::Error::last_os_error()));
+        }
+        // A tap's MTU is at most 65521; anything odd is clamped into what
+        // virtio's 16-bit field holds.
+        let mtu = u16::try_from(mtu_request.mtu.max(0)).unwrap_or(u16::MAX);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -118,6 +156,7 @@ impl Tap {
         Ok(Self {
             file,
             name: name.to_owned(),
+            mtu,
         })
     }
 
@@ -143,5 +182,9 @@ impl NetBackend for Tap {
 
     fn ready_fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    fn mtu(&self) -> u16 {
+        self.mtu
     }
 }

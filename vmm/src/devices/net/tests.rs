@@ -578,6 +578,23 @@ mod tap_backend {
         assert!(err.to_string().contains("IFNAMSIZ"), "{err}");
     }
 
+    #[test]
+    fn the_taps_mtu_is_offered_to_the_driver() {
+        let ns = NetNs::new();
+        ns.ip(&["tuntap", "add", "dev", "etap0", "mode", "tap"]);
+        ns.ip(&["link", "set", "etap0", "mtu", "9000"]);
+        let tap = ns.enter(|| Tap::open("etap0")).unwrap();
+        assert_eq!(tap.mtu(), 9000);
+        let card = Net::new(GUEST_MAC, tap);
+        assert_ne!(card.features() & 1 << VIRTIO_NET_F_MTU, 0);
+        let mut mtu = [0; 2];
+        card.read_config(10, &mut mtu);
+        assert_eq!(u16::from_le_bytes(mtu), 9000);
+        // A plain tap: 1500.
+        ns.ip(&["tuntap", "add", "dev", "etap1", "mode", "tap"]);
+        assert_eq!(ns.enter(|| Tap::open("etap1")).unwrap().mtu(), 1500);
+    }
+
     /// An ARP request from the guest for the namespace's address.
     fn arp_request(guest_ip: [u8; 4], host_ip: [u8; 4]) -> Vec<u8> {
         let mut f = Vec::new();
