@@ -117,6 +117,9 @@ pub(crate) fn bench(args: &[String]) -> Result {
         groups = GROUPS.to_vec();
     }
 
+    if groups.contains(&"net") {
+        crate::install_host_tools()?;
+    }
     let cli = build_cli()?;
     let needs_programs = groups.iter().any(|g| !matches!(*g, "boot" | "smp"));
     if needs_programs {
@@ -602,6 +605,81 @@ fn cross_core_pingpong(cli: &Path, is_quick: bool) -> Result<Vec<Row>> {
 
 const NET_ROWS: [&str; 3] = ["tcp_upload", "tcp_download", "tcp_rtt_1_byte"];
 const HTTP_ROWS: [&str; 1] = ["http_requests"];
+const WRK_ROWS: [&str; 2] = ["wrk_requests", "wrk_latency"];
+
+/// `wrk` with 8 keep-alive connections on one thread, pinned to core 0,
+/// against `url` (inside the namespace): requests per second (one
+/// sample) and the latency distribution (median and 99th percentile).
+fn wrk(ns: &BenchNetNs, url: &str, is_quick: bool) -> Result<ProgramOutput> {
+    let duration = if is_quick { "2s" } else { "10s" };
+    let stdout = run_command_output(ns.command("0", Path::new("wrk")).args([
+        "-t1",
+        "-c8",
+        "-d",
+        duration,
+        "--latency",
+        url,
+    ]))?;
+    parse_wrk(&stdout).map_err(|e| format!("wrk against {url}: {e}\n{stdout}"))
+}
+
+/// The rows of `wrk --latency`'s report.
+fn parse_wrk(stdout: &str) -> Result<ProgramOutput> {
+    let field = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(str::trim)
+            .ok_or_else(|| format!("no `{prefix}` line"))
+    };
+    let rate: f64 = field("Requests/sec:")?
+        .parse()
+        .map_err(|_| "a malformed Requests/sec".to_owned())?;
+    // "50%  123.45us" (or ms, s).
+    let micros = |text: &str| -> Result<f64> {
+        let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+            (n, 1.0)
+        } else if let Some(n) = text.strip_suffix("ms") {
+            (n, 1e3)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1e6)
+        } else {
+            return Err(format!("a latency without unit: `{text}`"));
+        };
+        number
+            .parse::<f64>()
+            .map(|n| n * scale)
+            .map_err(|_| format!("a malformed latency `{text}`"))
+    };
+    let (median, p99) = (micros(field("50%")?)?, micros(field("99%")?)?);
+    let (p75, p90) = (micros(field("75%")?)?, micros(field("90%")?)?);
+    let one = |v: f64| Stat {
+        median: v,
+        p99: v,
+        min: v,
+        max: v,
+        n: 1,
+    };
+    Ok(ProgramOutput {
+        // Unused: no row is in cycles.
+        tsc_khz: 1,
+        rows: vec![
+            ("wrk_requests".to_owned(), "req/s".to_owned(), one(rate)),
+            (
+                "wrk_latency".to_owned(),
+                "us".to_owned(),
+                Stat {
+                    median,
+                    p99,
+                    min: median.min(p75).min(p90),
+                    max: p99,
+                    n: 4,
+                },
+            ),
+        ],
+        histogram: Vec::new(),
+    })
+}
 
 /// A network namespace for the `net` group, deleted on drop.
 struct BenchNetNs(String);
@@ -724,6 +802,7 @@ fn net(is_quick: bool) -> Result<Vec<Row>> {
             .args(["http", "10.0.0.2:8080"])
             .args(quick),
     );
+    let unikernel_wrk = wrk(&ns, "http://10.0.0.2:8080/", is_quick);
     let _ = guest.kill();
     let _ = guest.wait();
     let mut server = start_server(ns.command(BENCH_CORE, &native_httpd).arg("127.0.0.1:8081"))?;
@@ -732,9 +811,11 @@ fn net(is_quick: bool) -> Result<Vec<Row>> {
             .args(["http", "127.0.0.1:8081"])
             .args(quick),
     );
+    let linux_wrk = wrk(&ns, "http://127.0.0.1:8081/", is_quick);
     let _ = server.kill();
     let _ = server.wait();
     rows.extend(pair("net", &unikernel?, &linux?, &HTTP_ROWS, "")?);
+    rows.extend(pair("net", &unikernel_wrk?, &linux_wrk?, &WRK_ROWS, "")?);
     Ok(rows)
 }
 
@@ -938,6 +1019,34 @@ fn histogram_json(histogram: &[(u64, u64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrk_reports_become_rows() {
+        let report = "Running 2s test @ http://10.0.0.2:8080/
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   210.32us  120.11us   2.31ms   91.00%
+    Req/Sec    36.12k     1.20k   38.00k    70.00%
+  Latency Distribution
+     50%  190.00us
+     75%  230.50us
+     90%  310.00us
+     99%    1.20ms
+  71884 requests in 2.00s, 21.94MB read
+Requests/sec:  35941.52
+Transfer/sec:     10.97MB
+";
+        let out = parse_wrk(report).unwrap();
+        let (name, unit, rate) = &out.rows[0];
+        assert_eq!((name.as_str(), unit.as_str()), ("wrk_requests", "req/s"));
+        assert!((rate.median - 35941.52).abs() < 1e-6);
+        let (name, unit, latency) = &out.rows[1];
+        assert_eq!((name.as_str(), unit.as_str()), ("wrk_latency", "us"));
+        assert!((latency.median - 190.0).abs() < 1e-9);
+        assert!((latency.p99 - 1200.0).abs() < 1e-9);
+        assert!(parse_wrk("Requests/sec: 5\n").is_err(), "no latency");
+        assert!(parse_wrk(&report.replace("190.00us", "190.00")).is_err());
+    }
 
     #[test]
     fn program_output_is_parsed_and_checked() {
