@@ -240,6 +240,52 @@ fn the_http_server_survives_2000_sequential_and_200_concurrent_clients_without_l
     );
 }
 
+#[test]
+fn a_burst_beyond_the_listen_backlog_waits_instead_of_being_refused() {
+    let (ns, card) = network();
+    let guest = ns.spawn("httpd", &card, &["0.0.0.0:8084"]);
+    let request = "GET /burst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answers = ns.enter(|| {
+        // Booted and listening.
+        assert!(http(8084, request).starts_with("HTTP/1.1 200 OK"));
+        // 48 clients at once against a backlog of 16, each connecting
+        // once: the SYNs the backlog cannot take are dropped and sent
+        // again by the host's TCP, never refused.
+        let addr: SocketAddr = format!("{GUEST}:8084").parse().unwrap();
+        std::thread::scope(|s| {
+            let clients: Vec<_> = (0..48)
+                .map(|_| {
+                    s.spawn(move || {
+                        let mut stream =
+                            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(20))?;
+                        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+                        stream.write_all(request.as_bytes())?;
+                        let mut answer = String::new();
+                        stream.read_to_string(&mut answer)?;
+                        Ok::<_, std::io::Error>(answer)
+                    })
+                })
+                .collect();
+            clients
+                .into_iter()
+                .map(|c| c.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    ns.enter(|| {
+        http(
+            8084,
+            "GET /quit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    let run = guest.wait();
+    run.expect_code(0);
+    for answer in answers {
+        let answer = answer.unwrap_or_else(|e| panic!("a client failed: {e}\n{run}"));
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
+}
+
 /// Echo what each connection sends until it half-closes; the bytes and
 /// their checksum.
 fn serve_echo_once(listener: &TcpListener) -> (usize, u64) {

@@ -69,9 +69,6 @@
 //!   MTU gives `EMSGSIZE`), multicast, ICMP errors to sockets, urgent
 //!   data, a blocking `SO_LINGER` (a positive linger closes in the
 //!   background, as without it).
-//! - A listener whose backlog is full answers new connections with a
-//!   reset (smoltcp's reply when no socket listens), where Linux drops
-//!   the SYN and the client tries again.
 //! - A closed connection does not stay in TIME-WAIT: its memory is freed
 //!   as soon as both FINs are acknowledged.
 //! - `SO_KEEPALIVE` probes after `keepalive_interval` of silence (Linux
@@ -85,6 +82,7 @@
 extern crate alloc;
 
 mod config;
+mod gate;
 mod loopback;
 mod nets;
 mod ports;
@@ -217,6 +215,9 @@ pub struct Stats {
     pub ports: usize,
     /// Memory in socket buffers.
     pub buffer_bytes: usize,
+    /// Connection attempts dropped because their listener's backlog was
+    /// full (the client sends its SYN again).
+    pub dropped_syns: u64,
 }
 
 /// Whether a receive takes the data or leaves it queued (`MSG_PEEK`).
@@ -262,6 +263,8 @@ pub struct Stack {
     now: Instant,
     /// The earliest deadline of the stack's own timers.
     timer_at: Option<Instant>,
+    /// Drops SYNs that full listeners cannot take (see `gate`).
+    gate: gate::SynGate,
 }
 
 impl Stack {
@@ -300,6 +303,7 @@ impl Stack {
             external_ip_mtu: caps.ip_mtu(),
             now,
             timer_at: None,
+            gate: gate::SynGate::default(),
         })
     }
 
@@ -308,7 +312,12 @@ impl Stack {
     /// socket may have changed (wake its waiters).
     pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
         self.now = now;
-        let has_moved = self.nets.poll(now, device);
+        self.count_free_listeners();
+        let mut gated = gate::Gated {
+            device,
+            gate: &mut self.gate,
+        };
+        let has_moved = self.nets.poll(now, &mut gated);
         let (is_changed, tcp_at) = self.tcp_maintain();
         let udp_at = self.udp_maintain();
         self.timer_at = earliest(tcp_at, udp_at);
@@ -572,6 +581,7 @@ impl Stack {
             orphans: self.tcp_orphan_count() + self.draining.len(),
             ports: self.ports.len(),
             buffer_bytes: self.nets.buffer_bytes(),
+            dropped_syns: self.gate.dropped(),
         }
     }
 

@@ -435,6 +435,28 @@ impl Stack {
         (is_changed, earliest(timer_at, orphans_at))
     }
 
+    /// Tells the SYN gate how many more connection attempts each listener
+    /// can take on the card's interface (its sockets still in LISTEN).
+    pub(crate) fn count_free_listeners(&mut self) {
+        self.gate.clear();
+        for socket in self.table.values_mut() {
+            let crate::Socket { common, kind } = socket;
+            let (crate::Kind::Tcp(Tcp::Listening(listener)), Some(bound)) = (kind, common.bound)
+            else {
+                continue;
+            };
+            let free = listener
+                .pending
+                .iter()
+                .filter(|handle| {
+                    handle.path == Path::External
+                        && self.nets.tcp(**handle).state() == State::Listen
+                })
+                .count();
+            self.gate.add(bound, free);
+        }
+    }
+
     /// Makes sure a listener on `dst` can take one more local connection.
     fn prepare_local_listener(&mut self, dst: SocketAddrV4) {
         let Some(id) = self.find_receiver(Protocol::Tcp, dst) else {

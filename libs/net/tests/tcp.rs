@@ -342,6 +342,33 @@ fn backlog_of_eight_takes_eight_clients_before_any_accept() {
 }
 
 #[test]
+fn clients_beyond_a_full_backlog_wait_and_are_not_refused() {
+    let mut net = Net::pair();
+    prime_arp(&mut net);
+    let listener = listen(&mut net, 2);
+    // Six SYNs reach B in one poll: two take the backlog, four are
+    // dropped (as Linux does) and sent again by their clients.
+    let clients: Vec<SocketId> = (0..6).map(|_| connect(&mut net)).collect();
+    net.run_for(MS, MS * 100);
+    assert!(net.b().stats().dropped_syns >= 4, "{:?}", net.b().stats());
+    let mut accepted = Vec::new();
+    net.run_until(MS, SECOND * 30, |net| {
+        while let Ok((server, _)) = net.b().accept(listener) {
+            accepted.push(server);
+        }
+        accepted.len() == clients.len()
+    });
+    for &client in &clients {
+        assert_eq!(
+            net.a().take_error(client),
+            Ok(None),
+            "no client was refused"
+        );
+        assert!(net.a().readiness(client).unwrap().is_writable);
+    }
+}
+
+#[test]
 fn two_thousand_sequential_connections_leave_nothing_behind() {
     let mut net = Net::pair();
     let listener = listen(&mut net, 4);
