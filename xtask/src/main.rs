@@ -274,12 +274,13 @@ pub(crate) fn install_host_tools() -> Result {
 }
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 5] = [
+const FUZZ_TARGETS: [&str; 6] = [
     "cpio_entries",
     "vfs_ops",
     "cmdline_params",
     "hypercall_requests",
     "elf_images",
+    "net_frames",
 ];
 
 /// `./x fuzz TARGET [SECONDS]`: run one target with libFuzzer (default
