@@ -19,9 +19,10 @@ use std::process::{Command, ExitCode};
 
 pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// Every guest program in `examples/`, by binary name (each is the
-/// binary of the example's folder; the `rayon` example's package is
-/// `rayon-demo`, as a package may not share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 13] = [
+/// binary of the example's folder; the `rayon` and `socket2` examples'
+/// packages are `rayon-demo` and `socket2-demo`, as a package may not
+/// share its dependency's name).
+pub(crate) const EXAMPLES: [&str; 15] = [
     "hello",
     "panic",
     "wildptr",
@@ -34,7 +35,9 @@ pub(crate) const EXAMPLES: [&str; 13] = [
     "net",
     "httpd",
     "mio-httpd",
+    "tokio-httpd",
     "memory",
+    "socket2",
 ];
 
 /// Examples that also build natively, as baselines: `hello` for the boot
@@ -166,10 +169,12 @@ pub(crate) fn build_native_examples(names: &[&str]) -> Result {
     run_command(&mut command)
 }
 
-/// Examples with logic of their own that has host unit tests.
-const EXAMPLE_LIBRARIES: [&str; 1] = ["httpd"];
+/// Packages of the examples' workspace with logic of their own that has
+/// host unit tests: the `httpd` library, and `compat/socket2`'s address
+/// conversions.
+const EXAMPLE_LIBRARIES: [&str; 2] = ["httpd", "socket2"];
 
-/// Run the examples' own unit tests on the host.
+/// Run the unit tests of the examples' workspace on the host.
 fn test_example_libraries() -> Result {
     let mut command = cargo();
     command.current_dir(root().join("examples")).args([

@@ -1,12 +1,17 @@
-//! A tiny HTTP/1.1 echo service, shared by the `httpd` (std threads) and
-//! `tokio-httpd` examples: each request is answered with a plain-text
-//! description of itself (method, URL, protocol, Host, remote address,
-//! headers, form fields from the query and from an
-//! `application/x-www-form-urlencoded` body).
+//! A tiny HTTP/1.1 echo service, shared by the `httpd` (std threads),
+//! `mio-httpd` (one event loop) and `tokio-httpd` (async tasks) examples:
+//! each request is answered with a plain-text description of itself
+//! (method, URL, protocol, Host, remote address, headers, form fields from
+//! the query and from an `application/x-www-form-urlencoded` body).
 //!
-//! [`Parser`] takes bytes as they arrive and yields requests; it bounds
-//! what it keeps (headers, body) so a hostile client cannot make it grow
-//! without limit, and reports garbage as [`BadRequest`].
+//! [`Session`] is one connection, whatever moves its bytes (a thread, an
+//! event loop, an async task): bytes in, answers out, and whether to keep
+//! the connection, close it, or stop the server (`/quit`). `/stats`
+//! answers with the guest's heap memory in use and its open and closing
+//! sockets (zeros natively), for leak checks. [`Parser`] takes bytes as
+//! they arrive and yields requests; it bounds what it keeps (headers,
+//! body) so a hostile client cannot make it grow without limit, and
+//! reports garbage as [`BadRequest`].
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -180,6 +185,79 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Bytes a server reads from a connection at a time.
+pub const READ_BYTES: usize = 16 << 10;
+
+/// What a connection does once its answers are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Wait for more requests.
+    KeepOpen,
+    /// Close the connection: the client asked to, or sent garbage.
+    Close,
+    /// Close it and stop the server: the client asked for `/quit`.
+    Quit,
+}
+
+/// One connection's requests and answers.
+pub struct Session {
+    parser: Parser,
+    remote: SocketAddr,
+}
+
+impl Session {
+    /// A connection from `remote`.
+    pub fn new(remote: SocketAddr) -> Self {
+        Self {
+            parser: Parser::default(),
+            remote,
+        }
+    }
+
+    /// Take bytes that arrived: the answers to the requests they
+    /// complete, and what to do once those are written. Requests after
+    /// one that closes the connection are not answered.
+    pub fn receive(&mut self, bytes: &[u8]) -> (Vec<u8>, Next) {
+        self.parser.push(bytes);
+        let mut answers = Vec::new();
+        loop {
+            match self.parser.next_request() {
+                Ok(Some(request)) => {
+                    let is_keep_alive = request.is_keep_alive();
+                    answers.extend(match request.url.as_str() {
+                        "/stats" => plain(&stats(), is_keep_alive),
+                        _ => respond(&request, self.remote),
+                    });
+                    if request.url == "/quit" {
+                        return (answers, Next::Quit);
+                    }
+                    if !is_keep_alive {
+                        return (answers, Next::Close);
+                    }
+                }
+                Ok(None) => return (answers, Next::KeepOpen),
+                Err(why) => {
+                    answers.extend(bad_request(why));
+                    return (answers, Next::Close);
+                }
+            }
+        }
+    }
+}
+
+/// What `/stats` answers.
+fn stats() -> String {
+    #[cfg(target_os = "hermit")]
+    let (heap, open, closing) = (
+        eremite::stats::heap_in_use_bytes(),
+        eremite::stats::open_sockets(),
+        eremite::stats::closing_sockets(),
+    );
+    #[cfg(not(target_os = "hermit"))]
+    let (heap, open, closing) = (0, 0, 0);
+    format!("heap_in_use: {heap}\nopen_sockets: {open}\nclosing_sockets: {closing}\n")
+}
+
 /// The answer to `request` from `remote`: a full HTTP response.
 pub fn respond(request: &Request, remote: SocketAddr) -> Vec<u8> {
     let mut text = String::new();
@@ -270,6 +348,35 @@ GET / HTTP/1.0\r\n\r\n";
             assert!(parse_all(input).is_err(), "{input:?}");
         }
         assert!(parse_all(&vec![b'a'; MAX_HEAD_BYTES + 10]).is_err());
+    }
+
+    #[test]
+    fn a_session_answers_pipelined_requests_until_one_ends_it() {
+        let remote = "1.2.3.4:5".parse().unwrap();
+        let mut session = Session::new(remote);
+        let (answers, next) = session.receive(b"GET /a HTTP/1.1\r\n\r\nGET /st");
+        assert_eq!(next, Next::KeepOpen);
+        assert_eq!(
+            String::from_utf8(answers)
+                .unwrap()
+                .matches(" 200 OK")
+                .count(),
+            1
+        );
+        let (answers, next) = session
+            .receive(b"ats HTTP/1.1\r\n\r\nGET /quit HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+        let text = String::from_utf8(answers).unwrap();
+        assert_eq!(next, Next::Quit);
+        assert_eq!(text.matches(" 200 OK").count(), 2, "{text}");
+        assert!(text.contains("\nclosing_sockets: 0\n"), "{text}");
+        assert!(!text.contains("url: /b"), "{text}");
+
+        let (answers, next) = Session::new(remote).receive(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(next, Next::Close);
+        assert!(answers.starts_with(b"HTTP/1.1 200 OK"));
+        let (answers, next) = Session::new(remote).receive(b"garbage\r\n\r\n");
+        assert_eq!(next, Next::Close);
+        assert!(answers.starts_with(b"HTTP/1.1 400 "));
     }
 
     #[test]

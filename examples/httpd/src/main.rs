@@ -1,9 +1,7 @@
 //! An HTTP echo server on std::net and threads (see the `httpd` library
 //! for what it answers): `httpd [ADDR:PORT]`, default `0.0.0.0:8080`.
 //! Prints `listening on ADDR` once it accepts connections; a request for
-//! `/quit` makes it print how many connections it served and exit; one for
-//! `/stats` answers with the guest's heap memory in use and its open and
-//! closing sockets (zeros natively), for leak checks.
+//! `/quit` makes it print how many connections it served and exit.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,7 +11,7 @@ use std::thread;
 
 #[cfg(target_os = "hermit")]
 use eremite as _;
-use httpd::{Parser, bad_request, plain, respond};
+use httpd::{Next, READ_BYTES, Session};
 
 /// Each connection's thread: small, so hundreds fit in a small VM.
 const STACK_BYTES: usize = 256 << 10;
@@ -52,62 +50,26 @@ fn main() {
     }
 }
 
-#[derive(PartialEq, Eq)]
-enum Next {
-    Continue,
-    Quit,
-}
-
 /// Answer requests on `conn` until the client closes it, asks to close,
 /// or sends garbage; errors (a client that vanished) end only this
 /// connection.
 fn serve(mut conn: TcpStream) -> Next {
     let Ok(remote) = conn.peer_addr() else {
-        return Next::Continue;
+        return Next::Close;
     };
-    let mut parser = Parser::default();
-    let mut buf = vec![0; 16 << 10];
+    let mut session = Session::new(remote);
+    let mut buf = vec![0; READ_BYTES];
     loop {
-        match parser.next_request() {
-            Ok(Some(request)) => {
-                let answer = if request.url == "/stats" {
-                    plain(&stats(), request.is_keep_alive())
-                } else {
-                    respond(&request, remote)
-                };
-                if conn.write_all(&answer).is_err() {
-                    return Next::Continue;
-                }
-                if request.url == "/quit" {
-                    return Next::Quit;
-                }
-                if !request.is_keep_alive() {
-                    return Next::Continue;
-                }
-                continue;
-            }
-            Ok(None) => {}
-            Err(why) => {
-                let _ = conn.write_all(&bad_request(why));
-                return Next::Continue;
-            }
+        let n = match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return Next::Close,
+            Ok(n) => n,
+        };
+        let (answers, next) = session.receive(&buf[..n]);
+        if conn.write_all(&answers).is_err() {
+            return Next::Close;
         }
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return Next::Continue,
-            Ok(n) => parser.push(&buf[..n]),
+        if next != Next::KeepOpen {
+            return next;
         }
     }
-}
-
-/// What `/stats` answers.
-fn stats() -> String {
-    #[cfg(target_os = "hermit")]
-    let (heap, open, closing) = (
-        eremite::stats::heap_in_use_bytes(),
-        eremite::stats::open_sockets(),
-        eremite::stats::closing_sockets(),
-    );
-    #[cfg(not(target_os = "hermit"))]
-    let (heap, open, closing) = (0, 0, 0);
-    format!("heap_in_use: {heap}\nopen_sockets: {open}\nclosing_sockets: {closing}\n")
 }

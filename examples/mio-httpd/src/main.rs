@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 #[cfg(target_os = "hermit")]
 use eremite as _;
-use httpd::{Parser, bad_request, respond};
+use httpd::{Next, READ_BYTES, Session};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -21,12 +21,11 @@ const WAKER: Token = Token(1);
 
 struct Connection {
     stream: TcpStream,
-    remote: SocketAddr,
-    parser: Parser,
+    session: Session,
     /// Response bytes not yet written.
     pending: Vec<u8>,
-    is_closing: bool,
-    is_quit: bool,
+    /// What to do once `pending` is written.
+    next: Next,
 }
 
 fn main() {
@@ -80,11 +79,9 @@ fn main() {
                                 token,
                                 Connection {
                                     stream,
-                                    remote,
-                                    parser: Parser::default(),
+                                    session: Session::new(remote),
                                     pending: Vec::new(),
-                                    is_closing: false,
-                                    is_quit: false,
+                                    next: Next::KeepOpen,
                                 },
                             );
                         }
@@ -101,7 +98,7 @@ fn main() {
                         continue;
                     };
                     let is_done = drive(conn);
-                    if conn.is_quit && conn.pending.is_empty() {
+                    if conn.next == Next::Quit && conn.pending.is_empty() {
                         println!("served {served} connections");
                         std::process::exit(0);
                     }
@@ -118,34 +115,18 @@ fn main() {
 /// when the connection is finished (closed, failed, or answered with
 /// `Connection: close`).
 fn drive(conn: &mut Connection) -> bool {
-    let mut buf = [0; 16 << 10];
-    while !conn.is_closing {
+    let mut buf = [0; READ_BYTES];
+    while conn.next == Next::KeepOpen {
         match conn.stream.read(&mut buf) {
-            Ok(0) => {
-                conn.is_closing = true;
+            Ok(0) => conn.next = Next::Close,
+            Ok(n) => {
+                let (answers, next) = conn.session.receive(&buf[..n]);
+                conn.pending.extend(answers);
+                conn.next = next;
             }
-            Ok(n) => conn.parser.push(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return true,
-        }
-    }
-    loop {
-        match conn.parser.next_request() {
-            Ok(Some(request)) => {
-                conn.pending.extend(respond(&request, conn.remote));
-                conn.is_quit |= request.url == "/quit";
-                if !request.is_keep_alive() {
-                    conn.is_closing = true;
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(why) => {
-                conn.pending.extend(bad_request(why));
-                conn.is_closing = true;
-                break;
-            }
         }
     }
     while !conn.pending.is_empty() {
@@ -158,5 +139,5 @@ fn drive(conn: &mut Connection) -> bool {
             Err(_) => return true,
         }
     }
-    conn.is_closing
+    conn.next != Next::KeepOpen
 }
