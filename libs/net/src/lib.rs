@@ -81,6 +81,7 @@
 
 extern crate alloc;
 
+mod checksum;
 mod config;
 mod gate;
 mod loopback;
@@ -105,6 +106,7 @@ pub use smoltcp;
 pub use smoltcp::time::{Duration, Instant};
 pub use table::SocketId;
 
+pub use checksum::is_transport_checksum_right;
 use loopback::LoopbackDevice;
 use nets::{Net, Nets};
 use ports::Ports;

@@ -251,6 +251,21 @@ fn datagrams_sent_just_before_close_still_go_out() {
     assert_eq!(net.a().stats(), eremite_net::Stats::default());
 }
 
+#[test]
+fn only_a_wrong_transport_checksum_stops_a_frame_when_the_card_checks() {
+    let good = udp_frame(addr(A_IP, 5000), addr(B_IP, 7000), b"hello");
+    assert!(eremite_net::is_transport_checksum_right(&good));
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    assert!(!eremite_net::is_transport_checksum_right(&bad));
+    // Not IPv4, or not parseable: smoltcp's to judge.
+    let mut arp = bad.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert!(eremite_net::is_transport_checksum_right(&arp));
+    assert!(eremite_net::is_transport_checksum_right(&bad[..20]));
+    assert!(eremite_net::is_transport_checksum_right(&[]));
+}
+
 /// An Ethernet frame from A's MAC to B's carrying a UDP datagram.
 fn udp_frame(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, payload: &[u8]) -> Vec<u8> {
     use eremite_net::smoltcp::phy::ChecksumCapabilities;

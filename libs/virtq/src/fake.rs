@@ -538,11 +538,17 @@ impl FakeNet {
     /// Receive `frame` from the "network": into the next receive buffer
     /// behind a header with `num_buffers` 1. False if no buffer is posted.
     pub(crate) fn deliver(&self, frame: &[u8]) -> bool {
+        self.deliver_with_flags(frame, 0)
+    }
+
+    /// [`Self::deliver`] with `flags` in the header (`DATA_VALID`: 2).
+    pub(crate) fn deliver_with_flags(&self, frame: &[u8], flags: u8) -> bool {
         self.ring(crate::RX_QUEUE, |ring, mem| {
             let Some(chain) = ring.pop(mem) else {
                 return false;
             };
             let mut bytes = vec![0u8; NET_HDR_BYTES];
+            bytes[0] = flags;
             bytes[10] = 1;
             bytes.extend_from_slice(frame);
             let mut written = 0;
@@ -556,6 +562,11 @@ impl FakeNet {
             ring.push(mem, u32::from(chain.head), u32::try_from(written).unwrap());
             true
         })
+    }
+
+    /// Offer `VIRTIO_NET_F_GUEST_CSUM`.
+    pub(crate) fn offer_guest_csum(&self) {
+        self.0.borrow_mut().offered |= crate::net_feature::GUEST_CSUM;
     }
 
     /// Offer `VIRTIO_NET_F_MTU` with `mtu` in the configuration space.

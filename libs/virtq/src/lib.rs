@@ -50,8 +50,9 @@ mod tests;
 
 pub use mmio::{InitError, Transport, feature, reg, status};
 pub use net::{
-    MAX_FRAME_BYTES, MIN_JUMBO_RX_BUFFERS, NET_DEVICE_ID, NET_HDR_BYTES, NetConfig, NetCounters,
-    NetDriver, NetInitError, RX_BUFFER_BYTES, RX_QUEUE, Sizing, TX_QUEUE, TxSlot, net_feature,
+    Frame, MAX_FRAME_BYTES, MIN_JUMBO_RX_BUFFERS, NET_DEVICE_ID, NET_HDR_BYTES, NetConfig,
+    NetCounters, NetDriver, NetInitError, RX_BUFFER_BYTES, RX_QUEUE, Sizing, TX_QUEUE, TxSlot,
+    net_feature,
 };
 pub use queue::{MAX_QUEUE_SIZE, QueueError, QueueLayout, SplitQueue, Used};
 

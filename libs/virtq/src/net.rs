@@ -1,11 +1,14 @@
 //! The virtio network card, driver side (virtio 1.2 §5.1).
 //!
 //! [`NetDriver`] negotiates `VIRTIO_F_VERSION_1` (required),
-//! `VIRTIO_NET_F_MAC`, `VIRTIO_NET_F_MTU` and `VIRTIO_F_EVENT_IDX` (when
-//! offered) and nothing else: no offloads, no mergeable receive buffers,
-//! no control queue. Every buffer therefore starts with the 12-byte
-//! `virtio_net_hdr` (§5.1.6), zero on transmit and ignored on receive, and
-//! every receive buffer must hold a whole frame.
+//! `VIRTIO_NET_F_MAC`, `VIRTIO_NET_F_MTU`, `VIRTIO_NET_F_GUEST_CSUM` and
+//! `VIRTIO_F_EVENT_IDX` (when offered) and nothing else: no transmit
+//! offloads, no mergeable receive buffers, no control queue. Every buffer
+//! therefore starts with the 12-byte `virtio_net_hdr` (§5.1.6), zero on
+//! transmit; on receive only its `DATA_VALID` flag is read (with
+//! `GUEST_CSUM`: the device checked the frame's TCP or UDP checksum,
+//! [`Frame::is_checksum_valid`]). Every receive buffer must hold a whole
+//! frame.
 //!
 //! Frame size ([`Sizing`]): 1514 bytes (a 1500-byte MTU) unless the device
 //! offers its link's MTU. A smaller one is used as it is; a larger one
@@ -145,7 +148,8 @@ impl Sizing {
 pub mod net_feature {
     /// `VIRTIO_NET_F_CSUM` (0): never accepted.
     pub const CSUM: u64 = 1 << 0;
-    /// `VIRTIO_NET_F_GUEST_CSUM` (1): never accepted.
+    /// `VIRTIO_NET_F_GUEST_CSUM` (1): the device may vouch for received
+    /// checksums (`VIRTIO_NET_HDR_F_DATA_VALID`).
     pub const GUEST_CSUM: u64 = 1 << 1;
     /// `VIRTIO_NET_F_MTU` (3): the link's MTU in the configuration space.
     pub const MTU: u64 = 1 << 3;
@@ -155,6 +159,19 @@ pub mod net_feature {
     pub const MRG_RXBUF: u64 = 1 << 15;
     /// `VIRTIO_NET_F_STATUS` (16): not accepted (the link is assumed up).
     pub const STATUS: u64 = 1 << 16;
+}
+
+/// `VIRTIO_NET_HDR_F_DATA_VALID` in `virtio_net_hdr.flags` (§5.1.6).
+const HDR_F_DATA_VALID: u8 = 2;
+
+/// A received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The Ethernet frame, without FCS.
+    pub bytes: &'a [u8],
+    /// The device checked its TCP or UDP checksum (`DATA_VALID`, only
+    /// with `GUEST_CSUM`).
+    pub is_checksum_valid: bool,
 }
 
 /// What the caller chooses.
@@ -263,6 +280,10 @@ struct Rx {
     buffer_of_head: Vec<Option<u16>>,
     /// The last frame received, copied out of shared memory.
     frame: Vec<u8>,
+    /// `GUEST_CSUM` was negotiated: the header's `DATA_VALID` counts.
+    has_checksum_flag: bool,
+    /// The device vouched for the last frame's TCP or UDP checksum.
+    is_frame_checksum_valid: bool,
     frames: u64,
     bytes: u64,
     errors: u64,
@@ -329,7 +350,7 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
             regs,
             NET_DEVICE_ID,
             0,
-            net_feature::MAC | net_feature::MTU | feature::EVENT_IDX,
+            net_feature::MAC | net_feature::MTU | net_feature::GUEST_CSUM | feature::EVENT_IDX,
         )?;
         match Self::activate(&mut transport, config, alloc) {
             Ok(Live { mem, mac, rx, tx }) => Ok(Self {
@@ -416,6 +437,8 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
             buffer_bytes: sizing.buffer_bytes,
             buffer_of_head: vec![None; usize::from(rx_size)],
             frame: vec![0; sizing.rx_frame_capacity()],
+            has_checksum_flag: transport.has_features(net_feature::GUEST_CSUM),
+            is_frame_checksum_valid: false,
             frames: 0,
             bytes: 0,
             errors: 0,
@@ -457,6 +480,13 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
     /// (see [`Sizing`]).
     pub fn max_frame_bytes(&self) -> usize {
         self.tx.max_frame_bytes
+    }
+
+    /// Whether the device may vouch for received checksums
+    /// (`GUEST_CSUM`): then the caller checks those of frames it did not
+    /// vouch for, and need not check the others.
+    pub fn has_checksum_offload(&self) -> bool {
+        self.rx.has_checksum_flag
     }
 
     /// The card's MAC address (the device's, or the fallback).
@@ -505,12 +535,15 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
     /// the receive queue. The slot drops its frame if no transmit buffer
     /// is free. Receive interrupts stay off until
     /// [`Self::enable_interrupts`].
-    pub fn receive(&mut self) -> Option<(&[u8], TxSlot<'_, R, M>)> {
+    pub fn receive(&mut self) -> Option<(Frame<'_>, TxSlot<'_, R, M>)> {
         let Self { mem, rx, tx, .. } = self;
         let mem = mem.as_ref()?;
         let len = rx.next_frame(mem)?;
         Some((
-            &rx.frame[..len],
+            Frame {
+                bytes: &rx.frame[..len],
+                is_checksum_valid: rx.is_frame_checksum_valid,
+            },
             TxSlot {
                 tx,
                 mem,
@@ -641,8 +674,13 @@ impl Rx {
                 .filter(|len| (MIN_FRAME_BYTES..=self.frame.len()).contains(len));
             match frame_len {
                 Some(len) => {
-                    let addr = self.buffer_addr(buffer) + NET_HDR_BYTES as u64;
-                    mem.read_bytes(addr, &mut self.frame[..len]);
+                    let addr = self.buffer_addr(buffer);
+                    let mut flags = [0];
+                    if self.has_checksum_flag {
+                        mem.read_bytes(addr, &mut flags);
+                    }
+                    self.is_frame_checksum_valid = flags[0] & HDR_F_DATA_VALID != 0;
+                    mem.read_bytes(addr + NET_HDR_BYTES as u64, &mut self.frame[..len]);
                 }
                 None => self.errors += 1,
             }

@@ -60,7 +60,7 @@ fn frame(seed: usize, len: usize) -> Vec<u8> {
 
 /// Receive one frame, as one round of polling (then flush).
 fn receive_one(driver: &mut Driver) -> Option<Vec<u8>> {
-    let frame = driver.receive().map(|(bytes, _)| bytes.to_vec());
+    let frame = driver.receive().map(|(frame, _)| frame.bytes.to_vec());
     driver.flush();
     frame
 }
@@ -323,6 +323,7 @@ fn a_reply_can_be_sent_while_receiving() {
     let (_mem, device, mut driver) = started(16);
     device.deliver(&frame(1, 60));
     let (request, slot) = driver.receive().unwrap();
+    let request = request.bytes;
     let reply: Vec<u8> = request.iter().rev().copied().collect();
     slot.send(reply.len(), |buf| buf.copy_from_slice(&reply));
     assert_eq!(device.collect_tx(), [reply]);
@@ -542,6 +543,31 @@ fn frames_are_sized_by_the_devices_mtu_and_the_budget() {
             tx_size: 8,
             ..standard
         }
+    );
+}
+
+#[test]
+fn the_devices_word_on_checksums_counts_only_with_guest_csum() {
+    let validated = |offered: bool| {
+        let (mem, device) = new_device();
+        if offered {
+            device.offer_guest_csum();
+        }
+        let mut driver = start(&mem, &device, 8).unwrap();
+        assert_eq!(driver.has_checksum_offload(), offered);
+        assert!(device.deliver_with_flags(&frame(0, 64), 2));
+        assert!(device.deliver_with_flags(&frame(1, 64), 0));
+        let mut seen = Vec::new();
+        while let Some((frame, _)) = driver.receive() {
+            seen.push((frame.bytes.len(), frame.is_checksum_valid));
+        }
+        seen
+    };
+    assert_eq!(validated(true), [(64, true), (64, false)]);
+    assert_eq!(
+        validated(false),
+        [(64, false), (64, false)],
+        "a flag without the feature"
     );
 }
 

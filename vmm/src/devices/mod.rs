@@ -91,9 +91,6 @@ pub(crate) struct Activation {
     /// Guest RAM.
     pub(crate) ram: GuestRam,
     /// The features the driver accepted (a subset of the device's).
-    /// `Net` needs none of them (`EVENT_IDX` is the queues' business), a
-    /// device with optional behaviour would.
-    #[allow(dead_code)]
     pub(crate) features: u64,
     /// One per queue, in order. A queue the driver did not enable is not
     /// `ready()`; the others are checked to lie in RAM, suitably aligned.

@@ -17,7 +17,7 @@
 
 use core::fmt;
 
-use eremite_net::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use eremite_net::smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use eremite_net::smoltcp::time::Instant;
 use eremite_virtq::{NetConfig, NetDriver, NetInitError, TxSlot};
 
@@ -148,8 +148,13 @@ impl Device for VirtioNet {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let has_offload = self.driver.has_checksum_offload();
         let (frame, slot) = self.driver.receive()?;
-        Some((RxToken(frame), TxToken(slot)))
+        let rx = RxToken {
+            bytes: frame.bytes,
+            needs_check: has_offload && !frame.is_checksum_valid,
+        };
+        Some((rx, TxToken(slot)))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<TxToken<'_>> {
@@ -162,21 +167,36 @@ impl Device for VirtioNet {
         caps.max_transmission_unit = self.driver.max_frame_bytes();
         // The receive queue holds this many frames while nobody polls.
         caps.max_burst_size = Some(usize::from(self.driver.queue_sizes().0));
-        // No offloads: smoltcp computes and checks every checksum (the
-        // default).
+        // smoltcp computes every checksum; it checks TCP and UDP ones only
+        // if the device does not (`GUEST_CSUM`: the device checks them on
+        // its own thread, and `RxToken` checks those it did not vouch
+        // for).
+        if self.driver.has_checksum_offload() {
+            caps.checksum.tcp = Checksum::Tx;
+            caps.checksum.udp = Checksum::Tx;
+        }
         caps
     }
 }
 
 /// A received frame, already copied out of the shared region.
-pub(crate) struct RxToken<'a>(&'a [u8]);
+pub(crate) struct RxToken<'a> {
+    bytes: &'a [u8],
+    /// Its TCP or UDP checksum is ours to check: smoltcp does not (see
+    /// `capabilities`) and the device did not vouch for it.
+    needs_check: bool,
+}
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F>(self, f: F) -> R
     where
         F: FnOnce(&[u8]) -> R,
     {
-        f(self.0)
+        if self.needs_check && !eremite_net::is_transport_checksum_right(self.bytes) {
+            // Dropped: smoltcp discards an empty frame as truncated.
+            return f(&[]);
+        }
+        f(self.bytes)
     }
 }
 

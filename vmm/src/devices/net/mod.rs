@@ -4,7 +4,9 @@
 //! queue (1). It offers `VIRTIO_F_VERSION_1`, `VIRTIO_NET_F_MAC`,
 //! `VIRTIO_NET_F_MTU` (the backend's, e.g. the tap's: frames up to 64 KiB
 //! when the tap has a jumbo MTU), `VIRTIO_NET_F_STATUS` (the link is
-//! always up) and `VIRTIO_F_EVENT_IDX`; no offloads and no mergeable receive buffers, so
+//! always up), `VIRTIO_NET_F_GUEST_CSUM` (the device checks received TCP
+//! and UDP checksums and says so with `DATA_VALID`, `checksum`) and
+//! `VIRTIO_F_EVENT_IDX`; no other offloads and no mergeable receive buffers, so
 //! every buffer starts with a 12-byte `virtio_net_hdr` the device ignores
 //! on transmit and zeroes (with `num_buffers` 1) on receive (§5.1.6).
 //!
@@ -16,6 +18,7 @@
 //! interface, `tap`) and, in tests, an in-memory one. `spec` parses the
 //! `--net` flag.
 
+mod checksum;
 mod spec;
 mod tap;
 mod worker;
@@ -31,7 +34,8 @@ use std::thread::{self, JoinHandle};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
@@ -173,6 +177,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     fn features(&self) -> u64 {
         [
             VIRTIO_F_VERSION_1,
+            VIRTIO_NET_F_GUEST_CSUM,
             VIRTIO_NET_F_MAC,
             VIRTIO_NET_F_MTU,
             VIRTIO_NET_F_STATUS,
@@ -196,7 +201,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
             ram,
             queues,
             interrupt,
-            ..
+            features,
         } = activation;
         if let Some(index) = [RX_QUEUE, TX_QUEUE]
             .into_iter()
@@ -211,7 +216,10 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         let stop = new_event().map_err(ActivateError::Host)?;
         let worker_stop = stop.try_clone().map_err(ActivateError::Host)?;
         let backend = self.backend.take().ok_or(ActivateError::NoBackend)?;
-        let worker = Worker::new(ram, rx, tx, interrupt, backend, Arc::clone(&self.counters));
+        let mut worker = Worker::new(ram, rx, tx, interrupt, backend, Arc::clone(&self.counters));
+        if features & 1 << VIRTIO_NET_F_GUEST_CSUM != 0 {
+            worker.vouch_for_checksums();
+        }
         // Started by a vCPU thread, which may be pinned.
         let placement = self.placement.clone();
         // If the thread cannot start, the backend is lost with the closure

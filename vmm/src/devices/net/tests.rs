@@ -270,6 +270,58 @@ fn malformed_transmit_chains_are_returned_unused_and_counted() {
     assert_eq!(counters.tx_frames, 1);
 }
 
+/// An Ethernet frame with a UDP datagram from 10.0.0.1 to 10.0.0.2 whose
+/// checksum is right (or, with `is_corrupt`, one bit off).
+fn udp_frame(is_corrupt: bool) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    // IPv4: 20 + 8 + 4 bytes, UDP.
+    f.extend([
+        0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ]);
+    // UDP 5000 -> 7000, length 12, checksum, payload "ping".
+    f.extend([0x13, 0x88, 0x1b, 0x58, 0, 12, 0, 0]);
+    f.extend(b"ping");
+    // The checksum over the pseudo-header and the datagram.
+    let words = |b: &[u8]| -> u32 {
+        b.chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+            .sum()
+    };
+    let mut sum = words(&f[26..34]) + 17 + 12 + words(&f[34..]);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let checksum = !(sum as u16);
+    f[40..42].copy_from_slice(&checksum.to_be_bytes());
+    if is_corrupt {
+        f[45] ^= 1;
+    }
+    f
+}
+
+#[test]
+fn with_guest_csum_the_device_vouches_for_right_checksums_only() {
+    let mut rig = Rig::new(false);
+    rig.worker.vouch_for_checksums();
+    for i in 0..3 {
+        rig.post_rx(i, 2048);
+    }
+    for f in [udp_frame(false), udp_frame(true), frame(60, 3)] {
+        rig.backend.inject(f);
+    }
+    rig.worker.process_rx().unwrap();
+    assert_eq!(rig.rx.take_used(&rig.ram).len(), 3);
+    // flags: DATA_VALID (2) for the right datagram only.
+    let flags: Vec<u8> = (0..3).map(|i| rig.read(buffer(i), 1)[0]).collect();
+    assert_eq!(flags, [2, 0, 0]);
+    // Without the feature, never.
+    let mut rig = Rig::new(false);
+    rig.post_rx(0, 2048);
+    rig.backend.inject(udp_frame(false));
+    rig.worker.process_rx().unwrap();
+    assert_eq!(rig.read(buffer(0), NET_HDR_BYTES), RX_HEADER);
+}
+
 #[test]
 fn received_frames_land_in_posted_buffers_behind_the_header() {
     let mut rig = Rig::new(false);

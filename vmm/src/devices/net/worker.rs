@@ -34,6 +34,7 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::checksum;
 use super::{
     MAX_FRAME_BYTES, MIN_FRAME_BYTES, MIN_RX_BUFFER_BYTES, NET_HDR_BYTES, NUM_BUFFERS_OFFSET,
     NetBackend, NetCounters,
@@ -45,6 +46,8 @@ use crate::memory::GuestRam;
 /// Most chains (or frames) one pass over a queue handles before the worker
 /// looks at its other events again.
 pub(super) const PASS_BUDGET: usize = 256;
+/// `VIRTIO_NET_HDR_F_DATA_VALID` in `virtio_net_hdr.flags` (§5.1.6).
+const HDR_F_DATA_VALID: u8 = 2;
 /// Received frames between two interrupt checks on a long pass.
 pub(super) const RX_BATCH: usize = 64;
 
@@ -82,8 +85,12 @@ struct FrameIo<B> {
     /// A receive buffer the driver posted (head index and chain), waiting
     /// for a frame.
     rx_chain: Option<(u16, Chain)>,
-    /// Header and frame for receiving; the header stays as set up.
+    /// Header and frame for receiving; the header stays as set up but for
+    /// its `flags`.
     rx_frame: Vec<u8>,
+    /// `VIRTIO_NET_F_GUEST_CSUM`: check each received frame's TCP or UDP
+    /// checksum and flag it `DATA_VALID` when right.
+    vouches_for_checksums: bool,
     /// Header and frame for transmitting.
     tx_frame: Vec<u8>,
     counters: NetCounters,
@@ -129,11 +136,18 @@ impl<B: NetBackend> Worker<B> {
                 is_backend_readable: true,
                 rx_chain: None,
                 rx_frame,
+                vouches_for_checksums: false,
                 tx_frame: vec![0u8; NET_HDR_BYTES + MAX_FRAME_BYTES],
                 counters,
             },
             shared_counters,
         }
+    }
+
+    /// Check received checksums for the driver (it negotiated
+    /// `VIRTIO_NET_F_GUEST_CSUM`).
+    pub(super) fn vouch_for_checksums(&mut self) {
+        self.io.vouches_for_checksums = true;
     }
 
     /// Serve the queues until `stop` is signalled or the device breaks;
@@ -363,6 +377,10 @@ impl<B: NetBackend> FrameIo<B> {
             return None;
         }
         let (head, chain) = self.rx_chain.take()?;
+        // §5.1.6.4: DATA_VALID only with GUEST_CSUM negotiated.
+        let is_valid = self.vouches_for_checksums
+            && checksum::is_transport_checksum_valid(&self.rx_frame[NET_HDR_BYTES..total]);
+        self.rx_frame[0] = if is_valid { HDR_F_DATA_VALID } else { 0 };
         match chain.write(ram, &self.rx_frame[..total]) {
             Ok(written) if written == total => {
                 self.counters.rx_frames += 1;
