@@ -5,8 +5,9 @@
 //! `VIRTIO_F_EVENT_IDX` (when offered) and nothing else: no transmit
 //! offloads, no mergeable receive buffers, no control queue. Every buffer
 //! therefore starts with the 12-byte `virtio_net_hdr` (§5.1.6), zero on
-//! transmit; on receive only its `DATA_VALID` flag is read (with
-//! `GUEST_CSUM`: the device checked the frame's TCP or UDP checksum,
+//! transmit; on receive only its `DATA_VALID` and `NEEDS_CSUM` flags are
+//! read (with `GUEST_CSUM`: the device checked the frame's TCP or UDP
+//! checksum, or the packet was made on the host with a partial one,
 //! [`Frame::is_checksum_valid`]). Every receive buffer must hold a whole
 //! frame.
 //!
@@ -161,7 +162,11 @@ pub mod net_feature {
     pub const STATUS: u64 = 1 << 16;
 }
 
-/// `VIRTIO_NET_HDR_F_DATA_VALID` in `virtio_net_hdr.flags` (§5.1.6).
+/// `virtio_net_hdr.flags` (§5.1.6): `NEEDS_CSUM` (the checksum is only
+/// partial: the packet was made on the host, as QEMU's tap backend
+/// passes them once the driver takes `GUEST_CSUM`, and needs no check)
+/// and `DATA_VALID` (the device checked it).
+const HDR_F_NEEDS_CSUM: u8 = 1;
 const HDR_F_DATA_VALID: u8 = 2;
 
 /// A received frame.
@@ -169,8 +174,9 @@ const HDR_F_DATA_VALID: u8 = 2;
 pub struct Frame<'a> {
     /// The Ethernet frame, without FCS.
     pub bytes: &'a [u8],
-    /// The device checked its TCP or UDP checksum (`DATA_VALID`, only
-    /// with `GUEST_CSUM`).
+    /// Its TCP or UDP checksum needs no check: the device checked it
+    /// (`DATA_VALID`) or it is a partial one (`NEEDS_CSUM`) of a packet
+    /// made on the host (only with `GUEST_CSUM`).
     pub is_checksum_valid: bool,
 }
 
@@ -679,7 +685,8 @@ impl Rx {
                     if self.has_checksum_flag {
                         mem.read_bytes(addr, &mut flags);
                     }
-                    self.is_frame_checksum_valid = flags[0] & HDR_F_DATA_VALID != 0;
+                    self.is_frame_checksum_valid =
+                        flags[0] & (HDR_F_DATA_VALID | HDR_F_NEEDS_CSUM) != 0;
                     mem.read_bytes(addr + NET_HDR_BYTES as u64, &mut self.frame[..len]);
                 }
                 None => self.errors += 1,
