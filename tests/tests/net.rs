@@ -279,9 +279,12 @@ fn the_http_server_survives_2000_sequential_and_200_concurrent_clients_without_l
         &["0.0.0.0:8082"],
     );
     let (baseline, after) = ns.enter(|| {
-        // Warm up: the stack, the network thread, a connection thread.
-        assert!(http(8082, SMALL_REQUEST).starts_with("HTTP/1.1 200 OK"));
-        let baseline = guest_stats(8082);
+        // Warm up: the stack, the network thread, and what 200 connection
+        // threads at once leave allocated for the next 200 (measured:
+        // about 50 KiB kept, as tables and caches keep their capacity;
+        // from there 2,200 more clients add about 12 KiB).
+        concurrent_clients(8082, 200);
+        let baseline = settled_stats(8082);
         for _ in 0..2000 {
             assert!(http(8082, SMALL_REQUEST).starts_with("HTTP/1.1 200 OK"));
         }
