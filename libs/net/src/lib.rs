@@ -217,9 +217,6 @@ pub struct Stats {
     pub ports: usize,
     /// Memory in socket buffers.
     pub buffer_bytes: usize,
-    /// Connection attempts dropped because their listener's backlog was
-    /// full (the client sends its SYN again).
-    pub dropped_syns: u64,
 }
 
 /// Whether a receive takes the data or leaves it queued (`MSG_PEEK`).
@@ -583,8 +580,14 @@ impl Stack {
             orphans: self.tcp_orphan_count() + self.draining.len(),
             ports: self.ports.len(),
             buffer_bytes: self.nets.buffer_bytes(),
-            dropped_syns: self.gate.dropped(),
         }
+    }
+
+    /// Connection attempts dropped so far because their listener's
+    /// backlog was full (the client sends its SYN again). A count of
+    /// events, not of something held, so not in [`Stats`].
+    pub fn dropped_syns(&self) -> u64 {
+        self.gate.dropped()
     }
 
     fn receive(
