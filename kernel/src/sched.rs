@@ -356,24 +356,19 @@ fn idle(deadline_ns: Option<u64>) {
     };
     let spin_until = time::monotonic_ns().saturating_add(spin_ns).min(deadline);
     this.set_mode(Mode::Spinning);
-    while time::monotonic_ns() < spin_until {
-        if this.wake.load(Ordering::SeqCst) != 0 {
-            if is_watching && net::watch_end() {
-                IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
-            }
-            this.set_mode(Mode::Busy);
-            return;
-        }
-        if is_watching && net::watch_has_frames() {
-            IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
-            let _ = net::watch_end();
-            this.set_mode(Mode::Busy);
-            return;
-        }
+    let mut is_woken = false;
+    while !is_woken && time::monotonic_ns() < spin_until {
+        is_woken =
+            this.wake.load(Ordering::SeqCst) != 0 || (is_watching && net::watch_has_frames());
         arch::pause();
     }
+    // The card's interrupts go back on; frames that came while they were
+    // off may never raise one, so they wake the network thread now.
     if is_watching && net::watch_end() {
         IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
+        is_woken = true;
+    }
+    if is_woken {
         this.set_mode(Mode::Busy);
         return;
     }

@@ -99,8 +99,8 @@ pub struct VmConfig {
     /// `ip` and must lie in its network.
     pub gateway: Option<Ipv4Addr>,
     /// Host CPUs for the vCPU threads (`--pin-vcpus`): vCPU `n` runs on
-    /// entry `n` (round robin); empty: the host places them. Device
-    /// threads are never pinned.
+    /// entry `n` (round robin), and device threads on the process's other
+    /// CPUs; empty: the host places every thread.
     pub pin_vcpus: Vec<usize>,
 }
 

@@ -127,7 +127,8 @@ impl Sizing {
                 .min(wanted)
                 .min(u16::try_from(rx_fit).unwrap_or(u16::MAX)),
         );
-        if rx_fit < u64::from(MIN_JUMBO_RX_BUFFERS) || rx_size < MIN_JUMBO_RX_BUFFERS {
+        // At most `rx_fit`: too little memory shows here too.
+        if rx_size < MIN_JUMBO_RX_BUFFERS {
             return standard(STANDARD_MTU_BYTES);
         }
         Self {
@@ -286,10 +287,9 @@ struct Rx {
     buffer_of_head: Vec<Option<u16>>,
     /// The last frame received, copied out of shared memory.
     frame: Vec<u8>,
-    /// `GUEST_CSUM` was negotiated: the header's `DATA_VALID` counts.
+    /// `GUEST_CSUM` was negotiated: the header's `DATA_VALID` and
+    /// `NEEDS_CSUM` count.
     has_checksum_flag: bool,
-    /// The device vouched for the last frame's TCP or UDP checksum.
-    is_frame_checksum_valid: bool,
     frames: u64,
     bytes: u64,
     errors: u64,
@@ -444,7 +444,6 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
             buffer_of_head: vec![None; usize::from(rx_size)],
             frame: vec![0; sizing.rx_frame_capacity()],
             has_checksum_flag: transport.has_features(net_feature::GUEST_CSUM),
-            is_frame_checksum_valid: false,
             frames: 0,
             bytes: 0,
             errors: 0,
@@ -544,11 +543,11 @@ impl<R: DeviceRegisters, M: DmaMemory> NetDriver<R, M> {
     pub fn receive(&mut self) -> Option<(Frame<'_>, TxSlot<'_, R, M>)> {
         let Self { mem, rx, tx, .. } = self;
         let mem = mem.as_ref()?;
-        let len = rx.next_frame(mem)?;
+        let (len, is_checksum_valid) = rx.next_frame(mem)?;
         Some((
             Frame {
                 bytes: &rx.frame[..len],
-                is_checksum_valid: rx.is_frame_checksum_valid,
+                is_checksum_valid,
             },
             TxSlot {
                 tx,
@@ -662,9 +661,10 @@ impl Rx {
         Ok(())
     }
 
-    /// Copy the next good frame into `self.frame` and return its length.
-    /// Each buffer the device returns goes straight back to it.
-    fn next_frame(&mut self, mem: &impl DmaMemory) -> Option<usize> {
+    /// Copy the next good frame into `self.frame`; its length, and whether
+    /// its checksum needs no check ([`Frame::is_checksum_valid`]). Each
+    /// buffer the device returns goes straight back to it.
+    fn next_frame(&mut self, mem: &impl DmaMemory) -> Option<(usize, bool)> {
         self.queue.disable_interrupts(mem);
         // Bounded: a device that returns only bad buffers cannot keep the
         // driver here.
@@ -678,15 +678,13 @@ impl Rx {
                 .and_then(|len| usize::try_from(len).ok())
                 .and_then(|len| len.checked_sub(NET_HDR_BYTES))
                 .filter(|len| (MIN_FRAME_BYTES..=self.frame.len()).contains(len));
+            let mut flags = [0];
             match frame_len {
                 Some(len) => {
                     let addr = self.buffer_addr(buffer);
-                    let mut flags = [0];
                     if self.has_checksum_flag {
                         mem.read_bytes(addr, &mut flags);
                     }
-                    self.is_frame_checksum_valid =
-                        flags[0] & (HDR_F_DATA_VALID | HDR_F_NEEDS_CSUM) != 0;
                     mem.read_bytes(addr + NET_HDR_BYTES as u64, &mut self.frame[..len]);
                 }
                 None => self.errors += 1,
@@ -700,7 +698,7 @@ impl Rx {
             if let Some(len) = frame_len {
                 self.frames += 1;
                 self.bytes += len as u64;
-                return Some(len);
+                return Some((len, flags[0] & (HDR_F_DATA_VALID | HDR_F_NEEDS_CSUM) != 0));
             }
         }
         None

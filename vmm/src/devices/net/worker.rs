@@ -30,6 +30,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use virtio_bindings::virtio_net::VIRTIO_NET_HDR_F_DATA_VALID;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -46,8 +47,10 @@ use crate::memory::GuestRam;
 /// Most chains (or frames) one pass over a queue handles before the worker
 /// looks at its other events again.
 pub(super) const PASS_BUDGET: usize = 256;
-/// `VIRTIO_NET_HDR_F_DATA_VALID` in `virtio_net_hdr.flags` (§5.1.6).
-const HDR_F_DATA_VALID: u8 = 2;
+/// `VIRTIO_NET_HDR_F_DATA_VALID` in `virtio_net_hdr.flags` (§5.1.6), a
+/// byte.
+#[allow(clippy::cast_possible_truncation)]
+const HDR_F_DATA_VALID: u8 = VIRTIO_NET_HDR_F_DATA_VALID as u8;
 /// Received frames between two interrupt checks on a long pass.
 pub(super) const RX_BATCH: usize = 64;
 
