@@ -8,6 +8,11 @@
 //! escaped as [`eremite_interface::pvh`] says), runs QEMU, and maps how the
 //! guest ended to the exit codes of our VMM.
 //!
+//! The guest's stderr (COM2) reaches us through a pipe of its own, so
+//! that QEMU's own messages on its stderr can be told from the guest's:
+//! when QEMU fails, the user gets one line of what it said instead of an
+//! assertion dump (see [`failure`]).
+//!
 //! QEMU announces its virtio-MMIO devices itself (`auto-kernel-cmdline=on`
 //! appends `virtio_mmio.device=` tokens to the command line, which needs
 //! `acpi=off`: with ACPI it describes them in its tables instead); the
@@ -32,6 +37,53 @@ pub(crate) enum Accel {
     Tcg,
     /// KVM (fails when it does not work).
     Kvm,
+}
+
+/// QEMU's `-accel` and `-cpu` options. Under KVM the model is the host's
+/// CPU less what a unikernel never uses and nested or paravirtual hosts
+/// (such as PVM on AMD) refuse to set up, which would stop QEMU before the
+/// guest runs: `arch-capabilities` (MSR 0x10A, "failed to set MSR 0x10a"),
+/// the PMU (its MSRs, PERF_CAPABILITIES among them) and nested VMX/SVM
+/// (their capability MSRs). `invtsc` makes QEMU publish the TSC frequency
+/// in KVM's CPUID leaf 0x4000_0010 (the kernel measures it otherwise); a
+/// host without an invariant TSC only gets a warning. TCG's `max` model
+/// has every feature QEMU can emulate. See `docs/qemu.md`, "CPU model".
+pub(crate) fn cpu_args(use_kvm: bool) -> [&'static str; 4] {
+    if use_kvm {
+        [
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host,-arch-capabilities,pmu=off,-vmx,-svm,+invtsc",
+        ]
+    } else {
+        ["-accel", "tcg", "-cpu", "max"]
+    }
+}
+
+/// The message of QEMU's own stderr that says why it failed, without the
+/// program name: its first `error:` report (`qemu-system-x86_64: error:
+/// failed to set MSR 0x10a to 0x69`), else its first report that is not a
+/// warning or a failed assertion, else its first line. `None` when QEMU
+/// said nothing.
+pub(crate) fn failure(qemu_stderr: &str) -> Option<String> {
+    // QEMU's reports are "PROGRAM: message", PROGRAM the basename of its argv[0].
+    let reports: Vec<&str> = qemu_stderr
+        .lines()
+        .filter_map(|line| {
+            let (program, message) = line.split_once(": ")?;
+            let name = program.rsplit('/').next().unwrap_or(program);
+            (name.starts_with("qemu") && !name.contains(' ')).then_some(message.trim())
+        })
+        .collect();
+    let is_noise = |m: &&&str| m.starts_with("warning:") || m.contains("Assertion");
+    reports
+        .iter()
+        .find_map(|m| m.strip_prefix("error:"))
+        .map(str::trim)
+        .or_else(|| reports.iter().find(|m| !is_noise(m)).copied())
+        .or_else(|| qemu_stderr.lines().map(str::trim).find(|l| !l.is_empty()))
+        .map(str::to_owned)
 }
 
 /// What the guest asked for, as far as QEMU can give it.
@@ -196,6 +248,8 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
             wall_ns,
         },
     );
+    let (mut guest_err, guest_err_writer) =
+        std::io::pipe().map_err(|e| format!("cannot make a pipe for QEMU: {e}"))?;
     let mut command = Command::new(qemu_binary());
     command
         .args([
@@ -211,20 +265,19 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
         ])
         .args(["-m", &format!("{}M", request.memory_bytes >> 20)])
         .args(["-smp", &request.cpus.to_string()])
-        .args(if use_kvm {
-            ["-accel", "kvm", "-cpu", "host"]
-        } else {
-            ["-accel", "tcg", "-cpu", "max"]
-        })
+        .args(cpu_args(use_kvm))
         .arg("-kernel")
         .arg(request.image)
         .args(["-append", &append])
-        // The serial ports write to QEMU's stdout and stderr, pipes that
-        // this process copies to its own (so that the output lands where
-        // ours would, even in a file that others write to as well).
+        // The serial ports write to pipes that this process copies to its
+        // own stdout and stderr (so that the output lands where ours would,
+        // even in a file that others write to as well): COM1 to QEMU's
+        // stdout, COM2 to a pipe that QEMU gets as its stdin (it reads
+        // nothing from there) and opens for writing, which keeps QEMU's
+        // own stderr for its messages.
         .args(["-chardev", "file,id=out,path=/dev/stdout"])
         .args(["-serial", "chardev:out"])
-        .args(["-chardev", "file,id=err,path=/dev/stderr"])
+        .args(["-chardev", "file,id=err,path=/dev/stdin"])
         .args(["-device", "isa-serial,chardev=err,index=1"])
         .args([
             "-device",
@@ -241,7 +294,7 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
             "-device",
             &format!("isa-debugcon,iobase={:#x},chardev=exit", pvh::DEBUGCON_PORT),
         ])
-        .stdin(Stdio::null())
+        .stdin(guest_err_writer)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(net) = request.net {
@@ -251,22 +304,37 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
         eprintln!("eremite: {command:?}");
     }
     let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", qemu_binary().display()))?;
+    let spawned = command.spawn();
+    // The command holds our copy of the pipe's write end: close it, so
+    // that the copy below ends when QEMU does.
+    drop(command);
+    let mut child = spawned.map_err(|e| format!("cannot run {}: {e}", qemu_binary().display()))?;
     let copy_out = child
         .stdout
         .take()
         .map(|mut out| std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::stdout())));
-    let copy_err = child
-        .stderr
-        .take()
-        .map(|mut err| std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr())));
+    let copy_err =
+        std::thread::spawn(move || std::io::copy(&mut guest_err, &mut std::io::stderr()));
+    let own_messages = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut text);
+            text
+        })
+    });
     let status = child
         .wait()
         .map_err(|e| format!("cannot wait for {}: {e}", qemu_binary().display()))?;
-    for copier in [copy_out, copy_err].into_iter().flatten() {
-        let _ = copier.join();
+    let guest_bytes: u64 = [copy_out, Some(copy_err)]
+        .into_iter()
+        .flatten()
+        .map(|copier| copier.join().ok().and_then(Result::ok).unwrap_or(0))
+        .sum();
+    let own_messages = own_messages
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or_default();
+    if request.is_verbose {
+        eprint!("{own_messages}");
     }
     let elapsed = started.elapsed();
     let record = std::fs::read_to_string(&status_file)
@@ -286,13 +354,28 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
                 message: None,
                 elapsed,
             },
-            None => Ended {
-                exit_code: 126,
-                message: Some(format!(
-                    "QEMU ended without the guest's exit record ({status})"
-                )),
-                elapsed,
-            },
+            None => {
+                let said = failure(&own_messages);
+                let advice = if use_kvm {
+                    "; --hypervisor qemu-tcg runs without KVM"
+                } else {
+                    ""
+                };
+                Ended {
+                    // Nothing from the guest at all: QEMU stopped before
+                    // it ran, so the VM could not be started.
+                    exit_code: if guest_bytes == 0 && said.is_some() {
+                        125
+                    } else {
+                        126
+                    },
+                    message: Some(match said {
+                        Some(said) => format!("QEMU failed ({status}): {said}{advice}"),
+                        None => format!("QEMU ended without the guest's exit record ({status})"),
+                    }),
+                    elapsed,
+                }
+            }
         },
     })
 }
@@ -319,6 +402,43 @@ mod tests {
             line,
             "x=1 y net.ip=10.0.0.2/24 eremite.env=A=1%202 eremite.verbose eremite.cpus=3 eremite.wall_ns=7 eremite.argc=3 -- /img beta%20gamma %"
         );
+    }
+
+    #[test]
+    fn qemu_gets_a_cpu_model_that_nested_hosts_accept() {
+        let [_, accel, _, model] = cpu_args(true);
+        assert_eq!(accel, "kvm");
+        let features: Vec<&str> = model.split(',').collect();
+        assert_eq!(features[0], "host");
+        for refused in ["-arch-capabilities", "pmu=off", "-vmx", "-svm"] {
+            assert!(features.contains(&refused), "{model} lacks {refused}");
+        }
+        assert_eq!(cpu_args(false), ["-accel", "tcg", "-cpu", "max"]);
+    }
+
+    #[test]
+    fn qemus_own_failure_is_one_line_of_what_it_said() {
+        // QEMU 7.2 with `-cpu host` on an AMD host under PVM.
+        let said = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n\
+                    qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: \
+                    Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.\n";
+        assert_eq!(
+            failure(said).as_deref(),
+            Some("failed to set MSR 0x10a to 0x69")
+        );
+        let said = "qemu-system-x86_64: warning: host doesn't support requested feature: \
+                    CPUID.80000007H:EDX.invtsc [bit 8]\n\
+                    /usr/bin/qemu-system-x86_64: -cpu nonsense: unable to find CPU model 'nonsense'\n";
+        assert_eq!(
+            failure(said).as_deref(),
+            Some("-cpu nonsense: unable to find CPU model 'nonsense'")
+        );
+        assert_eq!(
+            failure("Could not access KVM kernel module: No such file or directory\nqemu-system-x86_64: -accel kvm: failed to initialize kvm: No such file or directory\n").as_deref(),
+            Some("-accel kvm: failed to initialize kvm: No such file or directory")
+        );
+        assert_eq!(failure(""), None);
+        assert_eq!(failure("\n\n"), None);
     }
 
     #[test]

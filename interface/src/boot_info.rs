@@ -175,6 +175,9 @@ pub mod boot_flags {
     /// which built this boot info itself: no hypercalls, the devices of
     /// [`crate::pvh`] instead. The eremite VMM never sets it.
     pub const PVH: u64 = 1 << 1;
+    /// `tsc_khz` was measured by the kernel (against the PIT, on the PVH
+    /// path), not reported by the hypervisor. Shown in the verbose log.
+    pub const TSC_MEASURED: u64 = 1 << 2;
 }
 
 impl BootInfo {

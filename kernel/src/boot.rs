@@ -116,12 +116,17 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         fatal(why);
     }
     klog!(
-        "eremite kernel: {} MiB RAM, image {:#x}..{:#x}, heap from {:#x}, TSC {} kHz",
+        "eremite kernel: {} MiB RAM, image {:#x}..{:#x}, heap from {:#x}, TSC {} kHz ({})",
         mm::ram_bytes() >> 20,
         info.image_start,
         info.image_end,
         info.free_start,
-        info.tsc_khz
+        info.tsc_khz,
+        if info.flags & boot_flags::TSC_MEASURED != 0 {
+            "measured"
+        } else {
+            "from the hypervisor"
+        }
     );
 
     let initrd = if heap_end < info.mem_size {

@@ -6,7 +6,7 @@
 //! - [`abi`]: hermit-abi's `sys_*` functions, a thin layer that checks
 //!   pointers and calls the core;
 //! - the ABI-neutral core: [`boot`], [`console`], [`fs`], [`mm`], [`time`],
-//!   [`sched`], [`net`], [`fault`], [`hypervisor`];
+//!   [`sched`], [`net`], [`fault`], [`hypervisor`], [`random`];
 //! - [`pvh`]: booting on QEMU through the PVH entry instead of our VMM;
 //! - [`drivers`]: virtio devices (the network card).
 #![no_std]
@@ -26,6 +26,7 @@ mod hypervisor;
 mod mm;
 mod net;
 mod pvh;
+mod random;
 mod sched;
 mod semaphore;
 mod sync;

@@ -79,7 +79,10 @@ pub(crate) extern "C" fn pvh_start(start_info: u64, ram_top: u64) -> ! {
         arch::ioapic::route(line, DEVICE_VECTOR, 0);
     }
 
-    let tsc_khz = platform::cpuid_tsc_khz().unwrap_or_else(calibrate_tsc_khz);
+    let (tsc_khz, tsc_flag) = match platform::cpuid_tsc_khz() {
+        Some(khz) => (khz, 0),
+        None => (calibrate_tsc_khz(), boot_flags::TSC_MEASURED),
+    };
     match platform::xcr0() {
         Some(xcr0) if xcr0 & 0b11 != 0b11 => {
             fail("XCR0 lacks the SSE state and cannot be set here (see docs/qemu.md)")
@@ -114,6 +117,7 @@ pub(crate) extern "C" fn pvh_start(start_info: u64, ram_top: u64) -> ! {
         env: parsed.env,
         cmdline: parsed.cmdline,
         flags: boot_flags::PVH
+            | tsc_flag
             | if parsed.is_verbose {
                 boot_flags::VERBOSE
             } else {

@@ -255,3 +255,137 @@ fn the_http_echo_server_answers_through_a_tap_on_two_cpus_on_qemu_kvm() {
     eremite_tests::require_kvm();
     http_echo_works_through_qemu(&["--hypervisor", "qemu-kvm", "--cpus", "2"]);
 }
+
+/// A stand-in for QEMU: a shell script named `qemu-system-x86_64` with
+/// `body`, in a directory of its own that lives as long as the value.
+struct FakeQemu(std::path::PathBuf);
+
+impl FakeQemu {
+    fn new(tag: &str, body: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("eremite-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qemu-system-x86_64");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        Self(dir)
+    }
+
+    /// `eremite run OPTIONS hello -- ARGS` with this QEMU.
+    fn boot_hello(&self, options: &[&str], args: &[&str]) -> Run {
+        let output = std::process::Command::new(eremite_tests::eremite())
+            .arg("run")
+            .args(options)
+            .arg(eremite_tests::image("hello"))
+            .arg("--")
+            .args(args)
+            .env("EREMITE_QEMU", self.0.join("qemu-system-x86_64"))
+            .output()
+            .unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for FakeQemu {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_qemu_that_cannot_start_the_vm_is_one_line_and_125() {
+    // QEMU 7.2 with `-cpu host` on a host whose KVM refuses an MSR (AMD
+    // under PVM): it reports, fails an assertion and aborts before the
+    // guest runs.
+    let qemu = FakeQemu::new(
+        "msr-qemu",
+        "echo 'qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69' >&2\n\
+         echo \"qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion \\`ret == cpu->kvm_msr_buf->nmsrs' failed.\" >&2\n\
+         kill -ABRT $$\n",
+    );
+    let run = qemu.boot_hello(&["--hypervisor", "qemu-kvm"], &[]);
+    run.expect_code(125);
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(
+        run.stderr.starts_with("eremite: QEMU failed")
+            && run.stderr.contains("failed to set MSR 0x10a to 0x69")
+            && run.stderr.contains("--hypervisor qemu-tcg"),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_cpu_without_rdrand_still_seeds_std_and_says_so() {
+    require_qemu();
+    // The real QEMU with RDRAND taken out of TCG's CPU model.
+    let qemu = FakeQemu::new(
+        "no-rdrand-qemu",
+        "for a in \"$@\"; do shift; [ \"$a\" = max ] && a=max,-rdrand; set -- \"$@\" \"$a\"; done\n\
+         exec qemu-system-x86_64 \"$@\"\n",
+    );
+    let seeds: Vec<String> = (0..2)
+        .map(|_| {
+            let run = qemu.boot_hello(&["--hypervisor", "qemu-tcg", "--verbose"], &["--random"]);
+            run.expect_code(0);
+            assert!(
+                run.stderr.contains("this CPU has no working RDRAND"),
+                "{run}"
+            );
+            let line = run.stdout.lines().find(|l| l.starts_with("random: "));
+            line.unwrap_or_else(|| panic!("no seed\n{run}")).to_owned()
+        })
+        .collect();
+    assert_ne!(seeds[0], seeds[1], "two boots got the same seed");
+    // With RDRAND (our VMM passes the host's CPUID on): no warning.
+    let run = boot("hello", &["--verbose"], &["--random"]);
+    run.expect_code(0);
+    assert!(!run.stderr.contains("RDRAND"), "{run}");
+    assert!(run.stdout.contains("random: "), "{run}");
+}
+
+/// The TSC frequency and its source from the kernel's verbose log
+/// ("TSC 2596134 kHz (measured)").
+fn tsc_khz(options: &[&str]) -> (u64, String) {
+    let mut all = vec!["--verbose"];
+    all.extend_from_slice(options);
+    let run = boot("hello", &all, &[]);
+    run.expect_code(0);
+    let line = run
+        .stderr
+        .lines()
+        .find_map(|l| l.split_once(", TSC ").map(|(_, tsc)| tsc))
+        .unwrap_or_else(|| panic!("no TSC in the kernel log\n{run}"));
+    let (khz, source) = line
+        .split_once(" kHz (")
+        .unwrap_or_else(|| panic!("malformed TSC line {line:?}"));
+    (
+        khz.parse().expect("a number of kHz"),
+        source.trim_end_matches(')').to_owned(),
+    )
+}
+
+#[test]
+fn the_tsc_frequency_is_right_whether_reported_or_measured() {
+    eremite_tests::require_kvm();
+    require_qemu();
+    // KVM_GET_TSC_KHZ: the reference.
+    let (reference, source) = tsc_khz(&[]);
+    assert_eq!(source, "from the hypervisor");
+    // TCG has no KVM leaf: the kernel measures against the PIT.
+    let (measured, source) = tsc_khz(&["--hypervisor", "qemu-tcg"]);
+    assert_eq!(source, "measured");
+    // QEMU + KVM: CPUID leaf 0x4000_0010 with an invariant TSC, measured
+    // otherwise.
+    let (on_kvm, _) = tsc_khz(&["--hypervisor", "qemu-kvm"]);
+    for (what, khz) in [("measured under TCG", measured), ("on QEMU + KVM", on_kvm)] {
+        let error = (khz as f64 - reference as f64).abs() / reference as f64;
+        assert!(
+            error < 0.02,
+            "TSC {what}: {khz} kHz, KVM says {reference} kHz"
+        );
+    }
+}

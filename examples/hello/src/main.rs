@@ -1,5 +1,6 @@
 //! Greets, shows its arguments and one environment variable, does a little
-//! arithmetic work, and exits with the code given as `--exit CODE`.
+//! arithmetic work, and exits with the code given as `--exit CODE`. With
+//! `--random` it also prints a hash keyed by std's random `HashMap` seed.
 
 #[cfg(target_os = "hermit")]
 use eremite as _;
@@ -25,6 +26,11 @@ fn main() {
         two.tan(),
         two.cosh()
     );
+    if args.iter().any(|a| a == "--random") {
+        use std::hash::BuildHasher;
+        let seeded = std::collections::hash_map::RandomState::new();
+        println!("random: {:016x}", seeded.hash_one(0u8));
+    }
     if let Some(pos) = args.iter().position(|a| a == "--exit") {
         let code = args.get(pos + 1).and_then(|c| c.parse().ok()).unwrap_or(1);
         std::process::exit(code);

@@ -38,7 +38,7 @@ use eremite_net::{SocketId, Stack, StackConfig};
 
 use crate::console::klog;
 use crate::sync::Lock;
-use crate::{arch, sched, time};
+use crate::{sched, time};
 
 pub(crate) use eventfd::EventFd;
 use nic::Nic;
@@ -83,7 +83,7 @@ fn config(nic: &Nic) -> StackConfig {
         None => StackConfig::new(nic.mac(), Ipv4Addr::new(169, 254, 0, 1), 16),
     };
     config.gateway = settings.gateway;
-    config.random_seed = arch::rdrand64().unwrap_or_else(arch::rdtsc);
+    config.random_seed = crate::random::next_u64();
     scale_buffers(&mut config.limits, crate::mm::ram_bytes());
     config
 }

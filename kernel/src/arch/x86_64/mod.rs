@@ -76,19 +76,42 @@ pub(crate) fn pause() {
     core::hint::spin_loop();
 }
 
-/// One 64-bit random value from the CPU's DRNG, or `None` if it stayed
-/// busy for a few tries (Intel DRNG guide, 5.2.1: retry up to 10 times).
+/// Whether the CPU has RDRAND (CPUID leaf 1, ECX bit 30; SDM vol. 2B,
+/// RDRAND). Asked once: CPUID traps at CPL3 here.
+fn has_rdrand() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    // 0: not asked yet, 1: no, 2: yes.
+    static HAS_RDRAND: AtomicU8 = AtomicU8::new(0);
+    match HAS_RDRAND.load(Ordering::Relaxed) {
+        0 => {
+            let has = core::arch::x86_64::__cpuid(1).ecx & (1 << 30) != 0;
+            HAS_RDRAND.store(if has { 2 } else { 1 }, Ordering::Relaxed);
+            has
+        }
+        answer => answer == 2,
+    }
+}
+
+/// One 64-bit random value from the CPU's DRNG, or `None` if the CPU has
+/// none or it stayed busy for a few tries (Intel DRNG guide, 5.2.1: retry
+/// up to 10 times). All ones counts as a failure: some AMD CPUs (families
+/// 15h–17h with old microcode, after a suspend) return it with CF set, as
+/// Linux's RDRAND sanity check knows; a genuine all-ones value has
+/// probability 2^-64.
 pub(crate) fn rdrand64() -> Option<u64> {
+    if !has_rdrand() {
+        return None;
+    }
     for _ in 0..10 {
         let value: u64;
         let ok: u8;
-        // SAFETY: `rdrand` only writes its destination and CF; it is
-        // available at CPL3. The VMM passes the host's CPUID through.
+        // SAFETY: the CPU has `rdrand` (CPUID, checked above); it only
+        // writes its destination and CF and is available at CPL3.
         unsafe {
             asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok,
                  options(nomem, nostack));
         }
-        if ok != 0 {
+        if ok != 0 && value != u64::MAX {
             return Some(value);
         }
     }

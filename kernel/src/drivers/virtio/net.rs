@@ -23,7 +23,6 @@ use eremite_virtq::{NetConfig, NetDriver, NetInitError, TxSlot};
 
 use super::dma::DmaRegion;
 use super::mmio::MmioWindow;
-use crate::arch;
 use crate::hypervisor::{self, DeviceInterrupt};
 
 /// Largest queue asked for (the VMM offers 256). Each entry holds a
@@ -93,7 +92,7 @@ pub(crate) fn probe(addr: u64) -> Result<VirtioNet, ProbeError> {
 /// driver should use when the device offers none, as Firecracker does
 /// unless told a MAC).
 fn random_mac() -> [u8; 6] {
-    let bytes = arch::rdrand64().unwrap_or_else(arch::rdtsc).to_le_bytes();
+    let bytes = crate::random::next_u64().to_le_bytes();
     [
         bytes[0] & !1 | 2,
         bytes[1],
