@@ -382,7 +382,7 @@ impl core::fmt::Write for TokenText {
 /// The TSC frequency measured against the PIT.
 fn calibrate_tsc_khz() -> u64 {
     match platform::tsc_ticks_per_pit(CALIBRATION_PIT_TICKS) {
-        Some(ticks) => ticks * PIT_HZ / u64::from(CALIBRATION_PIT_TICKS) / 1000,
+        Some((tsc_ticks, pit_ticks)) => tsc_ticks * PIT_HZ / pit_ticks.max(1) / 1000,
         None => fail("no TSC frequency from CPUID and no PIT to measure it against"),
     }
 }

@@ -669,30 +669,69 @@ fn pit_count() -> u16 {
     u16::from_le_bytes([low, high])
 }
 
+/// One read of the PIT's count, timed by the TSC reads around it.
+#[derive(Clone, Copy)]
+struct PitStamp {
+    count: u16,
+    /// The midpoint of the two TSC reads.
+    tsc: u64,
+    /// How many TSC ticks the read took.
+    spread: u64,
+}
+
+fn pit_stamp() -> PitStamp {
+    let before = super::rdtsc();
+    let count = pit_count();
+    let after = super::rdtsc();
+    PitStamp {
+        count,
+        tsc: before + (after - before) / 2,
+        spread: after - before,
+    }
+}
+
+/// PIT ticks after which a measurement starts over: the count wraps at
+/// 65536, and a later wrap could not be told from no wrap.
+const PIT_WRAP_GUARD: u16 = 50_000;
+
 /// Measure the TSC against the 8254 PIT (1.193182 MHz): start channel 0
-/// counting down from 65536 (mode 2), and count TSC ticks while `pit_ticks`
-/// (less than 65536) of its ticks pass. Each end is timed as the midpoint
-/// of the TSC reads around the count's read. `None` when no PIT counts
-/// (the count stays the same for about a second of TSC ticks).
-pub(crate) fn tsc_ticks_per_pit(pit_ticks: u16) -> Option<u64> {
+/// counting down from 65536 (mode 2), and count TSC ticks while at least
+/// `pit_ticks` (less than 50,000) of its ticks pass. Returns the TSC ticks
+/// and the PIT ticks that passed, or `None` when no PIT counts (the count
+/// stays the same for about a second of TSC ticks).
+///
+/// Each end is the midpoint of the TSC reads around a read of the count.
+/// A read during which the vCPU was descheduled (a busy host) takes far
+/// longer than the others and its midpoint may be milliseconds off, so
+/// only reads about as quick as the quickest of a few first ones may be
+/// an end; measured here under TCG on a loaded host, using any read gave
+/// 4.19 GHz for a 2.6 GHz TSC. If the host stays too busy for that, the
+/// bound is relaxed step by step, so the measurement always ends.
+pub(crate) fn tsc_ticks_per_pit(pit_ticks: u16) -> Option<(u64, u64)> {
     outb(PIT_COMMAND, 0x34);
     outb(PIT_CHANNEL0, 0);
     outb(PIT_CHANNEL0, 0);
-    let stamp = || {
-        let before = super::rdtsc();
-        let count = pit_count();
-        let after = super::rdtsc();
-        (count, before + (after - before) / 2)
-    };
-    let (first, start) = stamp();
+    let quickest = (0..8).map(|_| pit_stamp().spread).min().unwrap_or(0);
+    let mut limit = quickest.saturating_mul(3).max(1);
     loop {
-        let (count, now) = stamp();
-        if first.wrapping_sub(count) >= pit_ticks {
-            return Some(now - start);
+        let mut start = pit_stamp();
+        while start.spread > limit {
+            start = pit_stamp();
         }
-        if count == first && now - start > 4_000_000_000 {
-            return None;
+        loop {
+            let end = pit_stamp();
+            let elapsed = start.count.wrapping_sub(end.count);
+            if elapsed >= pit_ticks && end.spread <= limit {
+                return Some((end.tsc - start.tsc, u64::from(elapsed)));
+            }
+            if elapsed > PIT_WRAP_GUARD {
+                break;
+            }
+            if end.count == start.count && end.tsc - start.tsc > 4_000_000_000 {
+                return None;
+            }
         }
+        limit = limit.saturating_mul(2);
     }
 }
 
