@@ -3,7 +3,7 @@
 //! panic, and every inode must stay reachable or open (no leaks).
 #![no_main]
 
-use eremite_interface::fs::{O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_RDWR, O_TRUNC};
+use eremite_interface::fs::{O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_RDWR, O_TRUNC, OpenFlags};
 use eremite_vfs::{DirCursor, Location, ParentLocation, ROOT, RamFs};
 use libfuzzer_sys::fuzz_target;
 
@@ -57,9 +57,12 @@ fuzz_target!(|data: &[u8]| {
                     O_RDWR | O_TRUNC,
                     O_RDONLY | O_NOFOLLOW,
                 ];
-                if let Ok(Location::Ram(ino)) =
-                    fs.open(&p, flags[usize::from(op / 10) % flags.len()], 0o644, 1)
-                {
+                if let Ok(Location::Ram(ino)) = fs.open(
+                    &p,
+                    OpenFlags::from_bits_retain(flags[usize::from(op / 10) % flags.len()]),
+                    0o644,
+                    1,
+                ) {
                     open.push(ino);
                 }
             }

@@ -33,6 +33,54 @@ pub const O_NOFOLLOW: u32 = 0o400000;
 /// Close on exec: there is no exec, accepted and ignored.
 pub const O_CLOEXEC: u32 = 0o2000000;
 
+bitflags::bitflags! {
+    /// `open(2)` flags as the kernel's core and the `HostFs` hypercall
+    /// take them, with Linux's values (the `O_*` constants above). Each
+    /// ABI converts its own numbers into these at its door; unknown bits
+    /// are `EINVAL` there. The access mode is two bits: neither is
+    /// read-only, and both together are invalid.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct OpenFlags: u32 {
+        const WRONLY = O_WRONLY;
+        const RDWR = O_RDWR;
+        const CREAT = O_CREAT;
+        const EXCL = O_EXCL;
+        const TRUNC = O_TRUNC;
+        const APPEND = O_APPEND;
+        const NONBLOCK = O_NONBLOCK;
+        const DIRECTORY = O_DIRECTORY;
+        const NOFOLLOW = O_NOFOLLOW;
+        const CLOEXEC = O_CLOEXEC;
+    }
+}
+
+impl OpenFlags {
+    /// Read-only: no access bit.
+    pub const RDONLY: Self = Self::empty();
+    /// The flags that `fcntl(F_SETFL)` may change.
+    pub const STATUS: Self = Self::APPEND.union(Self::NONBLOCK);
+
+    /// Whether the access mode is a valid one (not both bits).
+    pub fn has_valid_access(self) -> bool {
+        !self.contains(Self::WRONLY | Self::RDWR)
+    }
+
+    /// Whether the access mode allows reading.
+    pub fn is_readable(self) -> bool {
+        !self.contains(Self::WRONLY)
+    }
+
+    /// Whether the access mode allows writing.
+    pub fn is_writable(self) -> bool {
+        self.intersects(Self::WRONLY | Self::RDWR)
+    }
+
+    /// Only the access mode.
+    pub fn access(self) -> Self {
+        self & (Self::WRONLY | Self::RDWR)
+    }
+}
+
 /// File-type bits of a mode.
 pub const S_IFMT: u32 = 0o170000;
 /// Directory.

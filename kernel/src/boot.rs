@@ -22,12 +22,9 @@ use core::ffi::c_char;
 use eremite_interface::hypercall::ExitKind;
 use eremite_interface::layout::{self, BOOT_DATA_ADDR, BOOT_DATA_END};
 use eremite_interface::{BootInfo, KernelReport, StringList, boot_flags};
-use spin::Once;
 
 use crate::console::klog;
-use crate::{arch, console, cpu, fs, hypervisor, mm, sched, time};
-
-static BOOT_INFO: Once<BootInfo> = Once::new();
+use crate::{abi, arch, bootinfo, console, cpu, fd, fs, hypervisor, mm, sched, time};
 
 /// Largest main-thread stack; smaller guests get an eighth of their RAM.
 const MAIN_STACK_MAX_BYTES: u64 = 8 << 20;
@@ -39,19 +36,6 @@ unsafe extern "C" {
     fn runtime_entry(argc: i32, argv: *const *const c_char, env: *const *const c_char) -> !;
 }
 
-/// The boot info, once boot has read it.
-pub(crate) fn info() -> Option<&'static BootInfo> {
-    BOOT_INFO.get()
-}
-
-/// The strings of a boot-info list (mount paths, command-line tokens).
-pub(crate) fn strings(list: &StringList) -> impl Iterator<Item = &'static [u8]> {
-    let bytes = mm::boot_data(list.addr, list.len);
-    bytes
-        .split(|&b| b == 0)
-        .take(usize::try_from(list.count).unwrap_or(0))
-}
-
 /// Called by `_start` on the boot stack at CPL3.
 pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     let entry_tsc = arch::rdtsc();
@@ -60,7 +44,7 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     }
     // SAFETY: the address is the one the layout fixes, checked above, and
     // this is the first and only read during boot.
-    let info = *BOOT_INFO.call_once(|| unsafe { arch::read_boot_info(boot_info_addr) });
+    let info = *bootinfo::set(unsafe { arch::read_boot_info(boot_info_addr) });
     if !info.is_compatible() {
         fatal("boot info has another magic or interface version than this kernel");
     }
@@ -137,9 +121,10 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     } else {
         None
     };
-    if let Err(why) = fs::init(&info, initrd) {
+    if let Err(why) = fs::init(&info, initrd).and_then(|()| fd::init()) {
         fatal(why);
     }
+    abi::trace::init();
     if heap_end < info.mem_size {
         // SAFETY: the initrd is unpacked and nothing refers to it any more
         // (`fs::init` keeps no slice of it); the range is disjoint from

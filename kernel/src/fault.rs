@@ -16,7 +16,7 @@ use crate::console::{self, DirectWriter};
 use eremite_mm::Access;
 
 use crate::mm::FaultExplanation;
-use crate::{boot, hypervisor, mm, sched};
+use crate::{bootinfo, hypervisor, mm, sched};
 
 const MAX_FRAMES: usize = 16;
 
@@ -52,7 +52,7 @@ struct Location(u64);
 impl core::fmt::Display for Location {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{:#x}", self.0)?;
-        if let Some(info) = boot::info()
+        if let Some(info) = bootinfo::info()
             && (info.image_start..info.image_end).contains(&self.0)
         {
             write!(f, " (image+{:#x})", self.0 - info.image_start)?;
@@ -161,7 +161,7 @@ pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
 /// What the page of `addr` is, from its page-table bits `leaf`, for an
 /// address outside the application's mappings and stacks.
 fn describe_page(addr: u64, leaf: u64) -> &'static str {
-    let is_image = boot::info().is_some_and(|i| (i.image_start..i.image_end).contains(&addr));
+    let is_image = bootinfo::info().is_some_and(|i| (i.image_start..i.image_end).contains(&addr));
     match (leaf & 1 != 0, leaf & 4 != 0, leaf & 2 != 0, leaf >> 63 != 0) {
         (false, ..) if addr < eremite_interface::layout::PAGE_SIZE => {
             "the page is not mapped (a null pointer)"

@@ -11,7 +11,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::hypercall::{ConsoleWrite, Exit, ExitKind, Port, StartCpu, Stream};
+use eremite_interface::hypercall::{ConsoleWrite, Exit, ExitKind, HostFs, Port, StartCpu, Stream};
 use eremite_interface::pvh;
 
 use crate::arch;
@@ -102,6 +102,17 @@ pub(crate) fn console_write(stream: Stream, bytes: &[u8]) -> Result<usize, Errno
     } else {
         Ok(usize::try_from(request.result).unwrap_or(0))
     }
+}
+
+/// A host-directory request (`--mount`): the hypercall fills in
+/// `request.result`. There is no host file system on PVH (the CLI
+/// refuses `--mount` there): `ENOSYS`.
+pub(crate) fn host_fs(request: &mut HostFs) {
+    if is_pvh() {
+        request.result = -i64::from(errno::ENOSYS.0);
+        return;
+    }
+    arch::hypercall(Port::HostFs, request);
 }
 
 /// Stop the VM. The caller flushes the console first.

@@ -44,7 +44,7 @@ use eremite_interface::layout::{DEVICE_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
 
 use crate::cpu::{self, Mode};
 use crate::sync::{Lock, LockGuard};
-use crate::{arch, boot, console, hypervisor, mm, net, sync, time};
+use crate::{arch, bootinfo, console, hypervisor, mm, sync, time};
 
 /// A thread id (hermit-abi's `Tid`).
 pub(crate) type Tid = u32;
@@ -79,9 +79,6 @@ fn arm_timer_within(ns: u32) {
     arch::timer_arm(ns);
 }
 
-/// Smallest stack a spawned thread gets.
-const MIN_STACK_BYTES: usize = 64 << 10;
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Ready,
@@ -110,8 +107,13 @@ struct Thread {
     is_parked: bool,
     /// Waiting in `join` for this thread.
     joiner: Option<Tid>,
-    /// `None` for the main thread, whose stack and TLS live for ever.
-    memory: Option<(mm::Stack, mm::TlsBlock)>,
+    /// Its stack and TLS block when the kernel made them (freed when it
+    /// exits); `None` for the main thread, whose live for ever, and for
+    /// threads that brought their own.
+    stack: Option<mm::Stack>,
+    tls: Option<mm::TlsBlock>,
+    /// Cleared and futex-woken when it exits (Linux's `clear_child_tid`).
+    clear_on_exit: Option<&'static AtomicU32>,
     /// Its `errno` while it does not run.
     errno: i32,
 }
@@ -129,7 +131,9 @@ impl Thread {
             is_waiting_for_device: false,
             is_parked: false,
             joiner: None,
-            memory: None,
+            stack: None,
+            tls: None,
+            clear_on_exit: None,
             errno: 0,
         })
     }
@@ -143,7 +147,7 @@ struct Core {
     timers: BTreeSet<(u64, Tid)>,
     /// Stack and TLS of a thread that just exited, freed by the next one
     /// to run (the exiting thread is still on that stack when it leaves).
-    exited: Option<(mm::Stack, mm::TlsBlock)>,
+    exited: (Option<mm::Stack>, Option<mm::TlsBlock>),
     /// Where a finished thread's last stack pointer goes when its core
     /// leaves it (its record may be gone by then).
     scratch_rsp: u64,
@@ -155,7 +159,7 @@ impl Core {
             ready: VecDeque::new(),
             current,
             timers: BTreeSet::new(),
-            exited: None,
+            exited: (None, None),
             scratch_rsp: 0,
         }
     }
@@ -183,7 +187,7 @@ static SCHED: Lock<Option<Scheduler>> = Lock::new(None);
 fn lock() -> LockGuard<'static, Option<Scheduler>> {
     let mut guard = SCHED.lock();
     if guard.is_none() {
-        let cores = boot::info().map_or(1, |info| info.cpu_count.max(1)) as usize;
+        let cores = bootinfo::cpu_count();
         let mut threads = BTreeMap::new();
         threads.insert(MAIN_TID, Thread::new(0, State::Running));
         *guard = Some(Scheduler {
@@ -205,10 +209,9 @@ fn lock() -> LockGuard<'static, Option<Scheduler>> {
 pub(crate) fn stack_owner(addr: u64) -> Option<Tid> {
     let guard = SCHED.try_lock()?;
     let s = guard.as_ref()?;
-    s.threads.iter().find_map(|(&tid, thread)| {
-        let (stack, _) = thread.memory.as_ref()?;
-        stack.contains(addr).then_some(tid)
-    })
+    s.threads
+        .iter()
+        .find_map(|(&tid, thread)| thread.stack.as_ref()?.contains(addr).then_some(tid))
 }
 
 /// The scheduler behind a guard from [`lock`].
@@ -276,6 +279,22 @@ impl Scheduler {
         }
     }
 
+    /// Wake up to `count` waiters of the futex `word` (all for a negative
+    /// count); the number woken.
+    fn wake_futex(&mut self, word: &AtomicU32, count: i32) -> i32 {
+        let addr = word as *const AtomicU32 as u64;
+        let limit = usize::try_from(count).unwrap_or(usize::MAX);
+        let mut woken = 0;
+        while woken < limit {
+            let Some(tid) = self.futexes.get(&addr).and_then(|q| q.front().copied()) else {
+                break;
+            };
+            self.wake(tid, false);
+            woken += 1;
+        }
+        i32::try_from(woken).unwrap_or(i32::MAX)
+    }
+
     /// Wake every thread of this core whose timer has expired.
     fn fire_timers(&mut self, now_ns: u64) {
         let core = here();
@@ -329,6 +348,33 @@ impl Scheduler {
     }
 }
 
+/// A device whose interrupts an idle CPU can save by watching it (the
+/// network card, see `net`), registered by the module that drives it: the
+/// scheduler knows nothing of devices.
+pub(crate) trait DeviceWatch: Sync {
+    /// The CPU that takes the device's interrupts and watches it.
+    fn cpu(&self) -> usize;
+    /// Start watching, with the device's interrupts off: whether there is
+    /// anything to watch (if so, [`DeviceWatch::end`] follows).
+    fn begin(&self) -> bool;
+    /// Whether the device has work waiting for its thread.
+    fn has_work(&self) -> bool;
+    /// Stop watching, interrupts back on: whether work came meanwhile
+    /// (then no interrupt may come for it).
+    fn end(&self) -> bool;
+    /// The device interrupted, or [`DeviceWatch::end`] found work; called
+    /// with no scheduler lock held.
+    fn interrupt(&self);
+}
+
+static DEVICE: spin::Once<&'static dyn DeviceWatch> = spin::Once::new();
+
+/// Let the idle loop watch `device` and hand it its interrupts (the first
+/// registration wins; there is one device).
+pub(crate) fn register_device(device: &'static dyn DeviceWatch) {
+    DEVICE.call_once(|| device);
+}
+
 /// Tell core `core` that it has a new ready thread: set its `wake` word,
 /// and interrupt it unless it is spinning on that word.
 fn kick(core: usize) {
@@ -346,9 +392,10 @@ fn kick(core: usize) {
 fn idle(deadline_ns: Option<u64>) {
     let this = cpu::this();
     let deadline = deadline_ns.unwrap_or(u64::MAX);
-    // The card's CPU watches its receive ring while it spins, with the
-    // card's interrupts off, and spins longer (as Linux's haltpoll does).
-    let is_watching = here() == net::CARD_CPU && net::watch_begin();
+    // The device's CPU watches it while it spins, with the device's
+    // interrupts off, and spins longer (as Linux's haltpoll does).
+    let device = DEVICE.get().copied().filter(|d| d.cpu() == here());
+    let is_watching = device.is_some_and(|d| d.begin());
     let spin_ns = if is_watching {
         WATCH_SPIN_NS
     } else {
@@ -358,13 +405,13 @@ fn idle(deadline_ns: Option<u64>) {
     this.set_mode(Mode::Spinning);
     let mut is_woken = false;
     while !is_woken && time::monotonic_ns() < spin_until {
-        is_woken =
-            this.wake.load(Ordering::SeqCst) != 0 || (is_watching && net::watch_has_frames());
+        is_woken = this.wake.load(Ordering::SeqCst) != 0
+            || (is_watching && device.is_some_and(|d| d.has_work()));
         arch::pause();
     }
-    // The card's interrupts go back on; frames that came while they were
-    // off may never raise one, so they wake the network thread now.
-    if is_watching && net::watch_end() {
+    // The device's interrupts go back on; work that came while they were
+    // off may never raise one, so it is delivered now.
+    if is_watching && device.is_some_and(|d| d.end()) {
         IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
         is_woken = true;
     }
@@ -389,7 +436,7 @@ fn idle(deadline_ns: Option<u64>) {
     this.set_mode(Mode::Busy);
 }
 
-/// A device interrupt arrived and the network has not been told yet.
+/// A device interrupt arrived and its driver has not been told yet.
 static IS_DEVICE_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Acknowledge interrupt `vector` (taken by this core's upcall or its
@@ -409,11 +456,13 @@ fn acknowledge(vector: u8) {
     arch::eoi();
 }
 
-/// Hand a pending device interrupt to the network (which wakes its
-/// thread). Called with no scheduler lock held.
+/// Hand a pending device interrupt to the device's driver (which wakes
+/// its thread). Called with no scheduler lock held.
 fn deliver_device_interrupt() {
-    if IS_DEVICE_PENDING.swap(false, Ordering::SeqCst) {
-        net::interrupt();
+    if IS_DEVICE_PENDING.swap(false, Ordering::SeqCst)
+        && let Some(device) = DEVICE.get()
+    {
+        device.interrupt();
     }
 }
 
@@ -488,7 +537,7 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
 
 /// Free the stack of a thread that exited just before we ran.
 fn free_exited() {
-    let exited = sched(&mut lock()).core(here()).exited.take();
+    let exited = core::mem::take(&mut sched(&mut lock()).core(here()).exited);
     drop(exited);
 }
 
@@ -561,19 +610,7 @@ fn wait(
 /// Wake up to `count` waiters of the futex `word` (all for a negative
 /// count); the number woken.
 pub(crate) fn futex_wake(word: &AtomicU32, count: i32) -> i32 {
-    let addr = word as *const AtomicU32 as u64;
-    let mut guard = lock();
-    let s = sched(&mut guard);
-    let limit = usize::try_from(count).unwrap_or(usize::MAX);
-    let mut woken = 0;
-    while woken < limit {
-        let Some(tid) = s.futexes.get(&addr).and_then(|q| q.front().copied()) else {
-            break;
-        };
-        s.wake(tid, false);
-        woken += 1;
-    }
-    i32::try_from(woken).unwrap_or(i32::MAX)
+    sched(&mut lock()).wake_futex(word, count)
 }
 
 /// Sleep for at least `duration_ns`, letting other threads run.
@@ -650,28 +687,45 @@ pub(crate) fn wakeup(tid: Tid) {
     }
 }
 
-/// Start a thread running `entry(arg)` with a stack of at least
-/// `stack_bytes`, on core `core` if there is one (round robin otherwise);
-/// its id, or `ENOMEM`.
-pub(crate) fn spawn(
-    entry: extern "C" fn(usize),
-    arg: usize,
-    stack_bytes: usize,
-    core: Option<usize>,
-) -> Result<Tid, Errno> {
-    let template = boot::info().map(|info| info.tls).unwrap_or_default();
-    let tls = mm::create_tls(&template).ok_or(errno::ENOMEM)?;
-    let stack =
-        mm::Stack::new(stack_bytes.max(MIN_STACK_BYTES), mm::NO_THREAD).ok_or(errno::ENOMEM)?;
-    // SAFETY: the top of a fresh, 16-byte aligned stack of at least 64 KiB
-    // that only this thread will use.
-    let rsp = unsafe { arch::new_thread_stack(stack.top(), entry as usize as u64, arg as u64) };
+/// What a new thread starts with.
+pub(crate) struct ThreadStart {
+    /// It runs `entry(arg)`, then exits.
+    pub(crate) entry: extern "C" fn(usize),
+    pub(crate) arg: usize,
+    /// The top of its stack, 16-byte aligned, with room for the first
+    /// frame: the kernel's own [`mm::Stack`] (in `stack`), or one the
+    /// caller brought.
+    pub(crate) stack_top: u64,
+    /// Its FS base (thread pointer).
+    pub(crate) fs_base: u64,
+    /// Memory the thread owns, freed when it exits.
+    pub(crate) stack: Option<mm::Stack>,
+    pub(crate) tls: Option<mm::TlsBlock>,
+    /// A word to set to 0 and futex-wake when it exits (Linux's
+    /// `CLONE_CHILD_CLEARTID`); skipped if it is no longer writable then.
+    pub(crate) clear_on_exit: Option<&'static AtomicU32>,
+    /// The core to run on (round robin when `None` or out of range).
+    pub(crate) core: Option<usize>,
+}
+
+/// Start a thread as `start` says: its id, or `EAGAIN` when ids ran out.
+pub(crate) fn spawn(start: ThreadStart) -> Result<Tid, Errno> {
+    // SAFETY: `stack_top` is the 16-byte aligned top of a stack that only
+    // this thread will use, with room for the first frame (the caller's
+    // contract, documented on `ThreadStart`).
+    let rsp = unsafe {
+        arch::new_thread_stack(
+            start.stack_top,
+            start.entry as usize as u64,
+            start.arg as u64,
+        )
+    };
     let mut guard = lock();
     let s = sched(&mut guard);
     let tid = s.next_tid;
     s.next_tid = tid.checked_add(1).ok_or(errno::EAGAIN)?;
     let cores = s.cores.len();
-    let core = match core {
+    let core = match start.core {
         Some(core) if core < cores => core,
         _ => {
             let core = s.next_core;
@@ -681,11 +735,33 @@ pub(crate) fn spawn(
     };
     let mut thread = Thread::new(core, State::Blocked);
     thread.saved_rsp = rsp;
-    thread.fs_base = tls.thread_pointer;
-    thread.memory = Some((stack, tls));
+    thread.fs_base = start.fs_base;
+    thread.stack = start.stack;
+    thread.tls = start.tls;
+    thread.clear_on_exit = start.clear_on_exit;
     s.threads.insert(tid, thread);
     s.wake(tid, false);
     Ok(tid)
+}
+
+/// Start a kernel thread running `entry(0)` on `core`, on a stack of
+/// `stack_bytes` of its own and with no TLS (the kernel uses none).
+pub(crate) fn spawn_kernel_thread(
+    entry: extern "C" fn(usize),
+    stack_bytes: usize,
+    core: usize,
+) -> Result<Tid, Errno> {
+    let stack = mm::Stack::new(stack_bytes, mm::NO_THREAD).ok_or(errno::ENOMEM)?;
+    spawn(ThreadStart {
+        entry,
+        arg: 0,
+        stack_top: stack.top(),
+        fs_base: 0,
+        stack: Some(stack),
+        tls: None,
+        clear_on_exit: None,
+        core: Some(core),
+    })
 }
 
 /// Run an application processor's scheduler (called once by each, on
@@ -726,18 +802,26 @@ pub(crate) extern "C" fn thread_start(entry: extern "C" fn(usize), arg: usize) -
     exit_current()
 }
 
-/// End the current (spawned) thread: wake its joiner and never return.
-fn exit_current() -> ! {
+/// End the current (spawned) thread: clear its exit word, wake its joiner
+/// and never return.
+pub(crate) fn exit_current() -> ! {
     let mut guard = lock();
     let s = sched(&mut guard);
     let tid = s.current();
     let thread = s.thread(tid);
     thread.state = State::Finished;
-    let memory = thread.memory.take();
+    let memory = (thread.stack.take(), thread.tls.take());
     let joiner = thread.joiner.take();
+    let clear = thread.clear_on_exit.take();
     s.core(here()).exited = memory;
     if let Some(joiner) = joiner {
         s.wake(joiner, false);
+    }
+    if let Some(word) = clear
+        && mm::is_accessible(word.as_ptr() as u64, 4, mm::UserAccess::Write)
+    {
+        word.store(0, Ordering::SeqCst);
+        s.wake_futex(word, 1);
     }
     switch_away(guard);
     unreachable!("a finished thread was switched back to")

@@ -237,3 +237,45 @@ fn bad_mounts_are_clear_errors() {
 fn the_same_program_prints_the_same_transcript_as_on_linux_tmpfs() {
     eremite_tests::assert_fsdiff_matches_linux(&[]);
 }
+
+#[test]
+fn strace_on_the_command_line_logs_each_call_with_its_result() {
+    // fsdiff's first steps: write "hello" to /fsdiff/a, then read it back.
+    let run = boot(
+        "fsdiff",
+        &["--cmdline", "strace=open,read,write,close"],
+        &["/tmp"],
+    );
+    run.expect_code(0);
+    let traced: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| {
+            ["open(", "read(", "write(", "close("]
+                .iter()
+                .any(|c| l.starts_with(c))
+        })
+        .collect();
+    // open(path, O_CREAT|O_TRUNC|O_WRONLY = 0o1101, 0o777) = 3
+    assert!(
+        traced
+            .iter()
+            .any(|l| l.starts_with("open(0x") && l.ends_with(", 577, 511) = 3")),
+        "{run}"
+    );
+    assert!(traced.contains(&"close(3) = 0"), "{run}");
+    assert!(
+        traced
+            .iter()
+            .any(|l| l.starts_with("read(3, 0x") && l.ends_with(", 5) = 5")),
+        "{run}"
+    );
+    // Opening a missing file: the errno by name.
+    assert!(traced.iter().any(|l| l.ends_with("= -2 (ENOENT)")), "{run}");
+    // Only the calls named: no allocator calls.
+    assert!(!run.stderr.contains("malloc("), "{run}");
+    // Without the parameter, nothing is traced.
+    let quiet = boot("fsdiff", &[], &["/tmp"]);
+    quiet.expect_code(0);
+    assert!(!quiet.stderr.contains("open("), "{quiet}");
+}

@@ -1,61 +1,80 @@
-//! hermit-abi: the `sys_*` functions Rust's std calls on
-//! `target_os = "hermit"` (hermit-abi 0.5, as pinned by the toolchain's
-//! std), exported with C linkage and unmangled names.
+//! The application binary interfaces: thin layers that turn an ABI's raw
+//! integers and pointers into the core's types, call the ABI-neutral core
+//! (`fd`, `fs`, `net`, `mm`, `sched`, `time`, `process`) and turn its
+//! `Result<_, Errno>` back into the ABI's return form. No logic lives here.
 //!
-//! Each function only turns raw pointers into checked references through
-//! [`user`] (the one place with pointer `unsafe`), calls the core (`fs`,
-//! `mm`, `time`, `sched`, `console`) and maps `Result<_, Errno>` to the ABI's
-//! negative-errno form with [`ret`]. Functions not implemented yet return
-//! `-ENOSYS` from [`unsupported`]. `#[unsafe(no_mangle)]` is why this
-//! module allows `unsafe_code`; pointer `unsafe` lives in `user.rs`, and
-//! in `mem.rs` where the ABI hands the allocator a pointer it gave out.
-#![allow(unsafe_code)]
+//! - [`hermit`]: hermit-abi, the `sys_*` functions Rust's std calls on
+//!   `target_os = "hermit"`.
+//!
+//! Shared by every ABI: [`user`], the checked access to memory the
+//! application names (the one module here with pointer `unsafe`), and
+//! [`exported!`], which every exported function is defined with: it gives
+//! the function its unmangled C symbol without allowing `unsafe` in its
+//! body, and passes every call through [`trace`] (`strace` on the kernel
+//! command line logs `name(args) = result`, as strace does).
 
-mod entropy;
-mod fs;
-mod io;
-mod mem;
-mod net;
-mod process;
-mod sync;
-mod thread;
-mod time;
-mod unsupported;
+pub(crate) mod hermit;
+pub(crate) mod trace;
 mod user;
 
-use eremite_interface::errno::Errno;
-
-/// Map a result to the ABI's return form: the value, or `-errno`.
-trait AbiReturn {
-    type Raw;
-    fn ret(self) -> Self::Raw;
-}
-
-/// A failure also sets the thread's `errno` (`sys_get_errno`): std reads
-/// the negative return, code written for libc (mio) reads `errno`.
-fn failed(e: Errno) -> i32 {
-    crate::sched::set_errno(e.0);
-    e.negated()
-}
-
-impl AbiReturn for Result<i32, Errno> {
-    type Raw = i32;
-    fn ret(self) -> i32 {
-        self.unwrap_or_else(failed)
-    }
-}
-
-impl AbiReturn for Result<usize, Errno> {
-    type Raw = isize;
-    fn ret(self) -> isize {
-        match self {
-            Ok(n) => isize::try_from(n).unwrap_or(isize::MAX),
-            Err(e) => failed(e) as isize,
+/// Define functions exported with C linkage under their own names.
+///
+/// Exporting an unmangled symbol counts as `unsafe_code`, which the kernel
+/// denies; the allowance covers only the attribute: the body is a nested
+/// function that denies `unsafe_code` again. Forms:
+/// - `fn name(args) -> T { body }` and `fn name(args) { body }`: traced
+///   with their result after the call;
+/// - `fn name(args) -> ! { body }`: traced before the call, which ends
+///   the program;
+/// - `unsafe fn name(args) { body }`: a function whose contract is unsafe
+///   (the allocator's `free`): its body forwards that contract and may use
+///   `unsafe`, with a SAFETY comment.
+macro_rules! exported {
+    () => {};
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> ! $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        #[allow(unsafe_code, reason = "an unmangled symbol; the body denies unsafe code")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($($arg: $ty),*) -> ! {
+            #[deny(unsafe_code)]
+            #[inline(always)]
+            fn body($($arg: $ty),*) -> ! $body
+            $crate::abi::trace::before(
+                stringify!($name),
+                &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
+            );
+            body($($arg),*)
         }
-    }
+        $crate::abi::exported! { $($rest)* }
+    };
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        #[allow(unsafe_code, reason = "an unmangled symbol; the body denies unsafe code")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[deny(unsafe_code)]
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            $crate::abi::trace::call(
+                stringify!($name),
+                &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
+                || body($($arg),*),
+            )
+        }
+        $crate::abi::exported! { $($rest)* }
+    };
+    ($(#[$meta:meta])* unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        #[allow(unsafe_code, reason = "an unsafe contract, forwarded by the body")]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+            $crate::abi::trace::call(
+                stringify!($name),
+                &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
+                || $body,
+            )
+        }
+        $crate::abi::exported! { $($rest)* }
+    };
 }
-
-/// `result.ret()` as a function, for brevity at call sites.
-fn ret<R: AbiReturn>(result: R) -> R::Raw {
-    result.ret()
-}
+pub(crate) use exported;

@@ -4,6 +4,10 @@
 //! here: null, misaligned, outside guest RAM, or wrapping around the
 //! address space → `EFAULT`, never a kernel fault. (Application and kernel
 //! share one address space, so a checked range is a valid one.)
+//!
+//! The one module of `abi` where `unsafe_code` is allowed: turning a
+//! checked pointer into a reference or a slice.
+#![allow(unsafe_code)]
 
 use core::mem::{align_of, size_of};
 

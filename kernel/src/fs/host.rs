@@ -4,10 +4,10 @@
 //! read-only mount; buffers are passed by address and checked there too.
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::fs::FileStat;
-use eremite_interface::hypercall::{HostFs, HostFsOp, Port};
+use eremite_interface::fs::{FileStat, OpenFlags};
+use eremite_interface::hypercall::{HostFs, HostFsOp};
 
-use crate::arch;
+use crate::hypervisor;
 
 /// One request with the fields every call sets.
 fn request(op: HostFsOp, mount: u32) -> HostFs {
@@ -25,7 +25,7 @@ fn with_path(mut request: HostFs, path: &[u8]) -> HostFs {
 }
 
 fn call(mut request: HostFs) -> Result<u64, Errno> {
-    arch::hypercall(Port::HostFs, &mut request);
+    hypervisor::host_fs(&mut request);
     if request.result < 0 {
         Err(Errno(
             i32::try_from(-request.result).unwrap_or(errno::EIO.0),
@@ -36,9 +36,9 @@ fn call(mut request: HostFs) -> Result<u64, Errno> {
 }
 
 /// Open `path`; the VMM's handle.
-pub(crate) fn open(mount: u32, path: &[u8], flags: u32, mode: u32) -> Result<u64, Errno> {
+pub(crate) fn open(mount: u32, path: &[u8], flags: OpenFlags, mode: u32) -> Result<u64, Errno> {
     let mut r = with_path(request(HostFsOp::Open, mount), path);
-    r.flags = flags;
+    r.flags = flags.bits();
     r.mode = mode;
     call(r)
 }

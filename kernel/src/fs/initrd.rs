@@ -7,7 +7,7 @@
 use alloc::vec::Vec;
 
 use eremite_cpio::EntryKind;
-use eremite_interface::fs::{O_CREAT, O_TRUNC, O_WRONLY};
+use eremite_interface::fs::OpenFlags;
 use eremite_vfs::{Kind, Location, ROOT, RamFs};
 
 use crate::console::klog;
@@ -72,7 +72,12 @@ fn write_file(
     let mut path = Vec::with_capacity(name.len() + 1);
     path.push(b'/');
     path.extend_from_slice(name);
-    match fs.open(&path, O_CREAT | O_WRONLY | O_TRUNC, 0o600, now)? {
+    match fs.open(
+        &path,
+        OpenFlags::CREAT | OpenFlags::WRONLY | OpenFlags::TRUNC,
+        0o600,
+        now,
+    )? {
         Location::Ram(ino) => {
             let written = fs.write(ino, 0, data, now);
             fs.close(ino)?;

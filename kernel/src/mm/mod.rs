@@ -31,6 +31,7 @@ use eremite_mm::PageRange;
 
 use crate::arch;
 
+pub(crate) use eremite_mm::Prot;
 pub(crate) use heap::{alloc, alloc_zeroed, dealloc, has_room, realloc};
 pub(crate) use space::{
     FaultExplanation, NO_THREAD, Stack, explain_fault, map_anonymous, protect, unmap,

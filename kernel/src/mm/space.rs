@@ -56,10 +56,8 @@ fn rights_of(prot: Prot) -> PageRights {
 }
 
 /// `mmap(2)` of anonymous memory: `len_bytes` (rounded up to pages) of
-/// zeroed memory with protection `prot_bits` (PROT_READ 1, PROT_WRITE 2,
-/// PROT_EXEC 4). `EACCES` for write and execute together (W^X).
-pub(crate) fn map_anonymous(len_bytes: usize, prot_bits: u32) -> Result<u64, Errno> {
-    let prot = Prot::from_bits(prot_bits)?;
+/// zeroed memory with protection `prot`.
+pub(crate) fn map_anonymous(len_bytes: usize, prot: Prot) -> Result<u64, Errno> {
     if len_bytes == 0 {
         return Err(errno::EINVAL);
     }
@@ -117,8 +115,7 @@ pub(crate) fn unmap(addr: u64, len_bytes: usize) -> Result<(), Errno> {
 }
 
 /// `mprotect(2)` of the application's mappings.
-pub(crate) fn protect(addr: u64, len_bytes: usize, prot_bits: u32) -> Result<(), Errno> {
-    let prot = Prot::from_bits(prot_bits)?;
+pub(crate) fn protect(addr: u64, len_bytes: usize, prot: Prot) -> Result<(), Errno> {
     let mut guard = SPACE.lock();
     let space = guard.as_mut().ok_or(errno::ENOMEM)?;
     // Make room for the page-table splits first, so that the map and the

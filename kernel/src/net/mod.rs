@@ -25,7 +25,6 @@
 //! `abi` layer converts hermit-abi's structs, and file descriptors (with
 //! `O_NONBLOCK`) live in `fs`.
 
-mod eventfd;
 mod nic;
 
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -37,10 +36,10 @@ pub(crate) use eremite_net::{Protocol, Shutdown, SocketOption, SocketOptions};
 use eremite_net::{SocketId, Stack, StackConfig};
 
 use crate::console::klog;
+use crate::events::{self, Blocking};
 use crate::sync::Lock;
 use crate::{sched, time};
 
-pub(crate) use eventfd::EventFd;
 use nic::Nic;
 
 /// The stack and its card, made by the first socket call.
@@ -52,17 +51,12 @@ struct Net {
 static NET: Lock<Option<Net>> = Lock::new(None);
 /// Set once the network thread runs.
 static IS_THREAD_STARTED: AtomicBool = AtomicBool::new(false);
-/// Bumped whenever sockets may have changed (see the module docs).
-static CHANGES: AtomicU32 = AtomicU32::new(0);
 /// Bumped to wake the network thread: a card interrupt, or a socket call
 /// that needs the stack polled sooner than the thread planned.
 static KICKS: AtomicU32 = AtomicU32::new(0);
 /// When the network thread polls next (monotonic ns; `u64::MAX`: only
 /// when kicked).
 static NEXT_POLL_NS: AtomicU64 = AtomicU64::new(u64::MAX);
-/// Whether a card is present: then waits may end by an interrupt, and
-/// are never a deadlock.
-static HAS_CARD: AtomicBool = AtomicBool::new(false);
 
 /// Stack for the network thread.
 const THREAD_STACK_BYTES: usize = 64 << 10;
@@ -110,7 +104,10 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
         let stack = Stack::new(config, &mut nic, now()).inspect_err(|e| {
             klog!("net: cannot start the stack: errno {}", e.0);
         })?;
-        HAS_CARD.store(nic.is_card(), Ordering::SeqCst);
+        if nic.is_card() {
+            events::set_device_present();
+            sched::register_device(&CardWatch);
+        }
         *guard = Some(Net { stack, nic });
     }
     let Some(net) = guard.as_mut() else {
@@ -127,7 +124,7 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
         has_more || deadline_ns(net.stack.poll_delay(now)) < NEXT_POLL_NS.load(Ordering::SeqCst);
     drop(guard);
     if is_changed {
-        changed();
+        events::changed();
     }
     start_thread();
     if needs_thread {
@@ -154,60 +151,59 @@ fn deadline_ns(delay: Option<eremite_net::Duration>) -> u64 {
     })
 }
 
-/// Tell every thread blocked on a socket to look again.
-fn changed() {
-    CHANGES.fetch_add(1, Ordering::SeqCst);
-    sched::futex_wake(&CHANGES, -1);
-}
-
 /// Wake the network thread.
 fn kick() {
     KICKS.fetch_add(1, Ordering::SeqCst);
     sched::futex_wake(&KICKS, 1);
 }
 
-/// The card interrupted (called by the scheduler with no lock held).
-pub(crate) fn interrupt() {
-    if IS_THREAD_STARTED.load(Ordering::SeqCst) {
-        kick();
-    }
-}
-
 /// The CPU that takes the card's interrupts and runs the network thread.
-pub(crate) const CARD_CPU: usize = 0;
+const CARD_CPU: usize = 0;
 
-/// Start watching the card from [`CARD_CPU`]'s idle loop: its receive
-/// interrupts go off, so a frame that arrives while the CPU spins costs
-/// no interrupt (on PVM an injection and an emulated CPL0 entry, tens of
-/// µs). Whether there is a card to watch; if so, [`watch_end`] must
-/// follow.
-pub(crate) fn watch_begin() -> bool {
-    if !HAS_CARD.load(Ordering::Relaxed) || !IS_THREAD_STARTED.load(Ordering::Relaxed) {
-        return false;
+/// The card as the idle loop of [`CARD_CPU`] sees it (registered with the
+/// scheduler when the stack finds a card): while that CPU spins idle it
+/// watches the receive ring with the card's receive interrupts off, so a
+/// frame that arrives meanwhile costs no interrupt (on PVM an injection
+/// and an emulated CPL0 entry, tens of µs).
+struct CardWatch;
+
+impl sched::DeviceWatch for CardWatch {
+    fn cpu(&self) -> usize {
+        CARD_CPU
     }
-    let Some(mut guard) = NET.try_lock() else {
-        return false; // its holder polls, and asks for interrupts after
-    };
-    guard.as_mut().is_some_and(|net| {
-        net.nic.disable_receive_interrupts();
-        true
-    })
-}
 
-/// Whether received frames wait for the network thread (`false` while
-/// another CPU holds the stack: it polls them itself).
-pub(crate) fn watch_has_frames() -> bool {
-    NET.try_lock()
-        .is_some_and(|guard| guard.as_ref().is_some_and(|net| net.nic.has_frames()))
-}
+    fn begin(&self) -> bool {
+        if !IS_THREAD_STARTED.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(mut guard) = NET.try_lock() else {
+            return false; // its holder polls, and asks for interrupts after
+        };
+        guard.as_mut().is_some_and(|net| {
+            net.nic.disable_receive_interrupts();
+            true
+        })
+    }
 
-/// Stop watching: receive interrupts back on. Whether frames came
-/// meanwhile (then no interrupt may come for them: wake the network
-/// thread).
-pub(crate) fn watch_end() -> bool {
-    NET.lock()
-        .as_mut()
-        .is_some_and(|net| net.nic.enable_interrupts())
+    /// Whether received frames wait for the network thread (`false` while
+    /// another CPU holds the stack: it polls them itself).
+    fn has_work(&self) -> bool {
+        NET.try_lock()
+            .is_some_and(|guard| guard.as_ref().is_some_and(|net| net.nic.has_frames()))
+    }
+
+    fn end(&self) -> bool {
+        NET.lock()
+            .as_mut()
+            .is_some_and(|net| net.nic.enable_interrupts())
+    }
+
+    /// Wake the network thread.
+    fn interrupt(&self) {
+        if IS_THREAD_STARTED.load(Ordering::SeqCst) {
+            kick();
+        }
+    }
 }
 
 fn start_thread() {
@@ -215,7 +211,7 @@ fn start_thread() {
         return;
     }
     // Core 0 takes the card's interrupts, so waking it costs no IPI.
-    if let Err(e) = sched::spawn(run, 0, THREAD_STACK_BYTES, Some(CARD_CPU)) {
+    if let Err(e) = sched::spawn_kernel_thread(run, THREAD_STACK_BYTES, CARD_CPU) {
         klog!("net: cannot start the network thread: errno {}", e.0);
         IS_THREAD_STARTED.store(false, Ordering::SeqCst);
     }
@@ -244,13 +240,13 @@ extern "C" fn run(_: usize) {
         NEXT_POLL_NS.store(deadline_ns(delay), Ordering::SeqCst);
         drop(guard);
         if is_changed {
-            changed();
+            events::changed();
         }
         if timeout_ns == Some(0) {
             continue;
         }
         // Ends at the timeout, a kick, or at once if kicked since the look.
-        let _ = wait(&KICKS, kicks, timeout_ns);
+        let _ = events::wait_word(&KICKS, kicks, timeout_ns);
     }
 }
 
@@ -274,7 +270,7 @@ pub(crate) fn finish() {
     };
     let deadline = time::monotonic_ns().saturating_add(FINISH_NS);
     // Wakes at every change (packets from the peer), or at the deadline.
-    let _ = wait_until(Some(deadline), || match has_orphans() {
+    let _ = events::wait_until(Some(deadline), || match has_orphans() {
         Some(()) => {
             kick();
             None
@@ -283,62 +279,20 @@ pub(crate) fn finish() {
     });
 }
 
-/// Wait while `*word == seen`, up to `timeout_ns`.
-fn wait(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) -> Result<(), Errno> {
-    if HAS_CARD.load(Ordering::SeqCst) {
-        sched::device_wait(word, seen, timeout_ns)
-    } else {
-        sched::futex_wait(word, seen, timeout_ns)
-    }
-}
-
-/// How a call waits when it cannot go on at once.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Blocking {
-    /// `O_NONBLOCK`: fail with `EAGAIN` (or `EINPROGRESS`).
-    Never,
-    /// Wait, up to a timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO`) if any, then
-    /// fail with `EAGAIN`.
-    For(Option<u64>),
-}
-
 /// Call `op` until it does not fail with `EAGAIN`, waiting for a change
 /// in between as `blocking` says.
 fn blocking<T>(
     blocking: Blocking,
     mut op: impl FnMut(&mut Stack) -> Result<T, Errno>,
 ) -> Result<T, Errno> {
-    let deadline = match blocking {
-        Blocking::Never => return with_stack(op),
-        Blocking::For(timeout) => timeout.map(|ns| time::monotonic_ns().saturating_add(ns)),
-    };
-    wait_until(deadline, || match with_stack(&mut op) {
+    if blocking == Blocking::Never {
+        return with_stack(op);
+    }
+    events::wait_until(blocking.deadline_ns(), || match with_stack(&mut op) {
         Err(e) if e == errno::EAGAIN => None,
         done => Some(done),
     })
     .unwrap_or(Err(errno::EAGAIN))
-}
-
-/// Look with `look` until it has an answer or `deadline_ns` passes
-/// (`None` then), waiting for a change of the sockets in between.
-pub(crate) fn wait_until<T>(
-    deadline_ns: Option<u64>,
-    mut look: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    loop {
-        let seen = CHANGES.load(Ordering::SeqCst);
-        if let Some(answer) = look() {
-            return Some(answer);
-        }
-        let timeout_ns = match deadline_ns {
-            Some(deadline) => match deadline.checked_sub(time::monotonic_ns()) {
-                Some(left) if left > 0 => Some(left),
-                _ => return None,
-            },
-            None => None,
-        };
-        let _ = wait(&CHANGES, seen, timeout_ns);
-    }
 }
 
 /// A socket: its id in the stack and its timeouts. Closed when dropped
@@ -560,43 +514,22 @@ pub(crate) fn socket_counts() -> (usize, usize) {
     })
 }
 
-/// Something `poll(2)` watches.
-#[derive(Clone, Copy)]
-pub(crate) enum Pollable<'a> {
-    Socket(&'a Socket),
-    EventFd(&'a EventFd),
-    /// A file or stream: always ready.
-    Other,
-}
-
-/// What `poll(2)` reports for each of `items` now (with one poll of the
-/// stack).
-pub(crate) fn readiness(items: &[Pollable<'_>]) -> alloc::vec::Vec<Readiness> {
-    let has_socket = items.iter().any(|i| matches!(i, Pollable::Socket(_)));
-    let look = |stack: Option<&mut Stack>| {
-        let mut stack = stack;
-        items
-            .iter()
-            .map(|item| match item {
-                Pollable::Socket(socket) => match stack.as_deref_mut() {
-                    Some(stack) => stack.readiness(socket.id).unwrap_or(Readiness {
-                        has_error: true,
-                        ..Readiness::default()
-                    }),
-                    None => Readiness::default(),
-                },
-                Pollable::EventFd(eventfd) => eventfd.readiness(),
-                Pollable::Other => Readiness {
-                    is_readable: true,
-                    is_writable: true,
-                    ..Readiness::default()
-                },
-            })
-            .collect()
-    };
-    if has_socket {
-        with_stack(|stack| Ok(look(Some(stack)))).unwrap_or_default()
-    } else {
-        look(None)
+/// What each of `sockets` would report to `poll(2)` now (with one poll
+/// of the stack).
+pub(crate) fn readiness(sockets: &[&Socket]) -> alloc::vec::Vec<Readiness> {
+    if sockets.is_empty() {
+        return alloc::vec::Vec::new();
     }
+    with_stack(|stack| {
+        Ok(sockets
+            .iter()
+            .map(|socket| {
+                stack.readiness(socket.id).unwrap_or(Readiness {
+                    has_error: true,
+                    ..Readiness::default()
+                })
+            })
+            .collect())
+    })
+    .unwrap_or_default()
 }

@@ -14,7 +14,7 @@ use eremite_interface::cmdline::{self, Param};
 use eremite_interface::layout::DEVICE_VECTOR;
 use eremite_net::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 
-use crate::boot;
+use crate::bootinfo;
 use crate::console::klog;
 use crate::drivers::virtio::{self, VirtioNet};
 
@@ -30,9 +30,9 @@ pub(super) struct Settings {
 /// Our parameters on the command line; malformed ones are logged and
 /// skipped.
 fn params() -> impl Iterator<Item = Param> {
-    let tokens = boot::info()
+    let tokens = bootinfo::info()
         .into_iter()
-        .flat_map(|info| boot::strings(&info.cmdline));
+        .flat_map(|info| bootinfo::strings(&info.cmdline));
     tokens.filter_map(
         |token| match cmdline::parse_param(core::str::from_utf8(token).ok()?)? {
             Ok(param) => Some(param),

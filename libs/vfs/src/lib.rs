@@ -37,8 +37,7 @@ use core::ops::Bound;
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::{
-    DT_DIR, DT_LNK, DT_REG, FileStat, NAME_MAX, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL,
-    O_NOFOLLOW, O_RDONLY, O_TRUNC, S_IFDIR, S_IFLNK, S_IFREG, S_IPERM,
+    DT_DIR, DT_LNK, DT_REG, FileStat, NAME_MAX, OpenFlags, S_IFDIR, S_IFLNK, S_IFREG, S_IPERM,
 };
 
 use data::FileData;
@@ -356,23 +355,21 @@ impl RamFs {
         Ok((location, out))
     }
 
-    /// Open (and with `O_CREAT`, create) the file at `path`; `flags` are
-    /// `O_*` from [`eremite_interface::fs`]. On [`Location::Ram`] the inode
+    /// Open (and with `O_CREAT`, create) the file at `path`. On [`Location::Ram`] the inode
     /// counts one more open description: pair it with [`RamFs::close`].
     /// On [`Location::Mount`] nothing was done: the caller opens it there.
     pub fn open(
         &mut self,
         path: &[u8],
-        flags: u32,
+        flags: OpenFlags,
         mode: u32,
         now_ns: i64,
     ) -> Result<Location, Errno> {
-        let access = flags & O_ACCMODE;
-        if access == O_ACCMODE {
+        if !flags.has_valid_access() {
             return Err(errno::EINVAL);
         }
-        let is_writable = access != O_RDONLY;
-        let ino = if flags & O_CREAT != 0 {
+        let is_writable = flags.is_writable();
+        let ino = if flags.contains(OpenFlags::CREAT) {
             match self.open_or_create(path, flags, mode, now_ns)? {
                 (Location::Ram(ino), true) => {
                     self.inode_mut(ino)?.open_count += 1;
@@ -382,7 +379,7 @@ impl RamFs {
                 (mount, _) => return Ok(mount),
             }
         } else {
-            match self.resolve(path, flags & O_NOFOLLOW == 0)? {
+            match self.resolve(path, !flags.contains(OpenFlags::NOFOLLOW))? {
                 Location::Ram(ino) => ino,
                 mount => return Ok(mount),
             }
@@ -391,9 +388,13 @@ impl RamFs {
         match (&mut inode.node, is_writable) {
             (Node::Symlink(_), _) => return Err(errno::ELOOP),
             (Node::Dir(_), true) => return Err(errno::EISDIR),
-            (Node::Dir(_), false) if flags & O_TRUNC != 0 => return Err(errno::EISDIR),
-            (Node::File(_), _) if flags & O_DIRECTORY != 0 => return Err(errno::ENOTDIR),
-            (Node::File(data), true) if flags & O_TRUNC != 0 && data.len() != 0 => {
+            (Node::Dir(_), false) if flags.contains(OpenFlags::TRUNC) => {
+                return Err(errno::EISDIR);
+            }
+            (Node::File(_), _) if flags.contains(OpenFlags::DIRECTORY) => {
+                return Err(errno::ENOTDIR);
+            }
+            (Node::File(data), true) if flags.contains(OpenFlags::TRUNC) && data.len() != 0 => {
                 data.set_len(0)?;
                 inode.touch(now_ns);
             }
@@ -409,7 +410,7 @@ impl RamFs {
     fn open_or_create(
         &mut self,
         path: &[u8],
-        flags: u32,
+        flags: OpenFlags,
         mode: u32,
         now_ns: i64,
     ) -> Result<(Location, bool), Errno> {
@@ -433,18 +434,18 @@ impl RamFs {
                 }
             };
             let Ok(existing) = self.lookup(dir, &name) else {
-                if flags & O_DIRECTORY != 0 {
+                if flags.contains(OpenFlags::DIRECTORY) {
                     return Err(errno::EINVAL);
                 }
                 let node = Node::File(FileData::default());
                 let ino = self.link_new(dir, &name, node, mode & !UMASK, now_ns)?;
                 return Ok((Location::Ram(ino), true));
             };
-            if flags & O_EXCL != 0 {
+            if flags.contains(OpenFlags::EXCL) {
                 return Err(errno::EEXIST);
             }
             match &self.inode(existing)?.node {
-                Node::Symlink(target) if flags & O_NOFOLLOW == 0 => {
+                Node::Symlink(target) if !flags.contains(OpenFlags::NOFOLLOW) => {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Err(errno::ELOOP);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::fs::{O_CREAT, O_RDONLY, O_WRONLY};
+use eremite_interface::fs::OpenFlags;
 use eremite_vfs::{DirCursor, Kind, Location, ParentLocation, ROOT, RamFs};
 use proptest::prelude::*;
 
@@ -198,7 +198,12 @@ fn apply(fs: &mut RamFs, op: &Op) -> Result<Vec<u8>, Errno> {
             fs.mkdir(dir, &name, 0o755, NOW)?;
         }
         Op::Write(p, offset, data) => {
-            let ino = ram(fs.open(p.as_bytes(), O_CREAT | O_WRONLY, 0o644, NOW)?);
+            let ino = ram(fs.open(
+                p.as_bytes(),
+                OpenFlags::CREAT | OpenFlags::WRONLY,
+                0o644,
+                NOW,
+            )?);
             let result = fs.write(ino, *offset, data, NOW);
             fs.close(ino)?;
             result?;
@@ -208,7 +213,7 @@ fn apply(fs: &mut RamFs, op: &Op) -> Result<Vec<u8>, Errno> {
             fs.set_len(ino, *len, NOW)?;
         }
         Op::Read(p) => {
-            let ino = ram(fs.open(p.as_bytes(), O_RDONLY, 0, NOW)?);
+            let ino = ram(fs.open(p.as_bytes(), OpenFlags::RDONLY, 0, NOW)?);
             let mut buf = vec![0; 50_000];
             let n = fs.read(ino, 0, &mut buf);
             fs.close(ino)?;

@@ -1,7 +1,7 @@
 //! Sockets, `poll`, `eventfd` and name lookup (hermit-abi's network
 //! family, as std::net and mio call it): convert hermit-abi's structs and
-//! flags, call `net` (sockets, counters) and `fs` (descriptors), map the
-//! errors.
+//! flags, call `net` (sockets) and `fd` (descriptors, `poll`, event
+//! counters), map the errors.
 //!
 //! Addresses are IPv4 only (`AF_INET`, which hermit-abi numbers 3);
 //! `AF_INET6` gets `EAFNOSUPPORT`. Name lookup knows numeric addresses and
@@ -14,11 +14,11 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use core::ptr;
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::fs::O_NONBLOCK;
+use eremite_interface::fs::OpenFlags;
 
-use super::{ret, user};
+use super::{exported, ret, user};
 use crate::net::{self, Direction, Protocol, Receive, SocketOption};
-use crate::{fs, time};
+use crate::{fd, time};
 
 const AF_INET: u8 = 3;
 const AF_INET6: u8 = 1;
@@ -187,48 +187,53 @@ fn socket(domain: i32, kind: i32, protocol: i32) -> Result<i32, Errno> {
         _ => return Err(errno::ESOCKTNOSUPPORT),
     };
     let flags = if kind & SOCK_NONBLOCK != 0 {
-        O_NONBLOCK
+        OpenFlags::NONBLOCK
     } else {
-        0
+        OpenFlags::empty()
     };
-    fs::open_socket(net::socket(protocol)?, flags)
+    fd::open_socket(net::socket(protocol)?, flags)
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_socket(domain: i32, kind: i32, protocol: i32) -> i32 {
-    ret(socket(domain, kind, protocol))
+exported! {
+    fn sys_socket(domain: i32, kind: i32, protocol: i32) -> i32 {
+        ret(socket(domain, kind, protocol))
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_bind(fd: i32, addr: *const c_void, len: u32) -> i32 {
-    ret(read_addr(addr, len)
-        .and_then(|addr| fs::with_socket(fd, |s, _| net::bind(s, addr)))
-        .map(|()| 0))
+exported! {
+    fn sys_bind(fd: i32, addr: *const c_void, len: u32) -> i32 {
+        ret(read_addr(addr, len)
+            .and_then(|addr| fd::with_socket(fd, |s, _| net::bind(s, addr)))
+            .map(|()| 0))
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_listen(fd: i32, backlog: i32) -> i32 {
-    // A negative backlog asks for the most, as on Linux.
-    let backlog = u32::try_from(backlog).unwrap_or(u32::MAX);
-    ret(fs::with_socket(fd, |s, _| net::listen(s, backlog)).map(|()| 0))
+exported! {
+    fn sys_listen(fd: i32, backlog: i32) -> i32 {
+        // A negative backlog asks for the most, as on Linux.
+        let backlog = u32::try_from(backlog).unwrap_or(u32::MAX);
+        ret(fd::with_socket(fd, |s, _| net::listen(s, backlog)).map(|()| 0))
+    }
 }
 
 fn accept(fd: i32, addr: *mut c_void, len: *mut u32) -> Result<i32, Errno> {
-    let (socket, peer) = fs::with_socket(fd, net::accept)?;
+    let (socket, peer) = fd::with_socket(fd, net::accept)?;
     write_addr(peer, addr, len)?;
-    fs::open_socket(socket, 0)
+    fd::open_socket(socket, OpenFlags::empty())
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_accept(fd: i32, addr: *mut c_void, len: *mut u32) -> i32 {
-    ret(accept(fd, addr, len))
+exported! {
+    fn sys_accept(fd: i32, addr: *mut c_void, len: *mut u32) -> i32 {
+        ret(accept(fd, addr, len))
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_connect(fd: i32, addr: *const c_void, len: u32) -> i32 {
-    ret(read_addr(addr, len)
-        .and_then(|addr| fs::with_socket(fd, |s, mode| net::connect(s, addr, mode)))
-        .map(|()| 0))
+exported! {
+    fn sys_connect(fd: i32, addr: *const c_void, len: u32) -> i32 {
+        ret(read_addr(addr, len)
+            .and_then(|addr| fd::with_socket(fd, |s, mode| net::connect(s, addr, mode)))
+            .map(|()| 0))
+    }
 }
 
 fn receive_flags(flags: i32) -> Result<Receive, Errno> {
@@ -239,57 +244,61 @@ fn receive_flags(flags: i32) -> Result<Receive, Errno> {
     }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize {
-    ret((|| {
-        let how = receive_flags(flags)?;
-        let buf = user::slice_mut(buf, len)?;
-        fs::with_socket(fd, |s, mode| net::recv(s, buf, how, mode))
-    })())
+exported! {
+    fn sys_recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize {
+        ret((|| {
+            let how = receive_flags(flags)?;
+            let buf = user::slice_mut(buf, len)?;
+            fd::with_socket(fd, |s, mode| net::recv(s, buf, how, mode))
+        })())
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_recvfrom(
-    fd: i32,
-    buf: *mut u8,
-    len: usize,
-    flags: i32,
-    addr: *mut c_void,
-    addr_len: *mut u32,
-) -> isize {
-    ret((|| {
-        let how = receive_flags(flags)?;
-        let buf = user::slice_mut(buf, len)?;
-        let (n, from) = fs::with_socket(fd, |s, mode| net::recv_from(s, buf, how, mode))?;
-        write_addr(from, addr, addr_len)?;
-        Ok(n)
-    })())
+exported! {
+    fn sys_recvfrom(
+        fd: i32,
+        buf: *mut u8,
+        len: usize,
+        flags: i32,
+        addr: *mut c_void,
+        addr_len: *mut u32,
+    ) -> isize {
+        ret((|| {
+            let how = receive_flags(flags)?;
+            let buf = user::slice_mut(buf, len)?;
+            let (n, from) = fd::with_socket(fd, |s, mode| net::recv_from(s, buf, how, mode))?;
+            write_addr(from, addr, addr_len)?;
+            Ok(n)
+        })())
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_send(fd: i32, buf: *const c_void, len: usize, _flags: i32) -> isize {
-    ret(user::slice(buf.cast(), len)
-        .and_then(|data| fs::with_socket(fd, |s, mode| net::send(s, data, None, mode))))
+exported! {
+    fn sys_send(fd: i32, buf: *const c_void, len: usize, _flags: i32) -> isize {
+        ret(user::slice(buf.cast(), len)
+            .and_then(|data| fd::with_socket(fd, |s, mode| net::send(s, data, None, mode))))
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_sendto(
-    fd: i32,
-    buf: *const c_void,
-    len: usize,
-    _flags: i32,
-    addr: *const c_void,
-    addr_len: u32,
-) -> isize {
-    ret((|| {
-        let data = user::slice(buf.cast(), len)?;
-        let to = if addr.is_null() {
-            None
-        } else {
-            Some(read_addr(addr, addr_len)?)
-        };
-        fs::with_socket(fd, |s, mode| net::send(s, data, to, mode))
-    })())
+exported! {
+    fn sys_sendto(
+        fd: i32,
+        buf: *const c_void,
+        len: usize,
+        _flags: i32,
+        addr: *const c_void,
+        addr_len: u32,
+    ) -> isize {
+        ret((|| {
+            let data = user::slice(buf.cast(), len)?;
+            let to = if addr.is_null() {
+                None
+            } else {
+                Some(read_addr(addr, addr_len)?)
+            };
+            fd::with_socket(fd, |s, mode| net::send(s, data, to, mode))
+        })())
+    }
 }
 
 fn shutdown(fd: i32, how: i32) -> Result<i32, Errno> {
@@ -299,31 +308,35 @@ fn shutdown(fd: i32, how: i32) -> Result<i32, Errno> {
         SHUT_RDWR => net::Shutdown::Both,
         _ => return Err(errno::EINVAL),
     };
-    fs::with_socket(fd, |s, _| net::shutdown(s, how)).map(|()| 0)
+    fd::with_socket(fd, |s, _| net::shutdown(s, how)).map(|()| 0)
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_shutdown(fd: i32, how: i32) -> i32 {
-    ret(shutdown(fd, how))
+exported! {
+    fn sys_shutdown(fd: i32, how: i32) -> i32 {
+        ret(shutdown(fd, how))
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_shutdown_socket(fd: i32, how: i32) -> i32 {
-    ret(shutdown(fd, how))
+exported! {
+    fn sys_shutdown_socket(fd: i32, how: i32) -> i32 {
+        ret(shutdown(fd, how))
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_getsockname(fd: i32, addr: *mut c_void, len: *mut u32) -> i32 {
-    ret(fs::with_socket(fd, |s, _| net::local_addr(s))
-        .and_then(|local| write_addr(local, addr, len))
-        .map(|()| 0))
+exported! {
+    fn sys_getsockname(fd: i32, addr: *mut c_void, len: *mut u32) -> i32 {
+        ret(fd::with_socket(fd, |s, _| net::local_addr(s))
+            .and_then(|local| write_addr(local, addr, len))
+            .map(|()| 0))
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_getpeername(fd: i32, addr: *mut c_void, len: *mut u32) -> i32 {
-    ret(fs::with_socket(fd, |s, _| net::peer_addr(s))
-        .and_then(|peer| write_addr(peer, addr, len))
-        .map(|()| 0))
+exported! {
+    fn sys_getpeername(fd: i32, addr: *mut c_void, len: *mut u32) -> i32 {
+        ret(fd::with_socket(fd, |s, _| net::peer_addr(s))
+            .and_then(|peer| write_addr(peer, addr, len))
+            .map(|()| 0))
+    }
 }
 
 /// An option value the application passed: an `int` or a struct.
@@ -372,7 +385,7 @@ fn setsockopt(
             } else {
                 Direction::Send
             };
-            return fs::with_socket(fd, |s, _| {
+            return fd::with_socket(fd, |s, _| {
                 s.set_timeout_ns(direction, timeout);
                 Ok(0)
             });
@@ -392,18 +405,19 @@ fn setsockopt(
         }
         _ => return Err(errno::ENOPROTOOPT),
     };
-    fs::with_socket(fd, |s, _| net::set_option(s, option)).map(|()| 0)
+    fd::with_socket(fd, |s, _| net::set_option(s, option)).map(|()| 0)
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_setsockopt(
-    fd: i32,
-    level: i32,
-    name: i32,
-    value: *const c_void,
-    len: u32,
-) -> i32 {
-    ret(setsockopt(fd, level, name, value, len))
+exported! {
+    fn sys_setsockopt(
+        fd: i32,
+        level: i32,
+        name: i32,
+        value: *const c_void,
+        len: u32,
+    ) -> i32 {
+        ret(setsockopt(fd, level, name, value, len))
+    }
 }
 
 /// Give an option's value back through `value` and `*len`.
@@ -425,7 +439,7 @@ fn getsockopt(
 ) -> Result<i32, Errno> {
     let int = |v: bool| i32::from(v);
     let size = |bytes: usize| i32::try_from(bytes).unwrap_or(i32::MAX);
-    fs::with_socket(fd, |s, _| {
+    fd::with_socket(fd, |s, _| {
         let options = || net::options(s);
         match (level, name) {
             (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
@@ -471,70 +485,81 @@ fn getsockopt(
     .map(|()| 0)
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_getsockopt(
-    fd: i32,
-    level: i32,
-    name: i32,
-    value: *mut c_void,
-    len: *mut u32,
-) -> i32 {
-    ret(getsockopt(fd, level, name, value, len))
+exported! {
+    fn sys_getsockopt(
+        fd: i32,
+        level: i32,
+        name: i32,
+        value: *mut c_void,
+        len: *mut u32,
+    ) -> i32 {
+        ret(getsockopt(fd, level, name, value, len))
+    }
 }
 
 fn ioctl(fd: i32, cmd: i32, arg: *mut c_void) -> Result<i32, Errno> {
     match cmd {
         FIONBIO => {
             let is_on = user::read(arg.cast::<i32>())? != 0;
-            let flags = fs::status_flags(fd)?;
-            let flags = if is_on {
-                flags | O_NONBLOCK
-            } else {
-                flags & !O_NONBLOCK
-            };
-            fs::set_status_flags(fd, flags).map(|()| 0)
+            let mut flags = fd::status_flags(fd)?;
+            flags.set(OpenFlags::NONBLOCK, is_on);
+            fd::set_status_flags(fd, flags).map(|()| 0)
         }
         _ => Err(errno::ENOTTY),
     }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_ioctl(fd: i32, cmd: i32, arg: *mut c_void) -> i32 {
-    ret(ioctl(fd, cmd, arg))
+exported! {
+    fn sys_ioctl(fd: i32, cmd: i32, arg: *mut c_void) -> i32 {
+        ret(ioctl(fd, cmd, arg))
+    }
 }
 
 fn eventfd(initial: u64, flags: i16) -> Result<i32, Errno> {
     if flags & !(EFD_SEMAPHORE | EFD_NONBLOCK | EFD_CLOEXEC) != 0 {
         return Err(errno::EINVAL);
     }
-    let counter = net::EventFd::new(initial, flags & EFD_SEMAPHORE != 0);
-    let flags = if flags & EFD_NONBLOCK != 0 {
-        O_NONBLOCK
+    let status = if flags & EFD_NONBLOCK != 0 {
+        OpenFlags::NONBLOCK
     } else {
-        0
+        OpenFlags::empty()
     };
-    fs::open_eventfd(counter, flags)
+    fd::open_eventfd(initial, flags & EFD_SEMAPHORE != 0, status)
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_eventfd(initial: u64, flags: i16) -> i32 {
-    ret(eventfd(initial, flags))
+exported! {
+    fn sys_eventfd(initial: u64, flags: i16) -> i32 {
+        ret(eventfd(initial, flags))
+    }
 }
 
-/// `revents` for what `fd` watches, given its readiness.
-fn revents(events: i16, ready: net::Readiness) -> i16 {
+/// The core's events for hermit-abi's `events` (`POLLRDNORM` and
+/// `POLLWRNORM` are `POLLIN` and `POLLOUT`).
+fn poll_events(events: i16) -> fd::PollEvents {
+    let mut wanted = fd::PollEvents::empty();
+    wanted.set(fd::PollEvents::IN, events & (POLLIN | POLLRDNORM) != 0);
+    wanted.set(fd::PollEvents::OUT, events & (POLLOUT | POLLWRNORM) != 0);
+    wanted
+}
+
+/// hermit-abi's `revents` for what the core reported, in the spelling the
+/// application asked for (`events`).
+fn revents(events: i16, ready: fd::PollEvents) -> i16 {
     let mut revents = 0;
-    if ready.is_readable {
+    if ready.contains(fd::PollEvents::IN) {
         revents |= events & (POLLIN | POLLRDNORM);
     }
-    if ready.is_writable {
+    if ready.contains(fd::PollEvents::OUT) {
         revents |= events & (POLLOUT | POLLWRNORM);
     }
-    if ready.has_error {
-        revents |= POLLERR;
-    }
-    if ready.has_hangup {
-        revents |= POLLHUP;
+    for (event, bit) in [
+        (fd::PollEvents::ERR, POLLERR),
+        (fd::PollEvents::HUP, POLLHUP),
+        (fd::PollEvents::INVALID, POLLNVAL),
+    ] {
+        if ready.contains(event) {
+            revents |= bit;
+        }
     }
     revents
 }
@@ -543,44 +568,32 @@ fn poll(fds: *mut PollFd, count: usize, timeout_ms: i32) -> Result<i32, Errno> {
     if count > MAX_POLL_FDS {
         return Err(errno::EINVAL);
     }
-    let mut entries = (0..count)
+    let raw = (0..count)
         .map(|i| user::read(fds.wrapping_add(i)))
         .collect::<Result<Vec<PollFd>, Errno>>()?;
-    // A negative descriptor is skipped; one that is not open gets POLLNVAL.
-    let held: Vec<Option<fs::Held>> = entries
+    let mut entries: Vec<fd::PollEntry> = raw
         .iter()
-        .map(|e| if e.fd < 0 { None } else { fs::hold(e.fd).ok() })
-        .collect();
-    let items: Vec<net::Pollable<'_>> = held
-        .iter()
-        .map(|h| h.as_ref().map_or(net::Pollable::Other, fs::Held::pollable))
+        .map(|e| fd::PollEntry {
+            fd: e.fd,
+            wanted: poll_events(e.events),
+            ready: fd::PollEvents::empty(),
+        })
         .collect();
     let deadline = u64::try_from(timeout_ms)
         .ok()
         .map(|ms| time::monotonic_ns().saturating_add(ms * 1_000_000));
-    let look = || {
-        let ready = net::readiness(&items);
-        let mut count = 0;
-        for ((entry, held), ready) in entries.iter_mut().zip(&held).zip(ready) {
-            entry.revents = match held {
-                _ if entry.fd < 0 => 0,
-                None => POLLNVAL,
-                Some(_) => revents(entry.events, ready),
-            };
-            count += i32::from(entry.revents != 0);
-        }
-        (count > 0).then_some(count)
-    };
-    let ready = net::wait_until(deadline, look).unwrap_or(0);
-    for (i, entry) in entries.iter().enumerate() {
-        user::write(fds.wrapping_add(i), *entry)?;
+    let ready = fd::poll(&mut entries, deadline);
+    for (i, (raw, entry)) in raw.iter().zip(&entries).enumerate() {
+        let revents = revents(raw.events, entry.ready);
+        user::write(fds.wrapping_add(i), PollFd { revents, ..*raw })?;
     }
-    Ok(ready)
+    Ok(i32::try_from(ready).unwrap_or(i32::MAX))
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_poll(fds: *mut PollFd, count: usize, timeout_ms: i32) -> i32 {
-    ret(poll(fds, count, timeout_ms))
+exported! {
+    fn sys_poll(fds: *mut PollFd, count: usize, timeout_ms: i32) -> i32 {
+        ret(poll(fds, count, timeout_ms))
+    }
 }
 
 /// The address of `name` without DNS: a dotted quad, or `localhost`.
@@ -624,6 +637,8 @@ fn getaddrinfo(
             .and_then(|s| s.parse::<u16>().ok())
             .ok_or(EAI_SERVICE)?
     };
+    // Check the output first: a list nobody can learn of would leak.
+    user::write(result, ptr::null_mut()).map_err(fault)?;
     let mut block = Box::new(AddrInfoBlock {
         info: AddrInfo {
             flags: 0,
@@ -639,60 +654,61 @@ fn getaddrinfo(
     });
     block.info.addr = &raw mut block.addr;
     let out = Box::into_raw(block).cast::<AddrInfo>();
-    if user::write(result, out).is_err() {
-        // SAFETY: `out` came from `Box::into_raw` just above and was not
-        // handed out.
-        drop(unsafe { Box::from_raw(out.cast::<AddrInfoBlock>()) });
-        return Err(EAI_NONAME);
-    }
+    // Writable a moment ago; if another thread unmapped it since, the
+    // entry leaks (it cannot be freed without `unsafe` here).
+    user::write(result, out).map_err(fault)?;
     Ok(0)
 }
 
-/// `getaddrinfo(3)`: one IPv4 entry for a numeric address or `localhost`;
-/// 0 or an `EAI_*` code.
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_getaddrinfo(
-    node: *const u8,
-    service: *const u8,
-    hints: *const AddrInfo,
-    result: *mut *mut AddrInfo,
-) -> i32 {
-    getaddrinfo(node, service, hints, result).unwrap_or_else(|code| code)
-}
-
-/// `freeaddrinfo(3)`.
-///
-/// # Safety
-/// `info` must be null or a list [`sys_getaddrinfo`] returned, not freed
-/// before (the contract std upholds).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sys_freeaddrinfo(info: *mut AddrInfo) {
-    let mut next = info;
-    while !next.is_null() {
-        // SAFETY: by the caller's contract, `next` is an entry of a list
-        // made by `sys_getaddrinfo`, which allocates each as the first
-        // field of a boxed `AddrInfoBlock` (repr(C)), freed only here.
-        let block = unsafe { Box::from_raw(next.cast::<AddrInfoBlock>()) };
-        next = block.info.next;
+exported! {
+    /// `getaddrinfo(3)`: one IPv4 entry for a numeric address or `localhost`;
+    /// 0 or an `EAI_*` code.
+    fn sys_getaddrinfo(
+        node: *const u8,
+        service: *const u8,
+        hints: *const AddrInfo,
+        result: *mut *mut AddrInfo,
+    ) -> i32 {
+        getaddrinfo(node, service, hints, result).unwrap_or_else(|code| code)
     }
 }
 
-/// `getaddrbyname`: the IPv4 address of a numeric name or `localhost`
-/// into `out` (at least 4 bytes).
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_getaddrbyname(name: *const u8, out: *mut u8, len: usize) -> i32 {
-    ret((|| {
-        if len < 4 {
-            return Err(errno::EINVAL);
+exported! {
+    /// `freeaddrinfo(3)`.
+    ///
+    /// # Safety
+    /// `info` must be null or a list [`sys_getaddrinfo`] returned, not freed
+    /// before (the contract std upholds).
+    unsafe fn sys_freeaddrinfo(info: *mut AddrInfo) {
+        let mut next = info;
+        while !next.is_null() {
+            // SAFETY: by the caller's contract, `next` is an entry of a list
+            // made by `sys_getaddrinfo`, which allocates each as the first
+            // field of a boxed `AddrInfoBlock` (repr(C)), freed only here.
+            let block = unsafe { Box::from_raw(next.cast::<AddrInfoBlock>()) };
+            next = block.info.next;
         }
-        let address = lookup(user::c_str(name, 256)?).ok_or(errno::ENOENT)?;
-        user::slice_mut(out, 4)?.copy_from_slice(&address.octets());
-        Ok(0)
-    })())
+    }
 }
 
-/// Nothing to start: the stack starts with the first socket.
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_network_init() -> i32 {
-    0
+exported! {
+    /// `getaddrbyname`: the IPv4 address of a numeric name or `localhost`
+    /// into `out` (at least 4 bytes).
+    fn sys_getaddrbyname(name: *const u8, out: *mut u8, len: usize) -> i32 {
+        ret((|| {
+            if len < 4 {
+                return Err(errno::EINVAL);
+            }
+            let address = lookup(user::c_str(name, 256)?).ok_or(errno::ENOENT)?;
+            user::slice_mut(out, 4)?.copy_from_slice(&address.octets());
+            Ok(0)
+        })())
+    }
+}
+
+exported! {
+    /// Nothing to start: the stack starts with the first socket.
+    fn sys_network_init() -> i32 {
+        0
+    }
 }

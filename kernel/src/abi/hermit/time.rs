@@ -2,7 +2,7 @@
 
 use eremite_interface::errno::{self, Errno};
 
-use super::{ret, user};
+use super::{exported, ret, user};
 use crate::{sched, time};
 
 /// hermit-abi's `timespec` (note the 32-bit nanoseconds).
@@ -36,28 +36,31 @@ impl Timespec {
     }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32 {
-    ret((|| {
-        let ns = match clock {
-            CLOCK_REALTIME => time::realtime_ns(),
-            CLOCK_MONOTONIC => time::monotonic_ns(),
-            _ => return Err(errno::EINVAL),
-        };
-        user::write(tp, Timespec::from_ns(ns))?;
-        Ok(0)
-    })())
+exported! {
+    fn sys_clock_gettime(clock: i32, tp: *mut Timespec) -> i32 {
+        ret((|| {
+            let ns = match clock {
+                CLOCK_REALTIME => time::realtime_ns(),
+                CLOCK_MONOTONIC => time::monotonic_ns(),
+                _ => return Err(errno::EINVAL),
+            };
+            user::write(tp, Timespec::from_ns(ns))?;
+            Ok(0)
+        })())
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_nanosleep(req: *const Timespec) -> i32 {
-    ret((|| {
-        sched::sleep_ns(user::read(req)?.to_ns()?);
-        Ok(0)
-    })())
+exported! {
+    fn sys_nanosleep(req: *const Timespec) -> i32 {
+        ret((|| {
+            sched::sleep_ns(user::read(req)?.to_ns()?);
+            Ok(0)
+        })())
+    }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn sys_usleep(usecs: u64) {
-    sched::sleep_ns(usecs.saturating_mul(1000));
+exported! {
+    fn sys_usleep(usecs: u64) {
+        sched::sleep_ns(usecs.saturating_mul(1000));
+    }
 }

@@ -1,0 +1,90 @@
+//! Readiness changes, and the wait that blocking calls and `poll` share.
+//!
+//! One kernel-wide counter, [`CHANGES`], is bumped ([`changed`]) whenever
+//! something that a blocked call or `poll` may be waiting for could have
+//! changed: the network stack after a poll that moved data, an event
+//! counter after a read or a write. [`wait_until`] looks, and if the
+//! answer is not there yet, futex-waits on the counter value it saw
+//! before looking, so a change between the look and the wait is never
+//! missed. One counter for everything costs a few spurious looks and
+//! keeps `poll` over mixed descriptors simple.
+//!
+//! A device that can end a wait by an interrupt (the network card)
+//! announces itself ([`set_device_present`]); from then on a thread
+//! waiting here is never counted as deadlocked.
+//!
+//! ABI-neutral; above `sched` and `time`, below every user of it.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use eremite_interface::errno::Errno;
+
+use crate::{sched, time};
+
+/// Bumped whenever waiters should look again.
+static CHANGES: AtomicU32 = AtomicU32::new(0);
+/// Whether a device may end a wait (see the module docs).
+static HAS_DEVICE: AtomicBool = AtomicBool::new(false);
+
+/// Tell every thread blocked in [`wait_until`] to look again.
+pub(crate) fn changed() {
+    CHANGES.fetch_add(1, Ordering::SeqCst);
+    sched::futex_wake(&CHANGES, -1);
+}
+
+/// A device that interrupts is present: waits may end by its interrupt.
+pub(crate) fn set_device_present() {
+    HAS_DEVICE.store(true, Ordering::SeqCst);
+}
+
+/// Futex-wait while `*word == seen`, up to `timeout_ns`; a wait that a
+/// device may end when one is present.
+pub(crate) fn wait_word(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) -> Result<(), Errno> {
+    if HAS_DEVICE.load(Ordering::SeqCst) {
+        sched::device_wait(word, seen, timeout_ns)
+    } else {
+        sched::futex_wait(word, seen, timeout_ns)
+    }
+}
+
+/// Look with `look` until it has an answer or `deadline_ns` (monotonic)
+/// passes (`None` then), waiting for a change in between.
+pub(crate) fn wait_until<T>(
+    deadline_ns: Option<u64>,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    loop {
+        let seen = CHANGES.load(Ordering::SeqCst);
+        if let Some(answer) = look() {
+            return Some(answer);
+        }
+        let timeout_ns = match deadline_ns {
+            Some(deadline) => match deadline.checked_sub(time::monotonic_ns()) {
+                Some(left) if left > 0 => Some(left),
+                _ => return None,
+            },
+            None => None,
+        };
+        let _ = wait_word(&CHANGES, seen, timeout_ns);
+    }
+}
+
+/// How a call waits when it cannot go on at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Blocking {
+    /// `O_NONBLOCK`: fail with `EAGAIN` (or `EINPROGRESS`).
+    Never,
+    /// Wait, up to a timeout in ns (`SO_RCVTIMEO`/`SO_SNDTIMEO`) if any,
+    /// then fail with `EAGAIN`.
+    For(Option<u64>),
+}
+
+impl Blocking {
+    /// The monotonic deadline of a wait that starts now (`None`: none).
+    pub(crate) fn deadline_ns(self) -> Option<u64> {
+        match self {
+            Self::Never => Some(0),
+            Self::For(timeout) => timeout.map(|ns| time::monotonic_ns().saturating_add(ns)),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Files and directories in a host directory (`--mount`), reached through
+//! `fs::HostHandle`, with the position and listing progress of their open
+//! file description. Each operation is a hypercall; the position's lock is
+//! held across it, so calls on one description stay in order.
+
+use eremite_interface::errno::Errno;
+use eremite_interface::fs::{FileStat, OpenFlags};
+
+use super::{FileObject, Position, Whence};
+use crate::fs::{HostHandle, Listed};
+use crate::sync::Lock;
+
+pub(super) struct HostFile {
+    handle: HostHandle,
+    position: Lock<Position>,
+}
+
+impl HostFile {
+    pub(super) fn new(handle: HostHandle) -> Self {
+        Self {
+            handle,
+            position: Lock::new(Position::default()),
+        }
+    }
+}
+
+impl FileObject for HostFile {
+    fn read(&self, buf: &mut [u8], _status: OpenFlags) -> Result<usize, Errno> {
+        let mut position = self.position.lock();
+        let n = self.handle.read(position.offset, buf)?;
+        position.offset += n as u64;
+        Ok(n)
+    }
+
+    fn write(&self, buf: &[u8], status: OpenFlags) -> Result<usize, Errno> {
+        let mut position = self.position.lock();
+        // The host opened it with O_APPEND too, and writes at its end.
+        let n = self.handle.write(position.offset, buf)?;
+        position.offset = if status.contains(OpenFlags::APPEND) {
+            self.handle.stat()?.size
+        } else {
+            position.offset + n as u64
+        };
+        Ok(n)
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+        self.handle.read(offset, buf)
+    }
+
+    fn pwrite(&self, buf: &[u8], offset: u64, _status: OpenFlags) -> Result<usize, Errno> {
+        self.handle.write(offset, buf)
+    }
+
+    fn seek(&self, offset: i64, whence: Whence) -> Result<u64, Errno> {
+        self.position
+            .lock()
+            .seek(offset, whence, || Ok(self.handle.stat()?.size))
+    }
+
+    fn stat(&self) -> Result<FileStat, Errno> {
+        self.handle.stat()
+    }
+
+    fn set_len(&self, len_bytes: u64) -> Result<(), Errno> {
+        self.handle.set_len(len_bytes)
+    }
+
+    fn read_dir(
+        &self,
+        max_bytes: usize,
+        emit: &mut dyn FnMut(Listed<'_>) -> bool,
+    ) -> Result<usize, Errno> {
+        let mut position = self.position.lock();
+        self.handle.read_dir(&mut position.dir, max_bytes, emit)
+    }
+}

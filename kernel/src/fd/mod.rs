@@ -1,0 +1,406 @@
+//! File descriptors: the table, open file descriptions, and the calls
+//! every ABI makes on them (read, write, seek, stat, dup, close, status
+//! flags, directory listing, `poll`).
+//!
+//! An open file description ([`OpenFile`]) is an object behind the
+//! [`FileObject`] trait plus its status flags; descriptors made by `dup`
+//! share it (and so its position and flags). One implementation per kind,
+//! each in its own file: the standard streams ([`stdio`]), RAM files and
+//! directories ([`ram`]), host files ([`host`]), sockets ([`socket`]) and
+//! event counters ([`eventfd`]). The trait's default methods give each
+//! kind the errors a Linux kernel gives for what it cannot do (`ESPIPE`
+//! for seeking a stream, `ENOTDIR` for listing a file, ...).
+//!
+//! Locks, always taken in this order: the descriptor table (only to look
+//! up or change a slot), an object's own state, then whatever the object
+//! calls (the RAM file system, the network stack). A blocking call holds
+//! none of them while it waits.
+//!
+//! ABI-neutral: descriptors are `i32`, flags [`OpenFlags`], errors
+//! [`Errno`]s. Above `fs` and `net`, which know nothing of descriptors.
+
+mod eventfd;
+mod host;
+mod poll;
+mod ram;
+mod socket;
+mod stdio;
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use eremite_interface::errno::{self, Errno};
+use eremite_interface::fs::{FileStat, OpenFlags};
+use eremite_interface::hypercall::Stream;
+
+use crate::events::Blocking;
+use crate::fs::{self, Listed};
+use crate::net::{self, Readiness};
+use crate::sync::Lock;
+
+pub(crate) use poll::{PollEntry, PollEvents, poll};
+
+/// Most open descriptors at once (`EMFILE` beyond).
+const MAX_FDS: usize = 65536;
+
+/// Where `lseek` measures from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Whence {
+    Start,
+    Current,
+    End,
+}
+
+/// What an open file description refers to: one implementation per kind.
+/// Every method has the answer Linux gives for a kind that cannot do it.
+/// `status` is the description's current status flags (`O_NONBLOCK`,
+/// `O_APPEND`); access-mode checks are done before any method is called.
+pub(crate) trait FileObject: Send + Sync {
+    /// `read` at the description's position.
+    fn read(&self, _buf: &mut [u8], _status: OpenFlags) -> Result<usize, Errno> {
+        Err(errno::EINVAL)
+    }
+
+    /// `write` at the description's position (its end with `O_APPEND`).
+    fn write(&self, _buf: &[u8], _status: OpenFlags) -> Result<usize, Errno> {
+        Err(errno::EINVAL)
+    }
+
+    /// `pread`: at `offset`, the position unchanged.
+    fn pread(&self, _buf: &mut [u8], _offset: u64) -> Result<usize, Errno> {
+        Err(errno::ESPIPE)
+    }
+
+    /// `pwrite`: at `offset` (at the end with `O_APPEND`, as on Linux).
+    fn pwrite(&self, _buf: &[u8], _offset: u64, _status: OpenFlags) -> Result<usize, Errno> {
+        Err(errno::ESPIPE)
+    }
+
+    /// `lseek`: the new position.
+    fn seek(&self, _offset: i64, _whence: Whence) -> Result<u64, Errno> {
+        Err(errno::ESPIPE)
+    }
+
+    /// `fstat`.
+    fn stat(&self) -> Result<FileStat, Errno>;
+
+    /// `ftruncate`.
+    fn set_len(&self, _len_bytes: u64) -> Result<(), Errno> {
+        Err(errno::EINVAL)
+    }
+
+    /// `getdents64`: entries from the position until `emit` has no room;
+    /// `max_bytes` is the caller's buffer size.
+    fn read_dir(
+        &self,
+        _max_bytes: usize,
+        _emit: &mut dyn FnMut(Listed<'_>) -> bool,
+    ) -> Result<usize, Errno> {
+        Err(errno::ENOTDIR)
+    }
+
+    /// What `poll` reports now: files and streams are always ready.
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            is_readable: true,
+            is_writable: true,
+            ..Readiness::default()
+        }
+    }
+
+    /// The socket, for socket calls (`ENOTSOCK` for every other kind).
+    fn as_socket(&self) -> Option<&net::Socket> {
+        None
+    }
+}
+
+/// An open file description: shared by descriptors made with `dup`.
+pub(crate) struct OpenFile {
+    object: Box<dyn FileObject>,
+    /// Access mode, `O_APPEND` and `O_NONBLOCK` (the latter two change
+    /// with `F_SETFL`), as [`OpenFlags`] bits.
+    status: AtomicU32,
+}
+
+impl OpenFile {
+    fn new(object: Box<dyn FileObject>, flags: OpenFlags) -> Arc<Self> {
+        let kept = flags.access() | (flags & OpenFlags::STATUS);
+        Arc::new(Self {
+            object,
+            status: AtomicU32::new(kept.bits()),
+        })
+    }
+
+    fn status(&self) -> OpenFlags {
+        OpenFlags::from_bits_retain(self.status.load(Ordering::Relaxed))
+    }
+}
+
+/// How a call on a description with `status` waits.
+pub(crate) fn blocking(status: OpenFlags) -> Blocking {
+    if status.contains(OpenFlags::NONBLOCK) {
+        Blocking::Never
+    } else {
+        Blocking::For(None)
+    }
+}
+
+/// The descriptor table.
+struct FdTable {
+    slots: Vec<Option<Arc<OpenFile>>>,
+    /// No slot below this is free.
+    lowest_free: usize,
+}
+
+impl FdTable {
+    fn insert(&mut self, file: Arc<OpenFile>) -> Result<i32, Errno> {
+        let free = (self.lowest_free..self.slots.len()).find(|&i| self.slots[i].is_none());
+        let fd = match free {
+            Some(fd) => fd,
+            None if self.slots.len() < MAX_FDS => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return Err(errno::EMFILE),
+        };
+        self.slots[fd] = Some(file);
+        self.lowest_free = fd + 1;
+        Ok(fd as i32)
+    }
+
+    fn get(&self, fd: i32) -> Result<Arc<OpenFile>, Errno> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.slots.get(i))
+            .and_then(Option::clone)
+            .ok_or(errno::EBADF)
+    }
+
+    fn remove(&mut self, fd: i32) -> Result<Arc<OpenFile>, Errno> {
+        let i = usize::try_from(fd).map_err(|_| errno::EBADF)?;
+        let file = self
+            .slots
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or(errno::EBADF)?;
+        self.lowest_free = self.lowest_free.min(i);
+        Ok(file)
+    }
+}
+
+static FILES: Lock<FdTable> = Lock::new(FdTable {
+    slots: Vec::new(),
+    lowest_free: 0,
+});
+
+fn file(fd: i32) -> Result<Arc<OpenFile>, Errno> {
+    FILES.lock().get(fd)
+}
+
+/// A new descriptor for `object`.
+fn insert(object: Box<dyn FileObject>, flags: OpenFlags) -> Result<i32, Errno> {
+    FILES.lock().insert(OpenFile::new(object, flags))
+}
+
+/// Open descriptors 0, 1 and 2: standard input, output and error. Called
+/// once at boot, before `main`.
+pub(crate) fn init() -> Result<(), &'static str> {
+    let streams: [(Box<dyn FileObject>, OpenFlags); 3] = [
+        (Box::new(stdio::Stdin), OpenFlags::RDONLY),
+        (Box::new(stdio::Output(Stream::Stdout)), OpenFlags::WRONLY),
+        (Box::new(stdio::Output(Stream::Stderr)), OpenFlags::WRONLY),
+    ];
+    for (object, flags) in streams {
+        insert(object, flags).map_err(|_| "cannot open the standard streams")?;
+    }
+    Ok(())
+}
+
+/// `open`: the new descriptor.
+pub(crate) fn open(path: &[u8], flags: OpenFlags, mode: u32) -> Result<i32, Errno> {
+    let object: Box<dyn FileObject> = match fs::open(path, flags, mode)? {
+        fs::Opened::Ram(node) => Box::new(ram::RamFile::new(node)),
+        fs::Opened::Host(handle) => Box::new(host::HostFile::new(handle)),
+    };
+    // On failure the object is dropped, which closes the file.
+    insert(object, flags)
+}
+
+/// A descriptor for a new socket; `O_NONBLOCK` in `flags` applies.
+pub(crate) fn open_socket(socket: net::Socket, flags: OpenFlags) -> Result<i32, Errno> {
+    insert(
+        Box::new(socket::SocketFile(socket)),
+        OpenFlags::RDWR | (flags & OpenFlags::NONBLOCK),
+    )
+}
+
+/// `eventfd`: a descriptor for a new event counter starting at `initial`
+/// (`EFD_SEMAPHORE` if `is_semaphore`); `O_NONBLOCK` in `flags` applies.
+pub(crate) fn open_eventfd(
+    initial: u64,
+    is_semaphore: bool,
+    flags: OpenFlags,
+) -> Result<i32, Errno> {
+    insert(
+        Box::new(eventfd::EventFd::new(initial, is_semaphore)),
+        OpenFlags::RDWR | (flags & OpenFlags::NONBLOCK),
+    )
+}
+
+/// Run `op` on the socket `fd` refers to, with whether calls on it may
+/// wait: `ENOTSOCK` if it is not one.
+pub(crate) fn with_socket<T>(
+    fd: i32,
+    op: impl FnOnce(&net::Socket, net::Mode) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    let file = file(fd)?;
+    let socket = file.object.as_socket().ok_or(errno::ENOTSOCK)?;
+    op(socket, socket::mode(file.status()))
+}
+
+/// Close a descriptor (the file when it was the last one).
+pub(crate) fn close(fd: i32) -> Result<(), Errno> {
+    let file = FILES.lock().remove(fd)?;
+    drop(file);
+    Ok(())
+}
+
+/// Close every descriptor, as a process's exit does: sockets then end
+/// their connections (see `net::finish`).
+pub(crate) fn close_all() {
+    let slots = core::mem::take(&mut FILES.lock().slots);
+    drop(slots);
+}
+
+/// A second descriptor for the same open file description.
+pub(crate) fn dup(fd: i32) -> Result<i32, Errno> {
+    let mut files = FILES.lock();
+    let file = files.get(fd)?;
+    files.insert(file)
+}
+
+/// `fcntl`'s `F_GETFL`.
+pub(crate) fn status_flags(fd: i32) -> Result<OpenFlags, Errno> {
+    Ok(file(fd)?.status())
+}
+
+/// `fcntl`'s `F_SETFL`: only `O_APPEND` and `O_NONBLOCK` change.
+pub(crate) fn set_status_flags(fd: i32, flags: OpenFlags) -> Result<(), Errno> {
+    let file = file(fd)?;
+    let old = file.status();
+    let new = (old - OpenFlags::STATUS) | (flags & OpenFlags::STATUS);
+    file.status.store(new.bits(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// `read` at the file position.
+pub(crate) fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    let file = readable(fd)?;
+    file.object.read(buf, file.status())
+}
+
+/// `pread`: at `offset`, the position unchanged.
+pub(crate) fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    readable(fd)?.object.pread(buf, offset)
+}
+
+/// `write` at the file position (at the end with `O_APPEND`).
+pub(crate) fn write(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+    let file = writable(fd)?;
+    file.object.write(buf, file.status())
+}
+
+/// `pwrite`: at `offset`, the position unchanged.
+pub(crate) fn pwrite(fd: i32, buf: &[u8], offset: u64) -> Result<usize, Errno> {
+    let file = writable(fd)?;
+    file.object.pwrite(buf, offset, file.status())
+}
+
+fn readable(fd: i32) -> Result<Arc<OpenFile>, Errno> {
+    let file = file(fd)?;
+    if !file.status().is_readable() {
+        return Err(errno::EBADF);
+    }
+    Ok(file)
+}
+
+fn writable(fd: i32) -> Result<Arc<OpenFile>, Errno> {
+    let file = file(fd)?;
+    if !file.status().is_writable() {
+        return Err(errno::EBADF);
+    }
+    Ok(file)
+}
+
+/// `lseek`: the new position.
+pub(crate) fn seek(fd: i32, offset: i64, whence: Whence) -> Result<u64, Errno> {
+    file(fd)?.object.seek(offset, whence)
+}
+
+/// `fstat`.
+pub(crate) fn fstat(fd: i32) -> Result<FileStat, Errno> {
+    file(fd)?.object.stat()
+}
+
+/// `ftruncate`.
+pub(crate) fn set_len(fd: i32, len_bytes: u64) -> Result<(), Errno> {
+    let file = file(fd)?;
+    if !file.status().is_writable() {
+        return Err(errno::EINVAL);
+    }
+    file.object.set_len(len_bytes)
+}
+
+/// `fsync`: RAM needs nothing, and host writes are already on the host.
+pub(crate) fn sync(fd: i32) -> Result<(), Errno> {
+    file(fd).map(drop)
+}
+
+/// List the directory `fd` from its position; `emit` returns `false` when
+/// it has no room for an entry (which is then not consumed). `max_bytes`
+/// bounds the records fetched from the host per call. Returns the number
+/// of entries emitted.
+pub(crate) fn read_dir(
+    fd: i32,
+    max_bytes: usize,
+    mut emit: impl FnMut(Listed<'_>) -> bool,
+) -> Result<usize, Errno> {
+    file(fd)?.object.read_dir(max_bytes, &mut emit)
+}
+
+/// A position and directory-listing progress, for the kinds that have
+/// them: where `SEEK_END` is comes from the object.
+#[derive(Default)]
+struct Position {
+    offset: u64,
+    dir: fs::DirPosition,
+}
+
+impl Position {
+    /// `lseek` from `whence` (`end` answers where the end is).
+    fn seek(
+        &mut self,
+        offset: i64,
+        whence: Whence,
+        end: impl FnOnce() -> Result<u64, Errno>,
+    ) -> Result<u64, Errno> {
+        let base = match whence {
+            Whence::Start => 0,
+            Whence::Current => self.offset,
+            Whence::End => end()?,
+        };
+        let target = i128::from(base) + i128::from(offset);
+        let target = u64::try_from(target)
+            .ok()
+            .filter(|&t| t <= eremite_vfs::MAX_FILE_BYTES)
+            .ok_or(errno::EINVAL)?;
+        if target == 0 {
+            // Rewinding a directory restarts its listing.
+            self.dir.rewind();
+        }
+        self.offset = target;
+        Ok(target)
+    }
+}
