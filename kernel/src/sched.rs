@@ -112,8 +112,9 @@ struct Thread {
     /// threads that brought their own.
     stack: Option<mm::Stack>,
     tls: Option<mm::TlsBlock>,
-    /// Cleared and futex-woken when it exits (Linux's `clear_child_tid`).
-    clear_on_exit: Option<&'static AtomicU32>,
+    /// The address of a word cleared and futex-woken when it exits
+    /// (Linux's `clear_child_tid`).
+    clear_on_exit: Option<u64>,
     /// Its `errno` while it does not run.
     errno: i32,
 }
@@ -701,9 +702,10 @@ pub(crate) struct ThreadStart {
     /// Memory the thread owns, freed when it exits.
     pub(crate) stack: Option<mm::Stack>,
     pub(crate) tls: Option<mm::TlsBlock>,
-    /// A word to set to 0 and futex-wake when it exits (Linux's
-    /// `CLONE_CHILD_CLEARTID`); skipped if it is no longer writable then.
-    pub(crate) clear_on_exit: Option<&'static AtomicU32>,
+    /// The address of an application word to set to 0 and futex-wake
+    /// when it exits (Linux's `CLONE_CHILD_CLEARTID`); skipped if it is
+    /// not a writable, aligned word then.
+    pub(crate) clear_on_exit: Option<u64>,
     /// The core to run on (round robin when `None` or out of range).
     pub(crate) core: Option<usize>,
 }
@@ -817,9 +819,7 @@ pub(crate) fn exit_current() -> ! {
     if let Some(joiner) = joiner {
         s.wake(joiner, false);
     }
-    if let Some(word) = clear
-        && mm::is_accessible(word.as_ptr() as u64, 4, mm::UserAccess::Write)
-    {
+    if let Some(word) = clear.and_then(|addr| mm::user_word(addr, mm::UserAccess::Write)) {
         word.store(0, Ordering::SeqCst);
         s.wake_futex(word, 1);
     }

@@ -12,6 +12,7 @@
 //! the function its unmangled C symbol without allowing `unsafe` in its
 //! body, and passes every call through [`trace`] (`strace` on the kernel
 //! command line logs `name(args) = result`, as strace does).
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 pub(crate) mod hermit;
 pub(crate) mod trace;

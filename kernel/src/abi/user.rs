@@ -94,10 +94,7 @@ pub(super) fn write<T: Copy>(ptr: *mut T, value: T) -> Result<(), Errno> {
     Ok(())
 }
 
-/// An application's 32-bit futex word.
+/// An application's 32-bit futex word (`mm::user_word`).
 pub(super) fn atomic_u32<'a>(ptr: *mut u32) -> Result<&'a core::sync::atomic::AtomicU32, Errno> {
-    check(ptr as u64, 4, 4, UserAccess::Read)?;
-    // SAFETY: aligned, inside RAM (checked); AtomicU32 has the layout of
-    // u32, and all access to a futex word is atomic by the ABI's contract.
-    Ok(unsafe { core::sync::atomic::AtomicU32::from_ptr(ptr) })
+    mm::user_word(ptr as u64, UserAccess::Read).ok_or(errno::EFAULT)
 }

@@ -25,8 +25,10 @@ mod tlb;
 
 use alloc::vec::Vec;
 
+use core::sync::atomic::AtomicU32;
 use eremite_interface::layout::PAGE_SIZE;
 use eremite_interface::{MAX_RAM_RANGES, MemRange};
+
 use eremite_mm::PageRange;
 
 use crate::arch;
@@ -189,6 +191,20 @@ pub(crate) enum UserAccess {
 /// at CPL3. A check, not a lock: another thread may unmap the range after.
 pub(crate) fn is_accessible(addr: u64, len: u64, access: UserAccess) -> bool {
     is_ram(addr, len) && arch::is_accessible(addr, addr + len, access == UserAccess::Write)
+}
+
+/// The application's 32-bit word at `addr` (a futex word, a thread's
+/// clear-on-exit word), if it is aligned and the application could make
+/// `access` to it.
+pub(crate) fn user_word<'a>(addr: u64, access: UserAccess) -> Option<&'a AtomicU32> {
+    if !addr.is_multiple_of(4) || !is_accessible(addr, 4, access) {
+        return None;
+    }
+    // SAFETY: aligned and inside RAM the application may access (checked
+    // just above; the application shares our address space); AtomicU32
+    // has the layout of u32, and all access to such a word is atomic by
+    // the ABIs' contracts (futexes, `clear_child_tid`).
+    Some(unsafe { AtomicU32::from_ptr(addr as *mut u32) })
 }
 
 /// How many bytes from `addr` on, up to `max`, the application could read.

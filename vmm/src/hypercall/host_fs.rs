@@ -4,6 +4,7 @@
 //! capped), then serve it with [`sandbox::HostFs`], copying data in and out
 //! of guest memory by checked copies.
 
+use super::host_size;
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::FileStat;
 use eremite_interface::hypercall::{self, HostFsOp};
@@ -112,7 +113,7 @@ fn read_path_bytes(ram: &GuestRam, addr: u64, len: u64) -> Result<Vec<u8>, Guest
     }
     ram.check(addr, len)
         .map_err(|_| GuestError::PathOutsideRam(addr))?;
-    let mut bytes = vec![0; len as usize];
+    let mut bytes = vec![0; host_size(len)];
     ram.read(addr, &mut bytes)
         .map_err(|_| GuestError::PathOutsideRam(addr))?;
     Ok(bytes)
@@ -240,7 +241,7 @@ pub(crate) fn serve(
             buf,
             offset,
         } => {
-            let mut data = vec![0; buf.len as usize];
+            let mut data = vec![0; host_size(buf.len)];
             let n = fs.read(m, *handle, *offset, &mut data)?;
             ram.write(buf.addr, &data[..n]).map_err(efault)?;
             Ok(as_result(n as u64))
@@ -250,7 +251,7 @@ pub(crate) fn serve(
             buf,
             offset,
         } => {
-            let mut data = vec![0; buf.len as usize];
+            let mut data = vec![0; host_size(buf.len)];
             ram.read(buf.addr, &mut data).map_err(efault)?;
             fs.write(m, *handle, *offset, &data)
                 .map(|n| as_result(n as u64))
@@ -272,7 +273,7 @@ pub(crate) fn serve(
         FsOp::Symlink { path, target } => fs.symlink(m, path, target).map(done),
         FsOp::Readlink { path, buf } => {
             let target = fs.readlink(m, path)?;
-            let shown = target.len().min(buf.len as usize);
+            let shown = target.len().min(host_size(buf.len));
             ram.write(buf.addr, &target[..shown]).map_err(efault)?;
             Ok(as_result(target.len() as u64))
         }
@@ -283,7 +284,7 @@ pub(crate) fn serve(
             buf,
             cookie,
         } => {
-            let records = fs.read_dir(m, *handle, *cookie, buf.len as usize)?;
+            let records = fs.read_dir(m, *handle, *cookie, host_size(buf.len))?;
             ram.write(buf.addr, &records).map_err(efault)?;
             Ok(as_result(records.len() as u64))
         }
@@ -388,7 +389,7 @@ mod tests {
         open.mode = 0o644;
         let h = g.call(open);
         assert!(h > 0, "{h}");
-        let h = h as u64;
+        let h = h.cast_unsigned();
 
         g.ram.write(BUF, b"from the guest").unwrap();
         let write = hypercall::HostFs {
@@ -466,7 +467,7 @@ mod tests {
 
         let mut open = req(&g, HostFsOp::Open, "");
         open.flags = O_RDONLY | O_DIRECTORY;
-        let dir = g.call(open) as u64;
+        let dir = g.call(open).cast_unsigned();
         let read_dir = hypercall::HostFs {
             op: HostFsOp::ReadDir as u32,
             handle: dir,
@@ -569,7 +570,7 @@ mod tests {
         std::fs::write(g.mnt.join("big"), vec![7u8; 2 << 20]).unwrap();
         let mut open = req(&g, HostFsOp::Open, "big");
         open.flags = O_RDWR;
-        let h = g.call(open) as u64;
+        let h = g.call(open).cast_unsigned();
         let io = |op: HostFsOp, buf, buf_len| hypercall::HostFs {
             op: op as u32,
             handle: h,

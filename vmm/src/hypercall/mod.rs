@@ -13,9 +13,25 @@
 //!
 //! `HostFs` requests are decoded and served in [`host_fs`], on top of the
 //! mount sandbox in [`crate::sandbox`].
+#![deny(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 mod host_fs;
 mod start_cpu;
+
+// Guest lengths (`u64`) become host sizes (`usize`) without loss: the VMM
+// is built for 64-bit hosts only (KVM on x86_64).
+const _: () = assert!(usize::BITS == u64::BITS);
+
+/// A guest length as a host size (lossless, see above). Callers bound the
+/// length before they allocate for it.
+#[allow(clippy::cast_possible_truncation)]
+const fn host_size(len: u64) -> usize {
+    len as usize
+}
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -329,7 +345,7 @@ pub(crate) struct Capture(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 #[cfg(test)]
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        crate::lock(&self.0).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

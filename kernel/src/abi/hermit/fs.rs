@@ -103,8 +103,8 @@ impl From<FileStat> for Stat {
 }
 
 fn open(name: *const u8, flags: i32, mode: i32) -> Result<i32, Errno> {
-    let flags = open_flags(flags as u32)?;
-    fd::open(user::path(name)?, flags, mode as u32)
+    let flags = open_flags(flags.cast_unsigned())?;
+    fd::open(user::path(name)?, flags, mode.cast_unsigned())
 }
 
 exported! {

@@ -149,7 +149,7 @@ exported! {
             // There is no exec, so close-on-exec is accepted and means nothing.
             F_GETFD | F_SETFD => fd::status_flags(fd).map(|_| 0),
             F_GETFL => fd::status_flags(fd).map(|f| hermit_open_flags(f) as i32),
-            F_SETFL => open_flags(arg as u32 & OPEN_STATUS_FLAGS)
+            F_SETFL => open_flags(arg.cast_unsigned() & OPEN_STATUS_FLAGS)
                 .and_then(|flags| fd::set_status_flags(fd, flags))
                 .map(|()| 0),
             _ => Err(errno::EINVAL),

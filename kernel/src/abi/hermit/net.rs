@@ -76,12 +76,15 @@ struct SockAddrIn {
     zero: [u8; 8],
 }
 
-const SOCKADDR_IN_LEN: u32 = size_of::<SockAddrIn>() as u32;
+/// `sizeof(struct sockaddr_in)`, also its `sin_len`.
+const SOCKADDR_IN_BYTES: u8 = 16;
+const _: () = assert!(size_of::<SockAddrIn>() == SOCKADDR_IN_BYTES as usize);
+const SOCKADDR_IN_LEN: u32 = SOCKADDR_IN_BYTES as u32;
 
 impl SockAddrIn {
     fn new(addr: SocketAddrV4) -> Self {
         Self {
-            len: SOCKADDR_IN_LEN as u8,
+            len: SOCKADDR_IN_BYTES,
             family: AF_INET,
             port: addr.port().to_be_bytes(),
             addr: addr.ip().octets(),
@@ -427,7 +430,10 @@ fn write_value<T: Copy>(out: T, value: *mut c_void, len: *mut u32) -> Result<(),
         return Err(errno::EINVAL);
     }
     user::write(value.cast::<T>(), out)?;
-    user::write(len, size_of::<T>() as u32)
+    user::write(
+        len,
+        u32::try_from(size_of::<T>()).map_err(|_| errno::EINVAL)?,
+    )
 }
 
 fn getsockopt(

@@ -28,7 +28,7 @@ exported! {
 
 exported! {
     fn sys_getpagesize() -> i32 {
-        PAGE_SIZE as i32
+        i32::try_from(PAGE_SIZE).unwrap_or(i32::MAX)
     }
 }
 

@@ -89,7 +89,8 @@ exported! {
         // Check the pointer before making anything that could then leak.
         ret(user::read(sem).and_then(|_| {
             let handle = semaphore::create(value);
-            user::write(sem, handle as SemT).map(|()| 0)
+            let handle = SemT::try_from(handle).map_err(|_| errno::ENOMEM)?;
+            user::write(sem, handle).map(|()| 0)
         }))
     }
 }
