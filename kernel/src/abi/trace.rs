@@ -45,9 +45,6 @@ pub(crate) fn init() {
 
 /// Whether `name` (with its `sys_` prefix) is traced.
 fn is_traced(name: &str) -> bool {
-    if !IS_ON.load(Ordering::Relaxed) {
-        return false;
-    }
     let short = name.strip_prefix("sys_").unwrap_or(name).as_bytes();
     match ONLY.get() {
         Some(only) if !only.is_empty() => only.split(|&b| b == b',').any(|n| n == short),
@@ -157,24 +154,34 @@ fn write_line(name: &str, args: &[&dyn TraceValue], result: Option<&dyn TraceVal
 }
 
 /// Run one call of `name` with `args` and trace it with its result.
+/// The untraced path is one relaxed load and the call.
 #[inline(always)]
 pub(crate) fn call<R: TraceValue>(
     name: &str,
     args: &[&dyn TraceValue],
     call: impl FnOnce() -> R,
 ) -> R {
-    if !is_traced(name) {
-        return call();
+    if IS_ON.load(Ordering::Relaxed) {
+        traced(name, args, call)
+    } else {
+        call()
     }
+}
+
+#[cold]
+#[inline(never)]
+fn traced<R: TraceValue>(name: &str, args: &[&dyn TraceValue], call: impl FnOnce() -> R) -> R {
     let result = call();
-    write_line(name, args, Some(&result));
+    if is_traced(name) {
+        write_line(name, args, Some(&result));
+    }
     result
 }
 
 /// Trace a call of `name` that does not return, before it is made.
 #[inline(always)]
 pub(crate) fn before(name: &str, args: &[&dyn TraceValue]) {
-    if is_traced(name) {
+    if IS_ON.load(Ordering::Relaxed) && is_traced(name) {
         write_line(name, args, None);
     }
 }

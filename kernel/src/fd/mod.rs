@@ -26,7 +26,6 @@ mod ram;
 mod socket;
 mod stdio;
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -116,20 +115,22 @@ pub(crate) trait FileObject: Send + Sync {
     }
 }
 
-/// An open file description: shared by descriptors made with `dup`.
-pub(crate) struct OpenFile {
-    object: Box<dyn FileObject>,
+/// An open file description: shared by descriptors made with `dup`. The
+/// object is its last field, so one allocation holds both (an
+/// `Arc<OpenFile<RamFile>>` becomes an `Arc<OpenFile>`).
+pub(crate) struct OpenFile<T: ?Sized = dyn FileObject> {
     /// Access mode, `O_APPEND` and `O_NONBLOCK` (the latter two change
     /// with `F_SETFL`), as [`OpenFlags`] bits.
     status: AtomicU32,
+    object: T,
 }
 
 impl OpenFile {
-    fn new(object: Box<dyn FileObject>, flags: OpenFlags) -> Arc<Self> {
+    fn new<T: FileObject + 'static>(object: T, flags: OpenFlags) -> Arc<Self> {
         let kept = flags.access() | (flags & OpenFlags::STATUS);
-        Arc::new(Self {
-            object,
+        Arc::new(OpenFile {
             status: AtomicU32::new(kept.bits()),
+            object,
         })
     }
 
@@ -200,38 +201,38 @@ fn file(fd: i32) -> Result<Arc<OpenFile>, Errno> {
 }
 
 /// A new descriptor for `object`.
-fn insert(object: Box<dyn FileObject>, flags: OpenFlags) -> Result<i32, Errno> {
-    FILES.lock().insert(OpenFile::new(object, flags))
+fn insert<T: FileObject + 'static>(object: T, flags: OpenFlags) -> Result<i32, Errno> {
+    let file = OpenFile::new(object, flags);
+    FILES.lock().insert(file)
 }
 
 /// Open descriptors 0, 1 and 2: standard input, output and error. Called
 /// once at boot, before `main`.
 pub(crate) fn init() -> Result<(), &'static str> {
-    let streams: [(Box<dyn FileObject>, OpenFlags); 3] = [
-        (Box::new(stdio::Stdin), OpenFlags::RDONLY),
-        (Box::new(stdio::Output(Stream::Stdout)), OpenFlags::WRONLY),
-        (Box::new(stdio::Output(Stream::Stderr)), OpenFlags::WRONLY),
+    let opened = [
+        insert(stdio::Stdin, OpenFlags::RDONLY),
+        insert(stdio::Output(Stream::Stdout), OpenFlags::WRONLY),
+        insert(stdio::Output(Stream::Stderr), OpenFlags::WRONLY),
     ];
-    for (object, flags) in streams {
-        insert(object, flags).map_err(|_| "cannot open the standard streams")?;
+    match opened {
+        [Ok(0), Ok(1), Ok(2)] => Ok(()),
+        _ => Err("cannot open the standard streams"),
     }
-    Ok(())
 }
 
 /// `open`: the new descriptor.
 pub(crate) fn open(path: &[u8], flags: OpenFlags, mode: u32) -> Result<i32, Errno> {
-    let object: Box<dyn FileObject> = match fs::open(path, flags, mode)? {
-        fs::Opened::Ram(node) => Box::new(ram::RamFile::new(node)),
-        fs::Opened::Host(handle) => Box::new(host::HostFile::new(handle)),
-    };
     // On failure the object is dropped, which closes the file.
-    insert(object, flags)
+    match fs::open(path, flags, mode)? {
+        fs::Opened::Ram(node) => insert(ram::RamFile::new(node), flags),
+        fs::Opened::Host(handle) => insert(host::HostFile::new(handle), flags),
+    }
 }
 
 /// A descriptor for a new socket; `O_NONBLOCK` in `flags` applies.
 pub(crate) fn open_socket(socket: net::Socket, flags: OpenFlags) -> Result<i32, Errno> {
     insert(
-        Box::new(socket::SocketFile(socket)),
+        socket::SocketFile(socket),
         OpenFlags::RDWR | (flags & OpenFlags::NONBLOCK),
     )
 }
@@ -244,7 +245,7 @@ pub(crate) fn open_eventfd(
     flags: OpenFlags,
 ) -> Result<i32, Errno> {
     insert(
-        Box::new(eventfd::EventFd::new(initial, is_semaphore)),
+        eventfd::EventFd::new(initial, is_semaphore),
         OpenFlags::RDWR | (flags & OpenFlags::NONBLOCK),
     )
 }
