@@ -40,10 +40,14 @@ macro_rules! exported {
             #[deny(unsafe_code)]
             #[inline(always)]
             fn body($($arg: $ty),*) -> ! $body
-            $crate::abi::trace::before(
-                stringify!($name),
-                &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
-            );
+            if $crate::abi::trace::is_on() {
+                let traced = ($($arg,)*);
+                let ($($arg,)*) = traced;
+                $crate::abi::trace::before(
+                    stringify!($name),
+                    &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
+                );
+            }
             body($($arg),*)
         }
         $crate::abi::exported! { $($rest)* }
@@ -56,11 +60,19 @@ macro_rules! exported {
             #[deny(unsafe_code)]
             #[inline(always)]
             fn body($($arg: $ty),*) $(-> $ret)? $body
-            $crate::abi::trace::call(
-                stringify!($name),
-                &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
-                || body($($arg),*),
-            )
+            // The arguments are gathered for the tracer only when it is on.
+            if $crate::abi::trace::is_on() {
+                // Copies whose addresses the tracer takes, here only.
+                let traced = ($($arg,)*);
+                let ($($arg,)*) = traced;
+                $crate::abi::trace::call(
+                    stringify!($name),
+                    &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
+                    || body($($arg),*),
+                )
+            } else {
+                body($($arg),*)
+            }
         }
         $crate::abi::exported! { $($rest)* }
     };
@@ -69,11 +81,17 @@ macro_rules! exported {
         #[allow(unsafe_code, reason = "an unsafe contract, forwarded by the body")]
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
-            $crate::abi::trace::call(
-                stringify!($name),
-                &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
-                || $body,
-            )
+            if $crate::abi::trace::is_on() {
+                let traced = ($($arg,)*);
+                let ($($arg,)*) = traced;
+                $crate::abi::trace::call(
+                    stringify!($name),
+                    &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
+                    || $body,
+                )
+            } else {
+                $body
+            }
         }
         $crate::abi::exported! { $($rest)* }
     };

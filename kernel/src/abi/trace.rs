@@ -153,24 +153,22 @@ fn write_line(name: &str, args: &[&dyn TraceValue], result: Option<&dyn TraceVal
     let _ = console::write(Stream::Stderr, &line.bytes[..=end]);
 }
 
-/// Run one call of `name` with `args` and trace it with its result.
-/// The untraced path is one relaxed load and the call.
+/// Whether tracing is on (one relaxed load): `exported!` gathers a
+/// call's arguments only then.
 #[inline(always)]
+pub(crate) fn is_on() -> bool {
+    IS_ON.load(Ordering::Relaxed)
+}
+
+/// Run one call of `name` with `args` and trace it with its result (when
+/// [`is_on`]).
+#[cold]
+#[inline(never)]
 pub(crate) fn call<R: TraceValue>(
     name: &str,
     args: &[&dyn TraceValue],
     call: impl FnOnce() -> R,
 ) -> R {
-    if IS_ON.load(Ordering::Relaxed) {
-        traced(name, args, call)
-    } else {
-        call()
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn traced<R: TraceValue>(name: &str, args: &[&dyn TraceValue], call: impl FnOnce() -> R) -> R {
     let result = call();
     if is_traced(name) {
         write_line(name, args, Some(&result));
@@ -178,10 +176,12 @@ fn traced<R: TraceValue>(name: &str, args: &[&dyn TraceValue], call: impl FnOnce
     result
 }
 
-/// Trace a call of `name` that does not return, before it is made.
-#[inline(always)]
+/// Trace a call of `name` that does not return, before it is made (when
+/// [`is_on`]).
+#[cold]
+#[inline(never)]
 pub(crate) fn before(name: &str, args: &[&dyn TraceValue]) {
-    if IS_ON.load(Ordering::Relaxed) && is_traced(name) {
+    if is_traced(name) {
         write_line(name, args, None);
     }
 }
