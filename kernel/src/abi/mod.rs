@@ -41,11 +41,13 @@ macro_rules! exported {
             #[inline(always)]
             fn body($($arg: $ty),*) -> ! $body
             if $crate::abi::trace::is_on() {
+                // Copies whose addresses the tracer takes, here only.
                 let traced = ($($arg,)*);
                 let ($($arg,)*) = traced;
-                $crate::abi::trace::before(
+                $crate::abi::trace::log(
                     stringify!($name),
                     &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
+                    None,
                 );
             }
             body($($arg),*)
@@ -57,19 +59,23 @@ macro_rules! exported {
         #[allow(unsafe_code, reason = "an unmangled symbol; the body denies unsafe code")]
         #[unsafe(no_mangle)]
         pub extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+            // Out of line, so that what it calls inlines into it as into
+            // a function of its own; the untraced path is a check and a
+            // tail call.
             #[deny(unsafe_code)]
-            #[inline(always)]
+            #[inline(never)]
             fn body($($arg: $ty),*) $(-> $ret)? $body
-            // The arguments are gathered for the tracer only when it is on.
             if $crate::abi::trace::is_on() {
                 // Copies whose addresses the tracer takes, here only.
                 let traced = ($($arg,)*);
                 let ($($arg,)*) = traced;
-                $crate::abi::trace::call(
+                let result = body($($arg),*);
+                $crate::abi::trace::log(
                     stringify!($name),
                     &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
-                    || body($($arg),*),
-                )
+                    Some(&result),
+                );
+                result
             } else {
                 body($($arg),*)
             }
@@ -81,16 +87,23 @@ macro_rules! exported {
         #[allow(unsafe_code, reason = "an unsafe contract, forwarded by the body")]
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(never)]
+            unsafe fn body($($arg: $ty),*) $(-> $ret)? $body
             if $crate::abi::trace::is_on() {
                 let traced = ($($arg,)*);
                 let ($($arg,)*) = traced;
-                $crate::abi::trace::call(
+                // SAFETY: the caller's contract, which this function has
+                // too, is forwarded unchanged.
+                let result = unsafe { body($($arg),*) };
+                $crate::abi::trace::log(
                     stringify!($name),
                     &[$(&$arg as &dyn $crate::abi::trace::TraceValue),*],
-                    || $body,
-                )
+                    Some(&result),
+                );
+                result
             } else {
-                $body
+                // SAFETY: as above.
+                unsafe { body($($arg),*) }
             }
         }
         $crate::abi::exported! { $($rest)* }

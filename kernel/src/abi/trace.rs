@@ -160,28 +160,12 @@ pub(crate) fn is_on() -> bool {
     IS_ON.load(Ordering::Relaxed)
 }
 
-/// Run one call of `name` with `args` and trace it with its result (when
-/// [`is_on`]).
+/// Trace a call of `name` with `args` and its result (`None` before a
+/// call that does not return), when [`is_on`].
 #[cold]
 #[inline(never)]
-pub(crate) fn call<R: TraceValue>(
-    name: &str,
-    args: &[&dyn TraceValue],
-    call: impl FnOnce() -> R,
-) -> R {
-    let result = call();
+pub(crate) fn log(name: &str, args: &[&dyn TraceValue], result: Option<&dyn TraceValue>) {
     if is_traced(name) {
-        write_line(name, args, Some(&result));
-    }
-    result
-}
-
-/// Trace a call of `name` that does not return, before it is made (when
-/// [`is_on`]).
-#[cold]
-#[inline(never)]
-pub(crate) fn before(name: &str, args: &[&dyn TraceValue]) {
-    if is_traced(name) {
-        write_line(name, args, None);
+        write_line(name, args, result);
     }
 }
