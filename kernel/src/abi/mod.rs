@@ -28,10 +28,33 @@ mod user;
 /// - `fn name(args) -> ! { body }`: traced before the call, which ends
 ///   the program;
 /// - `unsafe fn name(args) { body }`: a function whose contract is unsafe
-///   (the allocator's `free`): its body forwards that contract and may use
-///   `unsafe`, with a SAFETY comment.
+///   (`freeaddrinfo`): its body forwards that contract and may use
+///   `unsafe`, with a SAFETY comment;
+/// - `untraced fn` and `untraced unsafe fn`: the same without the tracer,
+///   for the allocator family, which std calls for every allocation (a
+///   load and a branch there cost malloc+free 8 % in `./x bench
+///   syscalls`) and which is no system call on Linux.
 macro_rules! exported {
     () => {};
+    ($(#[$meta:meta])* untraced fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        #[allow(unsafe_code, reason = "an unmangled symbol; the body denies unsafe code")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[deny(unsafe_code)]
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            body($($arg),*)
+        }
+        $crate::abi::exported! { $($rest)* }
+    };
+    ($(#[$meta:meta])* untraced unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        #[allow(unsafe_code, reason = "an unsafe contract, forwarded by the body")]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? $body
+        $crate::abi::exported! { $($rest)* }
+    };
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> ! $body:block $($rest:tt)*) => {
         $(#[$meta])*
         #[allow(unsafe_code, reason = "an unmangled symbol; the body denies unsafe code")]

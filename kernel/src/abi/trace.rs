@@ -3,7 +3,8 @@
 //! guest's stderr as `name(args) = result`, as strace(1) does; `strace=a,b`
 //! traces only the calls named (without `sys_`, e.g. `strace=open,read`).
 //! Every function defined with [`super::exported!`] passes through here,
-//! so a new ABI gets it for free.
+//! so a new ABI gets it for free; only hermit's allocator family
+//! (`sys_malloc`, `sys_free`, ...) is left out, as no system call.
 //!
 //! Off, it costs one relaxed load per call. On, a line is formatted into a
 //! buffer on the stack and written at once, so lines from several CPUs do

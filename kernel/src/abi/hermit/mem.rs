@@ -11,19 +11,19 @@ fn prot(bits: u32) -> Result<mm::Prot, eremite_interface::errno::Errno> {
 }
 
 exported! {
-    fn sys_alloc(size: usize, align: usize) -> *mut u8 {
+    untraced fn sys_alloc(size: usize, align: usize) -> *mut u8 {
         mm::alloc(size, align)
     }
 }
 
 exported! {
-    fn sys_malloc(size: usize, align: usize) -> *mut u8 {
+    untraced fn sys_malloc(size: usize, align: usize) -> *mut u8 {
         mm::alloc(size, align)
     }
 }
 
 exported! {
-    fn sys_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    untraced fn sys_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
         mm::alloc_zeroed(size, align)
     }
 }
@@ -32,7 +32,7 @@ exported! {
     /// # Safety
     /// `ptr` must be null or a live block from this allocator with this size
     /// and alignment (the allocator contract std upholds).
-    unsafe fn sys_realloc(
+    untraced unsafe fn sys_realloc(
         ptr: *mut u8,
         size: usize,
         align: usize,
@@ -46,7 +46,7 @@ exported! {
 exported! {
     /// # Safety
     /// As for [`sys_realloc`]; the block is not used afterwards.
-    unsafe fn sys_dealloc(ptr: *mut u8, size: usize, align: usize) {
+    untraced unsafe fn sys_dealloc(ptr: *mut u8, size: usize, align: usize) {
         // SAFETY: forwarded caller contract.
         unsafe { mm::dealloc(ptr, size, align) }
     }
@@ -55,7 +55,7 @@ exported! {
 exported! {
     /// # Safety
     /// As for [`sys_dealloc`].
-    unsafe fn sys_free(ptr: *mut u8, size: usize, align: usize) {
+    untraced unsafe fn sys_free(ptr: *mut u8, size: usize, align: usize) {
         // SAFETY: forwarded caller contract.
         unsafe { mm::dealloc(ptr, size, align) }
     }
