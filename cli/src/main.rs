@@ -17,6 +17,9 @@
 
 mod qemu;
 
+/// The kernel image that runs Linux programs (built by `build.rs`).
+static LINUX_KERNEL: &[u8] = include_bytes!(env!("EREMITE_LINUX_KERNEL"));
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -165,6 +168,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         ip: args.ip,
         gateway: args.gateway,
         pin_vcpus: args.pin_vcpus.map(|cpus| cpus.0).unwrap_or_default(),
+        linux_kernel: Some(LINUX_KERNEL),
     };
     let mut console = Console::host(args.verbose);
     let report = match eremite_vmm::run(&config, &mut console) {
@@ -225,6 +229,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         ip: args.ip,
         gateway: args.gateway,
         pin_vcpus: Vec::new(),
+        linux_kernel: None,
     };
     let params: Vec<String> = match config.net_params() {
         Ok((address, gateway)) => address

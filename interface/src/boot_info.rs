@@ -165,6 +165,45 @@ pub struct BootInfo {
     pub read_only_mounts: u64,
     /// Filled in by the kernel.
     pub report: KernelReport,
+    /// The Linux program the VMM loaded beside the kernel (flag
+    /// [`boot_flags::LINUX`]); zero for a hermit image.
+    pub linux: LinuxProgram,
+}
+
+/// A static Linux x86_64 program that the VMM loaded into guest RAM next
+/// to the Linux-ABI kernel image (`docs/linux.md`). Its `PT_LOAD` segments
+/// are at their link addresses plus `bias`, mapped with their own rights;
+/// its `syscall` instructions were rewritten to `call *%rax` where that is
+/// safe (zpoline), and the VMM put the trampoline at address 0.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct LinuxProgram {
+    /// Guest address of the program's entry point (`AT_ENTRY`).
+    pub entry: u64,
+    /// Guest address of its program headers (`AT_PHDR`), their number
+    /// (`AT_PHNUM`) and size (`AT_PHENT`).
+    pub phdr: u64,
+    pub phnum: u64,
+    pub phent: u64,
+    /// What was added to the file's addresses: 0 for `ET_EXEC`, the load
+    /// address of a static PIE.
+    pub bias: u64,
+    /// The program's extent in guest memory, page aligned; `end` is where
+    /// its break (`brk`) starts.
+    pub start: u64,
+    pub end: u64,
+    /// The executable bytes whose `syscall` sites may have been rewritten,
+    /// and a bitmap of them: bit `i` (byte `i / 8`, bit `i % 8`) says
+    /// whether the `call *%rax` ending at `text_start + i` is a rewritten
+    /// `syscall` (the dispatcher's check of its return address).
+    pub text_start: u64,
+    pub text_end: u64,
+    pub sites_bitmap: u64,
+    /// `syscall` instructions rewritten, and left on the trap path.
+    pub sites_rewritten: u64,
+    pub sites_left: u64,
 }
 
 /// Bits of [`BootInfo::flags`].
@@ -178,6 +217,10 @@ pub mod boot_flags {
     /// `tsc_khz` was measured by the kernel (against the PIT, on the PVH
     /// path), not reported by the hypervisor. Shown in the verbose log.
     pub const TSC_MEASURED: u64 = 1 << 2;
+    /// The image is the Linux-ABI kernel and [`crate::BootInfo::linux`]
+    /// describes the program to start (instead of a hermit application
+    /// linked into the image).
+    pub const LINUX: u64 = 1 << 3;
 }
 
 impl BootInfo {

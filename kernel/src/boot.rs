@@ -139,6 +139,19 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
 
     start_cpus(info.cpu_count);
 
+    if info.flags & boot_flags::LINUX != 0 {
+        let Some(stack) = mm::Stack::new(LINUX_SYSCALL_STACK_BYTES, mm::NO_THREAD) else {
+            fatal("out of memory for the main thread's system-call stack");
+        };
+        let top = stack.top();
+        // The main thread's system calls run on it for as long as it lives.
+        core::mem::forget(stack);
+        record_main(entry_tsc);
+        // SAFETY: `top` is the 16-byte aligned end of a fresh stack that
+        // nothing else uses; `enter_linux` never returns.
+        unsafe { arch::call_on_stack(top, enter_linux, [top, 0, 0]) }
+    }
+
     let Some(tls) = mm::create_tls(&info.tls) else {
         fatal("out of memory for the main thread's TLS block");
     };
@@ -158,6 +171,18 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     // The main thread's stack lives as long as the program.
     core::mem::forget(stack);
 
+    record_main(entry_tsc);
+    klog!("calling main with {argc} args");
+
+    let argv = args.leak().as_ptr() as u64;
+    let envp = env.leak().as_ptr() as u64;
+    // SAFETY: `stack_top` is the 16-byte aligned end of a fresh allocation
+    // of `stack_bytes` that nothing else uses; `enter_main` never returns.
+    unsafe { arch::call_on_stack(stack_top, enter_main, [argc as u64, argv, envp]) }
+}
+
+/// Record in the kernel report when the kernel handed over to the program.
+fn record_main(entry_tsc: u64) {
     let main_tsc = arch::rdtsc();
     let init_ns = time::ticks_to_ns(main_tsc.saturating_sub(entry_tsc));
     let report = layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64;
@@ -169,17 +194,18 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         report + core::mem::offset_of!(KernelReport, main_tsc) as u64,
         main_tsc,
     );
-    klog!(
-        "kernel init took {} us; calling main with {} args",
-        init_ns / 1000,
-        argc
-    );
+    klog!("kernel init took {} us", init_ns / 1000);
+}
 
-    let argv = args.leak().as_ptr() as u64;
-    let envp = env.leak().as_ptr() as u64;
-    // SAFETY: `stack_top` is the 16-byte aligned end of a fresh allocation
-    // of `stack_bytes` that nothing else uses; `enter_main` never returns.
-    unsafe { arch::call_on_stack(stack_top, enter_main, [argc as u64, argv, envp]) }
+/// Stack for the system calls of a Linux program's main thread.
+const LINUX_SYSCALL_STACK_BYTES: usize = 128 << 10;
+
+/// A Linux program's main thread, on its system-call stack.
+extern "C" fn enter_linux(syscall_stack: u64, _: u64, _: u64) -> ! {
+    let Some(info) = bootinfo::info() else {
+        fatal("no boot info");
+    };
+    abi::linux::start(info, syscall_stack)
 }
 
 /// Stack of an application processor's first context (its scheduler's

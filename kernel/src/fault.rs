@@ -61,6 +61,20 @@ impl core::fmt::Display for Location {
     }
 }
 
+/// A call to an address the program cannot have meant (a null function
+/// pointer into the system-call trampoline at page 0): report it as the
+/// page fault it would be on Linux, and exit as for a CPU exception.
+pub(crate) fn report_bad_call(target: u64, return_address: u64) -> ! {
+    console::flush();
+    let mut out = DirectWriter::new(Stream::Stderr);
+    let _ = writeln!(
+        out,
+        "eremite: CPU exception 14 page fault: a call to {target:#x} (a null function pointer?) from {}",
+        Location(return_address.wrapping_sub(2))
+    );
+    hypervisor::exit(ExitKind::Exception, 14)
+}
+
 /// Print the exception report and exit; runs on the upcall stack at CPL3.
 pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
     console::flush();

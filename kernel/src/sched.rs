@@ -115,6 +115,12 @@ struct Thread {
     /// The address of a word cleared and futex-woken when it exits
     /// (Linux's `clear_child_tid`).
     clear_on_exit: Option<u64>,
+    /// A Linux thread's system-call stack (its top; 0 for others), and
+    /// where its extended state is kept while it is switched away: its
+    /// program expects a system call to keep its XMM registers, so they
+    /// are saved at every switch, not only at preemption.
+    syscall_stack: u64,
+    fp_area: Option<Box<arch::FpArea>>,
     /// Its `errno` while it does not run.
     errno: i32,
 }
@@ -135,6 +141,8 @@ impl Thread {
             stack: None,
             tls: None,
             clear_on_exit: None,
+            syscall_stack: 0,
+            fp_area: None,
             errno: 0,
         })
     }
@@ -241,6 +249,12 @@ impl Scheduler {
             Some(c) => c,
             None => unreachable!("core {core} does not exist"),
         }
+    }
+
+    /// The system-call stack of the thread running on this core.
+    fn thread_syscall_stack(&mut self) -> u64 {
+        let tid = self.current();
+        self.thread(tid).syscall_stack
     }
 
     /// The thread running on this core.
@@ -503,8 +517,16 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
     }
     let fs_base = arch::fs_base();
     let errno = &cpu::this().errno;
+    arch::set_syscall_stack(here, s.thread(next).syscall_stack);
     s.thread(current).errno = errno.load(Ordering::Relaxed);
     errno.store(s.thread(next).errno, Ordering::Relaxed);
+    // A Linux thread's extended state, saved before it leaves and loaded
+    // when it comes back (its record outlives the switch: it is not
+    // finished).
+    let fp_area: Option<*mut arch::FpArea> = match s.thread(current) {
+        t if t.state == State::Finished => None,
+        t => t.fp_area.as_deref_mut().map(|a| a as *mut arch::FpArea),
+    };
     let save: *mut u64 = if s.thread(current).state == State::Finished {
         // Its core has left its stack: forget it, joined or not (std does
         // not join detached threads; `join` of a forgotten thread returns
@@ -524,6 +546,11 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
     drop(guard);
     // No TLS is touched by the kernel, so the FS base may change here.
     arch::set_fs_base(next_fs);
+    if let Some(area) = fp_area {
+        // SAFETY: the area is boxed in this thread's record, which lives
+        // while the thread is not finished, and only this thread uses it.
+        arch::fp_save(unsafe { &mut *area });
+    }
     // SAFETY: `save` points into the current thread's boxed record, which
     // stays allocated while the thread has not finished, or (for a
     // finished thread, which is never switched back to) into this core's
@@ -532,6 +559,10 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
     // made by `new_thread_stack` for a thread of this core that is not
     // running, whose stack is allocated while it is not finished.
     unsafe { arch::switch(save, next_rsp) };
+    if let Some(area) = fp_area {
+        // SAFETY: as above: back on this thread, its record still lives.
+        arch::fp_restore(unsafe { &*area });
+    }
     sync::preempt_enable();
     free_exited();
 }
@@ -612,6 +643,61 @@ fn wait(
 /// count); the number woken.
 pub(crate) fn futex_wake(word: &AtomicU32, count: i32) -> i32 {
     sched(&mut lock()).wake_futex(word, count)
+}
+
+/// `FUTEX_REQUEUE`/`FUTEX_CMP_REQUEUE`: unless `*word` differs from
+/// `expected` (`EAGAIN`), wake up to `wake` waiters of `word` and move up
+/// to `requeue` of the others to wait on `target`; how many were woken
+/// and moved.
+pub(crate) fn futex_requeue(
+    word: &AtomicU32,
+    expected: Option<u32>,
+    wake: i32,
+    target: &AtomicU32,
+    requeue: i32,
+) -> Result<i32, Errno> {
+    let mut guard = lock();
+    if expected.is_some_and(|value| word.load(Ordering::SeqCst) != value) {
+        return Err(errno::EAGAIN);
+    }
+    let s = sched(&mut guard);
+    let woken = s.wake_futex(word, wake);
+    let from = word as *const AtomicU32 as u64;
+    let to = target as *const AtomicU32 as u64;
+    let mut moved = 0;
+    let limit = usize::try_from(requeue).unwrap_or(0);
+    while moved < limit && from != to {
+        let Some(tid) = s.futexes.get_mut(&from).and_then(VecDeque::pop_front) else {
+            break;
+        };
+        s.thread(tid).futex = Some(to);
+        s.futexes.entry(to).or_default().push_back(tid);
+        moved += 1;
+    }
+    if s.futexes.get(&from).is_some_and(VecDeque::is_empty) {
+        s.futexes.remove(&from);
+    }
+    Ok(woken.saturating_add(i32::try_from(moved).unwrap_or(i32::MAX)))
+}
+
+/// Set or clear the calling thread's clear-on-exit word (Linux's
+/// `set_tid_address`).
+pub(crate) fn set_clear_on_exit(addr: Option<u64>) {
+    let mut guard = lock();
+    let s = sched(&mut guard);
+    let tid = s.current();
+    s.thread(tid).clear_on_exit = addr;
+}
+
+/// Whether `tid` is a thread that has not finished.
+pub(crate) fn is_thread(tid: i32) -> bool {
+    let Ok(tid) = Tid::try_from(tid) else {
+        return false;
+    };
+    sched(&mut lock())
+        .threads
+        .get(&tid)
+        .is_some_and(|t| t.state != State::Finished)
 }
 
 /// Sleep for at least `duration_ns`, letting other threads run.
@@ -708,6 +794,9 @@ pub(crate) struct ThreadStart {
     pub(crate) clear_on_exit: Option<u64>,
     /// The core to run on (round robin when `None` or out of range).
     pub(crate) core: Option<usize>,
+    /// For a Linux thread: the top of the stack its system calls run on
+    /// (it must outlive the thread: give its `mm::Stack` as `stack`).
+    pub(crate) syscall_stack: Option<u64>,
 }
 
 /// Start a thread as `start` says: its id, or `EAGAIN` when ids ran out.
@@ -741,6 +830,10 @@ pub(crate) fn spawn(start: ThreadStart) -> Result<Tid, Errno> {
     thread.stack = start.stack;
     thread.tls = start.tls;
     thread.clear_on_exit = start.clear_on_exit;
+    if let Some(top) = start.syscall_stack {
+        thread.syscall_stack = top;
+        thread.fp_area = Some(Box::new(arch::FpArea::new()));
+    }
     s.threads.insert(tid, thread);
     s.wake(tid, false);
     Ok(tid)
@@ -763,7 +856,45 @@ pub(crate) fn spawn_kernel_thread(
         tls: None,
         clear_on_exit: None,
         core: Some(core),
+        syscall_stack: None,
     })
+}
+
+/// Make the calling thread a Linux thread whose system calls run on the
+/// stack whose top is `top` (the main thread, before it enters its
+/// program; spawned Linux threads say so in [`ThreadStart`]).
+pub(crate) fn become_linux_thread(top: u64) {
+    let area = Box::new(arch::FpArea::new());
+    let mut guard = lock();
+    let s = sched(&mut guard);
+    let tid = s.current();
+    let thread = s.thread(tid);
+    thread.syscall_stack = top;
+    thread.fp_area = Some(area);
+    arch::set_syscall_stack(here(), top);
+}
+
+/// Continue the calling Linux thread's program as `frame` says, with
+/// `result` in RAX: leave the kernel for the program (its start, a
+/// `clone`'s child, or the end of a system call that changed where it
+/// goes). Only a Linux thread, on its system-call stack, may call this.
+pub(crate) fn enter_program(frame: &arch::SyscallFrame, result: u64) -> ! {
+    let stack = sched(&mut lock()).thread_syscall_stack();
+    assert!(
+        stack != 0,
+        "a thread that is not a Linux thread entered a program"
+    );
+    // SAFETY: the caller is a Linux thread on its system-call stack, whose
+    // frames are never needed again (its next system call starts at the
+    // top). The frame's RIP and RSP are the program's own choice, in its
+    // own memory (a wrong one faults in the program, as on Linux; the
+    // kernel's memory is reached by no reference from it).
+    unsafe { arch::enter_program(frame, result) }
+}
+
+/// The calling thread's id.
+pub(crate) fn current_tid() -> Tid {
+    sched(&mut lock()).current()
 }
 
 /// Run an application processor's scheduler (called once by each, on

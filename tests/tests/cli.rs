@@ -25,10 +25,12 @@ fn a_file_that_is_not_elf_is_refused() {
 }
 
 #[test]
-fn an_elf_file_that_is_not_an_eremite_image_is_refused() {
-    // The CLI itself: a Linux executable, not a unikernel image.
+fn a_dynamically_linked_linux_program_is_refused_in_one_line() {
+    // The CLI itself: a Linux executable that needs ld.so, which eremite
+    // does not load yet.
     let run = eremite_cli(&["run", eremite().to_str().unwrap()]);
-    one_line_error(&run, 125, "not an eremite image");
+    one_line_error(&run, 125, "dynamically linked (interpreter");
+    assert!(run.stderr.contains("-static"), "{run}");
 }
 
 #[test]

@@ -6,7 +6,8 @@
 
 use eremite_interface::layout::{BOOT_DATA_ADDR, BOOT_DATA_END, BOOT_INFO_ADDR};
 use eremite_interface::{
-    BootInfo, INTERFACE_VERSION, MAGIC, MAX_RAM_RANGES, MemRange, StringList, boot_flags,
+    BootInfo, INTERFACE_VERSION, LinuxProgram, MAGIC, MAX_RAM_RANGES, MemRange, StringList,
+    boot_flags,
 };
 use zerocopy::FromZeros;
 
@@ -45,6 +46,8 @@ pub(crate) struct BootParams<'a> {
     pub(crate) read_only_mounts: u64,
     /// End of the page tables the VMM built.
     pub(crate) page_tables_end: u64,
+    /// The Linux program loaded beside the kernel, if any.
+    pub(crate) linux: Option<LinuxProgram>,
 }
 
 /// The boot data bytes (to go at [`BOOT_DATA_ADDR`]) and the lists that
@@ -118,6 +121,10 @@ pub(crate) fn write(
     } else {
         0
     };
+    if let Some(program) = params.linux {
+        info.linux = program;
+        info.flags |= boot_flags::LINUX;
+    }
     ram.write_obj(BOOT_INFO_ADDR, &info)?;
     Ok(())
 }
@@ -175,6 +182,7 @@ mod tests {
             end: 0,
             tls: Default::default(),
             pages: Vec::new(),
+            page_zero: Default::default(),
         };
         let (args, mounts) = (strings(&["/img"]), strings(&["/data", "/etc/conf"]));
         let params = BootParams {
@@ -190,6 +198,7 @@ mod tests {
             mounts: &mounts,
             read_only_mounts: 0b10,
             page_tables_end: 0x8_5000,
+            linux: None,
         };
         write(&ram, &image, &params).unwrap();
         let info: BootInfo = ram.read_obj(BOOT_INFO_ADDR).unwrap();
@@ -219,6 +228,7 @@ mod tests {
             end: 0,
             tls: Default::default(),
             pages: Vec::new(),
+            page_zero: Default::default(),
         };
         let args = strings(&["/img"]);
         let params = BootParams {
@@ -234,6 +244,7 @@ mod tests {
             mounts: &[],
             read_only_mounts: 0,
             page_tables_end: 0x8_5000,
+            linux: None,
         };
         write(&ram, &image, &params).unwrap();
         let info: BootInfo = ram.read_obj(BOOT_INFO_ADDR).unwrap();

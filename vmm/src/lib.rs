@@ -21,6 +21,7 @@ mod devices;
 mod hypercall;
 mod initrd;
 mod kvm;
+mod linux;
 mod loader;
 mod memory;
 mod net_address;
@@ -53,7 +54,8 @@ pub use devices::{
 pub use hypercall::{Console, GuestError};
 pub use initrd::InitrdError;
 pub use kvm::{CpuState, ExitStats, KvmError};
-pub use loader::{LoadError, LoadedImage, PageAccess};
+pub use linux::{LinuxError, ProgramError};
+pub use loader::{LoadError, LoadedImage, PageAccess, PageZero};
 pub use memory::{MapError, OutOfRange};
 pub use net_address::{NetAddressError, parse_gateway, parse_ip_prefix};
 pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
@@ -102,6 +104,9 @@ pub struct VmConfig {
     /// entry `n` (round robin), and device threads on the process's other
     /// CPUs; empty: the host places every thread.
     pub pin_vcpus: Vec<usize>,
+    /// The Linux-ABI kernel image, for booting Linux programs (the CLI
+    /// carries it); `None`: Linux programs are refused.
+    pub linux_kernel: Option<&'static [u8]>,
 }
 
 impl VmConfig {
@@ -121,6 +126,7 @@ impl VmConfig {
             ip: None,
             gateway: None,
             pin_vcpus: Vec::new(),
+            linux_kernel: None,
         }
     }
 
@@ -266,6 +272,14 @@ pub enum Error {
     /// Too many devices.
     #[error(transparent)]
     Bus(#[from] BusFull),
+    /// A Linux program cannot be booted.
+    #[error("{path}: {source}")]
+    Linux {
+        /// The program's path.
+        path: PathBuf,
+        /// Why.
+        source: linux::LinuxError,
+    },
 }
 
 impl Error {
@@ -407,10 +421,23 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         source,
     })?;
     let ram = memory::GuestRam::new(config.memory_bytes)?;
-    let image = loader::load(file.bytes(), &ram).map_err(|source| Error::Load {
-        path: config.image.clone(),
-        source,
-    })?;
+    let (image, linux) = if loader::is_foreign_elf(file.bytes()) {
+        let (image, program) = config
+            .linux_kernel
+            .ok_or(linux::LinuxError::NoKernel)
+            .and_then(|kernel| linux::load(kernel, file.bytes(), &ram))
+            .map_err(|source| Error::Linux {
+                path: config.image.clone(),
+                source,
+            })?;
+        (image, Some(program))
+    } else {
+        let image = loader::load(file.bytes(), &ram).map_err(|source| Error::Load {
+            path: config.image.clone(),
+            source,
+        })?;
+        (image, None)
+    };
     drop(file);
     let page_tables_end = arch::write_machine_tables(&ram, &image)?;
     let initrd_placed = match &initrd_archive {
@@ -460,6 +487,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         mounts: &guest_paths,
         read_only_mounts,
         page_tables_end,
+        linux,
     };
     boot_info::write(&ram, &image, &params)?;
 

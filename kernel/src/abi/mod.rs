@@ -4,7 +4,9 @@
 //! `Result<_, Errno>` back into the ABI's return form. No logic lives here.
 //!
 //! - [`hermit`]: hermit-abi, the `sys_*` functions Rust's std calls on
-//!   `target_os = "hermit"`.
+//!   `target_os = "hermit"`;
+//! - [`linux`]: the Linux x86_64 system calls of unmodified static Linux
+//!   programs, reached from their rewritten `syscall` sites.
 //!
 //! Shared by every ABI: [`user`], the checked access to memory the
 //! application names (the one module here with pointer `unsafe`), and
@@ -15,8 +17,48 @@
 #![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 pub(crate) mod hermit;
+pub(crate) mod linux;
 pub(crate) mod trace;
 mod user;
+
+use eremite_interface::errno::{self, Errno};
+
+use crate::fd;
+
+/// Offset of `d_name` in `struct linux_dirent64` (after `d_ino`, `d_off`,
+/// `d_reclen` and `d_type`), which hermit-abi's `dirent64` copies.
+const DIRENT_NAME_OFFSET: usize = 19;
+
+/// `getdents64(2)` into `buf`: the bytes of the records written. Both
+/// ABIs share the record layout.
+fn dirents64(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut used = 0;
+    let mut is_too_small = false;
+    fd::read_dir(fd, buf.len(), |entry| {
+        let reclen = (DIRENT_NAME_OFFSET + entry.name.len() + 1).next_multiple_of(8);
+        let Some(record) = buf.get_mut(used..used + reclen) else {
+            is_too_small = used == 0;
+            return false;
+        };
+        let Ok(reclen16) = u16::try_from(reclen) else {
+            return false;
+        };
+        record.fill(0);
+        record[0..8].copy_from_slice(&entry.ino.to_le_bytes());
+        record[8..16].copy_from_slice(&entry.next.to_le_bytes());
+        record[16..18].copy_from_slice(&reclen16.to_le_bytes());
+        record[18] = entry.dirent_type;
+        record[DIRENT_NAME_OFFSET..DIRENT_NAME_OFFSET + entry.name.len()]
+            .copy_from_slice(entry.name);
+        used += reclen;
+        true
+    })?;
+    if is_too_small {
+        // Not even one entry fits.
+        return Err(errno::EINVAL);
+    }
+    Ok(used)
+}
 
 /// Define functions exported with C linkage under their own names.
 ///

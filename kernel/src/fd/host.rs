@@ -3,6 +3,8 @@
 //! file description. Each operation is a hypercall; the position's lock is
 //! held across it, so calls on one description stay in order.
 
+use alloc::boxed::Box;
+
 use eremite_interface::errno::Errno;
 use eremite_interface::fs::{FileStat, OpenFlags};
 
@@ -13,13 +15,16 @@ use crate::sync::Lock;
 pub(super) struct HostFile {
     handle: HostHandle,
     position: Lock<Position>,
+    /// The absolute path it was opened by.
+    path: Box<[u8]>,
 }
 
 impl HostFile {
-    pub(super) fn new(handle: HostHandle) -> Self {
+    pub(super) fn new(handle: HostHandle, path: Box<[u8]>) -> Self {
         Self {
             handle,
             position: Lock::new(Position::default()),
+            path,
         }
     }
 }
@@ -56,6 +61,10 @@ impl FileObject for HostFile {
         self.position
             .lock()
             .seek(offset, whence, || Ok(self.handle.stat()?.size))
+    }
+
+    fn path(&self) -> Option<&[u8]> {
+        Some(&self.path)
     }
 
     fn stat(&self) -> Result<FileStat, Errno> {

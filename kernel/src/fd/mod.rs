@@ -113,6 +113,12 @@ pub(crate) trait FileObject: Send + Sync {
     fn as_socket(&self) -> Option<&net::Socket> {
         None
     }
+
+    /// The path it was opened by (files and directories), for the `*at`
+    /// calls and `fchdir`.
+    fn path(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// An open file description: shared by descriptors made with `dup`. The
@@ -157,18 +163,45 @@ struct FdTable {
 
 impl FdTable {
     fn insert(&mut self, file: Arc<OpenFile>) -> Result<i32, Errno> {
-        let free = (self.lowest_free..self.slots.len()).find(|&i| self.slots[i].is_none());
+        self.insert_from(file, 0)
+    }
+
+    /// Put `file` in the lowest free slot from `min` on.
+    fn insert_from(&mut self, file: Arc<OpenFile>, min: usize) -> Result<i32, Errno> {
+        let from = self.lowest_free.max(min);
+        let free = (from..self.slots.len()).find(|&i| self.slots[i].is_none());
         let fd = match free {
             Some(fd) => fd,
-            None if self.slots.len() < MAX_FDS => {
-                self.slots.push(None);
-                self.slots.len() - 1
+            None if from.max(self.slots.len()) < MAX_FDS => {
+                let fd = from.max(self.slots.len());
+                self.slots.resize(fd + 1, None);
+                fd
             }
             None => return Err(errno::EMFILE),
         };
         self.slots[fd] = Some(file);
-        self.lowest_free = fd + 1;
+        // Every slot from `lowest_free` to `fd` is taken now.
+        if from == self.lowest_free {
+            self.lowest_free = fd + 1;
+        }
         Ok(fd as i32)
+    }
+
+    /// Put `file` in slot `fd`, returning what was there (closed by the
+    /// caller, outside the table's lock).
+    fn replace(&mut self, fd: i32, file: Arc<OpenFile>) -> Result<Option<Arc<OpenFile>>, Errno> {
+        let i = usize::try_from(fd)
+            .ok()
+            .filter(|&i| i < MAX_FDS)
+            .ok_or(errno::EBADF)?;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        let old = self.slots[i].replace(file);
+        if i == self.lowest_free {
+            self.lowest_free = i + 1;
+        }
+        Ok(old)
     }
 
     fn get(&self, fd: i32) -> Result<Arc<OpenFile>, Errno> {
@@ -223,9 +256,10 @@ pub(crate) fn init() -> Result<(), &'static str> {
 /// `open`: the new descriptor.
 pub(crate) fn open(path: &[u8], flags: OpenFlags, mode: u32) -> Result<i32, Errno> {
     // On failure the object is dropped, which closes the file.
+    let name = fs::absolute(None, path).into_boxed_slice();
     match fs::open(path, flags, mode)? {
-        fs::Opened::Ram(node) => insert(ram::RamFile::new(node), flags),
-        fs::Opened::Host(handle) => insert(host::HostFile::new(handle), flags),
+        fs::Opened::Ram(node) => insert(ram::RamFile::new(node, name), flags),
+        fs::Opened::Host(handle) => insert(host::HostFile::new(handle, name), flags),
     }
 }
 
@@ -261,6 +295,16 @@ pub(crate) fn with_socket<T>(
     op(socket, socket::mode(file.status()))
 }
 
+/// The path the file `fd` was opened by (`ENOTDIR` for a stream or a
+/// socket).
+pub(crate) fn path_of(fd: i32) -> Result<Vec<u8>, Errno> {
+    file(fd)?
+        .object
+        .path()
+        .map(<[u8]>::to_vec)
+        .ok_or(errno::ENOTDIR)
+}
+
 /// Close a descriptor (the file when it was the last one).
 pub(crate) fn close(fd: i32) -> Result<(), Errno> {
     let file = FILES.lock().remove(fd)?;
@@ -280,6 +324,25 @@ pub(crate) fn dup(fd: i32) -> Result<i32, Errno> {
     let mut files = FILES.lock();
     let file = files.get(fd)?;
     files.insert(file)
+}
+
+/// `dup2`/`dup3`: make `new` refer to the description `old` refers to,
+/// closing what `new` referred to.
+pub(crate) fn dup_to(old: i32, new: i32) -> Result<i32, Errno> {
+    let replaced = {
+        let mut files = FILES.lock();
+        let file = files.get(old)?;
+        files.replace(new, file)?
+    };
+    drop(replaced);
+    Ok(new)
+}
+
+/// `fcntl(F_DUPFD)`: a second descriptor, the lowest free one from `min`.
+pub(crate) fn dup_from(fd: i32, min: usize) -> Result<i32, Errno> {
+    let mut files = FILES.lock();
+    let file = files.get(fd)?;
+    files.insert_from(file, min)
 }
 
 /// `fcntl`'s `F_GETFL`.

@@ -1,6 +1,8 @@
 //! Files and directories of the RAM file system (`fs::RamNode`), with the
 //! position and listing progress of their open file description.
 
+use alloc::boxed::Box;
+
 use eremite_interface::errno::Errno;
 use eremite_interface::fs::{FileStat, OpenFlags};
 
@@ -11,13 +13,16 @@ use crate::sync::Lock;
 pub(super) struct RamFile {
     node: RamNode,
     position: Lock<Position>,
+    /// The absolute path it was opened by.
+    path: Box<[u8]>,
 }
 
 impl RamFile {
-    pub(super) fn new(node: RamNode) -> Self {
+    pub(super) fn new(node: RamNode, path: Box<[u8]>) -> Self {
         Self {
             node,
             position: Lock::new(Position::default()),
+            path,
         }
     }
 }
@@ -52,6 +57,10 @@ impl FileObject for RamFile {
         self.position
             .lock()
             .seek(offset, whence, || self.node.seek_end())
+    }
+
+    fn path(&self) -> Option<&[u8]> {
+        Some(&self.path)
     }
 
     fn stat(&self) -> Result<FileStat, Errno> {

@@ -32,6 +32,52 @@ use crate::sync::Lock;
 use crate::{bootinfo, mm, time};
 
 static RAM: Lock<Option<RamFs>> = Lock::new(None);
+/// The current directory, absolute (hermit-abi has none: its paths are
+/// relative to `/`, which is where this starts).
+static CWD: Lock<Vec<u8>> = Lock::new(Vec::new());
+
+/// `path` made absolute: relative paths are taken from `base` (a
+/// directory's absolute path), or from the current directory.
+pub(crate) fn absolute(base: Option<&[u8]>, path: &[u8]) -> Vec<u8> {
+    if path.first() == Some(&b'/') {
+        return path.to_vec();
+    }
+    let mut full = match base {
+        Some(base) => base.to_vec(),
+        None => CWD.lock().clone(),
+    };
+    if full.is_empty() {
+        full.push(b'/');
+    }
+    if full.last() != Some(&b'/') {
+        full.push(b'/');
+    }
+    full.extend_from_slice(path);
+    full
+}
+
+/// The current directory.
+pub(crate) fn current_dir() -> Vec<u8> {
+    let cwd = CWD.lock();
+    if cwd.is_empty() {
+        b"/".to_vec()
+    } else {
+        cwd.clone()
+    }
+}
+
+/// `chdir`: `path` (absolute) must be a directory; the current directory
+/// becomes its canonical path.
+pub(crate) fn set_current_dir(path: &[u8]) -> Result<(), Errno> {
+    let canonical = canonicalize(path)?;
+    if stat(&canonical, true)?.mode & eremite_interface::fs::S_IFMT
+        != eremite_interface::fs::S_IFDIR
+    {
+        return Err(errno::ENOTDIR);
+    }
+    *CWD.lock() = canonical;
+    Ok(())
+}
 
 fn with_ram<T>(op: impl FnOnce(&mut RamFs) -> Result<T, Errno>) -> Result<T, Errno> {
     match RAM.lock().as_mut() {

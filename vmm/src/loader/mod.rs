@@ -115,6 +115,54 @@ pub struct LoadedImage {
     pub tls: TlsTemplate,
     /// The access of each 4 KiB page from `start` to `end`, in order.
     pub pages: Vec<PageAccess>,
+    /// What page 0 is.
+    pub page_zero: PageZero,
+}
+
+/// Page 0 of the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PageZero {
+    /// Not mapped: a null pointer faults.
+    #[default]
+    Guard,
+    /// The system-call trampoline of a Linux program (read and execute;
+    /// see `linux::trampoline`): a null read reads it, a null write or a
+    /// call through a null pointer (caught by the dispatcher) still fault.
+    Trampoline,
+}
+
+/// Whether `bytes` are an ELF file without the `EREMITE` note: a program
+/// built for Linux, not an eremite image.
+pub(crate) fn is_foreign_elf(bytes: &[u8]) -> bool {
+    let Ok(elf) = Elf::parse(bytes) else {
+        return false;
+    };
+    let name = core::str::from_utf8(NOTE_NAME)
+        .unwrap_or_default()
+        .trim_end_matches('\0');
+    let has_note = elf.iter_note_headers(bytes).is_some_and(|notes| {
+        notes
+            .flatten()
+            .any(|n| n.n_type == NOTE_TYPE && n.name.trim_end_matches('\0') == name)
+    });
+    !has_note
+}
+
+/// The guest address of the image's symbol `name`, once it is loaded as
+/// `image` describes.
+pub(crate) fn symbol(bytes: &[u8], image: &LoadedImage, name: &str) -> Option<u64> {
+    let elf = Elf::parse(bytes).ok()?;
+    let lowest = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == program_header::PT_LOAD)
+        .map(|p| p.p_vaddr & !(PAGE_SIZE - 1))
+        .min()?;
+    let bias = image.start.wrapping_sub(lowest);
+    elf.syms
+        .iter()
+        .find(|s| elf.strtab.get_at(s.st_name) == Some(name))
+        .map(|s| s.st_value.wrapping_add(bias))
 }
 
 /// Check `bytes` and load them into `ram`.
@@ -236,6 +284,7 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam) -> Result<LoadedImage, LoadErro
         end: image.end,
         tls,
         pages,
+        page_zero: PageZero::Guard,
     })
 }
 

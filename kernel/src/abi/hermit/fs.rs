@@ -164,43 +164,9 @@ exported! {
     }
 }
 
-/// Offset of `d_name` in hermit-abi's `struct dirent64` (after `d_ino`,
-/// `d_off`, `d_reclen` and `d_type`).
-const DIRENT_NAME_OFFSET: usize = 19;
-
-fn getdents64(fd: i32, dirp: *mut u8, count: usize) -> Result<usize, Errno> {
-    let buf = user::slice_mut(dirp, count)?;
-    let mut used = 0;
-    let mut is_too_small = false;
-    fd::read_dir(fd, count, |entry| {
-        let reclen = (DIRENT_NAME_OFFSET + entry.name.len() + 1).next_multiple_of(8);
-        let Some(record) = buf.get_mut(used..used + reclen) else {
-            is_too_small = used == 0;
-            return false;
-        };
-        let Ok(reclen16) = u16::try_from(reclen) else {
-            return false;
-        };
-        record.fill(0);
-        record[0..8].copy_from_slice(&entry.ino.to_le_bytes());
-        record[8..16].copy_from_slice(&entry.next.to_le_bytes());
-        record[16..18].copy_from_slice(&reclen16.to_le_bytes());
-        record[18] = entry.dirent_type;
-        record[DIRENT_NAME_OFFSET..DIRENT_NAME_OFFSET + entry.name.len()]
-            .copy_from_slice(entry.name);
-        used += reclen;
-        true
-    })?;
-    if is_too_small {
-        // Not even one entry fits.
-        return Err(errno::EINVAL);
-    }
-    Ok(used)
-}
-
 exported! {
     fn sys_getdents64(fd: i32, dirp: *mut u8, count: usize) -> i64 {
-        ret(getdents64(fd, dirp, count)) as i64
+        ret(user::slice_mut(dirp, count).and_then(|buf| super::super::dirents64(fd, buf))) as i64
     }
 }
 

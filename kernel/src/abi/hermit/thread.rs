@@ -32,6 +32,7 @@ fn spawn(
         tls: Some(tls),
         clear_on_exit: None,
         core: usize::try_from(core).ok(),
+        syscall_stack: None,
     })
 }
 

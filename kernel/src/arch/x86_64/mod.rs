@@ -20,6 +20,7 @@
 mod apic;
 mod entry;
 pub(crate) mod ioapic;
+mod linux;
 mod paging;
 mod preempt;
 pub(crate) mod pvh;
@@ -28,11 +29,12 @@ mod switch;
 
 pub(crate) use apic::{eoi, send_init, send_ipi, send_startup, timer_arm, timer_init};
 pub(crate) use entry::ap_entry;
+pub(crate) use linux::{SyscallFrame, enter_program, set_syscall_stack};
 pub(crate) use paging::{
     EditError, PageRights, ensure_writable, flush_tlb, is_accessible, leaf as paging_leaf,
     merge_block, set_rights,
 };
-pub(crate) use preempt::init as preempt_init;
+pub(crate) use preempt::{FpArea, fp_restore, fp_save, init as preempt_init};
 pub(crate) use supervisor::{ExceptionFrame, install_idt, install_irq_gates};
 pub(crate) use switch::{new_thread_stack, switch};
 
@@ -116,6 +118,12 @@ pub(crate) fn rdrand64() -> Option<u64> {
         }
     }
     None
+}
+
+/// The CPU's feature bits as Linux reports them in `AT_HWCAP` on x86_64
+/// (CPUID leaf 1, EDX).
+pub(crate) fn hwcap() -> u64 {
+    u64::from(core::arch::x86_64::__cpuid(1).edx)
 }
 
 /// Set the FS base of this CPU (the thread pointer, for TLS).

@@ -47,6 +47,50 @@ pub(crate) fn init() {
     unsafe { XSAVE_MASK = mask };
 }
 
+/// Room for one thread's saved extended state ([`fp_save`]).
+#[repr(C, align(64))]
+pub(crate) struct FpArea([u8; XSAVE_AREA_BYTES as usize]);
+
+impl FpArea {
+    /// An area whose XSAVE header is zero, as `xrstor` requires.
+    pub(crate) const fn new() -> Self {
+        Self([0; XSAVE_AREA_BYTES as usize])
+    }
+}
+
+/// Save this CPU's x87, SSE and AVX state (the upcall's components) into
+/// `area`: for a thread whose program does not expect a switch to clobber
+/// them (a Linux thread blocked in a system call).
+pub(crate) fn fp_save(area: &mut FpArea) {
+    // SAFETY: `area` is a live, exclusively borrowed, 64-byte aligned
+    // area of 4 KiB, which holds the standard-format XSAVE area of the
+    // components in XSAVE_MASK (at most 2,432 bytes); CR4.OSXSAVE is set
+    // by the VMM, so `xsave64` runs at CPL3.
+    unsafe {
+        core::arch::asm!(
+            "xsave64 [{area}]",
+            area = in(reg) area.0.as_mut_ptr(),
+            in("eax") XSAVE_MASK as u32, in("edx") 0,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Load the state [`fp_save`] saved in `area`.
+pub(crate) fn fp_restore(area: &FpArea) {
+    // SAFETY: as for `fp_save`; the area was written by `fp_save` (or is
+    // zero: XSTATE_BV 0 initialises every component), so its header is
+    // valid for `xrstor64`.
+    unsafe {
+        core::arch::asm!(
+            "xrstor64 [{area}]",
+            area = in(reg) area.0.as_ptr(),
+            in("eax") XSAVE_MASK as u32, in("edx") 0,
+            options(nostack, preserves_flags, readonly),
+        );
+    }
+}
+
 global_asm!(
     ".section .text.eremite_preempt,\"ax\",@progbits",
     ".global eremite_irq_upcall",

@@ -21,7 +21,7 @@ use eremite_interface::layout::{
 };
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
-use crate::loader::{LoadedImage, PageAccess};
+use crate::loader::{LoadedImage, PageAccess, PageZero};
 use crate::memory::{GuestRam, OutOfRange, RamLayout};
 
 const GIB: u64 = 1 << 30;
@@ -182,7 +182,11 @@ pub(crate) fn page_tables(
         }
         Leaf::Small(entries)
     };
-    large_pages.insert(0, small(&low_page_flags, 0));
+    let low_pages = |addr: u64| match image.page_zero {
+        PageZero::Trampoline if addr < PAGE_SIZE => image_page_flags(PageAccess::ReadExecute),
+        _ => low_page_flags(addr),
+    };
+    large_pages.insert(0, small(&low_pages, 0));
     let image_page = |addr: u64| {
         if addr >= image.end {
             return DATA;
@@ -537,6 +541,7 @@ mod tests {
             end: layout::IMAGE_BASE + pages.len() as u64 * PAGE_SIZE,
             tls: Default::default(),
             pages,
+            page_zero: PageZero::Guard,
         }
     }
 

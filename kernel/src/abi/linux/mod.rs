@@ -1,0 +1,253 @@
+//! The Linux x86_64 system-call ABI, for unmodified static Linux programs
+//! (`docs/linux.md`): one table line per call, converting the registers
+//! into the core's types and the core's result back into Linux's
+//! (a value, or `-errno` in RAX).
+//!
+//! The program's `syscall` sites reach [`dispatch`] as function calls
+//! (the VMM rewrote them, see `arch::SyscallFrame`). A call whose return
+//! address is not a rewritten site came through a function pointer into
+//! page 0 (a null function pointer): it is reported as the fault it
+//! would be on Linux. Numbers this layer does not know get `ENOSYS` and
+//! are counted; with `--verbose` the kernel lists them at exit.
+//!
+//! `fork`, `vfork`, `execve` and `wait4` are `ENOSYS`: a unikernel runs one
+//! program.
+
+mod file;
+mod mem;
+mod nr;
+mod process;
+mod signal;
+mod start;
+mod sync;
+mod time;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use eremite_interface::errno::{self, Errno};
+use spin::Once;
+
+use super::{trace, user};
+use crate::arch::SyscallFrame;
+use crate::console::klog;
+
+pub(crate) use start::start;
+
+/// What a system call returns: a value or an error.
+type SysResult = Result<u64, Errno>;
+
+/// A 32-bit `int` argument: Linux reads the low half of the register.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the ABI's int is the low 32 bits"
+)]
+fn int(register: u64) -> i32 {
+    register as u32 as i32
+}
+
+/// A 32-bit unsigned argument (flags, modes).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the ABI's unsigned int is the low 32 bits"
+)]
+fn uint(register: u64) -> u32 {
+    register as u32
+}
+
+/// A size argument.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "usize is 64 bits on x86_64"
+)]
+fn size(register: u64) -> usize {
+    register as usize
+}
+
+/// A signed 64-bit argument (offsets).
+fn signed(register: u64) -> i64 {
+    register.cast_signed()
+}
+
+/// A pointer argument.
+fn ptr<T>(register: u64) -> *mut T {
+    core::ptr::with_exposed_provenance_mut(size(register))
+}
+
+/// A value for RAX.
+fn value(n: usize) -> u64 {
+    n as u64
+}
+
+/// A file descriptor as a result.
+fn fd_value(fd: i32) -> u64 {
+    u64::from(fd.cast_unsigned())
+}
+
+/// The rewritten sites: a bitmap of their return addresses over the
+/// program's code.
+struct Sites {
+    text_start: u64,
+    bitmap: &'static [u8],
+}
+
+static SITES: Once<Sites> = Once::new();
+
+/// Whether `return_address` follows a rewritten `syscall` site.
+fn is_rewritten_site(return_address: u64) -> bool {
+    let Some(sites) = SITES.get() else {
+        return false;
+    };
+    let Some(bit) = return_address.checked_sub(sites.text_start) else {
+        return false;
+    };
+    let Ok(bit) = usize::try_from(bit) else {
+        return false;
+    };
+    sites
+        .bitmap
+        .get(bit / 8)
+        .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
+}
+
+/// How often each unknown number was asked for (numbers up to 511).
+static UNKNOWN: [AtomicU32; 512] = [const { AtomicU32::new(0) }; 512];
+
+/// List the numbers that got `ENOSYS` (with `--verbose`, at exit).
+pub(crate) fn report_unknown() {
+    for (number, count) in UNKNOWN.iter().enumerate() {
+        let count = count.load(Ordering::Relaxed);
+        if count > 0 {
+            klog!(
+                "linux: system call {number} ({}) is not implemented; asked {count} times",
+                nr::name(number as u64)
+            );
+        }
+    }
+}
+
+/// Where every Linux system call arrives (from `arch`, on the thread's
+/// system-call stack), with its registers in `frame`.
+pub(crate) extern "C" fn dispatch(frame: &mut SyscallFrame) -> u64 {
+    if !is_rewritten_site(frame.rip) {
+        process::null_call(frame);
+    }
+    let number = frame.nr;
+    let args = frame.args;
+    let result = call(frame);
+    if trace::is_on() {
+        let shown: [&dyn trace::TraceValue; 6] =
+            [&args[0], &args[1], &args[2], &args[3], &args[4], &args[5]];
+        let raw = raw(result);
+        trace::log(nr::name(number), &shown, Some(&raw.cast_signed()));
+    }
+    raw(result)
+}
+
+/// RAX for a result: the value, or `-errno`.
+fn raw(result: SysResult) -> u64 {
+    match result {
+        Ok(v) => v,
+        Err(e) => i64::from(e.negated()).cast_unsigned(),
+    }
+}
+
+/// The table: one line per call.
+fn call(frame: &mut SyscallFrame) -> SysResult {
+    let [a, b, c, d, e, f] = frame.args;
+    match frame.nr {
+        nr::READ => file::read(int(a), b, size(c)),
+        nr::WRITE => file::write(int(a), b, size(c)),
+        nr::OPEN => file::openat(file::AT_FDCWD, a, uint(b), uint(c)),
+        nr::CLOSE => file::close(int(a)),
+        nr::STAT => file::fstatat(file::AT_FDCWD, a, b, 0),
+        nr::FSTAT => file::fstat(int(a), b),
+        nr::LSTAT => file::fstatat(file::AT_FDCWD, a, b, file::AT_SYMLINK_NOFOLLOW),
+        nr::LSEEK => file::lseek(int(a), signed(b), int(c)),
+        nr::MMAP => mem::mmap(a, size(b), uint(c), uint(d), int(e), signed(f)),
+        nr::MPROTECT => mem::mprotect(a, size(b), uint(c)),
+        nr::MUNMAP => mem::munmap(a, size(b)),
+        nr::BRK => mem::brk(a),
+        nr::RT_SIGACTION => signal::rt_sigaction(int(a), b, c, size(d)),
+        nr::RT_SIGPROCMASK => signal::rt_sigprocmask(int(a), b, c, size(d)),
+        nr::IOCTL => file::ioctl(int(a), uint(b), c),
+        nr::PREAD64 => file::pread(int(a), b, size(c), signed(d)),
+        nr::PWRITE64 => file::pwrite(int(a), b, size(c), signed(d)),
+        nr::READV => file::readv(int(a), b, size(c)),
+        nr::WRITEV => file::writev(int(a), b, size(c)),
+        nr::ACCESS => file::faccessat(file::AT_FDCWD, a, uint(b)),
+        nr::SCHED_YIELD => sync::sched_yield(),
+        nr::MREMAP => Err(errno::ENOMEM),
+        nr::MADVISE => mem::madvise(a, size(b), int(c)),
+        nr::DUP => file::dup(int(a)),
+        nr::DUP2 => file::dup3(int(a), int(b), 0, true),
+        nr::NANOSLEEP => time::nanosleep(a, b),
+        nr::GETPID => Ok(process::PID),
+        nr::CLONE => process::clone(frame, a, b, c, d, e),
+        nr::FORK | nr::VFORK | nr::EXECVE | nr::WAIT4 => process::one_process(frame.nr),
+        nr::EXIT => process::exit_thread(int(a)),
+        nr::KILL => signal::kill(int(a), int(b)),
+        nr::UNAME => process::uname(a),
+        nr::FCNTL => file::fcntl(int(a), int(b), c),
+        nr::FSYNC | nr::FDATASYNC => file::fsync(int(a)),
+        nr::TRUNCATE => file::truncate(a, signed(b)),
+        nr::FTRUNCATE => file::ftruncate(int(a), signed(b)),
+        nr::GETCWD => file::getcwd(a, size(b)),
+        nr::CHDIR => file::chdir(a),
+        nr::FCHDIR => file::fchdir(int(a)),
+        nr::RENAME => file::renameat(file::AT_FDCWD, a, file::AT_FDCWD, b),
+        nr::MKDIR => file::mkdirat(file::AT_FDCWD, a, uint(b)),
+        nr::RMDIR => file::unlinkat(file::AT_FDCWD, a, file::AT_REMOVEDIR),
+        nr::CREAT => file::openat(
+            file::AT_FDCWD,
+            a,
+            file::O_CREAT | file::O_WRONLY | file::O_TRUNC,
+            uint(b),
+        ),
+        nr::LINK => file::link(a, b),
+        nr::UNLINK => file::unlinkat(file::AT_FDCWD, a, 0),
+        nr::SYMLINK => file::symlink(a, b),
+        nr::READLINK => file::readlinkat(file::AT_FDCWD, a, b, size(c)),
+        nr::CHMOD => file::chmod(a, uint(b)),
+        nr::FCHMOD => Ok(0),
+        nr::UMASK => Ok(process::umask(uint(a))),
+        nr::GETTIMEOFDAY => time::gettimeofday(a),
+        nr::GETRLIMIT => process::prlimit(0, int(a), 0, b),
+        nr::SYSINFO => process::sysinfo(a),
+        nr::GETUID | nr::GETGID | nr::GETEUID | nr::GETEGID => Ok(0),
+        nr::GETPPID => Ok(0),
+        nr::SIGALTSTACK => signal::sigaltstack(a, b),
+        nr::PRCTL => process::prctl(int(a), b),
+        nr::ARCH_PRCTL => process::arch_prctl(int(a), b),
+        nr::GETTID => Ok(u64::from(crate::sched::current_tid())),
+        nr::TKILL => signal::tgkill(0, int(a), int(b)),
+        nr::TIME => time::time(a),
+        nr::FUTEX => sync::futex(a, int(b), uint(c), d, e, uint(f)),
+        nr::SCHED_GETAFFINITY => sync::sched_getaffinity(int(a), size(b), c),
+        nr::GETDENTS64 => file::getdents64(int(a), b, size(c)),
+        nr::SET_TID_ADDRESS => process::set_tid_address(a),
+        nr::CLOCK_GETTIME => time::clock_gettime(int(a), b),
+        nr::CLOCK_GETRES => time::clock_getres(int(a), b),
+        nr::CLOCK_NANOSLEEP => time::clock_nanosleep(int(a), int(b), c, d),
+        nr::EXIT_GROUP => process::exit_group(int(a)),
+        nr::TGKILL => signal::tgkill(int(a), int(b), int(c)),
+        nr::OPENAT => file::openat(int(a), b, uint(c), uint(d)),
+        nr::MKDIRAT => file::mkdirat(int(a), b, uint(c)),
+        nr::NEWFSTATAT => file::fstatat(int(a), b, c, uint(d)),
+        nr::UNLINKAT => file::unlinkat(int(a), b, uint(c)),
+        nr::RENAMEAT => file::renameat(int(a), b, int(c), d),
+        nr::RENAMEAT2 => file::renameat2(int(a), b, int(c), d, uint(e)),
+        nr::READLINKAT => file::readlinkat(int(a), b, c, size(d)),
+        nr::FACCESSAT | nr::FACCESSAT2 => file::faccessat(int(a), b, uint(c)),
+        nr::SET_ROBUST_LIST => Ok(0),
+        nr::DUP3 => file::dup3(int(a), int(b), uint(c), false),
+        nr::PRLIMIT64 => process::prlimit(int(a), int(b), c, d),
+        nr::GETRANDOM => process::getrandom(a, size(b), uint(c)),
+        nr::RSEQ | nr::STATX | nr::CLONE3 => Err(errno::ENOSYS),
+        number => {
+            if let Some(count) = usize::try_from(number).ok().and_then(|n| UNKNOWN.get(n)) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(errno::ENOSYS)
+        }
+    }
+}

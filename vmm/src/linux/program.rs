@@ -1,0 +1,314 @@
+//! Loading a static Linux x86_64 program next to the Linux-ABI kernel.
+//!
+//! The program's `PT_LOAD` segments go to their link addresses (`ET_EXEC`,
+//! usually from 0x400000) or, for a static PIE (`ET_DYN`), to the first
+//! 2 MiB boundary above the kernel; guest RAM is identity-mapped, so that
+//! is where they are in guest-physical memory too. Each page gets the
+//! rights of its segments (W^X: a page both writable and executable is
+//! refused). A static PIE relocates itself at start-up (musl's `rcrt1`,
+//! glibc's `_dl_relocate_static_pie`), so nothing is relocated here and
+//! `PT_GNU_RELRO` pages stay writable. Executable segments have their
+//! `syscall` sites rewritten ([`super::rewrite`]) before they are copied,
+//! and a bitmap of the rewritten sites' return addresses goes in the pages
+//! after the program, read-only, for the dispatcher's check.
+//!
+//! Every offset, size and address comes from the file and is checked
+//! before use.
+
+use core::ops::Range;
+
+use eremite_interface::LinuxProgram;
+use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
+use goblin::elf::{Elf, header, program_header, sym};
+
+use super::rewrite;
+use crate::loader::PageAccess;
+use crate::memory::{GuestRam, OutOfRange};
+
+/// Why a Linux program cannot be run. The messages name the file's
+/// problem; the caller adds the path.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    /// Headers that do not parse.
+    #[error("malformed ELF file: {0}")]
+    Malformed(String),
+    /// Not a 64-bit x86 program.
+    #[error("it is built for {0}; eremite runs x86_64 programs")]
+    WrongMachine(&'static str),
+    /// A dynamically linked program.
+    #[error(
+        "it is dynamically linked (interpreter {0}); eremite runs static Linux programs only so far (link with -static or -static-pie)"
+    )]
+    Dynamic(String),
+    /// Not an executable.
+    #[error("it is not an executable (ELF type {0})")]
+    NotExecutable(u16),
+    /// An `ET_EXEC` program linked where the kernel is.
+    #[error("it is linked at {0:#x}, below {1:#x} where programs may start")]
+    TooLow(u64, u64),
+    /// More than the guest's RAM below 4 GiB holds.
+    #[error(
+        "it needs memory up to {end:#x}, but the guest's RAM below 4 GiB ends at {mem_size:#x} (try a larger --memory)"
+    )]
+    TooLarge { end: u64, mem_size: u64 },
+    /// A segment or table points outside the file.
+    #[error("{0} lies outside the file")]
+    OutOfFile(&'static str),
+    /// A page that would be writable and executable.
+    #[error(
+        "the page at {0:#x} would have to be writable and executable; eremite maps programs W^X"
+    )]
+    WritableAndExecutable(u64),
+    /// Writing into guest RAM failed (a bounds error).
+    #[error(transparent)]
+    Memory(#[from] OutOfRange),
+}
+
+/// A program in guest memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    /// What the kernel is told ([`LinuxProgram`]).
+    pub(crate) info: LinuxProgram,
+    /// The access of each page from `info.start` to `end`.
+    pub(crate) pages: Vec<PageAccess>,
+    /// End of everything loaded (the program, then the site bitmap).
+    pub(crate) end: u64,
+}
+
+fn page_down(addr: u64) -> u64 {
+    addr & !(PAGE_SIZE - 1)
+}
+
+fn page_up(addr: u64) -> Option<u64> {
+    addr.checked_next_multiple_of(PAGE_SIZE)
+}
+
+/// The ELF machine name for an error message.
+fn machine_name(machine: u16) -> &'static str {
+    match machine {
+        header::EM_386 => "32-bit x86",
+        header::EM_AARCH64 => "AArch64",
+        header::EM_ARM => "32-bit ARM",
+        header::EM_RISCV => "RISC-V",
+        _ => "another architecture",
+    }
+}
+
+/// Check `bytes` (a Linux program) and load it into `ram` at or above
+/// `lowest` (the end of the kernel image).
+pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, ProgramError> {
+    let elf = Elf::parse(bytes).map_err(|e| ProgramError::Malformed(e.to_string()))?;
+    if !elf.is_64 {
+        return Err(ProgramError::WrongMachine(
+            if elf.header.e_machine == header::EM_386 {
+                "32-bit x86"
+            } else {
+                "a 32-bit machine"
+            },
+        ));
+    }
+    if elf.header.e_machine != header::EM_X86_64 || !elf.little_endian {
+        return Err(ProgramError::WrongMachine(machine_name(
+            elf.header.e_machine,
+        )));
+    }
+    if let Some(interpreter) = elf.interpreter {
+        return Err(ProgramError::Dynamic(interpreter.to_owned()));
+    }
+    let is_pie = match elf.header.e_type {
+        header::ET_EXEC => false,
+        header::ET_DYN => true,
+        other => return Err(ProgramError::NotExecutable(other)),
+    };
+    let segments: Vec<&program_header::ProgramHeader> = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == program_header::PT_LOAD)
+        .collect();
+    let low = segments
+        .iter()
+        .map(|p| page_down(p.p_vaddr))
+        .min()
+        .ok_or(ProgramError::Malformed("no loadable segment".into()))?;
+    let mut high = 0u64;
+    for p in &segments {
+        if p.p_filesz > p.p_memsz {
+            return Err(ProgramError::Malformed(
+                "a segment's file size exceeds its memory size".into(),
+            ));
+        }
+        let end = p
+            .p_vaddr
+            .checked_add(p.p_memsz)
+            .ok_or(ProgramError::OutOfFile("a segment"))?;
+        high = high.max(end);
+    }
+    let bias = if is_pie {
+        lowest
+            .checked_next_multiple_of(LARGE_PAGE_SIZE)
+            .and_then(|base| base.checked_sub(low))
+            .ok_or(ProgramError::Malformed("no room for the program".into()))?
+    } else {
+        0
+    };
+    let start = low.wrapping_add(bias);
+    if start < lowest {
+        return Err(ProgramError::TooLow(low, lowest));
+    }
+    let program_end = high
+        .checked_add(bias)
+        .and_then(page_up)
+        .ok_or(ProgramError::OutOfFile("the last segment"))?;
+
+    let functions = function_ranges(&elf, bias);
+    // The span of the executable segments (none yet).
+    let mut text: Option<Range<u64>> = None;
+    let mut sites = rewrite::Sites::default();
+    let mut ranges = Vec::new();
+    for p in &segments {
+        let file_end = p.p_offset.checked_add(p.p_filesz);
+        let data = file_end
+            .and_then(|end| {
+                bytes.get(usize::try_from(p.p_offset).ok()?..usize::try_from(end).ok()?)
+            })
+            .ok_or(ProgramError::OutOfFile("a segment's file data"))?;
+        let addr = p.p_vaddr.wrapping_add(bias);
+        let range = addr..addr + p.p_memsz;
+        if p.p_flags & program_header::PF_X != 0 {
+            let mut code = data.to_vec();
+            let found = rewrite::rewrite(&mut code, addr, &functions);
+            sites.rewritten.extend(found.rewritten);
+            sites.left.extend(found.left);
+            text = Some(match text {
+                Some(t) => t.start.min(addr)..t.end.max(addr + p.p_filesz),
+                None => addr..addr + p.p_filesz,
+            });
+            ram.write(addr, &code)?;
+        } else {
+            ram.write(addr, data)?;
+        }
+        ranges.push((range, p.p_flags));
+    }
+    let text = text.unwrap_or(start..start);
+
+    // One bit per byte of code: the return address of a rewritten site.
+    let bitmap_addr = program_end;
+    let bitmap_len = (text.end - text.start).div_ceil(8);
+    let end = bitmap_addr
+        .checked_add(bitmap_len)
+        .and_then(page_up)
+        .ok_or(ProgramError::OutOfFile("the site bitmap"))?;
+    if end > ram.low_end() {
+        return Err(ProgramError::TooLarge {
+            end,
+            mem_size: ram.low_end(),
+        });
+    }
+    let mut bitmap = vec![0u8; usize::try_from(bitmap_len).unwrap_or(0)];
+    for site in &sites.rewritten {
+        let bit = usize::try_from(site + 2 - text.start).unwrap_or(usize::MAX);
+        if let Some(byte) = bitmap.get_mut(bit / 8) {
+            *byte |= 1 << (bit % 8);
+        }
+    }
+    ram.write(bitmap_addr, &bitmap)?;
+
+    let mut pages = page_access(start, program_end, &ranges)?;
+    pages.extend(
+        (program_end..end)
+            .step_by(PAGE_SIZE as usize)
+            .map(|_| PageAccess::ReadOnly),
+    );
+    let phdr = program_headers(&elf, bias).ok_or(ProgramError::OutOfFile("the program headers"))?;
+    let entry = elf.entry.wrapping_add(bias);
+    if !ranges
+        .iter()
+        .any(|(r, flags)| r.contains(&entry) && flags & program_header::PF_X != 0)
+    {
+        return Err(ProgramError::OutOfFile(
+            "the entry point (no executable segment holds it)",
+        ));
+    }
+    Ok(Loaded {
+        info: LinuxProgram {
+            entry,
+            phdr,
+            phnum: u64::from(elf.header.e_phnum),
+            phent: u64::from(elf.header.e_phentsize),
+            bias,
+            start,
+            end: program_end,
+            text_start: text.start,
+            text_end: text.end,
+            sites_bitmap: bitmap_addr,
+            sites_rewritten: sites.rewritten.len() as u64,
+            sites_left: sites.left.len() as u64,
+        },
+        pages,
+        end,
+    })
+}
+
+/// Where the program headers are in guest memory (`AT_PHDR`): `PT_PHDR`,
+/// or the loaded bytes of the file offset `e_phoff`.
+fn program_headers(elf: &Elf<'_>, bias: u64) -> Option<u64> {
+    if let Some(p) = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == program_header::PT_PHDR)
+    {
+        return Some(p.p_vaddr.wrapping_add(bias));
+    }
+    let offset = elf.header.e_phoff;
+    elf.program_headers
+        .iter()
+        .filter(|p| p.p_type == program_header::PT_LOAD)
+        .find(|p| offset >= p.p_offset && offset - p.p_offset < p.p_filesz)
+        .map(|p| p.p_vaddr + (offset - p.p_offset) + bias)
+}
+
+/// The program's functions (`STT_FUNC` symbols with a size), in guest
+/// addresses, sorted.
+fn function_ranges(elf: &Elf<'_>, bias: u64) -> Vec<Range<u64>> {
+    let mut functions: Vec<Range<u64>> = elf
+        .syms
+        .iter()
+        .filter(|s| s.st_type() == sym::STT_FUNC && s.st_size > 0 && s.st_value != 0)
+        .filter_map(|s| {
+            let start = s.st_value.checked_add(bias)?;
+            Some(start..start.checked_add(s.st_size)?)
+        })
+        .collect();
+    functions.sort_by_key(|f| f.start);
+    functions
+}
+
+/// The access of every page in `[start, end)`: the union of the segments
+/// that touch it, never writable and executable together.
+fn page_access(
+    start: u64,
+    end: u64,
+    segments: &[(Range<u64>, u32)],
+) -> Result<Vec<PageAccess>, ProgramError> {
+    (start..end)
+        .step_by(PAGE_SIZE as usize)
+        .map(|page| {
+            let touching = segments
+                .iter()
+                .filter(|(r, _)| r.start < page + PAGE_SIZE && r.end > page);
+            let (mut is_present, mut is_writable, mut is_executable) = (false, false, false);
+            for (_, flags) in touching {
+                is_present = true;
+                is_writable |= flags & program_header::PF_W != 0;
+                is_executable |= flags & program_header::PF_X != 0;
+            }
+            Ok(match (is_present, is_writable, is_executable) {
+                (false, ..) => PageAccess::Unmapped,
+                (true, true, true) => return Err(ProgramError::WritableAndExecutable(page)),
+                (true, true, false) => PageAccess::ReadWrite,
+                (true, false, true) => PageAccess::ReadExecute,
+                (true, false, false) => PageAccess::ReadOnly,
+            })
+        })
+        .collect()
+}

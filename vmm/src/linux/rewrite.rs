@@ -1,0 +1,185 @@
+//! Rewriting a Linux program's `syscall` instructions (`0F 05`) into
+//! `call *%rax` (`FF D0`), both two bytes, before the code is mapped
+//! (zpoline, USENIX ATC 2023). The call lands in the trampoline at
+//! address 0 ([`super::trampoline`]), which leads to the kernel's
+//! dispatcher: a function call instead of a trap, nanoseconds instead of
+//! tens of microseconds here.
+//!
+//! The one way this can break a program: `call` pushes its return address
+//! at `[rsp - 8]`, inside the 128 bytes below the stack pointer that the
+//! System V ABI lets a function keep data in (the red zone). Compilers use
+//! the red zone only in leaf functions (no `call` in them), so a site is
+//! rewritten when its function calls something, or, in a leaf, when
+//! nothing in the function addresses memory below `rsp` or `rbp`. Sites
+//! that fail the check stay `syscall` and take the trap path. A function
+//! is the `STT_FUNC` symbol around the site when the program has symbols;
+//! a stripped program's sites are judged on the instructions between the
+//! nearest function boundaries the decoder can see (`ret`, `jmp`, `int3`,
+//! `ud2`, `hlt`) and, to be safe, on the 64 instructions either side.
+//!
+//! Code is decoded linearly from each executable segment's start, as
+//! zpoline does (compilers put no data in `.text` on x86_64); a `syscall`
+//! found so is one the CPU would execute from that instruction stream.
+
+use core::ops::Range;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+
+/// What the rewriting did to one segment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Sites {
+    /// Addresses of the sites now `call *%rax`.
+    pub(crate) rewritten: Vec<u64>,
+    /// Addresses of the `syscall` instructions left as they are.
+    pub(crate) left: Vec<u64>,
+}
+
+/// What the red-zone check needs of one instruction.
+#[derive(Clone, Copy)]
+struct Decoded {
+    ip: u64,
+    is_syscall: bool,
+    is_call: bool,
+    /// Ends what a stripped program's function can be seen to be.
+    is_boundary: bool,
+    /// Addresses memory below `rsp` or `rbp` (a negative displacement).
+    is_below_frame: bool,
+}
+
+fn decoded(instr: &Instruction) -> Decoded {
+    let flow = instr.flow_control();
+    let is_below_frame = (0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory)
+        && matches!(instr.memory_base(), Register::RSP | Register::RBP)
+        && (instr.memory_displacement64() as i64) < 0;
+    // iced counts `syscall` as a call: a call here is one that pushes a
+    // return address, which no compiler lets clobber live red-zone data.
+    let is_syscall = instr.mnemonic() == Mnemonic::Syscall;
+    Decoded {
+        ip: instr.ip(),
+        is_syscall,
+        is_call: matches!(flow, FlowControl::Call | FlowControl::IndirectCall) && !is_syscall,
+        is_boundary: matches!(
+            flow,
+            FlowControl::Return
+                | FlowControl::UnconditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::Interrupt
+                | FlowControl::Exception
+        ) || instr.mnemonic() == Mnemonic::Hlt,
+        is_below_frame,
+    }
+}
+
+/// Whether the function made of `instrs` may have a site rewritten: it
+/// calls something, or it addresses nothing below its frame.
+fn is_safe(instrs: &[Decoded]) -> bool {
+    instrs.iter().any(|i| i.is_call) || !instrs.iter().any(|i| i.is_below_frame)
+}
+
+/// Find the `syscall` sites in `code` (loaded at guest address `addr`)
+/// and rewrite the safe ones in place. `functions` are the program's
+/// function symbols as guest address ranges (empty for a stripped one).
+pub(crate) fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
+    let mut instrs = Vec::new();
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if !instr.is_invalid() {
+            instrs.push(decoded(&instr));
+        }
+    }
+    let mut sites = Sites::default();
+    for (index, site) in instrs.iter().enumerate().filter(|(_, i)| i.is_syscall) {
+        let function = functions.iter().find(|f| f.contains(&site.ip));
+        let is_safe = match function {
+            Some(range) => {
+                let first = instrs.partition_point(|i| i.ip < range.start);
+                let end = instrs.partition_point(|i| i.ip < range.end);
+                is_safe(&instrs[first..end])
+            }
+            None => {
+                let seen_start = instrs[..index]
+                    .iter()
+                    .rposition(|i| i.is_boundary)
+                    .map_or(0, |b| b + 1);
+                let seen_end = instrs[index..]
+                    .iter()
+                    .position(|i| i.is_boundary)
+                    .map_or(instrs.len(), |b| index + b + 1);
+                let window = index.saturating_sub(64)..(index + 65).min(instrs.len());
+                is_safe(&instrs[seen_start..seen_end])
+                    && !instrs[window].iter().any(|i| i.is_below_frame)
+            }
+        };
+        let offset = usize::try_from(site.ip - addr).unwrap_or(usize::MAX);
+        match code.get_mut(offset..offset + 2) {
+            Some(bytes) if is_safe && bytes == [0x0F, 0x05] => {
+                bytes.copy_from_slice(&[0xFF, 0xD0]);
+                sites.rewritten.push(site.ip);
+            }
+            _ => sites.left.push(site.ip),
+        }
+    }
+    sites
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADDR: u64 = 0x40_1000;
+
+    /// `mov eax, 39; syscall; ret` (getpid, as musl's wrappers look).
+    const GETPID: &[u8] = &[0xB8, 0x27, 0, 0, 0, 0x0F, 0x05, 0xC3];
+
+    #[test]
+    fn a_plain_site_becomes_a_call_through_rax() {
+        let mut code = GETPID.to_vec();
+        let sites = rewrite(&mut code, ADDR, &[]);
+        assert_eq!(sites.rewritten, [ADDR + 5]);
+        assert!(sites.left.is_empty());
+        assert_eq!(code, [0xB8, 0x27, 0, 0, 0, 0xFF, 0xD0, 0xC3]);
+    }
+
+    #[test]
+    fn a_leaf_that_keeps_data_in_the_red_zone_keeps_its_syscall() {
+        // mov [rsp-8], rdi; mov eax, 1; syscall; mov rdi, [rsp-8]; ret
+        let mut code = vec![0x48, 0x89, 0x7C, 0x24, 0xF8];
+        code.extend_from_slice(&[0xB8, 1, 0, 0, 0, 0x0F, 0x05]);
+        code.extend_from_slice(&[0x48, 0x8B, 0x7C, 0x24, 0xF8, 0xC3]);
+        let before = code.clone();
+        #[allow(clippy::single_range_in_vec_init, reason = "one function's range")]
+        let whole = [ADDR..ADDR + code.len() as u64];
+        for functions in [&[][..], &whole[..]] {
+            let mut copy = before.clone();
+            let sites = rewrite(&mut copy, ADDR, functions);
+            assert!(sites.rewritten.is_empty(), "{functions:?}");
+            assert_eq!(sites.left, [ADDR + 10]);
+            assert_eq!(copy, before);
+        }
+    }
+
+    #[test]
+    fn a_function_that_calls_may_use_rbp_below_its_frame() {
+        // push rbp; mov rbp, rsp; sub rsp, 16; mov [rbp-8], rdi;
+        // call +0; mov eax, 39; syscall; leave; ret
+        let mut code = vec![0x55, 0x48, 0x89, 0xE5, 0x48, 0x83, 0xEC, 0x10];
+        code.extend_from_slice(&[0x48, 0x89, 0x7D, 0xF8, 0xE8, 0, 0, 0, 0]);
+        let site = code.len() as u64 + 5;
+        code.extend_from_slice(&[0xB8, 0x27, 0, 0, 0, 0x0F, 0x05, 0xC9, 0xC3]);
+        let function = ADDR..ADDR + code.len() as u64;
+        let sites = rewrite(&mut code, ADDR, &[function]);
+        assert_eq!(sites.rewritten, [ADDR + site]);
+    }
+
+    #[test]
+    fn bytes_0f_05_inside_another_instruction_are_not_a_site() {
+        // mov eax, 0x050F0000; ret: the bytes 0F 05 are an immediate.
+        let mut code = vec![0xB8, 0, 0, 0x0F, 0x05, 0xC3];
+        let before = code.clone();
+        let sites = rewrite(&mut code, ADDR, &[]);
+        assert_eq!(sites, Sites::default());
+        assert_eq!(code, before);
+    }
+}
