@@ -72,6 +72,7 @@ pub(crate) fn report_bad_call(target: u64, return_address: u64) -> ! {
         "eremite: CPU exception 14 page fault: a call to {target:#x} (a null function pointer?) from {}",
         Location(return_address.wrapping_sub(2))
     );
+    drop(out);
     hypervisor::exit(ExitKind::Exception, 14)
 }
 

@@ -421,22 +421,22 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         source,
     })?;
     let ram = memory::GuestRam::new(config.memory_bytes)?;
-    let (image, linux) = if loader::is_foreign_elf(file.bytes()) {
-        let (image, program) = config
+    let (image, linux, trap_entries) = if loader::is_foreign_elf(file.bytes()) {
+        let booted = config
             .linux_kernel
             .ok_or(linux::LinuxError::NoKernel)
-            .and_then(|kernel| linux::load(kernel, file.bytes(), &ram))
+            .and_then(|kernel| linux::load(kernel, file.bytes(), &ram, config.cpus))
             .map_err(|source| Error::Linux {
                 path: config.image.clone(),
                 source,
             })?;
-        (image, Some(program))
+        (booted.image, Some(booted.program), booted.trap_entries)
     } else {
         let image = loader::load(file.bytes(), &ram).map_err(|source| Error::Load {
             path: config.image.clone(),
             source,
         })?;
-        (image, None)
+        (image, None, Vec::new())
     };
     drop(file);
     let page_tables_end = arch::write_machine_tables(&ram, &image)?;
@@ -457,7 +457,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         bus.add_net(card, &name, mac)?;
     }
     let mut machine = kvm::Machine::new(&ram, config.cpus, &bus)?;
-    machine.prepare_cpus(image.entry)?;
+    machine.prepare_cpus(image.entry, &trap_entries)?;
     let tsc_khz = u64::from(machine.tsc_khz()?);
     let boot_tsc = machine.guest_tsc()?;
     let boot_wall_ns = SystemTime::now()

@@ -258,8 +258,13 @@ impl Machine {
 
     /// Put every vCPU in 64-bit mode at CPL3 (see [`arch`]): CPUID, XCR0,
     /// control and segment registers; the boot vCPU also gets its
-    /// registers, to start at `entry`.
-    pub(crate) fn prepare_cpus(&mut self, entry: u64) -> Result<(), KvmError> {
+    /// registers, to start at `entry`. With `syscall_entries` (a Linux
+    /// program), vCPU `n`'s `syscall` goes to entry `n`.
+    pub(crate) fn prepare_cpus(
+        &mut self,
+        entry: u64,
+        syscall_entries: &[u64],
+    ) -> Result<(), KvmError> {
         let cpuid = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -290,6 +295,23 @@ impl Machine {
                 xcrs.xcrs[0].xcr = 0;
                 xcrs.xcrs[0].value = arch::xcr0(supported_xcr0);
                 vcpu.set_xcrs(&xcrs).map_err(ioctl("set XCR0"))?;
+            }
+            if let Some(&lstar) = syscall_entries.get(cpu as usize) {
+                let entries = arch::syscall_msrs(lstar).map(|(index, data)| kvm_msr_entry {
+                    index,
+                    data,
+                    ..Default::default()
+                });
+                let msrs = Msrs::from_entries(&entries).expect("three entries fit");
+                let written = vcpu
+                    .set_msrs(&msrs)
+                    .map_err(ioctl("set the system-call MSRs"))?;
+                if written != entries.len() {
+                    return Err(KvmError::Ioctl {
+                        what: "set the system-call MSRs",
+                        source: kvm_ioctls::Error::new(libc::EINVAL),
+                    });
+                }
             }
         }
         self.vcpus[0]

@@ -21,6 +21,18 @@ use crate::memory::{GuestRam, OutOfRange};
 
 /// The kernel's entry for rewritten system calls (`kernel/src/arch`).
 const CALL_ENTRY_SYMBOL: &str = "eremite_linux_call_entry";
+/// The prefix of its per-CPU entries for `syscall`s left in place.
+const TRAP_ENTRY_SYMBOL: &str = "eremite_linux_trap_entry_";
+
+/// A Linux program loaded with its kernel.
+pub(crate) struct Booted {
+    /// The kernel and the program as one image.
+    pub(crate) image: LoadedImage,
+    /// What the kernel is told of the program.
+    pub(crate) program: LinuxProgram,
+    /// Where each vCPU's `syscall` goes.
+    pub(crate) trap_entries: Vec<u64>,
+}
 
 /// Why a Linux program cannot be booted.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +62,25 @@ pub(crate) fn load(
     kernel: &[u8],
     program: &[u8],
     ram: &GuestRam,
-) -> Result<(LoadedImage, LinuxProgram), LinuxError> {
+    cpus: u32,
+) -> Result<Booted, LinuxError> {
     let mut image = loader::load(kernel, ram)?;
     let loaded = program::load(program, ram, image.end)?;
     let entry = loader::symbol(kernel, &image, CALL_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
     let page = trampoline::page(entry).ok_or(LinuxError::NoEntry)?;
+    let trap_entries = (0..cpus)
+        .map(|cpu| loader::symbol(kernel, &image, &format!("{TRAP_ENTRY_SYMBOL}{cpu}")))
+        .collect::<Option<Vec<u64>>>()
+        .ok_or(LinuxError::NoEntry)?;
     ram.write(0, &page)?;
     let gap = (loaded.info.start - image.end) / PAGE_SIZE;
     image.pages.extend((0..gap).map(|_| PageAccess::Unmapped));
     image.pages.extend(loaded.pages);
     image.end = loaded.end;
     image.page_zero = PageZero::Trampoline;
-    Ok((image, loaded.info))
+    Ok(Booted {
+        image,
+        program: loaded.info,
+        trap_entries,
+    })
 }

@@ -22,7 +22,7 @@ mod start;
 mod sync;
 mod time;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 use spin::Once;
@@ -112,8 +112,13 @@ fn is_rewritten_site(return_address: u64) -> bool {
 /// How often each unknown number was asked for (numbers up to 511).
 static UNKNOWN: [AtomicU32; 512] = [const { AtomicU32::new(0) }; 512];
 
-/// List the numbers that got `ENOSYS` (with `--verbose`, at exit).
+/// List the numbers that got `ENOSYS`, and how many calls trapped (with
+/// `--verbose`, at exit).
 pub(crate) fn report_unknown() {
+    let traps = TRAPS.load(Ordering::Relaxed);
+    if traps > 0 {
+        klog!("linux: {traps} system calls came by the trap path (sites left as syscall)");
+    }
     for (number, count) in UNKNOWN.iter().enumerate() {
         let count = count.load(Ordering::Relaxed);
         if count > 0 {
@@ -125,12 +130,26 @@ pub(crate) fn report_unknown() {
     }
 }
 
-/// Where every Linux system call arrives (from `arch`, on the thread's
+/// Where a rewritten system call arrives (from `arch`, on the thread's
 /// system-call stack), with its registers in `frame`.
 pub(crate) extern "C" fn dispatch(frame: &mut SyscallFrame) -> u64 {
     if !is_rewritten_site(frame.rip) {
         process::null_call(frame);
     }
+    run(frame)
+}
+
+/// System calls that came by the trap path (a `syscall` left in place).
+static TRAPS: AtomicU64 = AtomicU64::new(0);
+
+/// Where a `syscall` left in place arrives (through LSTAR).
+pub(crate) extern "C" fn dispatch_trap(frame: &mut SyscallFrame) -> u64 {
+    TRAPS.fetch_add(1, Ordering::Relaxed);
+    run(frame)
+}
+
+/// Make the call and trace it.
+fn run(frame: &mut SyscallFrame) -> u64 {
     let number = frame.nr;
     let args = frame.args;
     let result = call(frame);

@@ -84,6 +84,11 @@ pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
         bitmap,
     });
     mem::set_break(program.end);
+    crate::console::klog!(
+        "linux: {} system-call sites rewritten, {} left on the trap path",
+        program.sites_rewritten,
+        program.sites_left
+    );
     sched::become_linux_thread(syscall_stack);
 
     let stack_bytes = (mm::ram_bytes() / 8).clamp(64 << 10, STACK_MAX_BYTES) & !(PAGE_SIZE - 1);

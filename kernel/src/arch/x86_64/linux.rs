@@ -13,6 +13,10 @@
 //! registers, puts the result in RAX and jumps to the frame's RIP with the
 //! frame's RSP. RFLAGS is not kept, as compilers assume of `syscall`
 //! sites; neither are RCX and R11.
+//!
+//! A `syscall` the VMM did not rewrite traps to LSTAR, which the VMM
+//! points at one stub per CPU (`eremite_linux_trap_entry_N`); they build
+//! the same frame and call `abi::linux::dispatch_trap`.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -115,9 +119,63 @@ global_asm!(
     "    mov rsp, r11",
     "    jmp rcx",
     ".size eremite_linux_return, . - eremite_linux_return",
+    "",
+    // The trap path: a `syscall` the VMM left in place. The VMM points
+    // each vCPU's LSTAR at its own stub, which knows the CPU's slot in
+    // SYSCALL_STACKS without a register: RCX holds the return address and
+    // R11 RFLAGS (which, as compilers assume, need not be kept), and the
+    // program's stack must not be written.
+    ".irp cpu, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+    ".global eremite_linux_trap_entry_\\cpu",
+    "eremite_linux_trap_entry_\\cpu:",
+    "    mov r11, qword ptr [rip + {stacks} + 8 * \\cpu]",
+    "    xchg rsp, r11",
+    "    push r11",
+    "    push rcx",
+    "    jmp eremite_linux_trap_common",
+    ".endr",
+    "eremite_linux_trap_common:",
+    "    push r15",
+    "    push r14",
+    "    push r13",
+    "    push r12",
+    "    push rbp",
+    "    push rbx",
+    "    push r9",
+    "    push r8",
+    "    push r10",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push rax",
+    // Under PVM `syscall` stays at CPL3. With hardware virtualisation it
+    // enters CPL0: continue at CPL3 on the same stack.
+    "    mov ecx, cs",
+    "    test ecx, 3",
+    "    jnz 2f",
+    "    mov rcx, rsp",
+    "    push {user_data}",
+    "    push rcx",
+    "    push 0x202",
+    "    push {user_code}",
+    "    lea rcx, [rip + 2f]",
+    "    push rcx",
+    "    iretq",
+    "2:",
+    "    cld",
+    "    mov rdi, rsp",
+    "    call {dispatch_trap}",
+    "    mov rdi, rsp",
+    "    mov rsi, rax",
+    "    jmp eremite_linux_return",
     stacks = sym SYSCALL_STACKS,
     dispatch = sym crate::abi::linux::dispatch,
+    dispatch_trap = sym crate::abi::linux::dispatch_trap,
+    user_data = const eremite_interface::layout::gdt::USER_DATA,
+    user_code = const eremite_interface::layout::gdt::USER_CODE,
 );
+
+const _: () = assert!(MAX_CPUS == 16, "one trap stub per CPU above");
 
 unsafe extern "C" {
     fn eremite_linux_return(frame: *const SyscallFrame, result: u64) -> !;

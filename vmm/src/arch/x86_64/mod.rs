@@ -457,6 +457,26 @@ pub(crate) fn start_regs(rip: u64, rsp: u64, arg: u64) -> kvm_regs {
     }
 }
 
+/// The MSRs that send a Linux program's `syscall` to `lstar` (SDM vol.
+/// 3B, 5.8.8): STAR (the CPL0 code selector, and the base sysret would
+/// use), LSTAR, and FMASK, which clears TF, DF and AC on entry but never
+/// IF (the entry runs at CPL3 under PVM and cannot set it again).
+pub(crate) fn syscall_msrs(lstar: u64) -> [(u32, u64); 3] {
+    const IA32_STAR: u32 = 0xC000_0081;
+    const IA32_LSTAR: u32 = 0xC000_0082;
+    const IA32_FMASK: u32 = 0xC000_0084;
+    const TF: u64 = 1 << 8;
+    const DF: u64 = 1 << 10;
+    const AC: u64 = 1 << 18;
+    let sysret_base = u64::from(gdt::USER_DATA & !3) - 8;
+    let star = (sysret_base << 48) | (u64::from(gdt::KERNEL_CODE) << 32);
+    [
+        (IA32_STAR, star),
+        (IA32_LSTAR, lstar),
+        (IA32_FMASK, TF | DF | AC),
+    ]
+}
+
 /// XCR0 to give the guest: x87, SSE and AVX state, plus the AVX-512 state
 /// components when offered. Components that need permission from the host
 /// kernel (AMX) are left off. `supported` is CPUID.(EAX=0DH,ECX=0):EDX:EAX.
