@@ -121,6 +121,11 @@ struct Thread {
     /// are saved at every switch, not only at preemption.
     syscall_stack: u64,
     fp_area: Option<Box<arch::FpArea>>,
+    /// Memory to unmap when it exits: a range it unmapped while its stack
+    /// pointer was in it (musl's detached threads unmap their own stack,
+    /// then exit; the exit's rewritten `syscall` is a `call`, which needs
+    /// the stack for a moment more).
+    unmap_at_exit: Option<(u64, usize)>,
     /// Its `errno` while it does not run.
     errno: i32,
 }
@@ -143,6 +148,7 @@ impl Thread {
             clear_on_exit: None,
             syscall_stack: 0,
             fp_area: None,
+            unmap_at_exit: None,
             errno: 0,
         })
     }
@@ -680,6 +686,15 @@ pub(crate) fn futex_requeue(
     Ok(woken.saturating_add(i32::try_from(moved).unwrap_or(i32::MAX)))
 }
 
+/// Unmap `len` bytes at `addr` when the calling thread exits, instead of
+/// now (see `Thread::unmap_at_exit`).
+pub(crate) fn unmap_at_exit(addr: u64, len: usize) {
+    let mut guard = lock();
+    let s = sched(&mut guard);
+    let tid = s.current();
+    s.thread(tid).unmap_at_exit = Some((addr, len));
+}
+
 /// Set or clear the calling thread's clear-on-exit word (Linux's
 /// `set_tid_address`).
 pub(crate) fn set_clear_on_exit(addr: Option<u64>) {
@@ -938,6 +953,16 @@ pub(crate) extern "C" fn thread_start(entry: extern "C" fn(usize), arg: usize) -
 /// End the current (spawned) thread: clear its exit word, wake its joiner
 /// and never return.
 pub(crate) fn exit_current() -> ! {
+    let unmap = {
+        let mut guard = lock();
+        let s = sched(&mut guard);
+        let tid = s.current();
+        s.thread(tid).unmap_at_exit.take()
+    };
+    if let Some((addr, len)) = unmap {
+        // The thread runs in the kernel now, not on the range.
+        let _ = mm::unmap(addr, len);
+    }
     let mut guard = lock();
     let s = sched(&mut guard);
     let tid = s.current();

@@ -10,6 +10,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "hermit")]
 use eremite as _;
 
 fn check(name: &str, f: impl FnOnce()) {
@@ -323,11 +324,14 @@ fn main() {
         let got: Vec<(f64, f64)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         assert_eq!(got, expected);
     });
+    // hermit-abi's own calls: not on Linux.
+    #[cfg(target_os = "hermit")]
     check("semaphores (sys_sem_*)", semaphores);
     println!("threads passed");
 }
 
 /// hermit-abi's semaphore calls, which std does not use: declared here.
+#[cfg(target_os = "hermit")]
 mod sem {
     unsafe extern "C" {
         pub fn sys_sem_init(sem: *mut usize, pshared: i32, value: u32) -> i32;
@@ -344,6 +348,7 @@ mod sem {
     }
 }
 
+#[cfg(target_os = "hermit")]
 fn semaphores() {
     use sem::*;
     const EAGAIN: i32 = 11;

@@ -383,13 +383,18 @@ pub(super) fn unlinkat(dirfd: i32, path: u64, flags: u32) -> SysResult {
     .map(|()| 0)
 }
 
-pub(super) fn link(from: u64, to: u64) -> SysResult {
-    fs::link(&at(AT_FDCWD, from)?, &at(AT_FDCWD, to)?).map(|()| 0)
+/// `linkat(2)`: `AT_SYMLINK_FOLLOW` is not supported (a link to the link
+/// itself is made, as without it).
+pub(super) fn linkat(from_dir: i32, from: u64, to_dir: i32, to: u64, flags: u32) -> SysResult {
+    if flags != 0 {
+        return Err(errno::EINVAL);
+    }
+    fs::link(&at(from_dir, from)?, &at(to_dir, to)?).map(|()| 0)
 }
 
-pub(super) fn symlink(target: u64, path: u64) -> SysResult {
+pub(super) fn symlinkat(target: u64, dirfd: i32, path: u64) -> SysResult {
     let target = user::path(ptr(target))?;
-    fs::symlink(target, &at(AT_FDCWD, path)?).map(|()| 0)
+    fs::symlink(target, &at(dirfd, path)?).map(|()| 0)
 }
 
 pub(super) fn readlinkat(dirfd: i32, path: u64, buf: u64, len: usize) -> SysResult {
@@ -400,8 +405,8 @@ pub(super) fn readlinkat(dirfd: i32, path: u64, buf: u64, len: usize) -> SysResu
     fs::readlink(&at(dirfd, path)?, out).map(value)
 }
 
-pub(super) fn chmod(path: u64, mode: u32) -> SysResult {
-    fs::chmod(&at(AT_FDCWD, path)?, mode & 0o7777).map(|()| 0)
+pub(super) fn fchmodat(dirfd: i32, path: u64, mode: u32) -> SysResult {
+    fs::chmod(&at(dirfd, path)?, mode & 0o7777).map(|()| 0)
 }
 
 pub(super) fn getdents64(fd: i32, buf: u64, len: usize) -> SysResult {

@@ -11,7 +11,7 @@ use eremite_interface::errno::{self, Errno};
 use spin::Once;
 
 use super::SysResult;
-use crate::mm;
+use crate::{mm, sched};
 
 const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
@@ -65,7 +65,16 @@ pub(super) fn mmap(
     mm::map_anonymous(len, prot)
 }
 
-pub(super) fn munmap(addr: u64, len: usize) -> SysResult {
+/// `munmap(2)`. A range that holds the caller's stack pointer `rsp` is
+/// unmapped when the thread exits instead (musl's detached threads unmap
+/// their own stack, then call `exit`, whose rewritten site pushes a
+/// return address there).
+pub(super) fn munmap(addr: u64, len: usize, rsp: u64) -> SysResult {
+    let end = addr.saturating_add(len as u64);
+    if (addr..end).contains(&rsp) {
+        sched::unmap_at_exit(addr, len);
+        return Ok(0);
+    }
     mm::unmap(addr, len).map(|()| 0)
 }
 

@@ -16,6 +16,7 @@
 mod file;
 mod mem;
 mod nr;
+mod poll;
 mod process;
 mod signal;
 mod start;
@@ -181,10 +182,11 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::STAT => file::fstatat(file::AT_FDCWD, a, b, 0),
         nr::FSTAT => file::fstat(int(a), b),
         nr::LSTAT => file::fstatat(file::AT_FDCWD, a, b, file::AT_SYMLINK_NOFOLLOW),
+        nr::POLL => poll::poll(a, size(b), int(c)),
         nr::LSEEK => file::lseek(int(a), signed(b), int(c)),
         nr::MMAP => mem::mmap(a, size(b), uint(c), uint(d), int(e), signed(f)),
         nr::MPROTECT => mem::mprotect(a, size(b), uint(c)),
-        nr::MUNMAP => mem::munmap(a, size(b)),
+        nr::MUNMAP => mem::munmap(a, size(b), frame.rsp),
         nr::BRK => mem::brk(a),
         nr::RT_SIGACTION => signal::rt_sigaction(int(a), b, c, size(d)),
         nr::RT_SIGPROCMASK => signal::rt_sigprocmask(int(a), b, c, size(d)),
@@ -222,11 +224,14 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
             file::O_CREAT | file::O_WRONLY | file::O_TRUNC,
             uint(b),
         ),
-        nr::LINK => file::link(a, b),
+        nr::LINK => file::linkat(file::AT_FDCWD, a, file::AT_FDCWD, b, 0),
+        nr::LINKAT => file::linkat(int(a), b, int(c), d, uint(e)),
         nr::UNLINK => file::unlinkat(file::AT_FDCWD, a, 0),
-        nr::SYMLINK => file::symlink(a, b),
+        nr::SYMLINK => file::symlinkat(a, file::AT_FDCWD, b),
+        nr::SYMLINKAT => file::symlinkat(a, int(b), c),
         nr::READLINK => file::readlinkat(file::AT_FDCWD, a, b, size(c)),
-        nr::CHMOD => file::chmod(a, uint(b)),
+        nr::CHMOD => file::fchmodat(file::AT_FDCWD, a, uint(b)),
+        nr::FCHMODAT => file::fchmodat(int(a), b, uint(c)),
         nr::FCHMOD => Ok(0),
         nr::UMASK => Ok(process::umask(uint(a))),
         nr::GETTIMEOFDAY => time::gettimeofday(a),
@@ -257,7 +262,9 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::RENAMEAT2 => file::renameat2(int(a), b, int(c), d, uint(e)),
         nr::READLINKAT => file::readlinkat(int(a), b, c, size(d)),
         nr::FACCESSAT | nr::FACCESSAT2 => file::faccessat(int(a), b, uint(c)),
+        nr::PPOLL => poll::ppoll(a, size(b), c, d),
         nr::SET_ROBUST_LIST => Ok(0),
+        nr::EVENTFD2 => poll::eventfd2(uint(a), uint(b)),
         nr::DUP3 => file::dup3(int(a), int(b), uint(c), false),
         nr::PRLIMIT64 => process::prlimit(int(a), int(b), c, d),
         nr::GETRANDOM => process::getrandom(a, size(b), uint(c)),

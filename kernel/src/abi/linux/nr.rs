@@ -120,7 +120,10 @@ numbers! {
     NEWFSTATAT = 262, "newfstatat";
     UNLINKAT = 263, "unlinkat";
     RENAMEAT = 264, "renameat";
+    LINKAT = 265, "linkat";
+    SYMLINKAT = 266, "symlinkat";
     READLINKAT = 267, "readlinkat";
+    FCHMODAT = 268, "fchmodat";
     FACCESSAT = 269, "faccessat";
     PSELECT6 = 270, "pselect6";
     PPOLL = 271, "ppoll";
