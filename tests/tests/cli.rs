@@ -139,3 +139,40 @@ fn without_kvm_the_error_says_so() {
     let run = run_command(Command::new("unshare").args(["-m", "sh", "-c", &script]));
     one_line_error(&run, 125, "/dev/kvm");
 }
+
+/// A minimal ELF header: `class` 1 (32-bit) or 2 (64-bit), `machine`
+/// (`EM_386` 3, `EM_X86_64` 62, `EM_AARCH64` 183), an executable with no
+/// segments.
+fn elf_header(class: u8, machine: u16) -> Vec<u8> {
+    let is_64 = class == 2;
+    let mut h = vec![0x7f, b'E', b'L', b'F', class, 1, 1, 0];
+    h.resize(16, 0);
+    h.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    h.extend_from_slice(&machine.to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    let (word, header_size) = if is_64 { (8, 64u16) } else { (4, 52u16) };
+    h.resize(h.len() + 3 * word, 0); // entry, phoff, shoff
+    h.extend_from_slice(&0u32.to_le_bytes()); // flags
+    h.extend_from_slice(&header_size.to_le_bytes());
+    h.extend_from_slice(&(if is_64 { 56u16 } else { 32 }).to_le_bytes());
+    h.extend_from_slice(&0u16.to_le_bytes()); // phnum
+    h.extend_from_slice(&(if is_64 { 64u16 } else { 40 }).to_le_bytes());
+    h.extend_from_slice(&[0; 4]); // shnum, shstrndx
+    h
+}
+
+#[test]
+fn programs_for_other_machines_are_refused_in_one_line() {
+    let dir = std::env::temp_dir().join(format!("eremite-elf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, class, machine, needle) in [
+        ("x86-32", 1, 3, "32-bit x86"),
+        ("aarch64", 2, 183, "built for AArch64"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, elf_header(class, machine)).unwrap();
+        let run = eremite_cli(&["run", path.to_str().unwrap()]);
+        one_line_error(&run, 125, needle);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod linux;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -193,9 +194,11 @@ fn test_example_libraries() -> Result {
 }
 
 fn build_all() -> Result<PathBuf> {
+    install_host_tools()?;
     let cli = build_cli()?;
     build_images(&EXAMPLES)?;
     build_native_examples(&NATIVE_EXAMPLES)?;
+    linux::build()?;
     bench::build_benches(&[])?;
     Ok(cli)
 }
@@ -225,7 +228,6 @@ fn run(args: &[String]) -> Result {
 /// of the workspace, then every benchmark once in quick mode (they must
 /// produce well-formed results, so they cannot rot).
 fn test(extra: &[String]) -> Result {
-    install_host_tools()?;
     build_all()?;
     run_command(cargo().args(["test", "--workspace"]).args(extra))?;
     test_example_libraries()?;
@@ -237,13 +239,14 @@ fn test(extra: &[String]) -> Result {
 /// interoperability), `tar` (initrd from a tar archive), `ip` (network
 /// namespaces and tap devices), `qemu-system-x86_64` (the second
 /// hypervisor, `tests/tests/qemu.rs`), `wrk` (the `net` group's HTTP
-/// load).
-const HOST_TOOLS: [(&str, &str, &str); 5] = [
+/// load), `musl-gcc` (the C programs of the Linux-ABI tests).
+const HOST_TOOLS: [(&str, &str, &str); 6] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
     ("qemu-system-x86_64", "--version", "qemu-system-x86"),
     ("wrk", "-v", "wrk"),
+    ("musl-gcc", "--version", "musl-tools"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on

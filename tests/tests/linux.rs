@@ -1,0 +1,182 @@
+//! Unmodified static Linux programs through eremite's Linux ABI
+//! (`docs/linux.md`): C programs built with musl, `-static` and
+//! `-static-pie` (`examples/c`), and the Rust examples built with stable
+//! Rust for `x86_64-unknown-linux-musl`. `./x test` builds them all.
+
+use std::path::PathBuf;
+
+use eremite_tests::{Run, boot_image, root};
+
+/// A C program from `examples/c`, static or static-pie.
+fn c_program(name: &str, is_pie: bool) -> PathBuf {
+    let file = if is_pie {
+        format!("{name}-pie")
+    } else {
+        name.to_owned()
+    };
+    let path = root().join("examples/target/c").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it with musl-gcc",
+        path.display()
+    );
+    path
+}
+
+/// A Rust example built with stable Rust for musl.
+fn rust_program(name: &str) -> PathBuf {
+    let path = root()
+        .join("examples/target/x86_64-unknown-linux-musl/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it with stable Rust",
+        path.display()
+    );
+    path
+}
+
+fn both_kinds(name: &str, options: &[&str], args: &[&str], check: impl Fn(&Run)) {
+    for is_pie in [false, true] {
+        let run = boot_image(&c_program(name, is_pie), options, args);
+        check(&run);
+    }
+}
+
+#[test]
+fn a_musl_c_program_gets_its_arguments_environment_and_exit_code() {
+    both_kinds(
+        "hello",
+        &["-e", "GREETING=bonjour"],
+        &["42", "two words"],
+        |run| {
+            run.expect_code(42);
+            assert!(run.stdout.starts_with("hello from musl, argc=3\n"), "{run}");
+            assert!(run.stdout.contains("argv[2]=two words\n"), "{run}");
+            assert!(run.stdout.contains("GREETING=bonjour\n"), "{run}");
+            assert!(run.stderr.is_empty(), "{run}");
+        },
+    );
+}
+
+#[test]
+fn pthreads_share_a_mutex_a_condvar_and_tls_on_one_and_two_cpus() {
+    for cpus in ["1", "2"] {
+        both_kinds("pthreads", &["--cpus", cpus], &[], |run| {
+            run.expect_code(0);
+            assert_eq!(
+                run.stdout, "counter=80000 sum=28 own=7\ncreated and joined 1000 threads\n",
+                "{run}"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
+    both_kinds("redzone", &["--verbose"], &[], |run| {
+        run.expect_code(0);
+        assert_eq!(run.stdout, "pid 1, red zone kept 123\n", "{run}");
+        // The site was left (not rewritten), and it trapped.
+        assert!(
+            run.stderr.contains(" rewritten, 1 left on the trap path"),
+            "{run}"
+        );
+        assert!(
+            run.stderr.contains("1 system calls came by the trap path"),
+            "{run}"
+        );
+    });
+}
+
+#[test]
+fn fork_and_execve_fail_with_enosys_and_say_why_once() {
+    both_kinds("oneprocess", &["--verbose"], &[], |run| {
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains("fork: -1 Function not implemented\n"),
+            "{run}"
+        );
+        assert!(
+            run.stdout.contains("execve: -1 Function not implemented\n"),
+            "{run}"
+        );
+        assert_eq!(
+            run.stderr.matches("a unikernel runs one program").count(),
+            1,
+            "{run}"
+        );
+    });
+}
+
+#[test]
+fn a_call_through_a_null_function_pointer_faults() {
+    both_kinds("oneprocess", &[], &["nullcall"], |run| {
+        run.expect_code(139);
+        assert!(run.stderr.contains("page fault"), "{run}");
+        assert!(run.stderr.contains("a call to 0x0"), "{run}");
+    });
+}
+
+#[test]
+fn rust_built_with_stable_for_musl_runs_unmodified() {
+    let run = boot_image(&rust_program("hello"), &[], &["alpha", "beta"]);
+    run.expect_code(0);
+    // The same output as the hermit build of the same source.
+    assert!(run.stdout.starts_with("Hello from eremite!\n"), "{run}");
+    assert!(run.stdout.contains(r#"args: ["alpha", "beta"]"#), "{run}");
+    assert!(run.stdout.contains("checksum: 0xf55488fc2c6ef761"), "{run}");
+    assert!(
+        run.stdout
+            .contains("sqrt(2) = 1.414214, tan(2) = -2.185040, cosh(2) = 3.762196"),
+        "{run}"
+    );
+}
+
+#[test]
+fn rust_threads_and_every_std_sync_primitive_work_through_the_linux_abi() {
+    for cpus in ["1", "2"] {
+        let run = boot_image(
+            &rust_program("threads"),
+            &["--memory", "256M", "--cpus", cpus],
+            &[],
+        );
+        run.expect_code(0);
+        assert!(run.stdout.ends_with("threads passed\n"), "{run}");
+        assert!(
+            run.stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 18,
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn rayon_runs_on_two_cpus_through_the_linux_abi() {
+    let run = boot_image(
+        &rust_program("rayon"),
+        &["--memory", "256M", "--cpus", "2"],
+        &[],
+    );
+    run.expect_code(0);
+    assert!(run.stdout.ends_with("rayon passed\n"), "{run}");
+}
+
+#[test]
+fn the_file_system_transcript_through_the_linux_abi_matches_linux() {
+    let native = root().join("examples/target/x86_64-unknown-linux-gnu/release/fsdiff");
+    let dir = std::env::temp_dir().join(format!("eremite-linux-fsdiff-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let expected = std::process::Command::new(native)
+        .arg(&dir)
+        .output()
+        .expect("the native fsdiff runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(expected.status.success());
+    let run = boot_image(&rust_program("fsdiff"), &[], &["/fsdiff"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        String::from_utf8_lossy(&expected.stdout),
+        "{run}"
+    );
+}

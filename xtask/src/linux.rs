@@ -1,0 +1,124 @@
+//! The Linux programs the Linux-ABI tests and benchmarks boot: C programs
+//! from `examples/c` built with musl (Debian's musl-tools), each twice,
+//! `-static` and `-static-pie`; and Rust examples built with stable Rust
+//! for `x86_64-unknown-linux-musl`, the toolchain and target installed
+//! with rustup (the pinned nightly has no musl target). Nothing in them
+//! knows eremite.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::{Result, root, run_command};
+
+/// C programs in `examples/c`, by name (`NAME.c`).
+pub(crate) const C_PROGRAMS: [&str; 4] = ["hello", "pthreads", "redzone", "oneprocess"];
+/// Rust examples built for Linux, by binary name.
+pub(crate) const RUST_PROGRAMS: [&str; 5] = ["hello", "threads", "fsdiff", "rayon", "httpd"];
+
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+/// Where Debian's musl-dev keeps musl's start files and libc.a.
+const MUSL_LIB: &str = "/usr/lib/x86_64-linux-musl";
+
+/// Where the C programs land: `NAME` (static) and `NAME-pie`.
+pub(crate) fn c_dir() -> PathBuf {
+    root().join("examples/target/c")
+}
+
+/// Build every Linux program.
+pub(crate) fn build() -> Result {
+    build_c()?;
+    build_rust()
+}
+
+fn gcc_file(name: &str) -> Result<String> {
+    let out = Command::new("gcc")
+        .arg(format!("-print-file-name={name}"))
+        .output()
+        .map_err(|e| format!("cannot run gcc: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn build_c() -> Result {
+    let out = c_dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let source_dir = root().join("examples/c");
+    let (crtbegin, crtend, libgcc) = (
+        gcc_file("crtbeginS.o")?,
+        gcc_file("crtendS.o")?,
+        gcc_file("libgcc.a")?,
+    );
+    for name in C_PROGRAMS {
+        let source = source_dir.join(format!("{name}.c"));
+        let binary = out.join(name);
+        run_command(
+            Command::new("musl-gcc")
+                .args(["-static", "-O2", "-pthread", "-o"])
+                .arg(&binary)
+                .arg(&source),
+        )?;
+        // musl-gcc's specs know no -static-pie: compile position-
+        // independent, then link musl's rcrt1.o and libc.a by hand.
+        let object = out.join(format!("{name}.o"));
+        run_command(
+            Command::new("musl-gcc")
+                .args(["-O2", "-fPIE", "-pthread", "-c", "-o"])
+                .arg(&object)
+                .arg(&source),
+        )?;
+        run_command(
+            Command::new("gcc")
+                .args([
+                    "-nostdlib",
+                    "-nostartfiles",
+                    "-static-pie",
+                    "-Wl,--no-dynamic-linker",
+                    "-o",
+                ])
+                .arg(out.join(format!("{name}-pie")))
+                .arg(format!("{MUSL_LIB}/rcrt1.o"))
+                .arg(format!("{MUSL_LIB}/crti.o"))
+                .arg(&crtbegin)
+                .arg(&object)
+                .arg(format!("{MUSL_LIB}/libc.a"))
+                .arg(&libgcc)
+                .arg(&crtend)
+                .arg(format!("{MUSL_LIB}/crtn.o")),
+        )?;
+    }
+    Ok(())
+}
+
+fn build_rust() -> Result {
+    // Quick when it is there already.
+    run_command(
+        Command::new("rustup")
+            .stdout(std::process::Stdio::null())
+            .args([
+                "toolchain",
+                "install",
+                "stable",
+                "--profile",
+                "minimal",
+                "--target",
+                MUSL_TARGET,
+                "--no-self-update",
+            ]),
+    )?;
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(root().join("examples"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .args([
+            "+stable",
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            MUSL_TARGET,
+        ]);
+    for name in RUST_PROGRAMS {
+        command.args(["--bin", name]);
+    }
+    run_command(&mut command)
+}
