@@ -39,6 +39,7 @@ unsafe extern "C" {
 /// Called by `_start` on the boot stack at CPL3.
 pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     let entry_tsc = arch::rdtsc();
+    cpu::enter(0);
     if boot_info_addr != layout::BOOT_INFO_ADDR {
         fatal("boot info is not at the agreed address");
     }

@@ -91,9 +91,8 @@ pub(crate) fn online_mask() -> u32 {
     ONLINE.load(Ordering::SeqCst)
 }
 
-/// Make the calling CPU CPU `index` (once, first thing when it starts;
-/// the boot CPU's GS base is 0 from the VMM, so it is CPU 0 from the
-/// first instruction).
+/// Make the calling CPU CPU `index` (once, first thing when it starts,
+/// before anything takes a kernel lock).
 pub(crate) fn enter(index: u32) {
     arch::set_cpu_record(u64::from(index));
 }

@@ -54,6 +54,7 @@ const CMDLINE_PADDR: usize = 24;
 /// info's address and the top of RAM.
 pub(crate) extern "C" fn pvh_start(start_info: u64, ram_top: u64) -> ! {
     let entry_tsc = arch::rdtsc();
+    crate::cpu::enter(0);
     hypervisor::use_pvh_devices();
 
     // Read everything of the firmware's first: the boot info and the boot

@@ -33,7 +33,7 @@ mod chart;
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Both sides run pinned to this host core.
 const BENCH_CORE: &str = "1";
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "syscalls",
     "syscalls_qemu",
     "noise",
@@ -41,6 +41,7 @@ const GROUPS: [&str; 7] = [
     "boot",
     "smp",
     "net",
+    "linux",
 ];
 /// Guest memory for the `fs` runs: room for Postmark's file pool.
 const FS_MEMORY: &str = "256M";
@@ -176,6 +177,11 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 extra.extend(boot_extra);
             }
             "net" => rows.extend(net(is_quick)?),
+            "linux" => {
+                let (linux_rows, khz) = linux(&cli, is_quick)?;
+                tsc_khz = khz;
+                rows.extend(linux_rows);
+            }
             "smp" => {
                 rows.push(smp(&cli, if is_quick { 1 } else { 5 })?);
                 rows.extend(cross_core_pingpong(&cli, is_quick)?);
@@ -274,6 +280,66 @@ fn run_native<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Result<ProgramOutput> 
         .arg(bench_binary(HOST_TARGET, name))
         .args(args);
     run_program(&mut native)
+}
+
+/// The `linux` group: the `syscalls` program built with stable Rust for
+/// `x86_64-unknown-linux-musl`, run unmodified in eremite (through the
+/// Linux ABI: rewritten `syscall` sites) and natively, pinned to the same
+/// core (rows with the suffix `_linux`); and boot to exit of the musl C
+/// hello in eremite against the same binary natively, next to the hermit
+/// hello's (interleaved runs).
+fn linux(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, u64)> {
+    crate::linux::build_benches(&["syscalls"])?;
+    crate::linux::build()?;
+    let program = crate::linux::bench_path("syscalls");
+    let args: &[&str] = if is_quick { &["--quick"] } else { &[] };
+    let mut unikernel = Command::new("taskset");
+    unikernel
+        .args(["-c", BENCH_CORE])
+        .arg(cli)
+        .arg("run")
+        .arg(&program)
+        .arg("--")
+        .args(args);
+    let e = run_program(&mut unikernel)?;
+    let mut native = Command::new("taskset");
+    native.args(["-c", BENCH_CORE]).arg(&program).args(args);
+    let l = run_program(&mut native)?;
+    let mut rows = pair("linux", &e, &l, &SYSCALL_ROWS, "_linux")?;
+
+    let c_hello = crate::linux::c_dir().join("hello");
+    let hermit_hello = build_image("hello")?;
+    let mut musl = Command::new(cli);
+    musl.arg("run").arg(&c_hello);
+    let mut hermit = Command::new(cli);
+    hermit.arg("run").arg(&hermit_hello);
+    let mut native_hello = Command::new(&c_hello);
+    for command in [&mut musl, &mut hermit, &mut native_hello] {
+        time_once(command)?;
+    }
+    let runs = if is_quick { 5 } else { 30 };
+    let (mut musl_ms, mut hermit_ms, mut native_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        musl_ms.push(time_once(&mut musl)?);
+        hermit_ms.push(time_once(&mut hermit)?);
+        native_ms.push(time_once(&mut native_hello)?);
+    }
+    for (name, samples) in [
+        ("musl_hello_wall_time", &musl_ms),
+        ("hermit_hello_wall_time", &hermit_ms),
+    ] {
+        rows.push(Row {
+            group: "linux",
+            name: name.to_owned(),
+            unit: "ms".to_owned(),
+            eremite: Stat::of(samples),
+            linux: Stat::of(&native_ms),
+        });
+    }
+    println!(
+        "linux: the syscalls program (stable Rust, musl) in eremite through the Linux ABI vs natively; musl C hello and hermit hello vs native musl hello, {runs} interleaved runs"
+    );
+    Ok((rows, e.tsc_khz))
 }
 
 /// The `fs` group: `fsbench` natively in a fresh tmpfs directory, in

@@ -88,8 +88,46 @@ fn build_c() -> Result {
     Ok(())
 }
 
-fn build_rust() -> Result {
-    // Quick when it is there already.
+/// Build the benchmark programs `names` from `benches/` for Linux (musl,
+/// stable Rust): `benches/target/x86_64-unknown-linux-musl/release/`.
+pub(crate) fn build_benches(names: &[&str]) -> Result {
+    install_stable()?;
+    let mut command = stable_cargo("benches");
+    for name in names {
+        command.args(["--bin", name]);
+    }
+    run_command(&mut command)
+}
+
+/// Where a benchmark program built by [`build_benches`] is.
+pub(crate) fn bench_path(name: &str) -> PathBuf {
+    root()
+        .join("benches/target")
+        .join(MUSL_TARGET)
+        .join("release")
+        .join(name)
+}
+
+/// `cargo +stable build --release` for musl in `dir` of the checkout.
+fn stable_cargo(dir: &str) -> Command {
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(root().join(dir))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .args([
+            "+stable",
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            MUSL_TARGET,
+        ]);
+    command
+}
+
+/// Stable Rust with the musl target (quick when it is there already).
+fn install_stable() -> Result {
     run_command(
         Command::new("rustup")
             .stdout(std::process::Stdio::null())
@@ -103,20 +141,12 @@ fn build_rust() -> Result {
                 MUSL_TARGET,
                 "--no-self-update",
             ]),
-    )?;
-    let mut command = Command::new("cargo");
-    command
-        .current_dir(root().join("examples"))
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC")
-        .args([
-            "+stable",
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            MUSL_TARGET,
-        ]);
+    )
+}
+
+fn build_rust() -> Result {
+    install_stable()?;
+    let mut command = stable_cargo("examples");
     for name in RUST_PROGRAMS {
         command.args(["--bin", name]);
     }

@@ -6,8 +6,8 @@
 //! [`FileObject`] trait plus its status flags; descriptors made by `dup`
 //! share it (and so its position and flags). One implementation per kind,
 //! each in its own file: the standard streams ([`stdio`]), RAM files and
-//! directories ([`ram`]), host files ([`host`]), sockets ([`socket`]) and
-//! event counters ([`eventfd`]). The trait's default methods give each
+//! directories ([`ram`]), host files ([`host`]), sockets ([`socket`]),
+//! event counters ([`eventfd`]) and the device files ([`dev`]). The trait's default methods give each
 //! kind the errors a Linux kernel gives for what it cannot do (`ESPIPE`
 //! for seeking a stream, `ENOTDIR` for listing a file, ...).
 //!
@@ -19,6 +19,7 @@
 //! ABI-neutral: descriptors are `i32`, flags [`OpenFlags`], errors
 //! [`Errno`]s. Above `fs` and `net`, which know nothing of descriptors.
 
+mod dev;
 mod eventfd;
 mod host;
 mod poll;
@@ -257,6 +258,9 @@ pub(crate) fn init() -> Result<(), &'static str> {
 pub(crate) fn open(path: &[u8], flags: OpenFlags, mode: u32) -> Result<i32, Errno> {
     // On failure the object is dropped, which closes the file.
     let name = fs::absolute(None, path).into_boxed_slice();
+    if let Some(device) = dev::Device::at(&name) {
+        return insert(device, flags);
+    }
     match fs::open(path, flags, mode)? {
         fs::Opened::Ram(node) => insert(ram::RamFile::new(node, name), flags),
         fs::Opened::Host(handle) => insert(host::HostFile::new(handle, name), flags),

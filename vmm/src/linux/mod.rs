@@ -21,8 +21,8 @@ use crate::memory::{GuestRam, OutOfRange};
 
 /// The kernel's entry for rewritten system calls (`kernel/src/arch`).
 const CALL_ENTRY_SYMBOL: &str = "eremite_linux_call_entry";
-/// The prefix of its per-CPU entries for `syscall`s left in place.
-const TRAP_ENTRY_SYMBOL: &str = "eremite_linux_trap_entry_";
+/// Its entry for `syscall`s left in place (every vCPU's LSTAR).
+const TRAP_ENTRY_SYMBOL: &str = "eremite_linux_trap_entry";
 
 /// A Linux program loaded with its kernel.
 pub(crate) struct Booted {
@@ -68,10 +68,9 @@ pub(crate) fn load(
     let loaded = program::load(program, ram, image.end)?;
     let entry = loader::symbol(kernel, &image, CALL_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
     let page = trampoline::page(entry).ok_or(LinuxError::NoEntry)?;
-    let trap_entries = (0..cpus)
-        .map(|cpu| loader::symbol(kernel, &image, &format!("{TRAP_ENTRY_SYMBOL}{cpu}")))
-        .collect::<Option<Vec<u64>>>()
-        .ok_or(LinuxError::NoEntry)?;
+    let trap_entry =
+        loader::symbol(kernel, &image, TRAP_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
+    let trap_entries = vec![trap_entry; usize::try_from(cpus).unwrap_or(1)];
     ram.write(0, &page)?;
     let gap = (loaded.info.start - image.end) / PAGE_SIZE;
     image.pages.extend((0..gap).map(|_| PageAccess::Unmapped));

@@ -151,16 +151,20 @@ pub(crate) extern "C" fn dispatch_trap(frame: &mut SyscallFrame) -> u64 {
 
 /// Make the call and trace it.
 fn run(frame: &mut SyscallFrame) -> u64 {
-    let number = frame.nr;
-    let args = frame.args;
-    let result = call(frame);
+    let result = raw(call(frame));
     if trace::is_on() {
-        let shown: [&dyn trace::TraceValue; 6] =
-            [&args[0], &args[1], &args[2], &args[3], &args[4], &args[5]];
-        let raw = raw(result);
-        trace::log(nr::name(number), &shown, Some(&raw.cast_signed()));
+        log(frame, result);
     }
-    raw(result)
+    result
+}
+
+/// The tracer's line for a call (its arguments are still in the frame).
+#[cold]
+#[inline(never)]
+fn log(frame: &SyscallFrame, result: u64) {
+    let a = frame.args;
+    let shown: [&dyn trace::TraceValue; 6] = [&a[0], &a[1], &a[2], &a[3], &a[4], &a[5]];
+    trace::log(nr::name(frame.nr), &shown, Some(&result.cast_signed()));
 }
 
 /// RAX for a result: the value, or `-errno`.
@@ -247,6 +251,7 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::TIME => time::time(a),
         nr::FUTEX => sync::futex(a, int(b), uint(c), d, e, uint(f)),
         nr::SCHED_GETAFFINITY => sync::sched_getaffinity(int(a), size(b), c),
+        nr::SCHED_SETAFFINITY => sync::sched_setaffinity(int(a), size(b), c),
         nr::GETDENTS64 => file::getdents64(int(a), b, size(c)),
         nr::SET_TID_ADDRESS => process::set_tid_address(a),
         nr::CLOCK_GETTIME => time::clock_gettime(int(a), b),

@@ -105,6 +105,7 @@ numbers! {
     TKILL = 200, "tkill";
     TIME = 201, "time";
     FUTEX = 202, "futex";
+    SCHED_SETAFFINITY = 203, "sched_setaffinity";
     SCHED_GETAFFINITY = 204, "sched_getaffinity";
     GETDENTS64 = 217, "getdents64";
     SET_TID_ADDRESS = 218, "set_tid_address";

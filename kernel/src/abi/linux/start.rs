@@ -84,6 +84,11 @@ pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
         bitmap,
     });
     mem::set_break(program.end);
+    // What programs expect to find: a world-writable /tmp, and /dev (its
+    // files are served by the descriptor layer).
+    for (dir, mode) in [(&b"/tmp"[..], 0o1777), (b"/dev", 0o755)] {
+        let _ = crate::fs::mkdir(dir, mode);
+    }
     crate::console::klog!(
         "linux: {} system-call sites rewritten, {} left on the trap path",
         program.sites_rewritten,

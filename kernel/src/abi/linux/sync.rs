@@ -61,6 +61,25 @@ pub(super) fn sched_yield() -> SysResult {
     Ok(0)
 }
 
+/// `sched_setaffinity(2)`: accepted when the mask names a vCPU; a thread
+/// stays on the core it was started on (eremite binds threads at spawn).
+pub(super) fn sched_setaffinity(pid: i32, len: usize, mask: u64) -> SysResult {
+    if pid != 0 && pid != 1 && !sched::is_thread(pid) {
+        return Err(errno::ESRCH);
+    }
+    let bytes = user::slice(ptr(mask), len)?;
+    let cpus = super::process::cpu_count();
+    let names_a_cpu = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| (0..8).any(|bit| b & (1 << bit) != 0 && i * 8 + bit < cpus));
+    if names_a_cpu {
+        Ok(0)
+    } else {
+        Err(errno::EINVAL)
+    }
+}
+
 /// `sched_getaffinity(2)`: every vCPU (the mask's size in bytes).
 pub(super) fn sched_getaffinity(pid: i32, len: usize, mask: u64) -> SysResult {
     if pid != 0 && pid != 1 && !sched::is_thread(pid) {

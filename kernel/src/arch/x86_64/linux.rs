@@ -5,37 +5,27 @@
 //! On entry the program's stack holds the site's return address and
 //! nothing may be written below it (the program's red zone). RCX and R11
 //! are free, as a `syscall` clobbers them; RAX holds the number. The
-//! entry takes this CPU's index from the GS base, the running thread's
-//! system-call stack from [`SYSCALL_STACKS`], switches to it and pushes
+//! entry reads the running thread's system-call stack through GS (this
+//! CPU's `PerCpu`, see `mod.rs`), switches to it and pushes
 //! a [`SyscallFrame`]: every register the kernel must give back, and where
-//! to return. The dispatcher (`abi::linux::dispatch`) may change the frame
-//! (`clone`'s child, signal delivery); the exit restores the frame's
-//! registers, puts the result in RAX and jumps to the frame's RIP with the
-//! frame's RSP. RFLAGS is not kept, as compilers assume of `syscall`
+//! to return. For every call but `clone` (which needs them all for its
+//! child) the callee-saved slots stay unset, since the dispatcher keeps
+//! those registers itself, and the exit returns with `ret` from the
+//! program's stack (see the comment there). Through the full frame, the
+//! exit restores the frame's registers, puts the result in RAX and jumps
+//! to the frame's RIP with the frame's RSP. RFLAGS is not kept, as compilers assume of `syscall`
 //! sites; neither are RCX and R11.
 //!
 //! A `syscall` the VMM did not rewrite traps to LSTAR, which the VMM
-//! points at one stub per CPU (`eremite_linux_trap_entry_N`); they build
-//! the same frame and call `abi::linux::dispatch_trap`.
+//! points at `eremite_linux_trap_entry`; it builds the same frame and
+//! calls `abi::linux::dispatch_trap`.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU64, Ordering};
 
-use eremite_interface::layout::MAX_CPUS;
-
-/// Per CPU: the top of the running thread's system-call stack (0 for a
-/// thread that is not a Linux thread). The scheduler sets it on every
-/// switch.
-static SYSCALL_STACKS: [AtomicU64; MAX_CPUS as usize] =
-    [const { AtomicU64::new(0) }; MAX_CPUS as usize];
-
-/// Make `top` the system-call stack of the thread now running on CPU
-/// `cpu`.
-pub(crate) fn set_syscall_stack(cpu: usize, top: u64) {
-    if let Some(slot) = SYSCALL_STACKS.get(cpu) {
-        slot.store(top, Ordering::Relaxed);
-    }
-}
+/// The one system call whose frame must hold every register (a thread
+/// starts from it); Linux x86_64's `clone`. Every other call leaves the
+/// frame's callee-saved slots unset and must not change its RIP or RSP.
+const CLONE: u32 = 56;
 
 /// A Linux thread's registers at a system call, as the entry saves them
 /// on its system-call stack (lowest address first).
@@ -65,14 +55,43 @@ global_asm!(
     ".global eremite_linux_call_entry",
     ".type eremite_linux_call_entry,@function",
     "eremite_linux_call_entry:",
-    "    rdgsbase rcx",
-    "    lea r11, [rip + {stacks}]",
-    "    mov r11, [r11 + rcx * 8]",
+    "    mov r11, qword ptr gs:[{stack}]",
     "    mov rcx, rsp",
     "    mov rsp, r11",
     "    lea r11, [rcx + 8]",
     "    push r11",
     "    push qword ptr [rcx]",
+    "    cmp eax, {clone}",
+    "    je 1f",
+    // The fast path: the callee-saved slots stay unset (only `clone`
+    // needs them), and the return is a `ret` from the program's stack,
+    // which pops the return-stack-buffer entry of the site's `call`
+    // (a `jmp` back would leave it, and the program's next `ret` would
+    // be mispredicted).
+    "    sub rsp, 48",
+    "    push r9",
+    "    push r8",
+    "    push r10",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push rax",
+    "    mov rdi, rsp",
+    "    sub rsp, 8",
+    "    cld",
+    "    call {dispatch}",
+    "    add rsp, 16",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop r10",
+    "    pop r8",
+    "    pop r9",
+    "    mov rsp, [rsp + 56]",
+    "    sub rsp, 8",
+    "    ret",
+    // The full frame.
+    "1:",
     "    push r15",
     "    push r14",
     "    push r13",
@@ -120,20 +139,15 @@ global_asm!(
     "    jmp rcx",
     ".size eremite_linux_return, . - eremite_linux_return",
     "",
-    // The trap path: a `syscall` the VMM left in place. The VMM points
-    // each vCPU's LSTAR at its own stub, which knows the CPU's slot in
-    // SYSCALL_STACKS without a register: RCX holds the return address and
-    // R11 RFLAGS (which, as compilers assume, need not be kept), and the
-    // program's stack must not be written.
-    ".irp cpu, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
-    ".global eremite_linux_trap_entry_\\cpu",
-    "eremite_linux_trap_entry_\\cpu:",
-    "    mov r11, qword ptr [rip + {stacks} + 8 * \\cpu]",
+    // The trap path: a `syscall` the VMM left in place. RCX holds the
+    // return address and R11 RFLAGS (which, as compilers assume, need not
+    // be kept), and the program's stack must not be written.
+    ".global eremite_linux_trap_entry",
+    "eremite_linux_trap_entry:",
+    "    mov r11, qword ptr gs:[{stack}]",
     "    xchg rsp, r11",
     "    push r11",
     "    push rcx",
-    "    jmp eremite_linux_trap_common",
-    ".endr",
     "eremite_linux_trap_common:",
     "    push r15",
     "    push r14",
@@ -168,14 +182,13 @@ global_asm!(
     "    mov rdi, rsp",
     "    mov rsi, rax",
     "    jmp eremite_linux_return",
-    stacks = sym SYSCALL_STACKS,
+    stack = const super::PER_CPU_SYSCALL_STACK,
     dispatch = sym crate::abi::linux::dispatch,
+    clone = const CLONE,
     dispatch_trap = sym crate::abi::linux::dispatch_trap,
     user_data = const eremite_interface::layout::gdt::USER_DATA,
     user_code = const eremite_interface::layout::gdt::USER_CODE,
 );
-
-const _: () = assert!(MAX_CPUS == 16, "one trap stub per CPU above");
 
 unsafe extern "C" {
     fn eremite_linux_return(frame: *const SyscallFrame, result: u64) -> !;

@@ -29,7 +29,7 @@ mod switch;
 
 pub(crate) use apic::{eoi, send_init, send_ipi, send_startup, timer_arm, timer_init};
 pub(crate) use entry::ap_entry;
-pub(crate) use linux::{SyscallFrame, enter_program, set_syscall_stack};
+pub(crate) use linux::{SyscallFrame, enter_program};
 pub(crate) use paging::{
     EditError, PageRights, ensure_writable, flush_tlb, is_accessible, leaf as paging_leaf,
     merge_block, set_rights,
@@ -142,22 +142,70 @@ pub(crate) fn fs_base() -> u64 {
     value
 }
 
-/// Point this CPU's GS base at its per-CPU record (`cpu::Cpu`); GS is
-/// used for nothing else (the application's TLS uses FS).
-pub(crate) fn set_cpu_record(addr: u64) {
+/// What the machine code finds through GS, one per CPU: GS base points
+/// at this CPU's, so one GS-relative load reads a field (no `rdgsbase`,
+/// no index arithmetic). The Linux system-call entry reads the first
+/// field (`linux.rs`); the rest of the kernel finds its `cpu::Cpu` record
+/// by the index.
+#[repr(C)]
+pub(crate) struct PerCpu {
+    /// The top of the running thread's system-call stack (a Linux thread;
+    /// 0 for others). The scheduler sets it on every switch.
+    syscall_stack: core::sync::atomic::AtomicU64,
+    /// The CPU's index.
+    index: core::sync::atomic::AtomicU64,
+}
+
+static PER_CPU: [PerCpu; eremite_interface::layout::MAX_CPUS as usize] = [const {
+    PerCpu {
+        syscall_stack: core::sync::atomic::AtomicU64::new(0),
+        index: core::sync::atomic::AtomicU64::new(0),
+    }
+};
+    eremite_interface::layout::MAX_CPUS as usize];
+
+/// Offset of the system-call stack top in [`PerCpu`], for the assembly.
+pub(crate) const PER_CPU_SYSCALL_STACK: usize = core::mem::offset_of!(PerCpu, syscall_stack);
+
+/// Make the calling CPU CPU `index`: point its GS base at its
+/// [`PerCpu`]. GS is used for nothing else (the application's TLS uses
+/// FS). First thing on every CPU, before anything asks [`cpu_record`].
+pub(crate) fn set_cpu_record(index: u64) {
+    let Some(record) = usize::try_from(index).ok().and_then(|i| PER_CPU.get(i)) else {
+        return;
+    };
+    record
+        .index
+        .store(index, core::sync::atomic::Ordering::Relaxed);
+    let addr = record as *const PerCpu as u64;
     // SAFETY: CR4.FSGSBASE is set by the VMM, so `wrgsbase` works at CPL3;
-    // nothing but `cpu_record` reads GS.
+    // GS-relative reads only come from `cpu_record` and the Linux entry,
+    // which expect this record.
     unsafe { asm!("wrgsbase {}", in(reg) addr, options(nostack, preserves_flags)) };
 }
 
-/// This CPU's per-CPU record, as [`set_cpu_record`] left it.
+/// This CPU's index, as [`set_cpu_record`] left it.
 #[inline]
 pub(crate) fn cpu_record() -> u64 {
     let value: u64;
-    // SAFETY: `rdgsbase` works at CPL3 (CR4.FSGSBASE) and only reads a
-    // register.
-    unsafe { asm!("rdgsbase {}", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    // SAFETY: GS base points at this CPU's `PerCpu` (set first thing on
+    // every CPU), whose `index` field is read with one 8-byte load.
+    unsafe {
+        asm!("mov {}, qword ptr gs:[{index}]", out(reg) value,
+             index = const core::mem::offset_of!(PerCpu, index),
+             options(nostack, preserves_flags, readonly));
+    }
     value
+}
+
+/// Make `top` the system-call stack of the thread now running on CPU
+/// `cpu`.
+pub(crate) fn set_syscall_stack(cpu: usize, top: u64) {
+    if let Some(record) = PER_CPU.get(cpu) {
+        record
+            .syscall_stack
+            .store(top, core::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Halt this CPU until an interrupt arrives, unless `*wake` is non-zero
