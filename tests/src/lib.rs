@@ -44,6 +44,20 @@ pub fn image(name: &str) -> PathBuf {
     path
 }
 
+/// `examples/NAME` built with stable Rust for `x86_64-unknown-linux-musl`
+/// (an unmodified Linux program), which `./x test` builds.
+pub fn linux_image(name: &str) -> PathBuf {
+    let path = root()
+        .join("examples/target/x86_64-unknown-linux-musl/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it with stable Rust",
+        path.display()
+    );
+    path
+}
+
 /// Fail clearly where KVM is missing.
 pub fn require_kvm() {
     assert!(
@@ -275,13 +289,18 @@ impl NetNs {
 
     /// [`NetNs::boot`] in the background.
     pub fn spawn(&self, name: &str, options: &[&str], guest_args: &[&str]) -> Guest {
+        self.spawn_image(&image(name), options, guest_args)
+    }
+
+    /// [`NetNs::spawn`] of any image: a path rather than an example's name.
+    pub fn spawn_image(&self, image: &Path, options: &[&str], guest_args: &[&str]) -> Guest {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &self.name])
             .arg(eremite())
             .arg("run")
             .args(options)
-            .arg(image(name))
+            .arg(image)
             .arg("--")
             .args(guest_args);
         Guest::spawn(command)

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use eremite_tests::{Run, boot_image, root};
+use eremite_tests::{Run, boot_image, linux_image, root};
 
 /// A C program from `examples/c`, static or static-pie.
 fn c_program(name: &str, is_pie: bool) -> PathBuf {
@@ -18,19 +18,6 @@ fn c_program(name: &str, is_pie: bool) -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: run the tests with `./x test`, which builds it with musl-gcc",
-        path.display()
-    );
-    path
-}
-
-/// A Rust example built with stable Rust for musl.
-fn rust_program(name: &str) -> PathBuf {
-    let path = root()
-        .join("examples/target/x86_64-unknown-linux-musl/release")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it with stable Rust",
         path.display()
     );
     path
@@ -120,7 +107,7 @@ fn a_call_through_a_null_function_pointer_faults() {
 
 #[test]
 fn rust_built_with_stable_for_musl_runs_unmodified() {
-    let run = boot_image(&rust_program("hello"), &[], &["alpha", "beta"]);
+    let run = boot_image(&linux_image("hello"), &[], &["alpha", "beta"]);
     run.expect_code(0);
     // The same output as the hermit build of the same source.
     assert!(run.stdout.starts_with("Hello from eremite!\n"), "{run}");
@@ -137,7 +124,7 @@ fn rust_built_with_stable_for_musl_runs_unmodified() {
 fn rust_threads_and_every_std_sync_primitive_work_through_the_linux_abi() {
     for cpus in ["1", "2"] {
         let run = boot_image(
-            &rust_program("threads"),
+            &linux_image("threads"),
             &["--memory", "256M", "--cpus", cpus],
             &[],
         );
@@ -153,7 +140,7 @@ fn rust_threads_and_every_std_sync_primitive_work_through_the_linux_abi() {
 #[test]
 fn rayon_runs_on_two_cpus_through_the_linux_abi() {
     let run = boot_image(
-        &rust_program("rayon"),
+        &linux_image("rayon"),
         &["--memory", "256M", "--cpus", "2"],
         &[],
     );
@@ -172,7 +159,7 @@ fn the_file_system_transcript_through_the_linux_abi_matches_linux() {
         .expect("the native fsdiff runs");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(expected.status.success());
-    let run = boot_image(&rust_program("fsdiff"), &[], &["/fsdiff"]);
+    let run = boot_image(&linux_image("fsdiff"), &[], &["/fsdiff"]);
     run.expect_code(0);
     assert_eq!(
         run.stdout,

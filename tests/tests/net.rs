@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eremite_tests::{
     GUEST_IP as GUEST, HOST_IP as HOST, NetNs, boot, connect_to_guest as connect,
-    http_to_guest as http,
+    http_to_guest as http, linux_image,
 };
 
 /// Boot `examples/NAME`, a list of checks that each print `ok CHECK`, on
@@ -164,6 +164,23 @@ fn the_http_echo_server_answers_clients_on_the_host() {
     run.expect_code(0);
     assert!(
         run.stdout.starts_with("listening on 0.0.0.0:8080\n"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("served "), "{run}");
+}
+
+#[test]
+fn the_echo_server_built_for_linux_answers_clients_through_the_linux_abi() {
+    // The same httpd, built with stable Rust for x86_64-unknown-linux-musl:
+    // std's sockets become Linux socket system calls, served by the same
+    // network stack.
+    let (ns, card) = network();
+    let guest = ns.spawn_image(&linux_image("httpd"), &card, &["0.0.0.0:8085"]);
+    check_echo_server(&ns, 8085);
+    let run = guest.wait();
+    run.expect_code(0);
+    assert!(
+        run.stdout.starts_with("listening on 0.0.0.0:8085\n"),
         "{run}"
     );
     assert!(run.stdout.contains("served "), "{run}");

@@ -15,6 +15,7 @@
 
 mod file;
 mod mem;
+mod net;
 mod nr;
 mod poll;
 mod process;
@@ -207,6 +208,21 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::DUP2 => file::dup3(int(a), int(b), 0, true),
         nr::NANOSLEEP => time::nanosleep(a, b),
         nr::GETPID => Ok(process::PID),
+        nr::SOCKET => net::socket(uint(a), uint(b), int(c)),
+        nr::CONNECT => net::connect(int(a), b, uint(c)),
+        nr::ACCEPT => net::accept4(int(a), b, c, 0),
+        nr::ACCEPT4 => net::accept4(int(a), b, c, uint(d)),
+        nr::SENDTO => net::sendto(int(a), b, size(c), uint(d), e, uint(f)),
+        nr::RECVFROM => net::recvfrom(int(a), b, size(c), uint(d), e, f),
+        nr::SENDMSG => net::sendmsg(int(a), b, uint(c)),
+        nr::RECVMSG => net::recvmsg(int(a), b, uint(c)),
+        nr::SHUTDOWN => net::shutdown(int(a), int(b)),
+        nr::BIND => net::bind(int(a), b, uint(c)),
+        nr::LISTEN => net::listen(int(a), int(b)),
+        nr::GETSOCKNAME => net::getsockname(int(a), b, c),
+        nr::GETPEERNAME => net::getpeername(int(a), b, c),
+        nr::SETSOCKOPT => net::setsockopt(int(a), int(b), int(c), d, uint(e)),
+        nr::GETSOCKOPT => net::getsockopt(int(a), int(b), int(c), d, e),
         nr::CLONE => process::clone(frame, a, b, c, d, e),
         nr::FORK | nr::VFORK | nr::EXECVE | nr::WAIT4 => process::one_process(frame.nr),
         nr::EXIT => process::exit_thread(int(a)),

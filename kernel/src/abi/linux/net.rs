@@ -1,0 +1,449 @@
+//! Sockets: Linux's `socket` family over the core's network stack (`net`)
+//! and descriptors (`fd`): IPv4 TCP and UDP. IPv6 and Unix sockets are
+//! `EAFNOSUPPORT`.
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+use eremite_interface::errno::{self, Errno};
+use eremite_interface::fs::OpenFlags;
+
+use super::{SysResult, fd_value, ptr, size, user, value};
+use crate::fd;
+use crate::net::{self, Direction, Protocol, Receive, SocketOption};
+
+const AF_UNIX: u32 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u32 = 10;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+const SOCK_NONBLOCK: u32 = 0o4000;
+const SOCK_CLOEXEC: u32 = 0o2000000;
+const IPPROTO_IP: i32 = 0;
+const IPPROTO_TCP: i32 = 6;
+const IPPROTO_UDP: i32 = 17;
+const SOL_SOCKET: i32 = 1;
+const SO_REUSEADDR: i32 = 2;
+const SO_TYPE: i32 = 3;
+const SO_ERROR: i32 = 4;
+const SO_BROADCAST: i32 = 6;
+const SO_SNDBUF: i32 = 7;
+const SO_RCVBUF: i32 = 8;
+const SO_KEEPALIVE: i32 = 9;
+const SO_LINGER: i32 = 13;
+const SO_REUSEPORT: i32 = 15;
+const SO_RCVTIMEO: i32 = 20;
+const SO_SNDTIMEO: i32 = 21;
+const TCP_NODELAY: i32 = 1;
+const IP_TTL: i32 = 2;
+const MSG_PEEK: u32 = 0x2;
+const MSG_DONTWAIT: u32 = 0x40;
+const MSG_NOSIGNAL: u32 = 0x4000;
+
+/// `struct sockaddr_in`.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct SockAddrIn {
+    family: u16,
+    /// Network byte order.
+    port: [u8; 2],
+    addr: [u8; 4],
+    zero: [u8; 8],
+}
+
+const SOCKADDR_IN_BYTES: u32 = 16;
+const _: () = assert!(size_of::<SockAddrIn>() == SOCKADDR_IN_BYTES as usize);
+
+fn read_addr(addr: u64, len: u32) -> Result<SocketAddrV4, Errno> {
+    if len < 2 {
+        return Err(errno::EINVAL);
+    }
+    let family = user::read(ptr::<u16>(addr))?;
+    if family != AF_INET {
+        return Err(errno::EAFNOSUPPORT);
+    }
+    if len < SOCKADDR_IN_BYTES {
+        return Err(errno::EINVAL);
+    }
+    let raw = user::read(ptr::<SockAddrIn>(addr))?;
+    Ok(SocketAddrV4::new(
+        Ipv4Addr::from(raw.addr),
+        u16::from_be_bytes(raw.port),
+    ))
+}
+
+/// Give an address back through `addr` and `*len` (truncated to the room
+/// `*len` says there is; `*len` becomes the full length).
+fn write_addr(value: SocketAddrV4, addr: u64, len: u64) -> Result<(), Errno> {
+    if addr == 0 {
+        return Ok(());
+    }
+    let room = user::read(ptr::<u32>(len))?;
+    let raw = SockAddrIn {
+        family: AF_INET,
+        port: value.port().to_be_bytes(),
+        addr: value.ip().octets(),
+        zero: [0; 8],
+    };
+    let mut bytes = [0u8; SOCKADDR_IN_BYTES as usize];
+    bytes[0..2].copy_from_slice(&raw.family.to_ne_bytes());
+    bytes[2..4].copy_from_slice(&raw.port);
+    bytes[4..8].copy_from_slice(&raw.addr);
+    let n = size(u64::from(room)).min(bytes.len());
+    user::slice_mut(ptr(addr), n)?.copy_from_slice(&bytes[..n]);
+    user::write(ptr::<u32>(len), SOCKADDR_IN_BYTES)
+}
+
+fn flags_of(kind: u32) -> OpenFlags {
+    if kind & SOCK_NONBLOCK != 0 {
+        OpenFlags::NONBLOCK
+    } else {
+        OpenFlags::empty()
+    }
+}
+
+pub(super) fn socket(domain: u32, kind: u32, protocol: i32) -> SysResult {
+    match domain {
+        d if d == u32::from(AF_INET) => {}
+        AF_INET6 | AF_UNIX => return Err(errno::EAFNOSUPPORT),
+        _ => return Err(errno::EAFNOSUPPORT),
+    }
+    if kind & !(SOCK_NONBLOCK | SOCK_CLOEXEC | 0xf) != 0 {
+        return Err(errno::EINVAL);
+    }
+    let protocol = match (kind & 0xf, protocol) {
+        (SOCK_STREAM, IPPROTO_IP | IPPROTO_TCP) => Protocol::Tcp,
+        (SOCK_DGRAM, IPPROTO_IP | IPPROTO_UDP) => Protocol::Udp,
+        (SOCK_STREAM | SOCK_DGRAM, _) => return Err(errno::EPROTONOSUPPORT),
+        _ => return Err(errno::ESOCKTNOSUPPORT),
+    };
+    fd::open_socket(net::socket(protocol)?, flags_of(kind)).map(fd_value)
+}
+
+pub(super) fn bind(fd: i32, addr: u64, len: u32) -> SysResult {
+    let addr = read_addr(addr, len)?;
+    fd::with_socket(fd, |s, _| net::bind(s, addr)).map(|()| 0)
+}
+
+pub(super) fn listen(fd: i32, backlog: i32) -> SysResult {
+    let backlog = u32::try_from(backlog).unwrap_or(u32::MAX);
+    fd::with_socket(fd, |s, _| net::listen(s, backlog)).map(|()| 0)
+}
+
+pub(super) fn accept4(fd: i32, addr: u64, len: u64, flags: u32) -> SysResult {
+    if flags & !(SOCK_NONBLOCK | SOCK_CLOEXEC) != 0 {
+        return Err(errno::EINVAL);
+    }
+    let (socket, peer) = fd::with_socket(fd, net::accept)?;
+    write_addr(peer, addr, len)?;
+    fd::open_socket(socket, flags_of(flags)).map(fd_value)
+}
+
+pub(super) fn connect(fd: i32, addr: u64, len: u32) -> SysResult {
+    let addr = read_addr(addr, len)?;
+    fd::with_socket(fd, |s, mode| net::connect(s, addr, mode)).map(|()| 0)
+}
+
+/// The descriptor's mode, made non-blocking by `MSG_DONTWAIT`.
+fn mode_for(mode: net::Mode, flags: u32) -> net::Mode {
+    if flags & MSG_DONTWAIT != 0 {
+        net::Mode::NonBlocking
+    } else {
+        mode
+    }
+}
+
+pub(super) fn sendto(
+    fd: i32,
+    buf: u64,
+    len: usize,
+    flags: u32,
+    addr: u64,
+    addr_len: u32,
+) -> SysResult {
+    if flags & !(MSG_DONTWAIT | MSG_NOSIGNAL) != 0 {
+        return Err(errno::EOPNOTSUPP);
+    }
+    let data = user::slice(ptr(buf), len)?;
+    let to = if addr == 0 {
+        None
+    } else {
+        Some(read_addr(addr, addr_len)?)
+    };
+    fd::with_socket(fd, |s, mode| net::send(s, data, to, mode_for(mode, flags))).map(value)
+}
+
+pub(super) fn recvfrom(
+    fd: i32,
+    buf: u64,
+    len: usize,
+    flags: u32,
+    addr: u64,
+    addr_len: u64,
+) -> SysResult {
+    if flags & !(MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL) != 0 {
+        return Err(errno::EOPNOTSUPP);
+    }
+    let how = if flags & MSG_PEEK != 0 {
+        Receive::Peek
+    } else {
+        Receive::Take
+    };
+    let out = user::slice_mut(ptr(buf), len)?;
+    let (n, from) = fd::with_socket(fd, |s, mode| {
+        net::recv_from(s, out, how, mode_for(mode, flags))
+    })?;
+    write_addr(from, addr, addr_len)?;
+    Ok(value(n))
+}
+
+/// `struct msghdr`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct MsgHdr {
+    name: u64,
+    name_len: u32,
+    pad: u32,
+    iov: u64,
+    iov_len: u64,
+    control: u64,
+    control_len: u64,
+    flags: i32,
+    pad2: u32,
+}
+
+/// `struct iovec`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+/// The message's buffers, gathered into one (a vectored send is one
+/// send: one segment, not one per buffer).
+fn gather(msg: &MsgHdr) -> Result<alloc::vec::Vec<u8>, Errno> {
+    if msg.iov_len > 1024 {
+        return Err(errno::EMSGSIZE);
+    }
+    let mut data = alloc::vec::Vec::new();
+    for i in 0..size(msg.iov_len) {
+        let v: IoVec = user::read(ptr::<IoVec>(msg.iov).wrapping_add(i))?;
+        data.extend_from_slice(user::slice(ptr(v.base), size(v.len))?);
+    }
+    Ok(data)
+}
+
+pub(super) fn sendmsg(fd: i32, msg: u64, flags: u32) -> SysResult {
+    let header = user::read(ptr::<MsgHdr>(msg))?;
+    let data = gather(&header)?;
+    let to = if header.name == 0 {
+        None
+    } else {
+        Some(read_addr(header.name, header.name_len)?)
+    };
+    if flags & !(MSG_DONTWAIT | MSG_NOSIGNAL) != 0 {
+        return Err(errno::EOPNOTSUPP);
+    }
+    fd::with_socket(fd, |s, mode| net::send(s, &data, to, mode_for(mode, flags))).map(value)
+}
+
+pub(super) fn recvmsg(fd: i32, msg: u64, flags: u32) -> SysResult {
+    let header = user::read(ptr::<MsgHdr>(msg))?;
+    if header.iov_len > 1024 {
+        return Err(errno::EMSGSIZE);
+    }
+    let total: u64 = (0..size(header.iov_len))
+        .map(|i| user::read(ptr::<IoVec>(header.iov).wrapping_add(i)).map(|v| v.len))
+        .sum::<Result<u64, Errno>>()?;
+    let mut data = alloc::vec![0u8; size(total)];
+    let how = if flags & MSG_PEEK != 0 {
+        Receive::Peek
+    } else {
+        Receive::Take
+    };
+    let (n, from) = fd::with_socket(fd, |s, mode| {
+        net::recv_from(s, &mut data, how, mode_for(mode, flags))
+    })?;
+    let mut rest = &data[..n];
+    for i in 0..size(header.iov_len) {
+        if rest.is_empty() {
+            break;
+        }
+        let v: IoVec = user::read(ptr::<IoVec>(header.iov).wrapping_add(i))?;
+        let take = rest.len().min(size(v.len));
+        user::slice_mut(ptr(v.base), take)?.copy_from_slice(&rest[..take]);
+        rest = &rest[take..];
+    }
+    if header.name != 0 {
+        let len_at = msg + core::mem::offset_of!(MsgHdr, name_len) as u64;
+        write_addr(from, header.name, len_at)?;
+    }
+    let control_len_at = msg + core::mem::offset_of!(MsgHdr, control_len) as u64;
+    user::write(ptr::<u64>(control_len_at), 0)?;
+    let flags_at = msg + core::mem::offset_of!(MsgHdr, flags) as u64;
+    user::write(ptr::<i32>(flags_at), 0)?;
+    Ok(value(n))
+}
+
+pub(super) fn shutdown(fd: i32, how: i32) -> SysResult {
+    let how = match how {
+        0 => net::Shutdown::Read,
+        1 => net::Shutdown::Write,
+        2 => net::Shutdown::Both,
+        _ => return Err(errno::EINVAL),
+    };
+    fd::with_socket(fd, |s, _| net::shutdown(s, how)).map(|()| 0)
+}
+
+pub(super) fn getsockname(fd: i32, addr: u64, len: u64) -> SysResult {
+    let local = fd::with_socket(fd, |s, _| net::local_addr(s))?;
+    write_addr(local, addr, len).map(|()| 0)
+}
+
+pub(super) fn getpeername(fd: i32, addr: u64, len: u64) -> SysResult {
+    let peer = fd::with_socket(fd, |s, _| net::peer_addr(s))?;
+    write_addr(peer, addr, len).map(|()| 0)
+}
+
+/// An `int` option value.
+fn read_int(value: u64, len: u32) -> Result<i32, Errno> {
+    if len < 4 {
+        return Err(errno::EINVAL);
+    }
+    user::read(ptr::<i32>(value))
+}
+
+/// `struct timeval`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct TimeVal {
+    seconds: i64,
+    micros: i64,
+}
+
+/// `struct linger`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Linger {
+    on: i32,
+    seconds: i32,
+}
+
+pub(super) fn setsockopt(fd: i32, level: i32, name: i32, val: u64, len: u32) -> SysResult {
+    let flag = || read_int(val, len).map(|v| v != 0);
+    let count = || read_int(val, len).map(|v| usize::try_from(v).unwrap_or(0));
+    let option = match (level, name) {
+        (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
+            if (len as usize) < size_of::<TimeVal>() {
+                return Err(errno::EINVAL);
+            }
+            let tv = user::read(ptr::<TimeVal>(val))?;
+            let (Ok(seconds), Ok(micros)) = (u64::try_from(tv.seconds), u64::try_from(tv.micros))
+            else {
+                return Err(errno::EDOM);
+            };
+            if micros >= 1_000_000 {
+                return Err(errno::EDOM);
+            }
+            let ns = seconds
+                .saturating_mul(1_000_000_000)
+                .saturating_add(micros * 1000);
+            let direction = if name == SO_RCVTIMEO {
+                Direction::Receive
+            } else {
+                Direction::Send
+            };
+            return fd::with_socket(fd, |s, _| {
+                s.set_timeout_ns(direction, (ns > 0).then_some(ns));
+                Ok(0)
+            });
+        }
+        (SOL_SOCKET, SO_REUSEADDR) => SocketOption::ReuseAddr(flag()?),
+        // One program: nothing else can bind the port.
+        (SOL_SOCKET, SO_REUSEPORT) => return fd::with_socket(fd, |_, _| Ok(0)),
+        (SOL_SOCKET, SO_KEEPALIVE) => SocketOption::KeepAlive(flag()?),
+        (SOL_SOCKET, SO_BROADCAST) => SocketOption::Broadcast(flag()?),
+        (SOL_SOCKET, SO_LINGER) => {
+            if (len as usize) < size_of::<Linger>() {
+                return Err(errno::EINVAL);
+            }
+            let linger = user::read(ptr::<Linger>(val))?;
+            SocketOption::Linger(
+                (linger.on != 0).then(|| u32::try_from(linger.seconds).unwrap_or(0)),
+            )
+        }
+        (SOL_SOCKET, SO_RCVBUF) => SocketOption::RecvBufferBytes(count()?),
+        (SOL_SOCKET, SO_SNDBUF) => SocketOption::SendBufferBytes(count()?),
+        (IPPROTO_TCP, TCP_NODELAY) => SocketOption::NoDelay(flag()?),
+        (IPPROTO_IP, IP_TTL) => {
+            SocketOption::Ttl(u8::try_from(count()?).map_err(|_| errno::EINVAL)?)
+        }
+        _ => return Err(errno::ENOPROTOOPT),
+    };
+    fd::with_socket(fd, |s, _| net::set_option(s, option)).map(|()| 0)
+}
+
+/// Give an option's value back through `val` and `*len`.
+fn write_option<T: Copy>(out: T, val: u64, len: u64) -> Result<(), Errno> {
+    let room = user::read(ptr::<u32>(len))?;
+    if (room as usize) < size_of::<T>() {
+        return Err(errno::EINVAL);
+    }
+    user::write(ptr::<T>(val), out)?;
+    user::write(ptr::<u32>(len), u32::try_from(size_of::<T>()).unwrap_or(0))
+}
+
+pub(super) fn getsockopt(fd: i32, level: i32, name: i32, val: u64, len: u64) -> SysResult {
+    let int = |v: bool| i32::from(v);
+    let bytes = |b: usize| i32::try_from(b).unwrap_or(i32::MAX);
+    fd::with_socket(fd, |s, _| {
+        let options = || net::options(s);
+        match (level, name) {
+            (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
+                let direction = if name == SO_RCVTIMEO {
+                    Direction::Receive
+                } else {
+                    Direction::Send
+                };
+                let ns = s.timeout_ns(direction).unwrap_or(0);
+                let tv = TimeVal {
+                    seconds: i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
+                    micros: i64::try_from((ns % 1_000_000_000) / 1000).unwrap_or(0),
+                };
+                write_option(tv, val, len)
+            }
+            (SOL_SOCKET, SO_ERROR) => {
+                write_option(net::take_error(s)?.map_or(0, |e| e.0), val, len)
+            }
+            (SOL_SOCKET, SO_TYPE) => {
+                let kind = match net::protocol(s)? {
+                    Protocol::Tcp => SOCK_STREAM,
+                    Protocol::Udp => SOCK_DGRAM,
+                };
+                write_option(kind.cast_signed(), val, len)
+            }
+            (SOL_SOCKET, SO_REUSEADDR) => write_option(int(options()?.reuse_addr), val, len),
+            (SOL_SOCKET, SO_KEEPALIVE) => write_option(int(options()?.keep_alive), val, len),
+            (SOL_SOCKET, SO_BROADCAST) => write_option(int(options()?.broadcast), val, len),
+            (SOL_SOCKET, SO_LINGER) => {
+                let secs = options()?.linger_secs;
+                let linger = Linger {
+                    on: int(secs.is_some()),
+                    seconds: secs.map_or(0, |s| i32::try_from(s).unwrap_or(i32::MAX)),
+                };
+                write_option(linger, val, len)
+            }
+            (SOL_SOCKET, SO_RCVBUF) => write_option(bytes(options()?.recv_buffer_bytes), val, len),
+            (SOL_SOCKET, SO_SNDBUF) => write_option(bytes(options()?.send_buffer_bytes), val, len),
+            (IPPROTO_TCP, TCP_NODELAY) => {
+                if net::protocol(s)? != Protocol::Tcp {
+                    return Err(errno::ENOPROTOOPT);
+                }
+                write_option(int(options()?.no_delay), val, len)
+            }
+            (IPPROTO_IP, IP_TTL) => write_option(i32::from(options()?.ttl), val, len),
+            _ => Err(errno::ENOPROTOOPT),
+        }
+    })
+    .map(|()| 0)
+}
