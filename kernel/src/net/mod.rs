@@ -26,14 +26,19 @@
 //! `O_NONBLOCK`) live in `fs`.
 
 mod nic;
+mod option;
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 pub(crate) use eremite_net::Readiness;
-pub(crate) use eremite_net::{Protocol, Shutdown, SocketOption, SocketOptions};
+pub(crate) use eremite_net::{Protocol, Shutdown};
 use eremite_net::{SocketId, Stack, StackConfig};
+pub(crate) use option::{
+    OptionName, OptionValue, Shape, get_option, set_option, timeout_from_timeval,
+    timeval_from_timeout,
+};
 
 use crate::console::klog;
 use crate::events::{self, Blocking};
@@ -483,26 +488,6 @@ pub(crate) fn local_addr(socket: &Socket) -> Result<SocketAddrV4, Errno> {
 /// `getpeername(2)`.
 pub(crate) fn peer_addr(socket: &Socket) -> Result<SocketAddrV4, Errno> {
     with_stack(|stack| stack.peer_addr(socket.id))
-}
-
-/// `setsockopt(2)` for the stack's options.
-pub(crate) fn set_option(socket: &Socket, option: SocketOption) -> Result<(), Errno> {
-    with_stack(|stack| stack.set_option(socket.id, option))
-}
-
-/// `getsockopt(2)` for the stack's options.
-pub(crate) fn options(socket: &Socket) -> Result<SocketOptions, Errno> {
-    with_stack(|stack| stack.options(socket.id))
-}
-
-/// `getsockopt(SO_ERROR)`.
-pub(crate) fn take_error(socket: &Socket) -> Result<Option<Errno>, Errno> {
-    with_stack(|stack| stack.take_error(socket.id))
-}
-
-/// `SO_TYPE`.
-pub(crate) fn protocol(socket: &Socket) -> Result<Protocol, Errno> {
-    with_stack(|stack| stack.protocol(socket.id))
 }
 
 /// Open sockets, and closed connections still finishing (0 before the

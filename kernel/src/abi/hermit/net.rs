@@ -17,7 +17,7 @@ use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::OpenFlags;
 
 use super::{exported, ret, user};
-use crate::net::{self, Direction, Protocol, Receive, SocketOption};
+use crate::net::{self, OptionName, OptionValue, Protocol, Receive, Shape};
 use crate::{fd, time};
 
 const AF_INET: u8 = 3;
@@ -342,35 +342,30 @@ exported! {
     }
 }
 
+/// An option by hermit-abi's numbers.
+fn option_name(level: i32, name: i32) -> Result<OptionName, Errno> {
+    Ok(match (level, name) {
+        (SOL_SOCKET, SO_REUSEADDR) => OptionName::ReuseAddr,
+        (SOL_SOCKET, SO_KEEPALIVE) => OptionName::KeepAlive,
+        (SOL_SOCKET, SO_BROADCAST) => OptionName::Broadcast,
+        (SOL_SOCKET, SO_LINGER) => OptionName::Linger,
+        (SOL_SOCKET, SO_RCVBUF) => OptionName::RecvBuffer,
+        (SOL_SOCKET, SO_SNDBUF) => OptionName::SendBuffer,
+        (SOL_SOCKET, SO_RCVTIMEO) => OptionName::RecvTimeout,
+        (SOL_SOCKET, SO_SNDTIMEO) => OptionName::SendTimeout,
+        (SOL_SOCKET, SO_ERROR) => OptionName::Error,
+        (IPPROTO_TCP, TCP_NODELAY) => OptionName::NoDelay,
+        (IPPROTO_IP, IP_TTL) => OptionName::Ttl,
+        _ => return Err(errno::ENOPROTOOPT),
+    })
+}
+
 /// An option value the application passed: an `int` or a struct.
 fn read_value<T: Copy>(value: *const c_void, len: u32) -> Result<T, Errno> {
     if (len as usize) < size_of::<T>() {
         return Err(errno::EINVAL);
     }
     user::read(value.cast::<T>())
-}
-
-fn read_flag(value: *const c_void, len: u32) -> Result<bool, Errno> {
-    read_value::<i32>(value, len).map(|v| v != 0)
-}
-
-fn read_int(value: *const c_void, len: u32) -> Result<usize, Errno> {
-    read_value::<i32>(value, len).map(|v| usize::try_from(v).unwrap_or(0))
-}
-
-/// A `timeval` timeout: `None` for zero (wait for ever).
-fn read_timeout(value: *const c_void, len: u32) -> Result<Option<u64>, Errno> {
-    let tv = read_value::<TimeVal>(value, len)?;
-    let (Ok(sec), Ok(usec)) = (u64::try_from(tv.sec), u64::try_from(tv.usec)) else {
-        return Err(errno::EDOM);
-    };
-    if usec >= 1_000_000 {
-        return Err(errno::EDOM);
-    }
-    let ns = sec
-        .saturating_mul(1_000_000_000)
-        .saturating_add(usec * 1000);
-    Ok((ns > 0).then_some(ns))
 }
 
 fn setsockopt(
@@ -380,35 +375,24 @@ fn setsockopt(
     value: *const c_void,
     len: u32,
 ) -> Result<i32, Errno> {
-    let option = match (level, name) {
-        (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
-            let timeout = read_timeout(value, len)?;
-            let direction = if name == SO_RCVTIMEO {
-                Direction::Receive
-            } else {
-                Direction::Send
-            };
-            return fd::with_socket(fd, |s, _| {
-                s.set_timeout_ns(direction, timeout);
-                Ok(0)
-            });
+    let name = option_name(level, name)?;
+    let value = match name.shape() {
+        Shape::Flag => OptionValue::Flag(read_value::<i32>(value, len)? != 0),
+        Shape::Count => {
+            let n = read_value::<i32>(value, len)?;
+            OptionValue::Count(usize::try_from(n).unwrap_or(0))
         }
-        (SOL_SOCKET, SO_REUSEADDR) => SocketOption::ReuseAddr(read_flag(value, len)?),
-        (SOL_SOCKET, SO_KEEPALIVE) => SocketOption::KeepAlive(read_flag(value, len)?),
-        (SOL_SOCKET, SO_BROADCAST) => SocketOption::Broadcast(read_flag(value, len)?),
-        (SOL_SOCKET, SO_LINGER) => {
+        Shape::Linger => {
             let linger = read_value::<Linger>(value, len)?;
-            SocketOption::Linger((linger.on != 0).then(|| u32::try_from(linger.secs).unwrap_or(0)))
+            OptionValue::Linger((linger.on != 0).then(|| u32::try_from(linger.secs).unwrap_or(0)))
         }
-        (SOL_SOCKET, SO_RCVBUF) => SocketOption::RecvBufferBytes(read_int(value, len)?),
-        (SOL_SOCKET, SO_SNDBUF) => SocketOption::SendBufferBytes(read_int(value, len)?),
-        (IPPROTO_TCP, TCP_NODELAY) => SocketOption::NoDelay(read_flag(value, len)?),
-        (IPPROTO_IP, IP_TTL) => {
-            SocketOption::Ttl(u8::try_from(read_int(value, len)?).map_err(|_| errno::EINVAL)?)
+        Shape::Timeout => {
+            let tv = read_value::<TimeVal>(value, len)?;
+            OptionValue::Timeout(net::timeout_from_timeval(tv.sec, tv.usec.into())?)
         }
-        _ => return Err(errno::ENOPROTOOPT),
+        Shape::ReadOnly => return Err(errno::ENOPROTOOPT),
     };
-    fd::with_socket(fd, |s, _| net::set_option(s, option)).map(|()| 0)
+    fd::with_socket(fd, |s, _| net::set_option(s, name, value)).map(|()| 0)
 }
 
 exported! {
@@ -443,51 +427,32 @@ fn getsockopt(
     value: *mut c_void,
     len: *mut u32,
 ) -> Result<i32, Errno> {
-    let int = |v: bool| i32::from(v);
-    let size = |bytes: usize| i32::try_from(bytes).unwrap_or(i32::MAX);
-    fd::with_socket(fd, |s, _| {
-        let options = || net::options(s);
-        match (level, name) {
-            (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
-                let direction = if name == SO_RCVTIMEO {
-                    Direction::Receive
-                } else {
-                    Direction::Send
-                };
-                let ns = s.timeout_ns(direction).unwrap_or(0);
-                let tv = TimeVal {
-                    sec: i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
-                    usec: ((ns % 1_000_000_000) / 1000) as i32,
-                };
-                write_value(tv, value, len)
-            }
-            (SOL_SOCKET, SO_ERROR) => {
-                let error = net::take_error(s)?.map_or(0, |e| e.0);
-                write_value(error, value, len)
-            }
-            (SOL_SOCKET, SO_REUSEADDR) => write_value(int(options()?.reuse_addr), value, len),
-            (SOL_SOCKET, SO_KEEPALIVE) => write_value(int(options()?.keep_alive), value, len),
-            (SOL_SOCKET, SO_BROADCAST) => write_value(int(options()?.broadcast), value, len),
-            (SOL_SOCKET, SO_LINGER) => {
-                let secs = options()?.linger_secs;
-                let linger = Linger {
-                    on: int(secs.is_some()),
-                    secs: secs.map_or(0, |s| i32::try_from(s).unwrap_or(i32::MAX)),
-                };
-                write_value(linger, value, len)
-            }
-            (SOL_SOCKET, SO_RCVBUF) => write_value(size(options()?.recv_buffer_bytes), value, len),
-            (SOL_SOCKET, SO_SNDBUF) => write_value(size(options()?.send_buffer_bytes), value, len),
-            (IPPROTO_TCP, TCP_NODELAY) => {
-                if net::protocol(s)? != Protocol::Tcp {
-                    return Err(errno::ENOPROTOOPT);
-                }
-                write_value(int(options()?.no_delay), value, len)
-            }
-            (IPPROTO_IP, IP_TTL) => write_value(i32::from(options()?.ttl), value, len),
-            _ => Err(errno::ENOPROTOOPT),
+    let name = option_name(level, name)?;
+    let int = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    match fd::with_socket(fd, |s, _| net::get_option(s, name))? {
+        OptionValue::Flag(on) => write_value(i32::from(on), value, len),
+        OptionValue::Count(n) => write_value(int(n), value, len),
+        OptionValue::Linger(secs) => {
+            let linger = Linger {
+                on: i32::from(secs.is_some()),
+                secs: secs.map_or(0, |s| i32::try_from(s).unwrap_or(i32::MAX)),
+            };
+            write_value(linger, value, len)
         }
-    })
+        OptionValue::Timeout(ns) => {
+            let (sec, usec) = net::timeval_from_timeout(ns);
+            let usec = i32::try_from(usec).unwrap_or(0);
+            write_value(TimeVal { sec, usec }, value, len)
+        }
+        OptionValue::Error(error) => write_value(error.map_or(0, |e| e.0), value, len),
+        OptionValue::Type(protocol) => {
+            let kind = match protocol {
+                Protocol::Tcp => SOCK_STREAM,
+                Protocol::Udp => SOCK_DGRAM,
+            };
+            write_value(kind, value, len)
+        }
+    }
     .map(|()| 0)
 }
 

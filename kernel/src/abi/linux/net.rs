@@ -9,7 +9,7 @@ use eremite_interface::fs::OpenFlags;
 
 use super::{SysResult, fd_value, ptr, size, user, value};
 use crate::fd;
-use crate::net::{self, Direction, Protocol, Receive, SocketOption};
+use crate::net::{self, OptionName, OptionValue, Protocol, Receive, Shape};
 
 const AF_UNIX: u32 = 1;
 const AF_INET: u16 = 2;
@@ -305,12 +305,24 @@ pub(super) fn getpeername(fd: i32, addr: u64, len: u64) -> SysResult {
     write_addr(peer, addr, len).map(|()| 0)
 }
 
-/// An `int` option value.
-fn read_int(value: u64, len: u32) -> Result<i32, Errno> {
-    if len < 4 {
-        return Err(errno::EINVAL);
-    }
-    user::read(ptr::<i32>(value))
+/// An option by Linux's numbers.
+fn option_name(level: i32, name: i32) -> Result<OptionName, Errno> {
+    Ok(match (level, name) {
+        (SOL_SOCKET, SO_REUSEADDR) => OptionName::ReuseAddr,
+        (SOL_SOCKET, SO_REUSEPORT) => OptionName::ReusePort,
+        (SOL_SOCKET, SO_KEEPALIVE) => OptionName::KeepAlive,
+        (SOL_SOCKET, SO_BROADCAST) => OptionName::Broadcast,
+        (SOL_SOCKET, SO_LINGER) => OptionName::Linger,
+        (SOL_SOCKET, SO_RCVBUF) => OptionName::RecvBuffer,
+        (SOL_SOCKET, SO_SNDBUF) => OptionName::SendBuffer,
+        (SOL_SOCKET, SO_RCVTIMEO) => OptionName::RecvTimeout,
+        (SOL_SOCKET, SO_SNDTIMEO) => OptionName::SendTimeout,
+        (SOL_SOCKET, SO_ERROR) => OptionName::Error,
+        (SOL_SOCKET, SO_TYPE) => OptionName::Type,
+        (IPPROTO_TCP, TCP_NODELAY) => OptionName::NoDelay,
+        (IPPROTO_IP, IP_TTL) => OptionName::Ttl,
+        _ => return Err(errno::ENOPROTOOPT),
+    })
 }
 
 /// `struct timeval`.
@@ -329,64 +341,41 @@ struct Linger {
     seconds: i32,
 }
 
+/// An option value the program passed: an `int` or a struct.
+fn read_option<T: Copy>(val: u64, len: u32) -> Result<T, Errno> {
+    if (len as usize) < size_of::<T>() {
+        return Err(errno::EINVAL);
+    }
+    user::read(ptr::<T>(val))
+}
+
 pub(super) fn setsockopt(fd: i32, level: i32, name: i32, val: u64, len: u32) -> SysResult {
-    let flag = || read_int(val, len).map(|v| v != 0);
-    let count = || read_int(val, len).map(|v| usize::try_from(v).unwrap_or(0));
-    let option = match (level, name) {
-        (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
-            if (len as usize) < size_of::<TimeVal>() {
-                return Err(errno::EINVAL);
-            }
-            let tv = user::read(ptr::<TimeVal>(val))?;
-            let (Ok(seconds), Ok(micros)) = (u64::try_from(tv.seconds), u64::try_from(tv.micros))
-            else {
-                return Err(errno::EDOM);
-            };
-            if micros >= 1_000_000 {
-                return Err(errno::EDOM);
-            }
-            let ns = seconds
-                .saturating_mul(1_000_000_000)
-                .saturating_add(micros * 1000);
-            let direction = if name == SO_RCVTIMEO {
-                Direction::Receive
-            } else {
-                Direction::Send
-            };
-            return fd::with_socket(fd, |s, _| {
-                s.set_timeout_ns(direction, (ns > 0).then_some(ns));
-                Ok(0)
-            });
+    let name = option_name(level, name)?;
+    let value = match name.shape() {
+        Shape::Flag => OptionValue::Flag(read_option::<i32>(val, len)? != 0),
+        Shape::Count => {
+            OptionValue::Count(usize::try_from(read_option::<i32>(val, len)?).unwrap_or(0))
         }
-        (SOL_SOCKET, SO_REUSEADDR) => SocketOption::ReuseAddr(flag()?),
-        // One program: nothing else can bind the port.
-        (SOL_SOCKET, SO_REUSEPORT) => return fd::with_socket(fd, |_, _| Ok(0)),
-        (SOL_SOCKET, SO_KEEPALIVE) => SocketOption::KeepAlive(flag()?),
-        (SOL_SOCKET, SO_BROADCAST) => SocketOption::Broadcast(flag()?),
-        (SOL_SOCKET, SO_LINGER) => {
-            if (len as usize) < size_of::<Linger>() {
-                return Err(errno::EINVAL);
-            }
-            let linger = user::read(ptr::<Linger>(val))?;
-            SocketOption::Linger(
+        Shape::Linger => {
+            let linger = read_option::<Linger>(val, len)?;
+            OptionValue::Linger(
                 (linger.on != 0).then(|| u32::try_from(linger.seconds).unwrap_or(0)),
             )
         }
-        (SOL_SOCKET, SO_RCVBUF) => SocketOption::RecvBufferBytes(count()?),
-        (SOL_SOCKET, SO_SNDBUF) => SocketOption::SendBufferBytes(count()?),
-        (IPPROTO_TCP, TCP_NODELAY) => SocketOption::NoDelay(flag()?),
-        (IPPROTO_IP, IP_TTL) => {
-            SocketOption::Ttl(u8::try_from(count()?).map_err(|_| errno::EINVAL)?)
+        Shape::Timeout => {
+            let tv = read_option::<TimeVal>(val, len)?;
+            OptionValue::Timeout(net::timeout_from_timeval(tv.seconds, tv.micros)?)
         }
-        _ => return Err(errno::ENOPROTOOPT),
+        Shape::ReadOnly => return Err(errno::ENOPROTOOPT),
     };
-    fd::with_socket(fd, |s, _| net::set_option(s, option)).map(|()| 0)
+    fd::with_socket(fd, |s, _| net::set_option(s, name, value)).map(|()| 0)
 }
 
-/// Give an option's value back through `val` and `*len`.
+/// Give an option's value back through `val` and `*len` (`EINVAL` when
+/// `*len` leaves too little room).
 fn write_option<T: Copy>(out: T, val: u64, len: u64) -> Result<(), Errno> {
     let room = user::read(ptr::<u32>(len))?;
-    if (room as usize) < size_of::<T>() {
+    if size(u64::from(room)) < size_of::<T>() {
         return Err(errno::EINVAL);
     }
     user::write(ptr::<T>(val), out)?;
@@ -394,56 +383,30 @@ fn write_option<T: Copy>(out: T, val: u64, len: u64) -> Result<(), Errno> {
 }
 
 pub(super) fn getsockopt(fd: i32, level: i32, name: i32, val: u64, len: u64) -> SysResult {
-    let int = |v: bool| i32::from(v);
-    let bytes = |b: usize| i32::try_from(b).unwrap_or(i32::MAX);
-    fd::with_socket(fd, |s, _| {
-        let options = || net::options(s);
-        match (level, name) {
-            (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => {
-                let direction = if name == SO_RCVTIMEO {
-                    Direction::Receive
-                } else {
-                    Direction::Send
-                };
-                let ns = s.timeout_ns(direction).unwrap_or(0);
-                let tv = TimeVal {
-                    seconds: i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
-                    micros: i64::try_from((ns % 1_000_000_000) / 1000).unwrap_or(0),
-                };
-                write_option(tv, val, len)
-            }
-            (SOL_SOCKET, SO_ERROR) => {
-                write_option(net::take_error(s)?.map_or(0, |e| e.0), val, len)
-            }
-            (SOL_SOCKET, SO_TYPE) => {
-                let kind = match net::protocol(s)? {
-                    Protocol::Tcp => SOCK_STREAM,
-                    Protocol::Udp => SOCK_DGRAM,
-                };
-                write_option(kind.cast_signed(), val, len)
-            }
-            (SOL_SOCKET, SO_REUSEADDR) => write_option(int(options()?.reuse_addr), val, len),
-            (SOL_SOCKET, SO_KEEPALIVE) => write_option(int(options()?.keep_alive), val, len),
-            (SOL_SOCKET, SO_BROADCAST) => write_option(int(options()?.broadcast), val, len),
-            (SOL_SOCKET, SO_LINGER) => {
-                let secs = options()?.linger_secs;
-                let linger = Linger {
-                    on: int(secs.is_some()),
-                    seconds: secs.map_or(0, |s| i32::try_from(s).unwrap_or(i32::MAX)),
-                };
-                write_option(linger, val, len)
-            }
-            (SOL_SOCKET, SO_RCVBUF) => write_option(bytes(options()?.recv_buffer_bytes), val, len),
-            (SOL_SOCKET, SO_SNDBUF) => write_option(bytes(options()?.send_buffer_bytes), val, len),
-            (IPPROTO_TCP, TCP_NODELAY) => {
-                if net::protocol(s)? != Protocol::Tcp {
-                    return Err(errno::ENOPROTOOPT);
-                }
-                write_option(int(options()?.no_delay), val, len)
-            }
-            (IPPROTO_IP, IP_TTL) => write_option(i32::from(options()?.ttl), val, len),
-            _ => Err(errno::ENOPROTOOPT),
+    let name = option_name(level, name)?;
+    let int = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    match fd::with_socket(fd, |s, _| net::get_option(s, name))? {
+        OptionValue::Flag(on) => write_option(i32::from(on), val, len),
+        OptionValue::Count(n) => write_option(int(n), val, len),
+        OptionValue::Linger(seconds) => {
+            let linger = Linger {
+                on: i32::from(seconds.is_some()),
+                seconds: seconds.map_or(0, |s| i32::try_from(s).unwrap_or(i32::MAX)),
+            };
+            write_option(linger, val, len)
         }
-    })
+        OptionValue::Timeout(ns) => {
+            let (seconds, micros) = net::timeval_from_timeout(ns);
+            write_option(TimeVal { seconds, micros }, val, len)
+        }
+        OptionValue::Error(error) => write_option(error.map_or(0, |e| e.0), val, len),
+        OptionValue::Type(protocol) => {
+            let kind = match protocol {
+                Protocol::Tcp => SOCK_STREAM,
+                Protocol::Udp => SOCK_DGRAM,
+            };
+            write_option(kind.cast_signed(), val, len)
+        }
+    }
     .map(|()| 0)
 }
