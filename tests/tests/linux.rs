@@ -60,6 +60,19 @@ fn pthreads_share_a_mutex_a_condvar_and_tls_on_one_and_two_cpus() {
 }
 
 #[test]
+fn c_sockets_over_loopback_pass_the_same_checks_as_on_linux() {
+    // examples/c/sockets.c passes on Linux too (it is written to).
+    for cpus in ["1", "2"] {
+        both_kinds("sockets", &["--cpus", cpus], &[], |run| {
+            run.expect_code(0);
+            let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
+            assert_eq!(oks, 27, "{run}");
+            assert!(run.stdout.ends_with("sockets passed\n"), "{run}");
+        });
+    }
+}
+
+#[test]
 fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
     both_kinds("redzone", &["--verbose"], &[], |run| {
         run.expect_code(0);

@@ -11,7 +11,7 @@ use std::process::Command;
 use crate::{Result, root, run_command};
 
 /// C programs in `examples/c`, by name (`NAME.c`).
-pub(crate) const C_PROGRAMS: [&str; 4] = ["hello", "pthreads", "redzone", "oneprocess"];
+pub(crate) const C_PROGRAMS: [&str; 5] = ["hello", "pthreads", "redzone", "oneprocess", "sockets"];
 /// Rust examples built for Linux, by binary name.
 pub(crate) const RUST_PROGRAMS: [&str; 5] = ["hello", "threads", "fsdiff", "rayon", "httpd"];
 

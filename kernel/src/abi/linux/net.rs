@@ -37,6 +37,7 @@ const TCP_NODELAY: i32 = 1;
 const IP_TTL: i32 = 2;
 const MSG_PEEK: u32 = 0x2;
 const MSG_DONTWAIT: u32 = 0x40;
+const MSG_WAITALL: u32 = 0x100;
 const MSG_NOSIGNAL: u32 = 0x4000;
 
 /// `struct sockaddr_in`.
@@ -172,6 +173,40 @@ pub(super) fn sendto(
     fd::with_socket(fd, |s, mode| net::send(s, data, to, mode_for(mode, flags))).map(value)
 }
 
+/// Receive into `out` by `flags` (`MSG_PEEK`, `MSG_DONTWAIT`,
+/// `MSG_WAITALL`): the byte count and the sender.
+fn receive(fd: i32, out: &mut [u8], flags: u32) -> Result<(usize, SocketAddrV4), Errno> {
+    if flags & !(MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL | MSG_WAITALL) != 0 {
+        return Err(errno::EOPNOTSUPP);
+    }
+    let how = if flags & MSG_PEEK != 0 {
+        Receive::Peek
+    } else {
+        Receive::Take
+    };
+    fd::with_socket(fd, |s, mode| {
+        let mode = mode_for(mode, flags);
+        let (mut n, from) = net::recv_from(s, out, how, mode)?;
+        // MSG_WAITALL fills the buffer from a stream, unless it ends or
+        // fails first (then what came is the result). Datagrams and peeks
+        // are one read.
+        let is_stream = net::get_option(s, OptionName::Type)? == OptionValue::Type(Protocol::Tcp);
+        if flags & MSG_WAITALL != 0
+            && is_stream
+            && how == Receive::Take
+            && mode == net::Mode::Blocking
+        {
+            while n > 0 && n < out.len() {
+                match net::recv_from(s, &mut out[n..], how, mode) {
+                    Ok((0, _)) | Err(_) => break,
+                    Ok((more, _)) => n += more,
+                }
+            }
+        }
+        Ok((n, from))
+    })
+}
+
 pub(super) fn recvfrom(
     fd: i32,
     buf: u64,
@@ -180,21 +215,14 @@ pub(super) fn recvfrom(
     addr: u64,
     addr_len: u64,
 ) -> SysResult {
-    if flags & !(MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL) != 0 {
-        return Err(errno::EOPNOTSUPP);
-    }
-    let how = if flags & MSG_PEEK != 0 {
-        Receive::Peek
-    } else {
-        Receive::Take
-    };
     let out = user::slice_mut(ptr(buf), len)?;
-    let (n, from) = fd::with_socket(fd, |s, mode| {
-        net::recv_from(s, out, how, mode_for(mode, flags))
-    })?;
+    let (n, from) = receive(fd, out, flags)?;
     write_addr(from, addr, addr_len)?;
     Ok(value(n))
 }
+
+/// The most one `recvmsg` takes at a time.
+const RECVMSG_MAX_BYTES: usize = 1 << 20;
 
 /// `struct msghdr`.
 #[derive(Clone, Copy)]
@@ -252,18 +280,16 @@ pub(super) fn recvmsg(fd: i32, msg: u64, flags: u32) -> SysResult {
     if header.iov_len > 1024 {
         return Err(errno::EMSGSIZE);
     }
-    let total: u64 = (0..size(header.iov_len))
-        .map(|i| user::read(ptr::<IoVec>(header.iov).wrapping_add(i)).map(|v| v.len))
-        .sum::<Result<u64, Errno>>()?;
-    let mut data = alloc::vec![0u8; size(total)];
-    let how = if flags & MSG_PEEK != 0 {
-        Receive::Peek
-    } else {
-        Receive::Take
-    };
-    let (n, from) = fd::with_socket(fd, |s, mode| {
-        net::recv_from(s, &mut data, how, mode_for(mode, flags))
-    })?;
+    let mut total = 0u64;
+    for i in 0..size(header.iov_len) {
+        let v: IoVec = user::read(ptr::<IoVec>(header.iov).wrapping_add(i))?;
+        total = total.saturating_add(v.len);
+    }
+    // Received through a kernel buffer of at most RECVMSG_MAX_BYTES: a
+    // bigger request is a short read, as a stream allows (no datagram
+    // is that big).
+    let mut data = alloc::vec![0u8; size(total).min(RECVMSG_MAX_BYTES)];
+    let (n, from) = receive(fd, &mut data, flags)?;
     let mut rest = &data[..n];
     for i in 0..size(header.iov_len) {
         if rest.is_empty() {
