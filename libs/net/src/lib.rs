@@ -239,6 +239,12 @@ struct Common {
     bound: Option<SocketAddrV4>,
     /// The pending error (`SO_ERROR`), reported once.
     error: Option<Errno>,
+    /// What left the receive side: bytes (TCP), datagram bytes taken or
+    /// dropped (UDP), connections accepted (a listener). With what is
+    /// queued, it counts what ever arrived ([`Stack::progress`]).
+    taken: u64,
+    /// Bytes the program gave to send.
+    given: u64,
 }
 
 enum Kind {
@@ -564,6 +570,17 @@ impl Stack {
         Ok(self.table.get_mut(id)?.common.error.take())
     }
 
+    /// A count that grows whenever something arrives (data, a datagram, a
+    /// connection to accept, the peer's FIN) or send room frees, and only
+    /// then: edge-triggered `epoll` reports a ready socket again when it
+    /// moves, even if the socket was ready all along.
+    pub fn progress(&mut self, id: SocketId) -> Result<u64, Errno> {
+        match self.protocol(id)? {
+            Protocol::Tcp => self.tcp_progress(id),
+            Protocol::Udp => self.udp_progress(id),
+        }
+    }
+
     /// What `poll(2)` would report for the socket now.
     pub fn readiness(&mut self, id: SocketId) -> Result<Readiness, Errno> {
         match self.protocol(id)? {
@@ -773,6 +790,8 @@ impl Socket {
                 options,
                 bound: None,
                 error: None,
+                taken: 0,
+                given: 0,
             },
             kind,
         }

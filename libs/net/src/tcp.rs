@@ -196,6 +196,7 @@ impl Stack {
             return Err(EINVAL);
         };
         let (handle, local, peer) = listener.next_ready(&mut self.nets)?;
+        common.taken += 1;
         let options = common.options;
         if let Some(bound) = common.bound {
             listener.refill(
@@ -245,7 +246,10 @@ impl Stack {
         }
         match socket.send_slice(data) {
             Ok(0) => Err(EAGAIN),
-            Ok(sent) => Ok(sent),
+            Ok(sent) => {
+                common.given += sent as u64;
+                Ok(sent)
+            }
             Err(tcp::SendError::InvalidState) => Err(EPIPE),
         }
     }
@@ -274,7 +278,12 @@ impl Stack {
         // Data first, then a pending error, then end of file (as Linux).
         match received {
             Ok(0) | Err(_) => {}
-            Ok(len) => return Ok((len, stream.peer)),
+            Ok(len) => {
+                if mode == RecvMode::Consume {
+                    common.taken += len as u64;
+                }
+                return Ok((len, stream.peer));
+            }
         }
         if let Some(error) = common.error.take() {
             return Err(error);
@@ -351,6 +360,23 @@ impl Stack {
             Tcp::Stream(stream) => stream.readiness(self.nets.tcp(stream.handle), has_error),
         };
         Ok(readiness)
+    }
+
+    pub(crate) fn tcp_progress(&mut self, id: SocketId) -> Result<u64, Errno> {
+        let (common, tcp) = self.table.tcp(id)?;
+        let done = common.taken.wrapping_add(common.given);
+        Ok(match tcp {
+            Tcp::Idle => done,
+            Tcp::Listening(listener) => done.wrapping_add(listener.ready.len() as u64),
+            Tcp::Stream(stream) => {
+                let socket = self.nets.tcp(stream.handle);
+                // Everything received (taken + queued), plus everything
+                // sent and acknowledged (given - queued), plus the FIN.
+                done.wrapping_add(socket.recv_queue() as u64)
+                    .wrapping_sub(socket.send_queue() as u64)
+                    .wrapping_add(u64::from(stream.is_at_eof(socket.state())))
+            }
+        })
     }
 
     pub(crate) fn tcp_peer(&self, id: SocketId) -> Result<SocketAddrV4, Errno> {

@@ -91,8 +91,15 @@ impl Stack {
         if data.len() > socket.payload_send_capacity() {
             return Err(EMSGSIZE);
         }
+        let queued = socket.send_queue();
         match socket.send_slice(data, meta) {
-            Ok(()) => Ok(data.len()),
+            Ok(()) => {
+                // What the queue grew by, padding included, so that
+                // progress counts exactly what left it.
+                let grown = socket.send_queue().wrapping_sub(queued);
+                self.table.udp(id)?.0.given += grown as u64;
+                Ok(data.len())
+            }
             Err(udp::SendError::BufferFull) => Err(EAGAIN),
             Err(udp::SendError::Unaddressable) => Err(EINVAL),
         }
@@ -122,7 +129,8 @@ impl Stack {
                 continue;
             };
             let accepts = |from| udp.accepts(self.addressing, handle.path, from);
-            if let Some(received) = next_datagram(self.nets.udp(handle), accepts, buf, mode) {
+            let socket = self.nets.udp(handle);
+            if let Some(received) = next_datagram(socket, accepts, buf, mode, &mut common.taken) {
                 // A peek leaves the order alone: the next recv returns
                 // the same datagram.
                 if mode == RecvMode::Consume {
@@ -172,16 +180,26 @@ impl Stack {
         self.draining.iter().map(|draining| draining.deadline).min()
     }
 
+    pub(crate) fn udp_progress(&mut self, id: SocketId) -> Result<u64, Errno> {
+        let (common, udp) = self.table.udp(id)?;
+        let mut progress = common.taken.wrapping_add(common.given);
+        for handle in udp.halves.into_iter().flatten() {
+            let socket = self.nets.udp(handle);
+            progress = progress
+                .wrapping_add(socket.recv_queue() as u64)
+                .wrapping_sub(socket.send_queue() as u64);
+        }
+        Ok(progress)
+    }
+
     pub(crate) fn udp_readiness(&mut self, id: SocketId) -> Result<Readiness, Errno> {
         let (common, udp) = self.table.udp(id)?;
         let mut has_datagram = false;
         let mut has_room = true;
         for handle in udp.halves.into_iter().flatten() {
             let socket = self.nets.udp(handle);
-            has_datagram |= next_sender(socket, |from| {
-                udp.accepts(self.addressing, handle.path, from)
-            })
-            .is_some();
+            let accepts = |from| udp.accepts(self.addressing, handle.path, from);
+            has_datagram |= next_sender(socket, accepts, &mut common.taken).is_some();
             // Linux's sock_writeable: at most half the buffer in use.
             has_room &=
                 socket.can_send() && socket.send_queue() * 2 <= socket.payload_send_capacity();
@@ -311,13 +329,14 @@ fn next_datagram(
     accepts: impl Fn(SocketAddrV4) -> bool,
     buf: &mut [u8],
     mode: RecvMode,
+    taken: &mut u64,
 ) -> Option<(usize, SocketAddrV4)> {
-    let from = next_sender(socket, accepts)?;
+    let from = next_sender(socket, accepts, taken)?;
     let (data, _) = socket.peek().ok()?;
     let len = data.len().min(buf.len());
     buf[..len].copy_from_slice(&data[..len]);
     if mode == RecvMode::Consume {
-        let _ = socket.recv();
+        take(socket, taken);
     }
     Some((len, from))
 }
@@ -327,14 +346,21 @@ fn next_datagram(
 fn next_sender(
     socket: &mut udp::Socket,
     accepts: impl Fn(SocketAddrV4) -> bool,
+    taken: &mut u64,
 ) -> Option<SocketAddrV4> {
     loop {
         let from = to_v4(socket.peek().ok()?.1.endpoint);
         match from {
             Some(from) if accepts(from) => return Some(from),
-            _ => {
-                let _ = socket.recv();
-            }
+            _ => take(socket, taken),
         }
     }
+}
+
+/// Drops the first queued datagram, adding to `taken` what the queue
+/// shrank by (the ring's padding included).
+fn take(socket: &mut udp::Socket, taken: &mut u64) {
+    let queued = socket.recv_queue();
+    let _ = socket.recv();
+    *taken += queued.saturating_sub(socket.recv_queue()) as u64;
 }

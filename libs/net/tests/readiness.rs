@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use eremite_interface::errno::EAGAIN;
-use eremite_net::{Protocol, Readiness, Shutdown, SocketId, SocketOption};
+use eremite_net::{Duration, Protocol, Readiness, Shutdown, SocketId, SocketOption};
 
 const NOTHING: Readiness = Readiness {
     is_readable: false,
@@ -151,4 +151,77 @@ fn udp_readable_when_a_datagram_waits() {
     });
     net.b().recv(server, &mut [0; 4]).unwrap();
     assert_eq!(net.b().readiness(server), Ok(WRITABLE));
+}
+
+/// Edge-triggered `epoll` rests on `progress`: it must move whenever
+/// something arrives or send room frees, even on a socket that stays
+/// readable, and stand still otherwise.
+#[test]
+fn progress_moves_with_every_arrival_and_only_then() {
+    let mut net = Net::pair();
+    let listener = listener(&mut net);
+    let accepts = net.b().progress(listener).unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let client = net.a().socket(Protocol::Tcp).unwrap();
+        let _ = net.a().connect(client, addr(B_IP, 80));
+        clients.push(client);
+    }
+    net.run_until(MS, SECOND, |net| {
+        net.b().progress(listener) == Ok(accepts + 2)
+    });
+    let (server, _) = net.b().accept(listener).unwrap();
+    assert_eq!(
+        net.b().progress(listener),
+        Ok(accepts + 2),
+        "accepting moves nothing"
+    );
+
+    let client = clients[0];
+    let before = net.b().progress(server).unwrap();
+    net.a().send(client, b"one").unwrap();
+    net.run_until(MS, SECOND, |net| {
+        net.b().readiness(server).unwrap().is_readable
+    });
+    let first = net.b().progress(server).unwrap();
+    assert!(first > before, "the first data moves it");
+    net.run_for(MS, Duration::from_millis(50));
+    assert_eq!(
+        net.b().progress(server),
+        Ok(first),
+        "quiet: it stands still"
+    );
+    // Still readable (nothing read), and more arrives: it moves again.
+    net.a().send(client, b"two").unwrap();
+    net.run_until(MS, SECOND, |net| net.b().progress(server) != Ok(first));
+    // Reading everything, then the same amount arriving again, is still
+    // a move (readiness alone would look the same before and after).
+    let mut buf = [0; 16];
+    assert_eq!(net.b().recv(server, &mut buf), Ok(6));
+    let drained = net.b().progress(server).unwrap();
+    net.a().send(client, b"six!!!").unwrap();
+    net.run_until(MS, SECOND, |net| net.b().progress(server) != Ok(drained));
+    // Send room freeing (the peer's ACK) moves the sender's count.
+    let sender = net.b().progress(server).unwrap();
+    net.b().send(server, b"answer").unwrap();
+    net.run_until(MS, SECOND, |net| {
+        net.b().progress(server).unwrap() > sender && net.a().readiness(client).unwrap().is_readable
+    });
+    // The peer's FIN while data is still queued.
+    let unread = net.b().progress(server).unwrap();
+    net.a().shutdown(client, Shutdown::Write).unwrap();
+    net.run_until(MS, SECOND, |net| net.b().progress(server) != Ok(unread));
+
+    // UDP: each datagram moves it, however many wait.
+    let receiver = net.b().socket(Protocol::Udp).unwrap();
+    net.b().bind(receiver, addr(B_IP, 53)).unwrap();
+    let sender = net.a().socket(Protocol::Udp).unwrap();
+    let mut last = net.b().progress(receiver).unwrap();
+    for _ in 0..3 {
+        net.a()
+            .send_to(sender, b"datagram", addr(B_IP, 53))
+            .unwrap();
+        net.run_until(MS, SECOND, |net| net.b().progress(receiver) != Ok(last));
+        last = net.b().progress(receiver).unwrap();
+    }
 }
