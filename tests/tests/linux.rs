@@ -73,6 +73,28 @@ fn c_sockets_over_loopback_pass_the_same_checks_as_on_linux() {
 }
 
 #[test]
+fn pipes_select_and_epoll_pass_the_same_checks_as_on_linux() {
+    // examples/c/readiness.c: level, edge and one-shot epoll over pipes,
+    // an eventfd and sockets; select; SIGPIPE ignored. It passes on Linux.
+    for cpus in ["1", "2"] {
+        both_kinds("readiness", &["--cpus", cpus], &[], |run| {
+            run.expect_code(0);
+            let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
+            assert_eq!(oks, 50, "{run}");
+            assert!(run.stdout.ends_with("readiness passed\n"), "{run}");
+        });
+    }
+}
+
+#[test]
+fn a_write_to_a_pipe_nobody_reads_ends_the_program_with_sigpipe() {
+    both_kinds("readiness", &[], &["sigpipe"], |run| {
+        run.expect_code(141);
+        assert_eq!(run.stdout, "writing to a pipe with no reader\n", "{run}");
+    });
+}
+
+#[test]
 fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
     both_kinds("redzone", &["--verbose"], &[], |run| {
         run.expect_code(0);

@@ -11,7 +11,14 @@ use std::process::Command;
 use crate::{Result, root, run_command};
 
 /// C programs in `examples/c`, by name (`NAME.c`).
-pub(crate) const C_PROGRAMS: [&str; 5] = ["hello", "pthreads", "redzone", "oneprocess", "sockets"];
+pub(crate) const C_PROGRAMS: [&str; 6] = [
+    "hello",
+    "pthreads",
+    "redzone",
+    "oneprocess",
+    "sockets",
+    "readiness",
+];
 /// Rust examples built for Linux, by binary name.
 pub(crate) const RUST_PROGRAMS: [&str; 5] = ["hello", "threads", "fsdiff", "rayon", "httpd"];
 

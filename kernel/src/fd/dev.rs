@@ -33,6 +33,11 @@ impl Device {
 }
 
 impl FileObject for Device {
+    /// Always ready: Linux's `epoll` refuses it (`EPERM`).
+    fn can_epoll(&self) -> bool {
+        false
+    }
+
     fn read(&self, buf: &mut [u8], _status: OpenFlags) -> Result<usize, Errno> {
         match self {
             Self::Null => Ok(0),

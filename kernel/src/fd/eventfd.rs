@@ -3,6 +3,8 @@
 //! loop with one). Reads and writes move 8 bytes; a blocked one waits
 //! for a change (`events`).
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::{FileStat, OpenFlags};
 
@@ -17,6 +19,10 @@ const MAX: u64 = u64::MAX - 1;
 /// An event counter.
 pub(super) struct EventFd {
     count: Lock<u64>,
+    /// Reads and writes so far: every write is news to an edge-triggered
+    /// `epoll` (mio wakes its loop by writing to a counter it never
+    /// reads).
+    progress: AtomicU64,
     /// `EFD_SEMAPHORE`: a read takes 1, not everything.
     is_semaphore: bool,
 }
@@ -26,6 +32,7 @@ impl EventFd {
     pub(super) fn new(initial: u64, is_semaphore: bool) -> Self {
         Self {
             count: Lock::new(initial.min(MAX)),
+            progress: AtomicU64::new(0),
             is_semaphore,
         }
     }
@@ -48,6 +55,7 @@ impl EventFd {
             }
         };
         let value = events::wait_until(blocking.deadline_ns(), take).ok_or(errno::EAGAIN)?;
+        self.progress.fetch_add(1, Ordering::Relaxed);
         events::changed();
         Ok(value)
     }
@@ -65,6 +73,7 @@ impl EventFd {
             Some(())
         };
         events::wait_until(blocking.deadline_ns(), add).ok_or(errno::EAGAIN)?;
+        self.progress.fetch_add(1, Ordering::Relaxed);
         events::changed();
         Ok(())
     }
@@ -94,6 +103,10 @@ impl FileObject for EventFd {
             nlink: 1,
             ..FileStat::default()
         })
+    }
+
+    fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
     }
 
     /// Readable while non-zero, writable while 1 more fits.

@@ -30,6 +30,11 @@ impl HostFile {
 }
 
 impl FileObject for HostFile {
+    /// Always ready: Linux's `epoll` refuses it (`EPERM`).
+    fn can_epoll(&self) -> bool {
+        false
+    }
+
     fn read(&self, buf: &mut [u8], _status: OpenFlags) -> Result<usize, Errno> {
         let mut position = self.position.lock();
         let n = self.handle.read(position.offset, buf)?;

@@ -7,7 +7,8 @@
 //! share it (and so its position and flags). One implementation per kind,
 //! each in its own file: the standard streams ([`stdio`]), RAM files and
 //! directories ([`ram`]), host files ([`host`]), sockets ([`socket`]),
-//! event counters ([`eventfd`]) and the device files ([`dev`]). The trait's default methods give each
+//! event counters ([`eventfd`]), pipes ([`pipe`]), `epoll` instances
+//! ([`epoll`]) and the device files ([`dev`]). The trait's default methods give each
 //! kind the errors a Linux kernel gives for what it cannot do (`ESPIPE`
 //! for seeking a stream, `ENOTDIR` for listing a file, ...).
 //!
@@ -20,8 +21,10 @@
 //! [`Errno`]s. Above `fs` and `net`, which know nothing of descriptors.
 
 mod dev;
+mod epoll;
 mod eventfd;
 mod host;
+mod pipe;
 mod poll;
 mod ram;
 mod socket;
@@ -40,6 +43,7 @@ use crate::fs::{self, Listed};
 use crate::net::{self, Readiness};
 use crate::sync::Lock;
 
+pub(crate) use epoll::{EpollEvent, EpollOp, Trigger, Watch};
 pub(crate) use poll::{PollEntry, PollEvents, poll};
 
 /// Most open descriptors at once (`EMFILE` beyond).
@@ -108,6 +112,26 @@ pub(crate) trait FileObject: Send + Sync {
             is_writable: true,
             ..Readiness::default()
         }
+    }
+
+    /// A count that moves whenever something arrives or room frees, and
+    /// only then (see `eremite_net::Stack::progress`): edge-triggered
+    /// `epoll` reports a ready descriptor again when it moves. Kinds that
+    /// are always ready never move.
+    fn progress(&self) -> u64 {
+        0
+    }
+
+    /// Whether `epoll` may watch it (Linux: `EPERM` for regular files and
+    /// directories, which are always ready).
+    fn can_epoll(&self) -> bool {
+        true
+    }
+
+    /// The `epoll` instance, for `epoll_ctl` and `epoll_wait` (`EINVAL`
+    /// for every other kind).
+    fn as_epoll(&self) -> Option<&epoll::Epoll> {
+        None
     }
 
     /// The socket, for socket calls (`ENOTSOCK` for every other kind).
@@ -286,6 +310,55 @@ pub(crate) fn open_eventfd(
         eventfd::EventFd::new(initial, is_semaphore),
         OpenFlags::RDWR | (flags & OpenFlags::NONBLOCK),
     )
+}
+
+/// `pipe`: descriptors for a new pipe's read and write ends; `O_NONBLOCK`
+/// in `flags` applies to both.
+pub(crate) fn open_pipe(flags: OpenFlags) -> Result<[i32; 2], Errno> {
+    let (reader, writer) = pipe::new();
+    let nonblock = flags & OpenFlags::NONBLOCK;
+    let reader = OpenFile::new(reader, OpenFlags::RDONLY | nonblock);
+    let writer = OpenFile::new(writer, OpenFlags::WRONLY | nonblock);
+    let mut files = FILES.lock();
+    let read_fd = files.insert(reader)?;
+    match files.insert(writer) {
+        Ok(write_fd) => Ok([read_fd, write_fd]),
+        Err(error) => {
+            let reader = files.remove(read_fd);
+            drop(files);
+            drop(reader);
+            Err(error)
+        }
+    }
+}
+
+/// `epoll_create`: a descriptor for a new, empty `epoll` instance.
+pub(crate) fn open_epoll() -> Result<i32, Errno> {
+    insert(epoll::Epoll::new(), OpenFlags::RDWR)
+}
+
+/// `epoll_ctl`: watch (or stop watching, or change how it watches) `fd`
+/// with the instance `epfd` (`EINVAL` if `epfd` is not one, or is `fd`).
+pub(crate) fn epoll_control(epfd: i32, op: EpollOp, fd: i32, how: Watch) -> Result<(), Errno> {
+    let instance = file(epfd)?;
+    let target = file(fd)?;
+    let epoll = instance.object.as_epoll().ok_or(errno::EINVAL)?;
+    if epfd == fd {
+        return Err(errno::EINVAL);
+    }
+    epoll.control(op, fd, &target, how)
+}
+
+/// `epoll_wait`: up to `max` events from the instance `epfd`, waiting
+/// until `deadline_ns` (monotonic; `None`: for ever) for the first.
+pub(crate) fn epoll_wait(
+    epfd: i32,
+    max: usize,
+    deadline_ns: Option<u64>,
+) -> Result<Vec<EpollEvent>, Errno> {
+    let instance = file(epfd)?;
+    let epoll = instance.object.as_epoll().ok_or(errno::EINVAL)?;
+    Ok(epoll.wait(max, deadline_ns))
 }
 
 /// Run `op` on the socket `fd` refers to, with whether calls on it may

@@ -25,6 +25,10 @@ bitflags::bitflags! {
         const HUP = 8;
         /// The descriptor is not open (always reported).
         const INVALID = 16;
+        /// The peer shut its side down (`EPOLLRDHUP`; only when wanted).
+        /// Reported with a hang-up: readiness does not tell a half-closed
+        /// stream from one that simply has data.
+        const PEER_CLOSED = 32;
     }
 }
 
@@ -37,10 +41,13 @@ pub(crate) struct PollEntry {
     pub(crate) ready: PollEvents,
 }
 
-fn events_of(wanted: PollEvents, ready: Readiness) -> PollEvents {
+/// What `ready` means to a watcher that wants `wanted` (errors and
+/// hang-ups are always reported).
+pub(super) fn events_of(wanted: PollEvents, ready: Readiness) -> PollEvents {
     let mut events = PollEvents::empty();
     events.set(PollEvents::IN, ready.is_readable);
     events.set(PollEvents::OUT, ready.is_writable);
+    events.set(PollEvents::PEER_CLOSED, ready.has_hangup);
     events &= wanted;
     events.set(PollEvents::ERR, ready.has_error);
     events.set(PollEvents::HUP, ready.has_hangup);
@@ -71,7 +78,7 @@ pub(crate) fn poll(entries: &mut [PollEntry], deadline_ns: Option<u64>) -> usize
                 None => PollEvents::INVALID,
                 Some(file) => {
                     let readiness = match file.object.as_socket() {
-                        Some(_) => socket_readiness.next().unwrap_or_default(),
+                        Some(_) => socket_readiness.next().unwrap_or_default().0,
                         None => file.object.readiness(),
                     };
                     events_of(entry.wanted, readiness)

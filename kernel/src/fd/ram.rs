@@ -28,6 +28,11 @@ impl RamFile {
 }
 
 impl FileObject for RamFile {
+    /// Always ready: Linux's `epoll` refuses it (`EPERM`).
+    fn can_epoll(&self) -> bool {
+        false
+    }
+
     fn read(&self, buf: &mut [u8], _status: OpenFlags) -> Result<usize, Errno> {
         let mut position = self.position.lock();
         let n = self.node.read(position.offset, buf)?;

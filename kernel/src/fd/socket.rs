@@ -42,7 +42,11 @@ impl FileObject for SocketFile {
     /// One socket at a time; `poll` asks the stack about all of its
     /// sockets at once instead (`net::readiness`).
     fn readiness(&self) -> Readiness {
-        net::readiness(&[&self.0]).pop().unwrap_or_default()
+        net::readiness(&[&self.0]).pop().unwrap_or_default().0
+    }
+
+    fn progress(&self) -> u64 {
+        net::readiness(&[&self.0]).pop().unwrap_or_default().1
     }
 
     fn as_socket(&self) -> Option<&net::Socket> {

@@ -499,9 +499,10 @@ pub(crate) fn socket_counts() -> (usize, usize) {
     })
 }
 
-/// What each of `sockets` would report to `poll(2)` now (with one poll
-/// of the stack).
-pub(crate) fn readiness(sockets: &[&Socket]) -> alloc::vec::Vec<Readiness> {
+/// What each of `sockets` would report to `poll(2)` now, with its
+/// progress (`Stack::progress`, for edge-triggered `epoll`), from one
+/// poll of the stack.
+pub(crate) fn readiness(sockets: &[&Socket]) -> alloc::vec::Vec<(Readiness, u64)> {
     if sockets.is_empty() {
         return alloc::vec::Vec::new();
     }
@@ -509,10 +510,11 @@ pub(crate) fn readiness(sockets: &[&Socket]) -> alloc::vec::Vec<Readiness> {
         Ok(sockets
             .iter()
             .map(|socket| {
-                stack.readiness(socket.id).unwrap_or(Readiness {
+                let readiness = stack.readiness(socket.id).unwrap_or(Readiness {
                     has_error: true,
                     ..Readiness::default()
-                })
+                });
+                (readiness, stack.progress(socket.id).unwrap_or(0))
             })
             .collect())
     })

@@ -1017,6 +1017,15 @@ impl Orphan {
             State::Closed if socket.local_endpoint().is_none() => return true,
             _ => {}
         }
+        // Data for a socket the program closed: nobody will read it, so
+        // the peer gets a reset (Linux's tcp_rcv_state_process), and its
+        // next send fails instead of vanishing.
+        if socket.recv_queue() > 0 && !self.is_aborted {
+            socket.abort();
+            self.is_aborted = true;
+            self.deadline = later(now, ABORT_GRACE);
+            return false;
+        }
         let send_queue = socket.send_queue();
         if send_queue != self.send_queue && !self.is_aborted {
             self.send_queue = send_queue;

@@ -416,6 +416,26 @@ fn unread_data_at_close_resets_the_connection() {
 }
 
 #[test]
+fn data_sent_after_the_peer_closed_resets_the_connection() {
+    let mut net = Net::pair();
+    let c = establish(&mut net);
+    net.b().close(c.server).unwrap();
+    // A sees the FIN and may still send: the first send is taken.
+    net.run_until(MS, SECOND, |net| {
+        net.a().readiness(c.client).unwrap().is_readable
+    });
+    assert_eq!(net.a().recv(c.client, &mut [0; 8]), Ok(0));
+    assert_eq!(net.a().send(c.client, b"late"), Ok(4));
+    // Nobody will read it: B answers with a reset, and A's next send
+    // fails instead of vanishing (as Linux, where it raises SIGPIPE).
+    net.run_until(MS, SECOND, |net| {
+        net.a().readiness(c.client).unwrap().has_error
+    });
+    assert_eq!(net.a().send(c.client, b"x"), Err(ECONNRESET));
+    assert_eq!(net.a().send(c.client, b"x"), Err(EPIPE));
+}
+
+#[test]
 fn linger_zero_resets_instead_of_closing() {
     let mut net = Net::pair();
     let c = establish(&mut net);

@@ -153,6 +153,17 @@ fn mode_for(mode: net::Mode, flags: u32) -> net::Mode {
     }
 }
 
+/// Send `data` (to `to`, if given) by `flags`; `EPIPE` raises `SIGPIPE`
+/// unless `MSG_NOSIGNAL`.
+fn send(fd: i32, data: &[u8], to: Option<SocketAddrV4>, flags: u32) -> SysResult {
+    let sent = fd::with_socket(fd, |s, mode| net::send(s, data, to, mode_for(mode, flags)));
+    if flags & MSG_NOSIGNAL != 0 {
+        sent.map(value)
+    } else {
+        super::signal::on_broken_pipe(sent.map(value))
+    }
+}
+
 pub(super) fn sendto(
     fd: i32,
     buf: u64,
@@ -170,7 +181,7 @@ pub(super) fn sendto(
     } else {
         Some(read_addr(addr, addr_len)?)
     };
-    fd::with_socket(fd, |s, mode| net::send(s, data, to, mode_for(mode, flags))).map(value)
+    send(fd, data, to, flags)
 }
 
 /// Receive into `out` by `flags` (`MSG_PEEK`, `MSG_DONTWAIT`,
@@ -272,7 +283,7 @@ pub(super) fn sendmsg(fd: i32, msg: u64, flags: u32) -> SysResult {
     if flags & !(MSG_DONTWAIT | MSG_NOSIGNAL) != 0 {
         return Err(errno::EOPNOTSUPP);
     }
-    fd::with_socket(fd, |s, mode| net::send(s, &data, to, mode_for(mode, flags))).map(value)
+    send(fd, &data, to, flags)
 }
 
 pub(super) fn recvmsg(fd: i32, msg: u64, flags: u32) -> SysResult {

@@ -107,6 +107,7 @@ numbers! {
     FUTEX = 202, "futex";
     SCHED_SETAFFINITY = 203, "sched_setaffinity";
     SCHED_GETAFFINITY = 204, "sched_getaffinity";
+    EPOLL_CREATE = 213, "epoll_create";
     GETDENTS64 = 217, "getdents64";
     SET_TID_ADDRESS = 218, "set_tid_address";
     CLOCK_GETTIME = 228, "clock_gettime";
@@ -130,6 +131,7 @@ numbers! {
     PPOLL = 271, "ppoll";
     SET_ROBUST_LIST = 273, "set_robust_list";
     EPOLL_PWAIT = 281, "epoll_pwait";
+    EVENTFD = 284, "eventfd";
     ACCEPT4 = 288, "accept4";
     EVENTFD2 = 290, "eventfd2";
     EPOLL_CREATE1 = 291, "epoll_create1";
@@ -142,4 +144,5 @@ numbers! {
     RSEQ = 334, "rseq";
     CLONE3 = 435, "clone3";
     FACCESSAT2 = 439, "faccessat2";
+    EPOLL_PWAIT2 = 441, "epoll_pwait2";
 }

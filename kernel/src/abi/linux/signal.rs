@@ -16,6 +16,9 @@ use crate::sync::Lock;
 const SIGNALS: usize = 64;
 const SIGABRT: i32 = 6;
 const SIGKILL: i32 = 9;
+const SIGPIPE: i32 = 13;
+/// `sa_handler`'s default action.
+const SIG_DFL: u64 = 0;
 const SIGSTOP: i32 = 19;
 
 /// `struct k_sigaction` as the kernel takes it (x86_64).
@@ -154,6 +157,19 @@ fn deliver(signal: i32) -> SysResult {
         process::abort();
     }
     super::process::exit_group(128 + signal)
+}
+
+/// A write's result: `EPIPE` (the reader is gone) raises `SIGPIPE`,
+/// whose default action ends the program (exit code 141). Ignored, or
+/// with a handler (which is not run yet), the call fails with `EPIPE`.
+pub(super) fn on_broken_pipe(result: SysResult) -> SysResult {
+    if result == Err(errno::EPIPE) {
+        let handler = ACTIONS.lock()[SIGPIPE as usize - 1].handler;
+        if handler == SIG_DFL {
+            super::process::exit_group(128 + SIGPIPE);
+        }
+    }
+    result
 }
 
 /// `kill(2)`: only the program itself (pid 1, or 0 for its group).
