@@ -58,6 +58,21 @@ pub fn linux_image(name: &str) -> PathBuf {
     path
 }
 
+/// `examples/unpatched/NAME`: built for `x86_64-unknown-linux-musl` with
+/// stable Rust against the registry's crates, unpatched (`./x test`
+/// builds it).
+pub fn unpatched_image(name: &str) -> PathBuf {
+    let path = root()
+        .join("examples/unpatched/target/x86_64-unknown-linux-musl/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it with stable Rust",
+        path.display()
+    );
+    path
+}
+
 /// Fail clearly where KVM is missing.
 pub fn require_kvm() {
     assert!(
@@ -205,6 +220,23 @@ impl Guest {
     pub fn kill(mut self) -> Run {
         let _ = self.child.kill();
         self.wait()
+    }
+
+    /// Run `talk`, the test's side of the conversation; if it fails,
+    /// kill the VM and fail with what the guest printed as well.
+    pub fn talk<T>(self, talk: impl FnOnce() -> T) -> (Self, T) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(talk)) {
+            Ok(answer) => (self, answer),
+            Err(cause) => {
+                let run = self.kill();
+                let message = cause
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| cause.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                panic!("{message}\nthe guest, killed:\n{run}");
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eremite_tests::{
     GUEST_IP as GUEST, HOST_IP as HOST, NetNs, boot, connect_to_guest as connect,
-    http_to_guest as http, linux_image,
+    http_to_guest as http, linux_image, unpatched_image,
 };
 
 /// Boot `examples/NAME`, a list of checks that each print `ok CHECK`, on
@@ -110,6 +110,12 @@ fn network() -> (NetNs, [&'static str; 6]) {
 /// The checks every echo server passes: an answer that describes the
 /// request, bad input that does not stop it, then `/quit`.
 fn check_echo_server(ns: &NetNs, port: u16) {
+    check_echo_server_without_quitting(ns, port);
+    ns.enter(|| http(port, QUIT_REQUEST));
+}
+
+/// [`check_echo_server`] without the `/quit`.
+fn check_echo_server_without_quitting(ns: &NetNs, port: u16) {
     ns.enter(|| {
         let answer = http(
             port,
@@ -151,7 +157,6 @@ fn check_echo_server(ns: &NetNs, port: u16) {
         stream.read_to_string(&mut answer).unwrap();
         assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
         assert!(answer.contains("url: /two"), "{answer}");
-        http(port, QUIT_REQUEST)
     });
 }
 
@@ -213,6 +218,35 @@ fn the_tokio_server_answers_clients_on_the_host() {
     assert!(
         run.stdout
             .starts_with("runtime: 2 worker threads\nlistening on 0.0.0.0:8083\n"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("served "), "{run}");
+}
+
+#[test]
+fn the_unpatched_tokio_release_built_for_linux_serves_200_concurrent_clients() {
+    // examples/unpatched: tokio-httpd's source against tokio and mio from
+    // the crates registry, unpatched, built with stable Rust for musl;
+    // its epoll loop (edge-triggered, an eventfd waker) runs on the
+    // Linux ABI.
+    let (ns, card) = network();
+    let guest = ns.spawn_image(
+        &unpatched_image("tokio-httpd"),
+        &[&card[..], &["--cpus", "2"]].concat(),
+        &["0.0.0.0:8086"],
+    );
+    let (guest, _) = guest.talk(|| {
+        check_echo_server_without_quitting(&ns, 8086);
+        ns.enter(|| {
+            concurrent_clients(8086, 200);
+            http(8086, QUIT_REQUEST)
+        })
+    });
+    let run = guest.wait();
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .starts_with("runtime: 2 worker threads\nlistening on 0.0.0.0:8086\n"),
         "{run}"
     );
     assert!(run.stdout.contains("served "), "{run}");

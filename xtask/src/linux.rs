@@ -157,5 +157,7 @@ fn build_rust() -> Result {
     for name in RUST_PROGRAMS {
         command.args(["--bin", name]);
     }
-    run_command(&mut command)
+    run_command(&mut command)?;
+    // The registry's tokio and mio, unpatched (its own workspace).
+    run_command(&mut stable_cargo("examples/unpatched"))
 }
