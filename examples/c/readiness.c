@@ -24,13 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void check(int ok, const char *name, const char *why) {
-    if (!ok) {
-        printf("FAIL %s: %s (errno %d %s)\n", name, why, errno, strerror(errno));
-        exit(1);
-    }
-    printf("ok %s\n", name);
-}
+#include "check.h"
 
 static double now_ms(void) {
     struct timespec t;

@@ -19,13 +19,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-static void check(int ok, const char *name, const char *why) {
-    if (!ok) {
-        printf("FAIL %s: %s (errno %d %s)\n", name, why, errno, strerror(errno));
-        exit(1);
-    }
-    printf("ok %s\n", name);
-}
+#include "check.h"
 
 static struct sockaddr_in loopback(unsigned short port) {
     struct sockaddr_in a;

@@ -76,8 +76,24 @@ pub(crate) fn report_bad_call(target: u64, return_address: u64) -> ! {
     hypervisor::exit(ExitKind::Exception, 14)
 }
 
-/// Print the exception report and exit; runs on the upcall stack at CPL3.
+/// What may take a CPU exception before it is reported (see
+/// [`set_exception_hook`]).
+static EXCEPTION_HOOK: spin::Once<fn(&ExceptionFrame)> = spin::Once::new();
+
+/// Let `hook` see every CPU exception first; it returns if it leaves the
+/// exception to the report. The Linux ABI registers one that runs a
+/// program's signal handler for its own faults (the first registration
+/// wins; there is one ABI per image).
+pub(crate) fn set_exception_hook(hook: fn(&ExceptionFrame)) {
+    EXCEPTION_HOOK.call_once(|| hook);
+}
+
+/// Print the exception report and exit, unless the hook takes the
+/// exception; runs on the upcall stack at CPL3.
 pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
+    if let Some(hook) = EXCEPTION_HOOK.get() {
+        hook(frame);
+    }
     console::flush();
     let mut out = DirectWriter::new(Stream::Stderr);
     let explanation = (frame.vector == 14).then(|| {

@@ -889,6 +889,38 @@ pub(crate) fn become_linux_thread(top: u64) {
     arch::set_syscall_stack(here(), top);
 }
 
+/// Continue the calling Linux thread's program with exactly `regs` (a
+/// signal handler's entry, or the context `rt_sigreturn` restores), from
+/// its system-call stack. The 8 bytes `arch::RESUME_RIP_BELOW` under
+/// `regs.rsp` must be writable program memory (the caller checks).
+pub(crate) fn resume_program(regs: &arch::UserRegs) -> ! {
+    let stack = sched(&mut lock()).thread_syscall_stack();
+    assert!(
+        stack != 0,
+        "a thread that is not a Linux thread resumed a program"
+    );
+    // SAFETY: the caller is a Linux thread on its system-call stack, whose
+    // frames are never needed again; the registers are the program's own
+    // (a wrong RIP or RSP faults in the program, as on Linux), and RIP's
+    // slot under RSP is writable program memory (the caller's check).
+    unsafe { arch::resume(regs) }
+}
+
+/// [`resume_program`] from the exception upcall, into a signal handler
+/// for the fault it reports.
+pub(crate) fn resume_program_from_exception(regs: &arch::UserRegs) -> ! {
+    let stack = sched(&mut lock()).thread_syscall_stack();
+    assert!(
+        stack != 0,
+        "a thread that is not a Linux thread resumed a program"
+    );
+    // SAFETY: called from the exception upcall of this thread's fault,
+    // which holds nothing and is never returned to; the handler's frame
+    // was just written under `regs.rsp`, so RIP's slot is writable
+    // program memory.
+    unsafe { arch::resume_from_exception(regs) }
+}
+
 /// Continue the calling Linux thread's program as `frame` says, with
 /// `result` in RAX: leave the kernel for the program (its start, a
 /// `clone`'s child, or the end of a system call that changed where it
@@ -983,13 +1015,14 @@ pub(crate) fn exit_current() -> ! {
     unreachable!("a finished thread was switched back to")
 }
 
-/// The scheduler's half of interrupts (called by the CPL3 upcall in
-/// `arch`, with the interrupted state saved; bit `v - TIMER_VECTOR` of
-/// `vectors` is set for each vector `v` taken): the time slice ended,
-/// another core made a thread of this one ready, or the network device
-/// has news. Unless the interrupted code holds a kernel lock, tell the
-/// network and switch threads; otherwise try again soon.
-pub(crate) extern "C" fn interrupt(vectors: u32) {
+/// The scheduler's half of interrupts, first part (called by the CPL3
+/// upcall in `arch`, with the interrupted state saved; bit
+/// `v - TIMER_VECTOR` of `vectors` is set for each vector `v` taken):
+/// the time slice ended, another core made a thread of this one ready,
+/// or the network device has news. Acknowledge them. Interrupts that
+/// arrive meanwhile do not nest: the upcall calls this again with their
+/// vectors. Then it calls [`interrupt_finish`].
+pub(crate) extern "C" fn interrupt_acknowledge(vectors: u32) {
     // First, whatever the interrupted code holds: another CPU may be
     // waiting for this one to drop stale TLB entries.
     mm::tlb_catch_up();
@@ -998,6 +1031,13 @@ pub(crate) extern "C" fn interrupt(vectors: u32) {
             acknowledge(vector);
         }
     }
+}
+
+/// The second half of the interrupt upcall, once every vector is
+/// acknowledged: preempt the interrupted thread, or, if it holds a kernel
+/// lock, arm the timer to try again soon. Interrupts that arrive during
+/// this are upcalls of their own (this may switch threads).
+pub(crate) extern "C" fn interrupt_finish() {
     if !sync::is_preemptible() {
         // Soon, not when a timer armed for a far sleeper fires: a device
         // interrupt is waiting too.

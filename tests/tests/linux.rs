@@ -95,6 +95,47 @@ fn a_write_to_a_pipe_nobody_reads_ends_the_program_with_sigpipe() {
 }
 
 #[test]
+fn signal_handlers_take_faults_and_signals_sent_to_self() {
+    // examples/c/signals.c: SIGSEGV on an alternate stack, SIGFPE, a
+    // handler that repairs a fault and returns, one that edits the saved
+    // registers, raise/kill, blocked then unblocked, SA_RESETHAND. It
+    // passes on Linux.
+    for cpus in ["1", "2"] {
+        both_kinds("signals", &["--cpus", cpus], &[], |run| {
+            run.expect_code(0);
+            let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
+            assert_eq!(oks, 18, "{run}");
+            assert!(run.stdout.ends_with("signals passed\n"), "{run}");
+        });
+    }
+}
+
+#[test]
+fn a_stack_overflow_reaches_the_handler_on_the_alternate_stack() {
+    both_kinds("signals", &[], &["overflow"], |run| {
+        run.expect_code(3);
+        assert_eq!(
+            run.stdout, "stack overflow caught on the alternate stack\n",
+            "{run}"
+        );
+    });
+}
+
+#[test]
+fn rust_reports_a_thread_stack_overflow_through_its_signal_handler() {
+    // std's SIGSEGV handler, on the thread's signal stack, recognises the
+    // guard page: the message Rust prints on Linux, then abort (134).
+    let run = boot_image(&linux_image("fault"), &[], &["overflow"]);
+    run.expect_code(134);
+    assert!(
+        run.stderr.contains("thread 'deep' (")
+            && run.stderr.contains(") has overflowed its stack")
+            && run.stderr.contains("fatal runtime error: stack overflow"),
+        "{run}"
+    );
+}
+
+#[test]
 fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
     both_kinds("redzone", &["--verbose"], &[], |run| {
         run.expect_code(0);

@@ -11,16 +11,18 @@ use std::process::Command;
 use crate::{Result, root, run_command};
 
 /// C programs in `examples/c`, by name (`NAME.c`).
-pub(crate) const C_PROGRAMS: [&str; 6] = [
+pub(crate) const C_PROGRAMS: [&str; 7] = [
     "hello",
     "pthreads",
     "redzone",
     "oneprocess",
     "sockets",
     "readiness",
+    "signals",
 ];
 /// Rust examples built for Linux, by binary name.
-pub(crate) const RUST_PROGRAMS: [&str; 5] = ["hello", "threads", "fsdiff", "rayon", "httpd"];
+pub(crate) const RUST_PROGRAMS: [&str; 6] =
+    ["hello", "threads", "fsdiff", "rayon", "httpd", "fault"];
 
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Where Debian's musl-dev keeps musl's start files and libc.a.

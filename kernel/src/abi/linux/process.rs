@@ -50,6 +50,7 @@ pub(super) fn exit_thread(code: i32) -> ! {
     if sched::current_tid() == sched::MAIN_TID {
         exit_group(code);
     }
+    super::signal::thread_exited();
     sched::exit_current()
 }
 
@@ -84,6 +85,8 @@ const KNOWN_FLAGS: u64 = THREAD_FLAGS
 struct Child {
     frame: SyscallFrame,
     set_tid: Option<u64>,
+    /// The parent's signal mask, which the child starts with.
+    signal_mask: u64,
 }
 
 static CHILDREN: Lock<BTreeMap<u64, Child>> = Lock::new(BTreeMap::new());
@@ -126,6 +129,7 @@ pub(super) fn clone(
         Child {
             frame: child,
             set_tid,
+            signal_mask: super::signal::current_mask(),
         },
     );
     let Some(stack) = mm::Stack::new(SYSCALL_STACK_BYTES, mm::NO_THREAD) else {
@@ -167,6 +171,7 @@ extern "C" fn child_start(token: usize) {
     if let Some(addr) = child.set_tid {
         let _ = user::write(ptr::<u32>(addr), sched::current_tid());
     }
+    super::signal::thread_started(child.signal_mask);
     sched::enter_program(&child.frame, 0)
 }
 

@@ -84,6 +84,8 @@ pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
         bitmap,
     });
     mem::set_break(program.end);
+    // The program's faults go to its signal handlers, if it has them.
+    crate::fault::set_exception_hook(super::signal::on_exception);
     // What programs expect to find: a world-writable /tmp, and /dev (its
     // files are served by the descriptor layer).
     for (dir, mode) in [(&b"/tmp"[..], 0o1777), (b"/dev", 0o755)] {

@@ -29,12 +29,16 @@ mod switch;
 
 pub(crate) use apic::{eoi, send_init, send_ipi, send_startup, timer_arm, timer_init};
 pub(crate) use entry::ap_entry;
-pub(crate) use linux::{SyscallFrame, enter_program};
+pub(crate) use linux::{
+    RESUME_RIP_BELOW, SyscallFrame, UserRegs, enter_program, resume, resume_from_exception,
+};
 pub(crate) use paging::{
     EditError, PageRights, ensure_writable, flush_tlb, is_accessible, leaf as paging_leaf,
     merge_block, set_rights,
 };
-pub(crate) use preempt::{FpArea, fp_restore, fp_save, init as preempt_init};
+pub(crate) use preempt::{
+    FpArea, fp_frame_bytes, fp_restore, fp_restore_from, fp_save, fp_save_to, init as preempt_init,
+};
 pub(crate) use supervisor::{ExceptionFrame, install_idt, install_irq_gates};
 pub(crate) use switch::{new_thread_stack, switch};
 
@@ -154,18 +158,29 @@ pub(crate) struct PerCpu {
     syscall_stack: core::sync::atomic::AtomicU64,
     /// The CPU's index.
     index: core::sync::atomic::AtomicU64,
+    /// Non-zero while the interrupt upcall acknowledges interrupts
+    /// (`preempt.rs`): an interrupt then only leaves its vectors in
+    /// `deferred_vectors` for that upcall, instead of nesting.
+    in_upcall: core::sync::atomic::AtomicU64,
+    /// Vectors (bit `v - 0x20`) of interrupts deferred so.
+    deferred_vectors: core::sync::atomic::AtomicU64,
 }
 
 static PER_CPU: [PerCpu; eremite_interface::layout::MAX_CPUS as usize] = [const {
     PerCpu {
         syscall_stack: core::sync::atomic::AtomicU64::new(0),
         index: core::sync::atomic::AtomicU64::new(0),
+        in_upcall: core::sync::atomic::AtomicU64::new(0),
+        deferred_vectors: core::sync::atomic::AtomicU64::new(0),
     }
 };
     eremite_interface::layout::MAX_CPUS as usize];
 
 /// Offset of the system-call stack top in [`PerCpu`], for the assembly.
 pub(crate) const PER_CPU_SYSCALL_STACK: usize = core::mem::offset_of!(PerCpu, syscall_stack);
+/// Offsets of the interrupt upcall's two fields, for the assembly.
+pub(crate) const PER_CPU_IN_UPCALL: usize = core::mem::offset_of!(PerCpu, in_upcall);
+pub(crate) const PER_CPU_DEFERRED_VECTORS: usize = core::mem::offset_of!(PerCpu, deferred_vectors);
 
 /// Make the calling CPU CPU `index`: point its GS base at its
 /// [`PerCpu`]. GS is used for nothing else (the application's TLS uses

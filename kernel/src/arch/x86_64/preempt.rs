@@ -8,11 +8,22 @@
 //! changing only RIP in the frame, so the upcall starts on the interrupted
 //! stack and steps below its red zone itself. The upcall saves everything
 //! the interrupted code may have live (the caller-saved registers, and the
-//! whole extended state with `xsave`), calls `sched::interrupt(vectors)`
+//! whole extended state with `xsave`), calls
+//! `sched::interrupt_acknowledge(vectors)`, then `sched::interrupt_finish`
 //! (which may switch to another thread and come back much later), restores
 //! it all and returns with `popfq; ret 128`, which lands exactly on the
-//! interrupted RIP and RSP. Nothing here is per CPU, so every CPU shares
-//! the code.
+//! interrupted RIP and RSP. The code is shared by every CPU.
+//!
+//! Interrupts are on throughout (at CPL3 they cannot be turned off), so
+//! an upcall can be interrupted. While it acknowledges (the part that
+//! sends EOIs and re-arms the timer, which cost VM exits), a second
+//! upcall on the same CPU does not nest: it sees the per-CPU `in_upcall`
+//! flag, adds its vectors to `deferred_vectors` and returns at once, and
+//! the first acknowledges them too. Found under load, where exits take
+//! long: each nested upcall took 4 KiB of stack for its `xsave` area, a
+//! retry timer fired inside every one before it returned, and a thread's
+//! 128 KiB system-call stack overflowed. `interrupt_finish` runs with the
+//! flag clear, so a thread it switches to is preempted as usual.
 
 use core::arch::global_asm;
 
@@ -91,6 +102,83 @@ pub(crate) fn fp_restore(area: &FpArea) {
     }
 }
 
+/// Bytes of the standard-format XSAVE area that the saved components
+/// take (SDM vol. 1, 13.4 and 13.5): the legacy region and header, AVX's
+/// upper halves, AVX-512's opmasks and upper ZMM registers.
+pub(crate) fn fp_frame_bytes() -> usize {
+    // SAFETY: written once at boot, before anything can call this.
+    let mask = unsafe { XSAVE_MASK };
+    if mask & 0xE0 != 0 {
+        2688
+    } else if mask & 0x4 != 0 {
+        832
+    } else {
+        576
+    }
+}
+
+/// The XSAVE header's offset in the area.
+const XSAVE_HEADER: usize = 512;
+
+/// Save this CPU's extended state into `area` (in program memory, for a
+/// signal frame): `false`, with nothing written, unless `area` is 64-byte
+/// aligned and [`fp_frame_bytes`] long.
+pub(crate) fn fp_save_to(area: &mut [u8]) -> bool {
+    if area.len() < fp_frame_bytes() || !(area.as_ptr() as usize).is_multiple_of(64) {
+        return false;
+    }
+    // XSAVE leaves the header's XCOMP_BV and reserved bytes as they are;
+    // XRSTOR wants them zero.
+    area[XSAVE_HEADER..XSAVE_HEADER + 64].fill(0);
+    // SAFETY: `area` is exclusively borrowed, aligned and large enough
+    // for the components in XSAVE_MASK (checked above).
+    unsafe {
+        core::arch::asm!(
+            "xsave64 [{area}]",
+            area = in(reg) area.as_mut_ptr(),
+            in("eax") XSAVE_MASK as u32, in("edx") 0,
+            options(nostack, preserves_flags),
+        );
+    }
+    true
+}
+
+/// Load the extended state a signal frame holds, which the program may
+/// have changed: `false`, with nothing loaded, if `area` is not a
+/// standard-format XSAVE area of the saved components that `xrstor`
+/// would take (short, misaligned, other components, a compacted or
+/// dirty header, reserved MXCSR bits set).
+pub(crate) fn fp_restore_from(area: &[u8]) -> bool {
+    let word = |at: usize| {
+        area.get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(u64::MAX, u64::from_le_bytes)
+    };
+    // SAFETY: written once at boot.
+    let mask = unsafe { XSAVE_MASK };
+    let mxcsr = word(24) & 0xffff_ffff;
+    let is_valid = area.len() >= fp_frame_bytes()
+        && (area.as_ptr() as usize).is_multiple_of(64)
+        && word(XSAVE_HEADER) & !mask == 0
+        && (1..8).all(|i| word(XSAVE_HEADER + 8 * i) == 0)
+        && mxcsr & !0xffff == 0;
+    if !is_valid {
+        return false;
+    }
+    // SAFETY: `area` is aligned, large enough and holds a header that
+    // `xrstor64` accepts for the components in XSAVE_MASK (checked
+    // above), and MXCSR's reserved bits are clear.
+    unsafe {
+        core::arch::asm!(
+            "xrstor64 [{area}]",
+            area = in(reg) area.as_ptr(),
+            in("eax") XSAVE_MASK as u32, in("edx") 0,
+            options(nostack, preserves_flags, readonly),
+        );
+    }
+    true
+}
+
 global_asm!(
     ".section .text.eremite_preempt,\"ax\",@progbits",
     ".global eremite_irq_upcall",
@@ -99,6 +187,12 @@ global_asm!(
     // touching memory) to the vectors, RFLAGS and RIP the stub left there.
     "eremite_irq_upcall:",
     "    lea rsp, [rsp - {vector_below}]",
+    // Nested in another upcall's acknowledgement on this CPU: leave the
+    // vectors to it and return at once. (The flags are free: RFLAGS is
+    // restored from the slot the stub wrote.)
+    "    cmp qword ptr gs:[{in_upcall}], 0",
+    "    jne 9f",
+    "    mov qword ptr gs:[{in_upcall}], 1",
     "    push rax",
     "    push rcx",
     "    push rdx",
@@ -122,7 +216,22 @@ global_asm!(
     "    xor edx, edx",
     "    xsave64 [rsp]",
     "    mov edi, dword ptr [rbp + 80]",
-    "    call {handler}",
+    // Acknowledge these vectors and every one deferred meanwhile.
+    "2:  call {acknowledge}",
+    "    xor edi, edi",
+    "    xchg qword ptr gs:[{deferred}], rdi",
+    "    test edi, edi",
+    "    jnz 2b",
+    "    mov qword ptr gs:[{in_upcall}], 0",
+    // One deferred between the look above and the store: take it too.
+    "    cmp qword ptr gs:[{deferred}], 0",
+    "    je 3f",
+    "    mov qword ptr gs:[{in_upcall}], 1",
+    "    xor edi, edi",
+    "    jmp 2b",
+    // Preempt, or arrange to (this may switch threads; interrupts that
+    // come now are upcalls of their own).
+    "3:  call {finish}",
     "    mov eax, dword ptr [rip + {mask}]",
     "    xor edx, edx",
     "    xrstor64 [rsp]",
@@ -140,9 +249,19 @@ global_asm!(
     "    lea rsp, [rsp + 8]",
     "    popfq",
     "    ret 128",
+    "9:  push rax",
+    "    mov rax, qword ptr [rsp + 8]",
+    "    lock or qword ptr gs:[{deferred}], rax",
+    "    pop rax",
+    "    lea rsp, [rsp + 8]",
+    "    popfq",
+    "    ret 128",
     ".size eremite_irq_upcall, . - eremite_irq_upcall",
     area = const XSAVE_AREA_BYTES,
     mask = sym XSAVE_MASK,
     vector_below = const RIP_BELOW + 16,
-    handler = sym crate::sched::interrupt,
+    acknowledge = sym crate::sched::interrupt_acknowledge,
+    finish = sym crate::sched::interrupt_finish,
+    in_upcall = const super::PER_CPU_IN_UPCALL,
+    deferred = const super::PER_CPU_DEFERRED_VECTORS,
 );

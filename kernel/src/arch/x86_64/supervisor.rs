@@ -71,8 +71,10 @@ const UPCALL_STACK_SIZE: usize = 64 * 1024;
 struct UpcallStack([u8; UPCALL_STACK_SIZE]);
 static mut UPCALL_STACK: UpcallStack = UpcallStack([0; UPCALL_STACK_SIZE]);
 
-/// Set (bit 0) by the first exception; a second one exits from CPL0.
-static mut IN_FATAL: u64 = 0;
+/// Set (bit 0) by an exception while its upcall runs; a second one then
+/// exits from CPL0. Cleared by a Linux program's signal handler taking
+/// over (`linux.rs`, `resume_from_exception`).
+pub(super) static mut IN_FATAL: u64 = 0;
 
 /// Request used by the CPL0 exit path.
 static mut EARLY_EXIT: Exit = Exit {
