@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use eremite_interface::hypercall::Port;
-use eremite_interface::{CPL0_COUNTER_GATE, CPL0_COUNTER_TLB_FLUSH};
+use eremite_interface::{
+    CPL0_COUNTER_GATE, CPL0_COUNTER_TLB_FLUSH, KernelReport, LinuxProgram, linux_syscalls,
+};
 use std::net::Ipv4Addr;
 
 use eremite_vmm::{
@@ -95,8 +97,9 @@ struct RunArgs {
     /// Show the kernel's log and a boot-time breakdown on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
-    /// Print VM exits, CPL0 entries and the network card's counters on
-    /// stderr after the run.
+    /// Print VM exits, CPL0 entries, the network card's counters and a
+    /// Linux program's system-call sites and unimplemented calls on stderr
+    /// after the run.
     #[arg(long)]
     stats: bool,
     /// Where to boot the image: eremite's own VMM (KVM), or QEMU -M microvm
@@ -324,8 +327,40 @@ fn stats(report: &Report) -> String {
         };
         out += &format!("  {name:<24} {count:>8}\n");
     }
+    if let Some(program) = &report.linux {
+        out += &linux_stats(program, &report.kernel);
+    }
     if let Some(net) = &report.net {
         out += &net_stats(net);
+    }
+    out
+}
+
+/// A Linux program's system calls: how its sites were entered, and what
+/// it asked for that the kernel does not implement.
+fn linux_stats(program: &LinuxProgram, kernel: &KernelReport) -> String {
+    let mut out = String::from("eremite: Linux system calls\n");
+    out += &format!(
+        "  sites rewritten          {:>8}\n",
+        program.sites_rewritten
+    );
+    out += &format!("  sites left as syscall    {:>8}\n", program.sites_left);
+    out += &format!("  calls by the trap path   {:>8}\n", kernel.linux_traps);
+    let unknown: Vec<_> = kernel
+        .linux_unknown
+        .iter()
+        .filter(|u| u.count > 0)
+        .collect();
+    if unknown.is_empty() {
+        out += "  not implemented          (none asked for)\n";
+    }
+    for call in unknown {
+        let name = format!(
+            "{} ({}) ENOSYS",
+            linux_syscalls::name(u64::from(call.number)),
+            call.number
+        );
+        out += &format!("  {name:<24} {:>8}\n", call.count);
     }
     out
 }

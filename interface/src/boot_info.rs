@@ -84,6 +84,28 @@ pub struct KernelReport {
     pub main_tsc: u64,
     /// Entries into CPL0 code, by kind (see [`CPL0_COUNTERS`]).
     pub cpl0_entries: [u64; CPL0_COUNTERS],
+    /// A Linux program's system calls that came by the trap path (from
+    /// `syscall` sites left in place).
+    pub linux_traps: u64,
+    /// A Linux program's system calls that got `ENOSYS`, by number, in
+    /// the order they were first asked for; unused slots have count 0.
+    /// Numbers beyond the slots are not recorded here (`--verbose` lists
+    /// them all).
+    pub linux_unknown: [UnknownCall; LINUX_UNKNOWN_SLOTS],
+}
+
+/// Slots for unimplemented Linux system calls in [`KernelReport`].
+pub const LINUX_UNKNOWN_SLOTS: usize = 16;
+
+/// A Linux system call the kernel does not implement, and how often the
+/// program asked for it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct UnknownCall {
+    pub number: u32,
+    pub count: u32,
 }
 
 impl Default for KernelReport {
@@ -92,6 +114,8 @@ impl Default for KernelReport {
             init_ns: 0,
             main_tsc: 0,
             cpl0_entries: [0; CPL0_COUNTERS],
+            linux_traps: 0,
+            linux_unknown: [UnknownCall::default(); LINUX_UNKNOWN_SLOTS],
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod errno;
 pub mod fs;
 pub mod hypercall;
 pub mod layout;
+pub mod linux_syscalls;
 pub mod note;
 pub mod pvh;
 
@@ -37,4 +38,4 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"EREMITE\0");
 
 /// Version of everything in this crate. The kernel refuses a boot info of
 /// another version; the VMM refuses an image whose note names another one.
-pub const INTERFACE_VERSION: u32 = 6;
+pub const INTERFACE_VERSION: u32 = 7;

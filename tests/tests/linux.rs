@@ -137,9 +137,15 @@ fn rust_reports_a_thread_stack_overflow_through_its_signal_handler() {
 
 #[test]
 fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
-    both_kinds("redzone", &["--verbose"], &[], |run| {
+    both_kinds("redzone", &["--verbose", "--stats"], &[], |run| {
         run.expect_code(0);
         assert_eq!(run.stdout, "pid 1, red zone kept 123\n", "{run}");
+        for line in [
+            "sites left as syscall           1",
+            "calls by the trap path          1",
+        ] {
+            assert!(run.stderr.contains(line), "no {line:?} in {run}");
+        }
         // The site was left (not rewritten), and it trapped.
         assert!(
             run.stderr.contains(" rewritten, 1 left on the trap path"),
@@ -169,6 +175,36 @@ fn fork_and_execve_fail_with_enosys_and_say_why_once() {
             1,
             "{run}"
         );
+    });
+}
+
+#[test]
+fn stats_show_the_sites_and_every_unimplemented_call_asked_for() {
+    both_kinds("oneprocess", &["--stats"], &[], |run| {
+        run.expect_code(0);
+        assert_eq!(
+            run.stdout
+                .matches("io_uring_setup: -1 Function not implemented\n")
+                .count(),
+            2,
+            "{run}"
+        );
+        let section = run
+            .stderr
+            .split("eremite: Linux system calls\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no Linux section in {run}"));
+        let line = |label: &str| -> u64 {
+            section
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {label} in {run}"))
+        };
+        assert!(line("sites rewritten") > 10, "{run}");
+        assert_eq!(line("sites left as syscall"), 0, "{run}");
+        assert_eq!(line("calls by the trap path"), 0, "{run}");
+        assert_eq!(line("io_uring_setup (425) ENOSYS"), 2, "{run}");
     });
 }
 

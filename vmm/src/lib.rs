@@ -391,6 +391,10 @@ pub struct Report {
     pub kernel: KernelReport,
     /// What the network card did (`--net`).
     pub net: Option<NetReport>,
+    /// A Linux program's load: its `syscall` sites rewritten and left
+    /// (the kernel's counts of trapped and unimplemented calls are in
+    /// `kernel`).
+    pub linux: Option<eremite_interface::LinuxProgram>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -532,6 +536,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         exits,
         kernel,
         net,
+        linux,
         timings,
     })
 }

@@ -16,7 +16,7 @@
 mod file;
 mod mem;
 mod net;
-mod nr;
+use eremite_interface::linux_syscalls as nr;
 mod poll;
 mod process;
 mod signal;
@@ -24,14 +24,17 @@ mod start;
 mod sync;
 mod time;
 
+use core::mem::offset_of;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use eremite_interface::errno::{self, Errno};
+use eremite_interface::{BootInfo, KernelReport, LINUX_UNKNOWN_SLOTS, UnknownCall, layout};
 use spin::Once;
 
 use super::{trace, user};
-use crate::arch::SyscallFrame;
+use crate::arch::{self, SyscallFrame};
 use crate::console::klog;
+use crate::sync::Lock;
 
 pub(crate) use start::start;
 
@@ -146,8 +149,48 @@ static TRAPS: AtomicU64 = AtomicU64::new(0);
 
 /// Where a `syscall` left in place arrives (through LSTAR).
 pub(crate) extern "C" fn dispatch_trap(frame: &mut SyscallFrame) -> u64 {
-    TRAPS.fetch_add(1, Ordering::Relaxed);
+    let traps = TRAPS.fetch_add(1, Ordering::Relaxed) + 1;
+    arch::write_report_word(report_field(offset_of!(KernelReport, linux_traps)), traps);
     run(frame)
+}
+
+/// The address of the kernel report's field at `offset` (which the VMM
+/// reads after the run, for `--stats`).
+fn report_field(offset: usize) -> u64 {
+    layout::BOOT_INFO_ADDR + (BootInfo::REPORT_OFFSET + offset) as u64
+}
+
+/// The report's slots for unimplemented calls: the numbers in them and
+/// their counts, in order of first appearance.
+static UNKNOWN_SLOTS: Lock<[UnknownCall; LINUX_UNKNOWN_SLOTS]> = Lock::new(
+    [UnknownCall {
+        number: 0,
+        count: 0,
+    }; LINUX_UNKNOWN_SLOTS],
+);
+
+/// Count a call to the unimplemented `number`, for `--verbose` and
+/// `--stats`.
+#[cold]
+fn count_unknown(number: u64) {
+    if let Some(count) = usize::try_from(number).ok().and_then(|n| UNKNOWN.get(n)) {
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+    let Ok(number) = u32::try_from(number) else {
+        return;
+    };
+    let mut slots = UNKNOWN_SLOTS.lock();
+    let found = slots
+        .iter()
+        .position(|s| s.count > 0 && s.number == number)
+        .or_else(|| slots.iter().position(|s| s.count == 0));
+    if let Some(i) = found {
+        slots[i].number = number;
+        slots[i].count = slots[i].count.saturating_add(1);
+        let word = u64::from(number) | (u64::from(slots[i].count) << 32);
+        let slot = offset_of!(KernelReport, linux_unknown) + i * size_of::<UnknownCall>();
+        arch::write_report_word(report_field(slot), word);
+    }
 }
 
 /// Make the call and trace it.
@@ -303,9 +346,7 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::GETRANDOM => process::getrandom(a, size(b), uint(c)),
         nr::RSEQ | nr::STATX | nr::CLONE3 => Err(errno::ENOSYS),
         number => {
-            if let Some(count) = usize::try_from(number).ok().and_then(|n| UNKNOWN.get(n)) {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
+            count_unknown(number);
             Err(errno::ENOSYS)
         }
     }
