@@ -1,8 +1,11 @@
 /* A C program built with musl (-static and -static-pie), run unmodified
  * through eremite's Linux ABI: its arguments, one environment variable,
- * and the exit code given as its first argument. */
+ * where /proc/self/exe points, and the exit code given as its first
+ * argument. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 int main(int argc, char **argv) {
     printf("hello from musl, argc=%d\n", argc);
@@ -10,5 +13,9 @@ int main(int argc, char **argv) {
         printf("argv[%d]=%s\n", i, argv[i]);
     const char *greeting = getenv("GREETING");
     printf("GREETING=%s\n", greeting ? greeting : "(unset)");
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = 0;
+    printf("/proc/self/exe is argv[0]: %s\n", strcmp(exe, argv[0]) == 0 ? "yes" : "no");
     return argc > 1 ? atoi(argv[1]) : 0;
 }

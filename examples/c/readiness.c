@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -56,6 +57,9 @@ static void pipes(void) {
     check(fstat(p[0], &st) == 0 && S_ISFIFO(st.st_mode), "a pipe is a FIFO", "wrong mode");
     check(write(p[1], "hello", 5) == 5, "write to a pipe", "short write");
     char buf[16];
+    int queued = -1;
+    check(ioctl(p[0], FIONREAD, &queued) == 0 && queued == 5, "FIONREAD on a pipe",
+          "wrong count");
     check(read(p[0], buf, sizeof buf) == 5 && memcmp(buf, "hello", 5) == 0, "read from a pipe",
           "wrong bytes");
 
@@ -213,6 +217,11 @@ static void epolls(void) {
     check(epoll_ctl(ep, EPOLL_CTL_ADD, ep, &ev) == -1 && errno == EINVAL, "an epoll cannot watch itself",
           "did not fail so");
     int file = open("/tmp/readiness-file", O_CREAT | O_RDWR, 0600);
+    int left = -1;
+    write(file, "0123456789", 10);
+    lseek(file, 3, SEEK_SET);
+    check(ioctl(file, FIONREAD, &left) == 0 && left == 7, "FIONREAD on a file: what is left",
+          "wrong count");
     check(epoll_ctl(ep, EPOLL_CTL_ADD, file, &ev) == -1 && errno == EPERM,
           "a regular file is EPERM", "did not fail so");
     close(file);

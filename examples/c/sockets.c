@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -136,6 +137,9 @@ static void udp(void) {
     getsockname(b, (struct sockaddr *)&at_b, &len);
     check(sendto(a, "ping", 4, 0, (struct sockaddr *)&at_b, sizeof at_b) == 4, "sendto",
           "short send");
+    int queued = -1;
+    check(ioctl(b, FIONREAD, &queued) == 0 && queued == 4, "FIONREAD: the next datagram's size",
+          "wrong size");
     char buf[16];
     struct sockaddr_in from;
     len = sizeof from;

@@ -58,6 +58,23 @@ pub fn linux_image(name: &str) -> PathBuf {
     path
 }
 
+/// `examples/c/NAME.c` built with musl-gcc (`-static`, or `-static-pie`
+/// if `is_pie`), which `./x test` builds.
+pub fn c_image(name: &str, is_pie: bool) -> PathBuf {
+    let file = if is_pie {
+        format!("{name}-pie")
+    } else {
+        name.to_owned()
+    };
+    let path = root().join("examples/target/c").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it with musl-gcc",
+        path.display()
+    );
+    path
+}
+
 /// `examples/unpatched/NAME`: built for `x86_64-unknown-linux-musl` with
 /// stable Rust against the registry's crates, unpatched (`./x test`
 /// builds it).

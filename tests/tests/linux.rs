@@ -5,27 +5,11 @@
 
 use std::path::PathBuf;
 
-use eremite_tests::{Run, boot_image, linux_image, root};
-
-/// A C program from `examples/c`, static or static-pie.
-fn c_program(name: &str, is_pie: bool) -> PathBuf {
-    let file = if is_pie {
-        format!("{name}-pie")
-    } else {
-        name.to_owned()
-    };
-    let path = root().join("examples/target/c").join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it with musl-gcc",
-        path.display()
-    );
-    path
-}
+use eremite_tests::{Run, boot_image, c_image, linux_image, root};
 
 fn both_kinds(name: &str, options: &[&str], args: &[&str], check: impl Fn(&Run)) {
     for is_pie in [false, true] {
-        let run = boot_image(&c_program(name, is_pie), options, args);
+        let run = boot_image(&c_image(name, is_pie), options, args);
         check(&run);
     }
 }
@@ -41,6 +25,10 @@ fn a_musl_c_program_gets_its_arguments_environment_and_exit_code() {
             assert!(run.stdout.starts_with("hello from musl, argc=3\n"), "{run}");
             assert!(run.stdout.contains("argv[2]=two words\n"), "{run}");
             assert!(run.stdout.contains("GREETING=bonjour\n"), "{run}");
+            assert!(
+                run.stdout.contains("/proc/self/exe is argv[0]: yes\n"),
+                "{run}"
+            );
             assert!(run.stderr.is_empty(), "{run}");
         },
     );
@@ -66,7 +54,7 @@ fn c_sockets_over_loopback_pass_the_same_checks_as_on_linux() {
         both_kinds("sockets", &["--cpus", cpus], &[], |run| {
             run.expect_code(0);
             let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
-            assert_eq!(oks, 27, "{run}");
+            assert_eq!(oks, 28, "{run}");
             assert!(run.stdout.ends_with("sockets passed\n"), "{run}");
         });
     }
@@ -80,7 +68,7 @@ fn pipes_select_and_epoll_pass_the_same_checks_as_on_linux() {
         both_kinds("readiness", &["--cpus", cpus], &[], |run| {
             run.expect_code(0);
             let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
-            assert_eq!(oks, 50, "{run}");
+            assert_eq!(oks, 52, "{run}");
             assert!(run.stdout.ends_with("readiness passed\n"), "{run}");
         });
     }

@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use eremite_tests::{
-    GUEST_IP as GUEST, HOST_IP as HOST, NetNs, boot, connect_to_guest as connect,
+    GUEST_IP as GUEST, HOST_IP as HOST, NetNs, boot, c_image, connect_to_guest as connect,
     http_to_guest as http, linux_image, unpatched_image,
 };
 
@@ -189,6 +189,58 @@ fn the_echo_server_built_for_linux_answers_clients_through_the_linux_abi() {
         "{run}"
     );
     assert!(run.stdout.contains("served "), "{run}");
+}
+
+#[test]
+fn a_c_epoll_echo_server_built_with_musl_echoes_clients_on_the_host() {
+    // examples/c/echo.c: one thread, edge-triggered epoll, non-blocking
+    // sockets; static and static-pie.
+    for (is_pie, port) in [(false, 7001), (true, 7002)] {
+        let (ns, card) = network();
+        let guest = ns.spawn_image(&c_image("echo", is_pie), &card, &[&port.to_string()]);
+        let (guest, ()) = guest.talk(|| {
+            ns.enter(|| {
+                // Three clients at once, lines interleaved.
+                let mut streams: Vec<_> = (0..3).map(|_| connect(port)).collect();
+                for round in 0..5 {
+                    for (i, stream) in streams.iter_mut().enumerate() {
+                        let line = format!("client {i} line {round}\n");
+                        stream.write_all(line.as_bytes()).unwrap();
+                        let mut back = vec![0; line.len()];
+                        stream.read_exact(&mut back).unwrap();
+                        assert_eq!(back, line.as_bytes());
+                    }
+                }
+                // 4 MB through one connection, written and read at once:
+                // the server's writes wait for room (EPOLLOUT).
+                let data: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+                let mut writer = streams.pop().unwrap();
+                let mut reader = writer.try_clone().unwrap();
+                let expected = data.clone();
+                let read = std::thread::spawn(move || {
+                    let mut got = vec![0; expected.len()];
+                    reader.read_exact(&mut got).unwrap();
+                    got == expected
+                });
+                writer.write_all(&data).unwrap();
+                assert!(read.join().unwrap(), "the echo differs");
+                // A client that vanishes does not stop the server.
+                drop(streams);
+                let mut last = connect(port);
+                last.write_all(b"bye\nquit\n").unwrap();
+                let mut rest = String::new();
+                let _ = last.read_to_string(&mut rest);
+                assert!(rest.starts_with("bye\nquit\n"), "{rest:?}");
+            });
+        });
+        let run = guest.wait();
+        run.expect_code(0);
+        assert_eq!(
+            run.stdout,
+            format!("listening on {port}\nserved 4 connections\n"),
+            "{run}"
+        );
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::process::Command;
 use crate::{Result, root, run_command};
 
 /// C programs in `examples/c`, by name (`NAME.c`).
-pub(crate) const C_PROGRAMS: [&str; 7] = [
+pub(crate) const C_PROGRAMS: [&str; 8] = [
     "hello",
     "pthreads",
     "redzone",
@@ -19,6 +19,7 @@ pub(crate) const C_PROGRAMS: [&str; 7] = [
     "sockets",
     "readiness",
     "signals",
+    "echo",
 ];
 /// Rust examples built for Linux, by binary name.
 pub(crate) const RUST_PROGRAMS: [&str; 6] =

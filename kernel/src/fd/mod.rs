@@ -114,6 +114,14 @@ pub(crate) trait FileObject: Send + Sync {
         }
     }
 
+    /// `FIONREAD`: the bytes a `read` could take now. Seekable files:
+    /// from the position to the end; streams that cannot tell: `ENOTTY`.
+    fn available(&self) -> Result<usize, Errno> {
+        let position = self.seek(0, Whence::Current).map_err(|_| errno::ENOTTY)?;
+        let size = self.stat()?.size;
+        Ok(usize::try_from(size.saturating_sub(position)).unwrap_or(usize::MAX))
+    }
+
     /// A count that moves whenever something arrives or room frees, and
     /// only then (see `eremite_net::Stack::progress`): edge-triggered
     /// `epoll` reports a ready descriptor again when it moves. Kinds that
@@ -370,6 +378,11 @@ pub(crate) fn with_socket<T>(
     let file = file(fd)?;
     let socket = file.object.as_socket().ok_or(errno::ENOTSOCK)?;
     op(socket, socket::mode(file.status()))
+}
+
+/// `FIONREAD` on `fd` (see [`FileObject::available`]).
+pub(crate) fn available(fd: i32) -> Result<usize, Errno> {
+    file(fd)?.object.available()
 }
 
 /// The path the file `fd` was opened by (`ENOTDIR` for a stream or a

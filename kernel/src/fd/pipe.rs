@@ -177,6 +177,15 @@ impl FileObject for PipeEnd {
         }
     }
 
+    /// What the pipe holds (0 at the write end, as Linux).
+    fn available(&self) -> Result<usize, Errno> {
+        Ok(if self.is_write {
+            0
+        } else {
+            self.pipe.0.lock().queue.len()
+        })
+    }
+
     fn progress(&self) -> u64 {
         let state = self.pipe.0.lock();
         state.moved + u64::from(state.readers == 0) + u64::from(state.writers == 0)

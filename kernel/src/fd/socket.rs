@@ -45,6 +45,10 @@ impl FileObject for SocketFile {
         net::readiness(&[&self.0]).pop().unwrap_or_default().0
     }
 
+    fn available(&self) -> Result<usize, Errno> {
+        net::available(&self.0)
+    }
+
     fn progress(&self) -> u64 {
         net::readiness(&[&self.0]).pop().unwrap_or_default().1
     }

@@ -480,6 +480,11 @@ pub(crate) fn shutdown(socket: &Socket, how: Shutdown) -> Result<(), Errno> {
     with_stack(|stack| stack.shutdown(socket.id, how))
 }
 
+/// `FIONREAD` on a socket.
+pub(crate) fn available(socket: &Socket) -> Result<usize, Errno> {
+    with_stack(|stack| stack.available(socket.id))
+}
+
 /// `getsockname(2)`.
 pub(crate) fn local_addr(socket: &Socket) -> Result<SocketAddrV4, Errno> {
     with_stack(|stack| stack.local_addr(socket.id))

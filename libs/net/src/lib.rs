@@ -570,6 +570,15 @@ impl Stack {
         Ok(self.table.get_mut(id)?.common.error.take())
     }
 
+    /// `FIONREAD`: the bytes a `recv` could take now (a stream's queued
+    /// bytes, the next datagram's length; 0 for a listener).
+    pub fn available(&mut self, id: SocketId) -> Result<usize, Errno> {
+        match self.protocol(id)? {
+            Protocol::Tcp => self.tcp_available(id),
+            Protocol::Udp => self.udp_available(id),
+        }
+    }
+
     /// A count that grows whenever something arrives (data, a datagram, a
     /// connection to accept, the peer's FIN) or send room frees, and only
     /// then: edge-triggered `epoll` reports a ready socket again when it

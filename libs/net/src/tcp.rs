@@ -362,6 +362,13 @@ impl Stack {
         Ok(readiness)
     }
 
+    pub(crate) fn tcp_available(&mut self, id: SocketId) -> Result<usize, Errno> {
+        Ok(match self.table.tcp(id)?.1 {
+            Tcp::Stream(stream) => self.nets.tcp(stream.handle).recv_queue(),
+            Tcp::Idle | Tcp::Listening(_) => 0,
+        })
+    }
+
     pub(crate) fn tcp_progress(&mut self, id: SocketId) -> Result<u64, Errno> {
         let (common, tcp) = self.table.tcp(id)?;
         let done = common.taken.wrapping_add(common.given);

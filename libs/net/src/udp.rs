@@ -180,6 +180,24 @@ impl Stack {
         self.draining.iter().map(|draining| draining.deadline).min()
     }
 
+    /// The length of the datagram the next `recv` returns (0 if none).
+    pub(crate) fn udp_available(&mut self, id: SocketId) -> Result<usize, Errno> {
+        let (common, udp) = self.table.udp(id)?;
+        for turn in 0..2 {
+            let Some(handle) = udp.halves[(udp.next_half + turn) % 2] else {
+                continue;
+            };
+            let socket = self.nets.udp(handle);
+            let accepts = |from| udp.accepts(self.addressing, handle.path, from);
+            if next_sender(socket, accepts, &mut common.taken).is_some()
+                && let Ok((data, _)) = socket.peek()
+            {
+                return Ok(data.len());
+            }
+        }
+        Ok(0)
+    }
+
     pub(crate) fn udp_progress(&mut self, id: SocketId) -> Result<u64, Errno> {
         let (common, udp) = self.table.udp(id)?;
         let mut progress = common.taken.wrapping_add(common.given);

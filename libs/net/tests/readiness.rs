@@ -225,3 +225,37 @@ fn progress_moves_with_every_arrival_and_only_then() {
         last = net.b().progress(receiver).unwrap();
     }
 }
+
+/// `FIONREAD`: a stream's queued bytes, the next datagram's length.
+#[test]
+fn available_counts_queued_bytes_and_the_next_datagram() {
+    let mut net = Net::pair();
+    let listener = listener(&mut net);
+    assert_eq!(net.b().available(listener), Ok(0));
+    let client = net.a().socket(Protocol::Tcp).unwrap();
+    let _ = net.a().connect(client, addr(B_IP, 80));
+    let mut server = None;
+    net.run_until(MS, SECOND, |net| {
+        server = net.b().accept(listener).ok().map(|(s, _)| s);
+        server.is_some()
+    });
+    let server = server.unwrap();
+    assert_eq!(net.b().available(server), Ok(0));
+    net.a().send(client, b"12345").unwrap();
+    net.a().send(client, b"678").unwrap();
+    net.run_until(MS, SECOND, |net| net.b().available(server) == Ok(8));
+    assert_eq!(net.b().recv(server, &mut [0; 3]), Ok(3));
+    assert_eq!(net.b().available(server), Ok(5));
+
+    let receiver = net.b().socket(Protocol::Udp).unwrap();
+    net.b().bind(receiver, addr(B_IP, 53)).unwrap();
+    let sender = net.a().socket(Protocol::Udp).unwrap();
+    assert_eq!(net.b().available(receiver), Ok(0));
+    net.a().send_to(sender, b"four", addr(B_IP, 53)).unwrap();
+    net.a()
+        .send_to(sender, b"ten bytes!", addr(B_IP, 53))
+        .unwrap();
+    net.run_until(MS, SECOND, |net| net.b().available(receiver) == Ok(4));
+    assert_eq!(net.b().recv(receiver, &mut [0; 16]), Ok(4));
+    net.run_until(MS, SECOND, |net| net.b().available(receiver) == Ok(10));
+}

@@ -262,7 +262,12 @@ pub(super) fn faccessat(dirfd: i32, path: u64, mode: u32) -> SysResult {
 /// Terminal and socket `ioctl`s: none of the descriptors is a terminal.
 pub(super) fn ioctl(fd: i32, request: u32, arg: u64) -> SysResult {
     const FIONBIO: u32 = 0x5421;
+    const FIONREAD: u32 = 0x541b;
     match request {
+        FIONREAD => {
+            let n = fd::available(fd)?;
+            user::write(ptr::<i32>(arg), i32::try_from(n).unwrap_or(i32::MAX)).map(|()| 0)
+        }
         FIONBIO => {
             let is_on = user::read(ptr::<i32>(arg))? != 0;
             let mut flags = fd::status_flags(fd)?;
@@ -402,7 +407,16 @@ pub(super) fn readlinkat(dirfd: i32, path: u64, buf: u64, len: usize) -> SysResu
         return Err(errno::EINVAL);
     }
     let out = user::slice_mut(ptr(buf), len)?;
-    fs::readlink(&at(dirfd, path)?, out).map(value)
+    let path = at(dirfd, path)?;
+    if path == b"/proc/self/exe" {
+        // No /proc: the one link programs ask it for (Rust's
+        // `current_exe`) is the path the program was started by.
+        let exe = super::start::exe_path();
+        let n = exe.len().min(out.len());
+        out[..n].copy_from_slice(&exe[..n]);
+        return Ok(value(n));
+    }
+    fs::readlink(&path, out).map(value)
 }
 
 pub(super) fn fchmodat(dirfd: i32, path: u64, mode: u32) -> SysResult {

@@ -70,6 +70,14 @@ fn fail(why: &str) -> ! {
     crate::hypervisor::exit(eremite_interface::hypercall::ExitKind::KernelPanic, 0)
 }
 
+/// The program's path as it was started (`argv[0]`, `AT_EXECFN`).
+static EXE: spin::Once<Vec<u8>> = spin::Once::new();
+
+/// What `/proc/self/exe` links to: the path the program was started by.
+pub(super) fn exe_path() -> &'static [u8] {
+    EXE.get().map_or(&[], Vec::as_slice)
+}
+
 /// Start the program the boot info describes, on this (the main) thread,
 /// whose system calls run on the stack whose top is `syscall_stack`.
 pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
@@ -111,6 +119,7 @@ pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
         bytes: Vec::new(),
     };
     let args: Vec<&[u8]> = bootinfo::strings(&info.args).collect();
+    EXE.call_once(|| args.first().map_or_else(Vec::new, |a| a.to_vec()));
     let env: Vec<&[u8]> = bootinfo::strings(&info.env).collect();
     let execfn = layout.push_c_string(args.first().copied().unwrap_or(b""));
     let platform = layout.push_c_string(b"x86_64");
