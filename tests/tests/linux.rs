@@ -3,8 +3,6 @@
 //! `-static-pie` (`examples/c`), and the Rust examples built with stable
 //! Rust for `x86_64-unknown-linux-musl`. `./x test` builds them all.
 
-use std::path::PathBuf;
-
 use eremite_tests::{Run, boot_image, c_image, linux_image, root};
 
 fn both_kinds(name: &str, options: &[&str], args: &[&str], check: impl Fn(&Run)) {
