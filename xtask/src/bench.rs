@@ -285,11 +285,12 @@ fn run_native<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Result<ProgramOutput> 
 /// The `linux` group: the `syscalls` program built with stable Rust for
 /// `x86_64-unknown-linux-musl`, run unmodified in eremite (through the
 /// Linux ABI: rewritten `syscall` sites) and natively, pinned to the same
-/// core (rows with the suffix `_linux`); and boot to exit of the musl C
+/// core (rows with the suffix `_linux`); `fsbench` likewise, on the RAM
+/// file system and natively in tmpfs; and boot to exit of the musl C
 /// hello in eremite against the same binary natively, next to the hermit
 /// hello's (interleaved runs).
 fn linux(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, u64)> {
-    crate::linux::build_benches(&["syscalls"])?;
+    crate::linux::build_benches(&["syscalls", "fsbench"])?;
     crate::linux::build()?;
     let program = crate::linux::bench_path("syscalls");
     let args: &[&str] = if is_quick { &["--quick"] } else { &[] };
@@ -306,6 +307,32 @@ fn linux(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, u64)> {
     native.args(["-c", BENCH_CORE]).arg(&program).args(args);
     let l = run_program(&mut native)?;
     let mut rows = pair("linux", &e, &l, &SYSCALL_ROWS, "_linux")?;
+
+    // fsbench for musl: in eremite on the RAM file system, natively in a
+    // fresh tmpfs directory (as the `fs` group runs its hermit build).
+    let fsbench = crate::linux::bench_path("fsbench");
+    let (base, _) = scratch_base();
+    let scratch = ScratchDir::new(base.join(format!("eremite-bench-linux-{}", std::process::id())))?;
+    let native_dir = scratch.0.join("native");
+    let mut native_fs = Command::new("taskset");
+    native_fs
+        .args(["-c", BENCH_CORE])
+        .arg(&fsbench)
+        .arg("--dir")
+        .arg(&native_dir)
+        .args(args);
+    let l_fs = run_program(&mut native_fs)?;
+    let mut eremite_fs = Command::new("taskset");
+    eremite_fs
+        .args(["-c", BENCH_CORE])
+        .arg(cli)
+        .args(["run", "--memory", FS_MEMORY])
+        .arg(&fsbench)
+        .args(["--", "--dir", "/bench"])
+        .args(args);
+    let e_fs = run_program(&mut eremite_fs)?;
+    rows.extend(pair("linux", &e_fs, &l_fs, &FS_ROWS, "_linux")?);
+    drop(scratch);
 
     let c_hello = crate::linux::c_dir().join("hello");
     let hermit_hello = build_image("hello")?;
@@ -337,7 +364,7 @@ fn linux(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, u64)> {
         });
     }
     println!(
-        "linux: the syscalls program (stable Rust, musl) in eremite through the Linux ABI vs natively; musl C hello and hermit hello vs native musl hello, {runs} interleaved runs"
+        "linux: the syscalls and fsbench programs (stable Rust, musl) in eremite through the Linux ABI vs natively (fsbench natively in tmpfs); musl C hello and hermit hello vs native musl hello, {runs} interleaved runs"
     );
     Ok((rows, e.tsc_khz))
 }
