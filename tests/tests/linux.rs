@@ -122,6 +122,37 @@ fn rust_reports_a_thread_stack_overflow_through_its_signal_handler() {
 }
 
 #[test]
+fn the_c_file_system_transcript_matches_linux_line_for_line() {
+    // examples/c/fsdiff.c at the system-call level (openat, pread/pwrite,
+    // readv/writev, fcntl, dup3, *at calls, statx, getcwd, /dev/null):
+    // the same binary natively in tmpfs and in eremite.
+    for is_pie in [false, true] {
+        let program = c_image("fsdiff", is_pie);
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("eremite-c-fsdiff-{}-{is_pie}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let native = std::process::Command::new(&program)
+            .arg(&dir)
+            .output()
+            .expect("cannot run fsdiff natively");
+        let native = String::from_utf8_lossy(&native.stdout).into_owned();
+        assert!(native.ends_with("end of transcript\n"), "{native}");
+        let run = boot_image(&program, &[], &["/fsdiff"]);
+        run.expect_code(0);
+        for (number, (l, e)) in native.lines().zip(run.stdout.lines()).enumerate() {
+            assert_eq!(e, l, "transcripts differ at line {}\n{run}", number + 1);
+        }
+        assert_eq!(native.lines().count(), run.stdout.lines().count(), "{run}");
+        assert!(native.lines().count() > 100, "{native}");
+    }
+}
+
+#[test]
 fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
     both_kinds("redzone", &["--verbose", "--stats"], &[], |run| {
         run.expect_code(0);

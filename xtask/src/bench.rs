@@ -312,7 +312,8 @@ fn linux(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, u64)> {
     // fresh tmpfs directory (as the `fs` group runs its hermit build).
     let fsbench = crate::linux::bench_path("fsbench");
     let (base, _) = scratch_base();
-    let scratch = ScratchDir::new(base.join(format!("eremite-bench-linux-{}", std::process::id())))?;
+    let scratch =
+        ScratchDir::new(base.join(format!("eremite-bench-linux-{}", std::process::id())))?;
     let native_dir = scratch.0.join("native");
     let mut native_fs = Command::new("taskset");
     native_fs

@@ -344,7 +344,8 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::DUP3 => file::dup3(int(a), int(b), uint(c), false),
         nr::PRLIMIT64 => process::prlimit(int(a), int(b), c, d),
         nr::GETRANDOM => process::getrandom(a, size(b), uint(c)),
-        nr::RSEQ | nr::STATX | nr::CLONE3 => Err(errno::ENOSYS),
+        nr::STATX => file::statx(int(a), b, uint(c), uint(d), e),
+        nr::RSEQ | nr::CLONE3 => Err(errno::ENOSYS),
         number => {
             count_unknown(number);
             Err(errno::ENOSYS)
