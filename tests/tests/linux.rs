@@ -153,6 +153,21 @@ fn the_c_file_system_transcript_matches_linux_line_for_line() {
 }
 
 #[test]
+fn mmap_hints_map_fixed_mremap_and_madvise_behave_as_on_linux() {
+    // examples/c/memory.c (passes on Linux): a free hint is honoured,
+    // MAP_FIXED replaces part of a mapping, MAP_FIXED_NOREPLACE refuses,
+    // mremap shrinks, grows and moves, MADV_DONTNEED zeroes.
+    for cpus in ["1", "2"] {
+        both_kinds("memory", &["--cpus", cpus], &[], |run| {
+            run.expect_code(0);
+            let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
+            assert_eq!(oks, 19, "{run}");
+            assert!(run.stdout.ends_with("memory passed\n"), "{run}");
+        });
+    }
+}
+
+#[test]
 fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
     both_kinds("redzone", &["--verbose", "--stats"], &[], |run| {
         run.expect_code(0);

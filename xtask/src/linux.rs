@@ -11,7 +11,7 @@ use std::process::Command;
 use crate::{Result, root, run_command};
 
 /// C programs in `examples/c`, by name (`NAME.c`).
-pub(crate) const C_PROGRAMS: [&str; 9] = [
+pub(crate) const C_PROGRAMS: [&str; 10] = [
     "hello",
     "pthreads",
     "redzone",
@@ -21,6 +21,7 @@ pub(crate) const C_PROGRAMS: [&str; 9] = [
     "signals",
     "echo",
     "fsdiff",
+    "memory",
 ];
 /// Rust examples built for Linux, by binary name.
 pub(crate) const RUST_PROGRAMS: [&str; 6] =

@@ -94,10 +94,6 @@ pub(super) enum Commit {
 /// host nothing.
 pub(super) const COMMIT_NOW_MAX_BYTES: u64 = 16 << 20;
 
-/// Take `pages` contiguous frames aligned to `align_bytes`, make them
-/// present and writable, and zero them if `fill` asks and they were used
-/// before; never-used ones are backed by the host as `commit` says.
-/// `None` when RAM is exhausted.
 /// What [`take`] may do when the allocator has no run to give.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Shortage {
@@ -109,6 +105,10 @@ pub(super) enum Shortage {
     ReclaimOnly,
 }
 
+/// Take `pages` contiguous frames aligned to `align_bytes`, make them
+/// present and writable, and zero them if `fill` asks and they were used
+/// before; never-used ones are backed by the host as `commit` says.
+/// `None` when RAM is exhausted.
 pub(super) fn take(
     pages: u64,
     align_bytes: u64,
@@ -116,13 +116,38 @@ pub(super) fn take(
     commit: Commit,
     shortage: Shortage,
 ) -> Option<PageRange> {
+    take_where(
+        Where::Anywhere { pages, align_bytes },
+        fill,
+        commit,
+        shortage,
+    )
+}
+
+/// [`take`] of exactly the frames of `range` (a program's `MAP_FIXED`):
+/// `None` unless every one is free (after reclaiming the quarantined).
+pub(super) fn take_at(range: PageRange, fill: Fill, commit: Commit) -> Option<PageRange> {
+    take_where(Where::At(range), fill, commit, Shortage::ReclaimAndMerge)
+}
+
+/// Which frames [`take_where`] takes.
+#[derive(Clone, Copy)]
+enum Where {
+    Anywhere { pages: u64, align_bytes: u64 },
+    At(PageRange),
+}
+
+fn take_where(place: Where, fill: Fill, commit: Commit, shortage: Shortage) -> Option<PageRange> {
     let (range, is_untouched, fresh_from) = {
         let mut guard = FRAMES.lock();
         let frames = guard.as_mut()?;
-        let range = match frames
-            .allocator
-            .alloc_contiguous(pages, align_bytes.max(PAGE_SIZE))
-        {
+        let taken = match place {
+            Where::Anywhere { pages, align_bytes } => frames
+                .allocator
+                .alloc_contiguous(pages, align_bytes.max(PAGE_SIZE)),
+            Where::At(range) => frames.allocator.alloc_range(range).map(|()| range),
+        };
+        let range = match taken {
             Ok(range) => range,
             Err(_) => {
                 drop(guard);
@@ -135,7 +160,7 @@ pub(super) fn take(
                 if !has_reclaimed {
                     return None;
                 }
-                return take(pages, align_bytes, fill, commit, shortage);
+                return take_where(place, fill, commit, shortage);
             }
         };
         let is_untouched = range.start >= frames.untouched_from

@@ -75,6 +75,12 @@ pub(crate) fn map_anonymous(len_bytes: usize, prot: Prot) -> Result<u64, Errno> 
         Shortage::ReclaimAndMerge,
     )
     .ok_or(errno::ENOMEM)?;
+    map_taken(range, prot)
+}
+
+/// Map `range`, whose frames were just taken, as anonymous memory with
+/// `prot`; on failure the frames go back.
+fn map_taken(range: PageRange, prot: Prot) -> Result<u64, Errno> {
     let mapped = SPACE
         .lock()
         .as_mut()
@@ -90,6 +96,168 @@ pub(crate) fn map_anonymous(len_bytes: usize, prot: Prot) -> Result<u64, Errno> 
         return Err(errno::ENOMEM);
     }
     Ok(range.start)
+}
+
+fn commit_for(range: PageRange) -> Commit {
+    if range.len_bytes() <= ram::COMMIT_NOW_MAX_BYTES {
+        Commit::Now
+    } else {
+        Commit::OnTouch
+    }
+}
+
+/// `mmap(2)` of anonymous memory exactly at `addr`, if nothing is mapped
+/// there and its frames are free RAM (a hint, `MAP_FIXED_NOREPLACE`):
+/// `EEXIST` if a region holds a page of it, `ENOMEM` if the frames are
+/// not free or not RAM.
+pub(crate) fn map_anonymous_at(addr: u64, len_bytes: usize, prot: Prot) -> Result<u64, Errno> {
+    let range = PageRange::from_addr_len(addr, len_bytes as u64)?;
+    let is_taken = SPACE
+        .lock()
+        .as_ref()
+        .is_none_or(|space| space.regions().any(|r| r.range.overlaps(range)));
+    if is_taken {
+        return Err(errno::EEXIST);
+    }
+    let range = ram::take_at(range, Fill::Zeroed, commit_for(range)).ok_or(errno::ENOMEM)?;
+    map_taken(range, prot)
+}
+
+/// `mmap(2)` with `MAP_FIXED`: anonymous memory at `addr`, replacing the
+/// program's anonymous mappings there (as Linux replaces any mapping).
+/// `ENOMEM` if a page of it is anything else (the kernel's, the
+/// program's image) or is not free RAM.
+pub(crate) fn map_anonymous_fixed(addr: u64, len_bytes: usize, prot: Prot) -> Result<u64, Errno> {
+    let range = PageRange::from_addr_len(addr, len_bytes as u64)?;
+    let is_foreign = SPACE.lock().as_ref().is_none_or(|space| {
+        space
+            .regions()
+            .any(|r| r.range.overlaps(range) && r.kind != Kind::Anonymous)
+    });
+    if is_foreign {
+        return Err(errno::ENOMEM);
+    }
+    // What was mapped there goes (its frames are then free again, after
+    // the allocator reclaims them from quarantine).
+    unmap(range.start, range.len_bytes() as usize)?;
+    let range = ram::take_at(range, Fill::Zeroed, commit_for(range)).ok_or(errno::ENOMEM)?;
+    map_taken(range, prot)
+}
+
+/// The protection of the anonymous mapping that holds all of
+/// `[addr, addr + len_bytes)` with one protection (`mremap`'s "one
+/// mapping"); `EFAULT` otherwise.
+fn one_mapping(addr: u64, len_bytes: u64) -> Result<Prot, Errno> {
+    let range = PageRange::from_addr_len(addr, len_bytes).map_err(|_| errno::EFAULT)?;
+    let guard = SPACE.lock();
+    let space = guard.as_ref().ok_or(errno::EFAULT)?;
+    let region = space.lookup(range.start).ok_or(errno::EFAULT)?;
+    if region.kind != Kind::Anonymous || !region.range.covers(range) {
+        return Err(errno::EFAULT);
+    }
+    Ok(region.prot)
+}
+
+/// `mremap(2)` of anonymous memory: shrink in place, grow in place when
+/// the pages after it are free, else (with `may_move`) move it to a new
+/// mapping, at `to` if given (`MREMAP_FIXED`). The new address.
+pub(crate) fn remap(
+    addr: u64,
+    old_bytes: usize,
+    new_bytes: usize,
+    may_move: bool,
+    to: Option<u64>,
+) -> Result<u64, Errno> {
+    if !addr.is_multiple_of(PAGE_SIZE) || new_bytes == 0 {
+        return Err(errno::EINVAL);
+    }
+    let old_len = (old_bytes as u64).next_multiple_of(PAGE_SIZE);
+    let new_len = (new_bytes as u64).next_multiple_of(PAGE_SIZE);
+    let prot = one_mapping(addr, old_len.max(PAGE_SIZE))?;
+    if to.is_none() {
+        if new_len <= old_len {
+            if new_len < old_len {
+                unmap(addr + new_len, (old_len - new_len) as usize)?;
+            }
+            return Ok(addr);
+        }
+        if map_anonymous_at(addr + old_len, (new_len - old_len) as usize, prot).is_ok() {
+            return Ok(addr);
+        }
+        if !may_move {
+            return Err(errno::ENOMEM);
+        }
+    }
+    if let Some(to) = to {
+        let target = PageRange::from_addr_len(to, new_len)?;
+        let source = PageRange::from_addr_len(addr, old_len.max(PAGE_SIZE))?;
+        if target.overlaps(source) {
+            return Err(errno::EINVAL);
+        }
+    }
+    // Move: a read-write mapping to copy into, then the old one's rights.
+    let new = match to {
+        Some(to) => map_anonymous_fixed(to, new_len as usize, Prot::READ_WRITE)?,
+        None => map_anonymous(new_len as usize, Prot::READ_WRITE)?,
+    };
+    let copied = old_len.min(new_len);
+    if !prot.is_readable() {
+        // Unreadable pages cannot be copied from here: make them readable
+        // for the copy (they are unmapped right after).
+        protect(addr, copied as usize, Prot::READ)?;
+    }
+    // SAFETY: both ranges are the program's anonymous mappings, the old
+    // one readable and the new one read-write (just arranged), and they
+    // do not overlap (a new mapping was free, a fixed target that
+    // overlaps is refused above).
+    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, new as *mut u8, copied as usize) };
+    unmap(addr, old_len as usize)?;
+    if prot != (Prot::READ_WRITE) {
+        protect(new, new_len as usize, prot)?;
+    }
+    Ok(new)
+}
+
+/// `madvise(MADV_DONTNEED)` on anonymous memory: the pages read as zero
+/// from now on. `ENOMEM` if a page is not mapped, `EINVAL` if one is not
+/// the program's anonymous memory.
+pub(crate) fn discard(addr: u64, len_bytes: usize) -> Result<(), Errno> {
+    let range = PageRange::from_addr_len(addr, len_bytes as u64)?;
+    let parts: Vec<(PageRange, Prot)> = {
+        let guard = SPACE.lock();
+        let space = guard.as_ref().ok_or(errno::ENOMEM)?;
+        let mut cursor = range.start;
+        let mut parts = Vec::new();
+        for region in space.regions().filter(|r| r.range.overlaps(range)) {
+            if region.range.start > cursor {
+                return Err(errno::ENOMEM);
+            }
+            if region.kind != Kind::Anonymous {
+                return Err(errno::EINVAL);
+            }
+            if let Some(part) = region.range.intersect(range) {
+                parts.push((part, region.prot));
+            }
+            cursor = region.range.end;
+        }
+        if cursor < range.end {
+            return Err(errno::ENOMEM);
+        }
+        parts
+    };
+    for (part, prot) in parts {
+        let is_writable = prot.is_writable();
+        if !is_writable && ram::set_rights(part, PageRights::ReadWrite).is_err() {
+            return Err(errno::ENOMEM);
+        }
+        // SAFETY: the program's own anonymous pages (checked above),
+        // writable now; the program gave up their contents.
+        unsafe { core::ptr::write_bytes(part.start as *mut u8, 0, part.len_bytes() as usize) };
+        if !is_writable && ram::set_rights(part, rights_of(prot)).is_err() {
+            return Err(errno::ENOMEM);
+        }
+    }
+    Ok(())
 }
 
 /// `munmap(2)`: the application's mappings in the range lose every right

@@ -196,6 +196,18 @@ impl FrameAllocator {
         }
     }
 
+    /// Allocate exactly the frames of `range` (a program's `MAP_FIXED`):
+    /// `Invalid` if the range leaves the span, `OutOfMemory` (nothing
+    /// taken) unless every frame of it is free.
+    pub fn alloc_range(&mut self, range: PageRange) -> Result<(), FrameError> {
+        let (from, to) = self.indices(range)?;
+        if find(&self.free, from, to, false).is_some() {
+            return Err(FrameError::OutOfMemory);
+        }
+        self.mark_allocated(from, to);
+        Ok(())
+    }
+
     /// Free the frame at `addr`.
     pub fn free(&mut self, addr: u64) -> Result<(), FrameError> {
         let range =
@@ -370,6 +382,32 @@ mod tests {
         frames.free(MIB).unwrap();
         assert!(frames.is_free(MIB));
         assert_eq!(frames.alloc(), Ok(MIB));
+    }
+
+    #[test]
+    fn allocates_a_given_range_only_if_all_of_it_is_free() {
+        let mut frames = allocator((0, 4 * MIB), &[(MIB, 2 * MIB)]);
+        let wanted = range(MIB + 0x3000, MIB + 0x6000);
+        assert_eq!(frames.alloc_range(wanted), Ok(()));
+        assert!(frames.is_allocated(MIB + 0x3000) && frames.is_allocated(MIB + 0x5000));
+        assert_eq!(frames.free_frames(), 253);
+        // Overlapping allocated frames, or frames not ours: nothing taken.
+        let before = frames.free_frames();
+        for bad in [
+            range(MIB, MIB + 0x4000),
+            range(2 * MIB - 0x1000, 2 * MIB + 0x1000),
+        ] {
+            assert_eq!(frames.alloc_range(bad), Err(FrameError::OutOfMemory));
+        }
+        assert_eq!(frames.free_frames(), before);
+        assert_eq!(
+            frames.alloc_range(range(5 * MIB, 6 * MIB)),
+            Err(FrameError::Invalid)
+        );
+        // The lowest free frame is still the first one.
+        assert_eq!(frames.alloc(), Ok(MIB));
+        frames.free_range(wanted).unwrap();
+        assert!(frames.is_free(MIB + 0x3000));
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //!
 //! The program's break cannot grow (the kernel's heap starts right after
 //! the program): `brk` reports it unchanged, and C libraries fall back to
-//! `mmap`, as they do when Linux refuses to grow it. `MAP_FIXED`, address
-//! hints and file mappings are not supported yet (decision 0002: memory
-//! is identity-mapped RAM; a virtual window for them is planned).
+//! `mmap`, as they do when Linux refuses to grow it. Memory is
+//! identity-mapped RAM (decisions 0002 and 0004), so an address hint or
+//! `MAP_FIXED` is honoured where that RAM is free or the program's own
+//! anonymous memory, and is `ENOMEM` elsewhere (the kernel's memory, the
+//! program's image, beyond RAM); file mappings are not supported yet.
 
 use eremite_interface::errno::{self, Errno};
+use eremite_interface::layout::PAGE_SIZE;
 use spin::Once;
 
 use super::SysResult;
@@ -17,6 +20,7 @@ const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
 const MAP_FIXED: u32 = 0x10;
 const MAP_ANONYMOUS: u32 = 0x20;
+const MAP_FIXED_NOREPLACE: u32 = 0x10_0000;
 /// Flags that change nothing here: every mapping is committed RAM.
 const MAP_IGNORED: u32 = 0x100 /* GROWSDOWN */ | 0x800 /* DENYWRITE */ | 0x1000 /* EXECUTABLE */
     | 0x4000 /* NORESERVE */ | 0x8000 /* POPULATE */ | 0x20000 /* STACK */;
@@ -46,7 +50,15 @@ pub(super) fn mmap(
     if sharing == 0 || sharing == MAP_SHARED | MAP_PRIVATE {
         return Err(errno::EINVAL);
     }
-    if flags & !(MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_IGNORED) != 0 {
+    if flags
+        & !(MAP_SHARED
+            | MAP_PRIVATE
+            | MAP_FIXED
+            | MAP_FIXED_NOREPLACE
+            | MAP_ANONYMOUS
+            | MAP_IGNORED)
+        != 0
+    {
         return Err(errno::EINVAL);
     }
     if flags & MAP_ANONYMOUS == 0 {
@@ -54,15 +66,60 @@ pub(super) fn mmap(
         let _ = (fd, offset);
         return Err(errno::ENODEV);
     }
-    if flags & MAP_FIXED != 0 || !addr.is_multiple_of(4096) {
-        return Err(if flags & MAP_FIXED != 0 {
-            errno::ENOMEM
-        } else {
-            errno::EINVAL
-        });
+    if len == 0 {
+        return Err(errno::EINVAL);
     }
-    // A hint without MAP_FIXED is only a hint.
+    if flags & MAP_FIXED != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(errno::EINVAL);
+        }
+        return mm::map_anonymous_fixed(addr, len, prot);
+    }
+    if flags & MAP_FIXED_NOREPLACE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(errno::EINVAL);
+        }
+        return mm::map_anonymous_at(addr, len, prot);
+    }
+    // A hint: there if that memory is free, else anywhere (as Linux).
+    let hint = addr & !(PAGE_SIZE - 1);
+    if hint != 0
+        && let Ok(mapped) = mm::map_anonymous_at(hint, len, prot)
+    {
+        return Ok(mapped);
+    }
     mm::map_anonymous(len, prot)
+}
+
+/// `mremap(2)` of anonymous memory (`MREMAP_MAYMOVE`, `MREMAP_FIXED`).
+pub(super) fn mremap(
+    addr: u64,
+    old_len: usize,
+    new_len: usize,
+    flags: u32,
+    new_addr: u64,
+) -> SysResult {
+    const MREMAP_MAYMOVE: u32 = 1;
+    const MREMAP_FIXED: u32 = 2;
+    const MREMAP_DONTUNMAP: u32 = 4;
+    if flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0
+        || (flags & MREMAP_FIXED != 0 && flags & MREMAP_MAYMOVE == 0)
+    {
+        return Err(errno::EINVAL);
+    }
+    if flags & MREMAP_DONTUNMAP != 0 {
+        // Leaves the old range mapped, empty: not yet.
+        return Err(errno::EINVAL);
+    }
+    if old_len == 0 {
+        // Duplicating a shared mapping: there are none.
+        return Err(errno::EINVAL);
+    }
+    let to = (flags & MREMAP_FIXED != 0).then_some(new_addr);
+    if to.is_some_and(|to| !to.is_multiple_of(PAGE_SIZE)) {
+        return Err(errno::EINVAL);
+    }
+    mm::remap(addr, old_len, new_len, flags & MREMAP_MAYMOVE != 0, to)
 }
 
 /// `munmap(2)`. A range that holds the caller's stack pointer `rsp` is
@@ -87,15 +144,16 @@ pub(super) fn brk(_requested: u64) -> SysResult {
     Ok(BREAK.get().copied().unwrap_or(0))
 }
 
-/// `madvise(2)`: advice is accepted; `MADV_DONTNEED` on anonymous memory
-/// would have to zero it, which callers rely on, so it is refused until
-/// it does.
-pub(super) fn madvise(_addr: u64, _len: usize, advice: i32) -> SysResult {
+/// `madvise(2)`: `MADV_DONTNEED` zeroes the pages (what callers rely
+/// on); `MADV_FREE` and the rest are advice, taken as given (the memory
+/// stays, as `MADV_FREE` allows).
+pub(super) fn madvise(addr: u64, len: usize, advice: i32) -> SysResult {
     const MADV_DONTNEED: i32 = 4;
-    const MADV_FREE: i32 = 8;
+    if !addr.is_multiple_of(PAGE_SIZE) {
+        return Err(errno::EINVAL);
+    }
     match advice {
-        MADV_DONTNEED => Err(errno::EINVAL),
-        MADV_FREE => Ok(0),
+        MADV_DONTNEED if len > 0 => mm::discard(addr, len).map(|()| 0),
         _ => Ok(0),
     }
 }

@@ -246,7 +246,7 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::WRITEV => signal::on_broken_pipe(file::writev(int(a), b, size(c))),
         nr::ACCESS => file::faccessat(file::AT_FDCWD, a, uint(b)),
         nr::SCHED_YIELD => sync::sched_yield(),
-        nr::MREMAP => Err(errno::ENOMEM),
+        nr::MREMAP => mem::mremap(a, size(b), size(c), uint(d), e),
         nr::MADVISE => mem::madvise(a, size(b), int(c)),
         nr::DUP => file::dup(int(a)),
         nr::DUP2 => file::dup3(int(a), int(b), 0, true),
