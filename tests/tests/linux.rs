@@ -168,6 +168,19 @@ fn mmap_hints_map_fixed_mremap_and_madvise_behave_as_on_linux() {
 }
 
 #[test]
+fn wild_pointers_in_system_calls_are_efault_and_change_nothing() {
+    // examples/c/wildptr.c (passes on Linux): 22 calls, each with page 0,
+    // the kernel's image, memory beyond RAM and the top of the address
+    // space for its pointer.
+    both_kinds("wildptr", &[], &[], |run| {
+        run.expect_code(0);
+        let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
+        assert_eq!(oks, 23, "{run}");
+        assert!(run.stdout.ends_with("wildptr passed\n"), "{run}");
+    });
+}
+
+#[test]
 fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
     both_kinds("redzone", &["--verbose", "--stats"], &[], |run| {
         run.expect_code(0);

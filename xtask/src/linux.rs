@@ -11,7 +11,7 @@ use std::process::Command;
 use crate::{Result, root, run_command};
 
 /// C programs in `examples/c`, by name (`NAME.c`).
-pub(crate) const C_PROGRAMS: [&str; 10] = [
+pub(crate) const C_PROGRAMS: [&str; 11] = [
     "hello",
     "pthreads",
     "redzone",
@@ -22,6 +22,7 @@ pub(crate) const C_PROGRAMS: [&str; 10] = [
     "echo",
     "fsdiff",
     "memory",
+    "wildptr",
 ];
 /// Rust examples built for Linux, by binary name.
 pub(crate) const RUST_PROGRAMS: [&str; 6] =

@@ -1,25 +1,53 @@
 //! Checked access to memory named by the application.
 //!
 //! Every pointer an application passes to a `sys_*` function goes through
-//! here: null, misaligned, outside guest RAM, or wrapping around the
-//! address space → `EFAULT`, never a kernel fault. (Application and kernel
-//! share one address space, so a checked range is a valid one.)
+//! here: null (page 0), misaligned, outside guest RAM, into the kernel's
+//! image beside a Linux program, or wrapping around the address space →
+//! `EFAULT`, never a kernel fault. (Application and kernel share one
+//! address space, so a checked range is a valid one.)
 //!
 //! The one module of `abi` where `unsafe_code` is allowed: turning a
 //! checked pointer into a reference or a slice.
 #![allow(unsafe_code)]
 
 use core::mem::{align_of, size_of};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use eremite_interface::errno::{self, Errno};
+use eremite_interface::layout::PAGE_SIZE;
 
 use crate::mm::{self, UserAccess};
 
 fn check(addr: u64, len: usize, align: usize, access: UserAccess) -> Result<(), Errno> {
-    if !addr.is_multiple_of(align as u64) || !mm::is_accessible(addr, len as u64, access) {
+    if !addr.is_multiple_of(align as u64)
+        || is_kernels(addr, len as u64)
+        || !mm::is_accessible(addr, len as u64, access)
+    {
         return Err(errno::EFAULT);
     }
     Ok(())
+}
+
+/// The kernel's image when a Linux program runs beside it ([`set_kernel`]):
+/// mapped, but not the program's. Empty for hermit programs, which are
+/// one image with the kernel.
+static KERNEL_START: AtomicU64 = AtomicU64::new(0);
+static KERNEL_END: AtomicU64 = AtomicU64::new(0);
+
+/// Refuse pointers into `[start, end)` from now on (the kernel's image,
+/// below a Linux program: a pointer there is as wild as on Linux).
+pub(super) fn set_kernel(start: u64, end: u64) {
+    KERNEL_START.store(start, Ordering::Relaxed);
+    KERNEL_END.store(end, Ordering::Relaxed);
+}
+
+/// Whether `[addr, addr + len)` touches page 0 (unmapped for hermit
+/// programs, a Linux program's system-call trampoline) or the kernel's
+/// image beside a Linux program.
+fn is_kernels(addr: u64, len: u64) -> bool {
+    let end = addr.saturating_add(len);
+    addr < PAGE_SIZE
+        || (addr < KERNEL_END.load(Ordering::Relaxed) && end > KERNEL_START.load(Ordering::Relaxed))
 }
 
 /// The `len` bytes at `ptr`, for reading.
@@ -96,5 +124,8 @@ pub(super) fn write<T: Copy>(ptr: *mut T, value: T) -> Result<(), Errno> {
 
 /// An application's 32-bit futex word (`mm::user_word`).
 pub(super) fn atomic_u32<'a>(ptr: *mut u32) -> Result<&'a core::sync::atomic::AtomicU32, Errno> {
+    if is_kernels(ptr as u64, 4) {
+        return Err(errno::EFAULT);
+    }
     mm::user_word(ptr as u64, UserAccess::Read).ok_or(errno::EFAULT)
 }
