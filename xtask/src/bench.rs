@@ -286,7 +286,9 @@ fn run_native<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Result<ProgramOutput> 
 /// `x86_64-unknown-linux-musl`, run unmodified in eremite (through the
 /// Linux ABI: rewritten `syscall` sites) and natively, pinned to the same
 /// core (rows with the suffix `_linux`); `fsbench` likewise, on the RAM
-/// file system and natively in tmpfs; and boot to exit of the musl C
+/// file system and natively in tmpfs; the trap path's cost (`getpid` from
+/// a `syscall` site left in place, `examples/c/redzone.c`); and boot to
+/// exit of the musl C
 /// hello in eremite against the same binary natively, next to the hermit
 /// hello's (interleaved runs).
 fn linux(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, u64)> {
@@ -334,6 +336,25 @@ fn linux(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, u64)> {
     let e_fs = run_program(&mut eremite_fs)?;
     rows.extend(pair("linux", &e_fs, &l_fs, &FS_ROWS, "_linux")?);
     drop(scratch);
+
+    // The trap path: `getpid` from a `syscall` site left in place (its
+    // function keeps data in the red zone), natively the same `syscall`.
+    let redzone = crate::linux::c_dir().join("redzone");
+    let mut trapped = Command::new("taskset");
+    trapped
+        .args(["-c", BENCH_CORE])
+        .arg(cli)
+        .arg("run")
+        .arg(&redzone)
+        .args(["--", "bench"]);
+    let e_trap = run_program(&mut trapped)?;
+    let mut native_trap = Command::new("taskset");
+    native_trap
+        .args(["-c", BENCH_CORE])
+        .arg(&redzone)
+        .arg("bench");
+    let l_trap = run_program(&mut native_trap)?;
+    rows.extend(pair("linux", &e_trap, &l_trap, &["getpid_trap"], "_linux")?);
 
     let c_hello = crate::linux::c_dir().join("hello");
     let hermit_hello = build_image("hello")?;
