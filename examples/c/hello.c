@@ -1,7 +1,7 @@
 /* A C program built with musl (-static and -static-pie), run unmodified
  * through eremite's Linux ABI: its arguments, one environment variable,
- * where /proc/self/exe points, and the exit code given as its first
- * argument. */
+ * where /proc/self/exe points, the first line of the file GREETING_FILE
+ * names (if set), and the exit code given as its first argument. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +13,17 @@ int main(int argc, char **argv) {
         printf("argv[%d]=%s\n", i, argv[i]);
     const char *greeting = getenv("GREETING");
     printf("GREETING=%s\n", greeting ? greeting : "(unset)");
+    const char *file = getenv("GREETING_FILE");
+    if (file) {
+        FILE *f = fopen(file, "r");
+        char line[256] = "";
+        if (!f || !fgets(line, sizeof line, f))
+            printf("cannot read %s\n", file);
+        else
+            printf("%s says: %s", file, line);
+        if (f)
+            fclose(f);
+    }
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = 0;

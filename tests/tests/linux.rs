@@ -181,6 +181,58 @@ fn wild_pointers_in_system_calls_are_efault_and_change_nothing() {
 }
 
 #[test]
+fn mount_and_initrd_work_for_linux_programs() {
+    // --mount: the C file-system transcript below a host tmpfs directory
+    // matches the native one (O_APPEND set by F_SETFL included).
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let program = c_image("fsdiff", false);
+    let native_dir = base.join(format!("eremite-c-fsdiff-native-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&native_dir);
+    let native = std::process::Command::new(&program)
+        .arg(&native_dir)
+        .output()
+        .expect("cannot run fsdiff natively");
+    let native = String::from_utf8_lossy(&native.stdout).into_owned();
+    let host = base.join(format!("eremite-c-fsdiff-mount-{}", std::process::id()));
+    std::fs::create_dir_all(&host).unwrap();
+    let mount = format!("{}:/mnt", host.display());
+    let run = boot_image(&program, &["--mount", &mount], &["/mnt/fsdiff"]);
+    let _ = std::fs::remove_dir_all(&host);
+    run.expect_code(0);
+    assert_eq!(run.stdout, native, "{run}");
+
+    // --initrd: a file unpacked into / before the program starts.
+    let initrd = base.join(format!("eremite-linux-initrd-{}", std::process::id()));
+    std::fs::create_dir_all(initrd.join("etc")).unwrap();
+    std::fs::write(initrd.join("etc/greeting"), "bonjour from the initrd\n").unwrap();
+    let initrd_arg = initrd.display().to_string();
+    for is_pie in [false, true] {
+        let run = boot_image(
+            &c_image("hello", is_pie),
+            &[
+                "--initrd",
+                &initrd_arg,
+                "--env",
+                "GREETING_FILE=/etc/greeting",
+            ],
+            &[],
+        );
+        run.expect_code(0);
+        assert!(
+            run.stdout
+                .contains("/etc/greeting says: bonjour from the initrd\n"),
+            "{run}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&initrd);
+}
+
+#[test]
 fn a_syscall_next_to_red_zone_data_is_left_in_place_and_still_served() {
     both_kinds("redzone", &["--verbose", "--stats"], &[], |run| {
         run.expect_code(0);

@@ -42,11 +42,19 @@ impl FileObject for HostFile {
         Ok(n)
     }
 
+    /// With `O_APPEND` at the end: the host writes there itself when the
+    /// file was opened so; when `F_SETFL` added the flag later, the end is
+    /// asked for first (a host process writing meanwhile could race it).
     fn write(&self, buf: &[u8], status: OpenFlags) -> Result<usize, Errno> {
         let mut position = self.position.lock();
-        // The host opened it with O_APPEND too, and writes at its end.
-        let n = self.handle.write(position.offset, buf)?;
-        position.offset = if status.contains(OpenFlags::APPEND) {
+        let is_append = status.contains(OpenFlags::APPEND);
+        let at = if is_append {
+            self.handle.stat()?.size
+        } else {
+            position.offset
+        };
+        let n = self.handle.write(at, buf)?;
+        position.offset = if is_append {
             self.handle.stat()?.size
         } else {
             position.offset + n as u64
@@ -58,8 +66,14 @@ impl FileObject for HostFile {
         self.handle.read(offset, buf)
     }
 
-    fn pwrite(&self, buf: &[u8], offset: u64, _status: OpenFlags) -> Result<usize, Errno> {
-        self.handle.write(offset, buf)
+    /// As Linux: with `O_APPEND`, at the end whatever `offset` says.
+    fn pwrite(&self, buf: &[u8], offset: u64, status: OpenFlags) -> Result<usize, Errno> {
+        let at = if status.contains(OpenFlags::APPEND) {
+            self.handle.stat()?.size
+        } else {
+            offset
+        };
+        self.handle.write(at, buf)
     }
 
     fn seek(&self, offset: i64, whence: Whence) -> Result<u64, Errno> {
