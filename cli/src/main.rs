@@ -345,6 +345,16 @@ fn linux_stats(program: &LinuxProgram, kernel: &KernelReport) -> String {
         program.sites_rewritten
     );
     out += &format!("  sites left as syscall    {:>8}\n", program.sites_left);
+    if program.interp_base != 0 || kernel.linux_sites_rewritten_later > 0 {
+        out += &format!(
+            "  rewritten when mapped    {:>8}\n",
+            kernel.linux_sites_rewritten_later
+        );
+        out += &format!(
+            "  left when mapped         {:>8}\n",
+            kernel.linux_sites_left_later
+        );
+    }
     out += &format!("  calls by the trap path   {:>8}\n", kernel.linux_traps);
     let unknown: Vec<_> = kernel
         .linux_unknown

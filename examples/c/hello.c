@@ -1,5 +1,5 @@
-/* A C program built with musl (-static and -static-pie), run unmodified
- * through eremite's Linux ABI: its arguments, one environment variable,
+/* A C program built with musl (-static and -static-pie) and with glibc
+ * (dynamically linked), run unmodified through eremite's Linux ABI: its arguments, one environment variable,
  * where /proc/self/exe points, the first line of the file GREETING_FILE
  * names (if set), and the exit code given as its first argument. */
 #include <stdio.h>
@@ -7,8 +7,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef __GLIBC__
+#define LIBC "glibc"
+#else
+#define LIBC "musl"
+#endif
+
 int main(int argc, char **argv) {
-    printf("hello from musl, argc=%d\n", argc);
+    printf("hello from " LIBC ", argc=%d\n", argc);
     for (int i = 1; i < argc; i++)
         printf("argv[%d]=%s\n", i, argv[i]);
     const char *greeting = getenv("GREETING");

@@ -87,6 +87,10 @@ pub struct KernelReport {
     /// A Linux program's system calls that came by the trap path (from
     /// `syscall` sites left in place).
     pub linux_traps: u64,
+    /// `syscall` sites the kernel rewrote, and left, in code mapped
+    /// executable after start (shared libraries, `mprotect(PROT_EXEC)`).
+    pub linux_sites_rewritten_later: u64,
+    pub linux_sites_left_later: u64,
     /// A Linux program's system calls that got `ENOSYS`, by number, in
     /// the order they were first asked for; unused slots have count 0.
     /// Numbers beyond the slots are not recorded here (`--verbose` lists
@@ -115,6 +119,8 @@ impl Default for KernelReport {
             main_tsc: 0,
             cpl0_entries: [0; CPL0_COUNTERS],
             linux_traps: 0,
+            linux_sites_rewritten_later: 0,
+            linux_sites_left_later: 0,
             linux_unknown: [UnknownCall::default(); LINUX_UNKNOWN_SLOTS],
         }
     }
@@ -225,9 +231,21 @@ pub struct LinuxProgram {
     pub text_start: u64,
     pub text_end: u64,
     pub sites_bitmap: u64,
-    /// `syscall` instructions rewritten, and left on the trap path.
+    /// `syscall` instructions rewritten, and left on the trap path, in the
+    /// program and its interpreter.
     pub sites_rewritten: u64,
     pub sites_left: u64,
+    /// A dynamic program's interpreter (`PT_INTERP`, glibc's `ld.so`),
+    /// loaded by the VMM after the program: its load address (`AT_BASE`)
+    /// and entry point, where the program starts. Zero for a static
+    /// program.
+    pub interp_base: u64,
+    pub interp_entry: u64,
+    /// The interpreter's code and bitmap of rewritten sites, as
+    /// `text_start`, `text_end` and `sites_bitmap` are for the program.
+    pub interp_text_start: u64,
+    pub interp_text_end: u64,
+    pub interp_sites_bitmap: u64,
 }
 
 /// Bits of [`BootInfo::flags`].

@@ -75,6 +75,20 @@ pub fn c_image(name: &str, is_pie: bool) -> PathBuf {
     path
 }
 
+/// `examples/c/NAME.c` built with the host's gcc against glibc,
+/// dynamically linked (`NAME-glibc`), which `./x test` builds.
+pub fn glibc_image(name: &str) -> PathBuf {
+    let path = root()
+        .join("examples/target/c")
+        .join(format!("{name}-glibc"));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it with gcc",
+        path.display()
+    );
+    path
+}
+
 /// `examples/unpatched/NAME`: built for `x86_64-unknown-linux-musl` with
 /// stable Rust against the registry's crates, unpatched (`./x test`
 /// builds it).
@@ -419,6 +433,17 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Where tests put files a native run and a guest compare: `/dev/shm`
+/// (tmpfs, as the guest's RAM file system), else the temporary directory.
+pub fn scratch_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// The file-system differential test: `examples/fsdiff` natively in a
 /// fresh directory on tmpfs, and booted with `options` (a hypervisor, say)
 /// on eremite's RAM file system; every result and every errno must agree,
@@ -431,13 +456,7 @@ pub fn assert_fsdiff_matches_linux(options: &[&str]) {
         "{} is missing: run the tests with `./x test`, which builds it",
         native.display()
     );
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!(
+    let dir = scratch_base().join(format!(
         "eremite-fsdiff-{}-{}",
         std::process::id(),
         RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

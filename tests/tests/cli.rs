@@ -25,12 +25,37 @@ fn a_file_that_is_not_elf_is_refused() {
 }
 
 #[test]
-fn a_dynamically_linked_linux_program_is_refused_in_one_line() {
-    // The CLI itself: a Linux executable that needs ld.so, which eremite
-    // does not load yet.
-    let run = eremite_cli(&["run", eremite().to_str().unwrap()]);
-    one_line_error(&run, 125, "dynamically linked (interpreter");
-    assert!(run.stderr.contains("-static"), "{run}");
+fn a_dynamic_program_whose_library_or_interpreter_is_missing_is_one_line() {
+    // Built here: one program that needs a library deleted after linking,
+    // one whose interpreter does not exist.
+    let dir = std::env::temp_dir().join(format!("eremite-cli-dynamic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("gone.c"), "int gone(void) { return 1; }\n").unwrap();
+    std::fs::write(
+        dir.join("main.c"),
+        "int gone(void);\nint main(void) { return gone(); }\n",
+    )
+    .unwrap();
+    let gcc = |args: &[&str]| {
+        run_command(Command::new("gcc").current_dir(&dir).args(args)).expect_code(0);
+    };
+    gcc(&["-shared", "-fPIC", "-o", "libgone.so", "gone.c"]);
+    gcc(&["-o", "needs-gone", "main.c", "-L.", "-lgone"]);
+    gcc(&[
+        "-o",
+        "no-interpreter",
+        "main.c",
+        "gone.c",
+        "-Wl,--dynamic-linker=/nonexistent/ld.so",
+    ]);
+    std::fs::remove_file(dir.join("libgone.so")).unwrap();
+    let needs_gone = dir.join("needs-gone");
+    let run = eremite_cli(&["run", needs_gone.to_str().unwrap()]);
+    one_line_error(&run, 125, "needs libgone.so");
+    let no_interpreter = dir.join("no-interpreter");
+    let run = eremite_cli(&["run", no_interpreter.to_str().unwrap()]);
+    one_line_error(&run, 125, "cannot read its interpreter /nonexistent/ld.so");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -128,12 +128,7 @@ fn the_c_file_system_transcript_matches_linux_line_for_line() {
     // the same binary natively in tmpfs and in eremite.
     for is_pie in [false, true] {
         let program = c_image("fsdiff", is_pie);
-        let shm = std::path::Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
+        let base = eremite_tests::scratch_base();
         let dir = base.join(format!("eremite-c-fsdiff-{}-{is_pie}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let native = std::process::Command::new(&program)
@@ -184,12 +179,7 @@ fn wild_pointers_in_system_calls_are_efault_and_change_nothing() {
 fn mount_and_initrd_work_for_linux_programs() {
     // --mount: the C file-system transcript below a host tmpfs directory
     // matches the native one (O_APPEND set by F_SETFL included).
-    let shm = std::path::Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
+    let base = eremite_tests::scratch_base();
     let program = c_image("fsdiff", false);
     let native_dir = base.join(format!("eremite-c-fsdiff-native-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&native_dir);

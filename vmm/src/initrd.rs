@@ -184,6 +184,76 @@ pub fn build(path: &Path) -> Result<Vec<u8>, InitrdError> {
     }
 }
 
+/// A host file the VMM puts in the initrd by itself (a dynamic program's
+/// libraries, see `linux::closure`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GuestFile {
+    /// Absolute path in the guest.
+    pub(crate) guest: String,
+    /// The host file (symlinks are followed when it is read).
+    pub(crate) host: PathBuf,
+}
+
+/// The initrd for `files` and then what `user` (`--initrd`) names, whose
+/// members win on a clash (the kernel unpacks in order); `None` when
+/// there is neither.
+pub(crate) fn compose(
+    files: &[GuestFile],
+    user: Option<&Path>,
+) -> Result<Option<Vec<u8>>, InitrdError> {
+    let user_archive = user.map(build).transpose()?;
+    if files.is_empty() {
+        return Ok(user_archive);
+    }
+    let mut writer = Writer::new();
+    for file in files {
+        let read_error = |source| InitrdError::Read {
+            path: file.host.clone(),
+            source,
+        };
+        let meta = fs::metadata(&file.host).map_err(read_error)?;
+        let data = fs::read(&file.host).map_err(read_error)?;
+        writer
+            .add_file(
+                file.guest.trim_start_matches('/'),
+                meta.mode(),
+                clamp_mtime(meta.mtime()),
+                &data,
+            )
+            .map_err(|source| InitrdError::Name {
+                place: file.guest.clone(),
+                source,
+            })?;
+        if writer.len_bytes() as u64 > LOW_RAM_END {
+            return Err(InitrdError::TooLarge(file.host.clone()));
+        }
+    }
+    if let (Some(archive), Some(path)) = (&user_archive, user) {
+        for entry in eremite_cpio::entries(archive) {
+            let entry = entry.map_err(|source| InitrdError::Cpio {
+                path: path.to_owned(),
+                source,
+            })?;
+            if entry.is_root() {
+                continue;
+            }
+            let added = match entry.kind() {
+                EntryKind::Directory => writer.add_dir(entry.name, entry.mode, entry.mtime),
+                EntryKind::File => writer.add_file(entry.name, entry.mode, entry.mtime, entry.data),
+                EntryKind::Symlink => {
+                    writer.add_symlink(entry.name, entry.mode, entry.mtime, entry.data)
+                }
+                EntryKind::Other => continue,
+            };
+            added.map_err(|source| InitrdError::Name {
+                place: member_place(path, entry.name),
+                source,
+            })?;
+        }
+    }
+    Ok(Some(writer.finish()))
+}
+
 /// gzip, bzip2, xz, zstd, lz4.
 const COMPRESSED_MAGICS: [&[u8]; 5] = [
     &[0x1f, 0x8b],

@@ -419,13 +419,23 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         .as_ref()
         .map(|spec| devices::Tap::open(&spec.tap))
         .transpose()?;
-    let initrd_archive = config.initrd.as_deref().map(initrd::build).transpose()?;
     let file = memory::ImageFile::open(&config.image).map_err(|source| Error::ReadImage {
         path: config.image.clone(),
         source,
     })?;
+    let is_linux = loader::is_foreign_elf(file.bytes());
+    // A dynamic Linux program's libraries go in the initrd.
+    let guest_files = if is_linux {
+        linux::guest_files(&config.image, file.bytes()).map_err(|source| Error::Linux {
+            path: config.image.clone(),
+            source,
+        })?
+    } else {
+        Vec::new()
+    };
+    let initrd_archive = initrd::compose(&guest_files, config.initrd.as_deref())?;
     let ram = memory::GuestRam::new(config.memory_bytes)?;
-    let (image, linux, trap_entries) = if loader::is_foreign_elf(file.bytes()) {
+    let (image, linux, trap_entries) = if is_linux {
         let booted = config
             .linux_kernel
             .ok_or(linux::LinuxError::NoKernel)

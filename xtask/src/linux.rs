@@ -1,6 +1,7 @@
 //! The Linux programs the Linux-ABI tests and benchmarks boot: C programs
-//! from `examples/c` built with musl (Debian's musl-tools), each twice,
-//! `-static` and `-static-pie`; and Rust examples built with stable Rust
+//! from `examples/c` built with musl (Debian's musl-tools), `-static` and
+//! `-static-pie`, and with the host's gcc and glibc, dynamically linked;
+//! and Rust examples built with stable Rust
 //! for `x86_64-unknown-linux-musl`, the toolchain and target installed
 //! with rustup (the pinned nightly has no musl target). Nothing in them
 //! knows eremite.
@@ -32,7 +33,8 @@ const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Where Debian's musl-dev keeps musl's start files and libc.a.
 const MUSL_LIB: &str = "/usr/lib/x86_64-linux-musl";
 
-/// Where the C programs land: `NAME` (static) and `NAME-pie`.
+/// Where the C programs land: `NAME` (static), `NAME-pie` and
+/// `NAME-glibc` (dynamic).
 pub(crate) fn c_dir() -> PathBuf {
     root().join("examples/target/c")
 }
@@ -67,6 +69,15 @@ fn build_c() -> Result {
             Command::new("musl-gcc")
                 .args(["-static", "-O2", "-pthread", "-o"])
                 .arg(&binary)
+                .arg(&source),
+        )?;
+        // The same source against the host's glibc, dynamically linked
+        // (a PIE, Debian's default): the interpreter and the libraries
+        // come from the host at run time.
+        run_command(
+            Command::new("gcc")
+                .args(["-O2", "-pthread", "-o"])
+                .arg(out.join(format!("{name}-glibc")))
                 .arg(&source),
         )?;
         // musl-gcc's specs know no -static-pie: compile position-

@@ -239,14 +239,17 @@ fn test(extra: &[String]) -> Result {
 /// interoperability), `tar` (initrd from a tar archive), `ip` (network
 /// namespaces and tap devices), `qemu-system-x86_64` (the second
 /// hypervisor, `tests/tests/qemu.rs`), `wrk` (the `net` group's HTTP
-/// load), `musl-gcc` (the C programs of the Linux-ABI tests).
-const HOST_TOOLS: [(&str, &str, &str); 6] = [
+/// load), `musl-gcc` and `gcc` (the C programs of the Linux-ABI tests),
+/// `sqlite3` (an unmodified Debian program the tests run).
+const HOST_TOOLS: [(&str, &str, &str); 8] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
     ("qemu-system-x86_64", "--version", "qemu-system-x86"),
     ("wrk", "-v", "wrk"),
     ("musl-gcc", "--version", "musl-tools"),
+    ("gcc", "--version", "gcc"),
+    ("sqlite3", "--version", "sqlite3"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on

@@ -36,8 +36,8 @@ use crate::arch;
 pub(crate) use eremite_mm::Prot;
 pub(crate) use heap::{alloc, alloc_zeroed, dealloc, has_room, realloc};
 pub(crate) use space::{
-    FaultExplanation, NO_THREAD, Stack, discard, explain_fault, map_anonymous, map_anonymous_at,
-    map_anonymous_fixed, protect, remap, unmap,
+    FaultExplanation, NO_THREAD, Stack, add_program_segment, discard, explain_fault, map_anonymous,
+    map_anonymous_at, map_anonymous_fixed, protect, remap, unmap,
 };
 pub(crate) use tlb::catch_up as tlb_catch_up;
 

@@ -282,6 +282,40 @@ pub(crate) fn unmap(addr: u64, len_bytes: usize) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Record the pages of a Linux program's segment (or its interpreter's),
+/// which the VMM loaded with the rights of `prot`, so that the program can
+/// change them (`mprotect` of `PT_GNU_RELRO`). Pages already recorded (a
+/// page two segments share) are skipped.
+pub(crate) fn add_program_segment(start: u64, end: u64, prot: Prot) -> Result<(), Errno> {
+    let range = PageRange::new(start & !(PAGE_SIZE - 1), end.next_multiple_of(PAGE_SIZE))?;
+    let mut guard = SPACE.lock();
+    let space = guard.as_mut().ok_or(errno::ENOMEM)?;
+    let mut cursor = range.start;
+    let taken: Vec<PageRange> = space
+        .regions()
+        .filter(|r| r.range.overlaps(range))
+        .map(|r| r.range)
+        .collect();
+    for region in taken.iter().chain(core::iter::once(&PageRange {
+        start: range.end,
+        end: range.end,
+    })) {
+        let free_end = region.start.clamp(cursor, range.end);
+        if free_end > cursor {
+            space.map(
+                PageRange {
+                    start: cursor,
+                    end: free_end,
+                },
+                Kind::Program,
+                prot,
+            )?;
+        }
+        cursor = cursor.max(region.end);
+    }
+    Ok(())
+}
+
 /// `mprotect(2)` of the application's mappings.
 pub(crate) fn protect(addr: u64, len_bytes: usize, prot: Prot) -> Result<(), Errno> {
     let mut guard = SPACE.lock();
@@ -308,7 +342,7 @@ fn restore(space: &mut AddressSpace, before: &[eremite_mm::Region]) {
     let mut fresh = AddressSpace::new(bounds);
     for region in before {
         let _ = fresh.map(region.range, region.kind, region.prot);
-        if region.kind == Kind::Anonymous {
+        if matches!(region.kind, Kind::Anonymous | Kind::Program) {
             let _ = ram::set_rights(region.range, rights_of(region.prot));
         }
     }

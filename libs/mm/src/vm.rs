@@ -57,17 +57,26 @@ pub enum Kind {
     },
     /// Anonymous memory of `mmap(2)`, handed out zeroed.
     Anonymous,
+    /// A segment of a Linux program or its interpreter, loaded before
+    /// boot: the program may change its protection (`PT_GNU_RELRO`), not
+    /// unmap it.
+    Program,
 }
 
 impl Kind {
-    /// Whether the application may unmap or reprotect it.
+    /// Whether the application may unmap it.
     fn is_application_owned(self) -> bool {
         self == Kind::Anonymous
     }
 
+    /// Whether the application may change its protection.
+    fn is_reprotectable(self) -> bool {
+        matches!(self, Kind::Anonymous | Kind::Program)
+    }
+
     /// Whether nothing, not even the kernel, may unmap it.
     fn is_permanent(self) -> bool {
-        matches!(self, Kind::Supervisor | Kind::Image)
+        matches!(self, Kind::Supervisor | Kind::Image | Kind::Program)
     }
 }
 
@@ -79,6 +88,7 @@ impl fmt::Display for Kind {
             Kind::Heap => write!(f, "the heap"),
             Kind::Stack { thread, .. } => write!(f, "the stack of thread {thread}"),
             Kind::Anonymous => write!(f, "anonymous memory"),
+            Kind::Program => write!(f, "the program's image"),
         }
     }
 }
@@ -452,7 +462,7 @@ impl AddressSpace {
     /// from `addr` touch the protection `prot`. A zero length does
     /// nothing; `EINVAL` for a misaligned `addr`, `ENOMEM` if the range
     /// wraps or holds an unmapped page, `EPERM` if a page belongs to
-    /// anything but anonymous memory.
+    /// anything but anonymous memory or a Linux program's segments.
     pub fn mprotect(
         &mut self,
         addr: u64,
@@ -472,7 +482,7 @@ impl AddressSpace {
             if region.range.start > cursor {
                 return Err(errno::ENOMEM);
             }
-            is_foreign |= !region.kind.is_application_owned();
+            is_foreign |= !region.kind.is_reprotectable();
             cursor = region.range.end;
         }
         if cursor < range.end {

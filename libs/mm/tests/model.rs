@@ -187,6 +187,7 @@ const HIGH: u64 = 60;
 enum KindChoice {
     Supervisor,
     Image,
+    Program,
     Heap,
     Stack { guard_pages: u64 },
     Anonymous,
@@ -243,6 +244,7 @@ fn kind() -> impl Strategy<Value = KindChoice> {
     prop_oneof![
         1 => Just(KindChoice::Supervisor),
         1 => Just(KindChoice::Image),
+        1 => Just(KindChoice::Program),
         2 => Just(KindChoice::Heap),
         2 => (0..4u64).prop_map(|guard_pages| KindChoice::Stack { guard_pages }),
         5 => Just(KindChoice::Anonymous),
@@ -291,7 +293,7 @@ fn vm_op() -> impl Strategy<Value = VmOp> {
 struct VmModel(Vec<Option<(Kind, Prot)>>);
 
 fn is_permanent(kind: Kind) -> bool {
-    matches!(kind, Kind::Supervisor | Kind::Image)
+    matches!(kind, Kind::Supervisor | Kind::Image | Kind::Program)
 }
 
 impl VmModel {
@@ -374,7 +376,7 @@ impl VmModel {
         if self
             .pages(first, end)
             .flatten()
-            .any(|(kind, _)| kind != Kind::Anonymous)
+            .any(|(kind, _)| !matches!(kind, Kind::Anonymous | Kind::Program))
         {
             return Err(errno::EPERM);
         }
@@ -511,6 +513,7 @@ proptest! {
         let mut to_kind = |choice: KindChoice, thread_back: u32, is_new: bool| match choice {
             KindChoice::Supervisor => Kind::Supervisor,
             KindChoice::Image => Kind::Image,
+            KindChoice::Program => Kind::Program,
             KindChoice::Heap => Kind::Heap,
             KindChoice::Anonymous => Kind::Anonymous,
             KindChoice::Stack { guard_pages } => {

@@ -1,14 +1,14 @@
-//! Unmodified static Linux x86_64 programs (`docs/linux.md`).
+//! Unmodified Linux x86_64 programs, static and dynamic (`docs/linux.md`).
 //!
 //! `eremite run` recognises an ELF file without the `EREMITE` note as a
 //! Linux program. It boots the kernel built for that (the CLI carries it,
 //! see `cli/build.rs`) with the program loaded beside it
-//! ([`program`]), its `syscall` sites rewritten ([`rewrite`]) and the
+//! ([`program`]), its `syscall` sites rewritten (`eremite-sites`) and the
 //! trampoline they call in page 0 ([`trampoline`]); the kernel's Linux
 //! ABI layer (`kernel/src/abi/linux`) starts it.
 
+pub(crate) mod closure;
 pub(crate) mod program;
-pub(crate) mod rewrite;
 pub(crate) mod trampoline;
 
 pub use program::ProgramError;
@@ -16,6 +16,9 @@ pub use program::ProgramError;
 use eremite_interface::LinuxProgram;
 use eremite_interface::layout::PAGE_SIZE;
 
+use std::path::Path;
+
+use crate::initrd::GuestFile;
 use crate::loader::{self, LoadError, LoadedImage, PageAccess, PageZero};
 use crate::memory::{GuestRam, OutOfRange};
 
@@ -54,10 +57,20 @@ pub enum LinuxError {
     Memory(#[from] OutOfRange),
 }
 
-/// Load `kernel` (the Linux-ABI kernel image) and `program` into `ram`:
-/// one image from the kernel's start to the end of the program's pages,
-/// with the trampoline in page 0, and what the kernel needs to know of
-/// the program.
+/// The host files a Linux program needs in the guest: none for a static
+/// one, its libraries and the files glibc reads for a dynamic one
+/// ([`closure`]).
+pub(crate) fn guest_files(path: &Path, program: &[u8]) -> Result<Vec<GuestFile>, LinuxError> {
+    match goblin::elf::Elf::parse(program) {
+        Ok(elf) if elf.interpreter.is_some() => Ok(closure::needed(path, program)?),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Load `kernel` (the Linux-ABI kernel image) and `program` into `ram`,
+/// with its interpreter if it is dynamic: one image from the kernel's
+/// start to the end of the last pages loaded, with the trampoline in page
+/// 0, and what the kernel needs to know of the program.
 pub(crate) fn load(
     kernel: &[u8],
     program: &[u8],
@@ -65,7 +78,10 @@ pub(crate) fn load(
     cpus: u32,
 ) -> Result<Booted, LinuxError> {
     let mut image = loader::load(kernel, ram)?;
-    let loaded = program::load(program, ram, image.end)?;
+    let mut loaded = program::load(program, ram, image.end)?;
+    if let Some(path) = loaded.interpreter.take() {
+        load_interpreter(&mut loaded, &path, ram)?;
+    }
     let entry = loader::symbol(kernel, &image, CALL_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
     let page = trampoline::page(entry).ok_or(LinuxError::NoEntry)?;
     let trap_entry =
@@ -82,4 +98,35 @@ pub(crate) fn load(
         program: loaded.info,
         trap_entries,
     })
+}
+
+/// Load a dynamic program's interpreter (`path` on the host, as the
+/// program names it) after `program`, which then starts there, and
+/// describe it in the program's [`LinuxProgram`].
+fn load_interpreter(
+    program: &mut program::Loaded,
+    path: &str,
+    ram: &GuestRam,
+) -> Result<(), ProgramError> {
+    let bytes = std::fs::read(path).map_err(|source| ProgramError::Interpreter {
+        path: path.to_owned(),
+        source,
+    })?;
+    let interp = program::load(&bytes, ram, program.end)?;
+    if interp.interpreter.is_some() {
+        return Err(ProgramError::InterpreterNotStatic(path.to_owned()));
+    }
+    let gap = (interp.info.start - program.end) / PAGE_SIZE;
+    program.pages.extend((0..gap).map(|_| PageAccess::Unmapped));
+    program.pages.extend(interp.pages);
+    program.end = interp.end;
+    let info = &mut program.info;
+    info.interp_base = interp.info.start;
+    info.interp_entry = interp.info.entry;
+    info.interp_text_start = interp.info.text_start;
+    info.interp_text_end = interp.info.text_end;
+    info.interp_sites_bitmap = interp.info.sites_bitmap;
+    info.sites_rewritten += interp.info.sites_rewritten;
+    info.sites_left += interp.info.sites_left;
+    Ok(())
 }

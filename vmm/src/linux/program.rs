@@ -1,16 +1,20 @@
-//! Loading a static Linux x86_64 program next to the Linux-ABI kernel.
+//! Loading a Linux x86_64 program next to the Linux-ABI kernel, and a
+//! dynamic program's interpreter after it.
 //!
 //! The program's `PT_LOAD` segments go to their link addresses (`ET_EXEC`,
-//! usually from 0x400000) or, for a static PIE (`ET_DYN`), to the first
-//! 2 MiB boundary above the kernel; guest RAM is identity-mapped, so that
-//! is where they are in guest-physical memory too. Each page gets the
-//! rights of its segments (W^X: a page both writable and executable is
-//! refused). A static PIE relocates itself at start-up (musl's `rcrt1`,
-//! glibc's `_dl_relocate_static_pie`), so nothing is relocated here and
-//! `PT_GNU_RELRO` pages stay writable. Executable segments have their
-//! `syscall` sites rewritten ([`super::rewrite`]) before they are copied,
-//! and a bitmap of the rewritten sites' return addresses goes in the pages
-//! after the program, read-only, for the dispatcher's check.
+//! usually from 0x400000) or, for a position-independent one (`ET_DYN`:
+//! a static PIE, a dynamic program built as PIE, `ld.so` itself), to the
+//! first 2 MiB boundary above what is loaded already; guest RAM is
+//! identity-mapped, so that is where they are in guest-physical memory
+//! too. Each page gets the rights of its segments (W^X: a page both
+//! writable and executable is refused). Nothing is relocated here: a
+//! static PIE relocates itself at start-up (musl's `rcrt1`, glibc's
+//! `_dl_relocate_static_pie`), and `ld.so` relocates itself and the
+//! program; `PT_GNU_RELRO` pages start writable and the program makes
+//! them read-only with `mprotect` if it wants to. Executable segments have
+//! their `syscall` sites rewritten (`eremite-sites`) before they are
+//! copied, and a bitmap of the rewritten sites' return addresses goes in
+//! the pages after the program, read-only, for the dispatcher's check.
 //!
 //! Every offset, size and address comes from the file and is checked
 //! before use.
@@ -21,7 +25,6 @@ use eremite_interface::LinuxProgram;
 use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use goblin::elf::{Elf, header, program_header, sym};
 
-use super::rewrite;
 use crate::loader::PageAccess;
 use crate::memory::{GuestRam, OutOfRange};
 
@@ -35,11 +38,33 @@ pub enum ProgramError {
     /// Not a 64-bit x86 program.
     #[error("it is built for {0}; eremite runs x86_64 programs")]
     WrongMachine(&'static str),
-    /// A dynamically linked program.
-    #[error(
-        "it is dynamically linked (interpreter {0}); eremite runs static Linux programs only so far (link with -static or -static-pie)"
-    )]
-    Dynamic(String),
+    /// A library the program (or a library it needs) names, not found.
+    #[error("it needs {name} (named by {needed_by}), which is not on this host")]
+    Library {
+        /// The library's name (`DT_NEEDED`).
+        name: String,
+        /// The object that needs it.
+        needed_by: String,
+    },
+    /// A library or file it needs cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The host path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An interpreter that asks for an interpreter itself.
+    #[error("its interpreter {0} is itself dynamically linked")]
+    InterpreterNotStatic(String),
+    /// The interpreter a dynamic program names cannot be read.
+    #[error("cannot read its interpreter {path}: {source}")]
+    Interpreter {
+        /// The interpreter's path (`PT_INTERP`), on the host.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Not an executable.
     #[error("it is not an executable (ELF type {0})")]
     NotExecutable(u16),
@@ -73,6 +98,8 @@ pub(crate) struct Loaded {
     pub(crate) pages: Vec<PageAccess>,
     /// End of everything loaded (the program, then the site bitmap).
     pub(crate) end: u64,
+    /// The interpreter it names (`PT_INTERP`), for a dynamic program.
+    pub(crate) interpreter: Option<String>,
 }
 
 fn page_down(addr: u64) -> u64 {
@@ -94,8 +121,9 @@ fn machine_name(machine: u16) -> &'static str {
     }
 }
 
-/// Check `bytes` (a Linux program) and load it into `ram` at or above
-/// `lowest` (the end of the kernel image).
+/// Check `bytes` (a Linux program, or a dynamic program's interpreter)
+/// and load it into `ram` at or above `lowest` (the end of the kernel
+/// image, or of the program before the interpreter).
 pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, ProgramError> {
     let elf = Elf::parse(bytes).map_err(|e| ProgramError::Malformed(e.to_string()))?;
     if !elf.is_64 {
@@ -111,9 +139,6 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, 
         return Err(ProgramError::WrongMachine(machine_name(
             elf.header.e_machine,
         )));
-    }
-    if let Some(interpreter) = elf.interpreter {
-        return Err(ProgramError::Dynamic(interpreter.to_owned()));
     }
     let is_pie = match elf.header.e_type {
         header::ET_EXEC => false,
@@ -163,7 +188,7 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, 
     let functions = function_ranges(&elf, bias);
     // The span of the executable segments (none yet).
     let mut text: Option<Range<u64>> = None;
-    let mut sites = rewrite::Sites::default();
+    let mut sites = eremite_sites::Sites::default();
     let mut ranges = Vec::new();
     for p in &segments {
         let file_end = p.p_offset.checked_add(p.p_filesz);
@@ -176,7 +201,7 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, 
         let range = addr..addr + p.p_memsz;
         if p.p_flags & program_header::PF_X != 0 {
             let mut code = data.to_vec();
-            let found = rewrite::rewrite(&mut code, addr, &functions);
+            let found = eremite_sites::rewrite(&mut code, addr, &functions);
             sites.rewritten.extend(found.rewritten);
             sites.left.extend(found.left);
             text = Some(match text {
@@ -204,13 +229,7 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, 
             mem_size: ram.low_end(),
         });
     }
-    let mut bitmap = vec![0u8; usize::try_from(bitmap_len).unwrap_or(0)];
-    for site in &sites.rewritten {
-        let bit = usize::try_from(site + 2 - text.start).unwrap_or(usize::MAX);
-        if let Some(byte) = bitmap.get_mut(bit / 8) {
-            *byte |= 1 << (bit % 8);
-        }
-    }
+    let bitmap = eremite_sites::bitmap(&text, &sites.rewritten);
     ram.write(bitmap_addr, &bitmap)?;
 
     let mut pages = page_access(start, program_end, &ranges)?;
@@ -243,9 +262,11 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, 
             sites_bitmap: bitmap_addr,
             sites_rewritten: sites.rewritten.len() as u64,
             sites_left: sites.left.len() as u64,
+            ..LinuxProgram::default()
         },
         pages,
         end,
+        interpreter: elf.interpreter.map(str::to_owned),
     })
 }
 

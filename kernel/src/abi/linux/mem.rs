@@ -1,4 +1,4 @@
-//! Memory: `mmap` of anonymous memory, `munmap`, `mprotect`, `brk`,
+//! Memory: `mmap` of anonymous memory and of files, `munmap`, `mprotect`, `brk`,
 //! `madvise`, on the core's address space (`mm`).
 //!
 //! The program's break cannot grow (the kernel's heap starts right after
@@ -7,14 +7,16 @@
 //! identity-mapped RAM (decisions 0002 and 0004), so an address hint or
 //! `MAP_FIXED` is honoured where that RAM is free or the program's own
 //! anonymous memory, and is `ENOMEM` elsewhere (the kernel's memory, the
-//! program's image, beyond RAM); file mappings are not supported yet.
+//! program's image, beyond RAM). A file mapping is a private copy of the
+//! file's bytes; code mapped executable, from a file or by `mprotect`,
+//! has its `syscall` sites rewritten before it can run ([`sites`]).
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::layout::PAGE_SIZE;
 use spin::Once;
 
-use super::SysResult;
-use crate::{mm, sched};
+use super::{SysResult, sites, user};
+use crate::{fd, mm, sched};
 
 const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
@@ -61,14 +63,17 @@ pub(super) fn mmap(
     {
         return Err(errno::EINVAL);
     }
-    if flags & MAP_ANONYMOUS == 0 {
-        // File mappings: not yet.
-        let _ = (fd, offset);
-        return Err(errno::ENODEV);
-    }
     if len == 0 {
         return Err(errno::EINVAL);
     }
+    if flags & MAP_ANONYMOUS == 0 {
+        return map_file(addr, len, prot, flags, fd, offset);
+    }
+    place(addr, len, prot, flags)
+}
+
+/// Anonymous memory where `addr` and `flags` say.
+fn place(addr: u64, len: usize, prot: mm::Prot, flags: u32) -> SysResult {
     if flags & MAP_FIXED != 0 {
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(errno::EINVAL);
@@ -89,6 +94,61 @@ pub(super) fn mmap(
         return Ok(mapped);
     }
     mm::map_anonymous(len, prot)
+}
+
+/// `mmap(2)` of a file: a private copy of its bytes from `offset` (zero
+/// past its end), as `MAP_PRIVATE` gives and as `MAP_SHARED` gives while
+/// nobody writes (a shared mapping that is writable is `ENODEV`: writes
+/// would not reach the file). Code mapped executable has its `syscall`
+/// sites rewritten first, while the pages are still writable.
+fn map_file(addr: u64, len: usize, prot: mm::Prot, flags: u32, fd: i32, offset: i64) -> SysResult {
+    const S_IFMT: u32 = 0o170_000;
+    const S_IFREG: u32 = 0o100_000;
+    const S_IFCHR: u32 = 0o020_000;
+    let offset = u64::try_from(offset).map_err(|_| errno::EINVAL)?;
+    if !offset.is_multiple_of(PAGE_SIZE) {
+        return Err(errno::EINVAL);
+    }
+    let stat = fd::fstat(fd)?;
+    if !matches!(stat.mode & S_IFMT, S_IFREG | S_IFCHR) {
+        return Err(errno::ENODEV);
+    }
+    if !fd::status_flags(fd)?.is_readable() {
+        return Err(errno::EACCES);
+    }
+    if flags & MAP_SHARED != 0 && prot.is_writable() {
+        return Err(errno::ENODEV);
+    }
+    let at = place(addr, len, mm::Prot::READ_WRITE, flags)?;
+    let filled = fill(at, len, fd, offset).and_then(|()| {
+        if prot.is_executable() {
+            sites::rewrite(at, len);
+        }
+        if prot == mm::Prot::READ_WRITE {
+            Ok(())
+        } else {
+            mm::protect(at, len, prot)
+        }
+    });
+    if let Err(error) = filled {
+        let _ = mm::unmap(at, len);
+        return Err(error);
+    }
+    Ok(at)
+}
+
+/// Read the file `fd` from `offset` into the fresh, zeroed mapping at
+/// `at` (`len` bytes) until the file ends.
+fn fill(at: u64, len: usize, fd: i32, offset: u64) -> Result<(), Errno> {
+    let buf = user::slice_mut(super::ptr::<u8>(at), len)?;
+    let mut done = 0;
+    while done < buf.len() {
+        match fd::pread(fd, &mut buf[done..], offset + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(())
 }
 
 /// `mremap(2)` of anonymous memory (`MREMAP_MAYMOVE`, `MREMAP_FIXED`).
@@ -132,11 +192,26 @@ pub(super) fn munmap(addr: u64, len: usize, rsp: u64) -> SysResult {
         sched::unmap_at_exit(addr, len);
         return Ok(0);
     }
-    mm::unmap(addr, len).map(|()| 0)
+    mm::unmap(addr, len)?;
+    sites::forget(addr, len);
+    Ok(0)
 }
 
+/// `mprotect(2)`. Code made executable has its `syscall` sites rewritten
+/// first (made writable for that if it is not).
 pub(super) fn mprotect(addr: u64, len: usize, prot_bits: u32) -> SysResult {
-    mm::protect(addr, len, prot(prot_bits)?).map(|()| 0)
+    let prot = prot(prot_bits)?;
+    if prot.is_executable() && len > 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(errno::EINVAL);
+        }
+        let len = len.next_multiple_of(super::size(PAGE_SIZE));
+        if user::slice_mut(super::ptr::<u8>(addr), len).is_err() {
+            mm::protect(addr, len, mm::Prot::READ_WRITE)?;
+        }
+        sites::rewrite(addr, len);
+    }
+    mm::protect(addr, len, prot).map(|()| 0)
 }
 
 /// `brk(2)`: the break stays where the program ends.

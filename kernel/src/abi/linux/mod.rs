@@ -20,6 +20,7 @@ use eremite_interface::linux_syscalls as nr;
 mod poll;
 mod process;
 mod signal;
+mod sites;
 mod start;
 mod sync;
 mod time;
@@ -29,7 +30,6 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::{BootInfo, KernelReport, LINUX_UNKNOWN_SLOTS, UnknownCall, layout};
-use spin::Once;
 
 use super::{trace, user};
 use crate::arch::{self, SyscallFrame};
@@ -88,32 +88,6 @@ fn fd_value(fd: i32) -> u64 {
     u64::from(fd.cast_unsigned())
 }
 
-/// The rewritten sites: a bitmap of their return addresses over the
-/// program's code.
-struct Sites {
-    text_start: u64,
-    bitmap: &'static [u8],
-}
-
-static SITES: Once<Sites> = Once::new();
-
-/// Whether `return_address` follows a rewritten `syscall` site.
-fn is_rewritten_site(return_address: u64) -> bool {
-    let Some(sites) = SITES.get() else {
-        return false;
-    };
-    let Some(bit) = return_address.checked_sub(sites.text_start) else {
-        return false;
-    };
-    let Ok(bit) = usize::try_from(bit) else {
-        return false;
-    };
-    sites
-        .bitmap
-        .get(bit / 8)
-        .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
-}
-
 /// How often each unknown number was asked for (numbers up to 511).
 static UNKNOWN: [AtomicU32; 512] = [const { AtomicU32::new(0) }; 512];
 
@@ -138,7 +112,7 @@ pub(crate) fn report_unknown() {
 /// Where a rewritten system call arrives (from `arch`, on the thread's
 /// system-call stack), with its registers in `frame`.
 pub(crate) extern "C" fn dispatch(frame: &mut SyscallFrame) -> u64 {
-    if !is_rewritten_site(frame.rip) {
+    if !sites::is_rewritten(frame.rip) {
         process::null_call(frame);
     }
     run(frame)
@@ -152,6 +126,11 @@ pub(crate) extern "C" fn dispatch_trap(frame: &mut SyscallFrame) -> u64 {
     let traps = TRAPS.fetch_add(1, Ordering::Relaxed) + 1;
     arch::write_report_word(report_field(offset_of!(KernelReport, linux_traps)), traps);
     run(frame)
+}
+
+/// Write `value` to the kernel report's field at `offset`.
+fn report(offset: usize, value: u64) {
+    arch::write_report_word(report_field(offset), value);
 }
 
 /// The address of the kernel report's field at `offset` (which the VMM

@@ -247,8 +247,11 @@ pub(super) fn prlimit(pid: i32, resource: i32, _new: u64, old: u64) -> SysResult
     }
     if old != 0 {
         let limit = match resource {
+            // Every stack is RAM here (nothing is committed lazily), and
+            // glibc sizes its threads' stacks by this limit: 2 MiB, as
+            // Rust's threads get, rather than Linux's usual 8 MiB.
             RLIMIT_STACK => Rlimit {
-                current: 8 << 20,
+                current: 2 << 20,
                 max: RLIM_INFINITY,
             },
             RLIMIT_NOFILE => Rlimit {

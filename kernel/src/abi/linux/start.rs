@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use eremite_interface::BootInfo;
 use eremite_interface::layout::PAGE_SIZE;
 
-use super::{SITES, Sites, mem, ptr, user};
+use super::{mem, ptr, sites, user};
 use crate::arch::{self, SyscallFrame};
 use crate::{bootinfo, mm, random, sched};
 
@@ -70,6 +70,60 @@ fn fail(why: &str) -> ! {
     crate::hypervisor::exit(eremite_interface::hypercall::ExitKind::KernelPanic, 0)
 }
 
+/// Add the code `[start, end)` the VMM rewrote, with its bitmap of sites.
+fn add_sites(start: u64, end: u64, bitmap: u64) {
+    let len = end.saturating_sub(start).div_ceil(8);
+    let bitmap = user::slice(ptr(bitmap), super::size(len)).unwrap_or(&[]);
+    if !bitmap.is_empty() {
+        sites::add(start, end, bitmap);
+    }
+}
+
+/// ELF program header fields (`Elf64_Phdr`).
+const PT_LOAD: u32 = 1;
+const PHDR_LEN: usize = 56;
+const PF_X: u32 = 1;
+const PF_W: u32 = 2;
+const PF_R: u32 = 4;
+
+/// Record the `PT_LOAD` segments of the program headers at `phdr`
+/// (`phnum` of them, addresses `bias` from the file's) as the program's
+/// memory, so it may `mprotect` them.
+fn add_segments(phdr: u64, phnum: u64, bias: u64) {
+    let Ok(headers) = user::slice(ptr::<u8>(phdr), super::size(phnum).saturating_mul(PHDR_LEN))
+    else {
+        return;
+    };
+    for header in headers.as_chunks::<PHDR_LEN>().0 {
+        let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
+        let kind = u32::from_le_bytes(header[0..4].try_into().unwrap_or([0; 4]));
+        let flags = u32::from_le_bytes(header[4..8].try_into().unwrap_or([0; 4]));
+        if kind != PT_LOAD {
+            continue;
+        }
+        let (vaddr, memsz) = (word(16), word(40));
+        let start = vaddr.wrapping_add(bias);
+        let bits = [(PF_R, 1), (PF_W, 2), (PF_X, 4)]
+            .iter()
+            .filter(|(flag, _)| flags & flag != 0)
+            .fold(0, |bits, (_, prot)| bits | prot);
+        let Ok(prot) = mm::Prot::from_bits(bits) else {
+            continue;
+        };
+        let _ = mm::add_program_segment(start, start.saturating_add(memsz), prot);
+    }
+}
+
+/// Record the interpreter's segments: its ELF header is at `base`.
+fn add_interpreter_segments(base: u64) {
+    let Ok(header) = user::slice(ptr::<u8>(base), 64) else {
+        return;
+    };
+    let phoff = u64::from_le_bytes(header[32..40].try_into().unwrap_or([0; 8]));
+    let phnum = u16::from_le_bytes(header[56..58].try_into().unwrap_or([0; 2]));
+    add_segments(base.wrapping_add(phoff), u64::from(phnum), base);
+}
+
 /// The program's path as it was started (`argv[0]`, `AT_EXECFN`).
 static EXE: spin::Once<Vec<u8>> = spin::Once::new();
 
@@ -82,15 +136,19 @@ pub(super) fn exe_path() -> &'static [u8] {
 /// whose system calls run on the stack whose top is `syscall_stack`.
 pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
     let program = info.linux;
-    let bitmap_len = program
-        .text_end
-        .saturating_sub(program.text_start)
-        .div_ceil(8);
-    let bitmap = user::slice(ptr(program.sites_bitmap), super::size(bitmap_len)).unwrap_or(&[]);
-    SITES.call_once(|| Sites {
-        text_start: program.text_start,
-        bitmap,
-    });
+    add_sites(program.text_start, program.text_end, program.sites_bitmap);
+    let is_dynamic = program.interp_base != 0;
+    if is_dynamic {
+        add_sites(
+            program.interp_text_start,
+            program.interp_text_end,
+            program.interp_sites_bitmap,
+        );
+    }
+    add_segments(program.phdr, program.phnum, program.bias);
+    if is_dynamic {
+        add_interpreter_segments(program.interp_base);
+    }
     mem::set_break(program.end);
     // The kernel's image is not the program's memory: a pointer into it
     // is EFAULT, as a pointer into Linux's kernel is.
@@ -140,7 +198,7 @@ pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
         (AT_PHENT, program.phent),
         (AT_PHNUM, program.phnum),
         (AT_PAGESZ, PAGE_SIZE),
-        (AT_BASE, 0),
+        (AT_BASE, program.interp_base),
         (AT_FLAGS, 0),
         (AT_ENTRY, program.entry),
         (AT_UID, 0),
@@ -178,7 +236,11 @@ pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
     out.copy_from_slice(&layout.bytes);
 
     let frame = SyscallFrame {
-        rip: program.entry,
+        rip: if is_dynamic {
+            program.interp_entry
+        } else {
+            program.entry
+        },
         rsp: sp,
         ..SyscallFrame::default()
     };

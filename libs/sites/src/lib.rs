@@ -1,9 +1,11 @@
-//! Rewriting a Linux program's `syscall` instructions (`0F 05`) into
-//! `call *%rax` (`FF D0`), both two bytes, before the code is mapped
-//! (zpoline, USENIX ATC 2023). The call lands in the trampoline at
-//! address 0 ([`super::trampoline`]), which leads to the kernel's
-//! dispatcher: a function call instead of a trap, nanoseconds instead of
-//! tens of microseconds here.
+//! Rewriting the `syscall` instructions (`0F 05`) of x86_64 Linux code
+//! into `call *%rax` (`FF D0`), both two bytes, before the code is mapped
+//! executable (zpoline, USENIX ATC 2023). The call lands in a trampoline
+//! at address 0, which leads to the kernel's dispatcher: a function call
+//! instead of a trap, nanoseconds instead of tens of microseconds on the
+//! hosts eremite targets. The VMM rewrites a program and its interpreter
+//! as it loads them; the kernel rewrites code that is mapped executable
+//! later (libraries `ld.so` maps, `mprotect(PROT_EXEC)`).
 //!
 //! The one way this can break a program: `call` pushes its return address
 //! at `[rsp - 8]`, inside the 128 bytes below the stack pointer that the
@@ -12,26 +14,35 @@
 //! rewritten when its function calls something, or, in a leaf, when
 //! nothing in the function addresses memory below `rsp` or `rbp`. Sites
 //! that fail the check stay `syscall` and take the trap path. A function
-//! is the `STT_FUNC` symbol around the site when the program has symbols;
-//! a stripped program's sites are judged on the instructions between the
+//! is the `STT_FUNC` symbol around the site when the code comes with
+//! symbols; otherwise sites are judged on the instructions between the
 //! nearest function boundaries the decoder can see (`ret`, `jmp`, `int3`,
 //! `ud2`, `hlt`) and, to be safe, on the 64 instructions either side.
 //!
-//! Code is decoded linearly from each executable segment's start, as
+//! Code is decoded linearly from the start of each executable range, as
 //! zpoline does (compilers put no data in `.text` on x86_64); a `syscall`
 //! found so is one the CPU would execute from that instruction stream.
+//! The dispatcher tells a rewritten site's call from a call through a
+//! null function pointer with a bitmap of the sites' return addresses
+//! ([`bitmap`]).
 
+#![no_std]
+
+extern crate alloc;
+
+use alloc::vec;
+use alloc::vec::Vec;
 use core::ops::Range;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
 /// What the rewriting did to one segment.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Sites {
+pub struct Sites {
     /// Addresses of the sites now `call *%rax`.
-    pub(crate) rewritten: Vec<u64>,
+    pub rewritten: Vec<u64>,
     /// Addresses of the `syscall` instructions left as they are.
-    pub(crate) left: Vec<u64>,
+    pub left: Vec<u64>,
 }
 
 /// What the red-zone check needs of one instruction.
@@ -76,10 +87,10 @@ fn is_safe(instrs: &[Decoded]) -> bool {
     instrs.iter().any(|i| i.is_call) || !instrs.iter().any(|i| i.is_below_frame)
 }
 
-/// Find the `syscall` sites in `code` (loaded at guest address `addr`)
-/// and rewrite the safe ones in place. `functions` are the program's
-/// function symbols as guest address ranges (empty for a stripped one).
-pub(crate) fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
+/// Find the `syscall` sites in `code` (to run at address `addr`) and
+/// rewrite the safe ones in place. `functions` are the code's function
+/// symbols as address ranges (empty when there are none).
+pub fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
     let mut instrs = Vec::new();
     let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
     let mut instr = Instruction::default();
@@ -124,8 +135,45 @@ pub(crate) fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> S
     sites
 }
 
+/// The bitmap of rewritten sites over `text` (one bit per byte of code,
+/// set at each site's return address, `site + 2`), as the kernel's
+/// dispatcher reads it.
+pub fn bitmap(text: &Range<u64>, rewritten: &[u64]) -> Vec<u8> {
+    let len = text.end.saturating_sub(text.start).div_ceil(8);
+    let mut bits = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    for site in rewritten {
+        let Some(bit) = (site + 2)
+            .checked_sub(text.start)
+            .and_then(|b| usize::try_from(b).ok())
+        else {
+            continue;
+        };
+        if let Some(byte) = bits.get_mut(bit / 8) {
+            *byte |= 1 << (bit % 8);
+        }
+    }
+    bits
+}
+
+/// Whether `bitmap` (over code from `text_start`) marks `return_address`
+/// as following a rewritten site.
+#[inline]
+pub fn is_marked(bitmap: &[u8], text_start: u64, return_address: u64) -> bool {
+    let Some(bit) = return_address
+        .checked_sub(text_start)
+        .and_then(|b| usize::try_from(b).ok())
+    else {
+        return false;
+    };
+    bitmap
+        .get(bit / 8)
+        .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
+}
+
 #[cfg(test)]
 mod tests {
+    use alloc::vec;
+
     use super::*;
 
     const ADDR: u64 = 0x40_1000;
@@ -171,6 +219,17 @@ mod tests {
         let function = ADDR..ADDR + code.len() as u64;
         let sites = rewrite(&mut code, ADDR, &[function]);
         assert_eq!(sites.rewritten, [ADDR + site]);
+    }
+
+    #[test]
+    fn the_bitmap_marks_return_addresses_only() {
+        let text = ADDR..ADDR + 64;
+        let bits = bitmap(&text, &[ADDR + 5, ADDR + 40]);
+        assert!(is_marked(&bits, ADDR, ADDR + 7));
+        assert!(is_marked(&bits, ADDR, ADDR + 42));
+        for other in [ADDR + 5, ADDR + 6, ADDR + 8, ADDR - 1, ADDR + 64, 0] {
+            assert!(!is_marked(&bits, ADDR, other), "{other:#x}");
+        }
     }
 
     #[test]
