@@ -135,6 +135,28 @@ pub fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
     sites
 }
 
+/// Function ranges from symbols, `(address, size)` each (`STT_FUNC`, in
+/// the addresses the code runs at), sorted and without duplicates: a
+/// symbol without a size (hand-written assembly often has none, such as
+/// musl's `__clone`) reaches the next function symbol.
+pub fn functions(mut symbols: Vec<(u64, u64)>) -> Vec<Range<u64>> {
+    symbols.retain(|&(start, _)| start != 0);
+    symbols.sort_unstable();
+    symbols.dedup_by_key(|s| s.0);
+    let starts: Vec<u64> = symbols.iter().map(|s| s.0).collect();
+    symbols
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &(start, size))| {
+            let end = match size {
+                0 => *starts.get(i + 1)?,
+                size => start.checked_add(size)?,
+            };
+            (end > start).then_some(start..end)
+        })
+        .collect()
+}
+
 /// The bitmap of rewritten sites over `text` (one bit per byte of code,
 /// set at each site's return address, `site + 2`), as the kernel's
 /// dispatcher reads it.

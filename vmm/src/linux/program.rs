@@ -288,30 +288,22 @@ fn program_headers(elf: &Elf<'_>, bias: u64) -> Option<u64> {
         .map(|p| p.p_vaddr + (offset - p.p_offset) + bias)
 }
 
-/// The program's functions, in guest addresses, sorted: each `STT_FUNC`
-/// symbol with its size, or (hand-written assembly often has none, such
-/// as musl's `__clone`) up to the next function symbol.
+/// The program's functions, in guest addresses, sorted: its `STT_FUNC`
+/// symbols, from `.symtab`, or `.dynsym` when it is stripped (a shared
+/// object such as `ld.so` keeps its exported ones there).
 fn function_ranges(elf: &Elf<'_>, bias: u64) -> Vec<Range<u64>> {
-    let mut symbols: Vec<(u64, u64)> = elf
-        .syms
-        .iter()
-        .filter(|s| s.st_type() == sym::STT_FUNC && s.st_value != 0)
-        .filter_map(|s| Some((s.st_value.checked_add(bias)?, s.st_size)))
-        .collect();
-    symbols.sort_unstable();
-    symbols.dedup_by_key(|s| s.0);
-    let starts: Vec<u64> = symbols.iter().map(|s| s.0).collect();
-    symbols
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &(start, size))| {
-            let end = match size {
-                0 => *starts.get(i + 1)?,
-                size => start.checked_add(size)?,
-            };
-            (end > start).then_some(start..end)
-        })
-        .collect()
+    let table = if elf.syms.is_empty() {
+        &elf.dynsyms
+    } else {
+        &elf.syms
+    };
+    eremite_sites::functions(
+        table
+            .iter()
+            .filter(|s| s.st_type() == sym::STT_FUNC && s.st_value != 0)
+            .filter_map(|s| Some((s.st_value.checked_add(bias)?, s.st_size)))
+            .collect(),
+    )
 }
 
 /// The access of every page in `[start, end)`: the union of the segments

@@ -15,7 +15,7 @@ use eremite_interface::errno::{self, Errno};
 use eremite_interface::layout::PAGE_SIZE;
 use spin::Once;
 
-use super::{SysResult, sites, user};
+use super::{SysResult, sites, symbols, user};
 use crate::{fd, mm, sched};
 
 const MAP_SHARED: u32 = 0x01;
@@ -122,7 +122,7 @@ fn map_file(addr: u64, len: usize, prot: mm::Prot, flags: u32, fd: i32, offset: 
     let at = place(addr, len, mm::Prot::READ_WRITE, flags)?;
     let filled = fill(at, len, fd, offset).and_then(|()| {
         if prot.is_executable() {
-            sites::rewrite(at, len);
+            sites::rewrite(at, len, &symbols::functions(fd, offset, at));
         }
         if prot == mm::Prot::READ_WRITE {
             Ok(())
@@ -209,7 +209,7 @@ pub(super) fn mprotect(addr: u64, len: usize, prot_bits: u32) -> SysResult {
         if user::slice_mut(super::ptr::<u8>(addr), len).is_err() {
             mm::protect(addr, len, mm::Prot::READ_WRITE)?;
         }
-        sites::rewrite(addr, len);
+        sites::rewrite(addr, len, &[]);
     }
     mm::protect(addr, len, prot).map(|()| 0)
 }

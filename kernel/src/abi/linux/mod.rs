@@ -22,6 +22,7 @@ mod process;
 mod signal;
 mod sites;
 mod start;
+mod symbols;
 mod sync;
 mod time;
 

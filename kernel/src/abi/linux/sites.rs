@@ -12,6 +12,7 @@
 //! beyond the table's capacity keeps its `syscall`s, on the trap path.
 
 use alloc::boxed::Box;
+use core::ops::Range;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use eremite_interface::KernelReport;
@@ -72,13 +73,14 @@ pub(super) fn is_rewritten(return_address: u64) -> bool {
 }
 
 /// Rewrite the `syscall` sites in `[addr, addr + len)`, code about to be
-/// made executable and writable now, and add its region. The counts of
-/// sites rewritten and left.
-pub(super) fn rewrite(addr: u64, len: usize) -> (usize, usize) {
+/// made executable and writable now, judging each by its function in
+/// `functions` where it has one, and add its region. The counts of sites
+/// rewritten and left.
+pub(super) fn rewrite(addr: u64, len: usize, functions: &[Range<u64>]) -> (usize, usize) {
     let Ok(code) = super::user::slice_mut(super::ptr::<u8>(addr), len) else {
         return (0, 0);
     };
-    let mut sites = eremite_sites::rewrite(code, addr, &[]);
+    let mut sites = eremite_sites::rewrite(code, addr, functions);
     let end = addr + len as u64;
     if !sites.rewritten.is_empty() {
         let bitmap: &'static [u8] =
