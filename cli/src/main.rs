@@ -56,8 +56,9 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// Guest memory: a multiple of 2 MiB from 8M to 31G (e.g. 64M, 1G, 512MiB, 8G).
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_memory_size)]
-    memory: u64,
+    /// Default 64M, or 512M for a dynamically linked Linux program.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
+    memory: Option<u64>,
     /// Number of vCPUs, 1 to 16; the application's threads are spread over them.
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u32,
@@ -148,6 +149,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs, started: Instant) -> ExitCode {
+    let memory = args
+        .memory
+        .unwrap_or_else(|| eremite_vmm::default_memory_bytes(&args.image));
     let accel = match args.hypervisor {
         Hypervisor::Eremite => None,
         Hypervisor::Qemu => Some(qemu::Accel::Auto),
@@ -159,7 +163,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     }
     let config = VmConfig {
         image: args.image,
-        memory_bytes: args.memory,
+        memory_bytes: memory,
         cpus: args.cpus,
         args: args.args,
         env: args.env,
@@ -220,7 +224,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
     // The same checks of --ip and --gateway as on our VMM.
     let config = VmConfig {
         image: args.image.clone(),
-        memory_bytes: args.memory,
+        memory_bytes: args.memory.unwrap_or(eremite_vmm::DEFAULT_MEMORY_BYTES),
         cpus: args.cpus,
         args: Vec::new(),
         env: Vec::new(),
@@ -247,7 +251,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
     };
     let request = qemu::QemuRun {
         image: &args.image,
-        memory_bytes: args.memory,
+        memory_bytes: args.memory.unwrap_or(eremite_vmm::DEFAULT_MEMORY_BYTES),
         cpus: args.cpus,
         args: &args.args,
         env: &args.env,
@@ -416,7 +420,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Run(args) = cli.command;
-        assert_eq!(args.memory, 128 << 20);
+        assert_eq!(args.memory, Some(128 << 20));
         assert_eq!(args.env, ["A=1"]);
         assert_eq!(args.image, PathBuf::from("img"));
         assert_eq!(args.args, ["--exit", "3"]);

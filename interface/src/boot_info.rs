@@ -91,6 +91,11 @@ pub struct KernelReport {
     /// executable after start (shared libraries, `mprotect(PROT_EXEC)`).
     pub linux_sites_rewritten_later: u64,
     pub linux_sites_left_later: u64,
+    /// Signals sent to the VMM process that it forwards to the guest
+    /// (`SIGINT`, `SIGTERM`): bit `n - 1` for signal `n`. The VMM sets
+    /// bits (atomically, while the guest runs) and raises
+    /// [`crate::layout::HOST_SIGNAL_VECTOR`]; the kernel takes them.
+    pub host_signals: u64,
     /// A Linux program's system calls that got `ENOSYS`, by number, in
     /// the order they were first asked for; unused slots have count 0.
     /// Numbers beyond the slots are not recorded here (`--verbose` lists
@@ -121,6 +126,7 @@ impl Default for KernelReport {
             linux_traps: 0,
             linux_sites_rewritten_later: 0,
             linux_sites_left_later: 0,
+            host_signals: 0,
             linux_unknown: [UnknownCall::default(); LINUX_UNKNOWN_SLOTS],
         }
     }

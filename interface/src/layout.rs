@@ -129,6 +129,10 @@ pub const WAKE_VECTOR: u8 = 0x21;
 /// routes to CPU 0's local APIC); device `n` in
 /// [`VIRTIO_MMIO_ADDR`] order uses `DEVICE_VECTOR + n`.
 pub const DEVICE_VECTOR: u8 = 0x22;
+/// The IDT vector the VMM raises on CPU 0 when it forwards a signal the
+/// host sent it (see `KernelReport::host_signals`): an MSI, like a
+/// device's.
+pub const HOST_SIGNAL_VECTOR: u8 = 0x3E;
 /// The local APIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
@@ -212,7 +216,8 @@ const _: () = assert!(
         && MAX_VIRTIO_DEVICES * VIRTIO_MMIO_STRIDE <= LARGE_PAGE_SIZE
         && VIRTIO_MMIO_ADDR + LARGE_PAGE_SIZE <= LAPIC_ADDR
 );
-const _: () = assert!((DEVICE_VECTOR as u64 + MAX_VIRTIO_DEVICES) < TIMER_VECTOR as u64 + 32);
+const _: () = assert!((DEVICE_VECTOR as u64 + MAX_VIRTIO_DEVICES) < HOST_SIGNAL_VECTOR as u64);
+const _: () = assert!(HOST_SIGNAL_VECTOR < TIMER_VECTOR + 32);
 const _: () = assert!(TSS_IOMAP_ADDR + TSS_IOMAP_SIZE <= BOOT_INFO_ADDR);
 const _: () = assert!(gdt::SLOTS * 8 <= PAGE_SIZE);
 const _: () = assert!(

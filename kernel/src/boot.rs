@@ -122,6 +122,7 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     } else {
         None
     };
+    sched::set_host_signal_hook(crate::process::host_signals);
     if let Err(why) = fs::init(&info, initrd).and_then(|()| fd::init()) {
         fatal(why);
     }

@@ -18,6 +18,27 @@ pub(crate) fn exit(code: i32) -> ! {
     hypervisor::exit(ExitKind::Exit, code)
 }
 
+/// What the ABI does with a signal the host sent (bit `n - 1` for signal
+/// `n`); without one, the program ends as an unhandled signal ends a Linux
+/// process.
+static HOST_SIGNAL_HANDLER: spin::Once<fn(u64)> = spin::Once::new();
+
+/// Let the ABI take the signals the host sends (the Linux ABI runs the
+/// program's handlers); the first registration wins.
+pub(crate) fn set_host_signal_handler(handler: fn(u64)) {
+    HOST_SIGNAL_HANDLER.call_once(|| handler);
+}
+
+/// Signals the host sent (`SIGINT`, `SIGTERM` at the VMM): the ABI's
+/// handler, or the end of the program with status 128 + the signal.
+pub(crate) fn host_signals(signals: u64) {
+    match HOST_SIGNAL_HANDLER.get() {
+        Some(handler) => handler(signals),
+        None if signals != 0 => exit(128 + signals.trailing_zeros().cast_signed() + 1),
+        None => {}
+    }
+}
+
 /// End the program at once, as `abort(3)` does (exit code 134).
 pub(crate) fn abort() -> ! {
     console::flush();

@@ -40,7 +40,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::hypercall::{ExitKind, Stream};
-use eremite_interface::layout::{DEVICE_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
+use eremite_interface::layout::{DEVICE_VECTOR, HOST_SIGNAL_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
 
 use crate::cpu::{self, Mode};
 use crate::sync::{Lock, LockGuard};
@@ -472,18 +472,48 @@ fn acknowledge(vector: u8) {
             IS_DEVICE_PENDING.store(true, Ordering::SeqCst);
             cpu::this().wake.store(1, Ordering::SeqCst);
         }
+        HOST_SIGNAL_VECTOR => {
+            IS_HOST_SIGNAL_PENDING.store(true, Ordering::SeqCst);
+            cpu::this().wake.store(1, Ordering::SeqCst);
+        }
         _ => {}
     }
     arch::eoi();
 }
 
+/// The VMM forwarded a signal and nobody has taken it yet.
+static IS_HOST_SIGNAL_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// What takes the signals the host sent (`process`).
+static HOST_SIGNAL_HOOK: spin::Once<fn(u64)> = spin::Once::new();
+
+/// Register what takes the signals the host forwards (bit `n - 1` for
+/// signal `n`); the first registration wins.
+pub(crate) fn set_host_signal_hook(hook: fn(u64)) {
+    HOST_SIGNAL_HOOK.call_once(|| hook);
+}
+
 /// Hand a pending device interrupt to the device's driver (which wakes
-/// its thread). Called with no scheduler lock held.
+/// its thread), and the host's signals to their hook. Called with no
+/// scheduler lock held.
 fn deliver_device_interrupt() {
     if IS_DEVICE_PENDING.swap(false, Ordering::SeqCst)
         && let Some(device) = DEVICE.get()
     {
         device.interrupt();
+    }
+    if IS_HOST_SIGNAL_PENDING.swap(false, Ordering::SeqCst) {
+        let signals = arch::take_report_word(
+            eremite_interface::layout::BOOT_INFO_ADDR
+                + (eremite_interface::BootInfo::REPORT_OFFSET
+                    + core::mem::offset_of!(eremite_interface::KernelReport, host_signals))
+                    as u64,
+        );
+        if signals != 0
+            && let Some(hook) = HOST_SIGNAL_HOOK.get()
+        {
+            hook(signals);
+        }
     }
 }
 
@@ -1026,7 +1056,7 @@ pub(crate) extern "C" fn interrupt_acknowledge(vectors: u32) {
     // First, whatever the interrupted code holds: another CPU may be
     // waiting for this one to drop stale TLB entries.
     mm::tlb_catch_up();
-    for vector in [TIMER_VECTOR, WAKE_VECTOR, DEVICE_VECTOR] {
+    for vector in [TIMER_VECTOR, WAKE_VECTOR, DEVICE_VECTOR, HOST_SIGNAL_VECTOR] {
         if vectors & (1 << (vector - TIMER_VECTOR)) != 0 {
             acknowledge(vector);
         }

@@ -10,7 +10,8 @@
 //! kernel's own counters, what the network card did, and where the time
 //! went.
 //!
-//! `unsafe` is allowed only in `kvm/`, in `memory/` for mapping the image
+//! `unsafe` is allowed only in `kvm/` (with the signal handler that
+//! forwards `SIGINT` and `SIGTERM`), in `memory/` for mapping the image
 //! file and populating guest RAM (`madvise`) and in `devices/net/tap.rs` for one ioctl (see `docs/safety.md`).
 #![deny(unsafe_code)]
 
@@ -63,6 +64,27 @@ pub use size::{SizeError, parse_memory_size};
 
 /// Default guest memory.
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+
+/// Guest memory for a dynamic Linux program when none is asked for: its
+/// libraries are in the RAM file system and copied again when mapped, and
+/// no memory is committed lazily; the host backs only what is touched.
+pub const DEFAULT_DYNAMIC_MEMORY_BYTES: u64 = 512 << 20;
+
+/// The guest memory `image` gets when the user names none: more for a
+/// dynamic Linux program ([`DEFAULT_DYNAMIC_MEMORY_BYTES`]) than for the
+/// rest ([`DEFAULT_MEMORY_BYTES`]). An image that cannot be read gets the
+/// usual default (the run then says why it cannot be read).
+pub fn default_memory_bytes(image: &std::path::Path) -> u64 {
+    let is_dynamic = memory::ImageFile::open(image).is_ok_and(|file| {
+        loader::is_foreign_elf(file.bytes())
+            && goblin::elf::Elf::parse(file.bytes()).is_ok_and(|elf| elf.interpreter.is_some())
+    });
+    if is_dynamic {
+        DEFAULT_DYNAMIC_MEMORY_BYTES
+    } else {
+        DEFAULT_MEMORY_BYTES
+    }
+}
 
 /// What to boot and how.
 #[derive(Debug, Clone)]
@@ -507,7 +529,11 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
 
     let entered = Instant::now();
     let services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
+    // Ctrl-C and SIGTERM go to the guest while it runs; without the
+    // forwarding (which cannot fail on Linux) they end eremite as before.
+    let forwarding = kvm::host_signals::Forwarding::start(&ram, machine.vm_fd()).ok();
     let run = machine.run(&ram, &services, &bus, &placement);
+    drop(forwarding);
     let stopped = Instant::now();
     // No vCPU runs any more; stop the devices' threads before the report
     // (and, on an error, before guest RAM goes).

@@ -45,10 +45,16 @@ pub struct Sites {
     pub left: Vec<u64>,
 }
 
-/// What the red-zone check needs of one instruction.
+/// What the red-zone check needs of one instruction: only instructions
+/// with one of these properties are kept (an event), with their position
+/// in the instruction stream, so that the memory needed stays a fraction
+/// of the code's size (a 2.5 MiB library decodes to ~700,000
+/// instructions).
 #[derive(Clone, Copy)]
-struct Decoded {
+struct Event {
     ip: u64,
+    /// Its position among all instructions decoded.
+    index: u32,
     is_syscall: bool,
     is_call: bool,
     /// Ends what a stripped program's function can be seen to be.
@@ -57,70 +63,109 @@ struct Decoded {
     is_below_frame: bool,
 }
 
-fn decoded(instr: &Instruction) -> Decoded {
-    let flow = instr.flow_control();
-    let is_below_frame = (0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory)
-        && matches!(instr.memory_base(), Register::RSP | Register::RBP)
-        && (instr.memory_displacement64() as i64) < 0;
-    // iced counts `syscall` as a call: a call here is one that pushes a
-    // return address, which no compiler lets clobber live red-zone data.
-    let is_syscall = instr.mnemonic() == Mnemonic::Syscall;
-    Decoded {
-        ip: instr.ip(),
-        is_syscall,
-        is_call: matches!(flow, FlowControl::Call | FlowControl::IndirectCall) && !is_syscall,
-        is_boundary: matches!(
-            flow,
-            FlowControl::Return
-                | FlowControl::UnconditionalBranch
-                | FlowControl::IndirectBranch
-                | FlowControl::Interrupt
-                | FlowControl::Exception
-        ) || instr.mnemonic() == Mnemonic::Hlt,
-        is_below_frame,
+impl Event {
+    fn of(instr: &Instruction, index: u32) -> Self {
+        let flow = instr.flow_control();
+        let is_below_frame = (0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory)
+            && matches!(instr.memory_base(), Register::RSP | Register::RBP)
+            && (instr.memory_displacement64() as i64) < 0;
+        // iced counts `syscall` as a call: a call here is one that pushes
+        // a return address, which no compiler lets clobber live red-zone
+        // data.
+        let is_syscall = instr.mnemonic() == Mnemonic::Syscall;
+        Self {
+            ip: instr.ip(),
+            index,
+            is_syscall,
+            is_call: matches!(flow, FlowControl::Call | FlowControl::IndirectCall) && !is_syscall,
+            is_boundary: matches!(
+                flow,
+                FlowControl::Return
+                    | FlowControl::UnconditionalBranch
+                    | FlowControl::IndirectBranch
+                    | FlowControl::Interrupt
+                    | FlowControl::Exception
+            ) || instr.mnemonic() == Mnemonic::Hlt,
+            is_below_frame,
+        }
+    }
+
+    fn matters(&self) -> bool {
+        self.is_syscall || self.is_call || self.is_boundary || self.is_below_frame
     }
 }
 
-/// Whether the function made of `instrs` may have a site rewritten: it
-/// calls something, or it addresses nothing below its frame.
-fn is_safe(instrs: &[Decoded]) -> bool {
-    instrs.iter().any(|i| i.is_call) || !instrs.iter().any(|i| i.is_below_frame)
+/// Whether the function whose events are `events` may have a site
+/// rewritten: it calls something, or it addresses nothing below its frame.
+fn is_safe(events: &[Event]) -> bool {
+    events.iter().any(|e| e.is_call) || !events.iter().any(|e| e.is_below_frame)
+}
+
+/// The events of `code` (at `addr`), or `None` if memory for them ran out.
+fn events(code: &[u8], addr: u64) -> Option<Vec<Event>> {
+    let mut events = Vec::new();
+    events.try_reserve(code.len() / 16).ok()?;
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut index = 0u32;
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            continue;
+        }
+        let event = Event::of(&instr, index);
+        index = index.saturating_add(1);
+        if event.matters() {
+            events.try_reserve(1).ok()?;
+            events.push(event);
+        }
+    }
+    Some(events)
+}
+
+/// The function in `functions` (sorted) that holds `ip`.
+fn function_at(functions: &[Range<u64>], ip: u64) -> Option<&Range<u64>> {
+    let after = functions.partition_point(|f| f.start <= ip);
+    functions[..after]
+        .iter()
+        .rev()
+        .take(8)
+        .find(|f| f.contains(&ip))
 }
 
 /// Find the `syscall` sites in `code` (to run at address `addr`) and
 /// rewrite the safe ones in place. `functions` are the code's function
-/// symbols as address ranges (empty when there are none).
+/// symbols as address ranges, sorted by start (empty when there are
+/// none). If memory for the analysis runs out, nothing is rewritten (and
+/// nothing is reported): the sites keep working, on the trap path.
 pub fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
-    let mut instrs = Vec::new();
-    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
-    let mut instr = Instruction::default();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instr);
-        if !instr.is_invalid() {
-            instrs.push(decoded(&instr));
-        }
-    }
+    let Some(events) = events(code, addr) else {
+        return Sites::default();
+    };
     let mut sites = Sites::default();
-    for (index, site) in instrs.iter().enumerate().filter(|(_, i)| i.is_syscall) {
-        let function = functions.iter().find(|f| f.contains(&site.ip));
-        let is_safe = match function {
+    for (at, site) in events.iter().enumerate().filter(|(_, e)| e.is_syscall) {
+        let is_safe = match function_at(functions, site.ip) {
             Some(range) => {
-                let first = instrs.partition_point(|i| i.ip < range.start);
-                let end = instrs.partition_point(|i| i.ip < range.end);
-                is_safe(&instrs[first..end])
+                let first = events.partition_point(|e| e.ip < range.start);
+                let end = events.partition_point(|e| e.ip < range.end);
+                is_safe(&events[first..end])
             }
             None => {
-                let seen_start = instrs[..index]
+                let seen_start = events[..at]
                     .iter()
-                    .rposition(|i| i.is_boundary)
+                    .rposition(|e| e.is_boundary)
                     .map_or(0, |b| b + 1);
-                let seen_end = instrs[index..]
+                let seen_end = events[at..]
                     .iter()
-                    .position(|i| i.is_boundary)
-                    .map_or(instrs.len(), |b| index + b + 1);
-                let window = index.saturating_sub(64)..(index + 65).min(instrs.len());
-                is_safe(&instrs[seen_start..seen_end])
-                    && !instrs[window].iter().any(|i| i.is_below_frame)
+                    .position(|e| e.is_boundary)
+                    .map_or(events.len(), |b| at + b + 1);
+                let near = site.index.saturating_sub(64)..=site.index.saturating_add(64);
+                let window_start = events.partition_point(|e| e.index < *near.start());
+                let window_end = events.partition_point(|e| e.index <= *near.end());
+                is_safe(&events[seen_start..seen_end])
+                    && !events[window_start..window_end]
+                        .iter()
+                        .any(|e| e.is_below_frame)
             }
         };
         let offset = usize::try_from(site.ip - addr).unwrap_or(usize::MAX);

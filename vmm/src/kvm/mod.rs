@@ -13,8 +13,12 @@
 //! eventfd that KVM turns into an MSI (`KVM_IRQFD` over a
 //! `KVM_SET_GSI_ROUTING` entry); see [`attach_devices`]. Other accesses to
 //! a device's registers exit and are served by the [`MmioBus`].
+//! `SIGINT` and `SIGTERM` sent to eremite are forwarded to the guest as an
+//! MSI of their own ([`host_signals`]).
 
 #![allow(unsafe_code)]
+
+pub(crate) mod host_signals;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -138,7 +142,7 @@ const IOAPIC_PINS: u32 = 24;
 /// destination APIC ID in bits 19..12, redirection hint and destination
 /// mode 0 (physical). Data (11.11.2): the vector in bits 7..0, delivery
 /// mode 0 (fixed) and trigger mode 0 (edge).
-const MSI_ADDRESS_BASE: u32 = 0xFEE0_0000;
+pub(crate) const MSI_ADDRESS_BASE: u32 = 0xFEE0_0000;
 
 /// A VM with its vCPUs, its RAM and its devices registered.
 pub(crate) struct Machine {
@@ -254,6 +258,13 @@ impl Machine {
             _vm: vm,
             vcpus,
         })
+    }
+
+    /// The VM's file descriptor (for `KVM_SIGNAL_MSI` from a signal
+    /// handler, see `host_signals`).
+    pub(crate) fn vm_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd as _;
+        self._vm.as_raw_fd()
     }
 
     /// Put every vCPU in 64-bit mode at CPL3 (see [`arch`]): CPUID, XCR0,

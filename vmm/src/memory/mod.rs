@@ -156,6 +156,19 @@ impl GuestRam {
             .collect()
     }
 
+    /// The host address of guest RAM `[addr, addr + len)`, if it lies in
+    /// one range.
+    pub(crate) fn host_ptr(&self, addr: u64, len: u64) -> Option<*mut u8> {
+        self.check(addr, len).ok()?;
+        let ptr = self.memory.get_host_address(GuestAddress(addr)).ok()?;
+        // One range must hold all of it (each range is one host mapping).
+        let region = self
+            .host_regions()
+            .into_iter()
+            .find(|r| (r.guest_addr..r.guest_addr + r.len).contains(&addr))?;
+        (addr + len <= region.guest_addr + region.len).then_some(ptr)
+    }
+
     /// The vm-memory view of RAM, for rust-vmm's `virtio-queue`, which reads
     /// and writes the rings itself (bounds-checked copies and aligned atomic
     /// accesses through vm-memory, never references into the guest).

@@ -20,12 +20,18 @@
 //!   `ucontext` with every register and the extended state (XSAVE
 //!   format), and a `siginfo`. `rt_sigreturn` restores all of it.
 //!
+//! - **Signals from outside**: `SIGINT` and `SIGTERM` sent to the VMM
+//!   reach the program ([`from_host`]); a handler runs when a thread that
+//!   does not block the signal next leaves a system call.
+//!
 //! Not done: signals to another thread (`tgkill` to another thread with a
-//! handler is `ENOSYS`), signals from outside (there is no outside), and
+//! handler is `ENOSYS`), interrupting a blocked call with `EINTR` for a
+//! signal from outside (it waits for the call to return), and
 //! `SIGPIPE` handlers (the write fails with `EPIPE`; see
 //! [`on_broken_pipe`]).
 
 use alloc::collections::BTreeMap;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::layout::PAGE_SIZE;
@@ -513,6 +519,44 @@ fn send_to_self(frame: &mut SyscallFrame, signal: i32, code: i32) -> SysResult {
         SigInfo::sent(signal, code),
         0,
     ))
+}
+
+/// Signals sent to the program from outside (the host, through the VMM)
+/// that wait for a thread that does not block them: bit `n - 1` for
+/// signal `n`. Every exit from a system call checks it (`arch`).
+pub(crate) static SIGNALS_PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// Signals the host sent the program (`SIGINT`, `SIGTERM` at the VMM):
+/// ignored ones go, a default action happens now (the end of the
+/// program), and one with a handler waits in [`SIGNALS_PENDING`] for the
+/// next system call of a thread that takes it.
+pub(super) fn from_host(signals: u64) {
+    for signal in (1..=64).filter(|&s| signals & bit(s) != 0) {
+        klog!("linux: signal {signal} from the host");
+        match action(signal).handler {
+            SIG_IGN => {}
+            SIG_DFL => default_action(signal),
+            _ => {
+                SIGNALS_PENDING.fetch_or(bit(signal), Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// On the way out of a system call with `result` (a full `frame`), while
+/// [`SIGNALS_PENDING`] is not empty: run the handler of the lowest pending
+/// signal this thread does not block. The value for RAX.
+pub(crate) extern "C" fn deliver_pending(frame: &mut SyscallFrame, result: u64) -> u64 {
+    let mask = current_mask();
+    let taken = SIGNALS_PENDING.try_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
+        let ready = pending & !mask;
+        (ready != 0).then(|| pending & !bit(lowest(ready)))
+    });
+    let Ok(before) = taken else {
+        return result;
+    };
+    let signal = lowest(before & !mask);
+    deliver_on_return(frame, signal, SigInfo::sent(signal, SI_USER), result)
 }
 
 /// `kill(2)`: only the program itself (pid 1, or 0 and -1 for every

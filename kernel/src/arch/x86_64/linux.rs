@@ -15,7 +15,10 @@
 //! program's stack (see the comment there). Through the full frame, the
 //! exit restores the frame's registers, puts the result in RAX and jumps
 //! to the frame's RIP with the frame's RSP. RFLAGS is not kept, as compilers assume of `syscall`
-//! sites; neither are RCX and R11.
+//! sites; neither are RCX and R11. When a signal from outside the program
+//! is pending (`abi::linux::SIGNALS_PENDING`), every exit, fast or not,
+//! fills in the full frame and offers the signal to the thread
+//! (`abi::linux::deliver_pending`) before it returns.
 //!
 //! A `syscall` the VMM did not rewrite traps to LSTAR, which the VMM
 //! points at `eremite_linux_trap_entry`; it builds the same frame and
@@ -92,7 +95,10 @@ global_asm!(
     "    sub rsp, 8",
     "    cld",
     "    call {dispatch}",
-    "    add rsp, 16",
+    "    add rsp, 8",
+    "    cmp qword ptr [rip + {pending}], 0",
+    "    jne 3f",
+    "    add rsp, 8",
     "    pop rdi",
     "    pop rsi",
     "    pop rdx",
@@ -102,6 +108,17 @@ global_asm!(
     "    mov rsp, [rsp + 56]",
     "    sub rsp, 8",
     "    ret",
+    // A signal may be due: fill in the callee-saved slots (the
+    // dispatcher gave the program's values back in the registers) and
+    // leave through the full frame.
+    "3:",
+    "    mov [rsp + 56], rbx",
+    "    mov [rsp + 64], rbp",
+    "    mov [rsp + 72], r12",
+    "    mov [rsp + 80], r13",
+    "    mov [rsp + 88], r14",
+    "    mov [rsp + 96], r15",
+    "    jmp eremite_linux_exit_full",
     // The full frame.
     "1:",
     "    push r15",
@@ -120,6 +137,17 @@ global_asm!(
     "    cld",
     "    mov rdi, rsp",
     "    call {dispatch}",
+    // Leaving through a full frame (at RSP, the result in RAX): first any
+    // signal sent to the program from outside that this thread takes.
+    "eremite_linux_exit_full:",
+    "    cmp qword ptr [rip + {pending}], 0",
+    "    je 6f",
+    "    mov rdi, rsp",
+    "    mov rsi, rax",
+    "    sub rsp, 8",
+    "    call {deliver}",
+    "    add rsp, 8",
+    "6:",
     "    mov rdi, rsp",
     "    mov rsi, rax",
     "    jmp eremite_linux_return",
@@ -191,11 +219,11 @@ global_asm!(
     "    cld",
     "    mov rdi, rsp",
     "    call {dispatch_trap}",
-    "    mov rdi, rsp",
-    "    mov rsi, rax",
-    "    jmp eremite_linux_return",
+    "    jmp eremite_linux_exit_full",
     stack = const super::PER_CPU_SYSCALL_STACK,
     dispatch = sym crate::abi::linux::dispatch,
+    pending = sym crate::abi::linux::SIGNALS_PENDING,
+    deliver = sym crate::abi::linux::deliver_pending,
     full0 = const FULL_FRAME_CALLS[0],
     full1 = const FULL_FRAME_CALLS[1],
     full2 = const FULL_FRAME_CALLS[2],

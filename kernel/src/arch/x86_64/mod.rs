@@ -275,6 +275,17 @@ pub(crate) unsafe fn read_boot_info(addr: u64) -> eremite_interface::BootInfo {
 
 /// Write one 64-bit value of the kernel report (which the VMM reads after
 /// the run) at `addr`.
+/// Take the word at `addr` in the `KernelReport` (which the VMM sets
+/// bits of while the guest runs), leaving zero.
+pub(crate) fn take_report_word(addr: u64) -> u64 {
+    debug_assert!(addr.is_multiple_of(8));
+    // SAFETY: callers pass aligned addresses inside the `KernelReport` of
+    // the boot info page, RAM the VMM gave us that no Rust reference
+    // covers; the VMM changes it only with atomic operations.
+    let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(addr as *mut u64) };
+    word.swap(0, core::sync::atomic::Ordering::SeqCst)
+}
+
 pub(crate) fn write_report_word(addr: u64, value: u64) {
     debug_assert!(addr.is_multiple_of(8));
     // SAFETY: callers pass addresses inside the `KernelReport` of the boot

@@ -227,6 +227,7 @@ macro_rules! irq_stub {
 irq_stub!("eremite_timer_stub", layout::TIMER_VECTOR);
 irq_stub!("eremite_wake_stub", layout::WAKE_VECTOR);
 irq_stub!("eremite_device_stub", layout::DEVICE_VECTOR);
+irq_stub!("eremite_host_signal_stub", layout::HOST_SIGNAL_VECTOR);
 
 // Spurious APIC interrupts need no EOI: just return.
 global_asm!(
@@ -329,6 +330,8 @@ unsafe extern "C" {
     static eremite_wake_stub: u8;
     /// The first virtio device's CPL0 stub.
     static eremite_device_stub: u8;
+    /// The host-signal interrupt's CPL0 stub.
+    static eremite_host_signal_stub: u8;
     /// The spurious-interrupt stub.
     static eremite_spurious_stub: u8;
     /// The CPL3 interrupt upcall (`preempt.rs`).
@@ -372,12 +375,16 @@ pub(crate) fn install_idt() {
 }
 
 /// Fill in the gates of the local APIC's vectors: timer, wake-up IPI, the
-/// first virtio device's interrupt and spurious.
+/// first virtio device's interrupt, the host's signals and spurious.
 pub(crate) fn install_irq_gates() {
     for (vector, stub) in [
         (layout::TIMER_VECTOR, &raw const eremite_timer_stub as u64),
         (layout::WAKE_VECTOR, &raw const eremite_wake_stub as u64),
         (layout::DEVICE_VECTOR, &raw const eremite_device_stub as u64),
+        (
+            layout::HOST_SIGNAL_VECTOR,
+            &raw const eremite_host_signal_stub as u64,
+        ),
         (
             layout::SPURIOUS_VECTOR,
             &raw const eremite_spurious_stub as u64,
