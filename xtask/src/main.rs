@@ -240,8 +240,9 @@ fn test(extra: &[String]) -> Result {
 /// namespaces and tap devices), `qemu-system-x86_64` (the second
 /// hypervisor, `tests/tests/qemu.rs`), `wrk` (the `net` group's HTTP
 /// load), `musl-gcc` and `gcc` (the C programs of the Linux-ABI tests),
-/// `sqlite3` (an unmodified Debian program the tests run).
-const HOST_TOOLS: [(&str, &str, &str); 8] = [
+/// `sqlite3` and `redis-server` with `redis-cli` and `redis-benchmark`
+/// (unmodified Debian programs the tests run).
+const HOST_TOOLS: [(&str, &str, &str); 10] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
@@ -250,6 +251,8 @@ const HOST_TOOLS: [(&str, &str, &str); 8] = [
     ("musl-gcc", "--version", "musl-tools"),
     ("gcc", "--version", "gcc"),
     ("sqlite3", "--version", "sqlite3"),
+    ("redis-server", "--version", "redis-server"),
+    ("redis-cli", "--version", "redis-tools"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on
