@@ -641,3 +641,22 @@ fn pinned_vcpus_leave_the_other_cpus_to_the_cards_thread() {
         "the card's thread may use {card_thread}, which holds the vCPU's CPU {last}"
     );
 }
+
+#[test]
+fn ctrl_c_at_eremite_ends_a_hermit_server_with_130() {
+    // SIGINT to the VMM is forwarded to the guest; a hermit program has
+    // no handlers, so it ends as an unhandled SIGINT ends a process.
+    let (ns, card) = network();
+    let guest = ns.spawn("httpd", &card, &["0.0.0.0:8086"]);
+    let (guest, ()) = guest.talk(|| {
+        let reply = ns.enter(|| http(8086, "GET /hello HTTP/1.0\r\n\r\n"));
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    });
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &guest.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let run = guest.wait();
+    run.expect_code(130);
+}
