@@ -17,7 +17,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use eremite_interface::errno::Errno;
+use eremite_interface::errno::{self, Errno};
 
 use crate::{sched, time};
 
@@ -47,24 +47,64 @@ pub(crate) fn wait_word(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) ->
     }
 }
 
-/// Look with `look` until it has an answer or `deadline_ns` (monotonic)
-/// passes (`None` then), waiting for a change in between.
+/// Asked by a waiting thread, in its own context, whether a signal should
+/// end its wait (the Linux ABI registers it; without it nothing does).
+static INTERRUPT_CHECK: spin::Once<fn() -> bool> = spin::Once::new();
+
+/// Register what tells a waiting thread that a signal ends its wait; the
+/// first registration wins.
+pub(crate) fn set_interrupt_check(check: fn() -> bool) {
+    INTERRUPT_CHECK.call_once(|| check);
+}
+
+/// A signal may end some waits now: every waiter looks again and asks.
+pub(crate) fn interrupt() {
+    changed();
+}
+
+/// Look with `look` until it has an answer (`Ok(Some)`) or `deadline_ns`
+/// (monotonic) passes (`Ok(None)`), waiting for a change in between; a
+/// signal for this thread ends the wait with `EINTR` (see
+/// [`set_interrupt_check`]).
 pub(crate) fn wait_until<T>(
     deadline_ns: Option<u64>,
-    mut look: impl FnMut() -> Option<T>,
+    look: impl FnMut() -> Option<T>,
+) -> Result<Option<T>, Errno> {
+    wait_for(deadline_ns, look, true)
+}
+
+/// [`wait_until`] that no signal ends (the kernel's own waits).
+pub(crate) fn wait_until_uninterrupted<T>(
+    deadline_ns: Option<u64>,
+    look: impl FnMut() -> Option<T>,
 ) -> Option<T> {
+    wait_for(deadline_ns, look, false).unwrap_or(None)
+}
+
+fn wait_for<T>(
+    deadline_ns: Option<u64>,
+    mut look: impl FnMut() -> Option<T>,
+    is_interruptible: bool,
+) -> Result<Option<T>, Errno> {
     loop {
         let seen = CHANGES.load(Ordering::SeqCst);
         if let Some(answer) = look() {
-            return Some(answer);
+            return Ok(Some(answer));
         }
         let timeout_ns = match deadline_ns {
             Some(deadline) => match deadline.checked_sub(time::monotonic_ns()) {
                 Some(left) if left > 0 => Some(left),
-                _ => return None,
+                _ => return Ok(None),
             },
             None => None,
         };
+        if is_interruptible
+            && INTERRUPT_CHECK
+                .get()
+                .is_some_and(|is_interrupted| is_interrupted())
+        {
+            return Err(errno::EINTR);
+        }
         let _ = wait_word(&CHANGES, seen, timeout_ns);
     }
 }

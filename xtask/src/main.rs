@@ -240,9 +240,10 @@ fn test(extra: &[String]) -> Result {
 /// namespaces and tap devices), `qemu-system-x86_64` (the second
 /// hypervisor, `tests/tests/qemu.rs`), `wrk` (the `net` group's HTTP
 /// load), `musl-gcc` and `gcc` (the C programs of the Linux-ABI tests),
-/// `sqlite3` and `redis-server` with `redis-cli` and `redis-benchmark`
-/// (unmodified Debian programs the tests run).
-const HOST_TOOLS: [(&str, &str, &str); 10] = [
+/// `sqlite3`, `redis-server` with `redis-cli` and `redis-benchmark`,
+/// `memcached` with `memcslap`, `nginx` (unmodified Debian programs the
+/// tests run).
+const HOST_TOOLS: [(&str, &str, &str); 13] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
@@ -253,6 +254,9 @@ const HOST_TOOLS: [(&str, &str, &str); 10] = [
     ("sqlite3", "--version", "sqlite3"),
     ("redis-server", "--version", "redis-server"),
     ("redis-cli", "--version", "redis-tools"),
+    ("memcached", "-V", "memcached"),
+    ("memcslap", "--version", "libmemcached-tools"),
+    ("nginx", "-v", "nginx-light"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on

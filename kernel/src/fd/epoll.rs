@@ -164,12 +164,16 @@ impl Epoll {
     /// `epoll_wait`: up to `max` events, waiting until there is one or
     /// `deadline_ns` (monotonic; `Some(0)`: do not wait; `None`: for
     /// ever) passes (then none).
-    pub(crate) fn wait(&self, max: usize, deadline_ns: Option<u64>) -> Vec<EpollEvent> {
-        events::wait_until(deadline_ns, || {
+    pub(crate) fn wait(
+        &self,
+        max: usize,
+        deadline_ns: Option<u64>,
+    ) -> Result<Vec<EpollEvent>, Errno> {
+        Ok(events::wait_until(deadline_ns, || {
             let found = self.look(max);
             (!found.is_empty()).then_some(found)
-        })
-        .unwrap_or_default()
+        })?
+        .unwrap_or_default())
     }
 
     /// One look at every watched descriptor: the events to report now.

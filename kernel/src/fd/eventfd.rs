@@ -54,7 +54,7 @@ impl EventFd {
                 }
             }
         };
-        let value = events::wait_until(blocking.deadline_ns(), take).ok_or(errno::EAGAIN)?;
+        let value = events::wait_until(blocking.deadline_ns(), take)?.ok_or(errno::EAGAIN)?;
         self.progress.fetch_add(1, Ordering::Relaxed);
         events::changed();
         Ok(value)
@@ -72,7 +72,7 @@ impl EventFd {
             *count = sum;
             Some(())
         };
-        events::wait_until(blocking.deadline_ns(), add).ok_or(errno::EAGAIN)?;
+        events::wait_until(blocking.deadline_ns(), add)?.ok_or(errno::EAGAIN)?;
         self.progress.fetch_add(1, Ordering::Relaxed);
         events::changed();
         Ok(())

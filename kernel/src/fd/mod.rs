@@ -366,7 +366,7 @@ pub(crate) fn epoll_wait(
 ) -> Result<Vec<EpollEvent>, Errno> {
     let instance = file(epfd)?;
     let epoll = instance.object.as_epoll().ok_or(errno::EINVAL)?;
-    Ok(epoll.wait(max, deadline_ns))
+    epoll.wait(max, deadline_ns)
 }
 
 /// Run `op` on the socket `fd` refers to, with whether calls on it may

@@ -116,7 +116,7 @@ impl FileObject for PipeEnd {
             return Ok(0);
         }
         let deadline = blocking(status).deadline_ns();
-        let n = events::wait_until(deadline, || self.take(buf)).ok_or(errno::EAGAIN)?;
+        let n = events::wait_until(deadline, || self.take(buf))?.ok_or(errno::EAGAIN)?;
         events::changed();
         Ok(n)
     }
@@ -134,13 +134,13 @@ impl FileObject for PipeEnd {
         let mut written = 0;
         while written < buf.len() {
             match events::wait_until(deadline, || self.put(&buf[written..])) {
-                Some(Ok(n)) => {
+                Ok(Some(Ok(n))) => {
                     written += n;
                     events::changed();
                 }
-                Some(Err(e)) if written == 0 => return Err(e),
-                None if written == 0 => return Err(errno::EAGAIN),
-                Some(Err(_)) | None => break,
+                Ok(Some(Err(e))) | Err(e) if written == 0 => return Err(e),
+                Ok(None) if written == 0 => return Err(errno::EAGAIN),
+                Ok(Some(Err(_)) | None) | Err(_) => break,
             }
             if deadline == Some(0) {
                 break;

@@ -7,6 +7,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use super::{OpenFile, file};
+use eremite_interface::errno::Errno;
+
 use crate::events;
 use crate::net::{self, Readiness};
 
@@ -56,7 +58,7 @@ pub(super) fn events_of(wanted: PollEvents, ready: Readiness) -> PollEvents {
 
 /// Fill in each entry's `ready` once one is ready or `deadline_ns`
 /// (monotonic; `None`: never) passes; the number of ready entries.
-pub(crate) fn poll(entries: &mut [PollEntry], deadline_ns: Option<u64>) -> usize {
+pub(crate) fn poll(entries: &mut [PollEntry], deadline_ns: Option<u64>) -> Result<usize, Errno> {
     // Hold every open file for the whole call, so a descriptor closed
     // meanwhile is still answered for.
     let held: Vec<Option<Arc<OpenFile>>> = entries
@@ -88,5 +90,5 @@ pub(crate) fn poll(entries: &mut [PollEntry], deadline_ns: Option<u64>) -> usize
         }
         (count > 0).then_some(count)
     };
-    events::wait_until(deadline_ns, look).unwrap_or(0)
+    Ok(events::wait_until(deadline_ns, look)?.unwrap_or(0))
 }

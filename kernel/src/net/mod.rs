@@ -275,7 +275,7 @@ pub(crate) fn finish() {
     };
     let deadline = time::monotonic_ns().saturating_add(FINISH_NS);
     // Wakes at every change (packets from the peer), or at the deadline.
-    let _ = events::wait_until(Some(deadline), || match has_orphans() {
+    let _ = events::wait_until_uninterrupted(Some(deadline), || match has_orphans() {
         Some(()) => {
             kick();
             None
@@ -296,7 +296,7 @@ fn blocking<T>(
     events::wait_until(blocking.deadline_ns(), || match with_stack(&mut op) {
         Err(e) if e == errno::EAGAIN => None,
         done => Some(done),
-    })
+    })?
     .unwrap_or(Err(errno::EAGAIN))
 }
 

@@ -553,7 +553,7 @@ fn poll(fds: *mut PollFd, count: usize, timeout_ms: i32) -> Result<i32, Errno> {
     let deadline = u64::try_from(timeout_ms)
         .ok()
         .map(|ms| time::monotonic_ns().saturating_add(ms * 1_000_000));
-    let ready = fd::poll(&mut entries, deadline);
+    let ready = fd::poll(&mut entries, deadline)?;
     for (i, (raw, entry)) in raw.iter().zip(&entries).enumerate() {
         let revents = revents(raw.events, entry.ready);
         user::write(fds.wrapping_add(i), PollFd { revents, ..*raw })?;

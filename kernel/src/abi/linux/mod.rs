@@ -14,6 +14,7 @@
 //! program.
 
 mod file;
+mod identity;
 mod mem;
 mod net;
 use eremite_interface::linux_syscalls as nr;
@@ -278,11 +279,34 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::CHMOD => file::fchmodat(file::AT_FDCWD, a, uint(b)),
         nr::FCHMODAT => file::fchmodat(int(a), b, uint(c)),
         nr::FCHMOD => Ok(0),
+        nr::CHOWN => file::fchownat(file::AT_FDCWD, a, 0),
+        nr::LCHOWN => file::fchownat(file::AT_FDCWD, a, file::AT_SYMLINK_NOFOLLOW),
+        nr::FCHOWNAT => file::fchownat(int(a), b, uint(e)),
+        nr::FCHOWN => file::fchown(int(a)),
         nr::UMASK => Ok(process::umask(uint(a))),
         nr::GETTIMEOFDAY => time::gettimeofday(a),
         nr::GETRLIMIT => process::prlimit(0, int(a), 0, b),
         nr::SYSINFO => process::sysinfo(a),
-        nr::GETUID | nr::GETGID | nr::GETEUID | nr::GETEGID => Ok(0),
+        nr::GETUID => identity::get(false, false),
+        nr::GETEUID => identity::get(false, true),
+        nr::GETGID => identity::get(true, false),
+        nr::GETEGID => identity::get(true, true),
+        nr::SETUID => identity::set(false, uint(a)),
+        nr::SETGID => identity::set(true, uint(a)),
+        nr::SETREUID => identity::set_real_effective(false, uint(a), uint(b)),
+        nr::SETREGID => identity::set_real_effective(true, uint(a), uint(b)),
+        nr::SETRESUID => identity::set_all(false, uint(a), uint(b), uint(c)),
+        nr::SETRESGID => identity::set_all(true, uint(a), uint(b), uint(c)),
+        nr::GETRESUID => identity::get_all(false, a, b, c),
+        nr::GETRESGID => identity::get_all(true, a, b, c),
+        nr::SETFSUID => identity::set_fs(false, uint(a)),
+        nr::SETFSGID => identity::set_fs(true, uint(a)),
+        nr::GETGROUPS => identity::getgroups(int(a), b),
+        nr::SETGROUPS => identity::setgroups(size(a), b),
+        nr::GETPGRP => identity::group_of(0),
+        nr::GETPGID | nr::GETSID => identity::group_of(int(a)),
+        nr::SETPGID => identity::setpgid(int(a), int(b)),
+        nr::SETSID => identity::setsid(),
         nr::GETPPID => Ok(0),
         nr::SIGALTSTACK => signal::sigaltstack(a, b, frame.rsp),
         nr::PRCTL => process::prctl(int(a), b),

@@ -79,7 +79,7 @@ fn poll_until(fds: u64, count: usize, deadline_ns: Option<u64>) -> SysResult {
             ready: fd::PollEvents::empty(),
         })
         .collect();
-    let ready = fd::poll(&mut entries, deadline_ns);
+    let ready = fd::poll(&mut entries, deadline_ns)?;
     for (i, (raw, entry)) in raw.iter().zip(&entries).enumerate() {
         let revents = revents(raw.events, entry.ready);
         user::write(base.wrapping_add(i), PollFd { revents, ..*raw })?;
@@ -175,7 +175,7 @@ fn select_until(
             }
         })
         .collect();
-    fd::poll(&mut entries, deadline_ns);
+    fd::poll(&mut entries, deadline_ns)?;
     let words = nfds.div_ceil(FD_SET_WORD_BITS);
     let (mut reads_out, mut writes_out) = (alloc::vec![0u64; words], alloc::vec![0u64; words]);
     let mut count = 0;

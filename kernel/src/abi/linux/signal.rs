@@ -538,9 +538,19 @@ pub(super) fn from_host(signals: u64) {
             SIG_DFL => default_action(signal),
             _ => {
                 SIGNALS_PENDING.fetch_or(bit(signal), Ordering::SeqCst);
+                // A thread blocked in a call that would take it returns
+                // with EINTR, and the handler runs on its way out.
+                crate::events::interrupt();
             }
         }
     }
+}
+
+/// Whether a signal from outside waits for the calling thread (asked by
+/// blocking calls, which then end with `EINTR`).
+pub(super) fn is_interrupted() -> bool {
+    let pending = SIGNALS_PENDING.load(Ordering::SeqCst);
+    pending != 0 && pending & !current_mask() != 0
 }
 
 /// On the way out of a system call with `result` (a full `frame`), while

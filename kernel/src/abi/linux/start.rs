@@ -157,6 +157,7 @@ pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
     crate::fault::set_exception_hook(super::signal::on_exception);
     // Signals the host forwards go to its handlers too.
     crate::process::set_host_signal_handler(super::signal::from_host);
+    crate::events::set_interrupt_check(super::signal::is_interrupted);
     // What programs expect to find: a world-writable /tmp, and /dev (its
     // files are served by the descriptor layer).
     for (dir, mode) in [(&b"/tmp"[..], 0o1777), (b"/dev", 0o755)] {
