@@ -25,6 +25,15 @@ pub(crate) const C_PROGRAMS: [&str; 11] = [
     "memory",
     "wildptr",
 ];
+/// Programs in `examples/c` built only against the host's glibc, as
+/// HermitCore's C, C++, Fortran and OpenMP support: the source file, the
+/// compiler and its flags; the binary is `NAME-glibc`.
+const GLIBC_PROGRAMS: [(&str, &str, &[&str]); 3] = [
+    ("openmp.c", "gcc", &["-O2", "-fopenmp"]),
+    ("iostreams.cpp", "g++", &["-O2", "-pthread"]),
+    ("matrix.f90", "gfortran", &["-O2"]),
+];
+
 /// Rust examples built for Linux, by binary name.
 pub(crate) const RUST_PROGRAMS: [&str; 6] =
     ["hello", "threads", "fsdiff", "rayon", "httpd", "fault"];
@@ -62,6 +71,16 @@ fn build_c() -> Result {
         gcc_file("crtendS.o")?,
         gcc_file("libgcc.a")?,
     );
+    for (file, compiler, flags) in GLIBC_PROGRAMS {
+        let name = file.split('.').next().unwrap_or(file);
+        run_command(
+            Command::new(compiler)
+                .args(flags)
+                .arg("-o")
+                .arg(out.join(format!("{name}-glibc")))
+                .arg(source_dir.join(file)),
+        )?;
+    }
     for name in C_PROGRAMS {
         let source = source_dir.join(format!("{name}.c"));
         let binary = out.join(name);

@@ -240,10 +240,10 @@ fn test(extra: &[String]) -> Result {
 /// namespaces and tap devices), `qemu-system-x86_64` (the second
 /// hypervisor, `tests/tests/qemu.rs`), `wrk` (the `net` group's HTTP
 /// load), `musl-gcc` and `gcc` (the C programs of the Linux-ABI tests),
-/// `sqlite3`, `redis-server` with `redis-cli` and `redis-benchmark`,
-/// `memcached` with `memcslap`, `nginx` (unmodified Debian programs the
-/// tests run).
-const HOST_TOOLS: [(&str, &str, &str); 13] = [
+/// `g++` and `gfortran` (the C++ and Fortran examples), `sqlite3`,
+/// `redis-server` with `redis-cli` and `redis-benchmark`, `memcached`
+/// with `memcslap`, `nginx` (unmodified Debian programs the tests run).
+const HOST_TOOLS: [(&str, &str, &str); 15] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
@@ -251,6 +251,8 @@ const HOST_TOOLS: [(&str, &str, &str); 13] = [
     ("wrk", "-v", "wrk"),
     ("musl-gcc", "--version", "musl-tools"),
     ("gcc", "--version", "gcc"),
+    ("g++", "--version", "g++"),
+    ("gfortran", "--version", "gfortran"),
     ("sqlite3", "--version", "sqlite3"),
     ("redis-server", "--version", "redis-server"),
     ("redis-cli", "--version", "redis-tools"),
