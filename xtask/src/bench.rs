@@ -19,7 +19,9 @@
 //! `fs` runs three times: natively on tmpfs, in eremite
 //! on the RAM file system, and in eremite below a `--mount` of a tmpfs
 //! directory; the rows of the last get the suffix `_mount` and are
-//! compared with the same native numbers.
+//! compared with the same native numbers. `servers` runs Debian's
+//! redis, memcached and nginx in eremite and natively under their own
+//! load tools (`bench/servers.rs`).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -29,11 +31,12 @@ use std::time::Instant;
 use crate::{HERMIT_TARGET, Result, build_cli, build_image, cargo, root, run_command};
 
 mod chart;
+mod servers;
 
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Both sides run pinned to this host core.
 const BENCH_CORE: &str = "1";
-const GROUPS: [&str; 8] = [
+const GROUPS: [&str; 9] = [
     "syscalls",
     "syscalls_qemu",
     "noise",
@@ -42,6 +45,7 @@ const GROUPS: [&str; 8] = [
     "smp",
     "net",
     "linux",
+    "servers",
 ];
 /// Guest memory for the `fs` runs: room for Postmark's file pool.
 const FS_MEMORY: &str = "256M";
@@ -118,7 +122,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
         groups = GROUPS.to_vec();
     }
 
-    if groups.contains(&"net") {
+    if groups.contains(&"net") || groups.contains(&"servers") {
         crate::install_host_tools()?;
     }
     let cli = build_cli()?;
@@ -177,6 +181,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 extra.extend(boot_extra);
             }
             "net" => rows.extend(net(is_quick)?),
+            "servers" => rows.extend(servers::servers(is_quick)?),
             "linux" => {
                 let (linux_rows, khz) = linux(&cli, is_quick)?;
                 tsc_khz = khz;
