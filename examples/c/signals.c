@@ -2,13 +2,15 @@
  * (SIGSEGV on an alternate stack, SIGFPE, a handler that repairs the
  * fault and returns, one that edits the saved registers), signals a
  * thread sends itself (raise, kill, blocked then unblocked, ignored),
- * and what a handler sees (its mask, SA_RESETHAND). Each check prints
+ * one sent to another thread (pthread_kill: the handler runs there and
+ * ends the read it was blocked in with EINTR), and what a handler sees (its mask, SA_RESETHAND). Each check prints
  * "ok NAME"; the first failure prints "FAIL NAME: why" and exits 1. It
  * passes on Linux too. With the argument "overflow" it recurses until
  * the stack overflows and reports it from a handler on the alternate
  * stack, exit code 3. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -175,6 +177,41 @@ static void sent_to_self(void) {
     check(usr1_count == 4 && now.sa_handler == SIG_DFL, "SA_RESETHAND", "still installed");
 }
 
+static volatile pid_t worker_tid, handler_tid;
+static int wake_pipe[2];
+
+static void note_thread(int sig) {
+    (void)sig;
+    handler_tid = gettid();
+}
+
+static void *blocked_reader(void *result) {
+    worker_tid = gettid();
+    char c;
+    ssize_t n = read(wake_pipe[0], &c, 1);
+    *(int *)result = n == -1 && errno == EINTR;
+    return 0;
+}
+
+static void to_another_thread(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = note_thread; /* no SA_RESTART: the read fails */
+    sigaction(SIGUSR1, &sa, 0);
+    pipe(wake_pipe);
+    int interrupted = 0;
+    pthread_t worker;
+    pthread_create(&worker, 0, blocked_reader, &interrupted);
+    while (!worker_tid)
+        usleep(1000);
+    usleep(50000); /* it is in read() by now */
+    check(pthread_kill(worker, SIGUSR1) == 0, "pthread_kill to another thread", "failed");
+    pthread_join(worker, 0);
+    check(handler_tid == worker_tid && handler_tid != gettid(),
+          "the handler runs in that thread", "it ran elsewhere or not at all");
+    check(interrupted, "its blocked read ends with EINTR", "it did not");
+}
+
 #pragma GCC diagnostic ignored "-Winfinite-recursion"
 static void recurse(volatile char *previous) {
     volatile char frame[1024];
@@ -205,6 +242,7 @@ int main(int argc, char **argv) {
     repair_and_return();
     saved_context();
     sent_to_self();
+    to_another_thread();
     printf("signals passed\n");
     return 0;
 }

@@ -59,7 +59,7 @@ fn glibc_programs_pass_the_socket_readiness_signal_and_memory_checks() {
     for (name, oks) in [
         ("sockets", 28),
         ("readiness", 52),
-        ("signals", 18),
+        ("signals", 21),
         ("memory", 19),
     ] {
         for cpus in ["1", "2"] {

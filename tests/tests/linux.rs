@@ -90,7 +90,7 @@ fn signal_handlers_take_faults_and_signals_sent_to_self() {
         both_kinds("signals", &["--cpus", cpus], &[], |run| {
             run.expect_code(0);
             let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
-            assert_eq!(oks, 18, "{run}");
+            assert_eq!(oks, 21, "{run}");
             assert!(run.stdout.ends_with("signals passed\n"), "{run}");
         });
     }

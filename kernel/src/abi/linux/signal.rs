@@ -22,12 +22,15 @@
 //!
 //! - **Signals from outside**: `SIGINT` and `SIGTERM` sent to the VMM
 //!   reach the program ([`from_host`]); a handler runs when a thread that
-//!   does not block the signal next leaves a system call.
+//!   does not block the signal next leaves a system call, and a call it
+//!   is blocked in waiting for a descriptor ends with `EINTR`.
+//! - **Signals to another thread** (`tgkill`, `pthread_kill`): the same,
+//!   in that thread.
 //!
-//! Not done: signals to another thread (`tgkill` to another thread with a
-//! handler is `ENOSYS`), interrupting a blocked call with `EINTR` for a
-//! signal from outside (it waits for the call to return), and
-//! `SIGPIPE` handlers (the write fails with `EPIPE`; see
+//! Not done: a thread running without making system calls takes a
+//! signal only at its next call (Go's preemption signals need delivery
+//! on an interrupt's return); a futex wait or a sleep is not ended with
+//! `EINTR`; `SIGPIPE` handlers (the write fails with `EPIPE`; see
 //! [`on_broken_pipe`]).
 
 use alloc::collections::BTreeMap;
@@ -521,10 +524,25 @@ fn send_to_self(frame: &mut SyscallFrame, signal: i32, code: i32) -> SysResult {
     ))
 }
 
+/// Nonzero while a signal may be waiting for a thread on its way out of a
+/// system call: one from outside ([`PROCESS_PENDING`]) or one sent to a
+/// particular thread (its `pending`). Every exit from a system call
+/// checks it (`arch`); [`deliver_pending`] does the rest.
+pub(crate) static SIGNALS_PENDING: AtomicU64 = AtomicU64::new(0);
+
 /// Signals sent to the program from outside (the host, through the VMM)
 /// that wait for a thread that does not block them: bit `n - 1` for
-/// signal `n`. Every exit from a system call checks it (`arch`).
-pub(crate) static SIGNALS_PENDING: AtomicU64 = AtomicU64::new(0);
+/// signal `n`.
+static PROCESS_PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// Set [`SIGNALS_PENDING`] from what is pending now. Whoever makes a
+/// signal pending sets it under the same lock, so no update is lost.
+fn refresh_pending() {
+    let threads = THREADS.lock();
+    let any =
+        PROCESS_PENDING.load(Ordering::SeqCst) != 0 || threads.values().any(|t| t.pending != 0);
+    SIGNALS_PENDING.store(u64::from(any), Ordering::SeqCst);
+}
 
 /// Signals the host sent the program (`SIGINT`, `SIGTERM` at the VMM):
 /// ignored ones go, a default action happens now (the end of the
@@ -537,7 +555,10 @@ pub(super) fn from_host(signals: u64) {
             SIG_IGN => {}
             SIG_DFL => default_action(signal),
             _ => {
-                SIGNALS_PENDING.fetch_or(bit(signal), Ordering::SeqCst);
+                let threads = THREADS.lock();
+                PROCESS_PENDING.fetch_or(bit(signal), Ordering::SeqCst);
+                SIGNALS_PENDING.store(1, Ordering::SeqCst);
+                drop(threads);
                 // A thread blocked in a call that would take it returns
                 // with EINTR, and the handler runs on its way out.
                 crate::events::interrupt();
@@ -549,24 +570,41 @@ pub(super) fn from_host(signals: u64) {
 /// Whether a signal from outside waits for the calling thread (asked by
 /// blocking calls, which then end with `EINTR`).
 pub(super) fn is_interrupted() -> bool {
-    let pending = SIGNALS_PENDING.load(Ordering::SeqCst);
-    pending != 0 && pending & !current_mask() != 0
+    if SIGNALS_PENDING.load(Ordering::SeqCst) == 0 {
+        return false;
+    }
+    let process = PROCESS_PENDING.load(Ordering::SeqCst);
+    with_thread(|t| (t.pending | process) & !t.mask != 0)
 }
 
 /// On the way out of a system call with `result` (a full `frame`), while
 /// [`SIGNALS_PENDING`] is not empty: run the handler of the lowest pending
 /// signal this thread does not block. The value for RAX.
 pub(crate) extern "C" fn deliver_pending(frame: &mut SyscallFrame, result: u64) -> u64 {
-    let mask = current_mask();
-    let taken = SIGNALS_PENDING.try_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
-        let ready = pending & !mask;
-        (ready != 0).then(|| pending & !bit(lowest(ready)))
+    // A signal sent to this thread first, then one sent to the program.
+    let own = with_thread(|t| {
+        let ready = t.pending & !t.mask;
+        (ready != 0).then(|| {
+            let signal = lowest(ready);
+            t.pending &= !bit(signal);
+            signal
+        })
     });
-    let Ok(before) = taken else {
-        return result;
-    };
-    let signal = lowest(before & !mask);
-    deliver_on_return(frame, signal, SigInfo::sent(signal, SI_USER), result)
+    let mask = current_mask();
+    let delivery = own.map(|signal| (signal, SI_TKILL)).or_else(|| {
+        let taken = PROCESS_PENDING.try_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
+            let ready = pending & !mask;
+            (ready != 0).then(|| pending & !bit(lowest(ready)))
+        });
+        taken.ok().map(|before| (lowest(before & !mask), SI_USER))
+    });
+    refresh_pending();
+    match delivery {
+        Some((signal, code)) => {
+            deliver_on_return(frame, signal, SigInfo::sent(signal, code), result)
+        }
+        None => result,
+    }
 }
 
 /// `kill(2)`: only the program itself (pid 1, or 0 and -1 for every
@@ -592,14 +630,34 @@ pub(super) fn tgkill(frame: &mut SyscallFrame, group: i32, tid: i32, signal: i32
         if !sched::is_thread(tid) {
             return Err(errno::ESRCH);
         }
-        if signal != 0 && action(signal).handler > SIG_IGN {
-            klog!(
-                "linux: signal {signal} to another thread with a handler is not delivered (ENOSYS)"
-            );
-            return Err(errno::ENOSYS);
-        }
+        return send_to_thread(tid.cast_unsigned(), signal);
     }
     send_to_self(frame, signal, SI_TKILL)
+}
+
+/// A signal for another thread of the program: its handler runs when
+/// that thread next leaves a system call, and a call it is blocked in
+/// (waiting for a descriptor) ends with `EINTR`. An ignored signal is
+/// nothing; a default action that ends the program ends it now.
+fn send_to_thread(tid: u32, signal: i32) -> SysResult {
+    if signal == 0 {
+        return Ok(0);
+    }
+    index(signal)?;
+    match action(signal).handler {
+        SIG_IGN => return Ok(0),
+        SIG_DFL => {
+            default_action(signal);
+            return Ok(0);
+        }
+        _ => {}
+    }
+    let mut threads = THREADS.lock();
+    threads.entry(tid).or_insert(NEW_THREAD).pending |= bit(signal);
+    SIGNALS_PENDING.store(1, Ordering::SeqCst);
+    drop(threads);
+    crate::events::interrupt();
+    Ok(0)
 }
 
 /// `rt_sigreturn(2)`: back to the context the handler's frame holds (its
