@@ -56,7 +56,7 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// Guest memory: a multiple of 2 MiB from 8M to 31G (e.g. 64M, 1G, 512MiB, 8G).
-    /// Default 64M, or 512M for a dynamically linked Linux program.
+    /// Default 64M, or 512M for a dynamically linked Linux program or a Go program.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
     memory: Option<u64>,
     /// Number of vCPUs, 1 to 16; the application's threads are spread over them.

@@ -252,6 +252,10 @@ pub struct LinuxProgram {
     pub interp_text_start: u64,
     pub interp_text_end: u64,
     pub interp_sites_bitmap: u64,
+    /// 1 when page 0 holds the system-call trampoline (the kernel may then
+    /// rewrite code mapped later); 0 when every site takes the trap path
+    /// and page 0 is unmapped (a Go program).
+    pub has_trampoline: u64,
 }
 
 /// Bits of [`BootInfo::flags`].

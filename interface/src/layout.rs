@@ -118,6 +118,21 @@ pub const PAGE_TABLES_END: u64 = CPL0_STACKS_ADDR;
 /// Where the image's lowest segment is loaded (2 MiB aligned).
 pub const IMAGE_BASE: u64 = 0x20_0000;
 
+/// The kernel's virtual window (`kernel/src/mm/window.rs`): from here
+/// (512 GiB, past any guest RAM) to [`VIRTUAL_WINDOW_END`], a Linux
+/// program's memory may be mapped at addresses that are not its frames'.
+/// Everything below is identity-mapped RAM; a buffer the VMM is given
+/// must lie there (the kernel copies what lies in the window).
+pub const VIRTUAL_WINDOW_START: u64 = 1 << 39;
+/// One past the window's end: the top of the lower canonical half.
+pub const VIRTUAL_WINDOW_END: u64 = 1 << 47;
+
+/// Whether `[addr, addr + len)` reaches into the virtual window, where
+/// addresses are not guest-physical ones.
+pub const fn is_in_virtual_window(addr: u64, len: u64) -> bool {
+    addr.saturating_add(len) > VIRTUAL_WINDOW_START
+}
+
 /// The local APIC's registers (xAPIC MMIO, SDM vol. 3A, 11.4.1), mapped
 /// CPL3-accessible and uncached by the VMM's page tables.
 pub const LAPIC_ADDR: u64 = 0xFEE0_0000;

@@ -200,7 +200,7 @@ fn record_main(entry_tsc: u64) {
 }
 
 /// Stack for the system calls of a Linux program's main thread.
-const LINUX_SYSCALL_STACK_BYTES: usize = 128 << 10;
+const LINUX_SYSCALL_STACK_BYTES: usize = arch::LINUX_SYSCALL_STACK_BYTES;
 
 /// A Linux program's main thread, on its system-call stack.
 extern "C" fn enter_linux(syscall_stack: u64, _: u64, _: u64) -> ! {

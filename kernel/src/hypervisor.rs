@@ -79,6 +79,15 @@ pub(crate) fn virtio_windows() -> VirtioWindows {
 
 /// Write `bytes` to the host stream; returns bytes written.
 pub(crate) fn console_write(stream: Stream, bytes: &[u8]) -> Result<usize, Errno> {
+    if eremite_interface::layout::is_in_virtual_window(bytes.as_ptr() as u64, bytes.len() as u64) {
+        // Not a guest-physical address: through a copy of our own.
+        let mut copy = [0u8; 512];
+        for chunk in bytes.chunks(copy.len()) {
+            copy[..chunk.len()].copy_from_slice(chunk);
+            console_write(stream, &copy[..chunk.len()])?;
+        }
+        return Ok(bytes.len());
+    }
     if is_pvh() {
         let port = match stream {
             Stream::Stdout => pvh::COM1,

@@ -89,6 +89,17 @@ pub fn glibc_image(name: &str) -> PathBuf {
     path
 }
 
+/// `examples/go/NAME` built with the host's Go (`./x test` builds it).
+pub fn go_image(name: &str) -> PathBuf {
+    let path = root().join("examples/target/go").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `./x test`, which builds it with Go",
+        path.display()
+    );
+    path
+}
+
 /// `examples/unpatched/NAME`: built for `x86_64-unknown-linux-musl` with
 /// stable Rust against the registry's crates, unpatched (`./x test`
 /// builds it).

@@ -65,19 +65,22 @@ pub use size::{SizeError, parse_memory_size};
 /// Default guest memory.
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 
-/// Guest memory for a dynamic Linux program when none is asked for: its
-/// libraries are in the RAM file system and copied again when mapped, and
-/// no memory is committed lazily; the host backs only what is touched.
+/// Guest memory for a dynamic Linux program or a Go program when none is
+/// asked for: a dynamic program's libraries are in the RAM file system
+/// and copied again when mapped, Go maps tens of MiB for its heap's
+/// bookkeeping at start, and memory is committed when mapped; the host
+/// backs only what the guest touches.
 pub const DEFAULT_DYNAMIC_MEMORY_BYTES: u64 = 512 << 20;
 
 /// The guest memory `image` gets when the user names none: more for a
-/// dynamic Linux program ([`DEFAULT_DYNAMIC_MEMORY_BYTES`]) than for the
-/// rest ([`DEFAULT_MEMORY_BYTES`]). An image that cannot be read gets the
+/// dynamic Linux program or a Go program ([`DEFAULT_DYNAMIC_MEMORY_BYTES`])
+/// than for the rest ([`DEFAULT_MEMORY_BYTES`]). An image that cannot be read gets the
 /// usual default (the run then says why it cannot be read).
 pub fn default_memory_bytes(image: &std::path::Path) -> u64 {
     let is_dynamic = memory::ImageFile::open(image).is_ok_and(|file| {
         loader::is_foreign_elf(file.bytes())
-            && goblin::elf::Elf::parse(file.bytes()).is_ok_and(|elf| elf.interpreter.is_some())
+            && (linux::program::is_go(file.bytes())
+                || goblin::elf::Elf::parse(file.bytes()).is_ok_and(|elf| elf.interpreter.is_some()))
     });
     if is_dynamic {
         DEFAULT_DYNAMIC_MEMORY_BYTES

@@ -1,7 +1,7 @@
 //! The Linux programs the Linux-ABI tests and benchmarks boot: C programs
 //! from `examples/c` built with musl (Debian's musl-tools), `-static` and
 //! `-static-pie`, and with the host's gcc and glibc, dynamically linked;
-//! and Rust examples built with stable Rust
+//! Go programs from `examples/go` built with the host's Go; and Rust examples built with stable Rust
 //! for `x86_64-unknown-linux-musl`, the toolchain and target installed
 //! with rustup (the pinned nightly has no musl target). Nothing in them
 //! knows eremite.
@@ -51,7 +51,37 @@ pub(crate) fn c_dir() -> PathBuf {
 /// Build every Linux program.
 pub(crate) fn build() -> Result {
     build_c()?;
+    build_go()?;
     build_rust()
+}
+
+/// Go programs in `examples/go`, by directory: built with the host's Go
+/// (Debian's golang-go), default flags, into `examples/target/go/NAME`.
+pub(crate) const GO_PROGRAMS: [&str; 2] = ["echo", "goroutines"];
+
+/// Where the Go programs land.
+pub(crate) fn go_dir() -> PathBuf {
+    root().join("examples/target/go")
+}
+
+fn build_go() -> Result {
+    let out = go_dir();
+    // Go's caches under the target directory: the tests run as root with
+    // whatever HOME, and a clean clone builds from nothing.
+    let cache = root().join("examples/target/go-cache");
+    for name in GO_PROGRAMS {
+        run_command(
+            Command::new("go")
+                .current_dir(root().join("examples/go"))
+                .env("GOCACHE", cache.join("build"))
+                .env("GOPATH", cache.join("path"))
+                .env("GOFLAGS", "-mod=mod")
+                .args(["build", "-o"])
+                .arg(out.join(name))
+                .arg(format!("./{name}")),
+        )?;
+    }
+    Ok(())
 }
 
 fn gcc_file(name: &str) -> Result<String> {

@@ -240,10 +240,11 @@ fn test(extra: &[String]) -> Result {
 /// namespaces and tap devices), `qemu-system-x86_64` (the second
 /// hypervisor, `tests/tests/qemu.rs`), `wrk` (the `net` group's HTTP
 /// load), `musl-gcc` and `gcc` (the C programs of the Linux-ABI tests),
-/// `g++` and `gfortran` (the C++ and Fortran examples), `sqlite3`,
+/// `g++` and `gfortran` (the C++ and Fortran examples), `go` (the Go
+/// examples, Debian's golang-go), `sqlite3`,
 /// `redis-server` with `redis-cli` and `redis-benchmark`, `memcached`
 /// with `memcslap`, `nginx` (unmodified Debian programs the tests run).
-const HOST_TOOLS: [(&str, &str, &str); 15] = [
+const HOST_TOOLS: [(&str, &str, &str); 16] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
@@ -253,6 +254,7 @@ const HOST_TOOLS: [(&str, &str, &str); 15] = [
     ("gcc", "--version", "gcc"),
     ("g++", "--version", "g++"),
     ("gfortran", "--version", "gfortran"),
+    ("go", "version", "golang-go"),
     ("sqlite3", "--version", "sqlite3"),
     ("redis-server", "--version", "redis-server"),
     ("redis-cli", "--version", "redis-tools"),

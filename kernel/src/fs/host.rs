@@ -68,8 +68,23 @@ fn transfer(
     call(r).map(|n| n as usize)
 }
 
+/// A copy of our own for a transfer whose buffer lies in the virtual
+/// window (not guest-physical addresses the VMM could use).
+fn needs_copy(buf: &[u8]) -> bool {
+    eremite_interface::layout::is_in_virtual_window(buf.as_ptr() as u64, buf.len() as u64)
+}
+
+/// Largest copy of a window buffer per transfer.
+const COPY_BYTES: usize = 64 << 10;
+
 /// Read at `offset`.
 pub(crate) fn read(mount: u32, handle: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    if needs_copy(buf) {
+        let mut copy = alloc::vec![0u8; buf.len().min(COPY_BYTES)];
+        let n = read(mount, handle, offset, &mut copy)?;
+        buf[..n].copy_from_slice(&copy[..n]);
+        return Ok(n);
+    }
     transfer(
         HostFsOp::Read,
         mount,
@@ -82,6 +97,10 @@ pub(crate) fn read(mount: u32, handle: u64, offset: u64, buf: &mut [u8]) -> Resu
 
 /// Write at `offset` (at the end for a handle opened with `O_APPEND`).
 pub(crate) fn write(mount: u32, handle: u64, offset: u64, buf: &[u8]) -> Result<usize, Errno> {
+    if needs_copy(buf) {
+        let copy = buf[..buf.len().min(COPY_BYTES)].to_vec();
+        return write(mount, handle, offset, &copy);
+    }
     transfer(
         HostFsOp::Write,
         mount,
@@ -139,6 +158,12 @@ pub(crate) fn two_path_op(
 
 /// The target of a symbolic link, truncated to `buf`; the bytes copied.
 pub(crate) fn readlink(mount: u32, path: &[u8], buf: &mut [u8]) -> Result<usize, Errno> {
+    if needs_copy(buf) {
+        let mut copy = alloc::vec![0u8; buf.len().min(COPY_BYTES)];
+        let n = readlink(mount, path, &mut copy)?;
+        buf[..n].copy_from_slice(&copy[..n]);
+        return Ok(n);
+    }
     let mut r = with_path(request(HostFsOp::Readlink, mount), path);
     r.buf = buf.as_mut_ptr() as u64;
     r.buf_len = buf.len() as u64;

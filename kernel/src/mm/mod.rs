@@ -22,6 +22,7 @@ mod heap;
 mod ram;
 mod space;
 mod tlb;
+pub(crate) mod window;
 
 use alloc::vec::Vec;
 
@@ -40,6 +41,7 @@ pub(crate) use space::{
     map_anonymous_at, map_anonymous_fixed, protect, remap, unmap,
 };
 pub(crate) use tlb::catch_up as tlb_catch_up;
+pub(crate) use window::Placement as WindowPlacement;
 
 /// Guest RAM: up to [`MAX_RAM_RANGES`] disjoint ranges in ascending
 /// order (RAM below the 3–4 GiB hole, then RAM from 4 GiB), set once.
@@ -191,7 +193,8 @@ pub(crate) enum UserAccess {
 /// from `addr`: RAM whose pages are present (and writable, for a write)
 /// at CPL3. A check, not a lock: another thread may unmap the range after.
 pub(crate) fn is_accessible(addr: u64, len: u64, access: UserAccess) -> bool {
-    is_ram(addr, len) && arch::is_accessible(addr, addr + len, access == UserAccess::Write)
+    (is_ram(addr, len) || window::contains(addr, len))
+        && arch::is_accessible(addr, addr + len, access == UserAccess::Write)
 }
 
 /// The application's 32-bit word at `addr` (a futex word, a thread's
@@ -210,10 +213,14 @@ pub(crate) fn user_word<'a>(addr: u64, access: UserAccess) -> Option<&'a AtomicU
 
 /// How many bytes from `addr` on, up to `max`, the application could read.
 pub(crate) fn readable_bytes_from(addr: u64, max: u64) -> u64 {
-    let Some(&(_, end)) = ram_ranges()
+    let end = if window::contains(addr, 1) {
+        window::WINDOW_END
+    } else if let Some(&(_, end)) = ram_ranges()
         .iter()
         .find(|&&(start, stop)| addr >= start.max(PAGE_SIZE) && addr < stop)
-    else {
+    {
+        end
+    } else {
         return 0;
     };
     let limit = end.min(addr.saturating_add(max));

@@ -39,6 +39,20 @@ static FRAMES: Lock<Option<Frames>> = Lock::new(None);
 /// Serialises page-table edits (see `arch::set_rights`).
 static EDITS: Lock<()> = Lock::new(());
 
+/// Run `edit` holding the page-table edit lock (it must not allocate:
+/// taking frames edits page tables too).
+pub(super) fn with_edit_lock<T>(edit: impl FnOnce() -> T) -> T {
+    let _edit = EDITS.lock();
+    edit()
+}
+
+/// A zeroed, identity-mapped page for a page table (from the heap, as
+/// `set_rights` takes them), or `None` when memory is exhausted.
+pub(super) fn table_page() -> Option<u64> {
+    let table = super::heap::alloc_zeroed(PAGE_SIZE as usize, PAGE_SIZE as usize);
+    (!table.is_null()).then_some(table as u64)
+}
+
 /// Set up the allocator for frames in `span`, owning `free` (page-aligned
 /// ranges inside it). Its bitmaps come from the heap, which must already
 /// have a first arena.

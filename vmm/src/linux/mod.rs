@@ -78,21 +78,27 @@ pub(crate) fn load(
     cpus: u32,
 ) -> Result<Booted, LinuxError> {
     let mut image = loader::load(kernel, ram)?;
-    let mut loaded = program::load(program, ram, image.end)?;
+    // A Go program's nil checks need a read of page 0 to fault, which the
+    // trampoline there would not: its system calls take the trap path.
+    let is_rewritten = !program::is_go(program);
+    let mut loaded = program::load(program, ram, image.end, is_rewritten)?;
     if let Some(path) = loaded.interpreter.take() {
-        load_interpreter(&mut loaded, &path, ram)?;
+        load_interpreter(&mut loaded, &path, ram, is_rewritten)?;
     }
-    let entry = loader::symbol(kernel, &image, CALL_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
-    let page = trampoline::page(entry).ok_or(LinuxError::NoEntry)?;
     let trap_entry =
         loader::symbol(kernel, &image, TRAP_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
     let trap_entries = vec![trap_entry; usize::try_from(cpus).unwrap_or(1)];
-    ram.write(0, &page)?;
+    if is_rewritten {
+        let entry = loader::symbol(kernel, &image, CALL_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
+        let page = trampoline::page(entry).ok_or(LinuxError::NoEntry)?;
+        ram.write(0, &page)?;
+        image.page_zero = PageZero::Trampoline;
+        loaded.info.has_trampoline = 1;
+    }
     let gap = (loaded.info.start - image.end) / PAGE_SIZE;
     image.pages.extend((0..gap).map(|_| PageAccess::Unmapped));
     image.pages.extend(loaded.pages);
     image.end = loaded.end;
-    image.page_zero = PageZero::Trampoline;
     Ok(Booted {
         image,
         program: loaded.info,
@@ -107,12 +113,13 @@ fn load_interpreter(
     program: &mut program::Loaded,
     path: &str,
     ram: &GuestRam,
+    is_rewritten: bool,
 ) -> Result<(), ProgramError> {
     let bytes = std::fs::read(path).map_err(|source| ProgramError::Interpreter {
         path: path.to_owned(),
         source,
     })?;
-    let interp = program::load(&bytes, ram, program.end)?;
+    let interp = program::load(&bytes, ram, program.end, is_rewritten)?;
     if interp.interpreter.is_some() {
         return Err(ProgramError::InterpreterNotStatic(path.to_owned()));
     }

@@ -124,7 +124,12 @@ fn machine_name(machine: u16) -> &'static str {
 /// Check `bytes` (a Linux program, or a dynamic program's interpreter)
 /// and load it into `ram` at or above `lowest` (the end of the kernel
 /// image, or of the program before the interpreter).
-pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, ProgramError> {
+pub(crate) fn load(
+    bytes: &[u8],
+    ram: &GuestRam,
+    lowest: u64,
+    is_rewritten: bool,
+) -> Result<Loaded, ProgramError> {
     let elf = Elf::parse(bytes).map_err(|e| ProgramError::Malformed(e.to_string()))?;
     if !elf.is_64 {
         return Err(ProgramError::WrongMachine(
@@ -201,7 +206,11 @@ pub(crate) fn load(bytes: &[u8], ram: &GuestRam, lowest: u64) -> Result<Loaded, 
         let range = addr..addr + p.p_memsz;
         if p.p_flags & program_header::PF_X != 0 {
             let mut code = data.to_vec();
-            let found = eremite_sites::rewrite(&mut code, addr, &functions);
+            let found = if is_rewritten {
+                eremite_sites::rewrite(&mut code, addr, &functions)
+            } else {
+                eremite_sites::Sites::default()
+            };
             sites.rewritten.extend(found.rewritten);
             sites.left.extend(found.left);
             text = Some(match text {
@@ -286,6 +295,21 @@ fn program_headers(elf: &Elf<'_>, bias: u64) -> Option<u64> {
         .filter(|p| p.p_type == program_header::PT_LOAD)
         .find(|p| offset >= p.p_offset && offset - p.p_offset < p.p_filesz)
         .map(|p| p.p_vaddr + (offset - p.p_offset) + bias)
+}
+
+/// Whether the ELF file is a Go program (the Go linker's build-info
+/// section or build-ID note). Go relies on a fault for every nil pointer
+/// read (its nil checks are implicit for small offsets), which page 0
+/// must then give: see `super::load`.
+pub(crate) fn is_go(bytes: &[u8]) -> bool {
+    Elf::parse(bytes).is_ok_and(|elf| {
+        elf.section_headers.iter().any(|section| {
+            matches!(
+                elf.shdr_strtab.get_at(section.sh_name),
+                Some(".go.buildinfo" | ".note.go.buildid")
+            )
+        })
+    })
 }
 
 /// The program's functions, in guest addresses, sorted: its `STT_FUNC`

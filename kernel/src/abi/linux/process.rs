@@ -18,7 +18,7 @@ use crate::{bootinfo, fault, mm, process, random};
 pub(super) const PID: u64 = 1;
 
 /// Stack for a thread's system calls (the kernel code they run).
-pub(super) const SYSCALL_STACK_BYTES: usize = 128 << 10;
+pub(super) const SYSCALL_STACK_BYTES: usize = crate::arch::LINUX_SYSCALL_STACK_BYTES;
 
 /// A call into page 0 from no rewritten site (see `dispatch`).
 pub(super) fn null_call(frame: &SyscallFrame) -> ! {

@@ -38,6 +38,15 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Serialises writers (readers take no lock).
 static WRITER: Lock<()> = Lock::new(());
 
+/// Whether page 0 holds the trampoline, so that code may be rewritten
+/// (not for a Go program: see `vmm/src/linux`).
+static IS_ENABLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Let code mapped from now on be rewritten (page 0 holds the trampoline).
+pub(super) fn enable() {
+    IS_ENABLED.store(true, Ordering::Relaxed);
+}
+
 /// Sites rewritten and left by the kernel (after start).
 static REWRITTEN: AtomicU64 = AtomicU64::new(0);
 static LEFT: AtomicU64 = AtomicU64::new(0);
@@ -77,6 +86,9 @@ pub(super) fn is_rewritten(return_address: u64) -> bool {
 /// `functions` where it has one, and add its region. The counts of sites
 /// rewritten and left.
 pub(super) fn rewrite(addr: u64, len: usize, functions: &[Range<u64>]) -> (usize, usize) {
+    if !IS_ENABLED.load(Ordering::Relaxed) {
+        return (0, 0);
+    }
     let Ok(code) = super::user::slice_mut(super::ptr::<u8>(addr), len) else {
         return (0, 0);
     };

@@ -136,6 +136,9 @@ pub(super) fn exe_path() -> &'static [u8] {
 /// whose system calls run on the stack whose top is `syscall_stack`.
 pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
     let program = info.linux;
+    if program.has_trampoline != 0 {
+        sites::enable();
+    }
     add_sites(program.text_start, program.text_end, program.sites_bitmap);
     let is_dynamic = program.interp_base != 0;
     if is_dynamic {

@@ -33,8 +33,8 @@ pub(crate) use linux::{
     RESUME_RIP_BELOW, SyscallFrame, UserRegs, enter_program, resume, resume_from_exception,
 };
 pub(crate) use paging::{
-    EditError, PageRights, ensure_writable, flush_tlb, is_accessible, leaf as paging_leaf,
-    merge_block, set_rights,
+    EditError, PageRights, ensure_writable, entry as paging_entry, flush_tlb, is_accessible,
+    leaf as paging_leaf, merge_block, set_rights, set_window_entry, window_entry,
 };
 pub(crate) use preempt::{
     FpArea, fp_frame_bytes, fp_restore, fp_restore_from, fp_save, fp_save_to, init as preempt_init,
@@ -178,6 +178,10 @@ static PER_CPU: [PerCpu; eremite_interface::layout::MAX_CPUS as usize] = [const 
 
 /// Offset of the system-call stack top in [`PerCpu`], for the assembly.
 pub(crate) const PER_CPU_SYSCALL_STACK: usize = core::mem::offset_of!(PerCpu, syscall_stack);
+
+/// Size of every Linux thread's system-call stack (its top is
+/// [`PER_CPU_SYSCALL_STACK`] while it runs).
+pub(crate) const LINUX_SYSCALL_STACK_BYTES: usize = 128 << 10;
 /// Offsets of the interrupt upcall's two fields, for the assembly.
 pub(crate) const PER_CPU_IN_UPCALL: usize = core::mem::offset_of!(PerCpu, in_upcall);
 pub(crate) const PER_CPU_DEFERRED_VECTORS: usize = core::mem::offset_of!(PerCpu, deferred_vectors);

@@ -327,6 +327,50 @@ pub(crate) fn merge_block(block: u64) -> Option<u64> {
     Some(table)
 }
 
+/// The address of the 4 KiB entry that maps `addr` in the virtual window
+/// (above RAM; `mm::window`), or `None` if a table on the way is missing
+/// and `tables` has none left to link there (then nothing is changed
+/// beyond the tables linked so far, which stay). Tables taken from
+/// `tables` must be zeroed, identity-mapped pages; they are linked
+/// present, writable and user-accessible, so the leaf decides.
+///
+/// The caller holds the memory manager's edit lock.
+pub(crate) fn window_entry(addr: u64, tables: &mut alloc::vec::Vec<u64>) -> Option<u64> {
+    let mut at = PAGE_TABLES_ADDR + 8 * index(addr, 3);
+    for level in [2, 1, 0] {
+        let mut entry = read_entry(at);
+        if entry & PRESENT == 0 {
+            let table = tables.pop()?;
+            entry = table | PRESENT | WRITABLE | USER;
+            write_entry(at, entry);
+        }
+        if entry & LARGE != 0 {
+            return None;
+        }
+        at = (entry & ADDR_MASK) + 8 * index(addr, level);
+    }
+    Some(at)
+}
+
+/// The 4 KiB entry at `at` (from [`window_entry`]).
+pub(crate) fn entry(at: u64) -> u64 {
+    read_entry(at)
+}
+
+/// Write the window entry at `at` (from [`window_entry`]): `frame` with
+/// `rights`; [`PageRights::None`] keeps the frame in a not-present entry.
+/// Returns whether a present entry changed (the caller invalidates).
+///
+/// The caller holds the memory manager's edit lock.
+pub(crate) fn set_window_entry(at: u64, frame: u64, rights: PageRights) -> bool {
+    let old = read_entry(at);
+    let new = (frame & ADDR_MASK) | rights.bits();
+    if new != old {
+        write_entry(at, new);
+    }
+    new != old && old & PRESENT != 0
+}
+
 /// Most pages [`flush_tlb`] invalidates one by one; more reload CR3.
 pub(crate) const FLUSH_PAGES_MAX: u64 = 8;
 

@@ -12,7 +12,10 @@
 //! `sched::interrupt_acknowledge(vectors)`, then `sched::interrupt_finish`
 //! (which may switch to another thread and come back much later), restores
 //! it all and returns with `popfq; ret 128`, which lands exactly on the
-//! interrupted RIP and RSP. The code is shared by every CPU.
+//! interrupted RIP and RSP. The code is shared by every CPU. When the
+//! interrupted code is a Linux program, all but the stub's three words
+//! and the saved registers goes on the thread's system-call stack instead
+//! (a goroutine's stack is too small for the `xsave` area).
 //!
 //! Interrupts are on throughout (at CPL3 they cannot be turned off), so
 //! an upcall can be interrupted. While it acknowledges (the part that
@@ -205,7 +208,27 @@ global_asm!(
     "    push rbp",
     "    cld",
     "    mov rbp, rsp",
-    "    sub rsp, {area}",
+    // Interrupted in a Linux program: go on on the thread's system-call
+    // stack (idle while the program runs), not the program's, which may
+    // be small (a goroutine's starts at 2 KiB, and Go allows no writes
+    // below its limit); `mov rsp, rbp` below comes back. Interrupted in
+    // the kernel (on that stack, or on the exception upcall's): stay.
+    "    mov rax, qword ptr gs:[{syscall_stack}]",
+    "    test rax, rax",
+    "    jz 4f",
+    "    lea rcx, [rax - {syscall_bytes}]",
+    "    cmp rsp, rcx",
+    "    jb 5f",
+    "    cmp rsp, rax",
+    "    jbe 4f",
+    "5:  lea rcx, [rip + {upcall_stack}]",
+    "    cmp rsp, rcx",
+    "    jb 6f",
+    "    add rcx, {upcall_bytes}",
+    "    cmp rsp, rcx",
+    "    jbe 4f",
+    "6:  mov rsp, rax",
+    "4:  sub rsp, {area}",
     "    and rsp, -64",
     // XRSTOR requires the XSAVE header's reserved bytes to be zero.
     "    lea rdi, [rsp + 512]",
@@ -264,4 +287,8 @@ global_asm!(
     finish = sym crate::sched::interrupt_finish,
     in_upcall = const super::PER_CPU_IN_UPCALL,
     deferred = const super::PER_CPU_DEFERRED_VECTORS,
+    syscall_stack = const super::PER_CPU_SYSCALL_STACK,
+    syscall_bytes = const super::LINUX_SYSCALL_STACK_BYTES,
+    upcall_stack = sym super::supervisor::UPCALL_STACK,
+    upcall_bytes = const super::supervisor::UPCALL_STACK_SIZE,
 );

@@ -1,0 +1,3 @@
+module eremite.example/go
+
+go 1.19
