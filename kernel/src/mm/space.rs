@@ -46,7 +46,8 @@ pub(super) fn init(bounds: PageRange) {
     *SPACE.lock() = Some(AddressSpace::new(bounds));
 }
 
-fn rights_of(prot: Prot) -> PageRights {
+/// The page rights that give `prot`.
+pub(super) fn rights_of(prot: Prot) -> PageRights {
     match (prot.is_readable(), prot.is_writable(), prot.is_executable()) {
         (_, true, _) => PageRights::ReadWrite,
         (_, false, true) => PageRights::ReadExecute,

@@ -28,6 +28,7 @@ use eremite_interface::layout::PAGE_SIZE;
 use eremite_mm::{AddressSpace, Kind, PageRange, Prot, PteChange};
 
 use super::ram::{self, Commit, Fill, Shortage};
+use super::space::rights_of;
 use crate::arch::{self, PageRights};
 use crate::sync::Lock;
 
@@ -54,15 +55,6 @@ pub(crate) enum Placement {
 /// Whether `[addr, addr + len)` lies in the window.
 pub(crate) fn contains(addr: u64, len: u64) -> bool {
     addr >= WINDOW_START && addr.checked_add(len).is_some_and(|end| end <= WINDOW_END)
-}
-
-fn rights_of(prot: Prot) -> PageRights {
-    match (prot.is_readable(), prot.is_writable(), prot.is_executable()) {
-        (_, true, _) => PageRights::ReadWrite,
-        (_, false, true) => PageRights::ReadExecute,
-        (true, false, false) => PageRights::Read,
-        (false, false, false) => PageRights::None,
-    }
 }
 
 fn bounds() -> PageRange {
