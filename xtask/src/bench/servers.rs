@@ -5,7 +5,8 @@
 //! `redis-benchmark` (GET and SET, 50 clients, pipeline 1 and 16),
 //! `memcslap` (sets from 50 clients), `wrk` against nginx (a small page
 //! and a 1 MB file, from the RAM file system and, rows `_mount`, through
-//! `--mount`), and redis's boot-to-ready (from the start of the
+//! `--mount`), `wrk` against the Go echo server (`examples/go/echo`), and
+//! redis's boot-to-ready (from the start of the
 //! process to the first `PONG`).
 //!
 //! Not measured here yet: the same binaries under gVisor and in a Linux
@@ -153,6 +154,7 @@ fn native_nginx_config(port: u16, www: &Path, scratch: &Path) -> Result<PathBuf>
 
 pub(super) fn servers(is_quick: bool) -> Result<Vec<Row>> {
     let cli = build_cli()?;
+    crate::linux::build()?;
     let ns = BenchNetNs::new()?;
     let scratch =
         std::env::temp_dir().join(format!("eremite-bench-servers-{}", std::process::id()));
@@ -354,5 +356,31 @@ fn measure(
             &format!("_nginx_1mb{suffix}"),
         )?);
     }
+
+    // The Go echo server (examples/go/echo), built with the host's Go.
+    let echo = crate::linux::go_dir().join("echo");
+    let guest = spawn(ns.eremite(cli).arg(&echo).args(["--", ":8000"]))?;
+    let guest_wrk = wait_ready(
+        ns,
+        &["bash", "-c", "exec 3<>/dev/tcp/10.0.0.2/8000"],
+        Instant::now(),
+    )
+    .and_then(|_| wrk(ns, "http://10.0.0.2:8000/", is_quick));
+    stop(guest);
+    let native = spawn(ns.command(BENCH_CORE, &echo).arg("127.0.0.1:8001"))?;
+    let native_wrk = wait_ready(
+        ns,
+        &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8001"],
+        Instant::now(),
+    )
+    .and_then(|_| wrk(ns, "http://127.0.0.1:8001/", is_quick));
+    stop(native);
+    rows.extend(pair(
+        "servers",
+        &guest_wrk?,
+        &native_wrk?,
+        &["wrk_requests"],
+        "_go_echo",
+    )?);
     Ok(rows)
 }
