@@ -156,6 +156,7 @@ pub(crate) fn start(info: &BootInfo, syscall_stack: u64) -> ! {
     // The kernel's image is not the program's memory: a pointer into it
     // is EFAULT, as a pointer into Linux's kernel is.
     user::set_kernel(info.image_start, program.start);
+    arch::set_kernel_text(info.image_start, program.start);
     // The program's faults go to its signal handlers, if it has them.
     crate::fault::set_exception_hook(super::signal::on_exception);
     // Signals the host forwards go to its handlers too.

@@ -38,6 +38,7 @@ pub(crate) use paging::{
 };
 pub(crate) use preempt::{
     FpArea, fp_frame_bytes, fp_restore, fp_restore_from, fp_save, fp_save_to, init as preempt_init,
+    set_kernel_text,
 };
 pub(crate) use supervisor::{ExceptionFrame, install_idt, install_irq_gates};
 pub(crate) use switch::{new_thread_stack, switch};

@@ -13,9 +13,13 @@
 //! (which may switch to another thread and come back much later), restores
 //! it all and returns with `popfq; ret 128`, which lands exactly on the
 //! interrupted RIP and RSP. The code is shared by every CPU. When the
-//! interrupted code is a Linux program, all but the stub's three words
-//! and the saved registers goes on the thread's system-call stack instead
-//! (a goroutine's stack is too small for the `xsave` area).
+//! interrupted code is a Linux program (its RIP outside the kernel's
+//! image), all but the stub's three words and the saved registers goes on
+//! the thread's system-call stack instead (a goroutine's stack is too
+//! small for the `xsave` area). The stack the upcall runs on must be
+//! chosen by where the code runs, not by where RSP points: while the
+//! scheduler switches threads, the per-CPU system-call stack already
+//! names the next thread's, whose frames are live.
 //!
 //! Interrupts are on throughout (at CPL3 they cannot be turned off), so
 //! an upcall can be interrupted. While it acknowledges (the part that
@@ -208,26 +212,24 @@ global_asm!(
     "    push rbp",
     "    cld",
     "    mov rbp, rsp",
-    // Interrupted in a Linux program: go on on the thread's system-call
-    // stack (idle while the program runs), not the program's, which may
-    // be small (a goroutine's starts at 2 KiB, and Go allows no writes
-    // below its limit); `mov rsp, rbp` below comes back. Interrupted in
-    // the kernel (on that stack, or on the exception upcall's): stay.
-    "    mov rax, qword ptr gs:[{syscall_stack}]",
+    // Interrupted in a Linux program (its RIP outside the kernel's image):
+    // go on on the thread's system-call stack, idle while the program
+    // runs, not the program's, which may be small (a goroutine's starts
+    // at 2 KiB, and Go allows no writes below its limit); `mov rsp, rbp`
+    // below comes back. Interrupted in the kernel, or in a hermit image
+    // (no range set): stay.
+    "    mov rax, qword ptr [rip + {kernel_text} + 8]",
     "    test rax, rax",
     "    jz 4f",
-    "    lea rcx, [rax - {syscall_bytes}]",
-    "    cmp rsp, rcx",
-    "    jb 5f",
-    "    cmp rsp, rax",
-    "    jbe 4f",
-    "5:  lea rcx, [rip + {upcall_stack}]",
-    "    cmp rsp, rcx",
-    "    jb 6f",
-    "    add rcx, {upcall_bytes}",
-    "    cmp rsp, rcx",
-    "    jbe 4f",
-    "6:  mov rsp, rax",
+    "    mov rcx, qword ptr [rbp + 96]",
+    "    cmp rcx, rax",
+    "    jae 5f",
+    "    cmp rcx, qword ptr [rip + {kernel_text}]",
+    "    jae 4f",
+    "5:  mov rax, qword ptr gs:[{syscall_stack}]",
+    "    test rax, rax",
+    "    jz 4f",
+    "    mov rsp, rax",
     "4:  sub rsp, {area}",
     "    and rsp, -64",
     // XRSTOR requires the XSAVE header's reserved bytes to be zero.
@@ -288,7 +290,18 @@ global_asm!(
     in_upcall = const super::PER_CPU_IN_UPCALL,
     deferred = const super::PER_CPU_DEFERRED_VECTORS,
     syscall_stack = const super::PER_CPU_SYSCALL_STACK,
-    syscall_bytes = const super::LINUX_SYSCALL_STACK_BYTES,
-    upcall_stack = sym super::supervisor::UPCALL_STACK,
-    upcall_bytes = const super::supervisor::UPCALL_STACK_SIZE,
+    kernel_text = sym KERNEL_TEXT,
 );
+
+/// The kernel's image, `[start, end)`, when it runs a Linux program beside
+/// it (set once at the program's start); zero for a hermit image, whose
+/// application is linked into the kernel's image.
+static KERNEL_TEXT: [core::sync::atomic::AtomicU64; 2] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; 2];
+
+/// Tell the interrupt upcall where the kernel's image is (a Linux program
+/// runs outside it, on stacks the upcall must not grow).
+pub(crate) fn set_kernel_text(start: u64, end: u64) {
+    KERNEL_TEXT[0].store(start, core::sync::atomic::Ordering::Relaxed);
+    KERNEL_TEXT[1].store(end, core::sync::atomic::Ordering::Release);
+}

@@ -63,13 +63,13 @@ const COUNTERS_ADDR: u64 = layout::BOOT_INFO_ADDR
 /// Distance between two vector stubs.
 const STUB_STRIDE: u64 = 16;
 
-pub(super) const UPCALL_STACK_SIZE: usize = 64 * 1024;
+const UPCALL_STACK_SIZE: usize = 64 * 1024;
 
 /// The CPL3 stack the fault report runs on (the faulting stack may be the
 /// cause of the fault).
 #[repr(C, align(16))]
-pub(super) struct UpcallStack([u8; UPCALL_STACK_SIZE]);
-pub(super) static mut UPCALL_STACK: UpcallStack = UpcallStack([0; UPCALL_STACK_SIZE]);
+struct UpcallStack([u8; UPCALL_STACK_SIZE]);
+static mut UPCALL_STACK: UpcallStack = UpcallStack([0; UPCALL_STACK_SIZE]);
 
 /// Set (bit 0) by an exception while its upcall runs; a second one then
 /// exits from CPL0. Cleared by a Linux program's signal handler taking
