@@ -406,6 +406,22 @@ fn kick(core: usize) {
     }
 }
 
+/// Interrupt thread `tid` if it is running on another core, so that it
+/// enters its interrupt upcall soon (a signal waits for it there: a
+/// thread that runs without system calls, on a core of its own, might
+/// otherwise take no interrupt for a long time).
+pub(crate) fn interrupt_thread(tid: Tid) {
+    let mut guard = lock();
+    let s = sched(&mut guard);
+    let here = here();
+    let target = match s.threads.get(&tid) {
+        Some(thread) if thread.state == State::Running && thread.core != here => thread.core,
+        _ => return,
+    };
+    drop(guard);
+    kick(target);
+}
+
 /// Wait on this core for work from another core, an interrupt, or
 /// `deadline_ns`: spin briefly, then halt (with the APIC timer armed for
 /// the deadline). Called without the scheduler lock, after clearing this

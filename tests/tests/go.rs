@@ -15,7 +15,7 @@ fn goroutines_channels_timers_the_gc_and_a_recovered_nil_dereference() {
             "{run}"
         );
         let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
-        assert_eq!(oks, 5, "{run}");
+        assert_eq!(oks, 6, "{run}");
         assert!(run.stdout.ends_with("goroutines passed\n"), "{run}");
     }
 }

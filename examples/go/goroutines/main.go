@@ -1,7 +1,9 @@
 // The Go runtime's own needs, checked: 1000 goroutines passing work over
 // channels on every CPU, a mutex and a WaitGroup, timers, a nil pointer
 // dereference recovered as a panic (SIGSEGV delivered to the runtime's
-// handler), and the garbage collector under allocation. Each check prints
+// handler), the garbage collector under allocation, and a goroutine that
+// spins without calls unable to starve the others on one CPU (the
+// runtime's asynchronous preemption, a SIGURG to the spinning thread). Each check prints
 // "ok NAME"; a failure prints "FAIL NAME" and exits 1. It passes on
 // Linux.
 package main
@@ -95,5 +97,19 @@ func main() {
 	var stats runtime.MemStats
 	runtime.ReadMemStats(&stats)
 	check(stats.NumGC > 0, "the garbage collector runs")
+	// A goroutine that never calls anything, on a single P: only a
+	// preemption signal lets the main goroutine run again.
+	previous := runtime.GOMAXPROCS(1)
+	var spins uint64
+	stop := false
+	go func() {
+		for !stop {
+			spins++
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	stop = true
+	runtime.GOMAXPROCS(previous)
+	check(true, "a spinning goroutine does not starve the others")
 	fmt.Println("goroutines passed")
 }

@@ -38,7 +38,7 @@ use crate::arch::{self, SyscallFrame};
 use crate::console::klog;
 use crate::sync::Lock;
 
-pub(crate) use signal::{SIGNALS_PENDING, deliver_pending};
+pub(crate) use signal::{SIGNALS_PENDING, deliver_interrupted, deliver_pending};
 pub(crate) use start::start;
 
 /// What a system call returns: a value or an error.

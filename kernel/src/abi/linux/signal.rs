@@ -27,10 +27,12 @@
 //! - **Signals to another thread** (`tgkill`, `pthread_kill`): the same,
 //!   in that thread.
 //!
-//! Not done: a thread running without making system calls takes a
-//! signal only at its next call (Go's preemption signals need delivery
-//! on an interrupt's return); a futex wait or a sleep is not ended with
-//! `EINTR`; `SIGPIPE` handlers (the write fails with `EPIPE`; see
+//! - **On an interrupt's return** to the program, too ([`deliver_interrupted`]):
+//!   a thread that makes no system call (Go's preemption signals) takes
+//!   the signal at its next interrupt; a thread running on another core
+//!   is sent one.
+//!
+//! Not done: a futex wait or a sleep is not ended with `EINTR`; `SIGPIPE` handlers (the write fails with `EPIPE`; see
 //! [`on_broken_pipe`]).
 
 use alloc::collections::BTreeMap;
@@ -581,7 +583,18 @@ pub(super) fn is_interrupted() -> bool {
 /// [`SIGNALS_PENDING`] is not empty: run the handler of the lowest pending
 /// signal this thread does not block. The value for RAX.
 pub(crate) extern "C" fn deliver_pending(frame: &mut SyscallFrame, result: u64) -> u64 {
-    // A signal sent to this thread first, then one sent to the program.
+    match take_ready() {
+        Some((signal, code)) => {
+            deliver_on_return(frame, signal, SigInfo::sent(signal, code), result)
+        }
+        None => result,
+    }
+}
+
+/// The signal this thread should take now, and its `si_code`: one sent
+/// to it first, then one sent to the program; taken out of the pending
+/// sets.
+fn take_ready() -> Option<(i32, i32)> {
     let own = with_thread(|t| {
         let ready = t.pending & !t.mask;
         (ready != 0).then(|| {
@@ -599,11 +612,39 @@ pub(crate) extern "C" fn deliver_pending(frame: &mut SyscallFrame, result: u64) 
         taken.ok().map(|before| (lowest(before & !mask), SI_USER))
     });
     refresh_pending();
-    match delivery {
-        Some((signal, code)) => {
-            deliver_on_return(frame, signal, SigInfo::sent(signal, code), result)
+    delivery
+}
+
+/// From the interrupt upcall, which interrupted the program (not the
+/// kernel) with `regs`, while a signal is pending: run the handler of one
+/// this thread takes now, as Linux does on its way back to user mode
+/// (Go's preemption signals need it: the thread they target makes no
+/// system call). Returns if there is none (the upcall then resumes).
+pub(crate) extern "C" fn deliver_interrupted(regs: &UserRegs) {
+    let Some((signal, code)) = take_ready() else {
+        return;
+    };
+    let action = action(signal);
+    match action.handler {
+        SIG_IGN => return,
+        SIG_DFL => {
+            default_action(signal);
+            return;
         }
-        None => result,
+        _ => {}
+    }
+    match setup(
+        signal,
+        action,
+        SigInfo::sent(signal, code),
+        regs,
+        Trap::default(),
+    ) {
+        Ok(handler) => sched::resume_program(&handler),
+        Err(_) => {
+            klog!("linux: no room on the stack for signal {signal}'s frame");
+            super::process::exit_group(128 + SIGSEGV)
+        }
     }
 }
 
@@ -657,6 +698,9 @@ fn send_to_thread(tid: u32, signal: i32) -> SysResult {
     SIGNALS_PENDING.store(1, Ordering::SeqCst);
     drop(threads);
     crate::events::interrupt();
+    // Running on another core: interrupt it, so that it takes the signal
+    // even if it makes no system call.
+    sched::interrupt_thread(tid);
     Ok(0)
 }
 

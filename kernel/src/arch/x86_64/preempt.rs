@@ -257,7 +257,11 @@ global_asm!(
     // Preempt, or arrange to (this may switch threads; interrupts that
     // come now are upcalls of their own).
     "3:  call {finish}",
-    "    mov eax, dword ptr [rip + {mask}]",
+    // A signal waits and the program was interrupted (not the kernel):
+    // offer it to the thread now, with the interrupted registers.
+    "    cmp qword ptr [rip + {pending}], 0",
+    "    jne 7f",
+    "8:  mov eax, dword ptr [rip + {mask}]",
     "    xor edx, edx",
     "    xrstor64 [rsp]",
     "    mov rsp, rbp",
@@ -274,6 +278,54 @@ global_asm!(
     "    lea rsp, [rsp + 8]",
     "    popfq",
     "    ret 128",
+    // The interrupted context as `UserRegs` (see `linux.rs`): the saved
+    // caller-saved registers, the callee-saved ones (still the
+    // program's), RSP, RIP and RFLAGS from the stub's slots. The call
+    // returns only if there was nothing to deliver.
+    "7:  mov rax, qword ptr [rip + {kernel_text} + 8]",
+    "    test rax, rax",
+    "    jz 8b",
+    "    mov rcx, qword ptr [rbp + 96]",
+    "    cmp rcx, rax",
+    "    jae 10f",
+    "    cmp rcx, qword ptr [rip + {kernel_text}]",
+    "    jae 8b",
+    "10: sub rsp, 144",
+    "    mov rax, [rbp + 32]",
+    "    mov [rsp], rax",
+    "    mov rax, [rbp + 24]",
+    "    mov [rsp + 8], rax",
+    "    mov rax, [rbp + 16]",
+    "    mov [rsp + 16], rax",
+    "    mov rax, [rbp + 8]",
+    "    mov [rsp + 24], rax",
+    "    mov [rsp + 32], r12",
+    "    mov [rsp + 40], r13",
+    "    mov [rsp + 48], r14",
+    "    mov [rsp + 56], r15",
+    "    mov rax, [rbp + 40]",
+    "    mov [rsp + 64], rax",
+    "    mov rax, [rbp + 48]",
+    "    mov [rsp + 72], rax",
+    "    mov rax, [rbp]",
+    "    mov [rsp + 80], rax",
+    "    mov [rsp + 88], rbx",
+    "    mov rax, [rbp + 56]",
+    "    mov [rsp + 96], rax",
+    "    mov rax, [rbp + 72]",
+    "    mov [rsp + 104], rax",
+    "    mov rax, [rbp + 64]",
+    "    mov [rsp + 112], rax",
+    "    lea rax, [rbp + 232]",
+    "    mov [rsp + 120], rax",
+    "    mov rax, [rbp + 96]",
+    "    mov [rsp + 128], rax",
+    "    mov rax, [rbp + 88]",
+    "    mov [rsp + 136], rax",
+    "    mov rdi, rsp",
+    "    call {deliver}",
+    "    add rsp, 144",
+    "    jmp 8b",
     "9:  push rax",
     "    mov rax, qword ptr [rsp + 8]",
     "    lock or qword ptr gs:[{deferred}], rax",
@@ -291,7 +343,17 @@ global_asm!(
     deferred = const super::PER_CPU_DEFERRED_VECTORS,
     syscall_stack = const super::PER_CPU_SYSCALL_STACK,
     kernel_text = sym KERNEL_TEXT,
+    pending = sym crate::abi::linux::SIGNALS_PENDING,
+    deliver = sym crate::abi::linux::deliver_interrupted,
 );
+
+const _: () = {
+    assert!(core::mem::size_of::<super::UserRegs>() == 144);
+    assert!(core::mem::offset_of!(super::UserRegs, r12) == 32);
+    assert!(core::mem::offset_of!(super::UserRegs, rbx) == 88);
+    assert!(core::mem::offset_of!(super::UserRegs, rax) == 104);
+    assert!(core::mem::offset_of!(super::UserRegs, rcx) == 112);
+};
 
 /// The kernel's image, `[start, end)`, when it runs a Linux program beside
 /// it (set once at the program's start); zero for a hermit image, whose
