@@ -3,7 +3,8 @@
  * shutdown, scatter-gather sendmsg and recvmsg with MSG_WAITALL), UDP
  * with addresses, options (SO_REUSEADDR, SO_TYPE, SO_ERROR, SO_RCVTIMEO,
  * TCP_NODELAY), and the errors a program must see (a refused
- * connection, a wild pointer, a timeout, an unknown option). It passes
+ * connection, a wild pointer, a timeout, an unknown option), and a
+ * socketpair (both ways, MSG_DONTWAIT, end of file, EPIPE). It passes
  * on Linux too. Each check prints "ok NAME"; the first failure prints
  * "FAIL NAME: why" and exits 1. */
 #define _GNU_SOURCE
@@ -192,10 +193,31 @@ static void errors(void) {
     close(fd);
 }
 
+static void pair(void) {
+    int sv[2];
+    char buf[16];
+    check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair", "failed");
+    check(write(sv[0], "ping", 4) == 4 && read(sv[1], buf, sizeof buf) == 4 &&
+              memcmp(buf, "ping", 4) == 0,
+          "socketpair one way", "lost the bytes");
+    check(send(sv[1], "pong", 4, 0) == 4 && recv(sv[0], buf, sizeof buf, 0) == 4 &&
+              memcmp(buf, "pong", 4) == 0,
+          "socketpair the other way (send, recv)", "lost the bytes");
+    check(recv(sv[0], buf, sizeof buf, MSG_DONTWAIT) == -1 && errno == EAGAIN,
+          "socketpair MSG_DONTWAIT on nothing is EAGAIN", "did not fail so");
+    close(sv[1]);
+    check(read(sv[0], buf, sizeof buf) == 0, "socketpair end of file when the peer closes",
+          "not 0");
+    check(send(sv[0], "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE,
+          "socketpair send to a closed peer is EPIPE", "did not fail so");
+    close(sv[0]);
+}
+
 int main(void) {
     tcp();
     udp();
     errors();
+    pair();
     printf("sockets passed\n");
     return 0;
 }

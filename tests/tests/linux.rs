@@ -52,7 +52,7 @@ fn c_sockets_over_loopback_pass_the_same_checks_as_on_linux() {
         both_kinds("sockets", &["--cpus", cpus], &[], |run| {
             run.expect_code(0);
             let oks = run.stdout.lines().filter(|l| l.starts_with("ok ")).count();
-            assert_eq!(oks, 28, "{run}");
+            assert_eq!(oks, 34, "{run}");
             assert!(run.stdout.ends_with("sockets passed\n"), "{run}");
         });
     }

@@ -147,6 +147,11 @@ pub(crate) trait FileObject: Send + Sync {
         None
     }
 
+    /// Whether it is one end of a `socketpair`.
+    fn is_socket_pair(&self) -> bool {
+        false
+    }
+
     /// The path it was opened by (files and directories), for the `*at`
     /// calls and `fchdir`.
     fn path(&self) -> Option<&[u8]> {
@@ -325,19 +330,42 @@ pub(crate) fn open_eventfd(
 pub(crate) fn open_pipe(flags: OpenFlags) -> Result<[i32; 2], Errno> {
     let (reader, writer) = pipe::new();
     let nonblock = flags & OpenFlags::NONBLOCK;
-    let reader = OpenFile::new(reader, OpenFlags::RDONLY | nonblock);
-    let writer = OpenFile::new(writer, OpenFlags::WRONLY | nonblock);
+    insert_two(
+        OpenFile::new(reader, OpenFlags::RDONLY | nonblock),
+        OpenFile::new(writer, OpenFlags::WRONLY | nonblock),
+    )
+}
+
+/// Descriptors for `first` and `second`, or neither.
+fn insert_two(first: Arc<OpenFile>, second: Arc<OpenFile>) -> Result<[i32; 2], Errno> {
     let mut files = FILES.lock();
-    let read_fd = files.insert(reader)?;
-    match files.insert(writer) {
-        Ok(write_fd) => Ok([read_fd, write_fd]),
+    let first_fd = files.insert(first)?;
+    match files.insert(second) {
+        Ok(second_fd) => Ok([first_fd, second_fd]),
         Err(error) => {
-            let reader = files.remove(read_fd);
+            let first = files.remove(first_fd);
             drop(files);
-            drop(reader);
+            drop(first);
             Err(error)
         }
     }
+}
+
+/// `socketpair`: descriptors for the two ends of a connected pair of
+/// stream sockets; `O_NONBLOCK` in `flags` applies to both.
+pub(crate) fn open_socket_pair(flags: OpenFlags) -> Result<[i32; 2], Errno> {
+    let (a, b) = pipe::new_pair();
+    let nonblock = flags & OpenFlags::NONBLOCK;
+    insert_two(
+        OpenFile::new(a, OpenFlags::RDWR | nonblock),
+        OpenFile::new(b, OpenFlags::RDWR | nonblock),
+    )
+}
+
+/// Whether `fd` is one end of a `socketpair` (whose data calls are reads
+/// and writes).
+pub(crate) fn is_socket_pair(fd: i32) -> bool {
+    file(fd).is_ok_and(|f| f.object.is_socket_pair())
 }
 
 /// `epoll_create`: a descriptor for a new, empty `epoll` instance.

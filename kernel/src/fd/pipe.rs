@@ -40,6 +40,67 @@ pub(super) struct PipeEnd {
     is_write: bool,
 }
 
+/// One end of a connected pair of stream sockets (`socketpair(AF_UNIX,
+/// SOCK_STREAM)`): a pipe in each direction. Closing one end is end of
+/// file for the other's reads and `EPIPE` for its writes.
+pub(super) struct PairEnd {
+    rx: PipeEnd,
+    tx: PipeEnd,
+}
+
+/// `S_IFSOCK`.
+const S_IFSOCK: u32 = 0o140000;
+
+/// A new connected pair.
+pub(super) fn new_pair() -> (PairEnd, PairEnd) {
+    let (a_rx, b_tx) = new();
+    let (b_rx, a_tx) = new();
+    (
+        PairEnd { rx: a_rx, tx: a_tx },
+        PairEnd { rx: b_rx, tx: b_tx },
+    )
+}
+
+impl FileObject for PairEnd {
+    fn read(&self, buf: &mut [u8], status: OpenFlags) -> Result<usize, Errno> {
+        self.rx.read(buf, status)
+    }
+
+    fn write(&self, buf: &[u8], status: OpenFlags) -> Result<usize, Errno> {
+        self.tx.write(buf, status)
+    }
+
+    fn stat(&self) -> Result<FileStat, Errno> {
+        Ok(FileStat {
+            mode: S_IFSOCK | 0o777,
+            nlink: 1,
+            ..FileStat::default()
+        })
+    }
+
+    fn readiness(&self) -> Readiness {
+        let (rx, tx) = (self.rx.readiness(), self.tx.readiness());
+        Readiness {
+            is_readable: rx.is_readable,
+            has_hangup: rx.has_hangup && tx.has_error,
+            is_writable: tx.is_writable,
+            has_error: false,
+        }
+    }
+
+    fn available(&self) -> Result<usize, Errno> {
+        self.rx.available()
+    }
+
+    fn progress(&self) -> u64 {
+        self.rx.progress() + self.tx.progress()
+    }
+
+    fn is_socket_pair(&self) -> bool {
+        true
+    }
+}
+
 /// A new pipe's read and write ends.
 pub(super) fn new() -> (PipeEnd, PipeEnd) {
     let pipe = Arc::new(Pipe(Lock::new(State {

@@ -235,6 +235,7 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::NANOSLEEP => time::nanosleep(a, b),
         nr::GETPID => Ok(process::PID),
         nr::SOCKET => net::socket(uint(a), uint(b), int(c)),
+        nr::SOCKETPAIR => net::socketpair(uint(a), uint(b), int(c), d),
         nr::CONNECT => net::connect(int(a), b, uint(c)),
         nr::ACCEPT => net::accept4(int(a), b, c, 0),
         nr::ACCEPT4 => net::accept4(int(a), b, c, uint(d)),

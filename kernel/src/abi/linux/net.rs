@@ -120,6 +120,59 @@ pub(super) fn socket(domain: u32, kind: u32, protocol: i32) -> SysResult {
     fd::open_socket(net::socket(protocol)?, flags_of(kind)).map(fd_value)
 }
 
+/// A send on a `socketpair` end: a write, `EPIPE` (and `SIGPIPE` unless
+/// `MSG_NOSIGNAL`) once the other end is closed.
+fn pair_send(fd: i32, data: &[u8], flags: u32) -> SysResult {
+    let result = pair_io(fd, flags, |fd| fd::write(fd, data)).map(value);
+    if flags & MSG_NOSIGNAL != 0 {
+        result
+    } else {
+        super::signal::on_broken_pipe(result)
+    }
+}
+
+/// Run `io` on a `socketpair` end, non-blocking for this call with
+/// `MSG_DONTWAIT`.
+fn pair_io(
+    fd: i32,
+    flags: u32,
+    io: impl FnOnce(i32) -> Result<usize, Errno>,
+) -> Result<usize, Errno> {
+    if flags & MSG_DONTWAIT == 0 {
+        return io(fd);
+    }
+    let status = fd::status_flags(fd)?;
+    if status.contains(OpenFlags::NONBLOCK) {
+        return io(fd);
+    }
+    fd::set_status_flags(fd, status | OpenFlags::NONBLOCK)?;
+    let result = io(fd);
+    let _ = fd::set_status_flags(fd, status);
+    result
+}
+
+/// `socketpair(2)`: `AF_UNIX` stream pairs (a pipe each way); datagram
+/// and sequenced-packet pairs are `EOPNOTSUPP` for now.
+pub(super) fn socketpair(domain: u32, kind: u32, protocol: i32, out: u64) -> SysResult {
+    if domain != AF_UNIX {
+        return Err(if domain == u32::from(AF_INET) {
+            errno::EOPNOTSUPP
+        } else {
+            errno::EAFNOSUPPORT
+        });
+    }
+    if kind & !(SOCK_NONBLOCK | SOCK_CLOEXEC | 0xf) != 0 || protocol != 0 {
+        return Err(errno::EINVAL);
+    }
+    if kind & 0xf != SOCK_STREAM {
+        return Err(errno::EOPNOTSUPP);
+    }
+    // Check the output first: a pair made for nobody would leak.
+    user::write(ptr::<[i32; 2]>(out), [-1, -1])?;
+    let pair = fd::open_socket_pair(flags_of(kind))?;
+    user::write(ptr::<[i32; 2]>(out), pair).map(|()| 0)
+}
+
 pub(super) fn bind(fd: i32, addr: u64, len: u32) -> SysResult {
     let addr = read_addr(addr, len)?;
     fd::with_socket(fd, |s, _| net::bind(s, addr)).map(|()| 0)
@@ -176,6 +229,11 @@ pub(super) fn sendto(
         return Err(errno::EOPNOTSUPP);
     }
     let data = user::slice(ptr(buf), len)?;
+    if fd::is_socket_pair(fd) {
+        // A connected pair: a write (an address is ignored, as Linux
+        // does for connected stream sockets).
+        return pair_send(fd, data, flags);
+    }
     let to = if addr == 0 {
         None
     } else {
@@ -189,6 +247,13 @@ pub(super) fn sendto(
 fn receive(fd: i32, out: &mut [u8], flags: u32) -> Result<(usize, SocketAddrV4), Errno> {
     if flags & !(MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL | MSG_WAITALL) != 0 {
         return Err(errno::EOPNOTSUPP);
+    }
+    if fd::is_socket_pair(fd) {
+        if flags & (MSG_PEEK | MSG_WAITALL) != 0 {
+            return Err(errno::EOPNOTSUPP);
+        }
+        let n = pair_io(fd, flags, |fd| fd::read(fd, out))?;
+        return Ok((n, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
     }
     let how = if flags & MSG_PEEK != 0 {
         Receive::Peek
