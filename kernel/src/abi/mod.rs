@@ -8,7 +8,7 @@
 //! - [`linux`]: the Linux x86_64 system calls of unmodified static Linux
 //!   programs, reached from their rewritten `syscall` sites.
 //!
-//! Shared by every ABI: [`user`], the checked access to memory the
+//! Shared by every ABI: [`pollfd`] (the `poll` event bits), [`user`], the checked access to memory the
 //! application names (the one module here with pointer `unsafe`), and
 //! [`exported!`], which every exported function is defined with: it gives
 //! the function its unmangled C symbol without allowing `unsafe` in its
@@ -18,6 +18,7 @@
 
 pub(crate) mod hermit;
 pub(crate) mod linux;
+mod pollfd;
 pub(crate) mod trace;
 mod user;
 

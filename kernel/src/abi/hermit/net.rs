@@ -16,6 +16,7 @@ use core::ptr;
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::OpenFlags;
 
+use super::super::pollfd::{POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, revents};
 use super::{exported, ret, user};
 use crate::net::{self, OptionName, OptionValue, Protocol, Receive, Shape};
 use crate::{fd, time};
@@ -47,13 +48,6 @@ const FIONBIO: i32 = 0x8008_667e_u32 as i32;
 const SHUT_RD: i32 = 0;
 const SHUT_WR: i32 = 1;
 const SHUT_RDWR: i32 = 2;
-const POLLIN: i16 = 0x1;
-const POLLOUT: i16 = 0x4;
-const POLLERR: i16 = 0x8;
-const POLLHUP: i16 = 0x10;
-const POLLNVAL: i16 = 0x20;
-const POLLRDNORM: i16 = 0x40;
-const POLLWRNORM: i16 = 0x100;
 const EFD_SEMAPHORE: i16 = 0o1;
 const EFD_NONBLOCK: i16 = 0o4000;
 const EFD_CLOEXEC: i16 = 0o40000;
@@ -511,28 +505,6 @@ fn poll_events(events: i16) -> fd::PollEvents {
     wanted.set(fd::PollEvents::IN, events & (POLLIN | POLLRDNORM) != 0);
     wanted.set(fd::PollEvents::OUT, events & (POLLOUT | POLLWRNORM) != 0);
     wanted
-}
-
-/// hermit-abi's `revents` for what the core reported, in the spelling the
-/// application asked for (`events`).
-fn revents(events: i16, ready: fd::PollEvents) -> i16 {
-    let mut revents = 0;
-    if ready.contains(fd::PollEvents::IN) {
-        revents |= events & (POLLIN | POLLRDNORM);
-    }
-    if ready.contains(fd::PollEvents::OUT) {
-        revents |= events & (POLLOUT | POLLWRNORM);
-    }
-    for (event, bit) in [
-        (fd::PollEvents::ERR, POLLERR),
-        (fd::PollEvents::HUP, POLLHUP),
-        (fd::PollEvents::INVALID, POLLNVAL),
-    ] {
-        if ready.contains(event) {
-            revents |= bit;
-        }
-    }
-    revents
 }
 
 fn poll(fds: *mut PollFd, count: usize, timeout_ms: i32) -> Result<i32, Errno> {

@@ -10,14 +10,7 @@ use eremite_interface::fs::OpenFlags;
 use super::{SysResult, fd_value, ptr, user, value};
 use crate::{fd, time};
 
-const POLLIN: i16 = 0x1;
-const POLLPRI: i16 = 0x2;
-const POLLOUT: i16 = 0x4;
-const POLLERR: i16 = 0x8;
-const POLLHUP: i16 = 0x10;
-const POLLNVAL: i16 = 0x20;
-const POLLRDNORM: i16 = 0x40;
-const POLLWRNORM: i16 = 0x100;
+use super::super::pollfd::{POLLIN, POLLOUT, POLLPRI, POLLRDNORM, POLLWRNORM, revents};
 
 /// `struct pollfd`.
 #[derive(Clone, Copy)]
@@ -39,26 +32,6 @@ fn wanted(events: i16) -> fd::PollEvents {
     );
     wanted.set(fd::PollEvents::OUT, events & (POLLOUT | POLLWRNORM) != 0);
     wanted
-}
-
-fn revents(events: i16, ready: fd::PollEvents) -> i16 {
-    let mut revents = 0;
-    if ready.contains(fd::PollEvents::IN) {
-        revents |= events & (POLLIN | POLLRDNORM);
-    }
-    if ready.contains(fd::PollEvents::OUT) {
-        revents |= events & (POLLOUT | POLLWRNORM);
-    }
-    for (event, bit) in [
-        (fd::PollEvents::ERR, POLLERR),
-        (fd::PollEvents::HUP, POLLHUP),
-        (fd::PollEvents::INVALID, POLLNVAL),
-    ] {
-        if ready.contains(event) {
-            revents |= bit;
-        }
-    }
-    revents
 }
 
 /// Poll the `count` entries at `fds` until one is ready or `deadline_ns`
