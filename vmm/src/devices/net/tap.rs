@@ -15,7 +15,7 @@
 //! (`ip link set NAME mtu 65521`) and the guest sends frames of up to
 //! 64 KiB.
 //!
-//! `unsafe` here: the `TUNSETIFF` and `SIOCGIFMTU` ioctls, which no
+//! `unsafe` here: the `TUNSETIFF`, `TUNSETOFFLOAD` and `SIOCGIFMTU` ioctls, which no
 //! dependency of ours wraps (listed in `docs/safety.md`).
 
 #![allow(unsafe_code)]
@@ -150,6 +150,18 @@ impl Tap {
         // `struct ifreq` (asserted above), its name NUL-terminated, and it
         // outlives the call. The descriptor is an open `/dev/net/tun`.
         let result = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &raw mut request) };
+        if result < 0 {
+            return Err(open_error(io::Error::last_os_error()));
+        }
+        // No offloads: a tap keeps the ones its last user turned on (QEMU
+        // asks for checksum and segmentation offloads), and with them the
+        // host would hand this reader, which has no virtio-net header to
+        // say so, frames with unfinished checksums that the guest drops.
+        // SAFETY: TUNSETOFFLOAD takes its argument by value, an unsigned
+        // set of `TUN_F_*` flags (drivers/net/tun.c, `set_offload`); 0
+        // asks for none. It touches no memory of ours. The descriptor is
+        // the `/dev/net/tun` just attached to the interface.
+        let result = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETOFFLOAD, 0) };
         if result < 0 {
             return Err(open_error(io::Error::last_os_error()));
         }
