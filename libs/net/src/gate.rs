@@ -1,16 +1,22 @@
-//! Connection attempts a full listener cannot take are dropped, not
-//! refused.
+//! Connection attempts a full listener cannot take wait, and are dropped
+//! rather than refused.
 //!
 //! smoltcp answers a SYN with a reset when no socket in LISTEN matches it,
-//! so a burst of clients larger than a listener's backlog would see
-//! "connection refused". Linux instead drops the SYN when the accept queue
-//! is full, and the client sends it again a moment later (RFC 6298's
-//! retransmission), by which time the application may have accepted. The
-//! [`SynGate`] does the same on the card's interface: before each poll it
-//! learns how many listening sockets each listener has free, and the
-//! [`Gated`] device drops each SYN beyond that (smoltcp is handed an empty
-//! frame, which it discards as truncated). Frames are not copied.
+//! so a burst of clients larger than a listener's free listening sockets
+//! would see "connection refused". The [`SynGate`] stands between the
+//! card and smoltcp: before each poll it learns how many listening sockets
+//! each listener has free, and the [`Gated`] device holds each SYN beyond
+//! that (smoltcp is handed an empty frame, which it discards as
+//! truncated). Held SYNs are handed to smoltcp again at the start of the
+//! next poll, after the stack has made new listening sockets, so a burst
+//! of 50 clients on a listener with 16 is served in a few polls instead of
+//! waiting for the clients to retransmit a second later. The hold is
+//! bounded ([`MAX_HELD`] frames of at most [`MAX_HELD_BYTES`], each for at
+//! most [`HOLD_TIMEOUT`]); past it a SYN is dropped, as Linux drops one
+//! when the accept queue is full, and the client sends it again (RFC 6298's
+//! retransmission). Only held frames are copied.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 
@@ -18,17 +24,81 @@ use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
 
-/// Listeners and how many more connection attempts each can take.
-#[derive(Debug, Default)]
+/// SYNs held at most at once; past it they are dropped.
+pub(crate) const MAX_HELD: usize = 256;
+/// The longest SYN frame held (options included, no data); longer ones
+/// (a SYN carrying data) are dropped.
+pub(crate) const MAX_HELD_BYTES: usize = 128;
+/// A SYN held this long is dropped: the client has sent it again by then.
+pub(crate) const HOLD_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(1);
+
+/// Listeners, how many more connection attempts each can take, and the
+/// attempts that wait for room.
+#[derive(Debug)]
 pub(crate) struct SynGate {
     /// (bound address, free listening sockets); an unspecified address
     /// listens on every address.
     open: Vec<(SocketAddrV4, usize)>,
+    /// SYNs that found no free socket in this poll, with when they came.
+    held: VecDeque<(Instant, Vec<u8>)>,
+    /// Held SYNs handed to smoltcp again in this poll, before the card's
+    /// new frames.
+    replay: VecDeque<(Instant, Vec<u8>)>,
+    /// The time of the poll under way.
+    now: Instant,
     /// SYNs dropped so far.
     dropped: u64,
 }
 
+impl Default for SynGate {
+    fn default() -> Self {
+        Self {
+            open: Vec::new(),
+            held: VecDeque::new(),
+            replay: VecDeque::new(),
+            now: Instant::ZERO,
+            dropped: 0,
+        }
+    }
+}
+
 impl SynGate {
+    /// Start a poll at `now`: the SYNs held so far are replayed first,
+    /// those older than [`HOLD_TIMEOUT`] dropped.
+    pub(crate) fn start_poll(&mut self, now: Instant) {
+        self.now = now;
+        self.replay.append(&mut self.held);
+        let before = self.replay.len();
+        self.replay.retain(|(since, _)| now < *since + HOLD_TIMEOUT);
+        self.dropped += (before - self.replay.len()) as u64;
+    }
+
+    /// Whether a held SYN could be taken now (by the counts of the last
+    /// [`SynGate::add`]s): then the stack should poll again at once.
+    pub(crate) fn has_admissible(&self) -> bool {
+        self.held.iter().any(|(_, frame)| {
+            syn_destination(frame)
+                .and_then(|to| self.listener(to))
+                .is_some_and(|(_, free)| *free > 0)
+        })
+    }
+
+    /// When the oldest held SYN is to be dropped.
+    pub(crate) fn oldest_expiry(&self) -> Option<Instant> {
+        self.held.front().map(|(since, _)| *since + HOLD_TIMEOUT)
+    }
+
+    /// SYNs waiting for room.
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn listener(&self, to: SocketAddrV4) -> Option<&(SocketAddrV4, usize)> {
+        self.open.iter().find(|(bound, _)| {
+            bound.port() == to.port() && (bound.ip().is_unspecified() || bound.ip() == to.ip())
+        })
+    }
+
     /// Forget the listeners (before they are counted again; the memory
     /// stays).
     pub(crate) fn clear(&mut self) {
@@ -45,10 +115,11 @@ impl SynGate {
         self.dropped
     }
 
-    /// Whether `frame` may go on to smoltcp: anything but a SYN (without
-    /// ACK) to a listener with no free listening socket. A SYN that is let
-    /// through takes one.
-    pub(crate) fn admits(&mut self, frame: &[u8]) -> bool {
+    /// Whether `frame`, which came at `since`, may go on to smoltcp:
+    /// anything but a SYN (without ACK) to a listener with no free
+    /// listening socket. A SYN that is let through takes one; one that is
+    /// not is held (or dropped, when the hold is full).
+    pub(crate) fn admits(&mut self, frame: &[u8], since: Instant) -> bool {
         let Some(to) = syn_destination(frame) else {
             return true;
         };
@@ -59,7 +130,11 @@ impl SynGate {
             // No listener: smoltcp's reset is the right answer.
             None => true,
             Some((_, 0)) => {
-                self.dropped += 1;
+                if self.held.len() + self.replay.len() < MAX_HELD && frame.len() <= MAX_HELD_BYTES {
+                    self.held.push_back((since, frame.to_vec()));
+                } else {
+                    self.dropped += 1;
+                }
                 false
             }
             Some((_, free)) => {
@@ -93,10 +168,18 @@ pub(crate) struct Gated<'a, D: ?Sized> {
     pub(crate) gate: &'a mut SynGate,
 }
 
-/// A received frame that the gate looks at when smoltcp takes it.
-pub(crate) struct GatedRx<'a, T> {
-    token: T,
-    gate: &'a mut SynGate,
+/// A received frame that the gate looks at when smoltcp takes it: one
+/// from the card, or a held SYN replayed.
+pub(crate) enum GatedRx<'a, T> {
+    Card {
+        token: T,
+        gate: &'a mut SynGate,
+    },
+    Held {
+        since: Instant,
+        frame: Vec<u8>,
+        gate: &'a mut SynGate,
+    },
 }
 
 impl<T: phy::RxToken> phy::RxToken for GatedRx<'_, T> {
@@ -104,13 +187,32 @@ impl<T: phy::RxToken> phy::RxToken for GatedRx<'_, T> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        let gate = self.gate;
-        self.token
-            .consume(|frame| if gate.admits(frame) { f(frame) } else { f(&[]) })
+        match self {
+            Self::Card { token, gate } => {
+                let now = gate.now;
+                token.consume(|frame| {
+                    if gate.admits(frame, now) {
+                        f(frame)
+                    } else {
+                        f(&[])
+                    }
+                })
+            }
+            Self::Held { since, frame, gate } => {
+                if gate.admits(&frame, since) {
+                    f(&frame)
+                } else {
+                    f(&[])
+                }
+            }
+        }
     }
 
     fn meta(&self) -> phy::PacketMeta {
-        self.token.meta()
+        match self {
+            Self::Card { token, .. } => token.meta(),
+            Self::Held { .. } => phy::PacketMeta::default(),
+        }
     }
 }
 
@@ -125,10 +227,16 @@ impl<D: Device + ?Sized> Device for Gated<'_, D> {
         Self: 'a;
 
     fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let (rx, tx) = self.device.receive(timestamp)?;
+        if !self.gate.replay.is_empty() {
+            let tx = self.device.transmit(timestamp)?;
+            let (since, frame) = self.gate.replay.pop_front()?;
+            let gate = &mut *self.gate;
+            return Some((GatedRx::Held { since, frame, gate }, tx));
+        }
+        let (token, tx) = self.device.receive(timestamp)?;
         Some((
-            GatedRx {
-                token: rx,
+            GatedRx::Card {
+                token,
                 gate: self.gate,
             },
             tx,
@@ -200,37 +308,73 @@ mod tests {
 
     const HERE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);
 
+    const T0: Instant = Instant::from_millis_const(1000);
+
     #[test]
-    fn syns_beyond_the_free_sockets_are_dropped() {
+    fn syns_beyond_the_free_sockets_are_held() {
         let mut gate = SynGate::default();
+        gate.start_poll(T0);
         gate.add(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 2);
         let syn = segment(HERE, TcpControl::Syn, false);
-        assert!(gate.admits(&syn));
-        assert!(gate.admits(&syn));
-        assert!(!gate.admits(&syn), "the third finds no free socket");
-        assert_eq!(gate.dropped(), 1);
+        assert!(gate.admits(&syn, T0));
+        assert!(gate.admits(&syn, T0));
+        assert!(!gate.admits(&syn, T0), "the third finds no free socket");
+        assert_eq!((gate.held(), gate.dropped()), (1, 0));
+        assert!(!gate.has_admissible(), "no room yet");
         // Everything else passes: segments of connections, SYN-ACKs,
         // other ports (smoltcp resets those), other protocols, garbage.
-        assert!(gate.admits(&segment(HERE, TcpControl::None, true)));
-        assert!(gate.admits(&segment(HERE, TcpControl::Syn, true)));
+        assert!(gate.admits(&segment(HERE, TcpControl::None, true), T0));
+        assert!(gate.admits(&segment(HERE, TcpControl::Syn, true), T0));
         let elsewhere = SocketAddrV4::new(*HERE.ip(), 81);
-        assert!(gate.admits(&segment(elsewhere, TcpControl::Syn, false)));
-        assert!(gate.admits(&[0; 10]));
-        assert!(gate.admits(&[]));
+        assert!(gate.admits(&segment(elsewhere, TcpControl::Syn, false), T0));
+        assert!(gate.admits(&[0; 10], T0));
+        assert!(gate.admits(&[], T0));
         let mut arp = syn.clone();
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert!(gate.admits(&arp));
-        assert_eq!(gate.dropped(), 1);
+        assert!(gate.admits(&arp, T0));
+        assert_eq!(gate.held(), 1);
+        // The next poll, with room again, replays the held SYN.
+        gate.clear();
+        gate.add(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80), 1);
+        assert!(gate.has_admissible());
+        gate.start_poll(T0 + smoltcp::time::Duration::from_millis(1));
+        assert_eq!((gate.held(), gate.replay.len()), (0, 1));
+        let (since, frame) = gate.replay.pop_front().unwrap();
+        assert!(gate.admits(&frame, since));
+    }
+
+    #[test]
+    fn the_hold_is_bounded_in_size_and_time() {
+        let mut gate = SynGate::default();
+        gate.start_poll(T0);
+        gate.add(HERE, 0);
+        let syn = segment(HERE, TcpControl::Syn, false);
+        for _ in 0..MAX_HELD + 10 {
+            assert!(!gate.admits(&syn, T0));
+        }
+        assert_eq!((gate.held(), gate.dropped()), (MAX_HELD, 10));
+        let mut long = syn.clone();
+        long.resize(MAX_HELD_BYTES + 1, 0);
+        gate.held.clear();
+        assert!(!gate.admits(&long, T0));
+        assert_eq!((gate.held(), gate.dropped()), (0, 11), "too long to hold");
+        assert!(!gate.admits(&syn, T0));
+        gate.start_poll(T0 + HOLD_TIMEOUT);
+        assert_eq!(
+            (gate.replay.len(), gate.dropped()),
+            (0, 12),
+            "held too long"
+        );
     }
 
     #[test]
     fn a_listener_on_one_address_gates_only_that_address() {
         let mut gate = SynGate::default();
         gate.add(HERE, 0);
-        assert!(!gate.admits(&segment(HERE, TcpControl::Syn, false)));
+        assert!(!gate.admits(&segment(HERE, TcpControl::Syn, false), T0));
         let other = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 80);
-        assert!(gate.admits(&segment(other, TcpControl::Syn, false)));
+        assert!(gate.admits(&segment(other, TcpControl::Syn, false), T0));
         gate.clear();
-        assert!(gate.admits(&segment(HERE, TcpControl::Syn, false)));
+        assert!(gate.admits(&segment(HERE, TcpControl::Syn, false), T0));
     }
 }

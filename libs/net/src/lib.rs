@@ -318,6 +318,7 @@ impl Stack {
     pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
         self.now = now;
         self.count_free_listeners();
+        self.gate.start_poll(now);
         let mut gated = gate::Gated {
             device,
             gate: &mut self.gate,
@@ -333,7 +334,23 @@ impl Stack {
     /// run at once, `None` if nothing is pending (until a packet arrives or
     /// a socket call is made).
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        earliest(self.nets.poll_at(now), self.timer_at)
+        let syn_at = self.held_syns_at(now);
+        earliest(earliest(self.nets.poll_at(now), self.timer_at), syn_at)
+    }
+
+    /// When the SYNs the gate holds need a poll: now if a listener has
+    /// room for one (after an `accept` or a finished handshake), else
+    /// when the oldest is to be dropped.
+    fn held_syns_at(&mut self, now: Instant) -> Option<Instant> {
+        if self.gate.held() == 0 {
+            return None;
+        }
+        self.count_free_listeners();
+        if self.gate.has_admissible() {
+            Some(now)
+        } else {
+            self.gate.oldest_expiry()
+        }
     }
 
     /// [`Stack::poll_at`] as a delay from `now`.

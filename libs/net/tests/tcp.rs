@@ -342,14 +342,38 @@ fn backlog_of_eight_takes_eight_clients_before_any_accept() {
 }
 
 #[test]
+fn a_burst_beyond_the_free_listening_sockets_is_served_at_once() {
+    let mut net = Net::pair();
+    prime_arp(&mut net);
+    let listener = listen(&mut net, 2);
+    // Six SYNs reach B in one poll: two take the listening sockets, four
+    // wait in the gate and are taken as the server accepts, long before
+    // the clients would send them again (1 s).
+    let clients: Vec<SocketId> = (0..6).map(|_| connect(&mut net)).collect();
+    let mut accepted = Vec::new();
+    net.run_until(MS, MS * 50, |net| {
+        while let Ok((server, _)) = net.b().accept(listener) {
+            accepted.push(server);
+        }
+        accepted.len() == clients.len()
+    });
+    assert_eq!(net.b().dropped_syns(), 0);
+    for &client in &clients {
+        assert_eq!(net.a().take_error(client), Ok(None));
+        assert!(net.a().readiness(client).unwrap().is_writable);
+    }
+}
+
+#[test]
 fn clients_beyond_a_full_backlog_wait_and_are_not_refused() {
     let mut net = Net::pair();
     prime_arp(&mut net);
     let listener = listen(&mut net, 2);
-    // Six SYNs reach B in one poll: two take the backlog, four are
-    // dropped (as Linux does) and sent again by their clients.
+    // Nobody accepts for two seconds: two connections fill the backlog,
+    // four SYNs wait in the gate for a second and are then dropped (as
+    // Linux drops them), and their clients send them again.
     let clients: Vec<SocketId> = (0..6).map(|_| connect(&mut net)).collect();
-    net.run_for(MS, MS * 100);
+    net.run_for(MS * 10, SECOND * 2);
     assert!(net.b().dropped_syns() >= 4, "{}", net.b().dropped_syns());
     let mut accepted = Vec::new();
     net.run_until(MS, SECOND * 30, |net| {
