@@ -106,10 +106,14 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
     if guard.is_none() {
         let mut nic = Nic::probe();
         let config = config(&nic);
-        let stack = Stack::new(config, &mut nic, now()).inspect_err(|e| {
+        let mut stack = Stack::new(config, &mut nic, now()).inspect_err(|e| {
             klog!("net: cannot start the stack: errno {}", e.0);
         })?;
         if nic.is_card() {
+            // A client that tried the address before the program made its
+            // first socket learns the card at once, not at its next ARP
+            // retry a second later.
+            stack.announce(now(), &mut nic);
             events::set_device_present();
             sched::register_device(&CardWatch);
         }

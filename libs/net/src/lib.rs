@@ -98,7 +98,10 @@ use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use eremite_interface::errno::{EADDRINUSE, EINVAL, ENOPROTOOPT, Errno};
 use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::{Device, Medium};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint,
+};
 
 pub use config::{Limits, MIN_BUFFER_BYTES, StackConfig};
 /// The smoltcp this crate is built on, for its `Device` trait and clock.
@@ -270,6 +273,8 @@ pub struct Stack {
     timer_at: Option<Instant>,
     /// Drops SYNs that full listeners cannot take (see `gate`).
     gate: gate::SynGate,
+    /// The card's MAC address.
+    mac: EthernetAddress,
 }
 
 impl Stack {
@@ -309,6 +314,7 @@ impl Stack {
             now,
             timer_at: None,
             gate: gate::SynGate::default(),
+            mac: EthernetAddress(config.mac),
         })
     }
 
@@ -328,6 +334,39 @@ impl Stack {
         let udp_at = self.udp_maintain();
         self.timer_at = earliest(tcp_at, udp_at);
         has_moved || is_changed
+    }
+
+    /// Announces the card's address on its link (RFC 5227 section 2.3:
+    /// an ARP request whose sender and target are both this address, to
+    /// the broadcast address), so that a neighbour that tried to reach the
+    /// address before the stack was up, and waits for an ARP answer it
+    /// will only ask again for a second later, learns the MAC address at
+    /// once. Call it once the stack is made; `false` if the device had no
+    /// room to send.
+    pub fn announce<D: Device + ?Sized>(&mut self, now: Instant, device: &mut D) -> bool {
+        use smoltcp::phy::TxToken;
+        let ip = self.addressing.own();
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: self.mac,
+            source_protocol_addr: ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: ip,
+        };
+        let ethernet = EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let Some(token) = device.transmit(now) else {
+            return false;
+        };
+        token.consume(ethernet.buffer_len() + arp.buffer_len(), |buffer| {
+            let mut frame = EthernetFrame::new_unchecked(buffer);
+            ethernet.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        });
+        true
     }
 
     /// The latest time [`Stack::poll`] must run again, `now` if it should

@@ -180,3 +180,32 @@ fn the_stack_can_live_behind_a_kernel_lock() {
     fn is_send<T: Send>() {}
     is_send::<Stack>();
 }
+
+#[test]
+fn the_announcement_is_an_arp_request_for_the_own_address() {
+    // smoltcp's own loopback device, as an Ethernet card: what the stack
+    // sends comes back as received frames.
+    let mut card = smoltcp::phy::Loopback::new(Medium::Ethernet);
+    let mac = [2, 0, 0, 0, 0, 1];
+    let mut stack = Stack::new(StackConfig::new(mac, OWN, 24), &mut card, Instant::ZERO).unwrap();
+    assert!(stack.announce(Instant::ZERO, &mut card));
+    let (rx, _) = smoltcp::phy::Device::receive(&mut card, Instant::ZERO).expect("a frame");
+    let (ethernet, arp) = smoltcp::phy::RxToken::consume(rx, |bytes| {
+        let frame = EthernetFrame::new_checked(bytes).unwrap();
+        let ethernet = EthernetRepr::parse(&frame).unwrap();
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+        (ethernet, arp)
+    });
+    assert_eq!(ethernet.dst_addr, EthernetAddress::BROADCAST);
+    assert_eq!(ethernet.src_addr, EthernetAddress(mac));
+    assert_eq!(
+        arp,
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(mac),
+            source_protocol_addr: OWN,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: OWN,
+        }
+    );
+}
