@@ -31,6 +31,7 @@ use std::time::Instant;
 use crate::{HERMIT_TARGET, Result, build_cli, build_image, cargo, root, run_command};
 
 mod chart;
+mod sandboxes;
 mod servers;
 
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -181,7 +182,11 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 extra.extend(boot_extra);
             }
             "net" => rows.extend(net(is_quick)?),
-            "servers" => rows.extend(servers::servers(is_quick)?),
+            "servers" => {
+                let (server_rows, server_extra) = servers::servers(is_quick)?;
+                rows.extend(server_rows);
+                extra.push(server_extra);
+            }
             "linux" => {
                 let (linux_rows, khz) = linux(&cli, is_quick)?;
                 tsc_khz = khz;
@@ -819,6 +824,17 @@ impl BenchNetNs {
         ip(&["-n", &ns.0, "link", "set", "ebtap0", "mtu", "65521"])?;
         ip(&["-n", &ns.0, "link", "set", "ebtap0", "up"])?;
         Ok(ns)
+    }
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// Forget the tap's neighbours: the next VM on it has another MAC
+    /// address, and a cached one would keep its traffic going to the last
+    /// VM's for up to a minute.
+    fn forget_neighbours(&self) -> Result {
+        run_command(Command::new("ip").args(["-n", &self.0, "neigh", "flush", "dev", "ebtap0"]))
     }
 
     /// `command ARGS` inside the namespace, pinned to `core`.

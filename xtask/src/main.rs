@@ -266,7 +266,13 @@ const HOST_TOOLS: [(&str, &str, &str); 16] = [
 /// Install the missing host tools with apt-get (the tests run as root on
 /// the machines this project targets).
 pub(crate) fn install_host_tools() -> Result {
-    let missing: Vec<&str> = HOST_TOOLS
+    install_tools(&HOST_TOOLS)
+}
+
+/// Install the packages of `tools` (a command, its version flag, its
+/// Debian package) whose command does not run.
+pub(crate) fn install_tools(tools: &[(&str, &str, &str)]) -> Result {
+    let missing: Vec<&str> = tools
         .iter()
         .filter(|(tool, version, _)| {
             // Present if it runs at all (`wrk -v` exits with 1).

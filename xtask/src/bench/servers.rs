@@ -1,22 +1,22 @@
-//! The `servers` group: Debian's own server binaries, unmodified, in
-//! eremite (behind its tap, in a namespace made for the run) and natively
-//! on the namespace's loopback, each pinned to [`BENCH_CORE`] with the
-//! client on core 0, loaded by the packages' own tools in the same run:
-//! `redis-benchmark` (GET and SET, 50 clients, pipeline 1 and 16),
-//! `memcslap` (sets from 50 clients), `wrk` against nginx (a small page
-//! and a 1 MB file, from the RAM file system and, rows `_mount`, through
-//! `--mount`), `wrk` against the Go echo server (`examples/go/echo`), and
-//! redis's boot-to-ready (from the start of the
-//! process to the first `PONG`).
-//!
-//! Not measured here yet: the same binaries under gVisor and in a Linux
-//! microVM (issue 21 asks for both).
+//! The `servers` group: Debian's own server binaries and the Go echo
+//! server (`examples/go/echo`), unmodified, in four places in the same
+//! run: in eremite (behind its tap, in a namespace made for the run),
+//! natively on the namespace's loopback, under gVisor and in a Linux
+//! microVM (`sandboxes.rs`), each pinned to [`BENCH_CORE`] with the client
+//! on core 0, loaded by the packages' own tools: `redis-benchmark` (GET
+//! and SET, 50 clients, pipeline 1 and 16), `memcslap` (sets from 50
+//! clients), `wrk` against nginx (a small page and a 1 MB file, from the
+//! RAM file system and, rows `_mount`, through `--mount`) and against the
+//! Go echo server; and each server's boot-to-ready (from the start of the
+//! process to the first answer: `PONG` for redis, an accepted connection
+//! for the others). The main table compares eremite with native; a second
+//! table (and `servers_four_places` in the JSON) has all four.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{BENCH_CORE, BenchNetNs, ProgramOutput, Row, Stat, pair, run_command_output, wrk};
+use super::{BENCH_CORE, BenchNetNs, Row, Stat, run_command_output, sandboxes, wrk};
 use crate::{Result, build_cli, root};
 
 const ROWS: [&str; 4] = [
@@ -25,8 +25,6 @@ const ROWS: [&str; 4] = [
     "redis_set_pipelined",
     "redis_get_pipelined",
 ];
-const MEMCACHED_ROWS: [&str; 1] = ["memcached_set"];
-const READY_ROWS: [&str; 1] = ["redis_ready"];
 
 fn one(value: f64) -> Stat {
     Stat {
@@ -35,17 +33,6 @@ fn one(value: f64) -> Stat {
         min: value,
         max: value,
         n: 1,
-    }
-}
-
-fn output(rows: Vec<(&str, &str, f64)>) -> ProgramOutput {
-    ProgramOutput {
-        tsc_khz: 1,
-        rows: rows
-            .into_iter()
-            .map(|(name, unit, value)| (name.to_owned(), unit.to_owned(), one(value)))
-            .collect(),
-        histogram: Vec::new(),
     }
 }
 
@@ -147,14 +134,70 @@ fn native_nginx_config(port: u16, www: &Path, scratch: &Path) -> Result<PathBuf>
         .replace("/tmp/", &format!("{}/", scratch.display()))
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
         .replace("root /var/www;", &format!("root {};", www.display()));
-    let path = scratch.join("nginx.conf");
+    let path = scratch.join(format!("nginx-{port}.conf"));
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)
 }
 
-pub(super) fn servers(is_quick: bool) -> Result<Vec<Row>> {
+/// Where a server runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Eremite,
+    Native,
+    Gvisor,
+    MicroVm,
+}
+
+/// How the load tools drive a server.
+#[derive(Clone, Copy)]
+enum Load {
+    Redis,
+    Memcached,
+    /// `wrk` against each (path, row suffix).
+    Wrk(&'static [(&'static str, &'static str)]),
+}
+
+/// One server binary under test, and how each place starts it.
+struct Server {
+    /// The rows' prefix: `redis`, `memcached`, `nginx`, `go_echo`.
+    name: &'static str,
+    program: PathBuf,
+    load: Load,
+    /// In a VM (eremite, the microVM): its arguments, listening on every
+    /// address at `port`.
+    vm_args: Vec<String>,
+    port: u16,
+    /// On the host (natively, in gVisor): the arguments that listen on
+    /// 127.0.0.1 at the given port.
+    host_args: Box<dyn Fn(u16) -> Vec<String>>,
+    /// eremite's runs: its options before the program, and a row suffix.
+    eremite_runs: Vec<(Vec<String>, &'static str)>,
+    /// Files the microVM needs beyond the program's libraries.
+    vm_files: Vec<(PathBuf, String)>,
+}
+
+/// A started server.
+enum Running {
+    Process(Child),
+    Gvisor(sandboxes::GvisorServer),
+}
+
+impl Running {
+    fn stop(self) {
+        match self {
+            Self::Process(child) => stop(child),
+            Self::Gvisor(server) => drop(server),
+        }
+    }
+}
+
+/// What one place measured of one server: (row, unit, value).
+type Measured = Vec<(String, &'static str, f64)>;
+
+pub(super) fn servers(is_quick: bool) -> Result<(Vec<Row>, String)> {
     let cli = build_cli()?;
     crate::linux::build()?;
+    crate::install_tools(&sandboxes::TOOLS)?;
     let ns = BenchNetNs::new()?;
     let scratch =
         std::env::temp_dir().join(format!("eremite-bench-servers-{}", std::process::id()));
@@ -175,212 +218,378 @@ pub(super) fn servers(is_quick: bool) -> Result<Vec<Row>> {
     result
 }
 
-fn measure(
-    cli: &Path,
-    ns: &BenchNetNs,
-    www: &Path,
-    scratch: &Path,
-    is_quick: bool,
-) -> Result<Vec<Row>> {
-    let spawn = |command: &mut Command| {
-        command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {command:?}: {e}"))
-    };
-    let redis_args = ["--save", "", "--appendonly", "no", "--protected-mode", "no"];
+/// The servers: Debian's redis, memcached and nginx, and the Go echo
+/// server of `examples/go/echo`.
+fn server_list(www: &Path, scratch: &Path) -> Result<Vec<Server>> {
+    let strings = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let redis_args = strings(&["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
+    let memcached_args = strings(&["-u", "root", "-t", "2"]);
 
-    // redis: boot-to-ready, then the load.
-    let started = Instant::now();
-    let guest = spawn(
-        ns.eremite(cli)
-            .arg("/usr/bin/redis-server")
-            .arg("--")
-            .args(redis_args),
-    )?;
-    let ping = redis_ping("10.0.0.2", "6379");
-    let ping: Vec<&str> = ping.iter().map(String::as_str).collect();
-    let guest_ready = wait_ready(ns, &ping, started);
-    let guest_rates = guest_ready
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|_| redis_load(ns, "10.0.0.2", "6379", is_quick));
-    stop(guest);
-    let started = Instant::now();
-    let native = spawn(
-        ns.command(BENCH_CORE, Path::new("/usr/bin/redis-server"))
-            .args(["--port", "6380", "--bind", "127.0.0.1"])
-            .args(redis_args),
-    )?;
-    let ping = redis_ping("127.0.0.1", "6380");
-    let ping: Vec<&str> = ping.iter().map(String::as_str).collect();
-    let native_ready = wait_ready(ns, &ping, started);
-    let native_rates = native_ready
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|_| redis_load(ns, "127.0.0.1", "6380", is_quick));
-    stop(native);
-    let (guest_rates, native_rates) = (guest_rates?, native_rates?);
-    let rates = |r: &[f64]| {
-        output(vec![
-            ("redis_set", "req/s", r[0]),
-            ("redis_get", "req/s", r[1]),
-            ("redis_set_pipelined", "req/s", r[2]),
-            ("redis_get_pipelined", "req/s", r[3]),
-        ])
-    };
-    let mut rows = pair(
-        "servers",
-        &rates(&guest_rates),
-        &rates(&native_rates),
-        &ROWS,
-        "",
-    )?;
-    let ready = |d: Duration| output(vec![("redis_ready", "ms", d.as_secs_f64() * 1e3)]);
-    rows.extend(pair(
-        "servers",
-        &ready(guest_ready?),
-        &ready(native_ready?),
-        &READY_ROWS,
-        "",
-    )?);
-
-    // memcached on one core, two threads.
-    let guest = spawn(
-        ns.eremite(cli)
-            .arg("/usr/bin/memcached")
-            .args(["--", "-u", "root", "-t", "2"]),
-    )?;
-    let guest_rate = wait_ready(
-        ns,
-        &["bash", "-c", "exec 3<>/dev/tcp/10.0.0.2/11211"],
-        Instant::now(),
-    )
-    .and_then(|_| memcached_load(ns, "10.0.0.2:11211", is_quick));
-    stop(guest);
-    let native = spawn(
-        ns.command(BENCH_CORE, Path::new("/usr/bin/memcached"))
-            .args(["-u", "root", "-t", "2", "-l", "127.0.0.1", "-p", "11212"]),
-    )?;
-    let native_rate = wait_ready(
-        ns,
-        &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/11212"],
-        Instant::now(),
-    )
-    .and_then(|_| memcached_load(ns, "127.0.0.1:11212", is_quick));
-    stop(native);
-    let set = |rate: f64| output(vec![("memcached_set", "set/s", rate)]);
-    rows.extend(pair(
-        "servers",
-        &set(guest_rate?),
-        &set(native_rate?),
-        &MEMCACHED_ROWS,
-        "",
-    )?);
-
-    // nginx: a small page and a megabyte, from the RAM file system (an
-    // initrd with the configuration and the files) and through a --mount.
+    // nginx: from the RAM file system (an initrd with the configuration
+    // and the files) and, row suffix `_mount`, through a --mount.
     let tree = scratch.join("initrd");
     let copy = |from: &Path, to: &Path| {
         std::fs::create_dir_all(to.parent().unwrap_or(to))
             .and_then(|()| std::fs::copy(from, to))
             .map_err(|e| format!("cannot copy {}: {e}", from.display()))
     };
-    copy(
-        &root().join("examples/nginx/etc/nginx/eremite.conf"),
-        &tree.join("etc/nginx/eremite.conf"),
-    )?;
+    let config = root().join("examples/nginx/etc/nginx/eremite.conf");
+    copy(&config, &tree.join("etc/nginx/eremite.conf"))?;
+    let mut nginx_files = vec![(config, "/etc/nginx/eremite.conf".to_owned())];
     for file in ["index.html", "big.bin"] {
         copy(&www.join(file), &tree.join("var/www").join(file))?;
+        nginx_files.push((www.join(file), format!("/var/www/{file}")));
     }
     let mount = format!("{}:/var/www:ro", www.display());
-    let config = root().join("examples/nginx");
-    let mut guest_rows = Vec::new();
-    for (initrd, extra, suffix) in [
-        (&tree, None, ""),
-        (&config, Some(["--mount", mount.as_str()]), "_mount"),
-    ] {
-        let guest = spawn(
-            ns.eremite(cli)
-                .args(["--initrd", initrd.to_str().unwrap_or_default()])
-                .args(extra.iter().flatten())
-                .args(["/usr/sbin/nginx", "--", "-c", "/etc/nginx/eremite.conf"]),
-        )?;
-        let measured = wait_ready(
-            ns,
-            &["bash", "-c", "exec 3<>/dev/tcp/10.0.0.2/80"],
-            Instant::now(),
-        )
-        .and_then(|_| {
-            Ok((
-                wrk(ns, "http://10.0.0.2/index.html", is_quick)?,
-                wrk(ns, "http://10.0.0.2/big.bin", is_quick)?,
-            ))
-        });
-        stop(guest);
-        guest_rows.push((measured?, suffix));
+    let initrd = |dir: &Path| vec!["--initrd".to_owned(), dir.display().to_string()];
+    let mut configs = Vec::new();
+    for port in [81, 82] {
+        configs.push((port, native_nginx_config(port, www, scratch)?));
     }
-    let native_config = native_nginx_config(8090, www, scratch)?;
-    let native = spawn(
-        ns.command(BENCH_CORE, Path::new("/usr/sbin/nginx"))
-            .arg("-c")
-            .arg(&native_config),
-    )?;
-    let native_wrk = wait_ready(
-        ns,
-        &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8090"],
-        Instant::now(),
-    )
-    .and_then(|_| {
-        Ok((
-            wrk(ns, "http://127.0.0.1:8090/index.html", is_quick)?,
-            wrk(ns, "http://127.0.0.1:8090/big.bin", is_quick)?,
-        ))
-    });
-    stop(native);
-    let (native_small, native_big) = native_wrk?;
-    for ((guest_small, guest_big), suffix) in &guest_rows {
-        rows.extend(pair(
-            "servers",
-            guest_small,
-            &native_small,
-            &["wrk_requests"],
-            &format!("_nginx_small{suffix}"),
-        )?);
-        rows.extend(pair(
-            "servers",
-            guest_big,
-            &native_big,
-            &["wrk_requests"],
-            &format!("_nginx_1mb{suffix}"),
-        )?);
-    }
-
-    // The Go echo server (examples/go/echo), built with the host's Go.
     let echo = crate::linux::go_dir().join("echo");
-    let guest = spawn(ns.eremite(cli).arg(&echo).args(["--", ":8000"]))?;
-    let guest_wrk = wait_ready(
+    Ok(vec![
+        Server {
+            name: "redis",
+            program: "/usr/bin/redis-server".into(),
+            load: Load::Redis,
+            vm_args: redis_args.clone(),
+            port: 6379,
+            host_args: Box::new(move |port| {
+                let mut args = strings(&["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+                args.extend(redis_args.iter().cloned());
+                args
+            }),
+            eremite_runs: vec![(Vec::new(), "")],
+            vm_files: Vec::new(),
+        },
+        Server {
+            name: "memcached",
+            program: "/usr/bin/memcached".into(),
+            load: Load::Memcached,
+            vm_args: memcached_args.clone(),
+            port: 11211,
+            host_args: Box::new(move |port| {
+                let mut args = memcached_args.clone();
+                args.extend(strings(&["-l", "127.0.0.1", "-p", &port.to_string()]));
+                args
+            }),
+            eremite_runs: vec![(Vec::new(), "")],
+            vm_files: Vec::new(),
+        },
+        Server {
+            name: "nginx",
+            program: "/usr/sbin/nginx".into(),
+            load: Load::Wrk(&[("/index.html", "_small"), ("/big.bin", "_1mb")]),
+            vm_args: strings(&["-c", "/etc/nginx/eremite.conf"]),
+            port: 80,
+            host_args: Box::new(move |port| {
+                let config = configs
+                    .iter()
+                    .find(|(p, _)| *p == port)
+                    .map(|(_, c)| c.display().to_string())
+                    .unwrap_or_default();
+                vec!["-c".to_owned(), config]
+            }),
+            eremite_runs: vec![
+                (initrd(&tree), ""),
+                (
+                    [
+                        initrd(&root().join("examples/nginx")),
+                        strings(&["--mount", &mount]),
+                    ]
+                    .concat(),
+                    "_mount",
+                ),
+            ],
+            vm_files: nginx_files,
+        },
+        Server {
+            name: "go_echo",
+            program: echo,
+            load: Load::Wrk(&[("/", "")]),
+            vm_args: strings(&[":8000"]),
+            port: 8000,
+            host_args: Box::new(|port| vec![format!("127.0.0.1:{port}")]),
+            eremite_runs: vec![(Vec::new(), "")],
+            vm_files: Vec::new(),
+        },
+    ])
+}
+
+/// Start `server` in `place`: the started server and where it listens.
+fn start(
+    place: Place,
+    server: &Server,
+    eremite_options: &[String],
+    env: &Env,
+) -> Result<(Running, &'static str, u16)> {
+    let quiet = |command: &mut Command| {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {command:?}: {e}"))
+    };
+    if matches!(place, Place::Eremite | Place::MicroVm) {
+        env.ns.forget_neighbours()?;
+    }
+    Ok(match place {
+        Place::Eremite => {
+            let child = quiet(
+                env.ns
+                    .eremite(env.cli)
+                    .args(eremite_options)
+                    .arg(&server.program)
+                    .arg("--")
+                    .args(&server.vm_args),
+            )?;
+            (Running::Process(child), "10.0.0.2", server.port)
+        }
+        Place::Native => {
+            let port = server.port + 1;
+            let child = quiet(
+                env.ns
+                    .command(BENCH_CORE, &server.program)
+                    .args((server.host_args)(port)),
+            )?;
+            (Running::Process(child), "127.0.0.1", port)
+        }
+        Place::Gvisor => {
+            let port = server.port + 2;
+            let running = env.gvisor.borrow_mut().start(
+                env.ns.name(),
+                BENCH_CORE,
+                &server.program,
+                &(server.host_args)(port),
+            )?;
+            (Running::Gvisor(running), "127.0.0.1", port)
+        }
+        Place::MicroVm => {
+            let guest = sandboxes::Guest {
+                program: &server.program,
+                args: &server.vm_args,
+                files: &server.vm_files,
+            };
+            let child = env.microvm.start(
+                env.ns.name(),
+                BENCH_CORE,
+                "ebtap0",
+                ("10.0.0.2", "10.0.0.1"),
+                &guest,
+            )?;
+            (Running::Process(child), "10.0.0.2", server.port)
+        }
+    })
+}
+
+/// What every run shares.
+struct Env<'a> {
+    cli: &'a Path,
+    ns: &'a BenchNetNs,
+    gvisor: std::cell::RefCell<sandboxes::Gvisor>,
+    microvm: sandboxes::MicroVm,
+    is_quick: bool,
+}
+
+/// Start `server` in `place`, time it to its first answer, load it, stop
+/// it: its rows, `{name}_ready` (ms) among them.
+fn run(place: Place, server: &Server, eremite_options: &[String], env: &Env) -> Result<Measured> {
+    let started = Instant::now();
+    let (running, host, port) = start(place, server, eremite_options, env)?;
+    let port_text = port.to_string();
+    let probe = match server.load {
+        Load::Redis => redis_ping(host, &port_text),
+        _ => ["bash", "-c", &format!("exec 3<>/dev/tcp/{host}/{port}")]
+            .map(str::to_owned)
+            .to_vec(),
+    };
+    let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
+    // A VM's tap has no carrier until the VMM opens it, and a SYN sent
+    // into it before then is lost and sent again only a second later:
+    // probe once the link is up.
+    let carrier = if matches!(place, Place::Eremite | Place::MicroVm) {
+        wait_ready(
+            env.ns,
+            &[
+                "bash",
+                "-c",
+                "[ \"$(cat /sys/class/net/ebtap0/carrier)\" = 1 ]",
+            ],
+            started,
+        )
+        .map(drop)
+    } else {
+        Ok(())
+    };
+    let measured = carrier
+        .and_then(|()| wait_ready(env.ns, &probe, started))
+        .and_then(|ready| {
+            let mut rows = vec![(
+                format!("{}_ready", server.name),
+                "ms",
+                ready.as_secs_f64() * 1e3,
+            )];
+            match server.load {
+                Load::Redis => {
+                    let rates = redis_load(env.ns, host, &port_text, env.is_quick)?;
+                    for (name, rate) in ROWS.iter().zip(rates) {
+                        rows.push(((*name).to_owned(), "req/s", rate));
+                    }
+                }
+                Load::Memcached => {
+                    let rate = memcached_load(env.ns, &format!("{host}:{port}"), env.is_quick)?;
+                    rows.push(("memcached_set".to_owned(), "set/s", rate));
+                }
+                Load::Wrk(paths) => {
+                    for (path, suffix) in paths {
+                        let out =
+                            wrk(env.ns, &format!("http://{host}:{port}{path}"), env.is_quick)?;
+                        let (_, _, rate) = out
+                            .rows
+                            .iter()
+                            .find(|(n, _, _)| n == "wrk_requests")
+                            .ok_or("wrk gave no request rate")?;
+                        rows.push((
+                            format!("wrk_requests_{}{suffix}", server.name),
+                            "req/s",
+                            rate.median,
+                        ));
+                    }
+                }
+            }
+            Ok(rows)
+        });
+    running.stop();
+    let place_name = match place {
+        Place::Eremite => "eremite",
+        Place::Native => "native",
+        Place::Gvisor => "gVisor",
+        Place::MicroVm => "Linux microVM",
+    };
+    measured.map_err(|e| format!("{} ({place_name}): {e}", server.name))
+}
+
+/// One quantity in the four places.
+struct Compared {
+    name: String,
+    unit: &'static str,
+    eremite: f64,
+    native: f64,
+    gvisor: f64,
+    microvm: f64,
+}
+
+fn measure(
+    cli: &Path,
+    ns: &BenchNetNs,
+    www: &Path,
+    scratch: &Path,
+    is_quick: bool,
+) -> Result<(Vec<Row>, String)> {
+    let env = Env {
+        cli,
         ns,
-        &["bash", "-c", "exec 3<>/dev/tcp/10.0.0.2/8000"],
-        Instant::now(),
-    )
-    .and_then(|_| wrk(ns, "http://10.0.0.2:8000/", is_quick));
-    stop(guest);
-    let native = spawn(ns.command(BENCH_CORE, &echo).arg("127.0.0.1:8001"))?;
-    let native_wrk = wait_ready(
-        ns,
-        &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8001"],
-        Instant::now(),
-    )
-    .and_then(|_| wrk(ns, "http://127.0.0.1:8001/", is_quick));
-    stop(native);
-    rows.extend(pair(
+        gvisor: std::cell::RefCell::new(sandboxes::Gvisor::new(scratch)?),
+        microvm: sandboxes::MicroVm::new(scratch)?,
+        is_quick,
+    };
+    let mut rows = Vec::new();
+    let mut compared = Vec::new();
+    for server in server_list(www, scratch)? {
+        let mut eremite = Vec::new();
+        for (options, suffix) in &server.eremite_runs {
+            eremite.push((run(Place::Eremite, &server, options, &env)?, *suffix));
+        }
+        let native = run(Place::Native, &server, &[], &env)?;
+        let gvisor = run(Place::Gvisor, &server, &[], &env)?;
+        let microvm = run(Place::MicroVm, &server, &[], &env)?;
+        let value = |measured: &Measured, name: &str| {
+            measured
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, _, v)| *v)
+                .ok_or_else(|| format!("no `{name}` measured"))
+        };
+        for (measured, suffix) in &eremite {
+            for (name, unit, value_eremite) in measured {
+                let name_suffixed = format!("{name}{suffix}");
+                rows.push(Row {
+                    group: "servers",
+                    name: name_suffixed.clone(),
+                    unit: (*unit).to_owned(),
+                    eremite: one(*value_eremite),
+                    linux: one(value(&native, name)?),
+                });
+                compared.push(Compared {
+                    name: name_suffixed,
+                    unit,
+                    eremite: *value_eremite,
+                    native: value(&native, name)?,
+                    gvisor: value(&gvisor, name)?,
+                    microvm: value(&microvm, name)?,
+                });
+            }
+        }
+    }
+    let accel = env.microvm.accel;
+    print_compared(&compared, accel);
+    Ok((rows, compared_json(&compared, accel)))
+}
+
+/// The table of the four places; ratios are eremite's advantage (above 1:
+/// eremite is faster, for rates and times alike).
+fn print_compared(compared: &[Compared], accel: &str) {
+    let width = compared.iter().map(|c| c.name.len()).fold(24, usize::max);
+    println!();
+    println!(
+        "{:<width$} {:>6} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9}",
         "servers",
-        &guest_wrk?,
-        &native_wrk?,
-        &["wrk_requests"],
-        "_go_echo",
-    )?);
-    Ok(rows)
+        "unit",
+        "eremite",
+        "native",
+        "gVisor",
+        format!("microVM/{accel}"),
+        "vs gVisor",
+        "vs VM"
+    );
+    for c in compared {
+        let advantage = |other: f64| {
+            if c.unit.ends_with("/s") {
+                c.eremite / other
+            } else {
+                other / c.eremite
+            }
+        };
+        println!(
+            "{:<width$} {:>6} {:>11.2} {:>11.2} {:>11.2} {:>11.2} {:>9.2} {:>9.2}",
+            c.name,
+            c.unit,
+            c.eremite,
+            c.native,
+            c.gvisor,
+            c.microvm,
+            advantage(c.gvisor),
+            advantage(c.microvm)
+        );
+    }
+    println!(
+        "the same binaries in eremite, natively, under gVisor (runsc, ptrace platform, host network) and in a Linux microVM (QEMU -M microvm, Debian's cloud kernel, {accel}); \"vs\" columns: how many times faster eremite is (rates: eremite/other, times: other/eremite)"
+    );
+}
+
+fn compared_json(compared: &[Compared], accel: &str) -> String {
+    let rows: Vec<String> = compared
+        .iter()
+        .map(|c| {
+            format!(
+                "{{ \"name\": \"{}\", \"unit\": \"{}\", \"eremite\": {:.3}, \"native\": {:.3}, \"gvisor\": {:.3}, \"microvm\": {:.3} }}",
+                c.name, c.unit, c.eremite, c.native, c.gvisor, c.microvm
+            )
+        })
+        .collect();
+    format!(
+        "\"servers_four_places\": {{ \"microvm_accel\": \"{accel}\", \"rows\": [\n    {}\n  ] }}",
+        rows.join(",\n    ")
+    )
 }
