@@ -276,6 +276,18 @@ impl MicroVm {
         })
     }
 
+    /// Where the running microVM's console (and QEMU's errors) go.
+    pub(super) fn console(&self) -> PathBuf {
+        self.scratch.join("console.log")
+    }
+
+    /// The last lines of the console of the microVM started last.
+    pub(super) fn console_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.console()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
     /// Boot `guest` in a microVM in `netns`, its card on `tap` with the
     /// address `ip` (a /24) beside the namespace's `peer`, QEMU pinned to
     /// `core`.
@@ -314,10 +326,15 @@ impl MicroVm {
         if self.accel == "kvm" {
             command.args(["-cpu", "host"]);
         }
+        let console = std::fs::File::create(self.console())
+            .map_err(|e| format!("cannot create the microVM's console log: {e}"))?;
+        let errors = console
+            .try_clone()
+            .map_err(|e| format!("cannot share the console log: {e}"))?;
         command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(console)
+            .stderr(errors)
             .spawn()
             .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))
     }

@@ -467,7 +467,12 @@ fn run(place: Place, server: &Server, eremite_options: &[String], env: &Env) -> 
         Place::Gvisor => "gVisor",
         Place::MicroVm => "Linux microVM",
     };
-    measured.map_err(|e| format!("{} ({place_name}): {e}", server.name))
+    let console = if place == Place::MicroVm {
+        format!("\nits console ended:\n{}", env.microvm.console_tail())
+    } else {
+        String::new()
+    };
+    measured.map_err(|e| format!("{} ({place_name}): {e}{console}", server.name))
 }
 
 /// One quantity in the four places.
