@@ -186,6 +186,51 @@ pub(crate) fn fp_restore_from(area: &[u8]) -> bool {
     true
 }
 
+/// The interrupted RIP (in RCX) in `[start, end)`: go to 5 (move to the
+/// system-call stack); else fall through past local label `next`.
+macro_rules! window {
+    ($start:literal, $end:literal, $next:literal) => {
+        concat!(
+            "    lea rax, [rip + ",
+            $start,
+            "]\n",
+            "    cmp rcx, rax\n",
+            "    jb ",
+            $next,
+            "f\n",
+            "    lea rax, [rip + ",
+            $end,
+            "]\n",
+            "    cmp rcx, rax\n",
+            "    jb 5f\n",
+            $next,
+            ":"
+        )
+    };
+}
+
+/// As [`window!`], but to 19 (below the registers `resume` is loading).
+macro_rules! below_regs {
+    ($start:literal, $end:literal, $next:literal) => {
+        concat!(
+            "    lea rax, [rip + ",
+            $start,
+            "]\n",
+            "    cmp rcx, rax\n",
+            "    jb ",
+            $next,
+            "f\n",
+            "    lea rax, [rip + ",
+            $end,
+            "]\n",
+            "    cmp rcx, rax\n",
+            "    jb 19f\n",
+            $next,
+            ":"
+        )
+    };
+}
+
 global_asm!(
     ".section .text.eremite_preempt,\"ax\",@progbits",
     ".global eremite_irq_upcall",
@@ -212,12 +257,15 @@ global_asm!(
     "    push rbp",
     "    cld",
     "    mov rbp, rsp",
-    // Interrupted in a Linux program (its RIP outside the kernel's image):
-    // go on on the thread's system-call stack, idle while the program
-    // runs, not the program's, which may be small (a goroutine's starts
-    // at 2 KiB, and Go allows no writes below its limit); `mov rsp, rbp`
-    // below comes back. Interrupted in the kernel, or in a hermit image
-    // (no range set): stay.
+    // Interrupted in a Linux program (its RIP outside the kernel's image),
+    // or in one of the kernel's few instructions that run on the
+    // program's stack (entering and leaving a system call, resuming the
+    // program): go on on the thread's system-call stack, idle then, not
+    // the program's, which may be small (a goroutine's starts at 2 KiB,
+    // and Go allows no writes below its limit: the `xsave` area below
+    // would overwrite the neighbouring goroutine's stack); `mov rsp, rbp`
+    // below comes back. Interrupted anywhere else in the kernel, or in a
+    // hermit image (no range set): stay.
     "    mov rax, qword ptr [rip + {kernel_text} + 8]",
     "    test rax, rax",
     "    jz 4f",
@@ -225,7 +273,30 @@ global_asm!(
     "    cmp rcx, rax",
     "    jae 5f",
     "    cmp rcx, qword ptr [rip + {kernel_text}]",
-    "    jae 4f",
+    "    jb 5f",
+    window!("eremite_linux_call_entry", "eremite_linux_call_window_end", "11"),
+    window!("eremite_linux_fast_window", "eremite_linux_fast_window_end", "12"),
+    window!("eremite_linux_full_window", "eremite_linux_full_window_end", "13"),
+    window!("eremite_linux_trap_entry", "eremite_linux_trap_window_end", "14"),
+    below_regs!("eremite_linux_resume_window", "eremite_linux_resume_loaded", "15"),
+    window!("eremite_linux_resume_loaded", "eremite_linux_resume_window_end", "16"),
+    below_regs!(
+        "eremite_linux_resume_from_exception_window",
+        "eremite_linux_resume_from_exception_loaded",
+        "17"
+    ),
+    window!(
+        "eremite_linux_resume_from_exception_loaded",
+        "eremite_linux_resume_from_exception_window_end",
+        "18"
+    ),
+    "    jmp 4f",
+    // Resuming, with registers still to load from the copy at RDI on the
+    // kernel stack being left: go on below that copy.
+    "19: mov rax, qword ptr [rbp + 40]",
+    "    sub rax, 64",
+    "    mov rsp, rax",
+    "    jmp 4f",
     "5:  mov rax, qword ptr gs:[{syscall_stack}]",
     "    test rax, rax",
     "    jz 4f",
