@@ -21,7 +21,7 @@ fn goroutines_channels_timers_the_gc_and_a_recovered_nil_dereference() {
 }
 
 #[test]
-fn the_go_echo_server_answers_clients_on_the_host() {
+fn the_go_echo_server_answers_clients_on_the_host_under_load() {
     // HermitCore's Go demo: it echoes method, URL, protocol, headers,
     // Host, RemoteAddr and form values.
     let ns = NetNs::with_tap("gtap0", "10.0.0.1/24");
@@ -58,6 +58,27 @@ fn the_go_echo_server_answers_clients_on_the_host() {
                     "{reply}"
                 );
             }
+            // Load from eight clients at once: thousands of requests, with
+            // interrupts landing everywhere, including the kernel's few
+            // instructions on a goroutine's stack (an upcall there once
+            // overwrote the neighbouring goroutine's stack within a
+            // second of such load).
+            std::thread::scope(|scope| {
+                for client in 0..8 {
+                    scope.spawn(move || {
+                        for i in 0..600 {
+                            let reply = http_to_guest(
+                                8000,
+                                &format!("GET /load?c={client}&i={i} HTTP/1.0\r\n\r\n"),
+                            );
+                            assert!(
+                                reply.contains(&format!("Form[\"i\"] = [\"{i}\"]")),
+                                "client {client}, request {i}: {reply}"
+                            );
+                        }
+                    });
+                }
+            });
             let bye = http_to_guest(8000, "GET /quit HTTP/1.0\r\n\r\n");
             assert!(bye.ends_with("bye\n"), "{bye}");
         });
