@@ -14,9 +14,16 @@
 //! it all and returns with `popfq; ret 128`, which lands exactly on the
 //! interrupted RIP and RSP. The code is shared by every CPU. When the
 //! interrupted code is a Linux program (its RIP outside the kernel's
-//! image), all but the stub's three words and the saved registers goes on
-//! the thread's system-call stack instead (a goroutine's stack is too
-//! small for the `xsave` area). The stack the upcall runs on must be
+//! image), or one of the kernel's few instructions that run on the
+//! program's stack (the labelled windows of `linux.rs`: entering and
+//! leaving a system call, resuming the program), all but the stub's three
+//! words and the saved registers goes on the thread's system-call stack
+//! instead (a goroutine's stack is too small for the `xsave` area; an
+//! upcall in a window once zeroed the neighbouring goroutine's stack).
+//! Those three words and ten registers (232 bytes below the interrupted
+//! RSP) still go on the program's stack: a goroutine whose stack pointer
+//! is within that of its stack's end could have its neighbour's top
+//! overwritten (not seen; moving them needs a stub that writes elsewhere). The stack the upcall runs on must be
 //! chosen by where the code runs, not by where RSP points: while the
 //! scheduler switches threads, the per-CPU system-call stack already
 //! names the next thread's, whose frames are live.
