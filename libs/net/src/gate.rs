@@ -12,7 +12,8 @@
 //! of 50 clients on a listener with 16 is served in a few polls instead of
 //! waiting for the clients to retransmit a second later. The hold is
 //! bounded ([`MAX_HELD`] frames of at most [`MAX_HELD_BYTES`], each for at
-//! most [`HOLD_TIMEOUT`]); past it a SYN is dropped, as Linux drops one
+//! most [`HOLD_TIMEOUT`], a frame held already not held twice); past it a
+//! SYN is dropped, as Linux drops one
 //! when the accept queue is full, and the client sends it again (RFC 6298's
 //! retransmission). Only held frames are copied.
 
@@ -29,8 +30,11 @@ pub(crate) const MAX_HELD: usize = 256;
 /// The longest SYN frame held (options included, no data); longer ones
 /// (a SYN carrying data) are dropped.
 pub(crate) const MAX_HELD_BYTES: usize = 128;
-/// A SYN held this long is dropped: the client has sent it again by then.
-pub(crate) const HOLD_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(1);
+/// A SYN held this long is dropped: well before the client sends it
+/// again (its first retransmission comes after a second, RFC 6298), so a
+/// held SYN and its retransmission never both reach smoltcp (each could
+/// take a listening socket, and one would be left half open).
+pub(crate) const HOLD_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(500);
 
 /// Listeners, how many more connection attempts each can take, and the
 /// attempts that wait for room.
@@ -130,7 +134,11 @@ impl SynGate {
             // No listener: smoltcp's reset is the right answer.
             None => true,
             Some((_, 0)) => {
-                if self.held.len() + self.replay.len() < MAX_HELD && frame.len() <= MAX_HELD_BYTES {
+                let is_repeat = self.held.iter().any(|(_, held)| held.as_slice() == frame);
+                if !is_repeat
+                    && self.held.len() + self.replay.len() < MAX_HELD
+                    && frame.len() <= MAX_HELD_BYTES
+                {
                     self.held.push_back((since, frame.to_vec()));
                 } else {
                     self.dropped += 1;
@@ -349,20 +357,27 @@ mod tests {
         gate.start_poll(T0);
         gate.add(HERE, 0);
         let syn = segment(HERE, TcpControl::Syn, false);
-        for _ in 0..MAX_HELD + 10 {
-            assert!(!gate.admits(&syn, T0));
+        assert!(!gate.admits(&syn, T0));
+        assert!(!gate.admits(&syn, T0), "a repeat is not held twice");
+        assert_eq!((gate.held(), gate.dropped()), (1, 1));
+        gate.held.clear();
+        for i in 0..MAX_HELD + 10 {
+            let mut other = syn.clone();
+            // Another client: the source port differs.
+            other[34..36].copy_from_slice(&u16::try_from(i).unwrap().to_be_bytes());
+            assert!(!gate.admits(&other, T0));
         }
-        assert_eq!((gate.held(), gate.dropped()), (MAX_HELD, 10));
+        assert_eq!((gate.held(), gate.dropped()), (MAX_HELD, 11));
         let mut long = syn.clone();
         long.resize(MAX_HELD_BYTES + 1, 0);
         gate.held.clear();
         assert!(!gate.admits(&long, T0));
-        assert_eq!((gate.held(), gate.dropped()), (0, 11), "too long to hold");
+        assert_eq!((gate.held(), gate.dropped()), (0, 12), "too long to hold");
         assert!(!gate.admits(&syn, T0));
         gate.start_poll(T0 + HOLD_TIMEOUT);
         assert_eq!(
             (gate.replay.len(), gate.dropped()),
-            (0, 12),
+            (0, 13),
             "held too long"
         );
     }

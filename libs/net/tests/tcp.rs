@@ -370,7 +370,7 @@ fn clients_beyond_a_full_backlog_wait_and_are_not_refused() {
     prime_arp(&mut net);
     let listener = listen(&mut net, 2);
     // Nobody accepts for two seconds: two connections fill the backlog,
-    // four SYNs wait in the gate for a second and are then dropped (as
+    // four SYNs wait in the gate for half a second and are then dropped (as
     // Linux drops them), and their clients send them again.
     let clients: Vec<SocketId> = (0..6).map(|_| connect(&mut net)).collect();
     net.run_for(MS * 10, SECOND * 2);
