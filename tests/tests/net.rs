@@ -359,7 +359,12 @@ fn concurrent_clients(port: u16, count: usize) {
 }
 
 /// [`guest_stats`] before and after a load: as many sockets open, none
-/// closing, and at most 64 KiB more heap in use.
+/// closing, and at most 128 KiB more heap in use. Not less: the guest
+/// holds SYNs beyond its listen backlog until the server accepts, so how
+/// many connections a burst has open at its peak depends on timing, and
+/// the tables and slabs sized by that peak may grow in a later burst
+/// (measured: 5 to 90 KiB after warm-up bursts; a socket left behind
+/// would be 128 KiB of buffers alone).
 fn assert_no_leak(baseline: (u64, u64, u64), after: (u64, u64, u64)) {
     assert_eq!(
         after.1, baseline.1,
@@ -367,7 +372,7 @@ fn assert_no_leak(baseline: (u64, u64, u64), after: (u64, u64, u64)) {
     );
     assert_eq!(after.2, 0, "connections still closing: {after:?}");
     assert!(
-        after.0 <= baseline.0 + (64 << 10),
+        after.0 <= baseline.0 + (128 << 10),
         "heap in use grew from {} to {} bytes",
         baseline.0,
         after.0
@@ -418,7 +423,9 @@ fn the_tokio_server_survives_200_concurrent_clients_without_leaking() {
     );
     let (baseline, after) = ns.enter(|| {
         // Warm up: tokio keeps what its first burst allocated (task and
-        // I/O registration slabs) for the next one.
+        // I/O registration slabs) for the next one; twice, as its peak
+        // depends on timing.
+        concurrent_clients(8084, 200);
         concurrent_clients(8084, 200);
         let baseline = settled_stats(8084);
         concurrent_clients(8084, 200);
