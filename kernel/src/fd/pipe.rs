@@ -48,9 +48,6 @@ pub(super) struct PairEnd {
     tx: PipeEnd,
 }
 
-/// `S_IFSOCK`.
-const S_IFSOCK: u32 = 0o140000;
-
 /// A new connected pair.
 pub(super) fn new_pair() -> (PairEnd, PairEnd) {
     let (a_rx, b_tx) = new();
@@ -71,11 +68,7 @@ impl FileObject for PairEnd {
     }
 
     fn stat(&self) -> Result<FileStat, Errno> {
-        Ok(FileStat {
-            mode: S_IFSOCK | 0o777,
-            nlink: 1,
-            ..FileStat::default()
-        })
+        Ok(super::socket::socket_stat())
     }
 
     fn readiness(&self) -> Readiness {

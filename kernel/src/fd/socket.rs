@@ -11,6 +11,16 @@ use crate::net::{self, Readiness, Receive};
 /// `S_IFSOCK`.
 const S_IFSOCK: u32 = 0o140000;
 
+/// What `fstat` shows of any socket (a network socket, one end of a
+/// `socketpair`).
+pub(super) fn socket_stat() -> FileStat {
+    FileStat {
+        mode: S_IFSOCK | 0o777,
+        nlink: 1,
+        ..FileStat::default()
+    }
+}
+
 pub(super) struct SocketFile(pub(super) net::Socket);
 
 /// Whether calls on a description with `status` may wait.
@@ -32,11 +42,7 @@ impl FileObject for SocketFile {
     }
 
     fn stat(&self) -> Result<FileStat, Errno> {
-        Ok(FileStat {
-            mode: S_IFSOCK | 0o777,
-            nlink: 1,
-            ..FileStat::default()
-        })
+        Ok(socket_stat())
     }
 
     /// One socket at a time; `poll` asks the stack about all of its

@@ -519,18 +519,19 @@ fn measure(
         for (measured, suffix) in &eremite {
             for (name, unit, value_eremite) in measured {
                 let name_suffixed = format!("{name}{suffix}");
+                let value_native = value(&native, name)?;
                 rows.push(Row {
                     group: "servers",
                     name: name_suffixed.clone(),
                     unit: (*unit).to_owned(),
                     eremite: one(*value_eremite),
-                    linux: one(value(&native, name)?),
+                    linux: one(value_native),
                 });
                 compared.push(Compared {
                     name: name_suffixed,
                     unit,
                     eremite: *value_eremite,
-                    native: value(&native, name)?,
+                    native: value_native,
                     gvisor: value(&gvisor, name)?,
                     microvm: value(&microvm, name)?,
                 });

@@ -193,10 +193,10 @@ pub(crate) fn fp_restore_from(area: &[u8]) -> bool {
     true
 }
 
-/// The interrupted RIP (in RCX) in `[start, end)`: go to 5 (move to the
-/// system-call stack); else fall through past local label `next`.
+/// The interrupted RIP (in RCX) in `[start, end)`: go to local label
+/// `to` (forward); else fall through past local label `next`.
 macro_rules! window {
-    ($start:literal, $end:literal, $next:literal) => {
+    ($start:literal, $end:literal, $to:literal, $next:literal) => {
         concat!(
             "    lea rax, [rip + ",
             $start,
@@ -209,29 +209,9 @@ macro_rules! window {
             $end,
             "]\n",
             "    cmp rcx, rax\n",
-            "    jb 5f\n",
-            $next,
-            ":"
-        )
-    };
-}
-
-/// As [`window!`], but to 19 (below the registers `resume` is loading).
-macro_rules! below_regs {
-    ($start:literal, $end:literal, $next:literal) => {
-        concat!(
-            "    lea rax, [rip + ",
-            $start,
-            "]\n",
-            "    cmp rcx, rax\n",
             "    jb ",
-            $next,
+            $to,
             "f\n",
-            "    lea rax, [rip + ",
-            $end,
-            "]\n",
-            "    cmp rcx, rax\n",
-            "    jb 19f\n",
             $next,
             ":"
         )
@@ -281,22 +261,14 @@ global_asm!(
     "    jae 5f",
     "    cmp rcx, qword ptr [rip + {kernel_text}]",
     "    jb 5f",
-    window!("eremite_linux_call_entry", "eremite_linux_call_window_end", "11"),
-    window!("eremite_linux_fast_window", "eremite_linux_fast_window_end", "12"),
-    window!("eremite_linux_full_window", "eremite_linux_full_window_end", "13"),
-    window!("eremite_linux_trap_entry", "eremite_linux_trap_window_end", "14"),
-    below_regs!("eremite_linux_resume_window", "eremite_linux_resume_loaded", "15"),
-    window!("eremite_linux_resume_loaded", "eremite_linux_resume_window_end", "16"),
-    below_regs!(
-        "eremite_linux_resume_from_exception_window",
-        "eremite_linux_resume_from_exception_loaded",
-        "17"
-    ),
-    window!(
-        "eremite_linux_resume_from_exception_loaded",
-        "eremite_linux_resume_from_exception_window_end",
-        "18"
-    ),
+    window!("eremite_linux_call_entry", "eremite_linux_call_window_end", "5", "11"),
+    window!("eremite_linux_fast_window", "eremite_linux_fast_window_end", "5", "12"),
+    window!("eremite_linux_full_window", "eremite_linux_full_window_end", "5", "13"),
+    window!("eremite_linux_trap_entry", "eremite_linux_trap_window_end", "5", "14"),
+    window!("eremite_linux_resume_window", "eremite_linux_resume_loaded", "19", "15"),
+    window!("eremite_linux_resume_loaded", "eremite_linux_resume_window_end", "5", "16"),
+    window!("eremite_linux_resume_from_exception_window", "eremite_linux_resume_from_exception_loaded", "19", "17"),
+    window!("eremite_linux_resume_from_exception_loaded", "eremite_linux_resume_from_exception_window_end", "5", "18"),
     "    jmp 4f",
     // Resuming, with registers still to load from the copy at RDI on the
     // kernel stack being left: go on below that copy.
