@@ -3,7 +3,9 @@
  * fault and returns, one that edits the saved registers), signals a
  * thread sends itself (raise, kill, blocked then unblocked, ignored),
  * one sent to another thread (pthread_kill: the handler runs there and
- * ends the read it was blocked in with EINTR), and what a handler sees (its mask, SA_RESETHAND). Each check prints
+ * ends the read it was blocked in with EINTR), what a handler sees (its
+ * mask, SA_RESETHAND), and a busy thread still preempted after all
+ * those faults (the timer still reaches the CPU). Each check prints
  * "ok NAME"; the first failure prints "FAIL NAME: why" and exits 1. It
  * passes on Linux too. With the argument "overflow" it recurses until
  * the stack overflows and reports it from a handler on the alternate
@@ -212,6 +214,28 @@ static void to_another_thread(void) {
     check(interrupted, "its blocked read ends with EINTR", "it did not");
 }
 
+static volatile int stop_spinning;
+
+static void *spin(void *unused) {
+    (void)unused;
+    while (!stop_spinning)
+        ;
+    return 0;
+}
+
+/* On one CPU, only a timer interrupt takes the CPU from a thread that
+ * never calls the kernel: the sleeper below wakes only if interrupts
+ * still reach the CPU after the faults above (a recovered fault once
+ * left them off for good). */
+static void preempted_after_faults(void) {
+    pthread_t spinner;
+    pthread_create(&spinner, 0, spin, 0);
+    usleep(30000);
+    stop_spinning = 1;
+    pthread_join(spinner, 0);
+    check(1, "a busy thread is preempted after the faults", "");
+}
+
 #pragma GCC diagnostic ignored "-Winfinite-recursion"
 static void recurse(volatile char *previous) {
     volatile char frame[1024];
@@ -243,6 +267,7 @@ int main(int argc, char **argv) {
     saved_context();
     sent_to_self();
     to_another_thread();
+    preempted_after_faults();
     printf("signals passed\n");
     return 0;
 }

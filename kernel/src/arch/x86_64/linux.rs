@@ -429,10 +429,22 @@ macro_rules! resume_asm {
 resume_asm!("eremite_linux_resume", []);
 // From the exception upcall: once every register is loaded (the upcall
 // stack, which holds `regs`, is not read again), let the next exception
-// use the upcall stack (see `supervisor.rs`).
+// use the upcall stack (see `supervisor.rs`), then turn interrupts back
+// on. The exception stub enters the upcall with them off (so nothing
+// preempts it on the one upcall stack), and at CPL3 only an `iretq` from
+// CPL0 can set IF again: the interrupts-on gate (`supervisor.rs`), a
+// `ud2` that changes no register. Without it the thread, and every
+// thread this CPU switched to after it, ran with interrupts off: no
+// timer, no preemption, no forwarded signal (a Go program hung in its
+// first busy loop after a recovered nil dereference).
 resume_asm!(
     "eremite_linux_resume_from_exception",
-    ["    mov qword ptr [rip + {in_fatal}], 0"],
+    [
+        "    mov qword ptr [rip + {in_fatal}], 0",
+        ".global eremite_interrupts_on_trap",
+        "eremite_interrupts_on_trap:",
+        "    ud2"
+    ],
     in_fatal = sym super::supervisor::IN_FATAL
 );
 

@@ -244,8 +244,9 @@ global_asm!(
 // CPL0 (measured: it runs the LSTAR target with the user CS, where `sti`
 // raises #GP) and `int n` raises #UD, so an exception is the way in. The
 // #UD gate has no IST stack: from CPL3 it runs on RSP0, so the interrupt
-// that ends the halt (on the IST stack) cannot overwrite its frame. Any
-// other #UD goes on to the fatal path.
+// that ends the halt (on the IST stack) cannot overwrite its frame. The
+// same stub serves the TLB gate and the interrupts-on gate; any other #UD
+// goes on to the fatal path.
 global_asm!(
     ".section .text.eremite_supervisor,\"ax\",@progbits",
     ".p2align 4",
@@ -258,8 +259,18 @@ global_asm!(
     "    leaq eremite_flush_trap(%rip), %rax",
     "    cmpq %rax, 8(%rsp)",
     "    je 6f",
+    "    leaq eremite_interrupts_on_trap(%rip), %rax",
+    "    cmpq %rax, 8(%rsp)",
+    "    je 9f",
     "    popq %rax",
     "    jmp {generic_ud} + 6 * {stride}",
+    // The interrupts-on gate: continue after the `ud2` with IF set (see
+    // `eremite_linux_resume_from_exception` in `linux.rs`).
+    "9:  popq %rax",
+    "    lock incq {gate_counter}",
+    "    addq $2, (%rsp)",
+    "    orq $0x200, 16(%rsp)",
+    "    iretq",
     // The TLB gate: invalidate RSI pages from RDI, or everything (a CR3
     // reload; no global pages are used) when RSI is 0 or above the limit.
     "6:  popq %rax",
