@@ -1,15 +1,27 @@
 //! Go programs built with Debian's golang-go and default flags
 //! (`examples/go`), unmodified: their runtime's reservations go to the
 //! kernel's virtual window, and page 0 stays unmapped so that Go's nil
-//! checks fault (their system calls take the trap path; `docs/linux.md`).
+//! checks fault (their system calls are calls to per-site stubs instead
+//! of the trampoline there; `docs/linux.md`).
 
 use eremite_tests::{NetNs, boot_image, go_image, http_to_guest};
 
 #[test]
 fn goroutines_channels_timers_the_gc_and_a_recovered_nil_dereference() {
     for cpus in ["1", "2"] {
-        let run = boot_image(&go_image("goroutines"), &["--cpus", cpus], &[]);
+        let run = boot_image(&go_image("goroutines"), &["--cpus", cpus, "--stats"], &[]);
         run.expect_code(0);
+        // Every system call went through a stub: none trapped.
+        let stat = |name: &str| {
+            run.stderr
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix(name))
+                .and_then(|rest| rest.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {name:?} in --stats:\n{run}"))
+        };
+        assert!(stat("sites rewritten") > 30, "{run}");
+        assert_eq!(stat("sites left as syscall"), 0, "{run}");
+        assert_eq!(stat("calls by the trap path"), 0, "{run}");
         assert!(
             run.stdout.starts_with(&format!("GOMAXPROCS {cpus}\n")),
             "{run}"

@@ -45,6 +45,13 @@ pub struct Sites {
     pub left: Vec<u64>,
 }
 
+impl Sites {
+    /// The return address of each rewritten site's `call *%rax`.
+    pub fn return_addresses(&self) -> Vec<u64> {
+        self.rewritten.iter().map(|site| site + 2).collect()
+    }
+}
+
 /// What the red-zone check needs of one instruction: only instructions
 /// with one of these properties are kept (an event), with their position
 /// in the instruction stream, so that the memory needed stays a fraction
@@ -133,16 +140,14 @@ fn function_at(functions: &[Range<u64>], ip: u64) -> Option<&Range<u64>> {
         .find(|f| f.contains(&ip))
 }
 
-/// Find the `syscall` sites in `code` (to run at address `addr`) and
-/// rewrite the safe ones in place. `functions` are the code's function
+/// Every `syscall` site of `code` (at `addr`), in order, and whether it
+/// is safe to rewrite: its function cannot keep data in the red zone
+/// (see the module's documentation). `functions` are the code's function
 /// symbols as address ranges, sorted by start (empty when there are
-/// none). If memory for the analysis runs out, nothing is rewritten (and
-/// nothing is reported): the sites keep working, on the trap path.
-pub fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
-    let Some(events) = events(code, addr) else {
-        return Sites::default();
-    };
-    let mut sites = Sites::default();
+/// none). `None` if memory for the analysis runs out.
+fn judge(code: &[u8], addr: u64, functions: &[Range<u64>]) -> Option<Vec<(u64, bool)>> {
+    let events = events(code, addr)?;
+    let mut sites = Vec::new();
     for (at, site) in events.iter().enumerate().filter(|(_, e)| e.is_syscall) {
         let is_safe = match function_at(functions, site.ip) {
             Some(range) => {
@@ -168,16 +173,200 @@ pub fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
                         .any(|e| e.is_below_frame)
             }
         };
-        let offset = usize::try_from(site.ip - addr).unwrap_or(usize::MAX);
+        sites.try_reserve(1).ok()?;
+        sites.push((site.ip, is_safe));
+    }
+    Some(sites)
+}
+
+/// Find the `syscall` sites in `code` (to run at address `addr`) and
+/// rewrite the safe ones ([`judge`]) in place. If memory for the
+/// analysis runs out, nothing is rewritten (and nothing is reported): the
+/// sites keep working, on the trap path.
+pub fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
+    let Some(judged) = judge(code, addr, functions) else {
+        return Sites::default();
+    };
+    let mut sites = Sites::default();
+    for (site, is_safe) in judged {
+        let offset = usize::try_from(site - addr).unwrap_or(usize::MAX);
         match code.get_mut(offset..offset + 2) {
             Some(bytes) if is_safe && bytes == [0x0F, 0x05] => {
                 bytes.copy_from_slice(&[0xFF, 0xD0]);
-                sites.rewritten.push(site.ip);
+                sites.rewritten.push(site);
             }
-            _ => sites.left.push(site.ip),
+            _ => sites.left.push(site),
         }
     }
     sites
+}
+
+/// Bytes of one stub made by [`call_stubs`]; the first `STUB_BYTES` of
+/// the stubs' page hold the entry's address instead.
+pub const STUB_BYTES: u64 = 16;
+
+/// What [`call_stubs`] did to one segment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stubs {
+    /// The stubs' page, to be placed at the `stubs_at` given, with its
+    /// first 8 bytes still to be set to the entry's address.
+    pub code: Vec<u8>,
+    /// The return address of each site rewritten (the byte after its
+    /// `call`), for [`bitmap`].
+    pub return_addresses: Vec<u64>,
+    /// Addresses of the `syscall` instructions left as they are.
+    pub left: Vec<u64>,
+}
+
+/// A `syscall` and the instruction just before it, if that one could
+/// move into a stub.
+struct Movable {
+    site: u64,
+    /// Start and length of the instruction before the site.
+    before: Option<(u64, usize)>,
+}
+
+/// Whether `instr` can run from a stub, after a `call` pushed a return
+/// address, with the same effect: it goes on to the next instruction, it
+/// has no memory operand (none can be RIP-relative) and does not touch
+/// the stack pointer, explicitly or as `push`/`pop` do, and it is 3 to 8
+/// bytes long (with the site's 2, room for a 5-byte `call`; with the
+/// stub's 6-byte `jmp`, within a stub).
+fn can_move(instr: &Instruction) -> bool {
+    let is_plain = (0..instr.op_count()).all(|i| match instr.op_kind(i) {
+        OpKind::Register => instr.op_register(i).full_register() != Register::RSP,
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => true,
+        _ => false,
+    });
+    is_plain
+        && instr.flow_control() == FlowControl::Next
+        && instr.stack_pointer_increment() == 0
+        && instr.mnemonic() != Mnemonic::Syscall
+        && (3..=8).contains(&instr.len())
+}
+
+/// Every `syscall` in `code` with what precedes it, and the sorted
+/// targets of every direct branch and call.
+fn scan(code: &[u8], addr: u64) -> (Vec<Movable>, Vec<u64>) {
+    let mut sites = Vec::new();
+    let mut targets = Vec::new();
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut before = None;
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            before = None;
+            continue;
+        }
+        if matches!(
+            instr.op0_kind(),
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+        ) {
+            targets.push(instr.near_branch_target());
+        }
+        if instr.mnemonic() == Mnemonic::Syscall {
+            sites.push(Movable {
+                site: instr.ip(),
+                before,
+            });
+        }
+        before = can_move(&instr).then(|| (instr.ip(), instr.len()));
+    }
+    targets.sort_unstable();
+    (sites, targets)
+}
+
+/// Rewrite the `syscall` sites of code that must keep page 0 unmapped
+/// (a Go program: its nil checks rely on a read of page 0 faulting), so
+/// that `call *%rax` into a trampoline there is out. A site becomes a
+/// `call rel32` to a stub of its own, over the site and the instruction
+/// before it, then `nop`s; the stub, at `stubs_at + STUB_BYTES * (i +
+/// 1)`, is that instruction, moved, then `jmp *` through the entry's
+/// address in the page's first 8 bytes. The entry sees the call's return
+/// address, on the `nop`s just before what followed the `syscall`, as it
+/// sees a rewritten site's. A site stays `syscall` when it fails the red
+/// zone check of [`rewrite`] (the `call` pushes at `[rsp - 8]`), when the
+/// instruction before it cannot move ([`can_move`]), when a direct branch
+/// lands on the `syscall` itself (it would land inside the `call`), when
+/// the stubs would be out of a `rel32`'s reach, and past `max_stubs`.
+pub fn call_stubs(
+    code: &mut [u8],
+    addr: u64,
+    functions: &[Range<u64>],
+    stubs_at: u64,
+    max_stubs: usize,
+) -> Stubs {
+    let mut stubs = Stubs {
+        code: vec![0; STUB_BYTES as usize],
+        ..Stubs::default()
+    };
+    let Some(judged) = judge(code, addr, functions) else {
+        return stubs;
+    };
+    let is_safe = |site: u64| {
+        judged
+            .binary_search_by_key(&site, |&(s, _)| s)
+            .is_ok_and(|i| judged[i].1)
+    };
+    let (sites, targets) = scan(code, addr);
+    for Movable { site, before } in sites {
+        let stub = stubs_at + STUB_BYTES * (stubs.return_addresses.len() as u64 + 1);
+        let made = before.filter(|_| {
+            is_safe(site)
+                && targets.binary_search(&site).is_err()
+                && stubs.return_addresses.len() < max_stubs
+        });
+        let made = made.and_then(|(start, len)| {
+            Some((start, stub_for(code, addr, start, len, stub, stubs_at)?))
+        });
+        match made {
+            Some((start, stub_code)) => {
+                stubs.code.extend_from_slice(&stub_code);
+                stubs.return_addresses.push(start + 5);
+            }
+            None => stubs.left.push(site),
+        }
+    }
+    stubs
+}
+
+/// Write `call stub` and `nop`s over the instruction at `start` (`len`
+/// bytes) and the `syscall` after it, and return the stub: that
+/// instruction, then `jmp qword ptr [rip + d]` to the address at
+/// `stubs_at`. `None`, with nothing written, when the bytes are not as
+/// expected or a displacement does not fit.
+fn stub_for(
+    code: &mut [u8],
+    addr: u64,
+    start: u64,
+    len: usize,
+    stub: u64,
+    stubs_at: u64,
+) -> Option<[u8; STUB_BYTES as usize]> {
+    let offset = usize::try_from(start.checked_sub(addr)?).ok()?;
+    let bytes = code.get_mut(offset..offset + len + 2)?;
+    if bytes[len..] != [0x0F, 0x05] {
+        return None;
+    }
+    let rel32 = |to: u64, from: u64| i32::try_from(to.wrapping_sub(from).cast_signed()).ok();
+    let call = rel32(stub, start + 5)?;
+    let jmp = rel32(stubs_at, stub + len as u64 + 6)?;
+    let mut stub_code = [0xCC; STUB_BYTES as usize];
+    stub_code[..len].copy_from_slice(&bytes[..len]);
+    stub_code[len..len + 2].copy_from_slice(&[0xFF, 0x25]);
+    stub_code[len + 2..len + 6].copy_from_slice(&jmp.to_le_bytes());
+    bytes[0] = 0xE8;
+    bytes[1..5].copy_from_slice(&call.to_le_bytes());
+    bytes[5..].fill(0x90);
+    Some(stub_code)
 }
 
 /// Function ranges from symbols, `(address, size)` each (`STT_FUNC`, in
@@ -203,13 +392,13 @@ pub fn functions(mut symbols: Vec<(u64, u64)>) -> Vec<Range<u64>> {
 }
 
 /// The bitmap of rewritten sites over `text` (one bit per byte of code,
-/// set at each site's return address, `site + 2`), as the kernel's
-/// dispatcher reads it.
-pub fn bitmap(text: &Range<u64>, rewritten: &[u64]) -> Vec<u8> {
+/// set at each site's return address: [`Sites::return_addresses`],
+/// [`Stubs::return_addresses`]), as the kernel's dispatcher reads it.
+pub fn bitmap(text: &Range<u64>, return_addresses: &[u64]) -> Vec<u8> {
     let len = text.end.saturating_sub(text.start).div_ceil(8);
     let mut bits = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    for site in rewritten {
-        let Some(bit) = (site + 2)
+    for address in return_addresses {
+        let Some(bit) = address
             .checked_sub(text.start)
             .and_then(|b| usize::try_from(b).ok())
         else {
@@ -291,7 +480,7 @@ mod tests {
     #[test]
     fn the_bitmap_marks_return_addresses_only() {
         let text = ADDR..ADDR + 64;
-        let bits = bitmap(&text, &[ADDR + 5, ADDR + 40]);
+        let bits = bitmap(&text, &[ADDR + 7, ADDR + 42]);
         assert!(is_marked(&bits, ADDR, ADDR + 7));
         assert!(is_marked(&bits, ADDR, ADDR + 42));
         for other in [ADDR + 5, ADDR + 6, ADDR + 8, ADDR - 1, ADDR + 64, 0] {
@@ -307,5 +496,83 @@ mod tests {
         let sites = rewrite(&mut code, ADDR, &[]);
         assert_eq!(sites, Sites::default());
         assert_eq!(code, before);
+    }
+
+    /// Where the stubs go in the tests: the page after the code.
+    const STUBS: u64 = ADDR + 0x1000;
+    /// The entry's address, as the loader writes it.
+    fn with_entry(mut page: Vec<u8>) -> Vec<u8> {
+        page[..8].copy_from_slice(&0xFFFF_8000_0000_1234u64.to_le_bytes());
+        page
+    }
+
+    #[test]
+    fn a_go_site_becomes_a_call_to_a_stub_that_moves_the_instruction_before_it() {
+        // mov eax, 39; syscall; ret
+        let mut code = GETPID.to_vec();
+        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, 255);
+        assert_eq!(stubs.return_addresses, [ADDR + 5]);
+        assert!(stubs.left.is_empty());
+        // call STUBS + 16; nop; nop; ret
+        let call = i32::try_from(STUBS + 16 - (ADDR + 5)).unwrap();
+        let mut expected = vec![0xE8];
+        expected.extend_from_slice(&call.to_le_bytes());
+        expected.extend_from_slice(&[0x90, 0x90, 0xC3]);
+        assert_eq!(code, expected);
+        // The stub: mov eax, 39; jmp [rip - (16 + 11)] (the entry's address
+        // at STUBS), then int3 padding.
+        let page = with_entry(stubs.code);
+        assert_eq!(page.len(), 32);
+        let stub = &page[16..];
+        assert_eq!(&stub[..5], &GETPID[..5]);
+        assert_eq!(&stub[5..7], &[0xFF, 0x25]);
+        let disp = i32::from_le_bytes(stub[7..11].try_into().unwrap());
+        assert_eq!(i64::from(disp), -(16 + 11));
+        assert!(stub[11..].iter().all(|&b| b == 0xCC));
+    }
+
+    #[test]
+    fn go_sites_whose_instruction_before_cannot_move_stay_syscall() {
+        for before in [
+            // mov rdi, rsp: RSP is 8 lower in the stub.
+            &[0x48, 0x89, 0xE7][..],
+            // mov edi, [rsp + 8]: a memory operand.
+            &[0x8B, 0x7C, 0x24, 0x08],
+            // xor eax, eax: 2 bytes, no room for a call.
+            &[0x31, 0xC0],
+            // add rsp, 8: moves the stack pointer.
+            &[0x48, 0x83, 0xC4, 0x08],
+            // push 1 (a 5-byte immediate form): writes the stack.
+            &[0x68, 1, 0, 0, 0],
+        ] {
+            let mut code = before.to_vec();
+            code.extend_from_slice(&[0x0F, 0x05, 0xC3]);
+            let original = code.clone();
+            let stubs = call_stubs(&mut code, ADDR, &[], STUBS, 255);
+            assert_eq!(stubs.left, [ADDR + before.len() as u64], "{before:x?}");
+            assert!(stubs.return_addresses.is_empty(), "{before:x?}");
+            assert_eq!(code, original, "{before:x?}");
+        }
+    }
+
+    #[test]
+    fn a_go_site_that_a_branch_lands_on_stays_syscall() {
+        // mov eax, 39; syscall; jmp -4 (back onto the syscall)
+        let mut code = vec![0xB8, 0x27, 0, 0, 0, 0x0F, 0x05, 0xEB, 0xFC];
+        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, 255);
+        assert_eq!(stubs.left, [ADDR + 5]);
+        assert_eq!(code[5..7], [0x0F, 0x05]);
+    }
+
+    #[test]
+    fn go_sites_past_the_stubs_room_stay_syscall() {
+        let mut code = [GETPID, GETPID, GETPID].concat();
+        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, 2);
+        assert_eq!(stubs.return_addresses, [ADDR + 5, ADDR + 13]);
+        assert_eq!(stubs.left, [ADDR + 21]);
+        assert_eq!(stubs.code.len(), 48);
+        // The second stub jumps through the same entry address.
+        let disp = i32::from_le_bytes(stubs.code[32 + 7..32 + 11].try_into().unwrap());
+        assert_eq!(i64::from(disp), -(32 + 11));
     }
 }

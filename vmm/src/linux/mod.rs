@@ -21,6 +21,7 @@ use std::path::Path;
 use crate::initrd::GuestFile;
 use crate::loader::{self, LoadError, LoadedImage, PageAccess, PageZero};
 use crate::memory::{GuestRam, OutOfRange};
+use program::SiteRewrite;
 
 /// The kernel's entry for rewritten system calls (`kernel/src/arch`).
 const CALL_ENTRY_SYMBOL: &str = "eremite_linux_call_entry";
@@ -78,18 +79,24 @@ pub(crate) fn load(
     cpus: u32,
 ) -> Result<Booted, LinuxError> {
     let mut image = loader::load(kernel, ram)?;
+    let entry = loader::symbol(kernel, &image, CALL_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
     // A Go program's nil checks need a read of page 0 to fault, which the
-    // trampoline there would not: its system calls take the trap path.
-    let is_rewritten = !program::is_go(program);
-    let mut loaded = program::load(program, ram, image.end, is_rewritten)?;
+    // trampoline there would not: its sites become calls to stubs, and
+    // what its interpreter (a cgo program's) maps takes the trap path.
+    let is_go = program::is_go(program);
+    let (sites, interpreter_sites) = if is_go {
+        (SiteRewrite::ToStubs { entry }, SiteRewrite::None)
+    } else {
+        (SiteRewrite::ThroughPageZero, SiteRewrite::ThroughPageZero)
+    };
+    let mut loaded = program::load(program, ram, image.end, sites)?;
     if let Some(path) = loaded.interpreter.take() {
-        load_interpreter(&mut loaded, &path, ram, is_rewritten)?;
+        load_interpreter(&mut loaded, &path, ram, interpreter_sites)?;
     }
     let trap_entry =
         loader::symbol(kernel, &image, TRAP_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
     let trap_entries = vec![trap_entry; usize::try_from(cpus).unwrap_or(1)];
-    if is_rewritten {
-        let entry = loader::symbol(kernel, &image, CALL_ENTRY_SYMBOL).ok_or(LinuxError::NoEntry)?;
+    if !is_go {
         let page = trampoline::page(entry).ok_or(LinuxError::NoEntry)?;
         ram.write(0, &page)?;
         image.page_zero = PageZero::Trampoline;
@@ -113,13 +120,13 @@ fn load_interpreter(
     program: &mut program::Loaded,
     path: &str,
     ram: &GuestRam,
-    is_rewritten: bool,
+    sites: SiteRewrite,
 ) -> Result<(), ProgramError> {
     let bytes = std::fs::read(path).map_err(|source| ProgramError::Interpreter {
         path: path.to_owned(),
         source,
     })?;
-    let interp = program::load(&bytes, ram, program.end, is_rewritten)?;
+    let interp = program::load(&bytes, ram, program.end, sites)?;
     if interp.interpreter.is_some() {
         return Err(ProgramError::InterpreterNotStatic(path.to_owned()));
     }

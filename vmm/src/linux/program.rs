@@ -121,14 +121,27 @@ fn machine_name(machine: u16) -> &'static str {
     }
 }
 
+/// What becomes of a program's `syscall` sites as it is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SiteRewrite {
+    /// `call *%rax` into the trampoline in page 0 (zpoline).
+    ThroughPageZero,
+    /// Calls to stubs in a page after the program, which jump to `entry`
+    /// (a program whose page 0 must stay unmapped: Go).
+    ToStubs { entry: u64 },
+    /// None: every site traps.
+    None,
+}
+
 /// Check `bytes` (a Linux program, or a dynamic program's interpreter)
 /// and load it into `ram` at or above `lowest` (the end of the kernel
-/// image, or of the program before the interpreter).
+/// image, or of the program before the interpreter), its sites rewritten
+/// as `sites` says.
 pub(crate) fn load(
     bytes: &[u8],
     ram: &GuestRam,
     lowest: u64,
-    is_rewritten: bool,
+    sites: SiteRewrite,
 ) -> Result<Loaded, ProgramError> {
     let elf = Elf::parse(bytes).map_err(|e| ProgramError::Malformed(e.to_string()))?;
     if !elf.is_64 {
@@ -193,7 +206,13 @@ pub(crate) fn load(
     let functions = function_ranges(&elf, bias);
     // The span of the executable segments (none yet).
     let mut text: Option<Range<u64>> = None;
-    let mut sites = eremite_sites::Sites::default();
+    // Return addresses of the rewritten sites, and how many were left.
+    let mut return_addresses = Vec::new();
+    let mut left = 0usize;
+    // Code that must keep page 0 unmapped (Go): its sites become calls to
+    // stubs in the page after the program (`eremite_sites::call_stubs`).
+    let stubs_at = program_end;
+    let mut stubs_page: Option<Vec<u8>> = None;
     let mut ranges = Vec::new();
     for p in &segments {
         let file_end = p.p_offset.checked_add(p.p_filesz);
@@ -206,13 +225,26 @@ pub(crate) fn load(
         let range = addr..addr + p.p_memsz;
         if p.p_flags & program_header::PF_X != 0 {
             let mut code = data.to_vec();
-            let found = if is_rewritten {
-                eremite_sites::rewrite(&mut code, addr, &functions)
-            } else {
-                eremite_sites::Sites::default()
-            };
-            sites.rewritten.extend(found.rewritten);
-            sites.left.extend(found.left);
+            match sites {
+                SiteRewrite::ThroughPageZero => {
+                    let found = eremite_sites::rewrite(&mut code, addr, &functions);
+                    return_addresses.extend(found.return_addresses());
+                    left += found.left.len();
+                }
+                // One page of stubs, for the first executable segment (a
+                // Go program has one); any other keeps its `syscall`s.
+                SiteRewrite::ToStubs { entry } if stubs_page.is_none() => {
+                    let room =
+                        usize::try_from(PAGE_SIZE / eremite_sites::STUB_BYTES - 1).unwrap_or(0);
+                    let mut stubs =
+                        eremite_sites::call_stubs(&mut code, addr, &functions, stubs_at, room);
+                    stubs.code[..8].copy_from_slice(&entry.to_le_bytes());
+                    stubs_page = Some(stubs.code);
+                    return_addresses.extend(stubs.return_addresses);
+                    left += stubs.left.len();
+                }
+                SiteRewrite::ToStubs { .. } | SiteRewrite::None => {}
+            }
             text = Some(match text {
                 Some(t) => t.start.min(addr)..t.end.max(addr + p.p_filesz),
                 None => addr..addr + p.p_filesz,
@@ -225,6 +257,18 @@ pub(crate) fn load(
     }
     let text = text.unwrap_or(start..start);
 
+    // The stubs' page, executable and read-only, after the program.
+    let program_end = match stubs_page {
+        Some(page) => {
+            ram.write(stubs_at, &page)?;
+            ranges.push((
+                stubs_at..stubs_at + PAGE_SIZE,
+                program_header::PF_R | program_header::PF_X,
+            ));
+            stubs_at + PAGE_SIZE
+        }
+        None => program_end,
+    };
     // One bit per byte of code: the return address of a rewritten site.
     let bitmap_addr = program_end;
     let bitmap_len = (text.end - text.start).div_ceil(8);
@@ -238,7 +282,7 @@ pub(crate) fn load(
             mem_size: ram.low_end(),
         });
     }
-    let bitmap = eremite_sites::bitmap(&text, &sites.rewritten);
+    let bitmap = eremite_sites::bitmap(&text, &return_addresses);
     ram.write(bitmap_addr, &bitmap)?;
 
     let mut pages = page_access(start, program_end, &ranges)?;
@@ -269,8 +313,8 @@ pub(crate) fn load(
             text_start: text.start,
             text_end: text.end,
             sites_bitmap: bitmap_addr,
-            sites_rewritten: sites.rewritten.len() as u64,
-            sites_left: sites.left.len() as u64,
+            sites_rewritten: return_addresses.len() as u64,
+            sites_left: left as u64,
             ..LinuxProgram::default()
         },
         pages,

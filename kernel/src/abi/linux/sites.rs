@@ -95,8 +95,9 @@ pub(super) fn rewrite(addr: u64, len: usize, functions: &[Range<u64>]) -> (usize
     let mut sites = eremite_sites::rewrite(code, addr, functions);
     let end = addr + len as u64;
     if !sites.rewritten.is_empty() {
-        let bitmap: &'static [u8] =
-            Box::leak(eremite_sites::bitmap(&(addr..end), &sites.rewritten).into_boxed_slice());
+        let bitmap: &'static [u8] = Box::leak(
+            eremite_sites::bitmap(&(addr..end), &sites.return_addresses()).into_boxed_slice(),
+        );
         if !add(addr, end, bitmap) {
             // No room to tell these sites from null calls: put them back.
             for &site in &sites.rewritten {
