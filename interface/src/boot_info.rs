@@ -253,8 +253,9 @@ pub struct LinuxProgram {
     pub interp_text_end: u64,
     pub interp_sites_bitmap: u64,
     /// 1 when page 0 holds the system-call trampoline (the kernel may then
-    /// rewrite code mapped later); 0 when every site takes the trap path
-    /// and page 0 is unmapped (a Go program).
+    /// rewrite code mapped later); 0 when page 0 is unmapped (a Go
+    /// program, whose sites call stubs after it and whose later-mapped
+    /// code takes the trap path).
     pub has_trampoline: u64,
 }
 
@@ -273,6 +274,11 @@ pub mod boot_flags {
     /// describes the program to start (instead of a hermit application
     /// linked into the image).
     pub const LINUX: u64 = 1 << 3;
+    /// The VMM's device threads run on the same host CPUs as the vCPUs
+    /// (the process may use no more host CPUs than it has vCPUs): an idle
+    /// CPU halts at once instead of spinning first, since its spin would
+    /// only keep the device thread that brings its work off the CPU.
+    pub const HALT_WHEN_IDLE: u64 = 1 << 4;
 }
 
 impl BootInfo {

@@ -231,6 +231,9 @@ fn start_cpus(count: u32) {
         }
     }
     klog!("{count} CPUs");
+    if bootinfo::halts_when_idle() {
+        klog!("idle CPUs halt at once: the VMM's device threads share their host CPUs");
+    }
 }
 
 /// Where an application processor starts (from `eremite_ap_start`), at

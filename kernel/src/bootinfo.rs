@@ -22,6 +22,12 @@ pub(crate) fn info() -> Option<&'static BootInfo> {
     BOOT_INFO.get()
 }
 
+/// Whether the VMM asked idle CPUs to halt without spinning first
+/// ([`eremite_interface::boot_flags::HALT_WHEN_IDLE`]).
+pub(crate) fn halts_when_idle() -> bool {
+    info().is_some_and(|info| info.flags & eremite_interface::boot_flags::HALT_WHEN_IDLE != 0)
+}
+
 /// How many CPUs the VM has (1 before boot has read the boot info).
 pub(crate) fn cpu_count() -> usize {
     info().map_or(1, |info| info.cpu_count.max(1) as usize)

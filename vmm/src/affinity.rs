@@ -107,6 +107,8 @@ pub(crate) struct Placement {
     /// the threads that start devices are): the process's CPUs other than
     /// the vCPUs', or all of its CPUs when the vCPUs take every one.
     devices: Option<Vec<usize>>,
+    /// Whether the pinned vCPUs take every CPU the process may use.
+    is_every_cpu_pinned: bool,
 }
 
 impl Placement {
@@ -121,7 +123,7 @@ impl Placement {
             // Cannot tell: pinning itself will say what is wrong.
             return Ok(Self {
                 vcpus: vcpus.to_vec(),
-                devices: None,
+                ..Self::default()
             });
         };
         if let Some(&cpu) = vcpus.iter().find(|cpu| !allowed.contains(cpu)) {
@@ -138,8 +140,20 @@ impl Placement {
             .collect();
         Ok(Self {
             vcpus: vcpus.to_vec(),
+            is_every_cpu_pinned: others.is_empty(),
             devices: Some(if others.is_empty() { allowed } else { others }),
         })
+    }
+
+    /// Whether the device threads must share host CPUs with the `vcpus`
+    /// vCPUs: the pinned vCPUs take every CPU the process may use, or,
+    /// unpinned, it may use no more CPUs than it has vCPUs (`taskset -c 1`
+    /// around a one-vCPU VM). False when that cannot be told.
+    pub(crate) fn is_shared_with_devices(&self, vcpus: u32) -> bool {
+        if !self.vcpus.is_empty() {
+            return self.is_every_cpu_pinned;
+        }
+        allowed_cpus().is_ok_and(|allowed| allowed.len() <= vcpus as usize)
     }
 
     /// Pin the calling thread, which runs vCPU `vcpu`, to its host CPU

@@ -38,6 +38,9 @@ pub(crate) struct BootParams<'a> {
     pub(crate) boot_tsc: u64,
     pub(crate) boot_wall_ns: u64,
     pub(crate) is_verbose: bool,
+    /// The device threads share the vCPUs' host CPUs
+    /// ([`boot_flags::HALT_WHEN_IDLE`]).
+    pub(crate) is_device_cpu_shared: bool,
     /// Where the initial ramdisk was copied (zero when there is none).
     pub(crate) initrd: crate::initrd::Placed,
     /// Guest paths of the mounts, in `HostFs::mount` index order.
@@ -121,6 +124,9 @@ pub(crate) fn write(
     } else {
         0
     };
+    if params.is_device_cpu_shared {
+        info.flags |= boot_flags::HALT_WHEN_IDLE;
+    }
     if let Some(program) = params.linux {
         info.linux = program;
         info.flags |= boot_flags::LINUX;
@@ -194,6 +200,7 @@ mod tests {
             boot_tsc: 0,
             boot_wall_ns: 0,
             is_verbose: false,
+            is_device_cpu_shared: false,
             initrd: Default::default(),
             mounts: &mounts,
             read_only_mounts: 0b10,
@@ -240,6 +247,7 @@ mod tests {
             boot_tsc: 0,
             boot_wall_ns: 0,
             is_verbose: false,
+            is_device_cpu_shared: false,
             initrd: Default::default(),
             mounts: &[],
             read_only_mounts: 0,

@@ -522,6 +522,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         boot_tsc,
         boot_wall_ns,
         is_verbose: config.is_verbose,
+        is_device_cpu_shared: placement.is_shared_with_devices(config.cpus),
         initrd: initrd_placed,
         mounts: &guest_paths,
         read_only_mounts,
