@@ -60,7 +60,8 @@ struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
     memory: Option<u64>,
     /// Number of vCPUs, 1 to 16; the application's threads are spread over them.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(eremite_interface::layout::MAX_CPUS)))]
     cpus: u32,
     /// Set an environment variable in the guest (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
@@ -95,6 +96,10 @@ struct RunArgs {
     /// so they do not take a vCPU's CPU from it.
     #[arg(long, value_name = "HOST_CPUS", value_parser = parse_host_cpus)]
     pin_vcpus: Option<HostCpus>,
+    /// Stop the guest if it is still running after this long (e.g. 30s,
+    /// 500ms, 2m, 1h; a bare number is seconds): exit code 124.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Show the kernel's log and a boot-time breakdown on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -109,13 +114,59 @@ struct RunArgs {
     /// has no --mount or --initrd yet.
     #[arg(long, value_enum, default_value_t = Hypervisor::Eremite)]
     hypervisor: Hypervisor,
-    /// The image: an application built for x86_64-unknown-hermit that links
-    /// the `eremite` crate.
-    #[arg(value_name = "IMAGE")]
-    image: PathBuf,
-    /// Arguments for the guest program (after `--`).
-    #[arg(last = true, value_name = "ARGS")]
-    args: Vec<String>,
+    /// The image (an application built for x86_64-unknown-hermit that
+    /// links the `eremite` crate, or a Linux x86_64 program), then the
+    /// program's arguments: everything after the image is the program's,
+    /// as `docker run IMAGE ARGS` takes it (a `--` right after the image is
+    /// dropped), so eremite's own options go before the image.
+    #[arg(
+        value_name = "IMAGE [ARGS]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    program: Vec<String>,
+}
+
+impl RunArgs {
+    /// The image's path.
+    fn image(&self) -> PathBuf {
+        PathBuf::from(self.program.first().map_or("", String::as_str))
+    }
+
+    /// The guest program's arguments.
+    fn guest_args(&self) -> &[String] {
+        let rest = self.program.get(1..).unwrap_or_default();
+        match rest.split_first() {
+            Some((first, after)) if first == "--" => after,
+            _ => rest,
+        }
+    }
+}
+
+/// A duration for `--timeout`: a number with `ms`, `s`, `m` or `h`
+/// (seconds without one), above zero and at most a year.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{unit:?} is not a unit: use ms, s, m or h")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s or 500ms"))?;
+    let seconds = value * seconds_per_unit;
+    if !(seconds > 0.0 && seconds <= 365.0 * 86_400.0) {
+        return Err(format!("{text:?} is not above zero and at most a year"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// `--pin-vcpus`: a list of host CPUs (a type of its own, which clap does
@@ -151,7 +202,7 @@ fn main() -> ExitCode {
 fn run(args: RunArgs, started: Instant) -> ExitCode {
     let memory = args
         .memory
-        .unwrap_or_else(|| eremite_vmm::default_memory_bytes(&args.image));
+        .unwrap_or_else(|| eremite_vmm::default_memory_bytes(&args.image()));
     let accel = match args.hypervisor {
         Hypervisor::Eremite => None,
         Hypervisor::Qemu => Some(qemu::Accel::Auto),
@@ -162,10 +213,10 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         return run_on_qemu(&args, accel, started);
     }
     let config = VmConfig {
-        image: args.image,
+        image: args.image(),
         memory_bytes: memory,
         cpus: args.cpus,
-        args: args.args,
+        args: args.guest_args().to_vec(),
         env: args.env,
         cmdline: args.cmdline,
         is_verbose: args.verbose,
@@ -176,6 +227,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         gateway: args.gateway,
         pin_vcpus: args.pin_vcpus.map(|cpus| cpus.0).unwrap_or_default(),
         linux_kernel: Some(LINUX_KERNEL),
+        timeout: args.timeout,
     };
     let mut console = Console::host(args.verbose);
     let report = match eremite_vmm::run(&config, &mut console) {
@@ -199,13 +251,6 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
 
 /// `--hypervisor qemu…`: what QEMU cannot do yet is an error (125).
 fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode {
-    if args.cpus == 0 || args.cpus > eremite_interface::layout::MAX_CPUS {
-        eprintln!(
-            "eremite: --cpus must be 1 to {}",
-            eremite_interface::layout::MAX_CPUS
-        );
-        return ExitCode::from(125);
-    }
     let unsupported = if !args.mount.is_empty() {
         Some("--mount (host directories are served by eremite's VMM only)")
     } else if args.initrd.is_some() {
@@ -214,6 +259,8 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         Some("--stats")
     } else if args.pin_vcpus.is_some() {
         Some("--pin-vcpus")
+    } else if args.timeout.is_some() {
+        Some("--timeout")
     } else {
         None
     };
@@ -223,7 +270,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
     }
     // The same checks of --ip and --gateway as on our VMM.
     let config = VmConfig {
-        image: args.image.clone(),
+        image: args.image(),
         memory_bytes: args.memory.unwrap_or(eremite_vmm::DEFAULT_MEMORY_BYTES),
         cpus: args.cpus,
         args: Vec::new(),
@@ -237,6 +284,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         gateway: args.gateway,
         pin_vcpus: Vec::new(),
         linux_kernel: None,
+        timeout: None,
     };
     let params: Vec<String> = match config.net_params() {
         Ok((address, gateway)) => address
@@ -249,11 +297,12 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
             return ExitCode::from(error.exit_code());
         }
     };
+    let image = args.image();
     let request = qemu::QemuRun {
-        image: &args.image,
+        image: &image,
         memory_bytes: args.memory.unwrap_or(eremite_vmm::DEFAULT_MEMORY_BYTES),
         cpus: args.cpus,
-        args: &args.args,
+        args: args.guest_args(),
         env: &args.env,
         cmdline: &args.cmdline,
         params: &params,
@@ -261,8 +310,8 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         is_verbose: args.verbose,
         accel,
     };
-    if !args.image.is_file() {
-        eprintln!("eremite: cannot read {}", args.image.display());
+    if !image.is_file() {
+        eprintln!("eremite: cannot read {}", image.display());
         return ExitCode::from(125);
     }
     match qemu::run(&request) {
@@ -422,8 +471,8 @@ mod tests {
         let Command::Run(args) = cli.command;
         assert_eq!(args.memory, Some(128 << 20));
         assert_eq!(args.env, ["A=1"]);
-        assert_eq!(args.image, PathBuf::from("img"));
-        assert_eq!(args.args, ["--exit", "3"]);
+        assert_eq!(args.image(), PathBuf::from("img"));
+        assert_eq!(args.guest_args(), ["--exit", "3"]);
     }
 
     #[test]
@@ -434,7 +483,64 @@ mod tests {
         let cli = Cli::try_parse_from(["eremite", "run", "img"]).unwrap();
         let Command::Run(args) = cli.command;
         assert_eq!(args.initrd, None);
-        assert!(Cli::try_parse_from(["eremite", "run", "img", "--initrd"]).is_err());
+        assert!(Cli::try_parse_from(["eremite", "run", "--initrd"]).is_err());
+    }
+
+    #[test]
+    fn everything_after_the_image_goes_to_the_guest() {
+        // As `cargo run -- a b` calls a runner: no `--` of eremite's own.
+        for (line, expected) in [
+            (&["img", "a", "--b", "-c"][..], &["a", "--b", "-c"][..]),
+            (&["img", "--", "a", "b"], &["a", "b"]),
+            (&["img", "--cpus", "2"], &["--cpus", "2"]),
+            (&["img", "-v"], &["-v"]),
+            (&["img"], &[]),
+        ] {
+            let cli = Cli::try_parse_from(["eremite", "run"].iter().chain(line)).unwrap();
+            let Command::Run(args) = cli.command;
+            assert_eq!(args.image(), PathBuf::from("img"), "{line:?}");
+            assert_eq!(args.guest_args(), expected, "{line:?}");
+            assert_eq!(args.cpus, 1, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_flag_before_the_image_is_a_usage_error() {
+        let err = Cli::try_parse_from(["eremite", "run", "--no-such-flag", "img"])
+            .err()
+            .expect("a usage error");
+        assert_eq!(err.exit_code(), 2, "{err}");
+    }
+
+    #[test]
+    fn timeouts_take_a_unit_and_bad_ones_are_usage_errors() {
+        for (text, ms) in [
+            ("30s", 30_000),
+            ("500ms", 500),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("1.5", 1500),
+        ] {
+            let cli = Cli::try_parse_from(["eremite", "run", "--timeout", text, "img"]).unwrap();
+            let Command::Run(args) = cli.command;
+            assert_eq!(args.timeout, Some(Duration::from_millis(ms)), "{text}");
+        }
+        for bad in ["0", "-1s", "10x", "s", "", "1000000h"] {
+            let err = Cli::try_parse_from(["eremite", "run", "--timeout", bad, "img"])
+                .err()
+                .expect("a usage error");
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn cpus_out_of_range_are_usage_errors() {
+        for bad in ["0", "17", "-1", "x"] {
+            let err = Cli::try_parse_from(["eremite", "run", "--cpus", bad, "img"])
+                .err()
+                .expect("a usage error");
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
  * loopback sockets, and SIGPIPE. Each check prints "ok NAME"; the first
  * failure prints "FAIL NAME: why" and exits 1. It passes on Linux too.
  * With the argument "sigpipe" it writes to a pipe with no reader and
- * the default SIGPIPE action, which ends it (exit code 141). */
+ * the default SIGPIPE action, which ends it (exit code 141). With
+ * "ignore-term" it ignores SIGTERM and SIGINT and sleeps for ever (for
+ * the host's second-signal stop). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -321,6 +323,14 @@ int main(int argc, char **argv) {
         write(p[1], "x", 1);
         printf("still alive\n");
         return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "ignore-term") == 0) {
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        printf("ignoring SIGTERM and SIGINT\n");
+        fflush(stdout);
+        for (;;)
+            sleep(1);
     }
     pipes();
     selects();

@@ -186,6 +186,11 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// `eremite run OPTIONS IMAGE -- GUEST_ARGS`, killed (and the test failed)
 /// after [`BOOT_TIMEOUT`].
 pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
+    boot_command(run_command_line(image, options, guest_args))
+}
+
+/// The command `eremite run OPTIONS IMAGE -- GUEST_ARGS`.
+fn run_command_line(image: &Path, options: &[&str], guest_args: &[&str]) -> Command {
     let mut command = Command::new(eremite());
     command
         .arg("run")
@@ -193,7 +198,12 @@ pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
         .arg(image)
         .arg("--")
         .args(guest_args);
-    boot_command(command)
+    command
+}
+
+/// [`boot_image`] in the background.
+pub fn spawn_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Guest {
+    Guest::spawn(run_command_line(image, options, guest_args))
 }
 
 /// Run `command`, which boots a VM, as [`boot_image`] does.
@@ -256,6 +266,11 @@ impl Guest {
     /// The `eremite` process's id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the VM still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kill the VM and return what it printed.

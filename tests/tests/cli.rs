@@ -1,7 +1,10 @@
 //! The command line: user mistakes get one line and a documented code.
 
-use eremite_tests::{eremite, eremite_cli, image, root, run_command};
+use eremite_tests::{
+    boot_image, c_image, eremite, eremite_cli, image, root, run_command, scratch_base, spawn_image,
+};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn one_line_error(run: &eremite_tests::Run, code: i32, needle: &str) {
     run.expect_code(code);
@@ -59,12 +62,101 @@ fn a_dynamic_program_whose_library_or_interpreter_is_missing_is_one_line() {
 }
 
 #[test]
-fn cpu_counts_outside_1_to_16_are_refused() {
+fn cpu_counts_outside_1_to_16_are_usage_errors() {
     let hello = image("hello");
-    let run = eremite_cli(&["run", "--cpus", "17", hello.to_str().unwrap()]);
-    one_line_error(&run, 125, "at most 16 vCPUs");
-    let run = eremite_cli(&["run", "--cpus", "0", hello.to_str().unwrap()]);
-    one_line_error(&run, 125, "at least 1");
+    for cpus in ["17", "0"] {
+        let run = eremite_cli(&["run", "--cpus", cpus, hello.to_str().unwrap()]);
+        run.expect_code(2);
+        assert!(
+            run.stderr.starts_with("error: ") && run.stderr.contains("1..=16"),
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn a_fifo_given_as_the_image_or_the_initrd_is_refused_at_once() {
+    let dir = scratch_base().join(format!("fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    run_command(Command::new("mkfifo").arg(&fifo)).expect_code(0);
+    let fifo = fifo.to_str().unwrap();
+    let hello = image("hello");
+    for args in [
+        vec!["run", fifo],
+        vec!["run", "--initrd", fifo, hello.to_str().unwrap()],
+    ] {
+        // Opening a FIFO to read waits for a writer: eremite must not.
+        let started = Instant::now();
+        let run = eremite_cli(&args);
+        assert!(started.elapsed() < Duration::from_secs(10), "{run}");
+        one_line_error(&run, 125, "not a regular file");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_hermit_program_that_forgot_eremite_is_told_how_to_link_it() {
+    // hello with its EREMITE note renamed: as the program would be
+    // without `use eremite as _;`.
+    let mut bytes = std::fs::read(image("hello")).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"EREMITE\0")
+        .expect("hello has the note");
+    bytes[at + 6] = b'X';
+    let dir = scratch_base().join(format!("no-note-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hello");
+    std::fs::write(&path, &bytes).unwrap();
+    let run = eremite_cli(&["run", path.to_str().unwrap()]);
+    one_line_error(&run, 125, "add `use eremite as _;` to the program");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_timeout_stops_a_guest_that_runs_on() {
+    // It sleeps for ever.
+    let started = Instant::now();
+    let run = boot_image(
+        &c_image("readiness", false),
+        &["--timeout", "1500ms"],
+        &["ignore-term"],
+    );
+    run.expect_code(124);
+    assert!(started.elapsed() >= Duration::from_millis(1500), "{run}");
+    assert!(
+        run.stderr
+            .contains("eremite: stopped the guest after the --timeout of 1500ms\n"),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_second_sigterm_stops_a_guest_that_ignores_the_first() {
+    let mut guest = spawn_image(&c_image("readiness", false), &[], &["ignore-term"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = guest.pid().to_string();
+    let term = || {
+        run_command(Command::new("kill").args(["-TERM", &pid])).expect_code(0);
+    };
+    term();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        guest.is_running(),
+        "the first SIGTERM is the program's to ignore"
+    );
+    term();
+    let run = guest.wait();
+    run.expect_code(143);
+    assert_eq!(run.stdout, "ignoring SIGTERM and SIGINT\n", "{run}");
+    assert!(
+        run.stderr.contains(
+            "eremite: stopped the guest: SIGTERM came a second time (the guest had not ended after the first)\n"
+        ),
+        "{run}"
+    );
 }
 
 #[test]

@@ -152,7 +152,15 @@ pub(crate) fn place(
 
 /// The newc archive for `path`: a directory, a newc archive or a tar
 /// archive (see the module documentation).
-pub fn build(path: &Path) -> Result<Vec<u8>, InitrdError> {
+#[cfg(test)]
+fn build(path: &Path) -> Result<Vec<u8>, InitrdError> {
+    build_within(path, LOW_RAM_END)
+}
+
+/// [`build`], refusing as soon as it is clear that the archive would be
+/// larger than `limit` bytes (the guest memory it must fit in) and before
+/// reading more than that.
+pub(crate) fn build_within(path: &Path, limit: u64) -> Result<Vec<u8>, InitrdError> {
     let read_error = |source| InitrdError::Read {
         path: path.to_owned(),
         source,
@@ -160,21 +168,25 @@ pub fn build(path: &Path) -> Result<Vec<u8>, InitrdError> {
     let meta = fs::metadata(path).map_err(read_error)?;
     if meta.is_dir() {
         let mut writer = Writer::new();
-        add_dir_contents(&mut writer, path, b"", path)?;
+        add_dir_contents(&mut writer, path, b"", path, limit)?;
         return Ok(writer.finish());
     }
-    if !meta.is_file() {
-        return Err(InitrdError::Format(path.to_owned()));
+    let mut file = crate::memory::open_regular(path).map_err(read_error)?;
+    let len = file.metadata().map_err(read_error)?.len();
+    if len > limit {
+        return Err(too_large(path, len, limit));
     }
-    if meta.len() > LOW_RAM_END {
-        return Err(InitrdError::TooLarge(path.to_owned()));
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(&mut file, limit + 1), &mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(path, bytes.len() as u64, limit));
     }
-    let bytes = fs::read(path).map_err(read_error)?;
     if bytes.starts_with(MAGIC) {
         check_newc(path, &bytes)?;
         Ok(bytes)
     } else if is_tar(&bytes) {
-        tar_to_newc(path, &bytes)
+        tar_to_newc(path, &bytes, limit)
     } else if bytes.starts_with(b"0707") || bytes.starts_with(&[0xc7, 0x71]) {
         Err(InitrdError::CpioFormat(path.to_owned()))
     } else if COMPRESSED_MAGICS.iter().any(|m| bytes.starts_with(m)) {
@@ -200,8 +212,9 @@ pub(crate) struct GuestFile {
 pub(crate) fn compose(
     files: &[GuestFile],
     user: Option<&Path>,
+    limit: u64,
 ) -> Result<Option<Vec<u8>>, InitrdError> {
-    let user_archive = user.map(build).transpose()?;
+    let user_archive = user.map(|path| build_within(path, limit)).transpose()?;
     if files.is_empty() {
         return Ok(user_archive);
     }
@@ -224,8 +237,8 @@ pub(crate) fn compose(
                 place: file.guest.clone(),
                 source,
             })?;
-        if writer.len_bytes() as u64 > LOW_RAM_END {
-            return Err(InitrdError::TooLarge(file.host.clone()));
+        if writer.len_bytes() as u64 > limit {
+            return Err(too_large(&file.host, writer.len_bytes() as u64, limit));
         }
     }
     if let (Some(archive), Some(path)) = (&user_archive, user) {
@@ -263,13 +276,27 @@ const COMPRESSED_MAGICS: [&[u8]; 5] = [
     &[0x04, 0x22, 0x4d, 0x18],
 ];
 
+/// The error for an archive from `path` of `len` bytes, over `limit`.
+fn too_large(path: &Path, len: u64, limit: u64) -> InitrdError {
+    if limit >= LOW_RAM_END {
+        InitrdError::TooLarge(path.to_owned())
+    } else {
+        InitrdError::DoesNotFit {
+            len,
+            mem_size: limit,
+        }
+    }
+}
+
 /// Add everything below the host directory `dir` (whose archive name is
-/// `prefix`, empty for the root), sorted by name, depth first.
+/// `prefix`, empty for the root), sorted by name, depth first, refusing
+/// an archive larger than `limit` before reading the file that makes it so.
 fn add_dir_contents(
     writer: &mut Writer,
     dir: &Path,
     prefix: &[u8],
     root: &Path,
+    limit: u64,
 ) -> Result<(), InitrdError> {
     let read_error = |path: &Path| {
         let path = path.to_owned();
@@ -298,13 +325,16 @@ fn add_dir_contents(
         };
         if kind.is_dir() {
             writer.add_dir(&name, mode, mtime).map_err(name_error)?;
-            add_dir_contents(writer, &path, &name, root)?;
+            add_dir_contents(writer, &path, &name, root, limit)?;
         } else if kind.is_file() {
             let total = (writer.len_bytes() as u64).saturating_add(meta.len());
-            if total > LOW_RAM_END {
-                return Err(InitrdError::TooLarge(root.to_owned()));
+            if total > limit {
+                return Err(too_large(root, total, limit));
             }
-            let data = fs::read(&path).map_err(read_error(&path))?;
+            let mut data = Vec::new();
+            crate::memory::open_regular(&path)
+                .and_then(|mut file| io::Read::read_to_end(&mut file, &mut data))
+                .map_err(read_error(&path))?;
             writer
                 .add_file(&name, mode, mtime, &data)
                 .map_err(name_error)?;
@@ -413,7 +443,7 @@ fn is_tar(bytes: &[u8]) -> bool {
 }
 
 /// Convert a tar archive to newc.
-fn tar_to_newc(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, InitrdError> {
+fn tar_to_newc(path: &Path, bytes: &[u8], limit: u64) -> Result<Vec<u8>, InitrdError> {
     use tar::EntryType;
 
     let tar_error = |source| InitrdError::Tar {
@@ -484,8 +514,8 @@ fn tar_to_newc(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, InitrdError> {
                 });
             }
         }
-        if writer.len_bytes() as u64 > LOW_RAM_END {
-            return Err(InitrdError::TooLarge(path.to_owned()));
+        if writer.len_bytes() as u64 > limit {
+            return Err(too_large(path, writer.len_bytes() as u64, limit));
         }
     }
     Ok(writer.finish())

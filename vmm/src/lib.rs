@@ -54,7 +54,7 @@ pub use devices::{
 };
 pub use hypercall::{Console, GuestError};
 pub use initrd::InitrdError;
-pub use kvm::{CpuState, ExitStats, KvmError};
+pub use kvm::{CpuState, ExitStats, HostStop, KvmError};
 pub use linux::{LinuxError, ProgramError};
 pub use loader::{LoadError, LoadedImage, PageAccess, PageZero};
 pub use memory::{MapError, OutOfRange};
@@ -132,6 +132,8 @@ pub struct VmConfig {
     /// The Linux-ABI kernel image, for booting Linux programs (the CLI
     /// carries it); `None`: Linux programs are refused.
     pub linux_kernel: Option<&'static [u8]>,
+    /// Stop the run when the guest has run this long (`--timeout`).
+    pub timeout: Option<Duration>,
 }
 
 impl VmConfig {
@@ -152,6 +154,7 @@ impl VmConfig {
             gateway: None,
             pin_vcpus: Vec::new(),
             linux_kernel: None,
+            timeout: None,
         }
     }
 
@@ -345,14 +348,21 @@ pub enum Outcome {
         /// Where the guest was.
         state: CpuState,
     },
+    /// The VMM stopped a guest that had not ended: `--timeout` passed, or
+    /// a signal came a second time.
+    Stopped(HostStop),
 }
 
 impl Outcome {
     /// The process exit code the CLI reports (documented in the README):
     /// the guest's own code, 134 for abort, 139 for an exception, 127 for
-    /// a kernel panic or deadlock, 126 when the VM itself failed.
+    /// a kernel panic or deadlock, 126 when the VM itself failed, 124
+    /// after `--timeout` (as `timeout(1)`), 128 + the signal when a second
+    /// one stopped the VM.
     pub fn exit_code(&self) -> u8 {
         match self {
+            Outcome::Stopped(HostStop::Timeout(_)) => 124,
+            Outcome::Stopped(HostStop::Signal(signal)) => u8::try_from(128 + signal).unwrap_or(128),
             // As a Linux process: the low 8 bits of the status.
             Outcome::Exited(code) => (*code & 0xff) as u8,
             Outcome::Aborted => 134,
@@ -383,8 +393,37 @@ impl Outcome {
                 "unexpected {exit} exit from the guest {}",
                 at(state)
             )),
+            Outcome::Stopped(HostStop::Timeout(limit)) => Some(format!(
+                "stopped the guest after the --timeout of {}",
+                humanise(*limit)
+            )),
+            Outcome::Stopped(HostStop::Signal(signal)) => Some(format!(
+                "stopped the guest: {} came a second time (the guest had not ended after the first)",
+                signal_name(*signal)
+            )),
             _ => None,
         }
+    }
+}
+
+/// A duration as the user would write it for `--timeout`.
+fn humanise(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The name of a signal the VMM forwards.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".to_owned(),
+        libc::SIGTERM => "SIGTERM".to_owned(),
+        libc::SIGHUP => "SIGHUP".to_owned(),
+        libc::SIGQUIT => "SIGQUIT".to_owned(),
+        other => format!("signal {other}"),
     }
 }
 
@@ -458,7 +497,13 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     } else {
         Vec::new()
     };
-    let initrd_archive = initrd::compose(&guest_files, config.initrd.as_deref())?;
+    // Nothing larger than the guest's memory below the hole, where it
+    // goes, is read.
+    let initrd_archive = initrd::compose(
+        &guest_files,
+        config.initrd.as_deref(),
+        config.memory_bytes.min(layout::LOW_RAM_END),
+    )?;
     let ram = memory::GuestRam::new(config.memory_bytes)?;
     let (image, linux, trap_entries) = if is_linux {
         let booted = config
@@ -536,7 +581,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     // Ctrl-C and SIGTERM go to the guest while it runs; without the
     // forwarding (which cannot fail on Linux) they end eremite as before.
     let forwarding = kvm::host_signals::Forwarding::start(&ram, machine.vm_fd()).ok();
-    let run = machine.run(&ram, &services, &bus, &placement);
+    let run = machine.run(&ram, &services, &bus, &placement, config.timeout);
     drop(forwarding);
     let stopped = Instant::now();
     // No vCPU runs any more; stop the devices' threads before the report
@@ -564,6 +609,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         },
         kvm::Stop::FailEntry { reason, state } => Outcome::InternalError { reason, state },
         kvm::Stop::Unexpected { exit, state } => Outcome::Unexpected { exit, state },
+        kvm::Stop::Host(stop) => Outcome::Stopped(stop),
     };
     let timings = Timings {
         vmm_setup: entered - started,

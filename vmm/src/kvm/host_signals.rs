@@ -1,15 +1,18 @@
-//! `SIGINT` and `SIGTERM` sent to eremite while a guest runs (Ctrl-C, a
-//! service manager stopping it) go to the guest, as they would to the
-//! program on Linux: the handler sets the signal's bit in the kernel
-//! report's `host_signals` word in guest RAM (an atomic OR) and raises
-//! [`HOST_SIGNAL_VECTOR`] on vCPU 0 with `KVM_SIGNAL_MSI`, both
-//! async-signal-safe. The guest's kernel takes the bits: a Linux program's
-//! handler runs (redis saves nothing and exits 0), or the program ends
-//! with 128 + the signal, as an unhandled signal ends a process.
+//! `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` sent to eremite while a
+//! guest runs (Ctrl-C, a service manager stopping it, a closed terminal)
+//! go to the guest, as they would to the program on Linux: the handler
+//! sets the signal's bit in the kernel report's `host_signals` word in
+//! guest RAM (an atomic OR) and raises [`HOST_SIGNAL_VECTOR`] on vCPU 0
+//! with `KVM_SIGNAL_MSI`, both async-signal-safe. The guest's kernel
+//! takes the bits: a Linux program's handler runs (redis saves nothing
+//! and exits 0), or the program ends with 128 + the signal, as an
+//! unhandled signal ends a process.
 //!
-//! The handlers are one-shot (`SA_RESETHAND`): a second Ctrl-C ends
-//! eremite itself, so a guest that ignores the first cannot keep the
-//! terminal. The previous dispositions come back when the run ends.
+//! The same signal a second time stops the VM from the host side
+//! ([`stop_requested`], which the main thread looks at), so a guest that
+//! ignores the first, or cannot take it, cannot keep the terminal: the
+//! run ends with a one-line message and 128 + the signal. The previous
+//! dispositions come back when the run ends.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -21,7 +24,18 @@ use eremite_interface::{BootInfo, KernelReport};
 use crate::memory::GuestRam;
 
 /// The signals forwarded.
-const FORWARDED: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Bit `n - 1`: signal `n` was forwarded in this run.
+static SENT: AtomicU64 = AtomicU64::new(0);
+/// A signal that came twice: the host stops the run (0: none).
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+/// The signal that asked the host to stop the run (it came twice), if
+/// one did.
+pub(crate) fn stop_requested() -> Option<i32> {
+    Some(STOP.load(Ordering::SeqCst)).filter(|&signal| signal != 0)
+}
 
 /// `KVM_SIGNAL_MSI`: `_IOW(KVMIO, 0xa5, struct kvm_msi)`.
 const KVM_SIGNAL_MSI: libc::c_ulong = 0x4020_AEA5;
@@ -50,6 +64,10 @@ extern "C" fn forward(signal: libc::c_int) {
     if word.is_null() || !(1..=64).contains(&number) {
         return;
     }
+    if SENT.fetch_or(1 << (number - 1), Ordering::SeqCst) & (1 << (number - 1)) != 0 {
+        STOP.store(signal, Ordering::SeqCst);
+        return;
+    }
     // SAFETY: `word` points at the aligned `host_signals` field of the
     // kernel report in guest RAM, which stays mapped while `WORD` is set
     // (`Forwarding` clears it before the run's memory goes).
@@ -74,12 +92,14 @@ pub(crate) struct Forwarding {
 }
 
 impl Forwarding {
-    /// Forward `SIGINT` and `SIGTERM` to the VM `vm_fd` over `ram`.
+    /// Forward the signals of [`FORWARDED`] to the VM `vm_fd` over `ram`.
     pub(crate) fn start(ram: &GuestRam, vm_fd: RawFd) -> io::Result<Self> {
         let offset = BootInfo::REPORT_OFFSET + std::mem::offset_of!(KernelReport, host_signals);
         let word = ram
             .host_ptr(BOOT_INFO_ADDR + offset as u64, 8)
             .ok_or_else(|| io::Error::other("the boot info page is not in guest RAM"))?;
+        SENT.store(0, Ordering::SeqCst);
+        STOP.store(0, Ordering::SeqCst);
         WORD.store(word.cast(), Ordering::SeqCst);
         VM_FD.store(vm_fd, Ordering::SeqCst);
         let mut forwarding = Self {
@@ -91,7 +111,7 @@ impl Forwarding {
             let previous = unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = forward as *const () as libc::sighandler_t;
-                action.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
+                action.sa_flags = libc::SA_RESTART;
                 libc::sigemptyset(&raw mut action.sa_mask);
                 let mut previous: libc::sigaction = std::mem::zeroed();
                 if libc::sigaction(signal, &raw const action, &raw mut previous) != 0 {

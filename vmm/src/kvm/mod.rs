@@ -120,6 +120,18 @@ pub(crate) enum Stop {
     FailEntry { reason: u64, state: CpuState },
     /// An exit this VMM does not expect.
     Unexpected { exit: &'static str, state: CpuState },
+    /// The host ended the run ([`HostStop`]).
+    Host(HostStop),
+}
+
+/// Why the VMM itself ended a run the guest had not ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostStop {
+    /// The run took longer than the deadline (`--timeout`).
+    Timeout(std::time::Duration),
+    /// A second forwarded signal (`SIGINT`, `SIGTERM`, ...) came while
+    /// the guest had not ended after the first (`host_signals`).
+    Signal(i32),
 }
 
 /// Where a vCPU was when it stopped.
@@ -367,6 +379,7 @@ impl Machine {
         services: &Services<'_>,
         bus: &MmioBus,
         placement: &Placement,
+        timeout: Option<std::time::Duration>,
     ) -> Result<(Stop, ExitStats), KvmError> {
         let vm = RunningVm::new(self.vcpus.len());
         services.cpus.reset(self.vcpus.len());
@@ -391,7 +404,7 @@ impl Machine {
                             .expect("the host starts a vCPU thread")
                     })
                     .collect();
-            vm.wait_for_stop(services);
+            vm.wait_for_stop(services, timeout);
             threads
                 .into_iter()
                 .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
@@ -405,6 +418,10 @@ impl Machine {
         Ok((stop, stats))
     }
 }
+
+/// How often the main thread looks for a stop asked by the host while the
+/// guest runs (a signal handler cannot wake a condition variable).
+const HOST_LOOK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the vCPU threads share while the VM runs.
 struct RunningVm {
@@ -442,16 +459,29 @@ impl RunningVm {
         self.changed.notify_all();
     }
 
-    /// Block until some vCPU stopped the VM, then kick every other vCPU
-    /// out of the guest (and out of waiting for `StartCpu`) until all
-    /// have ended.
-    fn wait_for_stop(&self, services: &Services<'_>) {
+    /// Block until some vCPU stopped the VM, or the host did (`timeout`
+    /// passed, or a second signal asked: looked at every
+    /// [`HOST_LOOK_INTERVAL`]), then kick every other vCPU out of the
+    /// guest (and out of waiting for `StartCpu`) until all have ended.
+    fn wait_for_stop(&self, services: &Services<'_>, timeout: Option<std::time::Duration>) {
+        let started = std::time::Instant::now();
         let mut stop = lock(&self.stop);
         while stop.is_none() {
+            let host_stop = match (host_signals::stop_requested(), timeout) {
+                (Some(signal), _) => Some(HostStop::Signal(signal)),
+                (None, Some(limit)) if started.elapsed() >= limit => Some(HostStop::Timeout(limit)),
+                _ => None,
+            };
+            if let Some(host_stop) = host_stop {
+                *stop = Some(Stop::Host(host_stop));
+                self.is_stopping.store(true, Ordering::SeqCst);
+                break;
+            }
             stop = self
                 .changed
-                .wait(stop)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .wait_timeout(stop, HOST_LOOK_INTERVAL)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
         drop(stop);
         services.cpus.stop_all();

@@ -131,12 +131,21 @@ pub enum PageZero {
     Trampoline,
 }
 
-/// Whether `bytes` are an ELF file without the `EREMITE` note: a program
-/// built for Linux, not an eremite image.
+/// `EI_OSABI` of what rustc builds for `x86_64-unknown-hermit`
+/// (`ELFOSABI_STANDALONE`, as LLVM marks HermitCore objects).
+const OSABI_HERMIT: u8 = 0xFF;
+
+/// Whether `bytes` are an ELF file without the `EREMITE` note that was
+/// not built for the hermit target either: a program built for Linux,
+/// not an eremite image (a hermit program without the note is an eremite
+/// image that forgot to link eremite: [`check_note`] says so).
 pub(crate) fn is_foreign_elf(bytes: &[u8]) -> bool {
     let Ok(elf) = Elf::parse(bytes) else {
         return false;
     };
+    if elf.header.e_ident[header::EI_OSABI] == OSABI_HERMIT {
+        return false;
+    }
     let name = core::str::from_utf8(NOTE_NAME)
         .unwrap_or_default()
         .trim_end_matches('\0');
@@ -359,11 +368,13 @@ fn check_header(elf: &Elf<'_>) -> Result<(), LoadError> {
 }
 
 fn check_note(elf: &Elf<'_>, bytes: &[u8]) -> Result<(), LoadError> {
-    let missing =
-        LoadError::NotEremite("it has no EREMITE note (does the application `use eremite as _;`?)");
-    let notes = elf
-        .iter_note_headers(bytes)
-        .ok_or(LoadError::NotEremite("it has no notes"))?;
+    let missing = LoadError::NotEremite(
+        "built for x86_64-unknown-hermit without linking eremite (its EREMITE note is missing): \
+         add `use eremite as _;` to the program",
+    );
+    let Some(notes) = elf.iter_note_headers(bytes) else {
+        return Err(missing);
+    };
     let name = core::str::from_utf8(NOTE_NAME)
         .unwrap_or_default()
         .trim_end_matches('\0');

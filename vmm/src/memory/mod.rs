@@ -245,6 +245,22 @@ impl GuestRam {
     }
 }
 
+/// Open `path` for reading if it is a regular file, and never wait: a
+/// FIFO's open would block until a writer comes, so the file is opened
+/// non-blocking and checked through the descriptor (no window for the
+/// path to change in between).
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 /// An image file mapped read-only into the VMM's address space.
 pub(crate) struct ImageFile {
     map: memmap2::Mmap,
@@ -254,10 +270,7 @@ impl ImageFile {
     /// Map the file at `path`.
     #[allow(unsafe_code)]
     pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::open(path)?;
-        if !file.metadata()?.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
+        let file = open_regular(path)?;
         // SAFETY: a private read-only mapping of a regular file. Another
         // process could change the file while it is mapped; the loader
         // treats the bytes as untrusted input anyway (every offset and
