@@ -59,7 +59,7 @@ fn glibc_programs_pass_the_socket_readiness_signal_and_memory_checks() {
     for (name, oks) in [
         ("sockets", 34),
         ("readiness", 52),
-        ("signals", 21),
+        ("signals", 22),
         ("memory", 19),
     ] {
         for cpus in ["1", "2"] {
