@@ -97,8 +97,12 @@ fn what_qemu_cannot_do_is_refused_clearly() {
     );
     run.expect_code(125);
     assert!(run.stderr.contains("--mount"), "{run}");
-    let run = boot("hello", &["--hypervisor", "qemu-tcg", "--cpus", "17"], &[]);
+    let run = boot("hello", &["--hypervisor", "qemu-tcg", "--timeout", "5s"], &[]);
     run.expect_code(125);
+    assert!(run.stderr.contains("--timeout"), "{run}");
+    // As on eremite's VMM, a vCPU count out of range is a usage error.
+    let run = boot("hello", &["--hypervisor", "qemu-tcg", "--cpus", "17"], &[]);
+    run.expect_code(2);
     assert!(run.stderr.contains("--cpus"), "{run}");
 }
 
