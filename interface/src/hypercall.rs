@@ -247,7 +247,9 @@ impl Populate {
 #[repr(u32)]
 pub enum HostFsOp {
     /// Open `path` with `flags` (`crate::fs::O_*`) and `mode`; result: a
-    /// handle.
+    /// handle. When `buf_len` is not 0, the opened file's
+    /// [`crate::fs::FileStat`] is written to `buf` as well (`buf_len` at
+    /// least its size): one exit where open and `fstat` took two.
     Open = 1,
     /// Close `handle`.
     Close = 2,
@@ -287,6 +289,11 @@ pub enum HostFsOp {
     Link = 16,
     /// Set the permission bits of `path` to `mode`.
     Chmod = 17,
+    /// Close every handle of the mount listed at `buf`: `buf_len / 8`
+    /// little-endian `u64`s, at most [`HostFs::MAX_CLOSE_BATCH`] (the
+    /// kernel gathers closes and sends them together). A handle that is
+    /// not open is skipped; result: how many were closed.
+    CloseMany = 18,
 }
 
 impl TryFrom<u32> for HostFsOp {
@@ -294,9 +301,9 @@ impl TryFrom<u32> for HostFsOp {
 
     fn try_from(raw: u32) -> Result<Self, u32> {
         use HostFsOp::*;
-        const ALL: [HostFsOp; 17] = [
+        const ALL: [HostFsOp; 18] = [
             Open, Close, Read, Write, Stat, Fstat, Mkdir, Unlink, Rmdir, Rename, Symlink, Readlink,
-            Truncate, Ftruncate, ReadDir, Link, Chmod,
+            Truncate, Ftruncate, ReadDir, Link, Chmod, CloseMany,
         ];
         ALL.into_iter().find(|op| *op as u32 == raw).ok_or(raw)
     }
@@ -345,6 +352,8 @@ impl HostFs {
     pub const NOFOLLOW: u32 = 1;
     /// Largest read or write served in one call; the kernel loops.
     pub const MAX_IO_BYTES: u64 = 1 << 20;
+    /// Most handles one [`HostFsOp::CloseMany`] closes.
+    pub const MAX_CLOSE_BATCH: u64 = 64;
 }
 
 #[cfg(test)]
@@ -387,8 +396,8 @@ mod tests {
         assert_eq!(Stream::try_from(2), Ok(Stream::Stderr));
         assert_eq!(ExitKind::try_from(9), Err(9));
         assert_eq!(HostFsOp::try_from(0), Err(0));
-        assert_eq!(HostFsOp::try_from(18), Err(18));
-        for raw in 1..=17 {
+        assert_eq!(HostFsOp::try_from(19), Err(19));
+        for raw in 1..=18 {
             assert_eq!(HostFsOp::try_from(raw).map(|op| op as u32), Ok(raw));
         }
     }

@@ -97,7 +97,11 @@ fn what_qemu_cannot_do_is_refused_clearly() {
     );
     run.expect_code(125);
     assert!(run.stderr.contains("--mount"), "{run}");
-    let run = boot("hello", &["--hypervisor", "qemu-tcg", "--timeout", "5s"], &[]);
+    let run = boot(
+        "hello",
+        &["--hypervisor", "qemu-tcg", "--timeout", "5s"],
+        &[],
+    );
     run.expect_code(125);
     assert!(run.stderr.contains("--timeout"), "{run}");
     // As on eremite's VMM, a vCPU count out of range is a usage error.

@@ -20,6 +20,7 @@ pub(crate) mod host;
 mod initrd;
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use eremite_interface::BootInfo;
 use eremite_interface::errno::{self, Errno};
@@ -133,10 +134,16 @@ pub(crate) fn open(path: &[u8], flags: OpenFlags, mode: u32) -> Result<Opened, E
     };
     Ok(match opened? {
         Location::Ram(ino) => Opened::Ram(RamNode(ino)),
-        Location::Mount { mount, path } => Opened::Host(HostHandle {
-            mount,
-            handle: host::open(mount, &path, flags, mode)?,
-        }),
+        Location::Mount { mount, path } => {
+            let (handle, stat) = host::open(mount, &path, flags, mode)?;
+            Opened::Host(HostHandle {
+                mount,
+                handle,
+                opened: stat,
+                opened_ns: time::monotonic_ns(),
+                is_changed: AtomicBool::new(false),
+            })
+        }
     })
 }
 
@@ -243,11 +250,22 @@ impl DirPosition {
 }
 
 /// A file open on the host (a `--mount`): the VMM's handle, closed when
-/// dropped.
+/// dropped, and the file's stat when it was opened.
 pub(crate) struct HostHandle {
     mount: u32,
     handle: u64,
+    opened: FileStat,
+    opened_ns: u64,
+    /// Written or resized through this handle since the open.
+    is_changed: AtomicBool,
 }
+
+/// How long the stat an open brought back answers `fstat` on the handle
+/// (unless the handle changed the file): a program that opens and then
+/// asks at once (nginx serves each request so) saves an exit; one that
+/// watches a file grow (`tail -f`) asks again later and sees the host's
+/// change, as with an NFS attribute cache, but one millisecond long.
+const OPENED_STAT_FRESH_NS: u64 = 1_000_000;
 
 impl Drop for HostHandle {
     fn drop(&mut self) {
@@ -261,14 +279,20 @@ impl HostHandle {
     }
 
     pub(crate) fn write(&self, offset: u64, buf: &[u8]) -> Result<usize, Errno> {
+        self.is_changed.store(true, Ordering::Relaxed);
         host::write(self.mount, self.handle, offset, buf)
     }
 
     pub(crate) fn stat(&self) -> Result<FileStat, Errno> {
+        let is_fresh = time::monotonic_ns().saturating_sub(self.opened_ns) < OPENED_STAT_FRESH_NS;
+        if is_fresh && !self.is_changed.load(Ordering::Relaxed) {
+            return Ok(self.opened);
+        }
         host::fstat(self.mount, self.handle)
     }
 
     pub(crate) fn set_len(&self, len_bytes: u64) -> Result<(), Errno> {
+        self.is_changed.store(true, Ordering::Relaxed);
         host::ftruncate(self.mount, self.handle, len_bytes)
     }
 

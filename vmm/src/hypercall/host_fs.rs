@@ -37,9 +37,16 @@ pub(crate) enum FsOp {
         path: GuestPath,
         flags: OpenFlags,
         mode: u32,
+        /// Where the opened file's stat goes too, if anywhere.
+        stat: Option<GuestBuf>,
     },
     Close {
         handle: u64,
+    },
+    /// The list of handles at `list` (`u64`s, at most
+    /// [`hypercall::HostFs::MAX_CLOSE_BATCH`]).
+    CloseMany {
+        list: GuestBuf,
     },
     Read {
         handle: u64,
@@ -152,8 +159,20 @@ pub(crate) fn decode(raw: &hypercall::HostFs, ram: &GuestRam) -> Result<HostFsRe
             path: path()?,
             flags: OpenFlags::parse(raw.flags).ok_or(GuestError::BadFlags(raw.flags))?,
             mode: raw.mode,
+            stat: match raw.buf_len {
+                0 => None,
+                _ => Some(stat_buf(ram, raw)?),
+            },
         },
         HostFsOp::Close => FsOp::Close { handle },
+        HostFsOp::CloseMany => FsOp::CloseMany {
+            list: guest_buf(
+                ram,
+                raw.buf,
+                raw.buf_len - raw.buf_len % 8,
+                hypercall::HostFs::MAX_CLOSE_BATCH * 8,
+            )?,
+        },
         HostFsOp::Read => FsOp::Read {
             handle,
             buf: io_buf()?,
@@ -234,8 +253,37 @@ pub(crate) fn serve(
     let done = |()| 0;
     let efault = |_| errno::EFAULT;
     match &request.op {
-        FsOp::Open { path, flags, mode } => fs.open(m, path, *flags, *mode).map(as_result),
+        FsOp::Open {
+            path,
+            flags,
+            mode,
+            stat,
+        } => {
+            let handle = fs.open(m, path, *flags, *mode)?;
+            if let Some(buf) = stat {
+                let written = fs
+                    .fstat(m, handle)
+                    .and_then(|s| ram.write(buf.addr, s.as_bytes()).map_err(efault));
+                if let Err(e) = written {
+                    // The guest never learns the handle: do not keep it.
+                    let _ = fs.close(m, handle);
+                    return Err(e);
+                }
+            }
+            Ok(as_result(handle))
+        }
         FsOp::Close { handle } => fs.close(m, *handle).map(done),
+        FsOp::CloseMany { list } => {
+            let mut bytes = vec![0; host_size(list.len)];
+            ram.read(list.addr, &mut bytes).map_err(efault)?;
+            let closed = bytes
+                .as_chunks::<8>()
+                .0
+                .iter()
+                .filter(|b| fs.close(m, u64::from_le_bytes(**b)).is_ok())
+                .count();
+            Ok(as_result(closed as u64))
+        }
         FsOp::Read {
             handle,
             buf,
@@ -442,6 +490,61 @@ mod tests {
     }
 
     #[test]
+    fn open_can_return_the_stat_and_closes_can_be_batched() {
+        let mut g = Guest::new();
+        std::fs::write(g.mnt.join("page.html"), b"<p>hello</p>").unwrap();
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            let mut open = req(&g, HostFsOp::Open, "page.html");
+            open.flags = O_RDONLY;
+            (open.buf, open.buf_len) = (BUF, size_of::<FileStat>() as u64);
+            let h = g.call(open);
+            assert!(h > 0, "{h}");
+            handles.push(h.cast_unsigned());
+            let st: FileStat = g.ram.read_obj(BUF).unwrap();
+            assert_eq!((st.size, st.mode & S_IFMT), (12, S_IFREG));
+        }
+        // A stat buffer too small is the guest's mistake; the open fails
+        // and leaves nothing open.
+        let mut open = req(&g, HostFsOp::Open, "page.html");
+        (open.buf, open.buf_len) = (BUF, 8);
+        let call = g.decode(&open);
+        assert_eq!(call.request, Err(GuestError::BufferTooSmall(8)));
+
+        // Two of them and one that is not open: two closed.
+        let list: Vec<u8> = [handles[0], 9999, handles[2]]
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect();
+        g.ram.write(BUF, &list).unwrap();
+        let close_many = hypercall::HostFs {
+            op: HostFsOp::CloseMany as u32,
+            buf: BUF,
+            buf_len: list.len() as u64,
+            ..Default::default()
+        };
+        assert_eq!(g.call(close_many), 2);
+        let read = |handle| hypercall::HostFs {
+            op: HostFsOp::Read as u32,
+            handle,
+            buf: BUF + 0x1000,
+            buf_len: 4,
+            ..Default::default()
+        };
+        assert_eq!(g.call(read(handles[0])), neg(errno::EBADF));
+        assert_eq!(g.call(read(handles[1])), 4);
+        assert_eq!(g.call(read(handles[2])), neg(errno::EBADF));
+        // A list outside guest memory is refused before anything closes.
+        let far = hypercall::HostFs {
+            buf: RAM - 8,
+            buf_len: 16,
+            ..close_many
+        };
+        let call = g.decode(&far);
+        assert_eq!(call.request, Err(GuestError::BufferOutsideRam(RAM - 8)));
+    }
+
+    #[test]
     fn second_paths_links_and_listings_work() {
         let mut g = Guest::new();
         std::fs::write(g.mnt.join("a"), b"x").unwrap();
@@ -512,7 +615,7 @@ mod tests {
     #[test]
     fn bad_fields_are_answered_with_an_errno() {
         let mut g = Guest::new();
-        for op in [0, 18, u32::MAX] {
+        for op in [0, 19, u32::MAX] {
             let raw = hypercall::HostFs {
                 op,
                 ..Default::default()
