@@ -414,6 +414,52 @@ fn the_http_server_survives_2000_sequential_and_200_concurrent_clients_without_l
 }
 
 #[test]
+fn a_server_with_more_clients_than_memory_for_them_keeps_running() {
+    // httpd gives each connection a thread with a 256 KiB stack: 256 of
+    // them held open at once need more than the default 64 MiB. The
+    // spawns that do not fit must fail (httpd then drops the connection)
+    // while the server, the kernel and the clients that got in go on;
+    // once they close, new clients are served again. (It once ended in a
+    // kernel panic, then in the server's own allocation failing.)
+    let (ns, card) = network();
+    let guest = ns.spawn("httpd", &card, &["0.0.0.0:8083"]);
+    let (served, dropped) = ns.enter(|| {
+        let held: Vec<Option<std::net::TcpStream>> = std::thread::scope(|s| {
+            let clients: Vec<_> = (0..256)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut stream = connect(8083);
+                        stream
+                            .set_read_timeout(Some(Duration::from_secs(20)))
+                            .unwrap();
+                        stream
+                            .write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .ok()?;
+                        let mut answer = [0u8; 15];
+                        stream.read_exact(&mut answer).ok()?;
+                        (&answer == b"HTTP/1.1 200 OK").then_some(stream)
+                    })
+                })
+                .collect();
+            clients.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let served = held.iter().flatten().count();
+        drop(held);
+        assert!(http(8083, SMALL_REQUEST).starts_with("HTTP/1.1 200 OK"));
+        http(8083, QUIT_REQUEST);
+        (served, 256 - served)
+    });
+    let run = guest.wait();
+    run.expect_code(0);
+    eprintln!("{served} clients served, {dropped} dropped");
+    assert!(served >= 64, "only {served} clients served\n{run}");
+    assert!(
+        dropped == 0 || run.stderr.contains("httpd: cannot start a thread"),
+        "{dropped} dropped without a failed spawn\n{run}"
+    );
+}
+
+#[test]
 fn the_tokio_server_survives_200_concurrent_clients_without_leaking() {
     let (ns, card) = network();
     let guest = ns.spawn(

@@ -108,6 +108,14 @@ pub(super) enum Commit {
 /// host nothing.
 pub(super) const COMMIT_NOW_MAX_BYTES: u64 = 16 << 20;
 
+/// Free frames now, in bytes (quarantined ones not counted).
+pub(super) fn free_bytes() -> u64 {
+    FRAMES
+        .lock()
+        .as_ref()
+        .map_or(0, |frames| frames.allocator.free_frames() * PAGE_SIZE)
+}
+
 /// What [`take`] may do when the allocator has no run to give.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Shortage {

@@ -90,12 +90,16 @@ fn config(nic: &Nic) -> StackConfig {
 /// Size TCP buffers and the budget of all socket buffers to guest RAM: a
 /// connection's throughput is bounded by its window over the round trip
 /// (64 KiB / 250 µs is about 260 MB/s here), so bigger guests get bigger
-/// windows, up to 256 KiB (a 1/1024 of RAM each way), and half their RAM
-/// for socket buffers in all; a 64 MiB guest keeps 64 KiB and 32 MiB.
+/// windows, up to 256 KiB (a 1/1024 of RAM each way), and a quarter of
+/// their RAM for socket buffers in all (the program needs the rest: with
+/// half, 256 clients of a 64 MiB guest's server took so much that the
+/// server itself could not allocate); a 64 MiB guest keeps 64 KiB and
+/// 16 MiB, room for 128 connections with full buffers, and a connection
+/// past the budget waits for one to close.
 fn scale_buffers(limits: &mut eremite_net::Limits, ram_bytes: u64) {
     let ram = usize::try_from(ram_bytes).unwrap_or(usize::MAX);
     limits.tcp_buffer_bytes = (ram / 1024).clamp(limits.tcp_buffer_bytes, 256 << 10);
-    limits.buffer_budget_bytes = (ram / 2).max(limits.buffer_budget_bytes);
+    limits.buffer_budget_bytes = ram / 4;
 }
 
 /// Run `op` on the stack (made on first use), then poll it; wake the

@@ -4,8 +4,9 @@
 //! so the budget cannot drift.
 
 use alloc::vec;
+use alloc::vec::Vec;
 
-use eremite_interface::errno::{ENOBUFS, Errno};
+use eremite_interface::errno::{ENOBUFS, ENOMEM, Errno};
 use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::{AnySocket, Socket, tcp, udp};
@@ -67,18 +68,17 @@ impl Nets {
     }
 
     /// A TCP socket with buffers of the given sizes; `ENOBUFS` past the
-    /// budget.
+    /// budget, `ENOMEM` when the heap has no room for them (load the
+    /// program caused: its call fails, the kernel goes on).
     pub(crate) fn add_tcp(
         &mut self,
         path: Path,
         rx_bytes: usize,
         tx_bytes: usize,
     ) -> Result<Handle, Errno> {
+        let (rx, tx) = (zeroed(rx_bytes)?, zeroed(tx_bytes)?);
         self.reserve(rx_bytes + tx_bytes)?;
-        let socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; rx_bytes]),
-            tcp::SocketBuffer::new(vec![0; tx_bytes]),
-        );
+        let socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         Ok(self.add(path, socket))
     }
 
@@ -92,14 +92,19 @@ impl Nets {
         packets: usize,
     ) -> Result<Handle, Errno> {
         let metadata_bytes = 2 * packets * size_of::<udp::PacketMetadata>();
-        self.reserve(rx_bytes + tx_bytes + metadata_bytes)?;
-        let buffer = |bytes| {
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes])
+        let buffer = |bytes| -> Result<_, Errno> {
+            let mut metadata = Vec::new();
+            metadata.try_reserve_exact(packets).map_err(|_| ENOMEM)?;
+            metadata.resize(packets, udp::PacketMetadata::EMPTY);
+            Ok(udp::PacketBuffer::new(metadata, zeroed(bytes)?))
         };
-        let socket = udp::Socket::new(buffer(rx_bytes), buffer(tx_bytes));
+        let (rx, tx) = (buffer(rx_bytes)?, buffer(tx_bytes)?);
+        self.reserve(rx_bytes + tx_bytes + metadata_bytes)?;
+        let socket = udp::Socket::new(rx, tx);
         Ok(self.add(path, socket))
     }
 
+    /// Count `bytes` of socket buffers against the budget, or `ENOBUFS`.
     fn reserve(&mut self, bytes: usize) -> Result<(), Errno> {
         let total = self.buffer_bytes.saturating_add(bytes);
         if total > self.buffer_budget_bytes {
@@ -192,4 +197,12 @@ fn buffer_bytes(socket: &Socket) -> usize {
     } else {
         0
     }
+}
+
+/// `len` zero bytes, or `ENOMEM` if the heap cannot give them.
+fn zeroed(len: usize) -> Result<Vec<u8>, Errno> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| ENOMEM)?;
+    bytes.resize(len, 0);
+    Ok(bytes)
 }
