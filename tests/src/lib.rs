@@ -418,6 +418,15 @@ impl NetNs {
         })
     }
 
+    /// `PROGRAM ARGS` inside the namespace (`ip netns exec`), captured.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Run {
+        run_command(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name, program])
+                .args(args),
+        )
+    }
+
     /// `eremite ARGS` inside the namespace, for runs that fail before the
     /// guest starts.
     pub fn eremite_cli(&self, args: &[&str]) -> Run {
