@@ -11,7 +11,7 @@
 //! went.
 //!
 //! `unsafe` is allowed only in `kvm/` (with the signal handler that
-//! forwards `SIGINT` and `SIGTERM`), in `memory/` for mapping the image
+//! forwards `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT`), in `memory/` for mapping the image
 //! file and populating guest RAM (`madvise`) and in `devices/net/tap.rs` for one ioctl (see `docs/safety.md`).
 #![deny(unsafe_code)]
 

@@ -13,8 +13,10 @@
 //! eventfd that KVM turns into an MSI (`KVM_IRQFD` over a
 //! `KVM_SET_GSI_ROUTING` entry); see [`attach_devices`]. Other accesses to
 //! a device's registers exit and are served by the [`MmioBus`].
-//! `SIGINT` and `SIGTERM` sent to eremite are forwarded to the guest as an
-//! MSI of their own ([`host_signals`]).
+//! `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` sent to eremite are
+//! forwarded to the guest as an MSI of their own ([`host_signals`]); the
+//! main thread ends the run itself when one comes twice or `--timeout`
+//! passes ([`HostStop`]).
 
 #![allow(unsafe_code)]
 
