@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -177,7 +177,9 @@ pub(crate) fn build_within(path: &Path, limit: u64) -> Result<Vec<u8>, InitrdErr
         return Err(too_large(path, len, limit));
     }
     let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut io::Read::take(&mut file, limit + 1), &mut bytes)
+    (&mut file)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
         .map_err(read_error)?;
     if bytes.len() as u64 > limit {
         return Err(too_large(path, bytes.len() as u64, limit));
@@ -333,7 +335,7 @@ fn add_dir_contents(
             }
             let mut data = Vec::new();
             crate::memory::open_regular(&path)
-                .and_then(|mut file| io::Read::read_to_end(&mut file, &mut data))
+                .and_then(|mut file| file.read_to_end(&mut data))
                 .map_err(read_error(&path))?;
             writer
                 .add_file(&name, mode, mtime, &data)

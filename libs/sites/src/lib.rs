@@ -109,7 +109,9 @@ fn is_safe(events: &[Event]) -> bool {
 }
 
 /// The events of `code` (at `addr`), or `None` if memory for them ran out.
-fn events(code: &[u8], addr: u64) -> Option<Vec<Event>> {
+/// `visit` sees every instruction decoded, invalid ones included, so a
+/// caller that needs more than the events (the stubs) decodes only once.
+fn events(code: &[u8], addr: u64, mut visit: impl FnMut(&Instruction)) -> Option<Vec<Event>> {
     let mut events = Vec::new();
     events.try_reserve(code.len() / 16).ok()?;
     let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
@@ -117,6 +119,7 @@ fn events(code: &[u8], addr: u64) -> Option<Vec<Event>> {
     let mut index = 0u32;
     while decoder.can_decode() {
         decoder.decode_out(&mut instr);
+        visit(&instr);
         if instr.is_invalid() {
             continue;
         }
@@ -140,13 +143,12 @@ fn function_at(functions: &[Range<u64>], ip: u64) -> Option<&Range<u64>> {
         .find(|f| f.contains(&ip))
 }
 
-/// Every `syscall` site of `code` (at `addr`), in order, and whether it
-/// is safe to rewrite: its function cannot keep data in the red zone
-/// (see the module's documentation). `functions` are the code's function
-/// symbols as address ranges, sorted by start (empty when there are
-/// none). `None` if memory for the analysis runs out.
-fn judge(code: &[u8], addr: u64, functions: &[Range<u64>]) -> Option<Vec<(u64, bool)>> {
-    let events = events(code, addr)?;
+/// Every `syscall` site among `events`, in order, and whether it is safe
+/// to rewrite: its function cannot keep data in the red zone (see the
+/// module's documentation). `functions` are the code's function symbols
+/// as address ranges, sorted by start (empty when there are none). `None`
+/// if memory for the analysis runs out.
+fn judge(events: &[Event], functions: &[Range<u64>]) -> Option<Vec<(u64, bool)>> {
     let mut sites = Vec::new();
     for (at, site) in events.iter().enumerate().filter(|(_, e)| e.is_syscall) {
         let is_safe = match function_at(functions, site.ip) {
@@ -184,7 +186,7 @@ fn judge(code: &[u8], addr: u64, functions: &[Range<u64>]) -> Option<Vec<(u64, b
 /// analysis runs out, nothing is rewritten (and nothing is reported): the
 /// sites keep working, on the trap path.
 pub fn rewrite(code: &mut [u8], addr: u64, functions: &[Range<u64>]) -> Sites {
-    let Some(judged) = judge(code, addr, functions) else {
+    let Some(judged) = events(code, addr, |_| {}).and_then(|e| judge(&e, functions)) else {
         return Sites::default();
     };
     let mut sites = Sites::default();
@@ -208,22 +210,14 @@ pub const STUB_BYTES: u64 = 16;
 /// What [`call_stubs`] did to one segment.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stubs {
-    /// The stubs' page, to be placed at the `stubs_at` given, with its
-    /// first 8 bytes still to be set to the entry's address.
+    /// The stubs' page, to be placed at the `stubs_at` given: the entry's
+    /// address, then the stubs.
     pub code: Vec<u8>,
     /// The return address of each site rewritten (the byte after its
     /// `call`), for [`bitmap`].
     pub return_addresses: Vec<u64>,
     /// Addresses of the `syscall` instructions left as they are.
     pub left: Vec<u64>,
-}
-
-/// A `syscall` and the instruction just before it, if that one could
-/// move into a stub.
-struct Movable {
-    site: u64,
-    /// Start and length of the instruction before the site.
-    before: Option<(u64, usize)>,
 }
 
 /// Whether `instr` can run from a stub, after a `call` pushed a return
@@ -245,43 +239,12 @@ fn can_move(instr: &Instruction) -> bool {
         | OpKind::Immediate32to64 => true,
         _ => false,
     });
-    is_plain
+    !instr.is_invalid()
+        && is_plain
         && instr.flow_control() == FlowControl::Next
         && instr.stack_pointer_increment() == 0
         && instr.mnemonic() != Mnemonic::Syscall
         && (3..=8).contains(&instr.len())
-}
-
-/// Every `syscall` in `code` with what precedes it, and the sorted
-/// targets of every direct branch and call.
-fn scan(code: &[u8], addr: u64) -> (Vec<Movable>, Vec<u64>) {
-    let mut sites = Vec::new();
-    let mut targets = Vec::new();
-    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
-    let mut instr = Instruction::default();
-    let mut before = None;
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instr);
-        if instr.is_invalid() {
-            before = None;
-            continue;
-        }
-        if matches!(
-            instr.op0_kind(),
-            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-        ) {
-            targets.push(instr.near_branch_target());
-        }
-        if instr.mnemonic() == Mnemonic::Syscall {
-            sites.push(Movable {
-                site: instr.ip(),
-                before,
-            });
-        }
-        before = can_move(&instr).then(|| (instr.ip(), instr.len()));
-    }
-    targets.sort_unstable();
-    (sites, targets)
 }
 
 /// Rewrite the `syscall` sites of code that must keep page 0 unmapped
@@ -289,8 +252,8 @@ fn scan(code: &[u8], addr: u64) -> (Vec<Movable>, Vec<u64>) {
 /// that `call *%rax` into a trampoline there is out. A site becomes a
 /// `call rel32` to a stub of its own, over the site and the instruction
 /// before it, then `nop`s; the stub, at `stubs_at + STUB_BYTES * (i +
-/// 1)`, is that instruction, moved, then `jmp *` through the entry's
-/// address in the page's first 8 bytes. The entry sees the call's return
+/// 1)`, is that instruction, moved, then `jmp *` through `entry`, which
+/// the page's first 8 bytes hold. The entry sees the call's return
 /// address, on the `nop`s just before what followed the `syscall`, as it
 /// sees a rewritten site's. A site stays `syscall` when it fails the red
 /// zone check of [`rewrite`] (the `call` pushes at `[rsp - 8]`), when the
@@ -302,29 +265,42 @@ pub fn call_stubs(
     addr: u64,
     functions: &[Range<u64>],
     stubs_at: u64,
+    entry: u64,
     max_stubs: usize,
 ) -> Stubs {
     let mut stubs = Stubs {
-        code: vec![0; STUB_BYTES as usize],
+        code: entry.to_le_bytes().to_vec(),
         ..Stubs::default()
     };
-    let Some(judged) = judge(code, addr, functions) else {
+    stubs.code.resize(STUB_BYTES as usize, 0);
+    // One decoding pass: the red-zone events, and for each `syscall` (in
+    // the same order) the instruction before it if it can move; the
+    // targets of every direct branch and call.
+    let mut befores = Vec::new();
+    let mut targets = Vec::new();
+    let mut before = None;
+    let events = events(code, addr, |instr| {
+        if matches!(
+            instr.op0_kind(),
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+        ) {
+            targets.push(instr.near_branch_target());
+        }
+        if instr.mnemonic() == Mnemonic::Syscall {
+            befores.push(before);
+        }
+        before = can_move(instr).then(|| (instr.ip(), instr.len()));
+    });
+    let Some(judged) = events.and_then(|e| judge(&e, functions)) else {
         return stubs;
     };
-    let is_safe = |site: u64| {
-        judged
-            .binary_search_by_key(&site, |&(s, _)| s)
-            .is_ok_and(|i| judged[i].1)
-    };
-    let (sites, targets) = scan(code, addr);
-    for Movable { site, before } in sites {
+    targets.sort_unstable();
+    for ((site, is_safe), before) in judged.into_iter().zip(befores) {
         let stub = stubs_at + STUB_BYTES * (stubs.return_addresses.len() as u64 + 1);
-        let made = before.filter(|_| {
-            is_safe(site)
-                && targets.binary_search(&site).is_err()
-                && stubs.return_addresses.len() < max_stubs
-        });
-        let made = made.and_then(|(start, len)| {
+        let is_candidate = is_safe
+            && targets.binary_search(&site).is_err()
+            && stubs.return_addresses.len() < max_stubs;
+        let made = before.filter(|_| is_candidate).and_then(|(start, len)| {
             Some((start, stub_for(code, addr, start, len, stub, stubs_at)?))
         });
         match made {
@@ -500,17 +476,14 @@ mod tests {
 
     /// Where the stubs go in the tests: the page after the code.
     const STUBS: u64 = ADDR + 0x1000;
-    /// The entry's address, as the loader writes it.
-    fn with_entry(mut page: Vec<u8>) -> Vec<u8> {
-        page[..8].copy_from_slice(&0xFFFF_8000_0000_1234u64.to_le_bytes());
-        page
-    }
+    /// The entry's address.
+    const ENTRY: u64 = 0xFFFF_8000_0000_1234;
 
     #[test]
     fn a_go_site_becomes_a_call_to_a_stub_that_moves_the_instruction_before_it() {
         // mov eax, 39; syscall; ret
         let mut code = GETPID.to_vec();
-        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, 255);
+        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, ENTRY, 255);
         assert_eq!(stubs.return_addresses, [ADDR + 5]);
         assert!(stubs.left.is_empty());
         // call STUBS + 16; nop; nop; ret
@@ -521,8 +494,9 @@ mod tests {
         assert_eq!(code, expected);
         // The stub: mov eax, 39; jmp [rip - (16 + 11)] (the entry's address
         // at STUBS), then int3 padding.
-        let page = with_entry(stubs.code);
+        let page = stubs.code;
         assert_eq!(page.len(), 32);
+        assert_eq!(page[..8], ENTRY.to_le_bytes());
         let stub = &page[16..];
         assert_eq!(&stub[..5], &GETPID[..5]);
         assert_eq!(&stub[5..7], &[0xFF, 0x25]);
@@ -548,7 +522,7 @@ mod tests {
             let mut code = before.to_vec();
             code.extend_from_slice(&[0x0F, 0x05, 0xC3]);
             let original = code.clone();
-            let stubs = call_stubs(&mut code, ADDR, &[], STUBS, 255);
+            let stubs = call_stubs(&mut code, ADDR, &[], STUBS, ENTRY, 255);
             assert_eq!(stubs.left, [ADDR + before.len() as u64], "{before:x?}");
             assert!(stubs.return_addresses.is_empty(), "{before:x?}");
             assert_eq!(code, original, "{before:x?}");
@@ -559,7 +533,7 @@ mod tests {
     fn a_go_site_that_a_branch_lands_on_stays_syscall() {
         // mov eax, 39; syscall; jmp -4 (back onto the syscall)
         let mut code = vec![0xB8, 0x27, 0, 0, 0, 0x0F, 0x05, 0xEB, 0xFC];
-        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, 255);
+        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, ENTRY, 255);
         assert_eq!(stubs.left, [ADDR + 5]);
         assert_eq!(code[5..7], [0x0F, 0x05]);
     }
@@ -567,7 +541,7 @@ mod tests {
     #[test]
     fn go_sites_past_the_stubs_room_stay_syscall() {
         let mut code = [GETPID, GETPID, GETPID].concat();
-        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, 2);
+        let stubs = call_stubs(&mut code, ADDR, &[], STUBS, ENTRY, 2);
         assert_eq!(stubs.return_addresses, [ADDR + 5, ADDR + 13]);
         assert_eq!(stubs.left, [ADDR + 21]);
         assert_eq!(stubs.code.len(), 48);

@@ -259,16 +259,13 @@ pub(crate) fn serve(
             mode,
             stat,
         } => {
-            let handle = fs.open(m, path, *flags, *mode)?;
-            if let Some(buf) = stat {
-                let written = fs
-                    .fstat(m, handle)
-                    .and_then(|s| ram.write(buf.addr, s.as_bytes()).map_err(efault));
-                if let Err(e) = written {
-                    // The guest never learns the handle: do not keep it.
-                    let _ = fs.close(m, handle);
-                    return Err(e);
-                }
+            let (handle, opened) = fs.open(m, path, *flags, *mode)?;
+            if let Some(buf) = stat
+                && ram.write(buf.addr, opened.as_bytes()).is_err()
+            {
+                // The guest never learns the handle: do not keep it.
+                let _ = fs.close(m, handle);
+                return Err(errno::EFAULT);
             }
             Ok(as_result(handle))
         }

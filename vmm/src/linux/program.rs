@@ -236,9 +236,9 @@ pub(crate) fn load(
                 SiteRewrite::ToStubs { entry } if stubs_page.is_none() => {
                     let room =
                         usize::try_from(PAGE_SIZE / eremite_sites::STUB_BYTES - 1).unwrap_or(0);
-                    let mut stubs =
-                        eremite_sites::call_stubs(&mut code, addr, &functions, stubs_at, room);
-                    stubs.code[..8].copy_from_slice(&entry.to_le_bytes());
+                    let stubs = eremite_sites::call_stubs(
+                        &mut code, addr, &functions, stubs_at, entry, room,
+                    );
                     stubs_page = Some(stubs.code);
                     return_addresses.extend(stubs.return_addresses);
                     left += stubs.left.len();

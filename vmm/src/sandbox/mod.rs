@@ -40,7 +40,8 @@ use std::os::unix::fs::MetadataExt;
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::{
     DT_DIR, DT_LNK, DT_REG, DirRecord, FileStat, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT,
-    O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY,
+    O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR,
+    S_IFMT,
 };
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use zerocopy::IntoBytes;
@@ -316,14 +317,15 @@ impl HostFs {
             .ok_or(errno::EBADF)
     }
 
-    /// `open(path, flags, mode)`; returns a handle.
+    /// `open(path, flags, mode)`; returns a handle and the opened file's
+    /// stat (the open looks at it anyway).
     pub(crate) fn open(
         &mut self,
         mount: u32,
         path: &GuestPath,
         flags: OpenFlags,
         mode: u32,
-    ) -> Result<u64, Errno> {
+    ) -> Result<(u64, FileStat), Errno> {
         let m = self.mount(mount)?;
         if flags.can_modify() {
             m.check_writable()?;
@@ -337,7 +339,8 @@ impl HostFs {
             Mode::empty()
         };
         let file = m.open_beneath(path.for_open(), flags.host(), mode)?;
-        let is_dir = file.metadata().map_err(io)?.is_dir();
+        let stat = file_stat(&file)?;
+        let is_dir = stat.mode & S_IFMT == S_IFDIR;
         let number = self.next_handle;
         self.next_handle += 1;
         self.handles.insert(
@@ -351,7 +354,7 @@ impl HostFs {
                 listing_bytes: 0,
             },
         );
-        Ok(number)
+        Ok((number, stat))
     }
 
     /// Close a handle.

@@ -107,7 +107,9 @@ const RW: u32 = 0;
 const RO: u32 = 1;
 
 fn open(fx: &mut Fixture, mount: u32, path: &str, raw: u32) -> Result<u64, Errno> {
-    fx.fs.open(mount, &p(path), flags(raw), 0o644)
+    fx.fs
+        .open(mount, &p(path), flags(raw), 0o644)
+        .map(|(h, _)| h)
 }
 
 fn create(fx: &mut Fixture, path: &str, data: &[u8]) {
@@ -197,7 +199,8 @@ fn open_flags_behave_as_on_linux() {
     let h = fx
         .fs
         .open(RW, &p("suid"), flags(O_CREAT | O_WRONLY), 0o4755)
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(
         fx.fs.fstat(RW, h).unwrap().mode & 0o6000,
         0,
@@ -279,12 +282,13 @@ fn names_are_made_changed_and_removed() {
 
     let h = fs
         .open(RW, &p("d/f"), flags(O_CREAT | O_WRONLY), 0o600)
-        .unwrap();
+        .unwrap()
+        .0;
     fs.write(RW, h, 0, b"0123456789").unwrap();
     fs.close(RW, h).unwrap();
     fs.truncate(RW, &p("d/f"), 4).unwrap();
     assert_eq!(fs.stat(RW, &p("d/f"), Links::Follow).unwrap().size, 4);
-    let h = fs.open(RW, &p("d/f"), flags(O_RDWR), 0).unwrap();
+    let h = fs.open(RW, &p("d/f"), flags(O_RDWR), 0).unwrap().0;
     fs.ftruncate(RW, h, 2).unwrap();
     assert_eq!(fs.fstat(RW, h).unwrap().size, 2);
     fs.close(RW, h).unwrap();
@@ -482,7 +486,7 @@ fn read_only_mounts_refuse_every_change() {
     assert_eq!(fs.truncate(RO, &p("f"), 0).err(), erofs);
     assert_eq!(fs.link(RO, &p("f"), &p("g")).err(), erofs);
     assert_eq!(fs.chmod(RO, &p("f"), 0o777).err(), erofs);
-    let h = fs.open(RO, &p("f"), flags(O_RDONLY), 0).unwrap();
+    let h = fs.open(RO, &p("f"), flags(O_RDONLY), 0).unwrap().0;
     assert_eq!(fs.write(RO, h, 0, b"x").err(), erofs);
     assert_eq!(fs.ftruncate(RO, h, 0).err(), erofs);
     // Reading is fine.
@@ -491,7 +495,8 @@ fn read_only_mounts_refuse_every_change() {
     assert!(fs.stat(RO, &p("d"), Links::Follow).is_ok());
     let d = fs
         .open(RO, &p("d"), flags(O_RDONLY | O_DIRECTORY), 0)
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(fs.read_dir(RO, d, 0, 4096), Ok(Vec::new()));
     assert_eq!(read_all(&mut fx, RW, "f"), Ok(b"data".to_vec()));
     let names: Vec<_> = std::fs::read_dir(fx.mnt()).unwrap().collect();
@@ -518,7 +523,7 @@ fn handles_belong_to_their_mount_and_are_never_reused() {
     fs.close(RW, a).unwrap();
     assert_eq!(fs.close(RW, a), Err(errno::EBADF));
     assert_eq!(fs.fstat(RW, a), Err(errno::EBADF));
-    let b = fs.open(RW, &p("f"), flags(O_RDONLY), 0).unwrap();
+    let b = fs.open(RW, &p("f"), flags(O_RDONLY), 0).unwrap().0;
     assert_ne!(a, b);
     assert_eq!(fs.read(RW, a, 0, &mut buf), Err(errno::EBADF));
 }
