@@ -32,8 +32,9 @@ use eremite_interface::{
 use std::net::Ipv4Addr;
 
 use eremite_vmm::{
-    Console, MountSpec, NetReport, NetSpec, Report, VmConfig, parse_cpu_list, parse_gateway,
-    parse_ip_prefix, parse_memory_size, parse_mount_spec, parse_net_spec,
+    Console, HostEntry, MountSpec, NetReport, NetSpec, Publish, Report, VmConfig, parse_cpu_list,
+    parse_gateway, parse_host_entry, parse_ip_prefix, parse_memory_size, parse_mount_spec,
+    parse_net_spec, parse_publish,
 };
 
 #[derive(Parser)]
@@ -54,6 +55,7 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("card").args(["net", "publish"]).multiple(true)))]
 struct RunArgs {
     /// Guest memory: a multiple of 2 MiB from 8M to 31G (e.g. 64M, 1G, 512MiB, 8G).
     /// Default 64M, or 512M for a dynamically linked Linux program or a Go program.
@@ -79,16 +81,34 @@ struct RunArgs {
     /// `:ro` makes it read-only. The guest cannot reach anything outside it.
     #[arg(long, value_name = "HOST_DIR:GUEST_PATH[:ro]", value_parser = parse_mount_spec)]
     mount: Vec<MountSpec>,
-    /// Give the guest a network card (virtio-net) whose frames go through
-    /// an existing host tap interface (`ip tuntap add NAME mode tap`); the
-    /// card's MAC address is chosen unless given.
-    #[arg(long, value_name = "tap:NAME[,mac=MAC]", value_parser = parse_net_spec)]
+    /// Give the guest a network card (virtio-net): `user` for user-mode
+    /// networking (no root: the guest reaches the host and beyond through
+    /// passt; the default once -p is given), or `tap:NAME` for an existing
+    /// host tap interface (`ip tuntap add NAME mode tap`). The card's MAC
+    /// address is chosen unless given.
+    #[arg(long, value_name = "user|tap:NAME[,mac=MAC]", value_parser = parse_net_spec)]
     net: Option<NetSpec>,
+    /// Publish a guest port on the host (repeatable), as docker does:
+    /// 8080:80 makes host 127.0.0.1:8080 reach the guest's port 80; an
+    /// address first (0.0.0.0:8080:80) listens there; /udp for UDP.
+    /// Implies --net user.
+    #[arg(long = "publish", short = 'p', value_name = "[ADDRESS:]HOST_PORT[:GUEST_PORT][/udp]",
+          value_parser = parse_publish)]
+    publish: Vec<Publish>,
+    /// Add a line to the guest's /etc/hosts (repeatable); `host-gateway`
+    /// for IP names the host under user-mode networking.
+    #[arg(long, value_name = "NAME:IP", value_parser = parse_host_entry)]
+    add_host: Vec<HostEntry>,
+    /// The DNS server user-mode networking forwards the guest's queries to
+    /// (default: the host's, from /etc/resolv.conf).
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_gateway)]
+    dns: Option<Ipv4Addr>,
     /// The guest's IPv4 address and prefix length on the card (e.g.
-    /// 10.0.0.2/24).
-    #[arg(long, value_name = "ADDRESS/PREFIX", value_parser = parse_ip_prefix, requires = "net")]
+    /// 10.0.0.2/24; user-mode networking's default is 10.0.2.15/24).
+    #[arg(long, value_name = "ADDRESS/PREFIX", value_parser = parse_ip_prefix, requires = "card")]
     ip: Option<(Ipv4Addr, u8)>,
-    /// The guest's default IPv4 gateway, in the network of --ip.
+    /// The guest's default IPv4 gateway, in the network of --ip (user-mode
+    /// networking's default is the network's .2, which is the host).
     #[arg(long, value_name = "ADDRESS", value_parser = parse_gateway, requires = "ip")]
     gateway: Option<Ipv4Addr>,
     /// Pin the vCPU threads to these host CPUs (e.g. 1, 2,3 or 0-3): vCPU
@@ -225,6 +245,9 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         net: args.net,
         ip: args.ip,
         gateway: args.gateway,
+        publish: args.publish,
+        hosts: args.add_host,
+        dns: args.dns,
         pin_vcpus: args.pin_vcpus.map(|cpus| cpus.0).unwrap_or_default(),
         linux_kernel: Some(LINUX_KERNEL),
         timeout: args.timeout,
@@ -261,6 +284,8 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         Some("--pin-vcpus")
     } else if args.timeout.is_some() {
         Some("--timeout")
+    } else if !args.add_host.is_empty() || args.dns.is_some() {
+        Some("--add-host or --dns (the guest's /etc is written by eremite's VMM only)")
     } else {
         None
     };
@@ -282,21 +307,32 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         net: args.net.clone(),
         ip: args.ip,
         gateway: args.gateway,
+        publish: args.publish.clone(),
+        hosts: Vec::new(),
+        dns: None,
         pin_vcpus: Vec::new(),
         linux_kernel: None,
         timeout: None,
     };
-    let params: Vec<String> = match config.net_params() {
-        Ok((address, gateway)) => address
-            .map(|a| a.to_string())
-            .into_iter()
-            .chain(gateway.map(|g| g.to_string()))
-            .collect(),
+    let (address, gateway) = match config.net_params() {
+        Ok(params) => params,
         Err(error) => {
             eprintln!("eremite: {error}");
             return ExitCode::from(error.exit_code());
         }
     };
+    let params: Vec<String> = address
+        .map(|a| a.to_string())
+        .into_iter()
+        .chain(gateway.map(|g| g.to_string()))
+        .collect();
+    let card = config.card();
+    let net = card.as_ref().map(|card| qemu::QemuNet {
+        card,
+        address,
+        gateway,
+        publish: &args.publish,
+    });
     let image = args.image();
     let request = qemu::QemuRun {
         image: &image,
@@ -306,7 +342,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         env: &args.env,
         cmdline: &args.cmdline,
         params: &params,
-        net: args.net.as_ref(),
+        net,
         is_verbose: args.verbose,
         accel,
     };
@@ -431,7 +467,7 @@ fn linux_stats(program: &LinuxProgram, kernel: &KernelReport) -> String {
 /// The network card's counters.
 fn net_stats(net: &NetReport) -> String {
     let c = &net.counters;
-    let mut out = format!("eremite: network card (tap {}, MAC {})\n", net.tap, net.mac);
+    let mut out = format!("eremite: network card ({}, MAC {})\n", net.link, net.mac);
     for (name, count) in [
         ("frames sent", c.tx_frames),
         ("bytes sent", c.tx_bytes),
@@ -440,7 +476,7 @@ fn net_stats(net: &NetReport) -> String {
         ("sent frames dropped", c.tx_dropped),
         ("received frames dropped", c.rx_dropped),
         ("bad descriptor chains", c.bad_chains),
-        ("tap errors", c.backend_errors),
+        ("host link errors", c.backend_errors),
         ("interrupts", net.interrupts),
         ("bad register accesses", net.bad_register_accesses),
     ] {
@@ -599,8 +635,11 @@ mod tests {
         let Command::Run(args) = cli.command;
         let net = args.net.unwrap();
         assert_eq!(
-            (net.tap.as_str(), net.mac.unwrap().to_string()),
-            ("tap0", "02:00:00:00:00:01".into())
+            (net.link, net.mac.unwrap().to_string()),
+            (
+                eremite_vmm::Link::Tap("tap0".into()),
+                "02:00:00:00:00:01".into()
+            )
         );
         assert_eq!(args.ip, Some((Ipv4Addr::new(10, 0, 0, 2), 24)));
         assert_eq!(args.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
@@ -636,6 +675,37 @@ mod tests {
             ValueValidation
         );
         assert_eq!(kind(&["--ip", "10.0.0.2/24"]), MissingRequiredArgument);
+        for bad in ["80:http", "0", "1:2:3:4", "80/sctp"] {
+            assert_eq!(kind(&["-p", bad]), ValueValidation, "{bad}");
+        }
+        for bad in ["name", "a b:10.0.0.1", "db:host"] {
+            assert_eq!(kind(&["--add-host", bad]), ValueValidation, "{bad}");
+        }
+        // -p alone is enough for --ip: it implies user-mode networking.
+        let cli = Cli::try_parse_from([
+            "eremite",
+            "run",
+            "-p",
+            "8080:80",
+            "-p",
+            "5353:53/udp",
+            "--ip",
+            "10.1.0.5/16",
+            "--add-host",
+            "db:host-gateway",
+            "img",
+            "-p",
+            "x",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.publish.len(), 2);
+        assert_eq!(args.add_host[0].name, "db");
+        assert_eq!(
+            args.guest_args(),
+            ["-p", "x"],
+            "after the image: the program's"
+        );
         assert_eq!(
             kind(&["--net", "tap:t", "--gateway", "10.0.0.1"]),
             MissingRequiredArgument

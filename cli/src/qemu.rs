@@ -26,7 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eremite_interface::hypercall::ExitKind;
 use eremite_interface::pvh::{self, Escaped, ExitRecord};
-use eremite_vmm::NetSpec;
+use std::net::Ipv4Addr;
+
+use eremite_interface::cmdline::{NetAddress, NetGateway};
+use eremite_vmm::{Link, NetSpec, Publish};
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,9 +99,18 @@ pub(crate) struct QemuRun<'a> {
     pub(crate) cmdline: &'a str,
     /// Our own kernel parameters (`net.ip=`, `net.gateway=`), checked.
     pub(crate) params: &'a [String],
-    pub(crate) net: Option<&'a NetSpec>,
+    pub(crate) net: Option<QemuNet<'a>>,
     pub(crate) is_verbose: bool,
     pub(crate) accel: Accel,
+}
+
+/// The network card, as on our VMM.
+pub(crate) struct QemuNet<'a> {
+    pub(crate) card: &'a NetSpec,
+    /// The guest's address and gateway (always there for `user`).
+    pub(crate) address: Option<NetAddress>,
+    pub(crate) gateway: Option<NetGateway>,
+    pub(crate) publish: &'a [Publish],
 }
 
 /// The QEMU binary (`$EREMITE_QEMU` overrides it).
@@ -168,15 +180,49 @@ pub(crate) fn kernel_cmdline(image: &Path, args: &[String], p: &KernelParams<'_>
     line
 }
 
-/// QEMU's options for a virtio-net card on the tap `net.tap`: modern
-/// (version 2) virtio-MMIO, which the kernel's driver needs.
-fn net_args(net: &NetSpec) -> Vec<String> {
-    let mac = net.mac.map(|mac| format!(",mac={mac}")).unwrap_or_default();
+/// QEMU's options for a virtio-net card: modern (version 2) virtio-MMIO,
+/// which the kernel's driver needs, on the tap or on QEMU's own user-mode
+/// network (libslirp) in the guest's network, with the published ports as
+/// `hostfwd` rules.
+fn net_args(net: &QemuNet<'_>) -> Vec<String> {
+    let mac = net
+        .card
+        .mac
+        .map(|mac| format!(",mac={mac}"))
+        .unwrap_or_default();
+    let netdev = match (&net.card.link, net.address, net.gateway) {
+        (Link::Tap(name), _, _) => format!("tap,id=net0,ifname={name},script=no,downscript=no"),
+        (Link::User, address, gateway) => {
+            let mut netdev = String::from("user,id=net0");
+            if let (Some(address), Some(gateway)) = (address, gateway) {
+                let guest = u32::from_be_bytes(address.address);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(address.prefix_len))
+                    .unwrap_or(0);
+                let _ = write!(
+                    netdev,
+                    ",net={}/{},host={},dhcpstart={}",
+                    Ipv4Addr::from(guest & mask),
+                    address.prefix_len,
+                    Ipv4Addr::from(gateway.0),
+                    Ipv4Addr::from(guest)
+                );
+            }
+            for p in net.publish {
+                let _ = write!(
+                    netdev,
+                    ",hostfwd={}:{}:{}-:{}",
+                    p.protocol, p.host_addr, p.host_port, p.guest_port
+                );
+            }
+            netdev
+        }
+    };
     [
         "-global",
         "virtio-mmio.force-legacy=off",
         "-netdev",
-        &format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+        &netdev,
         "-device",
         &format!("virtio-net-device,netdev=net0{mac}"),
     ]
@@ -297,7 +343,7 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
         .stdin(guest_err_writer)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(net) = request.net {
+    if let Some(net) = &request.net {
         command.args(net_args(net));
     }
     if request.is_verbose {
@@ -383,6 +429,45 @@ pub(crate) fn run(request: &QemuRun<'_>) -> Result<Ended, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_mode_networking_becomes_slirp_in_the_guests_network() {
+        let card = eremite_vmm::parse_net_spec("user,mac=02:00:00:00:00:05").unwrap();
+        let publish = [
+            eremite_vmm::parse_publish("8080:80").unwrap(),
+            eremite_vmm::parse_publish("0.0.0.0:5353:53/udp").unwrap(),
+        ];
+        let net = QemuNet {
+            card: &card,
+            address: Some(NetAddress {
+                address: [10, 0, 2, 15],
+                prefix_len: 24,
+            }),
+            gateway: Some(NetGateway([10, 0, 2, 2])),
+            publish: &publish,
+        };
+        let args = net_args(&net);
+        assert_eq!(
+            args[3],
+            "user,id=net0,net=10.0.2.0/24,host=10.0.2.2,dhcpstart=10.0.2.15,\
+             hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53"
+        );
+        assert_eq!(
+            args[5],
+            "virtio-net-device,netdev=net0,mac=02:00:00:00:00:05"
+        );
+        let tap = eremite_vmm::parse_net_spec("tap:t0").unwrap();
+        let net = QemuNet {
+            card: &tap,
+            address: None,
+            gateway: None,
+            publish: &[],
+        };
+        assert_eq!(
+            net_args(&net)[3],
+            "tap,id=net0,ifname=t0,script=no,downscript=no"
+        );
+    }
 
     #[test]
     fn the_command_line_carries_arguments_and_environment_escaped() {

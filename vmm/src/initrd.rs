@@ -26,6 +26,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use eremite_cpio::{CpioError, EntryKind, MAGIC, WriteError, Writer, normalise_name};
 use eremite_interface::layout::{LOW_RAM_END, PAGE_SIZE};
@@ -208,16 +209,27 @@ pub(crate) struct GuestFile {
     pub(crate) host: PathBuf,
 }
 
-/// The initrd for `files` and then what `user` (`--initrd`) names, whose
-/// members win on a clash (the kernel unpacks in order); `None` when
-/// there is neither.
+/// A file the VMM writes into the initrd from memory (the guest's
+/// `/etc/hosts` and `/etc/resolv.conf` under user-mode networking).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MadeFile {
+    /// Absolute path in the guest.
+    pub(crate) guest: String,
+    /// Its contents (mode 0644).
+    pub(crate) data: Vec<u8>,
+}
+
+/// The initrd for `files`, then `made`, and then what `user` (`--initrd`)
+/// names, whose members win on a clash (the kernel unpacks in order);
+/// `None` when there is nothing.
 pub(crate) fn compose(
     files: &[GuestFile],
+    made: &[MadeFile],
     user: Option<&Path>,
     limit: u64,
 ) -> Result<Option<Vec<u8>>, InitrdError> {
     let user_archive = user.map(|path| build_within(path, limit)).transpose()?;
-    if files.is_empty() {
+    if files.is_empty() && made.is_empty() {
         return Ok(user_archive);
     }
     let mut writer = Writer::new();
@@ -242,6 +254,22 @@ pub(crate) fn compose(
         if writer.len_bytes() as u64 > limit {
             return Err(too_large(&file.host, writer.len_bytes() as u64, limit));
         }
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    for file in made {
+        writer
+            .add_file(
+                file.guest.trim_start_matches('/'),
+                0o100_644,
+                clamp_mtime(now),
+                &file.data,
+            )
+            .map_err(|source| InitrdError::Name {
+                place: file.guest.clone(),
+                source,
+            })?;
     }
     if let (Some(archive), Some(path)) = (&user_archive, user) {
         for entry in eremite_cpio::entries(archive) {

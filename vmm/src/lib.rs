@@ -49,8 +49,9 @@ pub use affinity::{AffinityError, CpuListError, parse_cpu_list};
 pub use arch::{MachineError, PageTableError};
 pub use boot_info::{BootDataError, BootError};
 pub use devices::{
-    BusFull, MacAddr, NetCounters, NetReport, NetSpec, NetSpecError, TapError, TransportError,
-    parse_net_spec,
+    BusFull, HostAddr, HostEntry, Link, MacAddr, NetCounters, NetReport, NetSpec, NetSpecError,
+    PasstError, PortProtocol, Publish, PublishError, TapError, TransportError, parse_host_entry,
+    parse_net_spec, parse_publish,
 };
 pub use hypercall::{Console, GuestError};
 pub use initrd::InitrdError;
@@ -116,15 +117,27 @@ pub struct VmConfig {
     /// Host directories to mount (`--mount`), at most [`MAX_MOUNTS`], none
     /// at or below another's guest path.
     pub mounts: Vec<MountSpec>,
-    /// A network card backed by a host tap interface (`--net`).
+    /// A network card (`--net`): on a host tap interface, or user-mode
+    /// networking. `None` with ports to `publish` means user-mode
+    /// networking.
     pub net: Option<NetSpec>,
     /// The card's IPv4 address and prefix length (`--ip`), passed to the
-    /// guest as `net.ip=`; needs `net`. Without it the guest configures
-    /// its address itself, if it can (DHCP).
+    /// guest as `net.ip=`; needs `net`. Without it a tap card's guest
+    /// configures its address itself, if it can (DHCP), and a user-mode
+    /// card's gets [`USER_NET_ADDRESS`].
     pub ip: Option<(Ipv4Addr, u8)>,
     /// The default gateway (`--gateway`), passed as `net.gateway=`; needs
-    /// `ip` and must lie in its network.
+    /// `ip` and must lie in its network. A user-mode card's default is the
+    /// first other address of its network ([`USER_NET_GATEWAY`] with the
+    /// default address): the host, under user-mode networking.
     pub gateway: Option<Ipv4Addr>,
+    /// Host ports published to the guest (`-p`); user-mode networking.
+    pub publish: Vec<Publish>,
+    /// Lines for the guest's `/etc/hosts` (`--add-host`).
+    pub hosts: Vec<HostEntry>,
+    /// The DNS server user-mode networking forwards the guest's queries
+    /// to (`--dns`); `None`: the host's, from its `/etc/resolv.conf`.
+    pub dns: Option<Ipv4Addr>,
     /// Host CPUs for the vCPU threads (`--pin-vcpus`): vCPU `n` runs on
     /// entry `n` (round robin), and device threads on the process's other
     /// CPUs; empty: the host places every thread.
@@ -152,6 +165,9 @@ impl VmConfig {
             net: None,
             ip: None,
             gateway: None,
+            publish: Vec::new(),
+            hosts: Vec::new(),
+            dns: None,
             pin_vcpus: Vec::new(),
             linux_kernel: None,
             timeout: None,
@@ -210,23 +226,60 @@ impl VmConfig {
             .collect())
     }
 
+    /// The network card, if there is one: `--net`, or user-mode
+    /// networking when ports are published.
+    pub fn card(&self) -> Option<NetSpec> {
+        self.net.clone().or_else(|| {
+            (!self.publish.is_empty()).then_some(NetSpec {
+                link: Link::User,
+                mac: None,
+            })
+        })
+    }
+
     /// The `net.ip=` and `net.gateway=` parameters for the guest, checked
     /// against the rules the guest's parser applies (the CLI passes the
     /// same ones to a guest on QEMU).
     pub fn net_params(&self) -> Result<(Option<NetAddress>, Option<NetGateway>), Error> {
         let config = |message: String| Err(Error::Config(message));
-        let address = self.ip.map(|(address, prefix_len)| NetAddress {
+        let card = self.card();
+        let is_user = card.as_ref().is_some_and(|card| card.link == Link::User);
+        if card.is_some() && !is_user && !self.publish.is_empty() {
+            return config(
+                "-p publishes ports through user-mode networking (--net user), not a tap: \
+                 forward them on the host instead"
+                    .into(),
+            );
+        }
+        if self.dns.is_some() && !is_user {
+            return config("--dns is for user-mode networking (--net user or -p)".into());
+        }
+        let ip = match (self.ip, is_user) {
+            (None, true) => Some(USER_NET_ADDRESS),
+            (ip, _) => ip,
+        };
+        let address = ip.map(|(address, prefix_len)| NetAddress {
             address: address.octets(),
             prefix_len,
         });
-        let gateway = self.gateway.map(|gateway| NetGateway(gateway.octets()));
-        if address.is_some() && self.net.is_none() {
+        let gateway = match (self.gateway, address, is_user) {
+            (None, Some(address), true) => Some(default_gateway(address)),
+            (gateway, _, _) => gateway.map(|gateway| NetGateway(gateway.octets())),
+        };
+        if address.is_some() && card.is_none() {
             return config("--ip needs a network card (--net)".into());
         }
         if let Some(address) = address {
             address
                 .validate()
                 .map_err(|e| Error::Config(format!("--ip: {e}")))?;
+            if is_user && address.prefix_len > 30 {
+                return config(
+                    "--ip: user-mode networking needs a network of at least 4 addresses \
+                     (a prefix up to /30)"
+                        .into(),
+                );
+            }
         }
         if let Some(gateway) = gateway {
             gateway
@@ -244,8 +297,81 @@ impl VmConfig {
                 ));
             }
         }
+        if gateway.is_none()
+            && let Some(entry) = self.hosts.iter().find(|h| h.addr == HostAddr::Gateway)
+        {
+            return config(format!(
+                "--add-host {}:host-gateway: the guest has no gateway (use --net user, or --gateway)",
+                entry.name
+            ));
+        }
         Ok((address, gateway))
     }
+
+    /// The files the VMM writes into the guest's `/etc`: `hosts` (with
+    /// `--add-host`'s entries, and `host.eremite.internal` for the host
+    /// under user-mode networking) and, under user-mode networking,
+    /// `resolv.conf` naming the gateway, where passt answers DNS. Nothing
+    /// without either.
+    fn etc_files(&self) -> Result<Vec<initrd::MadeFile>, Error> {
+        let (_, gateway) = self.net_params()?;
+        let is_user = self.card().is_some_and(|card| card.link == Link::User);
+        if !is_user && self.hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let gateway = gateway.map(|g| Ipv4Addr::from(g.0));
+        let mut hosts = String::from("127.0.0.1\tlocalhost\n");
+        if let (true, Some(gateway)) = (is_user, gateway) {
+            hosts += &format!("{gateway}\t{USER_NET_HOST_NAME}\n");
+        }
+        for entry in &self.hosts {
+            let addr = match entry.addr {
+                HostAddr::Ip(addr) => Some(addr),
+                HostAddr::Gateway => gateway,
+            };
+            if let Some(addr) = addr {
+                hosts += &format!("{addr}\t{}\n", entry.name);
+            }
+        }
+        let mut files = vec![initrd::MadeFile {
+            guest: "/etc/hosts".into(),
+            data: hosts.into_bytes(),
+        }];
+        if let (true, Some(gateway)) = (is_user, gateway) {
+            files.push(initrd::MadeFile {
+                guest: "/etc/resolv.conf".into(),
+                data: format!("nameserver {gateway}\n").into_bytes(),
+            });
+        }
+        Ok(files)
+    }
+}
+
+/// A user-mode card's address when `--ip` is not given (QEMU's user-mode
+/// network uses the same).
+pub const USER_NET_ADDRESS: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 2, 15), 24);
+/// A user-mode card's gateway with the default address: the host.
+pub const USER_NET_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// The name the guest's `/etc/hosts` gives the host under user-mode
+/// networking.
+pub const USER_NET_HOST_NAME: &str = "host.eremite.internal";
+
+/// The gateway a user-mode card gets when `--gateway` is not given: the
+/// network's second address (`.2` in a /24, as QEMU's), or its first when
+/// the card has that.
+fn default_gateway(address: NetAddress) -> NetGateway {
+    let bits = u32::from_be_bytes(address.address);
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(address.prefix_len))
+        .unwrap_or(0);
+    let network = bits & mask;
+    let second = network.wrapping_add(2);
+    let gateway = if second == bits {
+        network.wrapping_add(1)
+    } else {
+        second
+    };
+    NetGateway(gateway.to_be_bytes())
 }
 
 /// Why a VM could not be started (the guest never ran, or KVM failed).
@@ -291,6 +417,9 @@ pub enum Error {
     /// The tap interface of `--net` cannot be opened.
     #[error(transparent)]
     Tap(#[from] TapError),
+    /// User-mode networking cannot be started.
+    #[error(transparent)]
+    Passt(#[from] PasstError),
     /// The network card cannot be set up.
     #[error(transparent)]
     Device(#[from] TransportError),
@@ -478,10 +607,12 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let tap = config
-        .net
+    let card = config.card();
+    // A tap opens now, and passt starts (it is waited for once the VM is
+    // built).
+    let mut link = card
         .as_ref()
-        .map(|spec| devices::Tap::open(&spec.tap))
+        .map(|card| open_link(config, card))
         .transpose()?;
     let file = memory::ImageFile::open(&config.image).map_err(|source| Error::ReadImage {
         path: config.image.clone(),
@@ -501,6 +632,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     // goes, is read.
     let initrd_archive = initrd::compose(
         &guest_files,
+        &config.etc_files()?,
         config.initrd.as_deref(),
         config.memory_bytes.min(layout::LOW_RAM_END),
     )?;
@@ -531,14 +663,19 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     drop(initrd_archive);
 
     let mut bus = devices::MmioBus::default();
-    if let (Some(spec), Some(tap)) = (&config.net, tap) {
-        let mac = spec.mac.unwrap_or(MacAddr::local(std::process::id()));
-        let name = tap.name().to_owned();
+    if let (Some(spec), Some((mac, link))) = (&card, link.take()) {
+        let link = match link {
+            PendingLink::Tap(tap) => devices::HostLink::Tap(tap),
+            PendingLink::Passt(mut passt, config) => {
+                passt.wait_ready(&config)?;
+                devices::HostLink::Passt(passt)
+            }
+        };
         let card = devices::MmioTransport::new(
-            devices::Net::new(mac, tap).with_placement(placement.clone()),
+            devices::Net::new(mac, link).with_placement(placement.clone()),
             ram.clone(),
         )?;
-        bus.add_net(card, &name, mac)?;
+        bus.add_net(card, &spec.link.to_string(), mac)?;
     }
     let mut machine = kvm::Machine::new(&ram, config.cpus, &bus)?;
     machine.prepare_cpus(image.entry, &trap_entries)?;
@@ -625,6 +762,40 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         linux,
         timings,
     })
+}
+
+/// A card's host end as far as it is set up before the VM.
+enum PendingLink<'a> {
+    Tap(devices::Tap),
+    /// Started, not yet known to be ready.
+    Passt(devices::Passt, devices::PasstConfig<'a>),
+}
+
+/// Open the tap of `card` or start passt (a mistake shows before anything
+/// else is done); with the card's MAC address.
+fn open_link<'a>(
+    config: &'a VmConfig,
+    card: &NetSpec,
+) -> Result<(MacAddr, PendingLink<'a>), Error> {
+    let mac = card.mac.unwrap_or(MacAddr::local(std::process::id()));
+    let link = match &card.link {
+        Link::Tap(name) => PendingLink::Tap(devices::Tap::open(name)?),
+        Link::User => {
+            let (Some(address), Some(gateway)) = config.net_params()? else {
+                unreachable!("a user-mode card always has an address and a gateway");
+            };
+            let passt_config = devices::PasstConfig {
+                address: Ipv4Addr::from(address.address),
+                prefix_len: address.prefix_len,
+                gateway: Ipv4Addr::from(gateway.0),
+                dns: config.dns,
+                publish: &config.publish,
+                mac,
+            };
+            PendingLink::Passt(devices::Passt::spawn(&passt_config)?, passt_config)
+        }
+    };
+    Ok((mac, link))
 }
 
 /// Time between two TSC readings (zero if `later` is not later, e.g. when

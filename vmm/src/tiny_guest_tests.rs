@@ -351,7 +351,7 @@ fn a_net_card_answers_its_registers_and_its_interrupt_reaches_the_guest() {
     assert_eq!(report.exits.device_mmio, 8, "{report:#?}");
     assert_eq!(report.exits.mmio, 0, "the local APIC is served in KVM");
     let net = report.net.expect("a network card report");
-    assert_eq!(net.tap, "etap0");
+    assert_eq!(net.link, "tap etap0");
     assert_eq!(net.mac.to_string(), "02:00:00:00:00:07");
     assert_eq!(net.interrupts, 1);
     assert_eq!(net.bad_register_accesses, 1, "QueueNotify 5");

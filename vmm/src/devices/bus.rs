@@ -17,21 +17,21 @@ use eremite_interface::layout::{
     DEVICE_VECTOR, MAX_VIRTIO_DEVICES, VIRTIO_MMIO_ADDR, VIRTIO_MMIO_STRIDE,
 };
 
-use super::{MMIO_WINDOW_BYTES, MacAddr, MmioTransport, Net, NetBackend, NetCounters, Tap};
+use super::{HostLink, MMIO_WINDOW_BYTES, MacAddr, MmioTransport, Net, NetBackend, NetCounters};
 use crate::lock;
 
 const _: () = assert!(MMIO_WINDOW_BYTES == VIRTIO_MMIO_STRIDE);
 
-/// A network card on the virtio-MMIO transport, backed by a tap (or, in
-/// tests, another backend).
-pub(crate) type NetCard<B = Tap> = MmioTransport<Net<B>>;
+/// A network card on the virtio-MMIO transport, backed by a tap or passt
+/// (or, in tests, another backend).
+pub(crate) type NetCard<B = HostLink> = MmioTransport<Net<B>>;
 
 /// One device on the bus.
-pub(crate) struct Slot<B: NetBackend = Tap> {
+pub(crate) struct Slot<B: NetBackend = HostLink> {
     /// Its window and vector, as the guest's command line announces them.
     pub(crate) window: VirtioMmio,
-    /// The host tap interface.
-    tap: String,
+    /// Where its frames go on the host, for the report.
+    link: String,
     mac: MacAddr,
     pub(crate) card: Mutex<NetCard<B>>,
 }
@@ -44,8 +44,9 @@ pub struct BusFull;
 /// What a network card did, for `--stats`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetReport {
-    /// The host tap interface.
-    pub tap: String,
+    /// Where the card's frames went on the host (`tap NAME`, or
+    /// user-mode networking).
+    pub link: String,
     /// The card's Ethernet address.
     pub mac: MacAddr,
     /// Frames, bytes, drops and errors of the data path.
@@ -62,7 +63,7 @@ pub struct NetReport {
 }
 
 /// The virtio-MMIO devices of a VM.
-pub(crate) struct MmioBus<B: NetBackend = Tap> {
+pub(crate) struct MmioBus<B: NetBackend = HostLink> {
     slots: Vec<Slot<B>>,
 }
 
@@ -73,11 +74,12 @@ impl<B: NetBackend> Default for MmioBus<B> {
 }
 
 impl<B: NetBackend> MmioBus<B> {
-    /// Put `card` (whose tap is `tap`, address `mac`) in the next window.
+    /// Put `card` (whose frames go to `link`, address `mac`) in the next
+    /// window.
     pub(crate) fn add_net(
         &mut self,
         card: NetCard<B>,
-        tap: &str,
+        link: &str,
         mac: MacAddr,
     ) -> Result<(), BusFull> {
         let index = u8::try_from(self.slots.len()).map_err(|_| BusFull)?;
@@ -90,7 +92,7 @@ impl<B: NetBackend> MmioBus<B> {
                 size: MMIO_WINDOW_BYTES,
                 vector: DEVICE_VECTOR + index,
             },
-            tap: tap.to_owned(),
+            link: link.to_owned(),
             mac,
             card: Mutex::new(card),
         });
@@ -144,7 +146,7 @@ impl<B: NetBackend> MmioBus<B> {
                 let mut card = lock(&slot.card);
                 card.shutdown();
                 NetReport {
-                    tap: slot.tap.clone(),
+                    link: slot.link.clone(),
                     mac: slot.mac,
                     counters: card.device().counters(),
                     interrupts: card.interrupts(),
@@ -247,7 +249,7 @@ mod tests {
         );
         let reports = bus.shutdown();
         assert_eq!(reports.len(), 2);
-        assert_eq!(reports[0].tap, "tap0");
+        assert_eq!(reports[0].link, "tap0");
         assert_eq!(reports[0].bad_register_accesses, 1);
         assert_eq!(reports[1].mac, MacAddr::local(1));
         assert_eq!(reports[1].bad_register_accesses, 0);
@@ -273,7 +275,7 @@ mod tests {
 
     #[test]
     fn an_empty_bus_claims_no_address() {
-        let bus = MmioBus::<Tap>::default();
+        let bus = MmioBus::<HostLink>::default();
         let mut data = [0u8; 4];
         for addr in [0, VIRTIO_MMIO_ADDR, VIRTIO_MMIO_ADDR + 0x50, u64::MAX] {
             assert!(!bus.read(addr, &mut data));

@@ -64,8 +64,11 @@ pub(crate) use bus::MmioBus;
 pub use bus::{BusFull, NetReport};
 pub use mmio::TransportError;
 pub(crate) use mmio::{MMIO_WINDOW_BYTES, MmioTransport, QUEUE_NOTIFY_OFFSET};
-pub use net::{MacAddr, NetCounters, NetSpec, NetSpecError, TapError, parse_net_spec};
-pub(crate) use net::{Net, NetBackend, Tap};
+pub use net::{
+    HostAddr, HostEntry, Link, MacAddr, NetCounters, NetSpec, NetSpecError, PasstError,
+    PortProtocol, Publish, PublishError, TapError, parse_host_entry, parse_net_spec, parse_publish,
+};
+pub(crate) use net::{HostLink, Net, NetBackend, Passt, PasstConfig, Tap};
 
 /// A virtio device behind a transport.
 pub(crate) trait VirtioDevice: Send {

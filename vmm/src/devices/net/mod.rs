@@ -15,10 +15,14 @@
 //! epoll for the queues' notification events, the backend and a stop
 //! event; a reset or the end of the VM stops and joins it, and the backend
 //! comes back for the next activation. The backends are [`Tap`] (a host tap
-//! interface, `tap`) and, in tests, an in-memory one. `spec` parses the
-//! `--net` flag.
+//! interface, `tap`), [`Passt`] (user-mode networking through a `passt`
+//! process, `passt`), both behind [`HostLink`], and, in tests, an
+//! in-memory one. `spec` parses the `--net` flag, `publish` the `-p` and
+//! `--add-host` flags of user-mode networking.
 
 mod checksum;
+mod passt;
+mod publish;
 mod spec;
 mod tap;
 mod worker;
@@ -43,7 +47,12 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{ActivateError, Activation, VirtioDevice, new_event, read_config_bytes};
 use crate::affinity::Placement;
-pub use spec::{MacAddr, NetSpec, NetSpecError, parse_net_spec};
+pub use passt::PasstError;
+pub(crate) use passt::{Passt, PasstConfig};
+pub use publish::{
+    HostAddr, HostEntry, PortProtocol, Publish, PublishError, parse_host_entry, parse_publish,
+};
+pub use spec::{Link, MacAddr, NetSpec, NetSpecError, parse_net_spec};
 pub(crate) use tap::Tap;
 pub use tap::TapError;
 use worker::{Finished, Worker, WorkerFault};
@@ -86,6 +95,45 @@ pub(crate) trait NetBackend: Send + 'static {
     /// The link's MTU, offered to the driver (`VIRTIO_NET_F_MTU`).
     fn mtu(&self) -> u16 {
         1500
+    }
+}
+
+/// The host end of a card: one of the backends `--net` chooses.
+#[derive(Debug)]
+pub(crate) enum HostLink {
+    /// `tap:NAME`.
+    Tap(Tap),
+    /// `user`.
+    Passt(Passt),
+}
+
+impl NetBackend for HostLink {
+    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tap(tap) => tap.read_frame(buf),
+            Self::Passt(passt) => passt.read_frame(buf),
+        }
+    }
+
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Tap(tap) => tap.write_frame(frame),
+            Self::Passt(passt) => passt.write_frame(frame),
+        }
+    }
+
+    fn ready_fd(&self) -> RawFd {
+        match self {
+            Self::Tap(tap) => tap.ready_fd(),
+            Self::Passt(passt) => passt.ready_fd(),
+        }
+    }
+
+    fn mtu(&self) -> u16 {
+        match self {
+            Self::Tap(tap) => tap.mtu(),
+            Self::Passt(passt) => passt.mtu(),
+        }
     }
 }
 

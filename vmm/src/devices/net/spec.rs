@@ -1,6 +1,7 @@
-//! `--net tap:NAME[,mac=MAC]`: what the user asks for, checked for form
-//! before the VM is built (whether the tap device exists is found out when
-//! it is opened, as `--mount` leaves the host directory to `Mount::open`).
+//! `--net tap:NAME[,mac=MAC]` or `--net user[,mac=MAC]`: what the user asks
+//! for, checked for form before the VM is built (whether the tap device
+//! exists is found out when it is opened, as `--mount` leaves the host
+//! directory to `Mount::open`).
 //!
 //! [`MacAddr`] is the card's Ethernet address: given by the user, or chosen
 //! by the VMM with [`MacAddr::local`] (locally administered, unicast).
@@ -14,17 +15,38 @@ pub(crate) const MAX_INTERFACE_NAME_BYTES: usize = 15;
 /// One network card for the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetSpec {
-    /// The host's tap interface.
-    pub tap: String,
+    /// Where its frames go.
+    pub link: Link,
     /// The guest's Ethernet address, if the user chose one.
     pub mac: Option<MacAddr>,
+}
+
+/// Where a card's frames go on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// An existing tap interface (`tap:NAME`): full control and speed,
+    /// set up by root beforehand.
+    Tap(String),
+    /// User-mode networking (`user`): a `passt` process the VMM starts,
+    /// which makes the guest's connections with the host's own sockets
+    /// and forwards published ports; no privileges needed.
+    User,
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tap(name) => write!(f, "tap {name}"),
+            Self::User => f.write_str("user-mode networking through passt"),
+        }
+    }
 }
 
 /// A `--net` value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetSpecError {
-    /// Not `tap:NAME[,mac=MAC]`.
-    #[error("{0:?} is not tap:NAME[,mac=MAC]")]
+    /// Not `tap:NAME[,mac=MAC]` or `user[,mac=MAC]`.
+    #[error("{0:?} is not tap:NAME[,mac=MAC] or user[,mac=MAC]")]
     Format(String),
     /// An interface name Linux would refuse.
     #[error("tap interface name {name:?} {reason}")]
@@ -91,13 +113,18 @@ impl FromStr for MacAddr {
     }
 }
 
-/// Parse a `--net` value, `tap:NAME[,mac=MAC]`.
+/// Parse a `--net` value, `tap:NAME[,mac=MAC]` or `user[,mac=MAC]`.
 pub fn parse_net_spec(spec: &str) -> Result<NetSpec, NetSpecError> {
     let format = || NetSpecError::Format(spec.to_owned());
-    let rest = spec.strip_prefix("tap:").ok_or_else(format)?;
-    let mut fields = rest.split(',');
-    let tap = fields.next().unwrap_or_default();
-    check_interface_name(tap)?;
+    let mut fields = spec.split(',');
+    let link = match fields.next().unwrap_or_default() {
+        "user" => Link::User,
+        first => {
+            let tap = first.strip_prefix("tap:").ok_or_else(format)?;
+            check_interface_name(tap)?;
+            Link::Tap(tap.to_owned())
+        }
+    };
     let mut mac = None;
     for field in fields {
         match field.split_once('=') {
@@ -111,10 +138,7 @@ pub fn parse_net_spec(spec: &str) -> Result<NetSpec, NetSpecError> {
             _ => return Err(format()),
         }
     }
-    Ok(NetSpec {
-        tap: tap.to_owned(),
-        mac,
-    })
+    Ok(NetSpec { link, mac })
 }
 
 /// Linux's rules for interface names (`dev_valid_name` in
@@ -154,14 +178,20 @@ mod tests {
         assert_eq!(
             parse_net_spec("tap:tap0").unwrap(),
             NetSpec {
-                tap: "tap0".into(),
+                link: Link::Tap("tap0".into()),
                 mac: None
             }
         );
         let spec = parse_net_spec("tap:eremite-tap15,mac=02:AB:cd:00:00:01").unwrap();
-        assert_eq!(spec.tap, "eremite-tap15");
+        assert_eq!(spec.link, Link::Tap("eremite-tap15".into()));
         assert_eq!(spec.mac, Some(MacAddr([2, 0xab, 0xcd, 0, 0, 1])));
         assert_eq!(spec.mac.unwrap().to_string(), "02:ab:cd:00:00:01");
+        assert_eq!(parse_net_spec("user").unwrap().link, Link::User);
+        let spec = parse_net_spec("user,mac=02:00:00:00:00:07").unwrap();
+        assert_eq!(
+            (spec.link, spec.mac),
+            (Link::User, Some(MacAddr([2, 0, 0, 0, 0, 7])))
+        );
     }
 
     #[test]
@@ -169,6 +199,8 @@ mod tests {
         let err = |s: &str| parse_net_spec(s).unwrap_err().to_string();
         assert!(err("tap0").contains("tap:NAME"));
         assert!(err("user:tap0").contains("tap:NAME"));
+        assert!(err("users").contains("user[,mac=MAC]"));
+        assert!(err("user,tap0").contains("user[,mac=MAC]"));
         assert!(err("tap:tap0,ip=10.0.0.1").contains("tap:NAME"));
         assert!(err("tap:tap0,mac=02:00:00:00:00:01,mac=02:00:00:00:00:02").contains("tap:NAME"));
         assert!(err("tap:").contains("is empty"));

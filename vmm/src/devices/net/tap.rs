@@ -84,7 +84,6 @@ const TAP_FLAGS: libc::c_short = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_sh
 #[derive(Debug)]
 pub(crate) struct Tap {
     file: File,
-    name: String,
     /// The interface's MTU when it was opened.
     mtu: u16,
 }
@@ -165,16 +164,7 @@ impl Tap {
         if result < 0 {
             return Err(open_error(io::Error::last_os_error()));
         }
-        Ok(Self {
-            file,
-            name: name.to_owned(),
-            mtu,
-        })
-    }
-
-    /// The interface's name.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
+        Ok(Self { file, mtu })
     }
 }
 

@@ -68,6 +68,9 @@ pub(crate) enum WorkerFault {
     /// The host failed the event loop.
     #[error("the device's event loop failed: {0}")]
     Host(#[source] io::Error),
+    /// The backend is gone for good (passt exited, or broke the framing).
+    #[error("{0}")]
+    Backend(#[source] io::Error),
     /// A bug: the thread panicked (and the backend was lost).
     #[error("the device's worker thread panicked")]
     Panicked,
@@ -228,7 +231,7 @@ impl<B: NetBackend> Worker<B> {
         'pass: loop {
             self.tx.disable_notification(mem)?;
             while let Some(Offered { head, chain }) = pop_chain(&mut self.tx, &self.ram)? {
-                self.io.transmit(&self.ram, chain);
+                self.io.transmit(&self.ram, chain)?;
                 put_used(&mut self.tx, &self.ram, head, 0)?;
                 used += 1;
                 if used == PASS_BUDGET {
@@ -286,7 +289,7 @@ impl<B: NetBackend> Worker<B> {
                     }
                 }
             }
-            if let Some((head, len)) = self.io.receive(&self.ram) {
+            if let Some((head, len)) = self.io.receive(&self.ram)? {
                 put_used(&mut self.rx, &self.ram, head, len)?;
                 used += 1;
                 if used % RX_BATCH == 0 && self.rx.needs_notification(mem)? {
@@ -313,6 +316,15 @@ impl<B: NetBackend> Worker<B> {
     }
 }
 
+/// Whether a backend error means the backend is gone for good (its process
+/// exited, or its stream can no longer be framed) rather than a frame lost.
+fn is_fatal(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::BrokenPipe
+    )
+}
+
 /// A chain the device can receive a frame into.
 fn receive_buffer(chain: Chain) -> Result<Chain, ChainError> {
     let chain = chain.into_writable_only()?;
@@ -323,11 +335,16 @@ fn receive_buffer(chain: Chain) -> Result<Chain, ChainError> {
 }
 
 impl<B: NetBackend> FrameIo<B> {
-    /// Send the frame of a transmit chain (or count why not).
-    fn transmit(&mut self, ram: &GuestRam, parsed: Result<Chain, ChainError>) {
+    /// Send the frame of a transmit chain (or count why not); an error
+    /// when the backend is gone for good.
+    fn transmit(
+        &mut self,
+        ram: &GuestRam,
+        parsed: Result<Chain, ChainError>,
+    ) -> Result<(), WorkerFault> {
         let Ok(chain) = parsed.and_then(Chain::into_readable_only) else {
             self.counters.bad_chains += 1;
-            return;
+            return Ok(());
         };
         let total = chain.readable_bytes();
         let frame_bytes = usize::try_from(total)
@@ -336,13 +353,13 @@ impl<B: NetBackend> FrameIo<B> {
             .filter(|len| (MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(len));
         let Some(frame_bytes) = frame_bytes else {
             self.counters.tx_dropped += 1;
-            return;
+            return Ok(());
         };
         let buffer = &mut self.tx_frame[..NET_HDR_BYTES + frame_bytes];
         if !chain.read(ram, buffer).is_ok_and(|n| n == buffer.len()) {
             // Cannot happen: the chain's buffers were checked against RAM.
             self.counters.bad_chains += 1;
-            return;
+            return Ok(());
         }
         // The header asks for no offload the device offers: ignore it.
         match self.backend.write_frame(&buffer[NET_HDR_BYTES..]) {
@@ -350,36 +367,48 @@ impl<B: NetBackend> FrameIo<B> {
                 self.counters.tx_frames += 1;
                 self.counters.tx_bytes += frame_bytes as u64;
             }
+            Err(e) if is_fatal(&e) => return Err(WorkerFault::Backend(e)),
             Err(_) => self.counters.backend_errors += 1,
         }
+        Ok(())
     }
 
     /// Read one frame from the backend into the pending receive buffer.
     /// Returns the buffer's head index and the bytes written when it was
-    /// used; `None` when there was no frame or it was dropped.
-    fn receive(&mut self, ram: &GuestRam) -> Option<(u16, u32)> {
-        let capacity = self.rx_chain.as_ref()?.1.writable_bytes();
+    /// used; `None` when there was no frame or it was dropped; an error
+    /// when the backend is gone for good.
+    fn receive(&mut self, ram: &GuestRam) -> Result<Option<(u16, u32)>, WorkerFault> {
+        let Some(capacity) = self
+            .rx_chain
+            .as_ref()
+            .map(|(_, chain)| chain.writable_bytes())
+        else {
+            return Ok(None);
+        };
         let frame_bytes = match self.backend.read_frame(&mut self.rx_frame[NET_HDR_BYTES..]) {
             Ok(len) => len,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.is_backend_readable = false;
-                return None;
+                return Ok(None);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+            Err(e) if is_fatal(&e) => return Err(WorkerFault::Backend(e)),
             Err(_) => {
                 // Wait for the next edge rather than spin on the error.
                 self.counters.backend_errors += 1;
                 self.is_backend_readable = false;
-                return None;
+                return Ok(None);
             }
         };
         let total = NET_HDR_BYTES + frame_bytes;
         if total as u64 > capacity {
             // Keep the buffer for the next frame.
             self.counters.rx_dropped += 1;
-            return None;
+            return Ok(None);
         }
-        let (head, chain) = self.rx_chain.take()?;
+        let Some((head, chain)) = self.rx_chain.take() else {
+            return Ok(None);
+        };
         // §5.1.6.4: DATA_VALID only with GUEST_CSUM negotiated.
         let is_valid = self.vouches_for_checksums
             && checksum::is_transport_checksum_valid(&self.rx_frame[NET_HDR_BYTES..total]);
@@ -389,12 +418,12 @@ impl<B: NetBackend> FrameIo<B> {
                 self.counters.rx_frames += 1;
                 self.counters.rx_bytes += frame_bytes as u64;
                 // At most NET_HDR_BYTES + MAX_FRAME_BYTES.
-                Some((head, u32::try_from(total).unwrap_or(0)))
+                Ok(Some((head, u32::try_from(total).unwrap_or(0))))
             }
             _ => {
                 // Cannot happen: the chain's buffers were checked.
                 self.counters.bad_chains += 1;
-                Some((head, 0))
+                Ok(Some((head, 0)))
             }
         }
     }
