@@ -31,6 +31,7 @@ mod net;
 mod process;
 mod pvh;
 mod random;
+mod resolve;
 mod sched;
 mod semaphore;
 mod sync;

@@ -79,12 +79,51 @@ fn fnv1a(data: &[u8]) -> u64 {
     })
 }
 
+/// `net fetch HOST:PORT PATH`: look HOST up (a name goes through
+/// `/etc/hosts` and DNS), GET PATH over HTTP/1.0 and print the status line,
+/// the body's length and checksum, then `fetch passed`.
+fn fetch(addr: &str, path: &str) {
+    let resolved: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .unwrap_or_else(|e| panic!("cannot resolve {addr}: {e}"))
+        .collect();
+    println!("{addr} is {}", resolved[0]);
+    let mut stream = TcpStream::connect_timeout(&resolved[0], Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header");
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = &response[split + 4..];
+    println!("{}", head.lines().next().unwrap_or_default());
+    println!("body {} bytes, fnv1a {:016x}", body.len(), fnv1a(body));
+    println!("fetch passed");
+}
+
+/// `net resolve NAME`: print NAME's addresses, or why it has none.
+fn resolve(name: &str) {
+    match (name, 0).to_socket_addrs() {
+        Ok(addrs) => {
+            for addr in addrs {
+                println!("{name} has address {}", addr.ip());
+            }
+        }
+        Err(e) => println!("{name}: cannot resolve: {e}"),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["client", addr, bytes] => return client(addr, bytes.parse().expect("a byte count")),
         ["echo-server", addr] => return echo_server(addr),
         ["udp-echo", addr, count] => return udp_echo(addr, count.parse().expect("a count")),
+        ["fetch", addr, path] => return fetch(addr, path),
+        ["resolve", name] => return resolve(name),
         _ => {}
     }
     check("bind an ephemeral port", || {

@@ -147,6 +147,26 @@ pub(crate) fn open(path: &[u8], flags: OpenFlags, mode: u32) -> Result<Opened, E
     })
 }
 
+/// The first `limit` bytes of the file at `path` (a configuration file the
+/// kernel itself reads, such as `/etc/hosts`).
+pub(crate) fn read_head(path: &[u8], limit: usize) -> Result<Vec<u8>, Errno> {
+    let opened = open(path, OpenFlags::empty(), 0)?;
+    let mut bytes = alloc::vec![0u8; limit];
+    let mut len = 0;
+    while len < limit {
+        let n = match &opened {
+            Opened::Ram(node) => node.read(len as u64, &mut bytes[len..])?,
+            Opened::Host(handle) => handle.read(len as u64, &mut bytes[len..])?,
+        };
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
 /// One entry handed to a directory-listing consumer.
 pub(crate) struct Listed<'a> {
     pub(crate) name: &'a [u8],

@@ -87,6 +87,7 @@ mod gate;
 mod loopback;
 mod nets;
 mod ports;
+pub mod resolve;
 mod route;
 mod table;
 mod tcp;

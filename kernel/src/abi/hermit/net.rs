@@ -4,8 +4,8 @@
 //! counters), map the errors.
 //!
 //! Addresses are IPv4 only (`AF_INET`, which hermit-abi numbers 3);
-//! `AF_INET6` gets `EAFNOSUPPORT`. Name lookup knows numeric addresses and
-//! `localhost`: there is no DNS resolver.
+//! `AF_INET6` gets `EAFNOSUPPORT`. Name lookup is `resolve`'s: numeric
+//! addresses, `/etc/hosts`, then DNS.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -19,6 +19,7 @@ use eremite_interface::fs::OpenFlags;
 use super::super::pollfd::{POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, revents};
 use super::{exported, ret, user};
 use crate::net::{self, OptionName, OptionValue, Protocol, Receive, Shape};
+use crate::resolve::{self, Unresolved};
 use crate::{fd, time};
 
 const AF_INET: u8 = 3;
@@ -51,6 +52,7 @@ const SHUT_RDWR: i32 = 2;
 const EFD_SEMAPHORE: i16 = 0o1;
 const EFD_NONBLOCK: i16 = 0o4000;
 const EFD_CLOEXEC: i16 = 0o40000;
+const EAI_AGAIN: i32 = 2;
 const EAI_FAMILY: i32 = 5;
 const EAI_NONAME: i32 = 8;
 const EAI_SERVICE: i32 = 9;
@@ -539,14 +541,6 @@ exported! {
     }
 }
 
-/// The address of `name` without DNS: a dotted quad, or `localhost`.
-fn lookup(name: &[u8]) -> Option<Ipv4Addr> {
-    if name.eq_ignore_ascii_case(b"localhost") {
-        return Some(Ipv4Addr::LOCALHOST);
-    }
-    core::str::from_utf8(name).ok()?.parse().ok()
-}
-
 fn getaddrinfo(
     node: *const u8,
     service: *const u8,
@@ -569,7 +563,10 @@ fn getaddrinfo(
     let address = if node.is_null() {
         Ipv4Addr::LOCALHOST
     } else {
-        lookup(user::c_str(node, 256).map_err(fault)?).ok_or(EAI_NONAME)?
+        resolve::lookup(user::c_str(node, 256).map_err(fault)?).map_err(|e| match e {
+            Unresolved::NotFound => EAI_NONAME,
+            Unresolved::Again => EAI_AGAIN,
+        })?
     };
     let port = if service.is_null() {
         0
@@ -635,14 +632,17 @@ exported! {
 }
 
 exported! {
-    /// `getaddrbyname`: the IPv4 address of a numeric name or `localhost`
-    /// into `out` (at least 4 bytes).
+    /// `getaddrbyname`: the IPv4 address of `name` into `out` (at least 4
+    /// bytes).
     fn sys_getaddrbyname(name: *const u8, out: *mut u8, len: usize) -> i32 {
         ret((|| {
             if len < 4 {
                 return Err(errno::EINVAL);
             }
-            let address = lookup(user::c_str(name, 256)?).ok_or(errno::ENOENT)?;
+            let address = resolve::lookup(user::c_str(name, 256)?).map_err(|e| match e {
+                Unresolved::NotFound => errno::ENOENT,
+                Unresolved::Again => errno::EAGAIN,
+            })?;
             user::slice_mut(out, 4)?.copy_from_slice(&address.octets());
             Ok(0)
         })())
