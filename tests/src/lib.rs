@@ -206,6 +206,55 @@ pub fn spawn_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Guest
     Guest::spawn(run_command_line(image, options, guest_args))
 }
 
+/// [`spawn_image`] with no privileges: as user `nobody`, with every
+/// capability dropped, so it cannot create a tap or a namespace or bind a
+/// low port. This machine's `/dev/kvm` is root's alone (0600), so a copy of
+/// its device node that anyone may open is bind-mounted over `/dev/kvm` in
+/// a mount namespace of the run's own (the host's `/dev/kvm` is left as it
+/// is). Needs root to set up, `unshare`, `setpriv` (util-linux).
+pub fn spawn_unprivileged(image: &Path, options: &[&str], guest_args: &[&str]) -> Guest {
+    let node = open_kvm_node();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount --bind \"$0\" /dev/kvm && exec setpriv --reuid=65534 --regid=65534 \
+             --clear-groups --inh-caps=-all --bounding-set=-all -- \"$@\"",
+        )
+        .arg(&node)
+        .arg(eremite())
+        .arg("run")
+        .args(options)
+        .arg(image)
+        .arg("--")
+        .args(guest_args);
+    Guest::spawn(command)
+}
+
+/// A device node for KVM (10:232) that anyone may open, in a directory
+/// only root can enter (on `/tmp`: `/dev/shm` is mounted `nodev`): it is
+/// reached only through the bind mount. Made once, kept for later runs.
+fn open_kvm_node() -> PathBuf {
+    let dir = std::env::temp_dir().join("eremite-kvm-node");
+    let node = dir.join("kvm");
+    if !node.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let made = run_command(
+            Command::new("mknod")
+                .args(["-m", "666"])
+                .arg(&node)
+                .args(["c", "10", "232"]),
+        );
+        assert!(
+            made.code == 0 || node.exists(),
+            "cannot make a KVM device node (root needed)\n{made}"
+        );
+    }
+    node
+}
+
 /// Run `command`, which boots a VM, as [`boot_image`] does.
 fn boot_command(command: Command) -> Run {
     Guest::spawn(command).wait()
@@ -215,6 +264,8 @@ fn boot_command(command: Command) -> Run {
 pub struct Guest {
     child: std::process::Child,
     stdout: std::thread::JoinHandle<Vec<u8>>,
+    /// What the guest printed on stdout so far.
+    printed: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     stderr: std::thread::JoinHandle<Vec<u8>>,
     started: Instant,
 }
@@ -228,11 +279,16 @@ impl Guest {
             .spawn()
             .expect("cannot start eremite");
         // Drain both pipes while it runs, so a chatty guest never blocks.
-        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let printed = std::sync::Arc::default();
+        let stdout = drain_into(
+            child.stdout.take().expect("piped stdout"),
+            std::sync::Arc::clone(&printed),
+        );
         let stderr = drain(child.stderr.take().expect("piped stderr"));
         Self {
             child,
             stdout,
+            printed,
             stderr,
             started: Instant::now(),
         }
@@ -261,6 +317,25 @@ impl Guest {
             "the guest ran longer than {BOOT_TIMEOUT:?} (hung?)\n{run}"
         );
         run
+    }
+
+    /// Wait until the guest has printed `text` on stdout (at most 30 s,
+    /// then fail): a server is ready once it says it listens, which no
+    /// connection can tell when a proxy (passt) accepts for it.
+    pub fn wait_for_output(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let printed = self.printed.lock().unwrap_or_else(|e| e.into_inner());
+            if String::from_utf8_lossy(&printed).contains(text) {
+                return;
+            }
+            drop(printed);
+            assert!(
+                Instant::now() < deadline,
+                "the guest did not print {text:?} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// The `eremite` process's id.
@@ -295,6 +370,26 @@ impl Guest {
             }
         }
     }
+}
+
+/// Read `pipe` to its end on a thread of its own, appending to `into` as
+/// it comes.
+fn drain_into(
+    mut pipe: impl Read + Send + 'static,
+    into: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&chunk[..n]);
+        }
+        into.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    })
 }
 
 /// Read `pipe` to its end on a thread of its own.

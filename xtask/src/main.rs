@@ -244,7 +244,7 @@ fn test(extra: &[String]) -> Result {
 /// examples, Debian's golang-go), `sqlite3`,
 /// `redis-server` with `redis-cli` and `redis-benchmark`, `memcached`
 /// with `memcslap`, `nginx` (unmodified Debian programs the tests run).
-const HOST_TOOLS: [(&str, &str, &str); 16] = [
+const HOST_TOOLS: [(&str, &str, &str); 17] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
@@ -261,6 +261,7 @@ const HOST_TOOLS: [(&str, &str, &str); 16] = [
     ("memcached", "-V", "memcached"),
     ("memcslap", "--version", "libmemcached-tools"),
     ("nginx", "-v", "nginx-light"),
+    ("passt", "--version", "passt"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on

@@ -39,19 +39,27 @@ fn client(addr: &str, bytes: usize) {
 }
 
 /// `net echo-server ADDR`: echo every connection's bytes back until it
-/// half-closes; one connection at a time, for ever.
+/// half-closes; each connection on a thread of its own, for ever.
 fn echo_server(addr: &str) {
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     println!("listening on {}", listener.local_addr().unwrap());
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
-        let mut buf = vec![0; 64 << 10];
-        while let Ok(n) = conn.read(&mut buf) {
-            if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                break;
-            }
+        // A thread per client, with a small stack: hundreds fit.
+        let spawned = thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let mut buf = vec![0; 64 << 10];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = conn.shutdown(Shutdown::Write);
+            });
+        if let Err(e) = spawned {
+            eprintln!("cannot start a thread: {e}");
         }
-        let _ = conn.shutdown(Shutdown::Write);
     }
 }
 

@@ -82,8 +82,15 @@ pub struct Limits {
     /// Sockets open at once (`ENFILE` past it).
     pub max_sockets: usize,
     /// Largest `listen` backlog: connections that may wait for `accept`
-    /// on one socket, counting those still in their handshake.
+    /// on one socket, counting those still in their handshake (Linux's
+    /// `somaxconn`).
     pub max_backlog: usize,
+    /// Sockets in LISTEN a listener keeps ready for SYNs, at most (each
+    /// holds its buffers from the start: smoltcp fixes a connection's
+    /// window scale when it answers the SYN). A burst beyond them waits in
+    /// the SYN gate and is taken as they are refilled, poll by poll, up to
+    /// the backlog.
+    pub listen_slots: usize,
     /// Closed connections still finishing their exchange with the peer;
     /// past it the oldest is dropped.
     pub max_orphans: usize,
@@ -116,7 +123,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_sockets: 1024,
-            max_backlog: 16,
+            max_backlog: 4096,
+            listen_slots: 16,
             max_orphans: 256,
             buffer_budget_bytes: 32 << 20,
             tcp_buffer_bytes: 64 << 10,
@@ -137,6 +145,7 @@ impl Limits {
         let is_timeout_ok = |timeout: Duration| timeout > Duration::ZERO && timeout <= MAX_TIMEOUT;
         let is_valid = self.max_sockets > 0
             && self.max_backlog > 0
+            && self.listen_slots > 0
             // smoltcp refuses TCP buffers above 1 GiB.
             && self.max_buffer_bytes <= 1 << 30
             && is_buffer_ok(self.tcp_buffer_bytes)

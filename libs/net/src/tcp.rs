@@ -639,8 +639,11 @@ impl Listener {
             .count()
     }
 
-    fn has_room(&self, path: Path) -> bool {
-        self.pending_on(path) + self.ready.len() < self.backlog
+    /// Whether another socket may take a connection on `path`: fewer
+    /// than `slots` in their handshake, and the backlog not full.
+    fn has_room(&self, path: Path, slots: usize) -> bool {
+        let pending = self.pending_on(path);
+        pending < slots && pending + self.ready.len() < self.backlog
     }
 
     /// Keeps the device's side full: as many listening sockets as the
@@ -656,7 +659,7 @@ impl Listener {
         if !addressing.serves(*bound.ip(), Path::External) {
             return;
         }
-        while self.has_room(Path::External) {
+        while self.has_room(Path::External, limits.listen_slots) {
             match listening_socket(nets, Path::External, bound, options, limits) {
                 Ok(handle) => self.pending.push(handle),
                 Err(_) => break,
@@ -673,7 +676,7 @@ impl Listener {
         options: &SocketOptions,
         limits: &Limits,
     ) {
-        if self.has_room(Path::Loopback)
+        if self.has_room(Path::Loopback, limits.listen_slots)
             && let Ok(handle) = listening_socket(nets, Path::Loopback, bound, options, limits)
         {
             self.pending.push(handle);

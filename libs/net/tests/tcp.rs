@@ -342,6 +342,28 @@ fn backlog_of_eight_takes_eight_clients_before_any_accept() {
 }
 
 #[test]
+fn a_backlog_beyond_the_listening_sockets_queues_a_burst_before_any_accept() {
+    let mut net = Net::pair();
+    prime_arp(&mut net);
+    // 16 sockets wait in LISTEN; 48 SYNs come at once and nobody accepts:
+    // the gate holds the rest while refills take them, 16 a poll, and all
+    // 48 complete their handshakes well before a client would resend.
+    let listener = listen(&mut net, 64);
+    let clients: Vec<SocketId> = (0..48).map(|_| connect(&mut net)).collect();
+    net.run_until(MS, MS * 100, |net| {
+        clients
+            .iter()
+            .all(|&id| net.a().readiness(id).unwrap().is_writable)
+    });
+    assert_eq!(net.b().dropped_syns(), 0);
+    let mut accepted = 0;
+    while net.b().accept(listener).is_ok() {
+        accepted += 1;
+    }
+    assert_eq!(accepted, 48);
+}
+
+#[test]
 fn a_burst_beyond_the_free_listening_sockets_is_served_at_once() {
     let mut net = Net::pair();
     prime_arp(&mut net);

@@ -39,7 +39,7 @@ use super::{MAX_FRAME_BYTES, MIN_FRAME_BYTES, MacAddr, NetBackend};
 
 /// The MTU offered to the guest: passt's own default, the largest
 /// 802.3 frame's payload rounded down to 32 bits.
-const MTU: u16 = 65_520;
+const MTU: u16 = 1500;
 /// Bytes of the length that comes before each frame.
 const LENGTH_BYTES: usize = 4;
 /// How much of the socket one read may gather: several full frames.
