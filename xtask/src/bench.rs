@@ -736,8 +736,18 @@ const WRK_ROWS: [&str; 2] = ["wrk_requests", "wrk_latency"];
 /// against `url` (inside the namespace): requests per second (one
 /// sample) and the latency distribution (median and 99th percentile).
 fn wrk(ns: &BenchNetNs, url: &str, is_quick: bool) -> Result<ProgramOutput> {
+    wrk_from(ns.command("0", Path::new("wrk")), url, is_quick)
+}
+
+/// [`wrk`] from the host's own namespace (against a published port).
+fn wrk_on_host(url: &str, is_quick: bool) -> Result<ProgramOutput> {
+    wrk_from(pinned("0", Path::new("wrk")), url, is_quick)
+}
+
+/// `wrk` started by `command` (the program and where it runs).
+fn wrk_from(mut command: Command, url: &str, is_quick: bool) -> Result<ProgramOutput> {
     let duration = if is_quick { "2s" } else { "10s" };
-    let stdout = run_command_output(ns.command("0", Path::new("wrk")).args([
+    let stdout = run_command_output(command.args([
         "-t1",
         "-c8",
         "-d",
@@ -923,7 +933,23 @@ fn net(is_quick: bool) -> Result<Vec<Row>> {
     );
     let _ = server.kill();
     let _ = server.wait();
-    let mut rows = pair("net", &unikernel?, &linux?, &NET_ROWS, "")?;
+    let linux = linux?;
+    let mut rows = pair("net", &unikernel?, &linux, &NET_ROWS, "")?;
+    // The same through user-mode networking: a published port on the
+    // host's loopback, passt in between (unpinned, like the card's thread).
+    let mut guest = start_server(
+        user_net_eremite(&cli, "127.0.0.1:7102:7100")
+            .arg(bench_binary(HERMIT_TARGET, "netbench"))
+            .args(["--", "serve", "0.0.0.0:7100"]),
+    )?;
+    let user = run_program(
+        pinned("0", &native)
+            .args(["client", "127.0.0.1:7102"])
+            .args(quick),
+    );
+    let _ = guest.kill();
+    let _ = guest.wait();
+    rows.extend(pair("net", &user?, &linux, &NET_ROWS, "_user")?);
 
     // HTTP requests per second against examples/httpd.
     let image = build_image("httpd")?;
@@ -950,10 +976,38 @@ fn net(is_quick: bool) -> Result<Vec<Row>> {
     let linux_wrk = wrk(&ns, "http://127.0.0.1:8081/", is_quick);
     let _ = server.kill();
     let _ = server.wait();
+    let mut guest = start_server(
+        user_net_eremite(&cli, "127.0.0.1:8082:8080")
+            .arg(&image)
+            .args(["--", "0.0.0.0:8080"]),
+    )?;
+    let user_wrk = wrk_on_host("http://127.0.0.1:8082/", is_quick);
+    let _ = guest.kill();
+    let _ = guest.wait();
+    let linux_wrk = linux_wrk?;
     rows.extend(pair("net", &unikernel?, &linux?, &HTTP_ROWS, "")?);
-    rows.extend(pair("net", &unikernel_wrk?, &linux_wrk?, &WRK_ROWS, "")?);
+    rows.extend(pair("net", &unikernel_wrk?, &linux_wrk, &WRK_ROWS, "")?);
+    rows.extend(pair("net", &user_wrk?, &linux_wrk, &WRK_ROWS, "_user")?);
     Ok(rows)
 }
+
+/// `eremite run` with user-mode networking publishing `publish`, its vCPU
+/// pinned to [`BENCH_CORE`] as in the namespace's runs.
+fn user_net_eremite(cli: &Path, publish: &str) -> Command {
+    let mut command = Command::new(cli);
+    command
+        .args(["run", "--pin-vcpus", BENCH_CORE, "--memory", "256M"])
+        .args(["-p", publish]);
+    command
+}
+
+/// `program` pinned to `core`, in the host's own network namespace.
+fn pinned(core: &str, program: &Path) -> Command {
+    let mut command = Command::new("taskset");
+    command.args(["-c", core]).arg(program);
+    command
+}
+
 
 /// Run `command` to success and return its standard output.
 fn run_command_output(command: &mut Command) -> Result<String> {
