@@ -747,14 +747,8 @@ fn wrk_on_host(url: &str, is_quick: bool) -> Result<ProgramOutput> {
 /// `wrk` started by `command` (the program and where it runs).
 fn wrk_from(mut command: Command, url: &str, is_quick: bool) -> Result<ProgramOutput> {
     let duration = if is_quick { "2s" } else { "10s" };
-    let stdout = run_command_output(command.args([
-        "-t1",
-        "-c8",
-        "-d",
-        duration,
-        "--latency",
-        url,
-    ]))?;
+    let stdout =
+        run_command_output(command.args(["-t1", "-c8", "-d", duration, "--latency", url]))?;
     parse_wrk(&stdout).map_err(|e| format!("wrk against {url}: {e}\n{stdout}"))
 }
 
@@ -1007,7 +1001,6 @@ fn pinned(core: &str, program: &Path) -> Command {
     command.args(["-c", core]).arg(program);
     command
 }
-
 
 /// Run `command` to success and return its standard output.
 fn run_command_output(command: &mut Command) -> Result<String> {

@@ -46,17 +46,15 @@ fn echo_server(addr: &str) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         // A thread per client, with a small stack: hundreds fit.
-        let spawned = thread::Builder::new()
-            .stack_size(64 << 10)
-            .spawn(move || {
-                let mut buf = vec![0; 64 << 10];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
+        let spawned = thread::Builder::new().stack_size(64 << 10).spawn(move || {
+            let mut buf = vec![0; 64 << 10];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                    break;
                 }
-                let _ = conn.shutdown(Shutdown::Write);
-            });
+            }
+            let _ = conn.shutdown(Shutdown::Write);
+        });
         if let Err(e) = spawned {
             eprintln!("cannot start a thread: {e}");
         }
