@@ -214,6 +214,11 @@ pub fn spawn_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Guest
 /// is). Needs root to set up, `unshare`, `setpriv` (util-linux).
 pub fn spawn_unprivileged(image: &Path, options: &[&str], guest_args: &[&str]) -> Guest {
     let node = open_kvm_node();
+    // `nobody` may not be able to reach the checkout (a clean clone in a
+    // 0700 temporary directory, say): run links to the files from a
+    // directory anyone can enter.
+    let image = reachable_by_anyone(image);
+    let cli = reachable_by_anyone(&eremite());
     let mut command = Command::new("unshare");
     command
         .args(["--mount", "--propagation", "private", "sh", "-c"])
@@ -222,13 +227,32 @@ pub fn spawn_unprivileged(image: &Path, options: &[&str], guest_args: &[&str]) -
              --clear-groups --inh-caps=-all --bounding-set=-all -- \"$@\"",
         )
         .arg(&node)
-        .arg(eremite())
+        .arg(cli)
         .arg("run")
         .args(options)
         .arg(image)
         .arg("--")
         .args(guest_args);
     Guest::spawn(command)
+}
+
+/// A path to `file` that every user can reach: a hard link (or, across
+/// file systems, a copy) in a directory of this test process's under the
+/// temporary directory, mode 0755.
+fn reachable_by_anyone(file: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!("eremite-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = file.file_name().expect("a file").to_string_lossy();
+    let reachable = dir.join(format!("{n}-{name}"));
+    if std::fs::hard_link(file, &reachable).is_err() {
+        std::fs::copy(file, &reachable).unwrap();
+    }
+    std::fs::set_permissions(&reachable, std::fs::Permissions::from_mode(0o755)).unwrap();
+    reachable
 }
 
 /// A device node for KVM (10:232) that anyone may open, in a directory

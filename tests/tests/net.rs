@@ -75,6 +75,35 @@ fn a_guest_with_a_network_card_boots_and_exits() {
 }
 
 #[test]
+fn a_vectored_response_leaves_as_one_segment() {
+    // Header and body in one writev: sent as two segments, Nagle holds
+    // the body until the host's delayed ACK (about 40 ms), so each of
+    // these keep-alive rounds would take that long.
+    let (ns, options) = network();
+    let guest = ns.spawn("net", &options, &["vectored-server", "0.0.0.0:7300"]);
+    let (guest, slowest) = guest.talk(|| {
+        ns.enter(|| {
+            let mut stream = connect(7300);
+            let mut slowest = Duration::ZERO;
+            for _ in 0..50 {
+                let started = Instant::now();
+                stream.write_all(b"GET\n").unwrap();
+                let mut response = [0u8; 40];
+                stream.read_exact(&mut response).unwrap();
+                assert!(response.ends_with(b"ok"));
+                slowest = slowest.max(started.elapsed());
+            }
+            slowest
+        })
+    });
+    guest.kill();
+    assert!(
+        slowest < Duration::from_millis(20),
+        "the slowest round took {slowest:?}"
+    );
+}
+
+#[test]
 fn a_missing_tap_is_one_line_and_125() {
     let ns = NetNs::new();
     let image = eremite_tests::image("hello");

@@ -110,6 +110,25 @@ fn fetch(addr: &str, path: &str) {
     println!("fetch passed");
 }
 
+/// `net vectored-server ADDR`: for each 4-byte request on a connection,
+/// a 40-byte response written as a header and a body in one
+/// `write_vectored`, as hyper writes them; one connection at a time.
+fn vectored_server(addr: &str) {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    println!("listening on {}", listener.local_addr().unwrap());
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut request = [0u8; 4];
+        while conn.read_exact(&mut request).is_ok() {
+            let header = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+            let bufs = [std::io::IoSlice::new(header), std::io::IoSlice::new(b"ok")];
+            if conn.write_vectored(&bufs).ok() != Some(header.len() + 2) {
+                break;
+            }
+        }
+    }
+}
+
 /// `net resolve NAME`: print NAME's addresses, or why it has none.
 fn resolve(name: &str) {
     match (name, 0).to_socket_addrs() {
@@ -130,6 +149,7 @@ fn main() {
         ["udp-echo", addr, count] => return udp_echo(addr, count.parse().expect("a count")),
         ["fetch", addr, path] => return fetch(addr, path),
         ["resolve", name] => return resolve(name),
+        ["vectored-server", addr] => return vectored_server(addr),
         _ => {}
     }
     check("bind an ephemeral port", || {

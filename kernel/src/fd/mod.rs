@@ -72,6 +72,12 @@ pub(crate) trait FileObject: Send + Sync {
         Err(errno::EINVAL)
     }
 
+    /// `writev`: the buffers in order, as one write where the kind can
+    /// (a socket sends small ones as one segment).
+    fn write_vectored(&self, bufs: &[&[u8]], status: OpenFlags) -> Result<usize, Errno> {
+        write_each(bufs, |buf| self.write(buf, status))
+    }
+
     /// `pread`: at `offset`, the position unchanged.
     fn pread(&self, _buf: &mut [u8], _offset: u64) -> Result<usize, Errno> {
         Err(errno::ESPIPE)
@@ -492,6 +498,34 @@ pub(crate) fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno
 pub(crate) fn write(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
     let file = writable(fd)?;
     file.object.write(buf, file.status())
+}
+
+/// `writev`: `bufs` in order; what went before a failure is the result.
+pub(crate) fn write_vectored(fd: i32, bufs: &[&[u8]]) -> Result<usize, Errno> {
+    let file = writable(fd)?;
+    file.object.write_vectored(bufs, file.status())
+}
+
+/// Write each of `bufs` with `write` until one is short; the total, or
+/// the error if nothing was written (what was written before a failure
+/// is the result, as for `writev(2)`).
+pub(crate) fn write_each(
+    bufs: &[&[u8]],
+    mut write: impl FnMut(&[u8]) -> Result<usize, Errno>,
+) -> Result<usize, Errno> {
+    let mut total = 0usize;
+    for buf in bufs {
+        let n = match write(buf) {
+            Ok(n) => n,
+            Err(_) if total > 0 => break,
+            Err(e) => return Err(e),
+        };
+        total = total.saturating_add(n);
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// `pwrite`: at `offset`, the position unchanged.

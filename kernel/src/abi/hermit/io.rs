@@ -1,6 +1,8 @@
 //! The read/write family on file descriptors (files, directories, the
 //! standard streams, sockets and event counters all live in `fd`'s table).
 
+use alloc::vec::Vec;
+
 use eremite_interface::errno::{self, Errno};
 
 use super::fs::{O_APPEND, O_NONBLOCK, hermit_open_flags, open_flags};
@@ -68,9 +70,12 @@ exported! {
 
 exported! {
     fn sys_writev(fd: i32, iov: *const IoVec, iovcnt: usize) -> isize {
-        ret(for_each_iovec(iov, iovcnt, |base, len| {
-            write(fd, base, len)
-        }))
+        ret((|| {
+            let bufs = iovecs(iov, iovcnt)?
+                .map(|v| v.and_then(|v| user::slice(v.base, v.len)))
+                .collect::<Result<Vec<_>, _>>()?;
+            fd::write_vectored(fd, &bufs)
+        })())
     }
 }
 

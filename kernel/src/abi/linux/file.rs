@@ -157,9 +157,16 @@ pub(super) fn readv(fd: i32, iov: u64, count: usize) -> SysResult {
 }
 
 pub(super) fn writev(fd: i32, iov: u64, count: usize) -> SysResult {
-    vectored(iov, count, |base, len| {
-        fd::write(fd, user::slice(ptr(base), len)?)
-    })
+    if count > IOV_MAX {
+        return Err(errno::EINVAL);
+    }
+    let bufs = (0..count)
+        .map(|i| {
+            let v: IoVec = user::read(ptr::<IoVec>(iov).wrapping_add(i))?;
+            user::slice(ptr(v.base), super::size(v.len))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    fd::write_vectored(fd, &bufs).map(value)
 }
 
 pub(super) fn close(fd: i32) -> SysResult {
