@@ -24,6 +24,7 @@ mod checksum;
 mod passt;
 mod publish;
 mod spec;
+mod stream;
 mod tap;
 mod worker;
 
