@@ -51,7 +51,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot an image and run it to the end; exits with the guest's code.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Run the switch NAME that `--net switch:NAME` VMs share (started by
+    /// the first such VM; ends a few seconds after the last has gone).
+    #[command(hide = true)]
+    Switch {
+        /// The switch's name.
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -83,10 +90,11 @@ struct RunArgs {
     mount: Vec<MountSpec>,
     /// Give the guest a network card (virtio-net): `user` for user-mode
     /// networking (no root: the guest reaches the host and beyond through
-    /// passt; the default once -p is given), or `tap:NAME` for an existing
-    /// host tap interface (`ip tuntap add NAME mode tap`). The card's MAC
-    /// address is chosen unless given.
-    #[arg(long, value_name = "user|tap:NAME[,mac=MAC]", value_parser = parse_net_spec)]
+    /// passt; the default once -p is given), `switch:NAME` for a segment
+    /// shared with the other VMs on switch NAME (no root; give each --ip),
+    /// or `tap:NAME` for an existing host tap interface (`ip tuntap add
+    /// NAME mode tap`). The card's MAC address is chosen unless given.
+    #[arg(long, value_name = "user|switch:NAME|tap:NAME[,mac=MAC]", value_parser = parse_net_spec)]
     net: Option<NetSpec>,
     /// Publish a guest port on the host (repeatable), as docker does:
     /// 8080:80 makes host 127.0.0.1:8080 reach the guest's port 80; an
@@ -215,7 +223,14 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args, started),
+        Command::Run(args) => run(*args, started),
+        Command::Switch { name } => match eremite_vmm::serve_switch(&name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("eremite: {error}");
+                ExitCode::from(125)
+            }
+        },
     }
 }
 
@@ -248,6 +263,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         publish: args.publish,
         hosts: args.add_host,
         dns: args.dns,
+        switch_program: std::env::current_exe().ok(),
         pin_vcpus: args.pin_vcpus.map(|cpus| cpus.0).unwrap_or_default(),
         linux_kernel: Some(LINUX_KERNEL),
         timeout: args.timeout,
@@ -286,6 +302,12 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         Some("--timeout")
     } else if !args.add_host.is_empty() || args.dns.is_some() {
         Some("--add-host or --dns (the guest's /etc is written by eremite's VMM only)")
+    } else if args
+        .net
+        .as_ref()
+        .is_some_and(|net| matches!(net.link, eremite_vmm::Link::Switch(_)))
+    {
+        Some("--net switch:NAME")
     } else {
         None
     };
@@ -310,6 +332,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         publish: args.publish.clone(),
         hosts: Vec::new(),
         dns: None,
+        switch_program: None,
         pin_vcpus: Vec::new(),
         linux_kernel: None,
         timeout: None,
@@ -498,13 +521,20 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn run_args(cli: Cli) -> RunArgs {
+        match cli.command {
+            Command::Run(args) => *args,
+            Command::Switch { .. } => panic!("parsed as `switch`, not `run`"),
+        }
+    }
+
     #[test]
     fn guest_arguments_follow_the_double_dash() {
         let cli = Cli::try_parse_from([
             "eremite", "run", "--memory", "128M", "-e", "A=1", "img", "--", "--exit", "3",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let args = run_args(cli);
         assert_eq!(args.memory, Some(128 << 20));
         assert_eq!(args.env, ["A=1"]);
         assert_eq!(args.image(), PathBuf::from("img"));
@@ -514,10 +544,10 @@ mod tests {
     #[test]
     fn initrd_takes_a_path() {
         let cli = Cli::try_parse_from(["eremite", "run", "--initrd", "root.tar", "img"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let args = run_args(cli);
         assert_eq!(args.initrd, Some(PathBuf::from("root.tar")));
         let cli = Cli::try_parse_from(["eremite", "run", "img"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let args = run_args(cli);
         assert_eq!(args.initrd, None);
         assert!(Cli::try_parse_from(["eremite", "run", "--initrd"]).is_err());
     }
@@ -533,7 +563,7 @@ mod tests {
             (&["img"], &[]),
         ] {
             let cli = Cli::try_parse_from(["eremite", "run"].iter().chain(line)).unwrap();
-            let Command::Run(args) = cli.command;
+            let args = run_args(cli);
             assert_eq!(args.image(), PathBuf::from("img"), "{line:?}");
             assert_eq!(args.guest_args(), expected, "{line:?}");
             assert_eq!(args.cpus, 1, "{line:?}");
@@ -558,7 +588,7 @@ mod tests {
             ("1.5", 1500),
         ] {
             let cli = Cli::try_parse_from(["eremite", "run", "--timeout", text, "img"]).unwrap();
-            let Command::Run(args) = cli.command;
+            let args = run_args(cli);
             assert_eq!(args.timeout, Some(Duration::from_millis(ms)), "{text}");
         }
         for bad in ["0", "-1s", "10x", "s", "", "1000000h"] {
@@ -588,7 +618,7 @@ mod tests {
         );
         let cli =
             Cli::try_parse_from(["eremite", "run", "--mount", &rw, "--mount", &ro, "img"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let args = run_args(cli);
         let got: Vec<_> = args
             .mount
             .iter()
@@ -632,7 +662,7 @@ mod tests {
             "img",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let args = run_args(cli);
         let net = args.net.unwrap();
         assert_eq!(
             (net.link, net.mac.unwrap().to_string()),
@@ -698,7 +728,7 @@ mod tests {
             "x",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let args = run_args(cli);
         assert_eq!(args.publish.len(), 2);
         assert_eq!(args.add_host[0].name, "db");
         assert_eq!(

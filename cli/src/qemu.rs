@@ -192,6 +192,14 @@ fn net_args(net: &QemuNet<'_>) -> Vec<String> {
         .unwrap_or_default();
     let netdev = match (&net.card.link, net.address, net.gateway) {
         (Link::Tap(name), _, _) => format!("tap,id=net0,ifname={name},script=no,downscript=no"),
+        // QEMU's stream netdev speaks the switch's framing (the CLI refuses
+        // switches on QEMU for now: it cannot start one).
+        (Link::Switch(name), _, _) => {
+            let path = eremite_vmm::switch_socket_path(name)
+                .map(|path| path.display().to_string())
+                .unwrap_or_default();
+            format!("stream,id=net0,server=off,addr.type=unix,addr.path={path}")
+        }
         (Link::User, address, gateway) => {
             let mut netdev = String::from("user,id=net0");
             if let (Some(address), Some(gateway)) = (address, gateway) {

@@ -206,6 +206,18 @@ pub fn spawn_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Guest
     Guest::spawn(run_command_line(image, options, guest_args))
 }
 
+/// [`spawn_image`] with `env` added to eremite's environment.
+pub fn spawn_image_env(
+    image: &Path,
+    options: &[&str],
+    guest_args: &[&str],
+    env: &[(&str, &Path)],
+) -> Guest {
+    let mut command = run_command_line(image, options, guest_args);
+    command.envs(env.iter().copied());
+    Guest::spawn(command)
+}
+
 /// [`spawn_image`] with no privileges: as user `nobody`, with every
 /// capability dropped, so it cannot create a tap or a namespace or bind a
 /// low port. This machine's `/dev/kvm` is root's alone (0600), so a copy of

@@ -11,7 +11,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use eremite_tests::{Guest, Run, image, run_command, spawn_image, spawn_unprivileged};
+use eremite_tests::{
+    Guest, Run, image, run_command, spawn_image, spawn_image_env, spawn_unprivileged,
+};
 
 /// A host port nobody listens on now.
 fn free_port() -> u16 {
@@ -377,4 +379,64 @@ fn passt_dying_mid_run_is_one_line_and_the_guest_runs_on() {
         .collect();
     assert_eq!(said.len(), 1, "{run}");
     assert!(said[0].contains("the guest's network is down"), "{run}");
+}
+
+#[test]
+fn vms_on_one_switch_talk_while_another_floods_it() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    // A runtime directory of the test's own, so the switch's socket is
+    // known and no other run's switch is met.
+    let runtime = std::env::temp_dir().join(format!("eremite-switch-test-{}", std::process::id()));
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let env = [("XDG_RUNTIME_DIR", runtime.as_path())];
+    let net = image("net");
+    let server = spawn_image_env(
+        &net,
+        &["--net", "switch:lab", "--ip", "10.0.3.1/24"],
+        &["echo-server", "0.0.0.0:7000"],
+        &env,
+    );
+    server.wait_for_output("listening on");
+    // The flood: broadcast frames as fast as the switch takes them, from a
+    // port that never reads what the switch sends it.
+    let socket = runtime.join("eremite/switch-lab.sock");
+    let mut flood = UnixStream::connect(&socket).expect("the first VM started the switch");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut frame = vec![0xffu8; 6];
+            frame.extend_from_slice(&[2, 0, 0, 0, 0, 0xf]);
+            frame.extend_from_slice(&[0x88, 0xb5]);
+            frame.resize(1514, 0x5a);
+            let mut bytes = 1514u32.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&frame);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && flood.write_all(&bytes).is_ok() {
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let (server, client) = server.talk(|| {
+        spawn_image_env(
+            &net,
+            &["--net", "switch:lab", "--ip", "10.0.3.2/24"],
+            &["client", "10.0.3.1:7000", "4000000"],
+            &env,
+        )
+        .wait()
+    });
+    stop.store(true, Ordering::Relaxed);
+    let flooded = flooding.join().unwrap();
+    server.kill();
+    client.expect_code(0);
+    assert!(client.stdout.contains("client passed"), "{client}");
+    assert!(flooded > 1000, "the flood sent only {flooded} frames");
+    let _ = std::fs::remove_dir_all(&runtime);
 }

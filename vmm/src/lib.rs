@@ -50,8 +50,8 @@ pub use arch::{MachineError, PageTableError};
 pub use boot_info::{BootDataError, BootError};
 pub use devices::{
     BusFull, HostAddr, HostEntry, Link, MacAddr, NetCounters, NetReport, NetSpec, NetSpecError,
-    PasstError, PortProtocol, Publish, PublishError, TapError, TransportError, parse_host_entry,
-    parse_net_spec, parse_publish,
+    PasstError, PortProtocol, Publish, PublishError, SwitchError, TapError, TransportError,
+    parse_host_entry, parse_net_spec, parse_publish, serve_switch, switch_socket_path,
 };
 pub use hypercall::{Console, GuestError};
 pub use initrd::InitrdError;
@@ -138,6 +138,10 @@ pub struct VmConfig {
     /// The DNS server user-mode networking forwards the guest's queries
     /// to (`--dns`); `None`: the host's, from its `/etc/resolv.conf`.
     pub dns: Option<Ipv4Addr>,
+    /// The program that runs a switch (`PROGRAM switch NAME`: the CLI),
+    /// started when `--net switch:NAME` finds none; `None`: a missing
+    /// switch is an error.
+    pub switch_program: Option<PathBuf>,
     /// Host CPUs for the vCPU threads (`--pin-vcpus`): vCPU `n` runs on
     /// entry `n` (round robin), and device threads on the process's other
     /// CPUs; empty: the host places every thread.
@@ -168,6 +172,7 @@ impl VmConfig {
             publish: Vec::new(),
             hosts: Vec::new(),
             dns: None,
+            switch_program: None,
             pin_vcpus: Vec::new(),
             linux_kernel: None,
             timeout: None,
@@ -246,10 +251,22 @@ impl VmConfig {
         let is_user = card.as_ref().is_some_and(|card| card.link == Link::User);
         if card.is_some() && !is_user && !self.publish.is_empty() {
             return config(
-                "-p publishes ports through user-mode networking (--net user), not a tap: \
-                 forward them on the host instead"
+                "-p publishes ports through user-mode networking (--net user), not a tap \
+                 or a switch: forward them on the host instead"
                     .into(),
             );
+        }
+        if let (
+            Some(NetSpec {
+                link: Link::Switch(name),
+                ..
+            }),
+            None,
+        ) = (&card, self.ip)
+        {
+            return config(format!(
+                "--net switch:{name} needs the guest's address (--ip): a switch has no DHCP"
+            ));
         }
         if self.dns.is_some() && !is_user {
             return config("--dns is for user-mode networking (--net user or -p)".into());
@@ -417,6 +434,9 @@ pub enum Error {
     /// The tap interface of `--net` cannot be opened.
     #[error(transparent)]
     Tap(#[from] TapError),
+    /// The switch of `--net switch:NAME` cannot be reached.
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
     /// User-mode networking cannot be started.
     #[error(transparent)]
     Passt(#[from] PasstError),
@@ -666,6 +686,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     if let (Some(spec), Some((mac, link))) = (&card, link.take()) {
         let link = match link {
             PendingLink::Tap(tap) => devices::HostLink::Tap(tap),
+            PendingLink::Switch(port) => devices::HostLink::Switch(port),
             PendingLink::Passt(mut passt, config) => {
                 passt.wait_ready(&config)?;
                 devices::HostLink::Passt(passt)
@@ -767,6 +788,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
 /// A card's host end as far as it is set up before the VM.
 enum PendingLink<'a> {
     Tap(devices::Tap),
+    Switch(devices::SwitchPort),
     /// Started, not yet known to be ready.
     Passt(devices::Passt, devices::PasstConfig<'a>),
 }
@@ -780,6 +802,10 @@ fn open_link<'a>(
     let mac = card.mac.unwrap_or(MacAddr::local(std::process::id()));
     let link = match &card.link {
         Link::Tap(name) => PendingLink::Tap(devices::Tap::open(name)?),
+        Link::Switch(name) => PendingLink::Switch(devices::SwitchPort::connect(
+            name,
+            config.switch_program.as_deref(),
+        )?),
         Link::User => {
             let (Some(address), Some(gateway)) = config.net_params()? else {
                 unreachable!("a user-mode card always has an address and a gateway");

@@ -25,6 +25,7 @@ mod passt;
 mod publish;
 mod spec;
 mod stream;
+mod switch;
 mod tap;
 mod worker;
 
@@ -54,6 +55,8 @@ pub use publish::{
     HostAddr, HostEntry, PortProtocol, Publish, PublishError, parse_host_entry, parse_publish,
 };
 pub use spec::{Link, MacAddr, NetSpec, NetSpecError, parse_net_spec};
+pub(crate) use switch::SwitchPort;
+pub use switch::{SwitchError, serve_switch, switch_socket_path};
 pub(crate) use tap::Tap;
 pub use tap::TapError;
 use worker::{Finished, Worker, WorkerFault};
@@ -106,6 +109,8 @@ pub(crate) enum HostLink {
     Tap(Tap),
     /// `user`.
     Passt(Passt),
+    /// `switch:NAME`.
+    Switch(SwitchPort),
 }
 
 impl NetBackend for HostLink {
@@ -113,6 +118,7 @@ impl NetBackend for HostLink {
         match self {
             Self::Tap(tap) => tap.read_frame(buf),
             Self::Passt(passt) => passt.read_frame(buf),
+            Self::Switch(port) => port.read_frame(buf),
         }
     }
 
@@ -120,6 +126,7 @@ impl NetBackend for HostLink {
         match self {
             Self::Tap(tap) => tap.write_frame(frame),
             Self::Passt(passt) => passt.write_frame(frame),
+            Self::Switch(port) => port.write_frame(frame),
         }
     }
 
@@ -127,6 +134,7 @@ impl NetBackend for HostLink {
         match self {
             Self::Tap(tap) => tap.ready_fd(),
             Self::Passt(passt) => passt.ready_fd(),
+            Self::Switch(port) => port.ready_fd(),
         }
     }
 
@@ -134,6 +142,7 @@ impl NetBackend for HostLink {
         match self {
             Self::Tap(tap) => tap.mtu(),
             Self::Passt(passt) => passt.mtu(),
+            Self::Switch(port) => port.mtu(),
         }
     }
 }

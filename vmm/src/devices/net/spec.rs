@@ -31,6 +31,9 @@ pub enum Link {
     /// which makes the guest's connections with the host's own sockets
     /// and forwards published ports; no privileges needed.
     User,
+    /// A port on eremite's switch `NAME` (`switch:NAME`), shared with the
+    /// other VMs on it; no privileges needed.
+    Switch(String),
 }
 
 impl fmt::Display for Link {
@@ -38,6 +41,7 @@ impl fmt::Display for Link {
         match self {
             Self::Tap(name) => write!(f, "tap {name}"),
             Self::User => f.write_str("user-mode networking through passt"),
+            Self::Switch(name) => write!(f, "switch {name}"),
         }
     }
 }
@@ -45,8 +49,8 @@ impl fmt::Display for Link {
 /// A `--net` value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetSpecError {
-    /// Not `tap:NAME[,mac=MAC]` or `user[,mac=MAC]`.
-    #[error("{0:?} is not tap:NAME[,mac=MAC] or user[,mac=MAC]")]
+    /// Not `tap:NAME[,mac=MAC]`, `user[,mac=MAC]` or `switch:NAME[,mac=MAC]`.
+    #[error("{0:?} is not user[,mac=MAC], tap:NAME[,mac=MAC] or switch:NAME[,mac=MAC]")]
     Format(String),
     /// An interface name Linux would refuse.
     #[error("tap interface name {name:?} {reason}")]
@@ -56,6 +60,11 @@ pub enum NetSpecError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A switch name that cannot be a file name.
+    #[error(
+        "switch name {0:?} must be 1 to 64 letters, digits, '-', '_' and '.', not starting with '.'"
+    )]
+    SwitchName(String),
     /// Not six hexadecimal bytes separated by colons.
     #[error("{0:?} is not a MAC address like 02:00:00:00:00:01")]
     Mac(String),
@@ -119,6 +128,12 @@ pub fn parse_net_spec(spec: &str) -> Result<NetSpec, NetSpecError> {
     let mut fields = spec.split(',');
     let link = match fields.next().unwrap_or_default() {
         "user" => Link::User,
+        first if first.starts_with("switch:") => {
+            let name = &first["switch:".len()..];
+            super::switch::check_switch_name(name)
+                .map_err(|_| NetSpecError::SwitchName(name.to_owned()))?;
+            Link::Switch(name.to_owned())
+        }
         first => {
             let tap = first.strip_prefix("tap:").ok_or_else(format)?;
             check_interface_name(tap)?;
@@ -187,6 +202,12 @@ mod tests {
         assert_eq!(spec.mac, Some(MacAddr([2, 0xab, 0xcd, 0, 0, 1])));
         assert_eq!(spec.mac.unwrap().to_string(), "02:ab:cd:00:00:01");
         assert_eq!(parse_net_spec("user").unwrap().link, Link::User);
+        assert_eq!(
+            parse_net_spec("switch:lab-1").unwrap().link,
+            Link::Switch("lab-1".into())
+        );
+        assert!(parse_net_spec("switch:a/b").is_err());
+        assert!(parse_net_spec("switch:").is_err());
         let spec = parse_net_spec("user,mac=02:00:00:00:00:07").unwrap();
         assert_eq!(
             (spec.link, spec.mac),
