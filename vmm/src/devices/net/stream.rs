@@ -107,7 +107,7 @@ impl Framed {
         if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&len) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("passt sent a frame of {len} bytes"),
+                format!("the other end sent a frame of {len} bytes"),
             ));
         }
         let start = self.rx_start + LENGTH_BYTES;

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -110,7 +110,8 @@ pub fn switch_socket_path(name: &str) -> Result<PathBuf, SwitchError> {
         .map_err(dir_error)?;
     // Someone else's directory of that name must not be used.
     let meta = std::fs::symlink_metadata(&dir).map_err(dir_error)?;
-    if !meta.is_dir() || meta.permissions().mode() & 0o077 != 0 {
+    let is_ours = meta.uid() == rustix::process::getuid().as_raw();
+    if !meta.is_dir() || !is_ours || meta.permissions().mode() & 0o077 != 0 {
         return Err(dir_error(io::Error::other(
             "not a directory private to this user",
         )));
