@@ -180,7 +180,8 @@ fn bad_network_values_are_usage_errors() {
     let hello = image("hello");
     let hello = hello.to_str().unwrap();
     for (args, needle) in [
-        (vec!["--net", "tap0"], "is not tap:NAME"),
+        (vec!["--net", "tap0"], "is not user[,mac=MAC], tap:NAME"),
+        (vec!["--net", "switch:a/b"], "switch name \"a/b\" must be"),
         (vec!["--net", "tap:"], "is empty"),
         (vec!["--net", "tap:t,mac=01:00:00:00:00:01"], "multicast"),
         (vec!["--net", "tap:t,mac=zz"], "MAC address"),
@@ -209,6 +210,29 @@ fn bad_network_values_are_usage_errors() {
         let run = eremite_cli(&all);
         run.expect_code(2);
         assert!(run.stderr.starts_with("error: "), "{run}");
+        assert!(run.stderr.contains(needle), "{args:?}: {run}");
+    }
+}
+
+#[test]
+fn a_switch_without_an_address_or_with_published_ports_is_refused() {
+    let hello = image("hello");
+    let hello = hello.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["--net", "switch:t"],
+            "needs the guest's address (--ip)",
+        ),
+        (
+            vec!["--net", "switch:t", "--ip", "10.9.0.1/24", "-p", "8080"],
+            "not a tap or a switch",
+        ),
+    ] {
+        let mut all = vec!["run"];
+        all.extend_from_slice(&args);
+        all.push(hello);
+        let run = eremite_cli(&all);
+        run.expect_code(125);
         assert!(run.stderr.contains(needle), "{args:?}: {run}");
     }
 }

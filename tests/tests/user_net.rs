@@ -382,7 +382,7 @@ fn passt_dying_mid_run_is_one_line_and_the_guest_runs_on() {
 }
 
 #[test]
-fn vms_on_one_switch_talk_while_another_floods_it() {
+fn vms_on_one_switch_talk_tcp_and_udp_while_another_floods_it() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixStream;
     use std::sync::Arc;
@@ -423,6 +423,26 @@ fn vms_on_one_switch_talk_while_another_floods_it() {
             sent
         })
     };
+    let udp_server = spawn_image_env(
+        &net,
+        &["--net", "switch:lab", "--ip", "10.0.3.3/24"],
+        &["udp-echo", "0.0.0.0:7001", "1000000"],
+        &env,
+    );
+    udp_server.wait_for_output("listening on");
+    let udp_client = thread::spawn({
+        let net = net.clone();
+        let env = runtime.clone();
+        move || {
+            spawn_image_env(
+                &net,
+                &["--net", "switch:lab", "--ip", "10.0.3.4/24"],
+                &["udp-client", "10.0.3.3:7001", "2000"],
+                &[("XDG_RUNTIME_DIR", env.as_path())],
+            )
+            .wait()
+        }
+    });
     let (server, client) = server.talk(|| {
         spawn_image_env(
             &net,
@@ -432,11 +452,18 @@ fn vms_on_one_switch_talk_while_another_floods_it() {
         )
         .wait()
     });
+    let udp_client = udp_client.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let flooded = flooding.join().unwrap();
     server.kill();
+    udp_server.kill();
     client.expect_code(0);
     assert!(client.stdout.contains("client passed"), "{client}");
+    udp_client.expect_code(0);
+    assert!(
+        udp_client.stdout.contains("udp client passed"),
+        "{udp_client}"
+    );
     assert!(flooded > 1000, "the flood sent only {flooded} frames");
     let _ = std::fs::remove_dir_all(&runtime);
 }

@@ -74,6 +74,40 @@ fn udp_echo(addr: &str, count: usize) {
     println!("echoed {count} datagrams");
 }
 
+/// `net udp-client ADDR COUNT`: send COUNT datagrams of sizes from 1 to
+/// 1400 bytes to a UDP echo server and check each echo, sending a
+/// datagram again (up to 50 times) when its echo does not come within
+/// 100 ms, since a datagram may be lost; prints `udp client passed`.
+fn udp_client(addr: &str, count: usize) {
+    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .connect(addr)
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = vec![0; 2048];
+    let mut resent = 0;
+    for i in 0..count {
+        let mut datagram = (i as u32).to_be_bytes().to_vec();
+        datagram.extend(pattern(i * 97 % 1397));
+        let echoed = (0..50).any(|attempt| {
+            resent += usize::from(attempt > 0);
+            socket.send(&datagram).unwrap();
+            // Skip the late echoes of datagrams sent before.
+            while let Ok(n) = socket.recv(&mut buf) {
+                if buf[..n] == datagram[..] {
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(echoed, "datagram {i} was never echoed");
+    }
+    println!("{count} datagrams echoed, {resent} sent again");
+    println!("udp client passed");
+}
+
 /// A byte pattern that differs at every offset for a long way.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
@@ -147,6 +181,7 @@ fn main() {
         ["client", addr, bytes] => return client(addr, bytes.parse().expect("a byte count")),
         ["echo-server", addr] => return echo_server(addr),
         ["udp-echo", addr, count] => return udp_echo(addr, count.parse().expect("a count")),
+        ["udp-client", addr, count] => return udp_client(addr, count.parse().expect("a count")),
         ["fetch", addr, path] => return fetch(addr, path),
         ["resolve", name] => return resolve(name),
         ["vectored-server", addr] => return vectored_server(addr),

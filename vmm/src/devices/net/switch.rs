@@ -143,12 +143,15 @@ impl SwitchPort {
                     return Err(connect_error(first));
                 };
                 // Its own process group: a Ctrl-C for this VM is not for
-                // the switch the other VMs use.
+                // the switch the other VMs use. No standard streams: it
+                // outlives this VM, and must not keep this VM's output
+                // open (a pipe reader would wait for the switch to end).
                 std::os::unix::process::CommandExt::process_group(
                     Command::new(program)
                         .args(["switch", name])
                         .stdin(Stdio::null())
-                        .stdout(Stdio::null()),
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null()),
                     0,
                 )
                 .spawn()
