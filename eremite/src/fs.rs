@@ -114,8 +114,9 @@ pub fn set_len(file: &File, len: u64) -> io::Result<()> {
     check(unsafe { sys_ftruncate(file.as_raw_fd(), len) } as isize).map(drop)
 }
 
-/// Flush an open file (as [`File::sync_all`]; the RAM file system has
-/// nothing to flush and host writes are already on the host).
+/// Make an open file's data and metadata durable (as
+/// [`File::sync_all`]): a file or directory in a host mount is synced on
+/// the host (`fsync`); the RAM file system has nothing to flush.
 pub fn sync_all(file: &File) -> io::Result<()> {
     // SAFETY: a plain call with an integer argument.
     check(unsafe { sys_fsync(file.as_raw_fd()) } as isize).map(drop)

@@ -294,6 +294,10 @@ pub enum HostFsOp {
     /// kernel gathers closes and sends them together). A handle that is
     /// not open is skipped; result: how many were closed.
     CloseMany = 18,
+    /// Make `handle`'s data durable on the host: `fsync`, or `fdatasync`
+    /// when `flags` is [`HostFs::DATA_ONLY`]. On a directory, its entries
+    /// (so that a rename or a new file in it survives a host crash).
+    Sync = 19,
 }
 
 impl TryFrom<u32> for HostFsOp {
@@ -301,9 +305,9 @@ impl TryFrom<u32> for HostFsOp {
 
     fn try_from(raw: u32) -> Result<Self, u32> {
         use HostFsOp::*;
-        const ALL: [HostFsOp; 18] = [
+        const ALL: [HostFsOp; 19] = [
             Open, Close, Read, Write, Stat, Fstat, Mkdir, Unlink, Rmdir, Rename, Symlink, Readlink,
-            Truncate, Ftruncate, ReadDir, Link, Chmod, CloseMany,
+            Truncate, Ftruncate, ReadDir, Link, Chmod, CloseMany, Sync,
         ];
         ALL.into_iter().find(|op| *op as u32 == raw).ok_or(raw)
     }
@@ -350,6 +354,8 @@ impl HostFs {
     pub const RESULT_OFFSET: u64 = core::mem::offset_of!(HostFs, result) as u64;
     /// `Stat` flag: do not follow a symbolic link in the last component.
     pub const NOFOLLOW: u32 = 1;
+    /// `Sync` flag: the data only (`fdatasync`).
+    pub const DATA_ONLY: u32 = 1;
     /// Largest read or write served in one call; the kernel loops.
     pub const MAX_IO_BYTES: u64 = 1 << 20;
     /// Most handles one [`HostFsOp::CloseMany`] closes.
@@ -396,8 +402,8 @@ mod tests {
         assert_eq!(Stream::try_from(2), Ok(Stream::Stderr));
         assert_eq!(ExitKind::try_from(9), Err(9));
         assert_eq!(HostFsOp::try_from(0), Err(0));
-        assert_eq!(HostFsOp::try_from(19), Err(19));
-        for raw in 1..=18 {
+        assert_eq!(HostFsOp::try_from(20), Err(20));
+        for raw in 1..=19 {
             assert_eq!(HostFsOp::try_from(raw).map(|op| op as u32), Ok(raw));
         }
     }

@@ -183,6 +183,39 @@ fn a_host_mount_is_read_and_written_and_never_left() {
 }
 
 #[test]
+fn fsync_in_a_mount_is_fsync_on_the_host() {
+    let base = temp_dir("sync");
+    let log = base.join("strace.log");
+    let data = base.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let mount = format!("{}:/data", data.display());
+    // The VMM under strace: only its fsync and fdatasync calls.
+    let run = run_command(
+        Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+            .arg(&log)
+            .arg(eremite_tests::eremite())
+            .args(["run", "--mount", &mount])
+            .arg(eremite_tests::image("fs"))
+            .args(["--", "sync", "/data"]),
+    );
+    run.expect_code(0);
+    assert!(run.stdout.contains("synced"), "{run}");
+    assert_eq!(
+        fs::read_to_string(data.join("journal")).unwrap(),
+        "committed\n"
+    );
+    let calls = fs::read_to_string(&log).unwrap();
+    // The file's, then the directory's.
+    let synced = calls
+        .lines()
+        .filter(|l| l.contains("fsync(") && l.ends_with("= 0"))
+        .count();
+    assert_eq!(synced, 2, "{calls}");
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
 fn a_symlink_swapped_during_the_calls_never_lets_a_write_out() {
     let base = temp_dir("race");
     let (data, outside) = (base.join("data"), base.join("outside"));

@@ -243,8 +243,10 @@ fn test(extra: &[String]) -> Result {
 /// `g++` and `gfortran` (the C++ and Fortran examples), `go` (the Go
 /// examples, Debian's golang-go), `sqlite3`,
 /// `redis-server` with `redis-cli` and `redis-benchmark`, `memcached`
-/// with `memcslap`, `nginx` (unmodified Debian programs the tests run).
-const HOST_TOOLS: [(&str, &str, &str); 17] = [
+/// with `memcslap`, `nginx` (unmodified Debian programs the tests run),
+/// `passt` (user-mode networking), `strace` (what the VMM asks of the
+/// host).
+const HOST_TOOLS: [(&str, &str, &str); 18] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
@@ -262,6 +264,7 @@ const HOST_TOOLS: [(&str, &str, &str); 17] = [
     ("memcslap", "--version", "libmemcached-tools"),
     ("nginx", "-v", "nginx-light"),
     ("passt", "--version", "passt"),
+    ("strace", "-V", "strace"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on

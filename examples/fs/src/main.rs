@@ -20,6 +20,7 @@ fn main() {
         Some("fill") => fill(),
         Some("concurrent") => concurrent(args[2].parse().unwrap()),
         Some("race") => race(Path::new(&args[2]), args[3].parse().unwrap()),
+        Some("sync") => sync(Path::new(&args[2])),
         _ => {
             eprintln!(
                 "usage: fs selftest | tree DIR | mount DIR [RO_DIR] | scale FILES DIRS | fill"
@@ -272,6 +273,19 @@ fn tree(dir: &Path) {
 /// Work inside a host mount (and a read-only one): what the host test
 /// checks afterwards. Ends with `abort()`: what was written must be on the
 /// host even when the guest crashes.
+/// `fs sync DIR`: write a file in DIR, sync it, rename it, then sync DIR,
+/// as a program that must not lose a file across a crash does.
+fn sync(dir: &Path) {
+    let mut f = File::create(dir.join("journal.tmp")).unwrap();
+    f.write_all(b"committed\n").unwrap();
+    eremite::fs::sync_all(&f).unwrap();
+    drop(f);
+    eremite::fs::rename(dir.join("journal.tmp"), dir.join("journal")).unwrap();
+    let d = File::open(dir).unwrap();
+    eremite::fs::sync_all(&d).unwrap();
+    println!("synced");
+}
+
 fn mount(dir: &Path, read_only: Option<&Path>) {
     let read = fs::read_to_string(dir.join("from-host.txt")).unwrap();
     println!("read from host: {read}");

@@ -94,6 +94,10 @@ impl FileObject for HostFile {
         self.handle.set_len(len_bytes)
     }
 
+    fn sync(&self, data_only: bool) -> Result<(), Errno> {
+        self.handle.sync(data_only)
+    }
+
     fn read_dir(
         &self,
         max_bytes: usize,

@@ -101,6 +101,12 @@ pub(crate) trait FileObject: Send + Sync {
         Err(errno::EINVAL)
     }
 
+    /// `fsync` (`data_only`: `fdatasync`): files in RAM, pipes, sockets
+    /// and devices have nothing to make durable.
+    fn sync(&self, _data_only: bool) -> Result<(), Errno> {
+        Ok(())
+    }
+
     /// `getdents64`: entries from the position until `emit` has no room;
     /// `max_bytes` is the caller's buffer size.
     fn read_dir(
@@ -569,9 +575,10 @@ pub(crate) fn set_len(fd: i32, len_bytes: u64) -> Result<(), Errno> {
     file.object.set_len(len_bytes)
 }
 
-/// `fsync`: RAM needs nothing, and host writes are already on the host.
-pub(crate) fn sync(fd: i32) -> Result<(), Errno> {
-    file(fd).map(drop)
+/// `fsync` (`data_only`: `fdatasync`): a file or directory in a mount is
+/// synced on the host; RAM needs nothing.
+pub(crate) fn sync(fd: i32, data_only: bool) -> Result<(), Errno> {
+    file(fd)?.object.sync(data_only)
 }
 
 /// List the directory `fd` from its position; `emit` returns `false` when

@@ -242,6 +242,15 @@ pub(crate) fn ftruncate(mount: u32, handle: u64, len_bytes: u64) -> Result<(), E
     call(r).map(drop)
 }
 
+/// Make a handle's data (`data_only`) or data and metadata durable on
+/// the host: `fdatasync` or `fsync` there.
+pub(crate) fn sync(mount: u32, handle: u64, data_only: bool) -> Result<(), Errno> {
+    let mut r = request(HostFsOp::Sync, mount);
+    r.handle = handle;
+    r.flags = if data_only { HostFs::DATA_ONLY } else { 0 };
+    call(r).map(drop)
+}
+
 /// Directory records from `cookie` into `buf`; the bytes filled (0 at
 /// the end).
 pub(crate) fn read_dir(

@@ -316,6 +316,11 @@ impl HostHandle {
         host::ftruncate(self.mount, self.handle, len_bytes)
     }
 
+    /// `fsync`/`fdatasync` (`data_only`) on the host file or directory.
+    pub(crate) fn sync(&self, data_only: bool) -> Result<(), Errno> {
+        host::sync(self.mount, self.handle, data_only)
+    }
+
     /// As [`RamNode::read_dir`]; `max_bytes` bounds the records fetched
     /// from the host per call.
     pub(crate) fn read_dir(

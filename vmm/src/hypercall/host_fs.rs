@@ -110,6 +110,10 @@ pub(crate) enum FsOp {
         path: GuestPath,
         mode: u32,
     },
+    Sync {
+        handle: u64,
+        data_only: bool,
+    },
 }
 
 /// Copy `len` bytes at `addr` out of guest memory, refusing more than a
@@ -236,6 +240,14 @@ pub(crate) fn decode(raw: &hypercall::HostFs, ram: &GuestRam) -> Result<HostFsRe
             path: path()?,
             mode: raw.mode,
         },
+        HostFsOp::Sync => FsOp::Sync {
+            handle,
+            data_only: match raw.flags {
+                0 => false,
+                hypercall::HostFs::DATA_ONLY => true,
+                other => return Err(GuestError::BadFlags(other)),
+            },
+        },
     };
     Ok(HostFsRequest {
         mount: raw.mount,
@@ -335,6 +347,7 @@ pub(crate) fn serve(
         }
         FsOp::Link { existing, new } => fs.link(m, existing, new).map(done),
         FsOp::Chmod { path, mode } => fs.chmod(m, path, *mode).map(done),
+        FsOp::Sync { handle, data_only } => fs.sync(m, *handle, *data_only).map(done),
     }
 }
 
@@ -578,15 +591,30 @@ mod tests {
         let n = g.call(read_dir);
         assert_eq!(n, 2 * 32, "two records of 24 + 1 bytes, padded");
         let record = DirRecordView::at(&g.ram, BUF);
-        assert_eq!(record.next, 1);
         let second = DirRecordView::at(&g.ram, BUF + 32);
-        assert_eq!(second.next, 2);
         let mut names = [record.name, second.name];
         names.sort();
         assert_eq!(names, [b'b', b's']);
+        // Cookies are the host's positions: from the first's, the second.
+        let mut from_first = read_dir;
+        from_first.offset = record.next;
+        assert_eq!(g.call(from_first), 32);
+        assert_eq!(DirRecordView::at(&g.ram, BUF).name, second.name);
         let mut at_end = read_dir;
-        at_end.offset = 2;
+        at_end.offset = second.next;
         assert_eq!(g.call(at_end), 0);
+
+        // Sync: a file, the directory, bad flags.
+        let sync = |handle, flags| hypercall::HostFs {
+            op: HostFsOp::Sync as u32,
+            handle,
+            flags,
+            ..Default::default()
+        };
+        assert_eq!(g.call(sync(dir, 0)), 0);
+        assert_eq!(g.call(sync(dir, hypercall::HostFs::DATA_ONLY)), 0);
+        assert_eq!(g.call(sync(dir, 2)), neg(errno::EINVAL));
+        assert_eq!(g.call(sync(dir + 100, 0)), neg(errno::EBADF));
     }
 
     /// A `DirRecord` with a one-byte name, read back from guest memory.
@@ -612,7 +640,7 @@ mod tests {
     #[test]
     fn bad_fields_are_answered_with_an_errno() {
         let mut g = Guest::new();
-        for op in [0, 19, u32::MAX] {
+        for op in [0, 20, u32::MAX] {
             let raw = hypercall::HostFs {
                 op,
                 ..Default::default()

@@ -55,9 +55,11 @@ pub use spec::{MAX_MOUNTS, MountSpec, MountSpecError, parse_mount_spec};
 /// Most files and directories the guest may hold open at once.
 pub(crate) const MAX_OPEN_HANDLES: usize = 4096;
 
-/// Most bytes of directory listings kept for all open directories
-/// together; a `ReadDir` that would need more gets `ENOMEM`.
-pub(crate) const MAX_LISTING_BYTES: usize = 64 << 20;
+/// The host's directory records read at a time while listing: a
+/// `ReadDir` reads the directory from the guest's cookie with a buffer of
+/// this size, so a listing costs the VMM this much however large the
+/// directory.
+const LISTING_CHUNK_BYTES: usize = 32 << 10;
 
 /// How every guest path is resolved: beneath the mount, no magic links.
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
@@ -245,20 +247,6 @@ pub(crate) enum Links {
     NoFollow,
 }
 
-/// One directory entry of a listing.
-#[derive(Debug)]
-struct Entry {
-    ino: u64,
-    kind: u8,
-    name: Vec<u8>,
-}
-
-impl Entry {
-    fn cost(&self) -> usize {
-        size_of::<Entry>() + self.name.len()
-    }
-}
-
 /// A file or directory the guest opened.
 #[derive(Debug)]
 struct Handle {
@@ -266,9 +254,6 @@ struct Handle {
     mount: u32,
     is_dir: bool,
     is_append: bool,
-    /// Entries of a directory, taken at a `ReadDir` from cookie 0.
-    listing: Option<Vec<Entry>>,
-    listing_bytes: usize,
 }
 
 /// The host side of every mount and the guest's open files.
@@ -281,7 +266,6 @@ pub(crate) struct HostFs {
     next_handle: u64,
     /// At most this many open handles ([`MAX_OPEN_HANDLES`]; less in tests).
     handle_limit: usize,
-    listing_bytes: usize,
 }
 
 impl HostFs {
@@ -292,7 +276,6 @@ impl HostFs {
             handles: HashMap::new(),
             next_handle: 1,
             handle_limit: MAX_OPEN_HANDLES,
-            listing_bytes: 0,
         }
     }
 
@@ -350,8 +333,6 @@ impl HostFs {
                 mount,
                 is_dir,
                 is_append: flags.has(O_APPEND),
-                listing: None,
-                listing_bytes: 0,
             },
         );
         Ok((number, stat))
@@ -359,8 +340,7 @@ impl HostFs {
 
     /// Close a handle.
     pub(crate) fn close(&mut self, mount: u32, handle: u64) -> Result<(), Errno> {
-        let freed = self.handle(mount, handle)?.listing_bytes;
-        self.listing_bytes -= freed;
+        self.handle(mount, handle)?;
         self.handles.remove(&handle);
         Ok(())
     }
@@ -583,8 +563,22 @@ impl HostFs {
         rustix::fs::fchmod(&file, mode).map_err(host)
     }
 
+    /// `fsync` (`data_only`: `fdatasync`) of handle `handle`: a file's
+    /// data, or a directory's entries (what makes a rename durable).
+    pub(crate) fn sync(&mut self, mount: u32, handle: u64, data_only: bool) -> Result<(), Errno> {
+        let h = self.handle(mount, handle)?;
+        if data_only {
+            rustix::fs::fdatasync(&h.file).map_err(host)
+        } else {
+            rustix::fs::fsync(&h.file).map_err(host)
+        }
+    }
+
     /// Directory records of handle `handle` from `cookie` on, as many whole
-    /// ones as fit in `max_bytes`; empty at the end.
+    /// ones as fit in `max_bytes`; empty at the end. A cookie is the
+    /// host's own position in the directory (`d_off`; 0 is the start), so
+    /// nothing of a listing is kept between calls: entries made or
+    /// removed meanwhile show or not as they would on the host.
     pub(crate) fn read_dir(
         &mut self,
         mount: u32,
@@ -592,73 +586,50 @@ impl HostFs {
         cookie: u64,
         max_bytes: usize,
     ) -> Result<Vec<u8>, Errno> {
-        self.handle(mount, handle)?;
-        let Some(h) = self.handles.get_mut(&handle) else {
-            return Err(errno::EBADF);
-        };
+        let h = self.handle(mount, handle)?;
         if !h.is_dir {
             return Err(errno::ENOTDIR);
         }
-        if cookie == 0 || h.listing.is_none() {
-            let entries = list(&h.file)?;
-            let bytes = entries.iter().map(Entry::cost).sum::<usize>();
-            let others = self.listing_bytes - h.listing_bytes;
-            if others + bytes > MAX_LISTING_BYTES {
-                return Err(errno::ENOMEM);
-            }
-            h.listing = Some(entries);
-            h.listing_bytes = bytes;
-            self.listing_bytes = others + bytes;
+        // A cookie the host never gave (beyond `i64::MAX`) is past the end.
+        if i64::try_from(cookie).is_err() {
+            return Ok(Vec::new());
         }
-        let entries = h.listing.as_deref().unwrap_or_default();
-        let start = usize::try_from(cookie).unwrap_or(usize::MAX);
+        rustix::fs::seek(&h.file, rustix::fs::SeekFrom::Start(cookie)).map_err(host)?;
+        let mut chunk = vec![std::mem::MaybeUninit::uninit(); LISTING_CHUNK_BYTES];
+        let mut entries = rustix::fs::RawDir::new(&h.file, &mut chunk);
         let mut out = Vec::new();
-        for (index, entry) in entries.iter().enumerate().skip(start) {
-            let size = DirRecord::size(entry.name.len());
+        while let Some(entry) = entries.next() {
+            let entry = entry.map_err(host)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let size = DirRecord::size(name.len());
             if out.len() + size > max_bytes {
+                if out.is_empty() {
+                    return Err(errno::EINVAL);
+                }
                 break;
             }
             let record = DirRecord {
-                ino: entry.ino,
-                next: index as u64 + 1,
-                kind: entry.kind,
+                ino: entry.ino(),
+                next: entry.next_entry_cookie(),
+                kind: match entry.file_type() {
+                    FileType::Directory => DT_DIR,
+                    FileType::RegularFile => DT_REG,
+                    FileType::Symlink => DT_LNK,
+                    _ => 0,
+                },
                 reserved: 0,
-                name_len: u16::try_from(entry.name.len()).unwrap_or(u16::MAX),
+                name_len: u16::try_from(name.len()).unwrap_or(u16::MAX),
                 reserved2: 0,
             };
             out.extend_from_slice(record.as_bytes());
-            out.extend_from_slice(&entry.name);
+            out.extend_from_slice(name);
             out.resize(out.len().next_multiple_of(8), 0);
-        }
-        if out.is_empty() && start < entries.len() {
-            return Err(errno::EINVAL);
         }
         Ok(out)
     }
-}
-
-/// The entries of an open directory, without `.` and `..`.
-fn list(dir: &File) -> Result<Vec<Entry>, Errno> {
-    let mut entries = Vec::new();
-    for entry in rustix::fs::Dir::read_from(dir).map_err(host)? {
-        let entry = entry.map_err(host)?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let kind = match entry.file_type() {
-            FileType::Directory => DT_DIR,
-            FileType::RegularFile => DT_REG,
-            FileType::Symlink => DT_LNK,
-            _ => 0,
-        };
-        entries.push(Entry {
-            ino: entry.ino(),
-            kind,
-            name: name.to_vec(),
-        });
-    }
-    Ok(entries)
 }
 
 fn file_stat(file: &File) -> Result<FileStat, Errno> {

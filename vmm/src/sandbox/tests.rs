@@ -230,10 +230,10 @@ fn directories_are_listed_in_whole_records_by_cookie() {
     ];
     want.sort();
     assert_eq!(names, want, "no . or ..");
-    let cookies: Vec<_> = all.iter().map(|(_, _, next)| *next).collect();
-    assert_eq!(cookies, [1, 2, 3, 4]);
-    assert_eq!(fx.fs.read_dir(RW, h, 4, 1 << 20), Ok(Vec::new()), "end");
-    assert_eq!(fx.fs.read_dir(RW, h, 99, 1 << 20), Ok(Vec::new()));
+    // The cookies are the host's positions: the last one is the end.
+    let end = all.last().unwrap().2;
+    assert_eq!(fx.fs.read_dir(RW, h, end, 1 << 20), Ok(Vec::new()), "end");
+    assert_eq!(fx.fs.read_dir(RW, h, u64::MAX, 1 << 20), Ok(Vec::new()));
 
     // One record at a time, following the cookies, gives the same list.
     let mut cookie = 0;
@@ -252,9 +252,8 @@ fn directories_are_listed_in_whole_records_by_cookie() {
     // A buffer too small for the next record.
     assert_eq!(fx.fs.read_dir(RW, h, 0, 16), Err(errno::EINVAL));
 
-    // The listing is a snapshot: a new entry shows after a restart at 0.
+    // Nothing is kept between calls: a new entry shows from the start.
     create(&mut fx, "later", b"");
-    assert_eq!(fx.fs.read_dir(RW, h, 4, 1 << 20), Ok(Vec::new()));
     assert_eq!(
         records(&fx.fs.read_dir(RW, h, 0, 1 << 20).unwrap()).len(),
         5
@@ -263,7 +262,56 @@ fn directories_are_listed_in_whole_records_by_cookie() {
     let f = open(&mut fx, RW, "file", O_RDONLY).unwrap();
     assert_eq!(fx.fs.read_dir(RW, f, 0, 4096), Err(errno::ENOTDIR));
     fx.fs.close(RW, h).unwrap();
-    assert_eq!(fx.fs.listing_bytes, 0, "closing frees the listing");
+    assert_eq!(fx.fs.read_dir(RW, h, 0, 4096), Err(errno::EBADF));
+}
+
+#[test]
+fn a_large_directory_is_listed_in_pieces_without_reading_it_whole() {
+    let mut fx = Fixture::new();
+    // 20,000 names of 200 bytes: 4 MB of names, far beyond one chunk.
+    let names: Vec<String> = (0..20_000).map(|i| format!("{i:0>200}")).collect();
+    for name in &names {
+        std::fs::File::create(fx.mnt().join(name)).unwrap();
+    }
+    let h = open(&mut fx, RW, "", O_RDONLY | O_DIRECTORY).unwrap();
+    let mut cookie = 0;
+    let mut listed = Vec::new();
+    let mut calls = 0;
+    loop {
+        let bytes = fx.fs.read_dir(RW, h, cookie, 64 << 10).unwrap();
+        if bytes.is_empty() {
+            break;
+        }
+        assert!(bytes.len() <= 64 << 10);
+        let got = records(&bytes);
+        cookie = got.last().unwrap().2;
+        listed.extend(got.into_iter().map(|(name, _, _)| name));
+        calls += 1;
+    }
+    listed.sort();
+    assert_eq!(listed, names, "every name once");
+    assert!(calls > 60, "{calls} calls for 4 MB of 64 KiB answers");
+}
+
+#[test]
+fn sync_reaches_files_and_directories_on_the_host() {
+    let mut fx = Fixture::new();
+    let f = open(&mut fx, RW, "f", O_CREAT | O_WRONLY).unwrap();
+    fx.fs.write(RW, f, 0, b"durable").unwrap();
+    assert_eq!(fx.fs.sync(RW, f, false), Ok(()));
+    assert_eq!(fx.fs.sync(RW, f, true), Ok(()));
+    let d = open(&mut fx, RW, "", O_RDONLY | O_DIRECTORY).unwrap();
+    assert_eq!(fx.fs.sync(RW, d, false), Ok(()));
+    // A read-only mount's file may be synced (Linux allows it too).
+    let r = open(&mut fx, RO, "f", O_RDONLY).unwrap();
+    assert_eq!(fx.fs.sync(RO, r, true), Ok(()));
+    assert_eq!(
+        fx.fs.sync(RW, r, false),
+        Err(errno::EBADF),
+        "another mount's handle"
+    );
+    fx.fs.close(RW, f).unwrap();
+    assert_eq!(fx.fs.sync(RW, f, false), Err(errno::EBADF), "closed");
 }
 
 #[test]

@@ -163,8 +163,9 @@ exported! {
 }
 
 exported! {
-    /// `fsync(2)`: nothing to do (see `fd::sync`).
+    /// `fsync(2)`: a file in a mount is synced on the host (see
+    /// `fd::sync`).
     fn sys_fsync(fd: i32) -> i32 {
-        ret(fd::sync(fd).map(|()| 0))
+        ret(fd::sync(fd, false).map(|()| 0))
     }
 }

@@ -419,8 +419,8 @@ pub(super) fn dup3(old: i32, new: i32, flags: u32, is_dup2: bool) -> SysResult {
     fd::dup_to(old, new).map(fd_value)
 }
 
-pub(super) fn fsync(fd: i32) -> SysResult {
-    fd::sync(fd).map(|()| 0)
+pub(super) fn fsync(fd: i32, data_only: bool) -> SysResult {
+    fd::sync(fd, data_only).map(|()| 0)
 }
 
 pub(super) fn truncate(path: u64, len: i64) -> SysResult {
