@@ -221,6 +221,7 @@ enum Hypervisor {
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    eremite_vmm::close_inherited_descriptors();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(*args, started),
@@ -402,13 +403,18 @@ fn ms(d: Duration) -> String {
 fn breakdown(report: &Report, total: Duration) -> String {
     let t = &report.timings;
     format!(
-        "vmm setup {}, kernel init {}, time to main {}, guest run {} ({} exits), total {}",
+        "vmm setup {}, kernel init {}, time to main {}, guest run {} ({} exits), total {}; {}",
         ms(t.vmm_setup),
         ms(t.kernel_init),
         ms(t.time_to_main),
         ms(t.guest_run),
         report.exits.total(),
-        ms(total)
+        ms(total),
+        match report.confinement {
+            eremite_vmm::Confinement::Full => "confined: no new privileges, Landlock",
+            eremite_vmm::Confinement::NoNewPrivilegesOnly =>
+                "confined: no new privileges (Landlock not enforced by this kernel)",
+        }
     )
 }
 

@@ -183,6 +183,51 @@ fn a_host_mount_is_read_and_written_and_never_left() {
 }
 
 #[test]
+fn the_vmm_runs_confined_with_no_inherited_descriptors_or_new_privileges() {
+    use std::os::fd::AsRawFd;
+    let base = temp_dir("confined");
+    fs::write(base.join("data"), b"x").unwrap();
+    // A descriptor eremite inherits (without close-on-exec).
+    let inherited = fs::File::open(base.join("data")).unwrap();
+    let fd = rustix::io::dup(&inherited).unwrap();
+    let mount = format!("{}:/data", base.display());
+    let guest = eremite_tests::spawn_image(
+        &eremite_tests::image("net"),
+        &["--verbose", "--mount", &mount],
+        &["echo-server", "127.0.0.1:7000"],
+    );
+    guest.wait_for_output("listening on");
+    let pid = guest.pid();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| {
+            fs::read_link(e.unwrap().path())
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    let run = guest.kill();
+    drop(fd);
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let data = base.join("data").display().to_string();
+    assert!(
+        !fds.contains(&data),
+        "fd {} inherited: {fds:?}",
+        inherited.as_raw_fd()
+    );
+    drop(run);
+    let run = boot("hello", &["--verbose", "--mount", &mount], &[]);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("confined: no new privileges, Landlock"),
+        "{run}"
+    );
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
 fn fsync_in_a_mount_is_fsync_on_the_host() {
     let base = temp_dir("sync");
     let log = base.join("strace.log");

@@ -12,12 +12,14 @@
 //!
 //! `unsafe` is allowed only in `kvm/` (with the signal handler that
 //! forwards `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT`), in `memory/` for mapping the image
-//! file and populating guest RAM (`madvise`) and in `devices/net/tap.rs` for one ioctl (see `docs/safety.md`).
+//! file and populating guest RAM (`madvise`), in `devices/net/tap.rs` for one ioctl and in
+//! `confine.rs` for one `close_range` (see `docs/safety.md`).
 #![deny(unsafe_code)]
 
 mod affinity;
 mod arch;
 mod boot_info;
+mod confine;
 mod devices;
 mod hypercall;
 mod initrd;
@@ -48,6 +50,7 @@ use eremite_interface::{BootInfo, KernelReport};
 pub use affinity::{AffinityError, CpuListError, parse_cpu_list};
 pub use arch::{MachineError, PageTableError};
 pub use boot_info::{BootDataError, BootError};
+pub use confine::{ConfineError, Confinement, close_inherited_descriptors};
 pub use devices::{
     BusFull, HostAddr, HostEntry, Link, MacAddr, NetCounters, NetReport, NetSpec, NetSpecError,
     PasstError, PortProtocol, Publish, PublishError, SwitchError, TapError, TransportError,
@@ -397,6 +400,9 @@ pub enum Error {
     /// A bad setting.
     #[error("{0}")]
     Config(String),
+    /// The process could not be confined before the guest ran.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
     /// The image file cannot be read.
     #[error("cannot read {path}: {source}")]
     ReadImage {
@@ -610,6 +616,8 @@ pub struct Report {
     pub linux: Option<eremite_interface::LinuxProgram>,
     /// Where the time went.
     pub timings: Timings,
+    /// How far the VMM process was confined while the guest ran.
+    pub confinement: Confinement,
 }
 
 /// Boot `config.image` and run it to the end.
@@ -734,6 +742,8 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     boot_info::write(&ram, &image, &params)?;
 
+    // From here on the process serves an untrusted guest.
+    let confinement = confine::confine(&mounts)?;
     let entered = Instant::now();
     let services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
     // Ctrl-C and SIGTERM go to the guest while it runs; without the
@@ -782,6 +792,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         net,
         linux,
         timings,
+        confinement,
     })
 }
 

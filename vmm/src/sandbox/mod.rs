@@ -94,6 +94,16 @@ pub(crate) struct Mount {
 }
 
 impl Mount {
+    /// The host directory (`O_PATH`), for the Landlock rule that allows it.
+    pub(crate) fn dir(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.dir)
+    }
+
+    /// Whether the guest may only read it.
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.is_read_only
+    }
+
     /// Open the host directory of `spec`.
     pub(crate) fn open(spec: &MountSpec) -> std::io::Result<Self> {
         let dir = rustix::fs::open(
