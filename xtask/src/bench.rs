@@ -944,6 +944,23 @@ fn net(is_quick: bool) -> Result<Vec<Row>> {
     let _ = guest.kill();
     let _ = guest.wait();
     rows.extend(pair("net", &user?, &linux, &NET_ROWS, "_user")?);
+    // VM to VM through a switch (--net switch:NAME): the server in one
+    // VM on the bench core, the same client in another VM on core 0.
+    let switch = format!("switch:bench-{}", std::process::id());
+    let mut guest = start_server(
+        switch_eremite(&cli, &switch, BENCH_CORE, "10.0.4.1/24")
+            .arg(bench_binary(HERMIT_TARGET, "netbench"))
+            .args(["--", "serve", "0.0.0.0:7100"]),
+    )?;
+    let vm_to_vm = run_program(
+        switch_eremite(&cli, &switch, "0", "10.0.4.2/24")
+            .arg(bench_binary(HERMIT_TARGET, "netbench"))
+            .args(["--", "client", "10.0.4.1:7100"])
+            .args(quick),
+    );
+    let _ = guest.kill();
+    let _ = guest.wait();
+    rows.extend(pair("net", &vm_to_vm?, &linux, &NET_ROWS, "_switch")?);
 
     // HTTP requests per second against examples/httpd.
     let image = build_image("httpd")?;
@@ -992,6 +1009,16 @@ fn user_net_eremite(cli: &Path, publish: &str) -> Command {
     command
         .args(["run", "--pin-vcpus", BENCH_CORE, "--memory", "256M"])
         .args(["-p", publish]);
+    command
+}
+
+/// `eremite run` on switch `switch` (`switch:NAME`) with address
+/// `ip`, its vCPU pinned to `core`.
+fn switch_eremite(cli: &Path, switch: &str, core: &str, ip: &str) -> Command {
+    let mut command = Command::new(cli);
+    command
+        .args(["run", "--pin-vcpus", core, "--memory", "256M"])
+        .args(["--net", switch, "--ip", ip]);
     command
 }
 

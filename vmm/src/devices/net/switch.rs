@@ -245,13 +245,25 @@ pub fn serve_switch(name: &str) -> Result<(), SwitchError> {
 }
 
 /// The switch's state: its ports and the addresses it learnt.
-#[derive(Default)]
 struct Switch {
     ports: Vec<Port>,
     /// Source address → index into `ports`.
     addresses: HashMap<[u8; 6], usize>,
     /// Frames dropped because a port's output was full.
     dropped: u64,
+    /// Where a frame is read to, reused.
+    frame: Vec<u8>,
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Self {
+            ports: Vec::new(),
+            addresses: HashMap::new(),
+            dropped: 0,
+            frame: vec![0; MAX_FRAME_BYTES],
+        }
+    }
 }
 
 impl Switch {
@@ -312,17 +324,21 @@ impl Switch {
 
     /// Forward what port `from` sent; `false` once it has gone.
     fn forward_from(&mut self, from: usize) -> bool {
-        let mut frame = vec![0u8; MAX_FRAME_BYTES];
+        let mut frame = std::mem::take(&mut self.frame);
+        let mut is_open = true;
         for _ in 0..PASS_FRAMES {
-            let len = match self.ports[from].link.read_frame(&mut frame) {
-                Ok(len) => len,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return false,
-            };
-            self.forward(from, &frame[..len]);
+            match self.ports[from].link.read_frame(&mut frame) {
+                Ok(len) => self.forward(from, &frame[..len]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    is_open = false;
+                    break;
+                }
+            }
         }
-        true
+        self.frame = frame;
+        is_open
     }
 
     /// Send `frame`, which came from port `from`, where it goes.
