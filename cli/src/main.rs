@@ -268,6 +268,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         pin_vcpus: args.pin_vcpus.map(|cpus| cpus.0).unwrap_or_default(),
         linux_kernel: Some(LINUX_KERNEL),
         timeout: args.timeout,
+        is_confined: true,
     };
     let mut console = Console::host(args.verbose);
     let report = match eremite_vmm::run(&config, &mut console) {
@@ -337,6 +338,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         pin_vcpus: Vec::new(),
         linux_kernel: None,
         timeout: None,
+        is_confined: false,
     };
     let (address, gateway) = match config.net_params() {
         Ok(params) => params,
@@ -414,6 +416,7 @@ fn breakdown(report: &Report, total: Duration) -> String {
             eremite_vmm::Confinement::Full => "confined: no new privileges, Landlock",
             eremite_vmm::Confinement::NoNewPrivilegesOnly =>
                 "confined: no new privileges (Landlock not enforced by this kernel)",
+            eremite_vmm::Confinement::None => "not confined",
         }
     )
 }

@@ -36,6 +36,8 @@ pub enum Confinement {
     /// No new privileges; the kernel enforces only part of the Landlock
     /// rules, or none (Landlock missing or disabled).
     NoNewPrivilegesOnly,
+    /// Not confined: the caller asked so (`VmConfig::is_confined`).
+    None,
 }
 
 /// The process could not be confined.
@@ -117,8 +119,9 @@ mod tests {
                 Mount::open(&spec("rw", false)).unwrap(),
                 Mount::open(&spec("ro", true)).unwrap(),
             ];
-            // Opened before: Landlock may then deny opening it.
-            let mut status = std::fs::File::open("/proc/self/status").unwrap();
+            // This thread's (the test's, not the process's main thread),
+            // opened before: Landlock may then deny opening it.
+            let mut status = std::fs::File::open("/proc/thread-self/status").unwrap();
             let confinement = confine(&mounts).unwrap();
             let mut text = String::new();
             std::io::Read::read_to_string(&mut status, &mut text).unwrap();
