@@ -203,17 +203,13 @@ fn net_args(net: &QemuNet<'_>) -> Vec<String> {
         (Link::User, address, gateway) => {
             let mut netdev = String::from("user,id=net0");
             if let (Some(address), Some(gateway)) = (address, gateway) {
-                let guest = u32::from_be_bytes(address.address);
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(address.prefix_len))
-                    .unwrap_or(0);
                 let _ = write!(
                     netdev,
                     ",net={}/{},host={},dhcpstart={}",
-                    Ipv4Addr::from(guest & mask),
+                    Ipv4Addr::from(address.network()),
                     address.prefix_len,
                     Ipv4Addr::from(gateway.0),
-                    Ipv4Addr::from(guest)
+                    Ipv4Addr::from(address.address)
                 );
             }
             for p in net.publish {

@@ -308,10 +308,19 @@ impl NetAddress {
     /// Whether `address` lies in this address's network (the first
     /// `prefix_len` bits match).
     pub fn contains(&self, address: [u8; 4]) -> bool {
-        let mask = u32::MAX
+        u32::from_be_bytes(address) & self.mask() == u32::from_be_bytes(self.network())
+    }
+
+    /// The network's own address: the first `prefix_len` bits, the rest
+    /// zero.
+    pub fn network(&self) -> [u8; 4] {
+        (u32::from_be_bytes(self.address) & self.mask()).to_be_bytes()
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX
             .checked_shl(32 - u32::from(self.prefix_len.min(32)))
-            .unwrap_or(0);
-        u32::from_be_bytes(self.address) & mask == u32::from_be_bytes(address) & mask
+            .unwrap_or(0)
     }
 
     fn parse(value: &str) -> Result<Self, CmdlineError> {

@@ -192,13 +192,19 @@ pub fn boot_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Run {
 /// The command `eremite run OPTIONS IMAGE -- GUEST_ARGS`.
 fn run_command_line(image: &Path, options: &[&str], guest_args: &[&str]) -> Command {
     let mut command = Command::new(eremite());
+    add_run_args(&mut command, image, options, guest_args);
+    command
+}
+
+/// Append `run OPTIONS IMAGE -- GUEST_ARGS` to a command that runs the
+/// CLI (directly, or behind `ip netns exec` or `setpriv`).
+fn add_run_args(command: &mut Command, image: &Path, options: &[&str], guest_args: &[&str]) {
     command
         .arg("run")
         .args(options)
         .arg(image)
         .arg("--")
         .args(guest_args);
-    command
 }
 
 /// [`boot_image`] in the background.
@@ -239,12 +245,8 @@ pub fn spawn_unprivileged(image: &Path, options: &[&str], guest_args: &[&str]) -
              --clear-groups --inh-caps=-all --bounding-set=-all -- \"$@\"",
         )
         .arg(&node)
-        .arg(cli)
-        .arg("run")
-        .args(options)
-        .arg(image)
-        .arg("--")
-        .args(guest_args);
+        .arg(cli);
+    add_run_args(&mut command, &image, options, guest_args);
     Guest::spawn(command)
 }
 
@@ -515,14 +517,8 @@ impl NetNs {
     /// [`NetNs::spawn`] of any image: a path rather than an example's name.
     pub fn spawn_image(&self, image: &Path, options: &[&str], guest_args: &[&str]) -> Guest {
         let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.name])
-            .arg(eremite())
-            .arg("run")
-            .args(options)
-            .arg(image)
-            .arg("--")
-            .args(guest_args);
+        command.args(["netns", "exec", &self.name]).arg(eremite());
+        add_run_args(&mut command, image, options, guest_args);
         Guest::spawn(command)
     }
 

@@ -387,10 +387,7 @@ pub const USER_NET_HOST_NAME: &str = "host.eremite.internal";
 /// the card has that.
 fn default_gateway(address: NetAddress) -> NetGateway {
     let bits = u32::from_be_bytes(address.address);
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(address.prefix_len))
-        .unwrap_or(0);
-    let network = bits & mask;
+    let network = u32::from_be_bytes(address.network());
     let second = network.wrapping_add(2);
     let gateway = if second == bits {
         network.wrapping_add(1)

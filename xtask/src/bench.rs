@@ -1005,20 +1005,24 @@ fn net(is_quick: bool) -> Result<Vec<Row>> {
 /// `eremite run` with user-mode networking publishing `publish`, its vCPU
 /// pinned to [`BENCH_CORE`] as in the namespace's runs.
 fn user_net_eremite(cli: &Path, publish: &str) -> Command {
-    let mut command = Command::new(cli);
+    let mut command = pinned_eremite(cli, BENCH_CORE);
+    command.args(["-p", publish]);
     command
-        .args(["run", "--pin-vcpus", BENCH_CORE, "--memory", "256M"])
-        .args(["-p", publish]);
+}
+
+/// `eremite run` with 256 MiB and its vCPU pinned to `core`, as every
+/// run of the `net` group.
+fn pinned_eremite(cli: &Path, core: &str) -> Command {
+    let mut command = Command::new(cli);
+    command.args(["run", "--pin-vcpus", core, "--memory", "256M"]);
     command
 }
 
 /// `eremite run` on switch `switch` (`switch:NAME`) with address
 /// `ip`, its vCPU pinned to `core`.
 fn switch_eremite(cli: &Path, switch: &str, core: &str, ip: &str) -> Command {
-    let mut command = Command::new(cli);
-    command
-        .args(["run", "--pin-vcpus", core, "--memory", "256M"])
-        .args(["--net", switch, "--ip", ip]);
+    let mut command = pinned_eremite(cli, core);
+    command.args(["--net", switch, "--ip", ip]);
     command
 }
 

@@ -512,22 +512,35 @@ pub(crate) fn write_vectored(fd: i32, bufs: &[&[u8]]) -> Result<usize, Errno> {
     file.object.write_vectored(bufs, file.status())
 }
 
-/// Write each of `bufs` with `write` until one is short; the total, or
-/// the error if nothing was written (what was written before a failure
-/// is the result, as for `writev(2)`).
+/// Write each of `bufs` with `write` until one is short (see
+/// [`until_short`]).
 pub(crate) fn write_each(
     bufs: &[&[u8]],
-    mut write: impl FnMut(&[u8]) -> Result<usize, Errno>,
+    write: impl FnMut(&[u8]) -> Result<usize, Errno>,
+) -> Result<usize, Errno> {
+    until_short(bufs.iter().map(|buf| Ok(*buf)), |buf| buf.len(), write)
+}
+
+/// Move each of `items` (`len` bytes long) with `op` until one comes back
+/// short: the total, or the error if nothing moved (what moved before a
+/// failure is the result, as for `readv(2)` and `writev(2)`). An item that
+/// cannot be had (an `iovec` outside the program's memory) fails the call.
+pub(crate) fn until_short<T>(
+    items: impl IntoIterator<Item = Result<T, Errno>>,
+    len: impl Fn(&T) -> usize,
+    mut op: impl FnMut(T) -> Result<usize, Errno>,
 ) -> Result<usize, Errno> {
     let mut total = 0usize;
-    for buf in bufs {
-        let n = match write(buf) {
+    for item in items {
+        let item = item?;
+        let wanted = len(&item);
+        let n = match op(item) {
             Ok(n) => n,
             Err(_) if total > 0 => break,
             Err(e) => return Err(e),
         };
         total = total.saturating_add(n);
-        if n < buf.len() {
+        if n < wanted {
             break;
         }
     }

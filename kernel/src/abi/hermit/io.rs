@@ -45,21 +45,7 @@ fn for_each_iovec(
     count: usize,
     mut op: impl FnMut(*mut u8, usize) -> Result<usize, Errno>,
 ) -> Result<usize, Errno> {
-    let mut total = 0usize;
-    for v in iovecs(iov, count)? {
-        let v = v?;
-        let n = match op(v.base, v.len) {
-            Ok(n) => n,
-            // What was transferred before the error is the result.
-            Err(_) if total > 0 => break,
-            Err(e) => return Err(e),
-        };
-        total = total.saturating_add(n);
-        if n < v.len {
-            break;
-        }
-    }
-    Ok(total)
+    fd::until_short(iovecs(iov, count)?, |v| v.len, |v| op(v.base, v.len))
 }
 
 exported! {

@@ -130,24 +130,21 @@ fn vectored(
     count: usize,
     mut op: impl FnMut(u64, usize) -> Result<usize, Errno>,
 ) -> SysResult {
+    let iovecs = iovecs(iov, count)?;
+    fd::until_short(
+        iovecs,
+        |v| super::size(v.len),
+        |v| op(v.base, super::size(v.len)),
+    )
+    .map(value)
+}
+
+/// The `count` entries of the iovec array at `iov`, each read when taken.
+fn iovecs(iov: u64, count: usize) -> Result<impl Iterator<Item = Result<IoVec, Errno>>, Errno> {
     if count > IOV_MAX {
         return Err(errno::EINVAL);
     }
-    let mut total = 0usize;
-    for i in 0..count {
-        let v: IoVec = user::read(ptr::<IoVec>(iov).wrapping_add(i))?;
-        let len = super::size(v.len);
-        let n = match op(v.base, len) {
-            Ok(n) => n,
-            Err(_) if total > 0 => break,
-            Err(e) => return Err(e),
-        };
-        total = total.saturating_add(n);
-        if n < len {
-            break;
-        }
-    }
-    Ok(value(total))
+    Ok((0..count).map(move |i| user::read(ptr::<IoVec>(iov).wrapping_add(i))))
 }
 
 pub(super) fn readv(fd: i32, iov: u64, count: usize) -> SysResult {
@@ -157,14 +154,8 @@ pub(super) fn readv(fd: i32, iov: u64, count: usize) -> SysResult {
 }
 
 pub(super) fn writev(fd: i32, iov: u64, count: usize) -> SysResult {
-    if count > IOV_MAX {
-        return Err(errno::EINVAL);
-    }
-    let bufs = (0..count)
-        .map(|i| {
-            let v: IoVec = user::read(ptr::<IoVec>(iov).wrapping_add(i))?;
-            user::slice(ptr(v.base), super::size(v.len))
-        })
+    let bufs = iovecs(iov, count)?
+        .map(|v| v.and_then(|v| user::slice(ptr(v.base), super::size(v.len))))
         .collect::<Result<Vec<_>, _>>()?;
     fd::write_vectored(fd, &bufs).map(value)
 }

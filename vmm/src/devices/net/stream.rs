@@ -23,6 +23,14 @@ const RX_BUFFER_BYTES: usize = 256 << 10;
 /// (nothing of it written) or the link is declared dead (part written).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Append `frame` behind its length to `out`, as the stream carries it
+/// (`frame` is at most [`MAX_FRAME_BYTES`]).
+pub(crate) fn push_framed(out: &mut Vec<u8>, frame: &[u8]) {
+    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(frame);
+}
+
 /// Frames over a non-blocking stream socket, each behind its length.
 #[derive(Debug)]
 pub(crate) struct Framed {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use super::stream::{Framed, LENGTH_BYTES};
+use super::stream::{Framed, LENGTH_BYTES, push_framed};
 use super::{MAX_FRAME_BYTES, NetBackend};
 
 /// A switch's output to one port, at most.
@@ -373,10 +373,7 @@ impl Switch {
             self.dropped += 1;
             return;
         }
-        // At most MAX_FRAME_BYTES.
-        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-        port.out.extend_from_slice(&len.to_be_bytes());
-        port.out.extend_from_slice(frame);
+        push_framed(&mut port.out, frame);
     }
 
     /// Forget port `index` and the addresses learnt on it.
