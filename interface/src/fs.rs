@@ -89,6 +89,12 @@ pub const S_IFDIR: u32 = 0o040000;
 pub const S_IFREG: u32 = 0o100000;
 /// Symbolic link.
 pub const S_IFLNK: u32 = 0o120000;
+/// FIFO (named or anonymous pipe).
+pub const S_IFIFO: u32 = 0o010000;
+/// Character device.
+pub const S_IFCHR: u32 = 0o020000;
+/// Socket.
+pub const S_IFSOCK: u32 = 0o140000;
 /// Permission bits of a mode (including set-id and sticky bits).
 pub const S_IPERM: u32 = 0o7777;
 

@@ -4,13 +4,10 @@
 //! device nodes); `fd::open` recognises their paths.
 
 use eremite_interface::errno::Errno;
-use eremite_interface::fs::{FileStat, OpenFlags};
+use eremite_interface::fs::{FileStat, OpenFlags, S_IFCHR};
 
 use super::FileObject;
 use crate::random;
-
-/// `S_IFCHR`.
-const S_IFCHR: u32 = 0o020000;
 
 /// Which device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::fs::{FileStat, OpenFlags};
+use eremite_interface::fs::{FileStat, OpenFlags, S_IFIFO};
 
 use super::{FileObject, blocking};
 use crate::events;
@@ -20,9 +20,6 @@ use crate::sync::Lock;
 const CAPACITY: usize = 64 * 1024;
 /// Writes up to this size are atomic (POSIX `PIPE_BUF`).
 const PIPE_BUF: usize = 4096;
-/// `S_IFIFO`.
-const S_IFIFO: u32 = 0o010000;
-
 struct State {
     queue: VecDeque<u8>,
     readers: usize,

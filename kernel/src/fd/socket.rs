@@ -5,14 +5,11 @@
 use alloc::vec::Vec;
 
 use eremite_interface::errno::{self, Errno};
-use eremite_interface::fs::{FileStat, OpenFlags};
+use eremite_interface::fs::{FileStat, OpenFlags, S_IFSOCK};
 
 use super::FileObject;
 use crate::fd;
 use crate::net::{self, Readiness, Receive};
-
-/// `S_IFSOCK`.
-const S_IFSOCK: u32 = 0o140000;
 
 /// The most a vectored write gathers into one send.
 const GATHER_BYTES: usize = 64 << 10;

@@ -3,14 +3,11 @@
 //! is connected yet, so reading it is the end of file.
 
 use eremite_interface::errno::Errno;
-use eremite_interface::fs::{FileStat, OpenFlags};
+use eremite_interface::fs::{FileStat, OpenFlags, S_IFCHR};
 use eremite_interface::hypercall::Stream;
 
 use super::FileObject;
 use crate::console;
-
-/// `S_IFCHR`: what the standard streams are.
-const S_IFCHR: u32 = 0o020000;
 
 fn character_device() -> FileStat {
     FileStat {

@@ -40,8 +40,8 @@ use std::os::unix::fs::MetadataExt;
 use eremite_interface::errno::{self, Errno};
 use eremite_interface::fs::{
     DT_DIR, DT_LNK, DT_REG, DirRecord, FileStat, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT,
-    O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR,
-    S_IFMT,
+    O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, S_IFCHR,
+    S_IFDIR, S_IFIFO, S_IFMT, S_IFSOCK,
 };
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use zerocopy::IntoBytes;
@@ -264,6 +264,9 @@ struct Handle {
     mount: u32,
     is_dir: bool,
     is_append: bool,
+    /// A FIFO, socket or character device: read and written in order,
+    /// with no offset (`pread` would fail with `ESPIPE`).
+    is_stream: bool,
 }
 
 /// The host side of every mount and the guest's open files.
@@ -334,6 +337,7 @@ impl HostFs {
         let file = m.open_beneath(path.for_open(), flags.host(), mode)?;
         let stat = file_stat(&file)?;
         let is_dir = stat.mode & S_IFMT == S_IFDIR;
+        let is_stream = matches!(stat.mode & S_IFMT, S_IFIFO | S_IFSOCK | S_IFCHR);
         let number = self.next_handle;
         self.next_handle += 1;
         self.handles.insert(
@@ -343,6 +347,7 @@ impl HostFs {
                 mount,
                 is_dir,
                 is_append: flags.has(O_APPEND),
+                is_stream,
             },
         );
         Ok((number, stat))
@@ -355,7 +360,8 @@ impl HostFs {
         Ok(())
     }
 
-    /// `pread` into `buf`; returns the bytes read.
+    /// `pread` into `buf` (a plain `read` for a stream); returns the bytes
+    /// read.
     pub(crate) fn read(
         &mut self,
         mount: u32,
@@ -364,11 +370,15 @@ impl HostFs {
         buf: &mut [u8],
     ) -> Result<usize, Errno> {
         let h = self.handle(mount, handle)?;
-        rustix::io::pread(&h.file, buf, offset).map_err(host)
+        if h.is_stream {
+            rustix::io::read(&h.file, buf).map_err(host)
+        } else {
+            rustix::io::pread(&h.file, buf, offset).map_err(host)
+        }
     }
 
-    /// `pwrite` of `data` (a plain `write` at the end for `O_APPEND`);
-    /// returns the bytes written.
+    /// `pwrite` of `data` (a plain `write` at the end for `O_APPEND` and
+    /// for a stream); returns the bytes written.
     pub(crate) fn write(
         &mut self,
         mount: u32,
@@ -381,7 +391,7 @@ impl HostFs {
         if is_read_only {
             return Err(errno::EROFS);
         }
-        if h.is_append {
+        if h.is_append || h.is_stream {
             rustix::io::write(&h.file, data).map_err(host)
         } else {
             rustix::io::pwrite(&h.file, data, offset).map_err(host)

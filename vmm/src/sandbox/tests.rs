@@ -315,6 +315,24 @@ fn sync_reaches_files_and_directories_on_the_host() {
 }
 
 #[test]
+fn a_fifo_is_read_and_written_in_order_not_at_an_offset() {
+    let mut fx = Fixture::new();
+    let status = std::process::Command::new("mkfifo")
+        .arg(fx.mnt().join("fifo"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Read-write, so that opening it does not wait for another end.
+    let h = open(&mut fx, RW, "fifo", O_RDWR).unwrap();
+    assert_eq!(fx.fs.write(RW, h, 4096, b"first "), Ok(6));
+    assert_eq!(fx.fs.write(RW, h, 0, b"second"), Ok(6));
+    let mut buf = [0; 64];
+    assert_eq!(fx.fs.read(RW, h, 12345, &mut buf), Ok(12));
+    assert_eq!(&buf[..12], b"first second");
+    fx.fs.close(RW, h).unwrap();
+}
+
+#[test]
 fn names_are_made_changed_and_removed() {
     let mut fx = Fixture::new();
     let fs = &mut fx.fs;
