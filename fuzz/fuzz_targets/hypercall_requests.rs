@@ -1,13 +1,11 @@
 //! The VMM's hypercall decoder and handlers on arbitrary guest memory and
-//! port values (what a hostile guest controls): no panic, and every
-//! range the VMM accepts lies inside guest RAM.
+//! sequences of port values (what a hostile guest controls), with a host
+//! directory mounted: no panic, every range the VMM accepts lies inside
+//! guest RAM, and nothing beside the mount changes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let [port, a, b, c, d, memory @ ..] = data else {
-        return;
-    };
-    eremite_vmm::fuzzing::hypercall(*port, u32::from_le_bytes([*a, *b, *c, *d]), memory);
+    eremite_vmm::fuzzing::hypercalls(data);
 });
