@@ -148,9 +148,9 @@ fn serve(data: &[u8]) -> Vec<i64> {
     let mut console = Console::new(Box::new(std::io::sink()), Box::new(std::io::sink()), false);
     let services = Services::new(&mut console, fixture.host_fs());
     let mut results = Vec::with_capacity(count);
-    for call in calls.chunks_exact(CALL_BYTES) {
-        let port = Port::ALL[usize::from(call[0]) % Port::ALL.len()];
-        let Ok(decoded) = decode(port, &call[1..], &ram) else {
+    for &[port, ref value @ ..] in calls.as_chunks::<CALL_BYTES>().0 {
+        let port = Port::ALL[usize::from(port) % Port::ALL.len()];
+        let Ok(decoded) = decode(port, value, &ram) else {
             results.push(0);
             continue;
         };

@@ -177,27 +177,37 @@ pub(crate) fn build_within(path: &Path, limit: u64) -> Result<Vec<u8>, InitrdErr
     if len > limit {
         return Err(too_large(path, len, limit));
     }
-    let mut bytes = Vec::new();
+    // The format is known from the first block: junk is refused without
+    // reading the rest, and a tar archive is converted as it is read.
+    let mut header = Vec::with_capacity(TAR_BLOCK);
     (&mut file)
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
+        .take(TAR_BLOCK as u64)
+        .read_to_end(&mut header)
         .map_err(read_error)?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large(path, bytes.len() as u64, limit));
-    }
-    if bytes.starts_with(MAGIC) {
+    if header.starts_with(MAGIC) {
+        let mut bytes = header;
+        (&mut file)
+            .take(limit + 1 - bytes.len() as u64)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(path, bytes.len() as u64, limit));
+        }
         check_newc(path, &bytes)?;
         Ok(bytes)
-    } else if is_tar(&bytes) {
-        tar_to_newc(path, &bytes, limit)
-    } else if bytes.starts_with(b"0707") || bytes.starts_with(&[0xc7, 0x71]) {
+    } else if is_tar(&header) {
+        tar_to_newc(path, &file, limit)
+    } else if header.starts_with(b"0707") || header.starts_with(&[0xc7, 0x71]) {
         Err(InitrdError::CpioFormat(path.to_owned()))
-    } else if COMPRESSED_MAGICS.iter().any(|m| bytes.starts_with(m)) {
+    } else if COMPRESSED_MAGICS.iter().any(|m| header.starts_with(m)) {
         Err(InitrdError::Compressed(path.to_owned()))
     } else {
         Err(InitrdError::Format(path.to_owned()))
     }
 }
+
+/// A tar archive's block size: its headers are one block.
+const TAR_BLOCK: usize = 512;
 
 /// A host file the VMM puts in the initrd by itself (a dynamic program's
 /// libraries, see `linux::closure`).
@@ -441,7 +451,7 @@ fn file_type_name(mode: u32) -> &'static str {
 /// (POSIX `ustar\0`, GNU `ustar `), or an old v7 header whose checksum
 /// (offset 148, octal) matches.
 fn is_tar(bytes: &[u8]) -> bool {
-    let Some(header) = bytes.get(..512) else {
+    let Some(header) = bytes.get(..TAR_BLOCK) else {
         return false;
     };
     if header[257..262] == *b"ustar" {
@@ -472,26 +482,32 @@ fn is_tar(bytes: &[u8]) -> bool {
     header[0] != 0 && recorded == sum
 }
 
-/// Convert a tar archive to newc.
-fn tar_to_newc(path: &Path, bytes: &[u8], limit: u64) -> Result<Vec<u8>, InitrdError> {
+/// Convert the tar archive `file` to newc, reading it once from the
+/// start, one member at a time: the VMM holds the newc archive (at most
+/// `limit` bytes) and one member's data, never the tar archive whole.
+fn tar_to_newc(path: &Path, file: &fs::File, limit: u64) -> Result<Vec<u8>, InitrdError> {
+    use std::os::unix::fs::FileExt;
     use tar::EntryType;
 
     let tar_error = |source| InitrdError::Tar {
         path: path.to_owned(),
         source,
     };
+    let mut start = file;
+    io::Seek::rewind(&mut start).map_err(tar_error)?;
     let mut writer = Writer::new();
-    // Regular files so far: archive name -> range of their data in `bytes`.
-    let mut files: HashMap<Vec<u8>, (usize, usize)> = HashMap::new();
-    let mut archive = tar::Archive::new(bytes);
+    // Regular files so far: archive name -> where their data is in `file`
+    // and its length, so that a hard link can be read again from there.
+    let mut files: HashMap<Vec<u8>, (u64, usize)> = HashMap::new();
+    let mut archive = tar::Archive::new(io::BufReader::new(file));
     for entry in archive.entries().map_err(tar_error)? {
-        let entry = entry.map_err(tar_error)?;
+        let mut entry = entry.map_err(tar_error)?;
         let header = entry.header();
         let kind = header.entry_type();
         if kind == EntryType::XGlobalHeader {
             continue;
         }
-        let raw_name = entry.path_bytes();
+        let raw_name = entry.path_bytes().into_owned();
         let place = || member_place(path, &raw_name);
         let name_error = |source| InitrdError::Name {
             place: place(),
@@ -507,15 +523,29 @@ fn tar_to_newc(path: &Path, bytes: &[u8], limit: u64) -> Result<Vec<u8>, InitrdE
             .mtime()
             .map_err(tar_error)
             .map(|t| u32::try_from(t).unwrap_or(u32::MAX))?;
+        // A member whose data alone would not fit is refused before its
+        // data is read.
+        let data_len = match kind {
+            EntryType::Regular | EntryType::Continuous => entry.size(),
+            _ => 0,
+        };
+        let after = (writer.len_bytes() as u64).saturating_add(data_len);
+        if after > limit {
+            return Err(too_large(path, after, limit));
+        }
         match kind {
             EntryType::Directory => writer.add_dir(name, mode, mtime).map_err(name_error)?,
             EntryType::Regular | EntryType::Continuous => {
-                let range = data_range(&entry, bytes.len())
-                    .ok_or_else(|| tar_error(io::ErrorKind::UnexpectedEof.into()))?;
+                let at = entry.raw_file_position();
+                let mut data = Vec::with_capacity(data_len as usize);
+                entry.read_to_end(&mut data).map_err(tar_error)?;
+                if data.len() as u64 != data_len {
+                    return Err(tar_error(io::ErrorKind::UnexpectedEof.into()));
+                }
                 writer
-                    .add_file(name, mode, mtime, &bytes[range.0..range.1])
+                    .add_file(name, mode, mtime, &data)
                     .map_err(name_error)?;
-                files.insert(name.to_vec(), range);
+                files.insert(name.to_vec(), (at, data.len()));
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default();
@@ -525,17 +555,23 @@ fn tar_to_newc(path: &Path, bytes: &[u8], limit: u64) -> Result<Vec<u8>, InitrdE
             }
             EntryType::Link => {
                 let target = entry.link_name_bytes().unwrap_or_default();
-                let range = tar_name(&target).and_then(|t| files.get(t).copied());
-                let Some(range) = range else {
+                let earlier = tar_name(&target).and_then(|t| files.get(t).copied());
+                let Some((at, len)) = earlier else {
                     return Err(InitrdError::Link {
                         place: place(),
                         target: String::from_utf8_lossy(&target).into_owned(),
                     });
                 };
+                let after = (writer.len_bytes() as u64).saturating_add(len as u64);
+                if after > limit {
+                    return Err(too_large(path, after, limit));
+                }
+                let mut data = vec![0; len];
+                file.read_exact_at(&mut data, at).map_err(tar_error)?;
                 writer
-                    .add_file(name, mode, mtime, &bytes[range.0..range.1])
+                    .add_file(name, mode, mtime, &data)
                     .map_err(name_error)?;
-                files.insert(name.to_vec(), range);
+                files.insert(name.to_vec(), (at, len));
             }
             other => {
                 return Err(InitrdError::Unsupported {
@@ -562,14 +598,6 @@ fn tar_name(raw: &[u8]) -> Option<&[u8]> {
         _ => raw,
     };
     normalise_name(trimmed)
-}
-
-/// Where a regular file's data lies in the archive, checked against its
-/// length.
-fn data_range(entry: &tar::Entry<'_, &[u8]>, archive_len: usize) -> Option<(usize, usize)> {
-    let start = usize::try_from(entry.raw_file_position()).ok()?;
-    let end = start.checked_add(usize::try_from(entry.size()).ok()?)?;
-    (end <= archive_len).then_some((start, end))
 }
 
 /// A tar member type, for messages.
@@ -968,6 +996,53 @@ mod tests {
         fs::write(&path, &tar[..900]).unwrap();
         let error = build(&path).unwrap_err();
         assert!(matches!(error, InitrdError::Tar { .. }), "{error}");
+    }
+
+    /// A sparse file of `len` bytes that starts with `head`.
+    fn sparse(dir: &TempDir, head: &[u8], len: u64) -> PathBuf {
+        let path = dir.path().join("sparse");
+        fs::write(&path, head).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        path
+    }
+
+    /// How much of the file the process has read so far (`rchar` of
+    /// `/proc/thread-self/io`: this thread's reads).
+    fn bytes_read() -> u64 {
+        let io = fs::read_to_string("/proc/thread-self/io").unwrap();
+        let line = io.lines().find(|l| l.starts_with("rchar:")).unwrap();
+        line["rchar:".len()..].trim().parse().unwrap()
+    }
+
+    #[test]
+    fn junk_is_refused_from_its_first_block_without_reading_the_rest() {
+        let dir = TempDir::new();
+        let path = sparse(&dir, b"not an archive", 2 << 30);
+        let before = bytes_read();
+        let error = build_within(&path, 3 << 30).unwrap_err();
+        assert!(matches!(error, InitrdError::Format(_)), "{error}");
+        let read = bytes_read() - before;
+        assert!(read < 1 << 20, "read {read} bytes of a junk file");
+    }
+
+    #[test]
+    fn a_tar_member_too_large_for_memory_is_refused_before_its_data_is_read() {
+        let dir = TempDir::new();
+        let mut header = tar_header(tar::EntryType::Regular, 0o644, 2 << 30);
+        header.set_path("huge").unwrap();
+        header.set_cksum();
+        // The file fits in memory; the member it claims to hold does not.
+        let path = sparse(&dir, header.as_bytes(), 1 << 30);
+        let before = bytes_read();
+        let error = build_within(&path, 3 << 29).unwrap_err();
+        assert!(matches!(error, InitrdError::DoesNotFit { .. }), "{error}");
+        let read = bytes_read() - before;
+        assert!(read < 1 << 20, "read {read} bytes before refusing");
     }
 
     #[test]
