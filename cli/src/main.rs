@@ -412,12 +412,7 @@ fn breakdown(report: &Report, total: Duration) -> String {
         ms(t.guest_run),
         report.exits.total(),
         ms(total),
-        match report.confinement {
-            eremite_vmm::Confinement::Full => "confined: no new privileges, Landlock",
-            eremite_vmm::Confinement::NoNewPrivilegesOnly =>
-                "confined: no new privileges (Landlock not enforced by this kernel)",
-            eremite_vmm::Confinement::None => "not confined",
-        }
+        report.confinement
     )
 }
 

@@ -193,12 +193,17 @@ fn the_vmm_runs_confined_with_no_inherited_descriptors_or_new_privileges() {
     let mount = format!("{}:/data", base.display());
     let guest = eremite_tests::spawn_image(
         &eremite_tests::image("net"),
-        &["--verbose", "--mount", &mount],
+        &["--verbose", "--mount", &mount, "--net", "user"],
         &["echo-server", "127.0.0.1:7000"],
     );
     guest.wait_for_output("listening on");
     let pid = guest.pid();
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    // Every thread (main, vCPU, the card's worker) runs under a filter.
+    let threads: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| fs::read_to_string(task.unwrap().path().join("status")).unwrap())
+        .collect();
     let fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .map(|e| {
@@ -211,6 +216,21 @@ fn the_vmm_runs_confined_with_no_inherited_descriptors_or_new_privileges() {
     let run = guest.kill();
     drop(fd);
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(
+        threads.len() >= 3,
+        "main, vCPU and device threads: {threads:?}"
+    );
+    for thread in &threads {
+        assert!(thread.contains("Seccomp:\t2"), "{thread}");
+        // Of every capability, at most DAC_OVERRIDE, DAC_READ_SEARCH and
+        // FOWNER (bits 1 to 3) are left.
+        let effective = thread
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:\t"))
+            .map(|hex| u64::from_str_radix(hex, 16).unwrap())
+            .unwrap();
+        assert_eq!(effective & !0b1110, 0, "{thread}");
+    }
     let data = base.join("data").display().to_string();
     assert!(
         !fds.contains(&data),
@@ -221,10 +241,40 @@ fn the_vmm_runs_confined_with_no_inherited_descriptors_or_new_privileges() {
     let run = boot("hello", &["--verbose", "--mount", &mount], &[]);
     run.expect_code(0);
     assert!(
-        run.stderr.contains("confined: no new privileges, Landlock"),
+        run.stderr.contains(
+            "confined: no new privileges, capabilities dropped, seccomp filters, Landlock"
+        ),
         "{run}"
     );
     let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_call_outside_a_threads_seccomp_filter_stops_the_vmm_with_a_message() {
+    // The card's worker starts once the guest's network stack does: a
+    // server, which would run until the timeout if the hook failed.
+    let server = ["net", "--", "echo-server", "127.0.0.1:7000"];
+    for (kind, options, image) in [
+        ("main", &[][..], &["hello"][..]),
+        ("vcpu", &[][..], &["hello"][..]),
+        ("device", &["--net", "user"][..], &server[..]),
+    ] {
+        let mut command = std::process::Command::new(eremite_tests::eremite());
+        command
+            .args(["run", "--timeout", "20s"])
+            .args(options)
+            .arg(eremite_tests::image(image[0]))
+            .args(&image[1..])
+            .env("EREMITE_TEST_FORBIDDEN_CALL", kind);
+        let run = eremite_tests::run_command(&mut command);
+        run.expect_code(159);
+        assert!(
+            run.stderr.contains(&format!(
+                "eremite: the VMM's {kind} thread made system call 41 (socket), which its seccomp filter forbids"
+            )),
+            "{run}"
+        );
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! `unsafe` is allowed only in `kvm/` (with the signal handler that
 //! forwards `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT`), in `memory/` for mapping the image
 //! file and populating guest RAM (`madvise`), in `devices/net/tap.rs` for one ioctl and in
-//! `confine.rs` for one `close_range` (see `docs/safety.md`).
+//! `confine/` for one `close_range`, the seccomp `SIGSYS` handler and its test hook (see `docs/safety.md`).
 #![deny(unsafe_code)]
 
 mod affinity;

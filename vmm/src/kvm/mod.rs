@@ -33,6 +33,7 @@ use kvm_bindings::{
 use kvm_ioctls::{IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
 
 use crate::affinity::Placement;
+use crate::confine::{self, ThreadKind};
 use crate::devices::{MmioBus, QUEUE_NOTIFY_OFFSET};
 use crate::hypercall::{self, Next, Services};
 use crate::memory::GuestRam;
@@ -57,6 +58,9 @@ pub enum KvmError {
     /// A vCPU thread could not be pinned (`--pin-vcpus`).
     #[error(transparent)]
     Pin(#[from] crate::affinity::AffinityError),
+    /// A thread could not enter its seccomp filter.
+    #[error("cannot confine the {0} thread: {1}")]
+    Confine(&'static str, std::io::Error),
 }
 
 fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
@@ -387,29 +391,41 @@ impl Machine {
         services.cpus.reset(self.vcpus.len());
         install_kick_handler();
         let results: Vec<Result<ExitStats, KvmError>> = std::thread::scope(|scope| {
-            let threads: Vec<_> =
-                (0u32..)
-                    .zip(self.vcpus)
-                    .map(|(cpu, vcpu)| {
-                        let vm = &vm;
-                        let thread = std::thread::Builder::new().name(format!("vcpu{cpu}"));
-                        thread
-                            .spawn_scoped(scope, move || {
-                                let result =
-                                    placement.pin_vcpu(cpu).map_err(KvmError::from).and_then(
-                                        |()| Vcpu { cpu, fd: vcpu }.serve(ram, services, bus, vm),
-                                    );
-                                vm.finish(result.as_ref().ok().and_then(|(stop, _)| *stop));
-                                result.map(|(_, stats)| stats)
-                            })
-                            // As `scope.spawn` would: no thread, no VM.
-                            .expect("the host starts a vCPU thread")
-                    })
-                    .collect();
+            let threads: Vec<_> = (0u32..)
+                .zip(self.vcpus)
+                .map(|(cpu, vcpu)| {
+                    let vm = &vm;
+                    let thread = std::thread::Builder::new().name(format!("vcpu{cpu}"));
+                    thread
+                        .spawn_scoped(scope, move || {
+                            let result = confine::enter(ThreadKind::Vcpu)
+                                .map_err(|e| KvmError::Confine(ThreadKind::Vcpu.name(), e))
+                                .and_then(|()| placement.pin_vcpu(cpu).map_err(KvmError::from))
+                                .and_then(|()| {
+                                    Vcpu { cpu, fd: vcpu }.serve(ram, services, bus, vm)
+                                });
+                            vm.finish(result.as_ref().ok().and_then(|(stop, _)| *stop));
+                            result.map(|(_, stats)| stats)
+                        })
+                        // As `scope.spawn` would: no thread, no VM.
+                        .expect("the host starts a vCPU thread")
+                })
+                .collect();
+            // Every thread this one starts has started: from here on it
+            // only waits, stops the others and reports.
+            let confined = confine::enter(ThreadKind::Main);
+            if confined.is_err() {
+                vm.finish(None);
+            }
             vm.wait_for_stop(services, timeout);
             threads
                 .into_iter()
                 .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .chain(std::iter::once(
+                    confined
+                        .map(|()| ExitStats::default())
+                        .map_err(|e| KvmError::Confine(ThreadKind::Main.name(), e)),
+                ))
                 .collect()
         });
         let mut stats = ExitStats::default();

@@ -49,6 +49,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{ActivateError, Activation, VirtioDevice, new_event, read_config_bytes};
 use crate::affinity::Placement;
+use crate::confine::{self, ThreadKind};
 pub use passt::PasstError;
 pub(crate) use passt::{Passt, PasstConfig};
 pub use publish::{
@@ -285,6 +286,9 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         let thread = thread::Builder::new()
             .name("virtio-net".into())
             .spawn(move || {
+                if let Err(e) = confine::enter(ThreadKind::Device) {
+                    return worker.fail(WorkerFault::Host(e));
+                }
                 placement.place_device_thread();
                 worker.run(&worker_stop)
             })

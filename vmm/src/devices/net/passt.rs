@@ -249,7 +249,10 @@ impl NetBackend for Passt {
 
 impl Drop for Passt {
     fn drop(&mut self) {
-        // Closing our end would end it too; do not wait for that.
+        // The end of its stream ends passt, even when the kill cannot: a
+        // VMM run as root has dropped CAP_KILL by now, and passt started
+        // as root runs as nobody.
+        let _ = self.link.socket.shutdown(std::net::Shutdown::Both);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

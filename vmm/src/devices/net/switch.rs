@@ -229,6 +229,9 @@ pub fn serve_switch(name: &str) -> Result<(), SwitchError> {
         Err(e) => return Err(serve_error(e)),
     };
     listener.set_nonblocking(true).map_err(serve_error)?;
+    // It serves the VMs of one user, any of which may be a guest that took
+    // over its VMM: from here it only passes frames and removes its socket.
+    crate::confine::confine_switch(&path).map_err(|e| serve_error(io::Error::other(e)))?;
     let mut switch = Switch::default();
     let mut idle_since = Instant::now();
     loop {

@@ -160,6 +160,15 @@ impl<B: NetBackend> Worker<B> {
     /// hand the backend back.
     pub(super) fn run(mut self, stop: &EventFd) -> Finished<B> {
         let fault = self.serve(stop).err();
+        self.finish(fault)
+    }
+
+    /// End before serving, with `fault`.
+    pub(super) fn fail(self, fault: WorkerFault) -> Finished<B> {
+        self.finish(Some(fault))
+    }
+
+    fn finish(self, fault: Option<WorkerFault>) -> Finished<B> {
         if fault.is_some() {
             self.interrupt.signal_needs_reset();
         }

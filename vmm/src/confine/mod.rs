@@ -4,16 +4,29 @@
 //!
 //! - no new privileges (`PR_SET_NO_NEW_PRIVS`): nothing this process or
 //!   its children execute can gain privileges;
+//! - capabilities: all dropped but the three that let a VMM run as root
+//!   act as the guest's root on the files of its mounts
+//!   (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`, `CAP_FOWNER`), which
+//!   Landlock and the mount sandbox keep to the mounts;
 //! - Landlock: file-system access only beneath the `--mount` directories
 //!   (read-only ones for reading), a second wall behind the mount sandbox's
 //!   `openat2(RESOLVE_BENEATH)`. Files already open (the image, `/dev/kvm`,
-//!   the tap, passt's and the switch's sockets, the console) stay usable.
+//!   the tap, passt's and the switch's sockets, the console) stay usable;
+//! - seccomp: a filter per kind of thread (`seccomp`, lists in `rules`),
+//!   each thread entering its own as it starts.
 //!
 //! Descriptors the VMM inherited are closed at its start
 //! ([`close_inherited_descriptors`]), so a guest that took over the VMM
-//! could not use its launcher's files either.
-//!
-//! Not yet: a seccomp filter per thread kind, dropping capabilities.
+//! could not use its launcher's files either. The `eremite switch`
+//! process confines itself the same way once it listens
+//! ([`confine_switch`]).
+
+mod rules;
+mod seccomp;
+
+use std::path::Path;
+
+pub(crate) use seccomp::{ThreadKind, enter};
 
 use landlock::{
     ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
@@ -31,13 +44,27 @@ const HANDLED_ABI: ABI = ABI::V3;
 /// How far the confinement went on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Confinement {
-    /// No new privileges and Landlock's rules both hold.
+    /// No new privileges, capabilities dropped, seccomp filters per
+    /// thread, and Landlock's rules all hold.
     Full,
-    /// No new privileges; the kernel enforces only part of the Landlock
-    /// rules, or none (Landlock missing or disabled).
-    NoNewPrivilegesOnly,
+    /// All of [`Confinement::Full`] but Landlock: the kernel enforces
+    /// only part of its rules, or none (Landlock missing or disabled).
+    WithoutLandlock,
     /// Not confined: the caller asked so (`VmConfig::is_confined`).
     None,
+}
+
+impl std::fmt::Display for Confinement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all = "no new privileges, capabilities dropped, seccomp filters";
+        match self {
+            Self::Full => write!(f, "confined: {all}, Landlock"),
+            Self::WithoutLandlock => {
+                write!(f, "confined: {all} (Landlock not enforced by this kernel)")
+            }
+            Self::None => f.write_str("not confined"),
+        }
+    }
 }
 
 /// The process could not be confined.
@@ -49,13 +76,24 @@ pub enum ConfineError {
     /// Building or enforcing the Landlock ruleset failed.
     #[error("cannot restrict file-system access with Landlock: {0}")]
     Landlock(#[from] landlock::RulesetError),
+    /// The switch's socket directory cannot be opened for its rule.
+    #[error("cannot open the switch's directory: {0}")]
+    SocketDirectory(std::io::Error),
+    /// Dropping capabilities failed.
+    #[error("cannot drop capabilities: {0}")]
+    Capabilities(std::io::Error),
+    /// The seccomp filters cannot be built or their handler installed.
+    #[error("cannot prepare the seccomp filters: {0}")]
+    Seccomp(std::io::Error),
 }
 
 /// Confine the calling thread, and every thread it starts from now on,
 /// to what serving `mounts` needs. Call it on the thread that goes on to
-/// start the vCPUs and devices, before any of them starts.
+/// start the vCPUs and devices, before any of them starts; each of them
+/// then [`enter`]s the seccomp filter of its kind.
 pub(crate) fn confine(mounts: &[Mount]) -> Result<Confinement, ConfineError> {
     rustix::thread::set_no_new_privs(true).map_err(|e| ConfineError::NoNewPrivileges(e.into()))?;
+    drop_capabilities()?;
     let all = AccessFs::from_all(HANDLED_ABI);
     // What a guest may do in a writable mount: everything but executing
     // and making device nodes (the sandbox offers neither).
@@ -74,10 +112,69 @@ pub(crate) fn confine(mounts: &[Mount]) -> Result<Confinement, ConfineError> {
         ruleset = ruleset.add_rule(PathBeneath::new(mount.dir(), access))?;
     }
     let status = ruleset.restrict_self()?;
+    seccomp::prepare().map_err(ConfineError::Seccomp)?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => Confinement::Full,
-        _ => Confinement::NoNewPrivilegesOnly,
+        _ => Confinement::WithoutLandlock,
     })
+}
+
+/// Confine the `eremite switch` process once it listens on `socket`: no
+/// new privileges, no capabilities, files only to remove its own socket
+/// (Landlock), and the switch's seccomp filter.
+pub(crate) fn confine_switch(socket: &Path) -> Result<(), ConfineError> {
+    rustix::thread::set_no_new_privs(true).map_err(|e| ConfineError::NoNewPrivileges(e.into()))?;
+    set_capabilities(rustix::thread::CapabilitySet::empty())?;
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(HANDLED_ABI))?
+        .create()?;
+    if let Some(dir) = socket.parent() {
+        let dir = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| ConfineError::SocketDirectory(e.into()))?;
+        ruleset = ruleset.add_rule(PathBeneath::new(dir, AccessFs::RemoveFile))?;
+    }
+    ruleset.restrict_self()?;
+    seccomp::prepare().map_err(ConfineError::Seccomp)?;
+    enter(ThreadKind::Switch).map_err(ConfineError::Seccomp)
+}
+
+/// The capabilities a VMM run as root keeps: those that make it the
+/// guest's root on its mounts' files (reading, writing, listing and
+/// changing the mode of files whatever their owner and mode).
+fn kept_capabilities() -> rustix::thread::CapabilitySet {
+    use rustix::thread::CapabilitySet;
+    CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH | CapabilitySet::FOWNER
+}
+
+/// Drop every capability but [`kept_capabilities`] from this thread (and
+/// so from the threads it starts), and the ambient set.
+fn drop_capabilities() -> Result<(), ConfineError> {
+    set_capabilities(kept_capabilities())
+}
+
+/// Keep only `keep` (of what the thread has) as permitted and effective;
+/// nothing inheritable or ambient.
+fn set_capabilities(keep: rustix::thread::CapabilitySet) -> Result<(), ConfineError> {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let error = |e: rustix::io::Errno| ConfineError::Capabilities(e.into());
+    // Fails only on kernels without ambient capabilities (before 4.3).
+    let _ = rustix::thread::clear_ambient_capability_set();
+    let now = rustix::thread::capabilities(None).map_err(error)?;
+    let permitted = now.permitted & keep;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: permitted,
+            permitted,
+            inheritable: CapabilitySet::empty(),
+        },
+    )
+    .map_err(error)
 }
 
 /// Close every descriptor above standard error: whatever the launcher
@@ -126,6 +223,8 @@ mod tests {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut status, &mut text).unwrap();
             assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+            let caps = rustix::thread::capabilities(None).unwrap();
+            assert!(kept_capabilities().contains(caps.permitted), "{caps:?}");
             if confinement != Confinement::Full {
                 println!("landlock not enforced");
                 return;
