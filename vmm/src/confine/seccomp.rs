@@ -114,10 +114,10 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error>
                 )?])?]
             }
         };
-        if let Some(Some(existing)) = calls.get_mut(&call.number) {
-            existing.extend(rules);
-        } else if !calls.contains_key(&call.number) {
-            calls.insert(call.number, Some(rules));
+        match calls.entry(call.number).or_insert_with(|| Some(Vec::new())) {
+            Some(existing) => existing.extend(rules),
+            // Already allowed with any arguments.
+            None => {}
         }
     }
     let rules = calls
