@@ -794,3 +794,99 @@ fn ctrl_c_at_eremite_ends_a_hermit_server_with_130() {
     let run = guest.wait();
     run.expect_code(130);
 }
+
+/// A TCP SYN to the guest's `port` from `source:source_port`, as an IPv4
+/// packet for a raw socket (the host's kernel fills in the IP checksum).
+fn syn_packet(source: [u8; 4], source_port: u16, port: u16, seq: u32) -> [u8; 40] {
+    let guest: std::net::Ipv4Addr = GUEST.parse().unwrap();
+    let mut packet = [0u8; 40];
+    packet[..20].copy_from_slice(&[
+        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, // version, length, TTL, TCP
+        source[0], source[1], source[2], source[3],
+        guest.octets()[0], guest.octets()[1], guest.octets()[2], guest.octets()[3],
+    ]);
+    let tcp = &mut packet[20..];
+    tcp[0..2].copy_from_slice(&source_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&port.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[12] = 5 << 4; // 20-byte header
+    tcp[13] = 0x02; // SYN
+    tcp[14..16].copy_from_slice(&64_240u16.to_be_bytes());
+    // The checksum over the pseudo-header and the segment.
+    let mut sum: u32 = 6 + 20;
+    for pair in packet[12..20].chunks(2).chain(packet[20..].chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    packet[36..38].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    packet
+}
+
+#[test]
+fn a_server_keeps_answering_during_and_right_after_a_syn_flood() {
+    let (ns, card) = network();
+    let guest = ns.spawn("httpd", &card, &["0.0.0.0:8085"]);
+    let (sent, during, after) = ns.enter(|| {
+        assert!(http(8085, SMALL_REQUEST).starts_with("HTTP/1.1 200 OK"));
+        let addr: SocketAddr = format!("{GUEST}:8085").parse().unwrap();
+        let request = |timeout| -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream.write_all(SMALL_REQUEST.as_bytes())?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        };
+        let flooding = std::sync::atomic::AtomicBool::new(true);
+        let (sent, during) = std::thread::scope(|s| {
+            // SYNs from addresses of the namespace's network that no host
+            // has: the guest's answers wait for ARP replies that never
+            // come, so every SYN leaves a half-open connection, as spoofed
+            // sources do.
+            let flood = s.spawn(|| {
+                use rustix::net::{AddressFamily, SendFlags, SocketType, ipproto, sendto, socket};
+                let raw = socket(AddressFamily::INET, SocketType::RAW, Some(ipproto::RAW))
+                    .expect("a raw socket (root)");
+                let to: SocketAddr = format!("{GUEST}:0").parse().unwrap();
+                let mut sent = 0u64;
+                let mut seed = 0x2545_f491_u32;
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let source = [10, 0, 0, 100 + (seed % 150) as u8];
+                    let packet = syn_packet(source, 1024 + (seed >> 16) as u16 % 60_000, 8085, seed);
+                    if sendto(&raw, &packet, SendFlags::empty(), &to).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            });
+            std::thread::sleep(Duration::from_secs(1));
+            // During the flood: ten requests one after another, each
+            // given the time for the client's SYN retransmissions.
+            let during: Vec<_> = (0..10)
+                .map(|_| request(Duration::from_secs(8)).map(|a| a.starts_with("HTTP/1.1 200 OK")))
+                .collect();
+            flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+            (flood.join().unwrap(), during)
+        });
+        // Right after: the first SYN is answered (no retransmission, which
+        // would come after a second).
+        let started = Instant::now();
+        let after = request(Duration::from_millis(900));
+        (sent, during, after.map(|a| (a, started.elapsed())))
+    });
+    ns.enter(|| http(8085, QUIT_REQUEST));
+    let run = guest.wait();
+    run.expect_code(0);
+    println!("{sent} SYNs sent; during: {during:?}; after: {after:?}");
+    assert!(sent > 10_000, "a flood: {sent} SYNs");
+    let answered = during.iter().filter(|r| matches!(r, Ok(true))).count();
+    assert!(answered >= 8, "{answered} of 10 answered during the flood: {during:?}\n{run}");
+    let (answer, took) = after.unwrap_or_else(|e| panic!("no answer right after the flood: {e}\n{run}"));
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}

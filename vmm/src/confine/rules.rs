@@ -160,6 +160,8 @@ pub(super) const DEVICE: &[Allowed] = calls![
     ioctl: Args::Requests(&[KVM_SIGNAL_MSI]), sched_setaffinity, read, readv,
     recvfrom, recvmsg, sendto, sendmsg, epoll_create1, epoll_ctl, epoll_wait,
     epoll_pwait, poll, ppoll,
+    // passt died: reap it and read why from its log.
+    wait4, lseek, statx, fstat, newfstatat,
 ];
 
 /// The main thread once the vCPUs run.

@@ -114,10 +114,9 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error>
                 )?])?]
             }
         };
-        match calls.entry(call.number).or_insert_with(|| Some(Vec::new())) {
-            Some(existing) => existing.extend(rules),
-            // Already allowed with any arguments.
-            None => {}
+        // (`None`: already allowed with any arguments.)
+        if let Some(existing) = calls.entry(call.number).or_insert_with(|| Some(Vec::new())) {
+            existing.extend(rules);
         }
     }
     let rules = calls
