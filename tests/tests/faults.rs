@@ -48,3 +48,39 @@ fn wild_pointers_in_system_calls_and_hypercalls_are_refused() {
         "the VMM saw the hypercalls with bad addresses\n{run}"
     );
 }
+
+#[test]
+fn a_hostile_guest_leaves_the_vmm_up_bounded_and_its_mounts_walls_intact() {
+    let base = eremite_tests::scratch_base().join(format!("hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("mnt")).unwrap();
+    std::fs::write(base.join("secret"), b"outside").unwrap();
+    std::fs::write(base.join("mnt/file"), b"inside").unwrap();
+    let mnt = base.join("mnt").display().to_string();
+    let (rw, ro) = (format!("{mnt}:/data"), format!("{mnt}:/ro:ro"));
+    // 20,000 rounds of garbage hypercalls and MMIO writes to the card.
+    let guest = eremite_tests::spawn_image(
+        &eremite_tests::image("hostile"),
+        &["--net", "user", "--mount", &rw, "--mount", &ro],
+        &["20000", "7", "--mmio"],
+    );
+    guest.wait_for_output(": done");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", guest.pid())).unwrap();
+    let run = guest.wait();
+    run.expect_code(0);
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    // The guest's 64 MiB (which Populate may fill) and the VMM's own.
+    assert!(peak_kib < 192 << 10, "peak RSS {peak_kib} KiB\n{status}");
+    let mut around: Vec<_> = std::fs::read_dir(&base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    around.sort();
+    assert_eq!(around, ["mnt", "secret"], "{run}");
+    assert_eq!(std::fs::read(base.join("secret")).unwrap(), b"outside");
+    let _ = std::fs::remove_dir_all(&base);
+}
