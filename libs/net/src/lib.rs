@@ -89,6 +89,7 @@ mod nets;
 mod ports;
 pub mod resolve;
 mod route;
+mod syncookie;
 mod table;
 mod tcp;
 mod udp;
@@ -274,6 +275,10 @@ pub struct Stack {
     timer_at: Option<Instant>,
     /// Drops SYNs that full listeners cannot take (see `gate`).
     gate: gate::SynGate,
+    /// Answers SYNs the gate cannot hold, and the connections that brings
+    /// (see `syncookie`). Shared by the gate's receive and transmit
+    /// tokens during a poll.
+    cookies: core::cell::RefCell<syncookie::Cookies>,
     /// The card's MAC address.
     mac: EthernetAddress,
 }
@@ -315,6 +320,11 @@ impl Stack {
             now,
             timer_at: None,
             gate: gate::SynGate::default(),
+            cookies: core::cell::RefCell::new(syncookie::Cookies::new(
+                config.random_seed,
+                EthernetAddress(config.mac),
+                caps.ip_mtu(),
+            )),
             mac: EthernetAddress(config.mac),
         })
     }
@@ -326,11 +336,15 @@ impl Stack {
         self.now = now;
         self.count_free_listeners();
         self.gate.start_poll(now);
+        self.gate.admit_cookies(&self.cookies);
         let mut gated = gate::Gated {
             device,
             gate: &mut self.gate,
+            cookies: &self.cookies,
         };
-        let has_moved = self.nets.poll(now, &mut gated);
+        let mut has_moved = self.nets.poll(now, &mut gated);
+        // The last cookie SYN-ACKs of the poll.
+        has_moved |= gate::flush_cookies(device, &self.cookies, now);
         let (is_changed, tcp_at) = self.tcp_maintain();
         let udp_at = self.udp_maintain();
         self.timer_at = earliest(tcp_at, udp_at);
@@ -382,14 +396,19 @@ impl Stack {
     /// room for one (after an `accept` or a finished handshake), else
     /// when the oldest is to be dropped.
     fn held_syns_at(&mut self, now: Instant) -> Option<Instant> {
-        if self.gate.held() == 0 {
+        let cookies = self.cookies.get_mut();
+        if cookies.has_work() {
+            return Some(now);
+        }
+        let cookies_at = cookies.next_expiry();
+        if self.gate.held() == 0 && cookies_at.is_none() {
             return None;
         }
         self.count_free_listeners();
-        if self.gate.has_admissible() {
+        if self.gate.has_admissible() || self.cookies.get_mut().has_admissible(self.gate.open()) {
             Some(now)
         } else {
-            self.gate.oldest_expiry()
+            earliest(self.gate.oldest_expiry(), cookies_at)
         }
     }
 
@@ -671,6 +690,13 @@ impl Stack {
     /// events, not of something held, so not in [`Stats`].
     pub fn dropped_syns(&self) -> u64 {
         self.gate.dropped()
+    }
+
+    /// SYN cookies sent, and connections they let in, so far (a flood is
+    /// answered with cookies once the gate's hold is full).
+    pub fn syn_cookies(&self) -> (u64, u64) {
+        let cookies = self.cookies.borrow();
+        (cookies.sent, cookies.accepted)
     }
 
     fn receive(

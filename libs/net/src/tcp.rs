@@ -50,6 +50,9 @@ pub(crate) struct Listener {
     pending: Vec<Handle>,
     /// Connected, waiting for `accept`.
     ready: VecDeque<Handle>,
+    /// The card's sockets of `pending` in their handshake (SYN-RECEIVED),
+    /// with when that was first seen.
+    half_open: Vec<(Handle, Instant)>,
 }
 
 /// A connection, from `connect` or `accept`.
@@ -110,6 +113,15 @@ pub(crate) enum StreamEvent {
 /// How long an incoming connection may take to finish its handshake
 /// (Linux: about a minute, from `tcp_synack_retries` = 5).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(63);
+
+/// A half-open connection this old gives its listening socket up to a
+/// client that answered a SYN cookie (and so exists): a real client
+/// finishes its handshake within a round trip (a quarter of a second is a
+/// long one: across the world and back), a spoofed SYN never does.
+/// While a listener's half-open connections are all younger, a burst of
+/// real clients is likely under way: SYNs wait in the gate for them to
+/// finish, as before.
+const EVICT_AFTER: Duration = Duration::from_millis(250);
 
 /// How long an aborted orphan may take to send its RST.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -440,6 +452,7 @@ impl Stack {
                         &common.options,
                         &self.limits,
                         self.addressing,
+                        now,
                     );
                 }
                 Tcp::Stream(stream) => {
@@ -478,7 +491,7 @@ impl Stack {
             else {
                 continue;
             };
-            let free = listener
+            let mut free = listener
                 .pending
                 .iter()
                 .filter(|handle| {
@@ -486,6 +499,13 @@ impl Stack {
                         && self.nets.tcp(**handle).state() == State::Listen
                 })
                 .count();
+            if free == 0 && listener.is_stuck(self.now) {
+                // Only a client that answered a cookie may take a stuck
+                // listener's socket from a half-open connection.
+                let waiting = self.cookies.get_mut().waiting_for(bound);
+                free = listener.evict_half_open(&mut self.nets, bound, self.now, waiting);
+                self.gate.add_stuck(bound);
+            }
             self.gate.add(bound, free);
         }
     }
@@ -629,7 +649,49 @@ impl Listener {
             backlog,
             pending: Vec::new(),
             ready: VecDeque::new(),
+            half_open: Vec::new(),
         }
+    }
+
+    /// Whether a half-open connection is older than [`EVICT_AFTER`]: not a
+    /// real client's handshake, and a socket a cookie's client may take.
+    fn is_stuck(&self, now: Instant) -> bool {
+        self.half_open
+            .iter()
+            .any(|&(_, since)| now >= since + EVICT_AFTER)
+    }
+
+    /// Abort up to `count` of the card's half-open connections older than
+    /// [`EVICT_AFTER`], oldest first, and listen again on their sockets.
+    /// Returns how many listen again.
+    fn evict_half_open(
+        &mut self,
+        nets: &mut Nets,
+        bound: SocketAddrV4,
+        now: Instant,
+        count: usize,
+    ) -> usize {
+        let mut listening = 0;
+        while listening < count {
+            let oldest = (0..self.half_open.len())
+                .filter(|&i| {
+                    let (handle, since) = self.half_open[i];
+                    now >= since + EVICT_AFTER && nets.tcp(handle).state() == State::SynReceived
+                })
+                .min_by_key(|&i| self.half_open[i].1);
+            let Some(oldest) = oldest else {
+                break;
+            };
+            let (handle, _) = self.half_open.swap_remove(oldest);
+            let socket = nets.tcp(handle);
+            socket.abort();
+            // A socket that cannot listen again stays CLOSED; `service`
+            // frees it.
+            if socket.listen(listen_endpoint(bound)).is_ok() {
+                listening += 1;
+            }
+        }
+        listening
     }
 
     fn pending_on(&self, path: Path) -> usize {
@@ -715,13 +777,22 @@ impl Listener {
         options: &SocketOptions,
         limits: &Limits,
         addressing: Addressing,
+        now: Instant,
     ) -> bool {
         let mut has_grown = false;
         let mut index = 0;
         while let Some(&handle) = self.pending.get(index) {
             let socket = nets.tcp(handle);
             match socket.state() {
-                State::Listen | State::SynReceived => index += 1,
+                State::Listen => index += 1,
+                State::SynReceived => {
+                    if handle.path == Path::External
+                        && !self.half_open.iter().any(|(h, _)| *h == handle)
+                    {
+                        self.half_open.push((handle, now));
+                    }
+                    index += 1;
+                }
                 // The handshake timed out: listen again, on the device;
                 // loopback sockets are made again when needed.
                 State::Closed => {
@@ -746,6 +817,9 @@ impl Listener {
                 }
             }
         }
+        self.half_open.retain(|&(handle, _)| {
+            self.pending.contains(&handle) && nets.tcp(handle).state() == State::SynReceived
+        });
         self.refill(nets, bound, options, limits, addressing);
         has_grown
     }

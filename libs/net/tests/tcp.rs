@@ -9,6 +9,7 @@ use eremite_interface::errno::{
     ENOTCONN, EPIPE, ETIMEDOUT,
 };
 use eremite_net::{Duration, Limits, Protocol, Readiness, Shutdown, SocketId, SocketOption};
+use std::net::SocketAddrV4;
 
 const PORT: u16 = 7000;
 
@@ -707,4 +708,133 @@ fn socket_options_reach_new_connections() {
     let mut got = Vec::new();
     pump_recv(&mut net, true, server, &mut got, sent).unwrap();
     assert_eq!(got, data[..sent]);
+}
+
+/// A SYN to B's listener from `source`, a host of the network that does
+/// not exist (B's answers wait for an ARP reply that never comes), as a
+/// spoofed flood sends.
+fn spoofed_syn(source: SocketAddrV4, seq: u32) -> Vec<u8> {
+    use eremite_net::smoltcp::phy::ChecksumCapabilities;
+    use eremite_net::smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet,
+        Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    let tcp = TcpRepr {
+        src_port: source.port(),
+        dst_port: PORT,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: None,
+        window_len: 64240,
+        window_scale: Some(7),
+        max_seg_size: Some(1460),
+        sack_permitted: true,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: *source.ip(),
+        dst_addr: B_IP,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let ethernet = EthernetRepr {
+        src_addr: EthernetAddress([2, 0, 0, 0, 0, 0x66]),
+        dst_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut bytes = vec![0; ethernet.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
+    ethernet.emit(&mut frame);
+    let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut packet, &caps);
+    let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
+    tcp.emit(
+        &mut segment,
+        &ip.src_addr.into(),
+        &ip.dst_addr.into(),
+        &caps,
+    );
+    bytes
+}
+
+/// Sends `count` spoofed SYNs to B, from ever new ports.
+fn flood(net: &mut Net, count: u32, next: &mut u32) {
+    let b = &net.b.as_ref().expect("stack B").device;
+    for _ in 0..count {
+        *next += 1;
+        let source = addr(
+            std::net::Ipv4Addr::new(10, 0, 0, 100 + (*next % 100) as u8),
+            1024 + (*next % 60_000) as u16,
+        );
+        b.inject(spoofed_syn(source, next.wrapping_mul(2_654_435_761)));
+    }
+}
+
+#[test]
+fn a_client_gets_in_during_and_right_after_a_syn_flood() {
+    let mut net = Net::pair();
+    prime_arp(&mut net);
+    let listener = listen(&mut net, 16);
+    let mut next = 0;
+    // The flood takes every listening socket and fills the gate's hold.
+    for _ in 0..10 {
+        flood(&mut net, 100, &mut next);
+        net.tick(MS);
+    }
+    let (sent, _) = net.b().syn_cookies();
+    assert!(sent > 0, "the hold is full: cookies answer");
+    // During it (100 SYNs a millisecond, 100,000 a second), a client
+    // connects and exchanges data both ways.
+    let during = |net: &mut Net, next: &mut u32| {
+        let started = net.now;
+        let client = connect(net);
+        let mut server = None;
+        let end = net.now + SECOND * 10;
+        while server.is_none() {
+            assert!(net.now < end, "not accepted within 10 s of a flood");
+            flood(net, 100, next);
+            net.tick(MS);
+            server = net.b().accept(listener).ok().map(|(id, _)| id);
+        }
+        let server = server.unwrap();
+        let request = pattern(100_000, 1);
+        let got = transfer(net, true, client, server, &request);
+        assert_eq!(checksum(&got), checksum(&request));
+        let answer = pattern(300_000, 2);
+        let got = transfer(net, false, server, client, &answer);
+        assert_eq!(checksum(&got), checksum(&answer));
+        net.a().close(client).unwrap();
+        net.b().close(server).unwrap();
+        net.now - started
+    };
+    let took = during(&mut net, &mut next);
+    let (sent, accepted) = net.b().syn_cookies();
+    println!("accepted {took} into the flood; {sent} cookies sent, {accepted} let in");
+    assert!(accepted >= 1, "{sent} cookies sent, {accepted} let in");
+    assert!(took < SECOND * 5, "{took}");
+    // Right after it: the next client is in at once, and what it sends
+    // as soon as it is connected (while B sets the connection up) arrives
+    // after one retransmission at most.
+    net.tick(MS);
+    let started = net.now;
+    let client = connect(&mut net);
+    net.run_until(MS, MS * 100, |net| {
+        net.a().readiness(client).unwrap().is_writable
+    });
+    assert_eq!(net.a().send(client, b"hello"), Ok(5));
+    let mut server = None;
+    net.run_until(MS, MS * 100, |net| {
+        server = net.b().accept(listener).ok().map(|(id, _)| id);
+        server.is_some()
+    });
+    let mut got = Vec::new();
+    pump_recv(&mut net, true, server.unwrap(), &mut got, 5).unwrap();
+    assert_eq!(got, b"hello");
+    let took = net.now - started;
+    println!("right after: data in after {took}");
+    assert!(took < SECOND * 2, "{took}");
 }
