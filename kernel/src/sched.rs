@@ -631,13 +631,19 @@ fn free_exited() {
     drop(exited);
 }
 
+/// A core has reported the deadlock: another that finds it at the same
+/// moment stops the VM without saying it again.
+static IS_DEADLOCK_REPORTED: AtomicBool = AtomicBool::new(false);
+
 fn deadlock() -> ! {
     use core::fmt::Write as _;
-    console::flush();
-    let _ = writeln!(
-        console::DirectWriter::new(Stream::Stderr),
-        "eremite: deadlock: every thread is blocked and no timer can wake one"
-    );
+    if !IS_DEADLOCK_REPORTED.swap(true, Ordering::SeqCst) {
+        console::flush();
+        let _ = writeln!(
+            console::DirectWriter::new(Stream::Stderr),
+            "eremite: deadlock: every thread is blocked and no timer can wake one"
+        );
+    }
     hypervisor::exit(ExitKind::Deadlock, 0)
 }
 
