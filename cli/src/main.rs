@@ -59,6 +59,15 @@ enum Command {
         /// The switch's name.
         name: String,
     },
+    /// Make tokio and mio for the hermit target in DIR: their crates.io
+    /// releases (from cargo's cache, fetched if missing, checksums
+    /// checked) with eremite's patches; prints the `[patch.crates-io]`
+    /// lines that make a program's hermit build use them, and writes them
+    /// to DIR/patch.toml (for `cargo build --config DIR/patch.toml`).
+    Compat {
+        /// Where to put them (made if missing; e.g. `target/eremite-compat`).
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -232,6 +241,35 @@ fn main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
+        Command::Compat { dir } => compat(&dir),
+    }
+}
+
+/// `eremite compat DIR`.
+fn compat(dir: &std::path::Path) -> ExitCode {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")));
+    let Some(cargo_home) = cargo_home else {
+        eprintln!("eremite: neither CARGO_HOME nor HOME is set: where is cargo's registry?");
+        return ExitCode::from(1);
+    };
+    let section = eremite_compat::patch_section(&dir);
+    let config = dir.join("patch.toml");
+    match eremite_compat::generate(&dir, &cargo_home)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            std::fs::write(&config, &section).map_err(|e| format!("{}: {e}", config.display()))
+        }) {
+        Ok(()) => {
+            print!("{section}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("eremite: {error}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -528,7 +566,7 @@ mod tests {
     fn run_args(cli: Cli) -> RunArgs {
         match cli.command {
             Command::Run(args) => *args,
-            Command::Switch { .. } => panic!("parsed as `switch`, not `run`"),
+            Command::Switch { .. } | Command::Compat { .. } => panic!("not parsed as `run`"),
         }
     }
 

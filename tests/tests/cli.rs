@@ -317,3 +317,31 @@ fn programs_for_other_machines_are_refused_in_one_line() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn compat_makes_patched_tokio_and_mio_and_prints_their_patch_lines() {
+    let dir = scratch_base().join(format!("compat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = eremite_cli(&["compat", dir.to_str().unwrap()]);
+    run.expect_code(0);
+    let tokio = dir.join("tokio-1.54.1");
+    assert_eq!(
+        run.stdout,
+        format!(
+            "[patch.crates-io]\ntokio = {{ path = \"{}\" }}\nmio = {{ path = \"{}\" }}\n",
+            tokio.display(),
+            dir.join("mio-1.2.5").display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("patch.toml")).unwrap(),
+        run.stdout
+    );
+    // The release, patched: hermit gets tokio's Unix and WASI TCP code.
+    let cfg = std::fs::read_to_string(tokio.join("src/macros/cfg.rs")).unwrap();
+    assert!(cfg.contains("target_os = \"hermit\""), "unpatched");
+    assert!(tokio.join("Cargo.toml").is_file() && tokio.join("LICENSE").is_file());
+    // A second run finds them made.
+    eremite_cli(&["compat", dir.to_str().unwrap()]).expect_code(0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

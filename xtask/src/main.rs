@@ -62,6 +62,10 @@ fn main() -> ExitCode {
 
 fn dispatch(args: &[String]) -> Result {
     let (command, rest) = args.split_first().ok_or_else(usage)?;
+    // The examples' `[patch.crates-io]` names the patched tokio and mio
+    // made here from their releases (`compat/README.md`); every command
+    // may build or check the examples.
+    generate_compat()?;
     match command.as_str() {
         "build" => build_all().map(|_| ()),
         "image" => {
@@ -111,6 +115,19 @@ pub(crate) fn run_command(command: &mut Command) -> Result {
     } else {
         Err(format!("{command:?} failed ({status})"))
     }
+}
+
+/// Make `target/compat/tokio-*` and `target/compat/mio-*` from the
+/// releases in cargo's cache and the patches in `compat/` (nothing to do
+/// when they are up to date).
+fn generate_compat() -> Result {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .ok_or("neither CARGO_HOME nor HOME is set: where is cargo's registry?")?;
+    eremite_compat::generate(&root().join("target/compat"), &cargo_home)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Build the `eremite` CLI in release mode; returns the binary's path.

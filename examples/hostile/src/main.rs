@@ -17,11 +17,9 @@ use eremite as _;
 use eremite_interface::hypercall::{ConsoleWrite, HostFs, Populate, Port, encode_request_addr};
 use eremite_interface::layout::VIRTIO_MMIO_ADDR;
 
-/// Where requests, paths and buffers are made: 64 KiB of this program.
+/// Where requests, paths and buffers are made: 64 KiB, page aligned.
 #[repr(C, align(4096))]
 struct Arena([u8; 1 << 16]);
-
-static mut ARENA: Arena = Arena([0; 1 << 16]);
 
 /// xorshift64*: a fast generator, good enough for garbage.
 struct Rng(u64);
@@ -146,10 +144,10 @@ fn main() {
         .unwrap_or(0x9e37_79b9_7f4a_7c15);
     let has_card = args.iter().any(|a| a == "--mmio");
     let mut rng = Rng(seed | 1);
-    // SAFETY: only this thread touches the arena, through this one
-    // reference; the VMM writes into it only during the port accesses
-    // below, which the compiler sees as opaque (`asm!`).
-    let arena = unsafe { &mut (*(&raw mut ARENA)).0 };
+    // The VMM writes into it only during the port accesses below, which
+    // the compiler sees as opaque (`asm!`).
+    let mut boxed = Box::new(Arena([0; 1 << 16]));
+    let arena = &mut boxed.0;
     let base = arena.as_ptr() as u64;
     let ports = [Port::ConsoleWrite, Port::HostFs, Port::Populate];
     let (mut accesses, mut host_fs_requests, mut mmio_rounds) = (0u64, 0u64, 0u64);
