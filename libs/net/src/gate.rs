@@ -46,10 +46,10 @@ pub(crate) struct SynGate {
     /// (bound address, free listening sockets); an unspecified address
     /// listens on every address.
     open: Vec<(SocketAddrV4, usize)>,
-    /// Listeners with no free socket and a half-open connection older than
-    /// a real handshake takes (a flood's): a SYN for them is answered with
-    /// a cookie at once (a held one when it is replayed), as holding it
-    /// would only wait for such connections to time out.
+    /// Listeners with no free socket and a half-open connection older
+    /// than a real handshake takes (a flood's): a SYN for them is answered
+    /// with a cookie at once (a held one when it is replayed), as holding
+    /// it would only wait for such connections to time out.
     stuck: Vec<SocketAddrV4>,
     /// SYNs that found no free socket in this poll, with when they came.
     held: VecDeque<(Instant, Vec<u8>)>,

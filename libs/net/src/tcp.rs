@@ -116,12 +116,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(63);
 
 /// A half-open connection this old gives its listening socket up to a
 /// client that answered a SYN cookie (and so exists): a real client
-/// finishes its handshake within a round trip (a quarter of a second is a
-/// long one: across the world and back), a spoofed SYN never does.
-/// While a listener's half-open connections are all younger, a burst of
-/// real clients is likely under way: SYNs wait in the gate for them to
-/// finish, as before.
-const EVICT_AFTER: Duration = Duration::from_millis(250);
+/// finishes its handshake within a round trip, even on a guest busy with
+/// hundreds of connections (a first version with a quarter of a second
+/// cut some of passt's 200 concurrent handshakes short), a spoofed SYN
+/// never does. While a listener's are all younger, a burst of real
+/// clients is likely under way: SYNs wait in the gate for them to finish,
+/// as before, unless the hold is full.
+const EVICT_AFTER: Duration = Duration::from_secs(1);
 
 /// How long an aborted orphan may take to send its RST.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -499,12 +500,16 @@ impl Stack {
                         && self.nets.tcp(**handle).state() == State::Listen
                 })
                 .count();
-            if free == 0 && listener.is_stuck(self.now) {
-                // Only a client that answered a cookie may take a stuck
-                // listener's socket from a half-open connection.
+            if free == 0 {
+                // Only a client that answered a cookie (and so exists) may
+                // take a socket from a stale half-open connection.
                 let waiting = self.cookies.get_mut().waiting_for(bound);
-                free = listener.evict_half_open(&mut self.nets, bound, self.now, waiting);
-                self.gate.add_stuck(bound);
+                if waiting > 0 {
+                    free = listener.evict_half_open(&mut self.nets, bound, self.now, waiting);
+                }
+                if free == 0 && listener.is_stuck(self.now) {
+                    self.gate.add_stuck(bound);
+                }
             }
             self.gate.add(bound, free);
         }
@@ -654,7 +659,8 @@ impl Listener {
     }
 
     /// Whether a half-open connection is older than [`EVICT_AFTER`]: not a
-    /// real client's handshake, and a socket a cookie's client may take.
+    /// real client's handshake, so a SYN is better answered with a cookie
+    /// than held until that one times out.
     fn is_stuck(&self, now: Instant) -> bool {
         self.half_open
             .iter()
