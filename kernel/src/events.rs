@@ -7,7 +7,10 @@
 //! answer is not there yet, futex-waits on the counter value it saw
 //! before looking, so a change between the look and the wait is never
 //! missed. One counter for everything costs a few spurious looks and
-//! keeps `poll` over mixed descriptors simple.
+//! keeps `poll` over mixed descriptors simple. Calls blocked on one
+//! object that many threads may block on at once (a socket) wait on a
+//! [`Channel`] of their own instead, which its owner wakes only when what
+//! they wait for is there.
 //!
 //! A device that can end a wait by an interrupt (the network card)
 //! announces itself ([`set_device_present`]); from then on a thread
@@ -60,6 +63,47 @@ pub(crate) fn set_interrupt_check(check: fn() -> bool) {
 /// A signal may end some waits now: every waiter looks again and asks.
 pub(crate) fn interrupt() {
     changed();
+    if let Some(wake_channels) = ON_INTERRUPT.get() {
+        wake_channels();
+    }
+}
+
+/// What wakes the waiters of every [`Channel`] when a signal comes (the
+/// network's sockets register it).
+static ON_INTERRUPT: spin::Once<fn()> = spin::Once::new();
+
+/// Register what wakes every channel's waiters for a signal; the first
+/// registration wins.
+pub(crate) fn set_channel_interrupt(wake_all: fn()) {
+    ON_INTERRUPT.call_once(|| wake_all);
+}
+
+/// A word some waiters wait on instead of [`CHANGES`], so that only they
+/// are woken when what they wait for changes (a socket's blocked calls:
+/// with hundreds of them, waking every one at each change costs more than
+/// the change).
+pub(crate) struct Channel(AtomicU32);
+
+impl Channel {
+    pub(crate) const fn new() -> Self {
+        Self(AtomicU32::new(0))
+    }
+
+    /// Tell this channel's waiters to look again.
+    pub(crate) fn wake(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        sched::futex_wake(&self.0, -1);
+    }
+}
+
+/// [`wait_until`] on `channel`: woken by [`Channel::wake`] (and by a
+/// signal), not by every change.
+pub(crate) fn wait_until_on<T>(
+    channel: &Channel,
+    deadline_ns: Option<u64>,
+    look: impl FnMut() -> Option<T>,
+) -> Result<Option<T>, Errno> {
+    wait_for_on(&channel.0, deadline_ns, look, true)
 }
 
 /// Look with `look` until it has an answer (`Ok(Some)`) or `deadline_ns`
@@ -83,11 +127,20 @@ pub(crate) fn wait_until_uninterrupted<T>(
 
 fn wait_for<T>(
     deadline_ns: Option<u64>,
+    look: impl FnMut() -> Option<T>,
+    is_interruptible: bool,
+) -> Result<Option<T>, Errno> {
+    wait_for_on(&CHANGES, deadline_ns, look, is_interruptible)
+}
+
+fn wait_for_on<T>(
+    word: &AtomicU32,
+    deadline_ns: Option<u64>,
     mut look: impl FnMut() -> Option<T>,
     is_interruptible: bool,
 ) -> Result<Option<T>, Errno> {
     loop {
-        let seen = CHANGES.load(Ordering::SeqCst);
+        let seen = word.load(Ordering::SeqCst);
         if let Some(answer) = look() {
             return Ok(Some(answer));
         }
@@ -105,7 +158,7 @@ fn wait_for<T>(
         {
             return Err(errno::EINTR);
         }
-        let _ = wait_word(&CHANGES, seen, timeout_ns);
+        let _ = wait_word(word, seen, timeout_ns);
     }
 }
 

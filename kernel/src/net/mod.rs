@@ -12,11 +12,18 @@
 //!   polls the stack when the card interrupts and when the stack's own
 //!   timers (retransmissions, delayed ACKs, timeouts) come due, and sleeps
 //!   otherwise: no polling while nothing happens.
-//! - **Blocking**: whenever a poll reports that sockets may have changed,
-//!   the [`CHANGES`] word is bumped and every thread blocked on a socket
-//!   (or in `poll`) wakes to look again; a blocked call is a futex wait
-//!   on that word, so a change between the look and the wait is never
-//!   missed.
+//! - **Blocking**: a call blocked on a socket registers what it waits for
+//!   (the socket, receiving or sending) and futex-waits on one of
+//!   [`SLOTS`] channels (the socket's, by hash). Whenever a poll reports
+//!   that sockets may have changed, the registered sockets' readiness is
+//!   looked at under the stack's lock and only the channels of those that
+//!   are ready are woken, so a change wakes the threads it concerns, not
+//!   every thread blocked on a socket (with hundreds of idle keep-alive
+//!   connections, waking all of them at every packet cost more than the
+//!   packets). `poll`, `select` and `epoll` wait on the kernel-wide
+//!   change counter, bumped at the same time ([`events::changed`]). A
+//!   change between a look and the wait is never missed: the wait is on
+//!   the channel's value from before the look.
 //!
 //! The card's interrupt reaches [`interrupt`] from the scheduler's upcall,
 //! with no lock held; it only wakes the network thread.
@@ -102,6 +109,70 @@ fn scale_buffers(limits: &mut eremite_net::Limits, ram_bytes: u64) {
     limits.buffer_budget_bytes = ram / 4;
 }
 
+/// Channels that blocked socket calls wait on, by socket (hashed).
+const SLOTS: usize = 64;
+static CHANNELS: [events::Channel; SLOTS] = [const { events::Channel::new() }; SLOTS];
+
+/// A socket call that waits, and for what.
+struct Waiter {
+    id: SocketId,
+    direction: Direction,
+    /// Calls waiting so (several threads may block on one socket).
+    count: u32,
+}
+
+/// Every socket call that waits now. Locked after [`NET`], never before.
+static WAITERS: Lock<alloc::vec::Vec<Waiter>> = Lock::new(alloc::vec::Vec::new());
+
+/// Which of [`CHANNELS`] a socket's blocked calls wait on (the low bits
+/// of its table index).
+fn slot_index(id: SocketId) -> usize {
+    (id.to_raw() as u32 as usize) % SLOTS
+}
+
+fn slot(id: SocketId) -> &'static events::Channel {
+    &CHANNELS[slot_index(id)]
+}
+
+/// The channels of the waiting calls that can go on now (or whose socket
+/// is gone), as a bit mask; under the stack's lock.
+fn ready_slots(stack: &mut Stack) -> u64 {
+    let waiters = WAITERS.lock();
+    let mut mask = 0u64;
+    for waiter in waiters.iter() {
+        let is_ready = stack.readiness(waiter.id).map_or(true, |r| {
+            r.has_error
+                || r.has_hangup
+                || match waiter.direction {
+                    Direction::Receive => r.is_readable,
+                    Direction::Send => r.is_writable,
+                }
+        });
+        if is_ready {
+            mask |= 1 << slot_index(waiter.id);
+        }
+    }
+    mask
+}
+
+/// Wake the channels in `mask`, and everyone waiting on the kernel-wide
+/// counter (`poll`, `select`, `epoll`, pipes).
+fn wake(mask: u64) {
+    events::changed();
+    for (index, channel) in CHANNELS.iter().enumerate() {
+        if mask & (1 << index) != 0 {
+            channel.wake();
+        }
+    }
+}
+
+/// A signal: every blocked socket call looks again (and sees it).
+fn wake_all_channels() {
+    for channel in &CHANNELS {
+        channel.wake();
+    }
+}
+
 /// Run `op` on the stack (made on first use), then poll it; wake the
 /// waiters if sockets changed and the network thread if the stack needs
 /// it sooner than planned.
@@ -129,6 +200,11 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
     let result = op(&mut net.stack);
     let now = now();
     let is_changed = net.poll(now);
+    let ready = if is_changed {
+        ready_slots(&mut net.stack)
+    } else {
+        0
+    };
     // Polling takes frames with the card's interrupts off: ask for the
     // next one, and leave frames that came meanwhile to the thread.
     let has_more = net.nic.enable_interrupts();
@@ -137,7 +213,7 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
         has_more || deadline_ns(net.stack.poll_delay(now)) < NEXT_POLL_NS.load(Ordering::SeqCst);
     drop(guard);
     if is_changed {
-        events::changed();
+        wake(ready);
     }
     start_thread();
     if needs_thread {
@@ -251,9 +327,14 @@ extern "C" fn run(_: usize) {
         let delay = net.stack.poll_delay(now());
         let timeout_ns = delay.map(|d| d.total_micros().saturating_mul(1000));
         NEXT_POLL_NS.store(deadline_ns(delay), Ordering::SeqCst);
+        let ready = if is_changed {
+            ready_slots(&mut net.stack)
+        } else {
+            0
+        };
         drop(guard);
         if is_changed {
-            events::changed();
+            wake(ready);
         }
         if timeout_ns == Some(0) {
             continue;
@@ -292,20 +373,59 @@ pub(crate) fn finish() {
     });
 }
 
-/// Call `op` until it does not fail with `EAGAIN`, waiting for a change
-/// in between as `blocking` says.
+/// Call `op` until it does not fail with `EAGAIN`, waiting in between (as
+/// `socket`'s timeout for `direction` and `mode` say) until the socket
+/// can go on in `direction`.
 fn blocking<T>(
-    blocking: Blocking,
+    socket: &Socket,
+    mode: Mode,
+    direction: Direction,
     mut op: impl FnMut(&mut Stack) -> Result<T, Errno>,
 ) -> Result<T, Errno> {
+    let blocking = socket.blocking(mode, direction);
     if blocking == Blocking::Never {
         return with_stack(op);
     }
-    events::wait_until(blocking.deadline_ns(), || match with_stack(&mut op) {
-        Err(e) if e == errno::EAGAIN => None,
-        done => Some(done),
-    })?
-    .unwrap_or(Err(errno::EAGAIN))
+    let id = socket.id;
+    register(id, direction);
+    let result = events::wait_until_on(slot(id), blocking.deadline_ns(), || {
+        match with_stack(&mut op) {
+            Err(e) if e == errno::EAGAIN => None,
+            done => Some(done),
+        }
+    });
+    unregister(id, direction);
+    result?.unwrap_or(Err(errno::EAGAIN))
+}
+
+fn register(id: SocketId, direction: Direction) {
+    // The first blocked call makes signals wake the channels too.
+    events::set_channel_interrupt(wake_all_channels);
+    let mut waiters = WAITERS.lock();
+    match waiters
+        .iter_mut()
+        .find(|w| w.id == id && w.direction == direction)
+    {
+        Some(waiter) => waiter.count += 1,
+        None => waiters.push(Waiter {
+            id,
+            direction,
+            count: 1,
+        }),
+    }
+}
+
+fn unregister(id: SocketId, direction: Direction) {
+    let mut waiters = WAITERS.lock();
+    if let Some(index) = waiters
+        .iter()
+        .position(|w| w.id == id && w.direction == direction)
+    {
+        waiters[index].count -= 1;
+        if waiters[index].count == 0 {
+            waiters.swap_remove(index);
+        }
+    }
 }
 
 /// A socket: its id in the stack and its timeouts. Closed when dropped
@@ -396,7 +516,7 @@ pub(crate) fn listen(socket: &Socket, backlog: u32) -> Result<(), Errno> {
 
 /// `accept(2)`: a new connection and its peer.
 pub(crate) fn accept(socket: &Socket, mode: Mode) -> Result<(Socket, SocketAddrV4), Errno> {
-    blocking(socket.blocking(mode, Direction::Receive), |stack| {
+    blocking(socket, mode, Direction::Receive, |stack| {
         stack.accept(socket.id)
     })
     .map(|(id, peer)| (Socket::new(id), peer))
@@ -409,7 +529,7 @@ pub(crate) fn connect(socket: &Socket, addr: SocketAddrV4, mode: Mode) -> Result
         Err(e) if e == errno::EINPROGRESS && mode == Mode::Blocking => {}
         other => return other,
     }
-    blocking(socket.blocking(mode, Direction::Send), |stack| {
+    blocking(socket, mode, Direction::Send, |stack| {
         let ready = stack.readiness(socket.id)?;
         if !(ready.is_writable || ready.has_error || ready.has_hangup) {
             return Err(errno::EAGAIN);
@@ -436,7 +556,7 @@ pub(crate) fn send(
     to: Option<SocketAddrV4>,
     mode: Mode,
 ) -> Result<usize, Errno> {
-    blocking(socket.blocking(mode, Direction::Send), |stack| match to {
+    blocking(socket, mode, Direction::Send, |stack| match to {
         Some(addr) => stack.send_to(socket.id, data, addr),
         None => stack.send(socket.id, data),
     })
@@ -458,9 +578,7 @@ pub(crate) fn recv_from(
     how: Receive,
     mode: Mode,
 ) -> Result<(usize, SocketAddrV4), Errno> {
-    blocking(
-        socket.blocking(mode, Direction::Receive),
-        |stack| match how {
+    blocking(socket, mode, Direction::Receive, |stack| match how {
             Receive::Take => stack.recv_from(socket.id, buf),
             Receive::Peek => stack.peek_from(socket.id, buf),
         },
@@ -474,9 +592,7 @@ pub(crate) fn recv(
     how: Receive,
     mode: Mode,
 ) -> Result<usize, Errno> {
-    blocking(
-        socket.blocking(mode, Direction::Receive),
-        |stack| match how {
+    blocking(socket, mode, Direction::Receive, |stack| match how {
             Receive::Take => stack.recv(socket.id, buf),
             Receive::Peek => stack.peek(socket.id, buf),
         },
