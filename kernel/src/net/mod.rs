@@ -579,10 +579,9 @@ pub(crate) fn recv_from(
     mode: Mode,
 ) -> Result<(usize, SocketAddrV4), Errno> {
     blocking(socket, mode, Direction::Receive, |stack| match how {
-            Receive::Take => stack.recv_from(socket.id, buf),
-            Receive::Peek => stack.peek_from(socket.id, buf),
-        },
-    )
+        Receive::Take => stack.recv_from(socket.id, buf),
+        Receive::Peek => stack.peek_from(socket.id, buf),
+    })
 }
 
 /// `recv(2)`.
@@ -593,10 +592,9 @@ pub(crate) fn recv(
     mode: Mode,
 ) -> Result<usize, Errno> {
     blocking(socket, mode, Direction::Receive, |stack| match how {
-            Receive::Take => stack.recv(socket.id, buf),
-            Receive::Peek => stack.peek(socket.id, buf),
-        },
-    )
+        Receive::Take => stack.recv(socket.id, buf),
+        Receive::Peek => stack.peek(socket.id, buf),
+    })
 }
 
 /// `shutdown(2)`.
