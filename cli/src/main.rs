@@ -59,7 +59,8 @@ enum Command {
         /// The switch's name.
         name: String,
     },
-    /// Make tokio and mio for the hermit target in DIR: their crates.io
+    /// Make socket2, tokio and mio for the hermit target in DIR: socket2's
+    /// API over hermit-abi (eremite's), and tokio's and mio's crates.io
     /// releases (from cargo's cache, fetched if missing, checksums
     /// checked) with eremite's patches; prints the `[patch.crates-io]`
     /// lines that make a program's hermit build use them, and writes them
@@ -255,14 +256,18 @@ fn compat(dir: &std::path::Path) -> ExitCode {
         eprintln!("eremite: neither CARGO_HOME nor HOME is set: where is cargo's registry?");
         return ExitCode::from(1);
     };
-    let section = eremite_compat::patch_section(&dir);
     let config = dir.join("patch.toml");
-    match eremite_compat::generate(&dir, &cargo_home)
+    let made = eremite_compat::generate(&dir, &cargo_home)
+        .and_then(|_| eremite_compat::write_socket2(&dir))
         .map_err(|e| e.to_string())
-        .and_then(|_| {
-            std::fs::write(&config, &section).map_err(|e| format!("{}: {e}", config.display()))
-        }) {
-        Ok(()) => {
+        .and_then(|socket2| {
+            let section = eremite_compat::patch_section(&dir, Some(&socket2));
+            std::fs::write(&config, &section)
+                .map(|()| section)
+                .map_err(|e| format!("{}: {e}", config.display()))
+        });
+    match made {
+        Ok(section) => {
             print!("{section}");
             ExitCode::SUCCESS
         }

@@ -319,7 +319,7 @@ fn programs_for_other_machines_are_refused_in_one_line() {
 }
 
 #[test]
-fn compat_makes_patched_tokio_and_mio_and_prints_their_patch_lines() {
+fn compat_makes_socket2_and_patched_tokio_and_mio_and_prints_their_patch_lines() {
     let dir = scratch_base().join(format!("compat-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let run = eremite_cli(&["compat", dir.to_str().unwrap()]);
@@ -328,7 +328,8 @@ fn compat_makes_patched_tokio_and_mio_and_prints_their_patch_lines() {
     assert_eq!(
         run.stdout,
         format!(
-            "[patch.crates-io]\ntokio = {{ path = \"{}\" }}\nmio = {{ path = \"{}\" }}\n",
+            "[patch.crates-io]\nsocket2 = {{ path = \"{}\" }}\ntokio = {{ path = \"{}\" }}\nmio = {{ path = \"{}\" }}\n",
+            dir.join("socket2").display(),
             tokio.display(),
             dir.join("mio-1.2.5").display()
         )

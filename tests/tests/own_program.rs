@@ -81,3 +81,71 @@ fn a_program_outside_the_repository_builds_and_runs() {
     assert!(run.stdout.contains("hello, world"), "{run}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const TOKIO_MAIN_RS: &str = r#"use eremite as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main]
+async fn main() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = [0; 5];
+        conn.read_exact(&mut buf).await.unwrap();
+        conn.write_all(&buf).await.unwrap();
+    });
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"hello").await.unwrap();
+    let mut got = [0; 5];
+    client.read_exact(&mut got).await.unwrap();
+    server.await.unwrap();
+    println!("tokio echoed {}", std::str::from_utf8(&got).unwrap());
+}
+"#;
+
+#[test]
+fn a_tokio_program_outside_the_repository_builds_with_eremite_compat_and_runs() {
+    let dir = std::env::temp_dir().join(format!("eremite-own-tokio-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let manifest = format!(
+        "[package]\nname = \"mytokio\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\neremite = {{ path = \"{}\" }}\n\
+         tokio = {{ version = \"=1.54.1\", features = [\"rt-multi-thread\", \"net\", \"io-util\", \"macros\"] }}\n\n\
+         [workspace]\n",
+        root().join("eremite").display()
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(dir.join("src/main.rs"), TOKIO_MAIN_RS).unwrap();
+    std::fs::copy(
+        root().join("rust-toolchain.toml"),
+        dir.join("rust-toolchain.toml"),
+    )
+    .unwrap();
+    // As the README says: the patched crates, then a hermit build that
+    // takes them.
+    let compat = dir.join("target/eremite-compat");
+    eremite_tests::eremite_cli(&["compat", compat.to_str().unwrap()]).expect_code(0);
+    let inherited: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            !(k.starts_with("CARGO") || k.starts_with("RUST") || k == "__CARGO_FIX_YOLO")
+        })
+        .collect();
+    let build = run_command(
+        Command::new("cargo")
+            .current_dir(&dir)
+            .env_clear()
+            .envs(inherited)
+            .args(["build", "--release", "--target", "x86_64-unknown-hermit"])
+            .arg("-Zbuild-std=std,panic_abort")
+            .arg("--config")
+            .arg(compat.join("patch.toml")),
+    );
+    build.expect_code(0);
+    let image = dir.join("target/x86_64-unknown-hermit/release/mytokio");
+    let run = boot_image(&image, &["--cpus", "2"], &[]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("tokio echoed hello"), "{run}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

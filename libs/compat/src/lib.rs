@@ -136,9 +136,13 @@ pub fn generate(dir: &Path, cargo_home: &Path) -> Result<Vec<PathBuf>, CompatErr
         .collect()
 }
 
-/// The `[patch.crates-io]` lines for crates made under `dir`.
-pub fn patch_section(dir: &Path) -> String {
+/// The `[patch.crates-io]` lines for crates made under `dir`, with
+/// socket2 too when `socket2` says where it is.
+pub fn patch_section(dir: &Path, socket2: Option<&Path>) -> String {
     let mut section = String::from("[patch.crates-io]\n");
+    if let Some(path) = socket2 {
+        section.push_str(&format!("socket2 = {{ path = \"{}\" }}\n", path.display()));
+    }
     for crate_ in PATCHED {
         section.push_str(&format!(
             "{} = {{ path = \"{}\" }}\n",
@@ -147,6 +151,61 @@ pub fn patch_section(dir: &Path) -> String {
         ));
     }
     section
+}
+
+/// `compat/socket2` (ours: socket2's API over hermit-abi), file by file.
+const SOCKET2_FILES: [(&str, &str); 7] = [
+    (
+        "Cargo.toml",
+        include_str!("../../../compat/socket2/Cargo.toml"),
+    ),
+    (
+        "README.md",
+        include_str!("../../../compat/socket2/README.md"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../../compat/socket2/src/lib.rs"),
+    ),
+    (
+        "src/sockaddr.rs",
+        include_str!("../../../compat/socket2/src/sockaddr.rs"),
+    ),
+    (
+        "src/sockref.rs",
+        include_str!("../../../compat/socket2/src/sockref.rs"),
+    ),
+    (
+        "src/socket.rs",
+        include_str!("../../../compat/socket2/src/socket.rs"),
+    ),
+    (
+        "src/sys.rs",
+        include_str!("../../../compat/socket2/src/sys.rs"),
+    ),
+];
+
+/// Write `compat/socket2` as `dir/socket2/`, a package of its own (in the
+/// repository it is a member of the examples' workspace); returns its
+/// directory.
+pub fn write_socket2(dir: &Path) -> Result<PathBuf, CompatError> {
+    let out = dir.join("socket2");
+    for (file, text) in SOCKET2_FILES {
+        let path = out.join(file);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        let text = if file == "Cargo.toml" {
+            text.lines()
+                .filter(|line| !line.starts_with("workspace = "))
+                .map(|line| format!("{line}\n"))
+                .collect()
+        } else {
+            text.to_owned()
+        };
+        fs::write(&path, text).map_err(io_error(&path))?;
+    }
+    Ok(out)
 }
 
 fn generate_one(crate_: &Patched, dir: &Path, cargo_home: &Path) -> Result<PathBuf, CompatError> {
@@ -315,6 +374,22 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket2_is_written_whole_and_standing_alone() {
+        let dir = std::env::temp_dir().join(format!("eremite-socket2-test-{}", std::process::id()));
+        let out = write_socket2(&dir).unwrap();
+        let manifest = fs::read_to_string(out.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("name = \"socket2\"") && !manifest.contains("workspace ="));
+        let sources = fs::read_dir(out.join("src")).unwrap().count();
+        let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/socket2/src");
+        assert_eq!(
+            sources,
+            fs::read_dir(repository).unwrap().count(),
+            "every source file"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_patches_name_their_files() {
