@@ -50,12 +50,11 @@ fn write_app(dir: &Path) {
     .unwrap();
 }
 
-#[test]
-fn a_program_outside_the_repository_builds_and_runs() {
-    let dir = scratch_dir();
-    write_app(&dir);
-    // Build as a user would from a shell: not with the settings that
-    // `cargo test` passes to its children.
+/// `cargo build --release --target x86_64-unknown-hermit
+/// -Zbuild-std=std,panic_abort EXTRA` in `dir`, which must succeed, as a
+/// user would run it from a shell: not with the settings that `cargo test`
+/// passes to its children.
+fn build_for_hermit(dir: &Path, extra: &[&std::ffi::OsStr]) {
     let inherited: HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| {
             !(k.starts_with("CARGO") || k.starts_with("RUST") || k == "__CARGO_FIX_YOLO")
@@ -63,13 +62,21 @@ fn a_program_outside_the_repository_builds_and_runs() {
         .collect();
     let build = run_command(
         Command::new("cargo")
-            .current_dir(&dir)
+            .current_dir(dir)
             .env_clear()
             .envs(inherited)
             .args(["build", "--release", "--target", "x86_64-unknown-hermit"])
-            .arg("-Zbuild-std=std,panic_abort"),
+            .arg("-Zbuild-std=std,panic_abort")
+            .args(extra),
     );
     build.expect_code(0);
+}
+
+#[test]
+fn a_program_outside_the_repository_builds_and_runs() {
+    let dir = scratch_dir();
+    write_app(&dir);
+    build_for_hermit(&dir, &[]);
     let image = dir.join("target/x86_64-unknown-hermit/release/myapp");
     let run = boot_image(&image, &[], &["world"]);
     run.expect_code(0);
@@ -127,22 +134,8 @@ fn a_tokio_program_outside_the_repository_builds_with_eremite_compat_and_runs() 
     // takes them.
     let compat = dir.join("target/eremite-compat");
     eremite_tests::eremite_cli(&["compat", compat.to_str().unwrap()]).expect_code(0);
-    let inherited: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| {
-            !(k.starts_with("CARGO") || k.starts_with("RUST") || k == "__CARGO_FIX_YOLO")
-        })
-        .collect();
-    let build = run_command(
-        Command::new("cargo")
-            .current_dir(&dir)
-            .env_clear()
-            .envs(inherited)
-            .args(["build", "--release", "--target", "x86_64-unknown-hermit"])
-            .arg("-Zbuild-std=std,panic_abort")
-            .arg("--config")
-            .arg(compat.join("patch.toml")),
-    );
-    build.expect_code(0);
+    let config = compat.join("patch.toml");
+    build_for_hermit(&dir, &["--config".as_ref(), config.as_os_str()]);
     let image = dir.join("target/x86_64-unknown-hermit/release/mytokio");
     let run = boot_image(&image, &["--cpus", "2"], &[]);
     run.expect_code(0);
