@@ -441,10 +441,7 @@ impl<D: Device + ?Sized> Device for Gated<'_, D> {
 mod tests {
     use super::*;
     use core::net::Ipv4Addr;
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        EthernetAddress, EthernetRepr, Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber,
-    };
+    use smoltcp::wire::{EthernetAddress, TcpControl, TcpRepr, TcpSeqNumber};
 
     /// An Ethernet frame with a TCP segment from 10.0.0.1:40000 to
     /// `to`, with `control` (SYN or none) and `ack`.
@@ -463,32 +460,13 @@ mod tests {
             timestamp: None,
             payload: &[],
         };
-        let ip = Ipv4Repr {
-            src_addr: Ipv4Address::new(10, 0, 0, 1),
-            dst_addr: *to.ip(),
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let ethernet = EthernetRepr {
-            src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
-            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
-            ethertype: EthernetProtocol::Ipv4,
-        };
-        let mut bytes = alloc::vec![0; ethernet.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
-        let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
-        ethernet.emit(&mut frame);
-        let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
-        let caps = ChecksumCapabilities::default();
-        ip.emit(&mut packet, &caps);
-        let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
-        tcp.emit(
-            &mut segment,
-            &ip.src_addr.into(),
-            &ip.dst_addr.into(),
-            &caps,
-        );
-        bytes
+        crate::syncookie::emit(
+            EthernetAddress([2, 0, 0, 0, 0, 1]),
+            EthernetAddress([2, 0, 0, 0, 0, 2]),
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40000),
+            to,
+            &tcp,
+        )
     }
 
     const HERE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);

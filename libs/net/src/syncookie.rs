@@ -639,7 +639,7 @@ fn mend_checksum(frame: &mut [u8], changes: &[(u16, u16)]) {
 
 /// An Ethernet frame from `src_mac`/`src` to `dst_mac`/`dst` carrying
 /// `tcp`, with correct checksums.
-fn emit(
+pub(crate) fn emit(
     src_mac: EthernetAddress,
     dst_mac: EthernetAddress,
     src: SocketAddrV4,
