@@ -44,6 +44,10 @@ use smoltcp::wire::{
 /// Cookie connections (being set up or translated) at most; past it the
 /// least recently used is forgotten.
 pub(crate) const MAX_CONNS: usize = 1024;
+/// Of those, connections being set up at most (each keeps the client's
+/// answer and up to [`MAX_EARLY`] segments: about 10 KiB); past it a valid
+/// answer is dropped and the client sends it again.
+const MAX_SETUP: usize = 64;
 /// Cookie SYN-ACKs waiting for room on the device at most; past it a SYN
 /// gets no answer (its client sends it again).
 const MAX_OUTBOX: usize = 64;
@@ -302,6 +306,14 @@ impl Cookies {
         let Some(class) = self.check(key, client_isn, cookie, now) else {
             return Inbound::Pass;
         };
+        let setting_up = self
+            .conns
+            .iter()
+            .filter(|c| !matches!(c.state, ConnState::Translating { .. }))
+            .count();
+        if setting_up >= MAX_SETUP {
+            return Inbound::Taken;
+        }
         if self.conns.len() >= MAX_CONNS {
             let oldest = (0..self.conns.len()).min_by_key(|&i| self.conns[i].seen);
             if let Some(oldest) = oldest {
