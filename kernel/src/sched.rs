@@ -105,6 +105,10 @@ struct Thread {
     /// Asked `block_current_task`: the next yield blocks until
     /// `wakeup_task`.
     is_parked: bool,
+    /// A kernel thread that serves every other (the network's): woken, it
+    /// goes to the front of its core's ready queue, not behind every
+    /// program thread there.
+    is_urgent: bool,
     /// Waiting in `join` for this thread.
     joiner: Option<Tid>,
     /// Its stack and TLS block when the kernel made them (freed when it
@@ -142,6 +146,7 @@ impl Thread {
             is_timed_out: false,
             is_waiting_for_device: false,
             is_parked: false,
+            is_urgent: false,
             joiner: None,
             stack: None,
             tls: None,
@@ -291,7 +296,11 @@ impl Scheduler {
             }
         }
         if was_blocked {
-            self.core(core).ready.push_back(tid);
+            if self.thread(tid).is_urgent {
+                self.core(core).ready.push_front(tid);
+            } else {
+                self.core(core).ready.push_back(tid);
+            }
             if core == here() {
                 arm_timer(SLICE_NS);
             } else {
@@ -920,7 +929,7 @@ pub(crate) fn spawn_kernel_thread(
     core: usize,
 ) -> Result<Tid, Errno> {
     let stack = mm::Stack::new(stack_bytes, mm::NO_THREAD).ok_or(errno::ENOMEM)?;
-    spawn(ThreadStart {
+    let tid = spawn(ThreadStart {
         entry,
         arg: 0,
         stack_top: stack.top(),
@@ -930,7 +939,9 @@ pub(crate) fn spawn_kernel_thread(
         clear_on_exit: None,
         core: Some(core),
         syscall_stack: None,
-    })
+    })?;
+    sched(&mut lock()).thread(tid).is_urgent = true;
+    Ok(tid)
 }
 
 /// Make the calling thread a Linux thread whose system calls run on the
