@@ -111,7 +111,7 @@ enum ConnState {
     /// Connected: smoltcp's numbering is the cookie's minus `delta`.
     Translating {
         delta: u32,
-        /// FINs seen from the client and from us.
+        /// FINs seen from the client and from us (`FIN_FROM_*` bits).
         fins: u8,
         /// Reset, or closed both ways: forgotten `CLOSED_LINGER` later.
         closed_at: Option<Instant>,
@@ -281,15 +281,7 @@ impl Cookies {
                     fins,
                     closed_at,
                 } => {
-                    if segment.rst {
-                        closed_at.get_or_insert(now);
-                    }
-                    if segment.fin {
-                        *fins |= 1;
-                    }
-                    if *fins == 3 {
-                        closed_at.get_or_insert(now);
-                    }
+                    note_ending(&segment, FIN_FROM_CLIENT, fins, closed_at, now);
                     let mut copy = frame.to_vec();
                     if segment.ack {
                         shift_ack(&mut copy, delta.wrapping_neg());
@@ -366,10 +358,10 @@ impl Cookies {
                 continue;
             };
             *free -= 1;
-            let Some(client_mac) = Segment::parse(answer).map(|s| s.src_mac) else {
+            let Some((client_mac, window)) = Segment::parse(answer).map(|s| (s.src_mac, s.window))
+            else {
                 continue;
             };
-            let window = Segment::parse(answer).map_or(u16::MAX, |s| s.window);
             let syn = TcpRepr {
                 src_port: conn.key.client.port(),
                 dst_port: conn.key.local.port(),
@@ -444,15 +436,7 @@ impl Cookies {
                 fins,
                 closed_at,
             } => {
-                if segment.rst {
-                    closed_at.get_or_insert(now);
-                }
-                if segment.fin {
-                    *fins |= 2;
-                }
-                if *fins == 3 {
-                    closed_at.get_or_insert(now);
-                }
+                note_ending(&segment, FIN_FROM_US, fins, closed_at, now);
                 shift_seq(frame, *delta);
             }
         }
@@ -507,6 +491,28 @@ impl Cookies {
             })
             .map(|c| c.seen + SETUP_TIMEOUT)
             .min()
+    }
+}
+
+/// `fins` bits: a FIN seen from the client, from us.
+const FIN_FROM_CLIENT: u8 = 1;
+const FIN_FROM_US: u8 = 2;
+
+/// Record what `segment` (going the way `fin_bit` names) says of the
+/// connection's end: a reset, or a FIN, closes it when both sides sent
+/// theirs.
+fn note_ending(
+    segment: &Segment,
+    fin_bit: u8,
+    fins: &mut u8,
+    closed_at: &mut Option<Instant>,
+    now: Instant,
+) {
+    if segment.fin {
+        *fins |= fin_bit;
+    }
+    if segment.rst || *fins == FIN_FROM_CLIENT | FIN_FROM_US {
+        closed_at.get_or_insert(now);
     }
 }
 
