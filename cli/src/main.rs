@@ -249,10 +249,7 @@ fn main() -> ExitCode {
 /// `eremite compat DIR`.
 fn compat(dir: &std::path::Path) -> ExitCode {
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")));
-    let Some(cargo_home) = cargo_home else {
+    let Some(cargo_home) = eremite_compat::cargo_home() else {
         eprintln!("eremite: neither CARGO_HOME nor HOME is set: where is cargo's registry?");
         return ExitCode::from(1);
     };

@@ -121,9 +121,7 @@ pub(crate) fn run_command(command: &mut Command) -> Result {
 /// releases in cargo's cache and the patches in `compat/` (nothing to do
 /// when they are up to date).
 fn generate_compat() -> Result {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+    let cargo_home = eremite_compat::cargo_home()
         .ok_or("neither CARGO_HOME nor HOME is set: where is cargo's registry?")?;
     eremite_compat::generate(&root().join("target/compat"), &cargo_home)
         .map(drop)

@@ -192,6 +192,8 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
             events::set_device_present();
             sched::register_device(&CardWatch);
         }
+        // A signal must end blocked socket calls too.
+        events::set_channel_interrupt(wake_all_channels);
         *guard = Some(Net { stack, nic });
     }
     let Some(net) = guard.as_mut() else {
@@ -399,8 +401,6 @@ fn blocking<T>(
 }
 
 fn register(id: SocketId, direction: Direction) {
-    // The first blocked call makes signals wake the channels too.
-    events::set_channel_interrupt(wake_all_channels);
     let mut waiters = WAITERS.lock();
     match waiters
         .iter_mut()

@@ -125,6 +125,14 @@ impl Patched {
     }
 }
 
+/// Cargo's home (`$CARGO_HOME`, else `~/.cargo`), whose registry cache
+/// has the releases; `None` when neither variable is set.
+pub fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+}
+
 /// Make every [`PATCHED`] crate under `dir` (created if missing), using
 /// the registry cache of `cargo_home` (cargo's `$CARGO_HOME`). Returns the
 /// crates' directories, in [`PATCHED`] order.

@@ -112,7 +112,7 @@ pub(crate) fn confine(mounts: &[Mount]) -> Result<Confinement, ConfineError> {
         ruleset = ruleset.add_rule(PathBeneath::new(mount.dir(), access))?;
     }
     let status = ruleset.restrict_self()?;
-    seccomp::prepare().map_err(ConfineError::Seccomp)?;
+    seccomp::prepare(&ThreadKind::VMM).map_err(ConfineError::Seccomp)?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => Confinement::Full,
         _ => Confinement::WithoutLandlock,
@@ -139,7 +139,7 @@ pub(crate) fn confine_switch(socket: &Path) -> Result<(), ConfineError> {
         ruleset = ruleset.add_rule(PathBeneath::new(dir, AccessFs::RemoveFile))?;
     }
     ruleset.restrict_self()?;
-    seccomp::prepare().map_err(ConfineError::Seccomp)?;
+    seccomp::prepare(&[ThreadKind::Switch]).map_err(ConfineError::Seccomp)?;
     enter(ThreadKind::Switch).map_err(ConfineError::Seccomp)
 }
 

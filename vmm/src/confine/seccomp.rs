@@ -1,7 +1,7 @@
 //! A seccomp filter per kind of VMM thread, built with rust-vmm's
 //! `seccompiler` from the lists in `rules`.
 //!
-//! [`prepare`] compiles every kind's filter and installs the `SIGSYS`
+//! [`prepare`] compiles the filters of the process's thread kinds and installs the `SIGSYS`
 //! handler; from then on each thread calls [`enter`] with its kind as it
 //! starts (the main thread once the vCPU threads have started, since a
 //! thread inherits the filter of the thread that started it). A call
@@ -42,6 +42,8 @@ pub(crate) enum ThreadKind {
 
 impl ThreadKind {
     const ALL: [ThreadKind; 4] = [Self::Main, Self::Vcpu, Self::Device, Self::Switch];
+    /// The kinds of a VMM process's threads.
+    pub(crate) const VMM: [ThreadKind; 3] = [Self::Main, Self::Vcpu, Self::Device];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -69,7 +71,7 @@ pub(crate) const EXIT_FORBIDDEN_CALL: i32 = 128 + libc::SIGSYS;
 /// The environment variable of the test hook (module documentation).
 const TEST_HOOK: &str = "EREMITE_TEST_FORBIDDEN_CALL";
 
-/// Every kind's compiled filter, once [`prepare`] ran.
+/// The compiled filters of this process's kinds, once [`prepare`] ran.
 struct Filters {
     programs: Vec<(ThreadKind, BpfProgram)>,
     /// The kind whose thread tries a forbidden call (the test hook).
@@ -133,11 +135,13 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error>
     .map_err(seccompiler::Error::Backend)
 }
 
-/// Compile every kind's filter and install the `SIGSYS` handler; after
-/// this, [`enter`] confines the thread that calls it.
-pub(crate) fn prepare() -> io::Result<()> {
-    let programs = ThreadKind::ALL
-        .into_iter()
+/// Compile the filters of `kinds` (the thread kinds of this process) and
+/// install the `SIGSYS` handler; after this, [`enter`] confines the thread
+/// that calls it.
+pub(crate) fn prepare(kinds: &[ThreadKind]) -> io::Result<()> {
+    let programs = kinds
+        .iter()
+        .copied()
         .map(|kind| filter(kind).map(|program| (kind, program)))
         .collect::<Result<_, _>>()
         .map_err(io::Error::other)?;
@@ -324,7 +328,7 @@ mod tests {
     #[test]
     fn a_forbidden_call_stops_the_process_with_a_message() {
         if std::env::var_os(CHILD).is_some() {
-            prepare().unwrap();
+            prepare(&[ThreadKind::Device]).unwrap();
             std::thread::spawn(|| {
                 enter(ThreadKind::Device).unwrap();
                 println!("confined");
