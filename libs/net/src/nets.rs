@@ -76,8 +76,9 @@ impl Nets {
         rx_bytes: usize,
         tx_bytes: usize,
     ) -> Result<Handle, Errno> {
-        let (rx, tx) = (zeroed(rx_bytes)?, zeroed(tx_bytes)?);
-        self.reserve(rx_bytes + tx_bytes)?;
+        let (rx, tx) = self.reserving(rx_bytes + tx_bytes, || {
+            Ok((zeroed(rx_bytes)?, zeroed(tx_bytes)?))
+        })?;
         let socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         Ok(self.add(path, socket))
     }
@@ -98,20 +99,29 @@ impl Nets {
             metadata.resize(packets, udp::PacketMetadata::EMPTY);
             Ok(udp::PacketBuffer::new(metadata, zeroed(bytes)?))
         };
-        let (rx, tx) = (buffer(rx_bytes)?, buffer(tx_bytes)?);
-        self.reserve(rx_bytes + tx_bytes + metadata_bytes)?;
+        let (rx, tx) = self.reserving(rx_bytes + tx_bytes + metadata_bytes, || {
+            Ok((buffer(rx_bytes)?, buffer(tx_bytes)?))
+        })?;
         let socket = udp::Socket::new(rx, tx);
         Ok(self.add(path, socket))
     }
 
-    /// Count `bytes` of socket buffers against the budget, or `ENOBUFS`.
-    fn reserve(&mut self, bytes: usize) -> Result<(), Errno> {
+    /// Take `bytes` of the budget, then make the buffers with `make`; the
+    /// budget is checked first, so a socket past it costs no allocation
+    /// (a listener refilled at every poll once the budget ran out used to
+    /// allocate and zero its buffers each time, only to free them again).
+    fn reserving<T>(
+        &mut self,
+        bytes: usize,
+        make: impl FnOnce() -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
         let total = self.buffer_bytes.saturating_add(bytes);
         if total > self.buffer_budget_bytes {
             return Err(ENOBUFS);
         }
+        let made = make()?;
         self.buffer_bytes = total;
-        Ok(())
+        Ok(made)
     }
 
     fn add<T: AnySocket<'static>>(&mut self, path: Path, socket: T) -> Handle {
