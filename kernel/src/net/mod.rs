@@ -7,7 +7,10 @@
 //!   that sockets on 127.0.0.1 work in every VM.
 //! - **Socket calls** lock the stack, make their call, then poll it at
 //!   once, so queued data leaves (and loopback data arrives) before the
-//!   call returns.
+//!   call returns; unless the call changed nothing (`EAGAIN`), or another
+//!   CPU already waits for the lock: then that CPU's poll, right after,
+//!   serves both (a poll looks at every socket, and with hundreds of
+//!   connections those looks were most of the lock's time).
 //! - **The network thread** ([`run`], started with the first socket)
 //!   polls the stack when the card interrupts and when the stack's own
 //!   timers (retransmissions, delayed ACKs, timeouts) come due, and sleeps
@@ -49,7 +52,7 @@ pub(crate) use option::{
 
 use crate::console::klog;
 use crate::events::{self, Blocking};
-use crate::sync::Lock;
+use crate::sync::{self, Lock, LockGuard};
 use crate::{sched, time};
 
 use nic::Nic;
@@ -58,6 +61,9 @@ use nic::Nic;
 struct Net {
     stack: Stack,
     nic: Nic,
+    /// A call changed the stack and left its poll to the next holder of
+    /// the lock (see `with_stack`).
+    is_poll_owed: bool,
 }
 
 static NET: Lock<Option<Net>> = Lock::new(None);
@@ -109,9 +115,34 @@ fn scale_buffers(limits: &mut eremite_net::Limits, ram_bytes: u64) {
     limits.buffer_budget_bytes = ram / 4;
 }
 
-/// Channels that blocked socket calls wait on, by socket (hashed).
-const SLOTS: usize = 64;
+/// Channels that blocked socket calls wait on, by socket (hashed): as
+/// many as the stack has sockets, so no two sockets share one and a
+/// wake-up reaches only the threads of the socket that is ready (with
+/// 64, 256 connections woke four threads for every one that could go on).
+const SLOTS: usize = 1024;
 static CHANNELS: [events::Channel; SLOTS] = [const { events::Channel::new() }; SLOTS];
+
+/// A set of [`CHANNELS`], by index.
+#[derive(Default)]
+struct Slots([u64; SLOTS / 64]);
+
+impl Slots {
+    fn insert(&mut self, index: usize) {
+        self.0[index / 64] |= 1 << (index % 64);
+    }
+
+    /// Wake every channel in the set.
+    fn wake(&self) {
+        for (word_index, &word) in self.0.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                CHANNELS[word_index * 64 + bit].wake();
+            }
+        }
+    }
+}
 
 /// A socket call that waits, and for what.
 struct Waiter {
@@ -136,9 +167,9 @@ fn slot(id: SocketId) -> &'static events::Channel {
 
 /// The channels of the waiting calls that can go on now (or whose socket
 /// is gone), as a bit mask; under the stack's lock.
-fn ready_slots(stack: &mut Stack) -> u64 {
+fn ready_slots(stack: &mut Stack) -> Slots {
     let waiters = WAITERS.lock();
-    let mut mask = 0u64;
+    let mut ready = Slots::default();
     for waiter in waiters.iter() {
         let is_ready = stack.readiness(waiter.id).map_or(true, |r| {
             r.has_error
@@ -149,21 +180,17 @@ fn ready_slots(stack: &mut Stack) -> u64 {
                 }
         });
         if is_ready {
-            mask |= 1 << slot_index(waiter.id);
+            ready.insert(slot_index(waiter.id));
         }
     }
-    mask
+    ready
 }
 
-/// Wake the channels in `mask`, and everyone waiting on the kernel-wide
+/// Wake the channels in `ready`, and everyone waiting on the kernel-wide
 /// counter (`poll`, `select`, `epoll`, pipes).
-fn wake(mask: u64) {
+fn wake(ready: &Slots) {
     events::changed();
-    for (index, channel) in CHANNELS.iter().enumerate() {
-        if mask & (1 << index) != 0 {
-            channel.wake();
-        }
-    }
+    ready.wake();
 }
 
 /// A signal: every blocked socket call looks again (and sees it).
@@ -194,18 +221,49 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
         }
         // A signal must end blocked socket calls too.
         events::set_channel_interrupt(wake_all_channels);
-        *guard = Some(Net { stack, nic });
+        *guard = Some(Net {
+            stack,
+            nic,
+            is_poll_owed: false,
+        });
     }
     let Some(net) = guard.as_mut() else {
         unreachable!("made above");
     };
     let result = op(&mut net.stack);
+    // A call that cannot go on yet changed nothing, so there is nothing to
+    // send or deliver: no poll (each costs a look at every socket, under
+    // the lock every socket call needs; a blocked `recv` looks once before
+    // it waits and once after each wake-up).
+    let is_unchanged = result.as_ref().is_err_and(|e| *e == errno::EAGAIN);
+    // Another CPU waits for the stack, and every holder but
+    // `socket_counts` polls it: leave the poll to that one, so that one
+    // look at every socket serves both calls (with hundreds of
+    // connections the looks, not the calls, filled the lock's time).
+    if (is_unchanged && !net.is_poll_owed) || sync::has_waiters(&NET) {
+        net.is_poll_owed |= !is_unchanged;
+        drop(guard);
+        start_thread();
+        return result;
+    }
+    settle(guard);
+    start_thread();
+    result
+}
+
+/// Poll the stack in `guard`, then, with the lock dropped, wake the
+/// waiters whose sockets changed, and the network thread if the stack
+/// needs it sooner than planned.
+fn settle(mut guard: LockGuard<'_, Option<Net>>) {
+    let Some(net) = guard.as_mut() else {
+        return;
+    };
     let now = now();
     let is_changed = net.poll(now);
     let ready = if is_changed {
         ready_slots(&mut net.stack)
     } else {
-        0
+        Slots::default()
     };
     // Polling takes frames with the card's interrupts off: ask for the
     // next one, and leave frames that came meanwhile to the thread.
@@ -215,13 +273,11 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
         has_more || deadline_ns(net.stack.poll_delay(now)) < NEXT_POLL_NS.load(Ordering::SeqCst);
     drop(guard);
     if is_changed {
-        wake(ready);
+        wake(&ready);
     }
-    start_thread();
     if needs_thread {
         kick();
     }
-    result
 }
 
 impl Net {
@@ -229,6 +285,7 @@ impl Net {
     /// have changed. The card hears of the round's frames once, at the
     /// end (each notification is an exit).
     fn poll(&mut self, now: eremite_net::Instant) -> bool {
+        self.is_poll_owed = false;
         let is_changed = self.stack.poll(now, &mut self.nic);
         self.nic.flush();
         is_changed
@@ -332,11 +389,11 @@ extern "C" fn run(_: usize) {
         let ready = if is_changed {
             ready_slots(&mut net.stack)
         } else {
-            0
+            Slots::default()
         };
         drop(guard);
         if is_changed {
-            wake(ready);
+            wake(&ready);
         }
         if timeout_ns == Some(0) {
             continue;
@@ -620,10 +677,16 @@ pub(crate) fn peer_addr(socket: &Socket) -> Result<SocketAddrV4, Errno> {
 /// Open sockets, and closed connections still finishing (0 before the
 /// first socket).
 pub(crate) fn socket_counts() -> (usize, usize) {
-    NET.lock().as_ref().map_or((0, 0), |net| {
+    let guard = NET.lock();
+    let counts = guard.as_ref().map_or((0, 0), |net| {
         let stats = net.stack.stats();
         (stats.sockets, stats.orphans)
-    })
+    });
+    // It does not poll: a poll left to it is done now.
+    if guard.as_ref().is_some_and(|net| net.is_poll_owed) {
+        settle(guard);
+    }
+    counts
 }
 
 /// What each of `sockets` would report to `poll(2)` now, with its
