@@ -15,6 +15,7 @@
 //! VM (bad image, no KVM, bad option value); 2 for command-line mistakes.
 #![forbid(unsafe_code)]
 
+mod profile;
 mod qemu;
 
 /// The kernel image that runs Linux programs (built by `build.rs`).
@@ -138,6 +139,17 @@ struct RunArgs {
     /// 500ms, 2m, 1h; a bare number is seconds): exit code 124.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
+    /// Sample where every vCPU is, kernel and application alike, and
+    /// write DIR/profile.folded and DIR/flame.svg when the run ends (no
+    /// rebuild needed; callers are found through frame pointers, so build
+    /// the application with -Cforce-frame-pointers=yes).
+    #[arg(long, value_name = "DIR")]
+    profile: Option<PathBuf>,
+    /// Samples a second per vCPU for --profile (each is a VM exit).
+    #[arg(long, value_name = "HZ", requires = "profile",
+          default_value_t = eremite_vmm::DEFAULT_PROFILE_HZ,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(eremite_vmm::MAX_PROFILE_HZ)))]
+    profile_hz: u32,
     /// Show the kernel's log and a boot-time breakdown on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -308,7 +320,20 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         pin_vcpus: args.pin_vcpus.map(|cpus| cpus.0).unwrap_or_default(),
         linux_kernel: Some(LINUX_KERNEL),
         timeout: args.timeout,
+        profile_hz: args.profile.as_ref().map(|_| args.profile_hz),
         is_confined: true,
+    };
+    let profile_output = match args
+        .profile
+        .as_deref()
+        .map(profile::Output::create)
+        .transpose()
+    {
+        Ok(output) => output,
+        Err(message) => {
+            eprintln!("eremite: {message}");
+            return ExitCode::from(125);
+        }
     };
     let mut console = Console::host(args.verbose);
     let report = match eremite_vmm::run(&config, &mut console) {
@@ -327,6 +352,11 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     if args.stats {
         eprint!("{}", stats(&report));
     }
+    if let (Some(output), Some(profile)) = (profile_output, &report.profile)
+        && let Err(message) = output.write(profile, &config.image)
+    {
+        eprintln!("eremite: {message}");
+    }
     ExitCode::from(report.outcome.exit_code())
 }
 
@@ -342,6 +372,8 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         Some("--pin-vcpus")
     } else if args.timeout.is_some() {
         Some("--timeout")
+    } else if args.profile.is_some() {
+        Some("--profile")
     } else if !args.add_host.is_empty() || args.dns.is_some() {
         Some("--add-host or --dns (the guest's /etc is written by eremite's VMM only)")
     } else if args
@@ -378,6 +410,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         pin_vcpus: Vec::new(),
         linux_kernel: None,
         timeout: None,
+        profile_hz: None,
         is_confined: false,
     };
     let (address, gateway) = match config.net_params() {

@@ -28,6 +28,7 @@ mod linux;
 mod loader;
 mod memory;
 mod net_address;
+mod profile;
 mod sandbox;
 mod size;
 
@@ -63,6 +64,7 @@ pub use linux::{LinuxError, ProgramError};
 pub use loader::{LoadError, LoadedImage, PageAccess, PageZero};
 pub use memory::{MapError, OutOfRange};
 pub use net_address::{NetAddressError, parse_gateway, parse_ip_prefix};
+pub use profile::{DEFAULT_HZ as DEFAULT_PROFILE_HZ, MAX_HZ as MAX_PROFILE_HZ, Profile};
 pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
 pub use size::{SizeError, parse_memory_size};
 
@@ -154,6 +156,9 @@ pub struct VmConfig {
     pub linux_kernel: Option<&'static [u8]>,
     /// Stop the run when the guest has run this long (`--timeout`).
     pub timeout: Option<Duration>,
+    /// Sample every vCPU this many times a second (`--profile`), up to
+    /// [`MAX_PROFILE_HZ`]; the [`Report`] then holds the [`Profile`].
+    pub profile_hz: Option<u32>,
     /// Confine the calling thread (and the VM's threads) before the guest
     /// runs (`confine`): what the CLI does. A process that calls [`run`]
     /// more than once, or goes on to other work after it (tests), turns it
@@ -184,6 +189,7 @@ impl VmConfig {
             pin_vcpus: Vec::new(),
             linux_kernel: None,
             timeout: None,
+            profile_hz: None,
             is_confined: true,
         }
     }
@@ -200,6 +206,14 @@ impl VmConfig {
             )));
         }
         size::check_memory_size(self.memory_bytes).map_err(|e| Error::Config(e.to_string()))?;
+        if let Some(hz) = self.profile_hz
+            && !(1..=profile::MAX_HZ).contains(&hz)
+        {
+            return Err(Error::Config(format!(
+                "--profile-hz {hz}: give 1 to {} samples a second",
+                profile::MAX_HZ
+            )));
+        }
         if let Some(bad) = self
             .env
             .iter()
@@ -621,6 +635,8 @@ pub struct Report {
     pub timings: Timings,
     /// How far the VMM process was confined while the guest ran.
     pub confinement: Confinement,
+    /// Where the vCPUs spent their time (`profile_hz`).
+    pub profile: Option<Profile>,
 }
 
 /// Boot `config.image` and run it to the end.
@@ -685,6 +701,18 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         })?;
         (image, None, Vec::new())
     };
+    // Named now: the image is not read again.
+    let symbols = config.profile_hz.map(|_| {
+        let mut symbols = profile::Symbols::default();
+        let kernel = config.linux_kernel.filter(|_| is_linux);
+        if let Some(bias) = loader::bias(kernel.unwrap_or(file.bytes()), &image) {
+            symbols.add_elf(kernel.unwrap_or(file.bytes()), bias);
+        }
+        if let Some(program) = &linux {
+            symbols.add_elf(file.bytes(), program.bias);
+        }
+        symbols
+    });
     drop(file);
     let page_tables_end = arch::write_machine_tables(&ram, &image)?;
     let initrd_placed = match &initrd_archive {
@@ -756,13 +784,24 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     // Ctrl-C and SIGTERM go to the guest while it runs; without the
     // forwarding (which cannot fail on Linux) they end eremite as before.
     let forwarding = kvm::host_signals::Forwarding::start(&ram, machine.vm_fd()).ok();
-    let run = machine.run(&ram, &services, &bus, &placement, config.timeout);
+    let run = machine.run(
+        &ram,
+        &services,
+        &bus,
+        &placement,
+        config.timeout,
+        config.profile_hz,
+    );
     drop(forwarding);
     let stopped = Instant::now();
     // No vCPU runs any more; stop the devices' threads before the report
     // (and, on an error, before guest RAM goes).
     let net = bus.shutdown().into_iter().next();
-    let (stop, exits) = run?;
+    let (stop, exits, samples) = run?;
+    let profile = samples
+        .zip(symbols)
+        .zip(config.profile_hz)
+        .map(|((samples, symbols), hz)| samples.fold(&symbols, hz));
 
     let kernel = ram
         .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
@@ -800,6 +839,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         linux,
         timings,
         confinement,
+        profile,
     })
 }
 

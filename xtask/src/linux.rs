@@ -35,8 +35,9 @@ const GLIBC_PROGRAMS: [(&str, &str, &[&str]); 3] = [
 ];
 
 /// Rust examples built for Linux, by binary name.
-pub(crate) const RUST_PROGRAMS: [&str; 6] =
-    ["hello", "threads", "fsdiff", "rayon", "httpd", "fault"];
+pub(crate) const RUST_PROGRAMS: [&str; 7] = [
+    "hello", "threads", "fsdiff", "rayon", "httpd", "fault", "busy",
+];
 
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Where Debian's musl-dev keeps musl's start files and libc.a.

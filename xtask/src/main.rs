@@ -23,8 +23,9 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// binary of the example's folder; the `rayon` and `socket2` examples'
 /// packages are `rayon-demo` and `socket2-demo`, as a package may not
 /// share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 16] = [
+pub(crate) const EXAMPLES: [&str; 17] = [
     "hello",
+    "busy",
     "panic",
     "wildptr",
     "hostile",

@@ -84,7 +84,8 @@ mod sys {
         sched_setaffinity = SYS_sched_setaffinity, sched_yield = SYS_sched_yield,
         sendmsg = SYS_sendmsg, sendto = SYS_sendto, set_robust_list = SYS_set_robust_list,
         shutdown = SYS_shutdown, sigaltstack = SYS_sigaltstack, statx = SYS_statx,
-        symlinkat = SYS_symlinkat, tgkill = SYS_tgkill, unlink = SYS_unlink,
+        symlinkat = SYS_symlinkat, tgkill = SYS_tgkill, timer_create = SYS_timer_create,
+        timer_settime = SYS_timer_settime, timer_delete = SYS_timer_delete, unlink = SYS_unlink,
         unlinkat = SYS_unlinkat, wait4 = SYS_wait4, write = SYS_write, writev = SYS_writev,
         // Allowed to no thread; named for the message that stops the VMM.
         socket = SYS_socket, connect = SYS_connect, bind = SYS_bind, listen = SYS_listen,
@@ -153,6 +154,8 @@ pub(super) const VCPU: &[Allowed] = calls![
     // Starting a device's worker when the guest's driver is ready; the
     // worker enters its own, narrower filter (which can only add limits).
     eventfd2, clone3, clone, prctl: Args::Options(&[libc::PR_SET_NO_NEW_PRIVS as u64]), seccomp,
+    // The profiler's clock (`--profile`), armed once the vCPU starts.
+    timer_create, timer_settime, timer_delete,
 ];
 
 /// A device's worker thread.

@@ -21,6 +21,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod host_signals;
+mod sampler;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -37,6 +38,7 @@ use crate::confine::{self, ThreadKind};
 use crate::devices::{MmioBus, QUEUE_NOTIFY_OFFSET};
 use crate::hypercall::{self, Next, Services};
 use crate::memory::GuestRam;
+use crate::profile::{Interrupted, Samples};
 use crate::{arch, lock};
 
 /// Something KVM refused.
@@ -386,54 +388,66 @@ impl Machine {
         bus: &MmioBus,
         placement: &Placement,
         timeout: Option<std::time::Duration>,
-    ) -> Result<(Stop, ExitStats), KvmError> {
+        profile_hz: Option<u32>,
+    ) -> Result<(Stop, ExitStats, Option<Samples>), KvmError> {
         let vm = RunningVm::new(self.vcpus.len());
         services.cpus.reset(self.vcpus.len());
         install_kick_handler();
-        let results: Vec<Result<ExitStats, KvmError>> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0u32..)
-                .zip(self.vcpus)
-                .map(|(cpu, vcpu)| {
-                    let vm = &vm;
-                    let thread = std::thread::Builder::new().name(format!("vcpu{cpu}"));
-                    thread
-                        .spawn_scoped(scope, move || {
-                            let result = confine::enter(ThreadKind::Vcpu)
-                                .map_err(|e| KvmError::Confine(ThreadKind::Vcpu.name(), e))
-                                .and_then(|()| placement.pin_vcpu(cpu).map_err(KvmError::from))
-                                .and_then(|()| {
-                                    Vcpu { cpu, fd: vcpu }.serve(ram, services, bus, vm)
-                                });
-                            vm.finish(result.as_ref().ok().and_then(|(stop, _)| *stop));
-                            result.map(|(_, stats)| stats)
-                        })
-                        // As `scope.spawn` would: no thread, no VM.
-                        .expect("the host starts a vCPU thread")
-                })
-                .collect();
-            // Every thread this one starts has started: from here on it
-            // only waits, stops the others and reports.
-            let confined = confine::enter(ThreadKind::Main);
-            if confined.is_err() {
-                vm.finish(None);
-            }
-            vm.wait_for_stop(services, timeout);
-            threads
-                .into_iter()
-                .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .chain(std::iter::once(
-                    confined
-                        .map(|()| ExitStats::default())
-                        .map_err(|e| KvmError::Confine(ThreadKind::Main.name(), e)),
-                ))
-                .collect()
-        });
+        let results: Vec<Result<(ExitStats, Option<Samples>), KvmError>> =
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0u32..)
+                    .zip(self.vcpus)
+                    .map(|(cpu, vcpu)| {
+                        let vm = &vm;
+                        let thread = std::thread::Builder::new().name(format!("vcpu{cpu}"));
+                        thread
+                            .spawn_scoped(scope, move || {
+                                let result = confine::enter(ThreadKind::Vcpu)
+                                    .map_err(|e| KvmError::Confine(ThreadKind::Vcpu.name(), e))
+                                    .and_then(|()| placement.pin_vcpu(cpu).map_err(KvmError::from))
+                                    .and_then(|()| {
+                                        Vcpu {
+                                            cpu,
+                                            fd: vcpu,
+                                            samples: profile_hz.map(|_| Samples::default()),
+                                        }
+                                        .serve(ram, services, bus, vm, profile_hz)
+                                    });
+                                vm.finish(result.as_ref().ok().and_then(|(stop, ..)| *stop));
+                                result.map(|(_, stats, samples)| (stats, samples))
+                            })
+                            // As `scope.spawn` would: no thread, no VM.
+                            .expect("the host starts a vCPU thread")
+                    })
+                    .collect();
+                // Every thread this one starts has started: from here on it
+                // only waits, stops the others and reports.
+                let confined = confine::enter(ThreadKind::Main);
+                if confined.is_err() {
+                    vm.finish(None);
+                }
+                vm.wait_for_stop(services, timeout);
+                threads
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .chain(std::iter::once(
+                        confined
+                            .map(|()| (ExitStats::default(), None))
+                            .map_err(|e| KvmError::Confine(ThreadKind::Main.name(), e)),
+                    ))
+                    .collect()
+            });
         let mut stats = ExitStats::default();
+        let mut all_samples = profile_hz.map(|_| Samples::default());
         for result in results {
-            stats.add(&result?);
+            let (vcpu_stats, samples) = result?;
+            stats.add(&vcpu_stats);
+            if let (Some(all), Some(samples)) = (&mut all_samples, samples) {
+                all.merge(samples);
+            }
         }
         let stop = lock(&vm.stop).expect("a vCPU thread ends only after the VM stopped");
-        Ok((stop, stats))
+        Ok((stop, stats, all_samples))
     }
 }
 
@@ -542,23 +556,26 @@ fn install_kick_handler() {
 struct Vcpu {
     cpu: u32,
     fd: VcpuFd,
+    /// With `--profile`: where the guest was at each sampling signal.
+    samples: Option<Samples>,
 }
 
 impl Vcpu {
     /// Wait until the guest starts this vCPU (the boot vCPU starts at
-    /// once), then run it until the VM stops; `None` when another vCPU
-    /// stopped it.
+    /// once), then run it until the VM stops (sampled `profile_hz` times
+    /// a second); `None` when another vCPU stopped it.
     fn serve(
         mut self,
         ram: &GuestRam,
         services: &Services<'_>,
         bus: &MmioBus,
         vm: &RunningVm,
-    ) -> Result<(Option<Stop>, ExitStats), KvmError> {
+        profile_hz: Option<u32>,
+    ) -> Result<(Option<Stop>, ExitStats, Option<Samples>), KvmError> {
         let mut stats = ExitStats::default();
         if self.cpu != 0 {
             let Some(start) = services.cpus.wait_for_start(self.cpu) else {
-                return Ok((None, stats));
+                return Ok((None, stats, self.samples));
             };
             self.fd
                 .set_regs(&arch::start_regs(start.rip, start.rsp, start.arg))
@@ -573,9 +590,16 @@ impl Vcpu {
         }
         // SAFETY: `pthread_self` has no preconditions.
         lock(&vm.running)[self.cpu as usize] = Some(unsafe { libc::pthread_self() });
-        let result = self.run(ram, services, bus, vm, &mut stats);
+        let timer = profile_hz
+            .map(|hz| sampler::SampleTimer::start(hz, kick_signal()))
+            .transpose()
+            .map_err(|e| KvmError::Ioctl {
+                what: "arm the profiler's timer",
+                source: kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EINVAL)),
+            });
+        let result = timer.and_then(|_timer| self.run(ram, services, bus, vm, &mut stats));
         lock(&vm.running)[self.cpu as usize] = None;
-        result.map(|stop| (stop, stats))
+        result.map(|stop| (stop, stats, self.samples))
     }
 
     /// Run until the guest stops (`Some`) or another vCPU stopped the VM
@@ -596,6 +620,7 @@ impl Vcpu {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     stats.interrupted += 1;
+                    self.sample(ram);
                     continue;
                 }
                 Err(e) => {
@@ -653,6 +678,7 @@ impl Vcpu {
                 }
                 VcpuExit::Intr => {
                     stats.interrupted += 1;
+                    self.sample(ram);
                     None
                 }
                 VcpuExit::Hlt => Some(Stop::Halted(self.state())),
@@ -679,6 +705,33 @@ impl Vcpu {
             if stop.is_some() {
                 return Ok(stop);
             }
+        }
+    }
+
+    /// With `--profile`, record where the guest is (a register read that
+    /// fails loses the sample).
+    fn sample(&mut self, ram: &GuestRam) {
+        let Some(samples) = &mut self.samples else {
+            return;
+        };
+        // The guest never loads CR3 (DESIGN.md, "Privilege": the VMM sets
+        // it once), so it is read once: each ioctl costs microseconds.
+        let cr3 = match samples.cr3 {
+            Some(cr3) => cr3,
+            None => match self.fd.get_sregs() {
+                Ok(sregs) => *samples.cr3.insert(sregs.cr3),
+                Err(_) => return,
+            },
+        };
+        if let Ok(regs) = self.fd.get_regs() {
+            samples.record(
+                ram,
+                Interrupted {
+                    rip: regs.rip,
+                    rbp: regs.rbp,
+                    cr3,
+                },
+            );
         }
     }
 

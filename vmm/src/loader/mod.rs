@@ -161,17 +161,27 @@ pub(crate) fn is_foreign_elf(bytes: &[u8]) -> bool {
 /// `image` describes.
 pub(crate) fn symbol(bytes: &[u8], image: &LoadedImage, name: &str) -> Option<u64> {
     let elf = Elf::parse(bytes).ok()?;
+    let bias = load_bias(&elf, image)?;
+    elf.syms
+        .iter()
+        .find(|s| elf.strtab.get_at(s.st_name) == Some(name))
+        .map(|s| s.st_value.wrapping_add(bias))
+}
+
+/// What the image's addresses moved by when it was loaded as `image`
+/// describes (its lowest segment at `image.start`).
+pub(crate) fn bias(bytes: &[u8], image: &LoadedImage) -> Option<u64> {
+    load_bias(&Elf::parse(bytes).ok()?, image)
+}
+
+fn load_bias(elf: &Elf<'_>, image: &LoadedImage) -> Option<u64> {
     let lowest = elf
         .program_headers
         .iter()
         .filter(|p| p.p_type == program_header::PT_LOAD)
         .map(|p| p.p_vaddr & !(PAGE_SIZE - 1))
         .min()?;
-    let bias = image.start.wrapping_sub(lowest);
-    elf.syms
-        .iter()
-        .find(|s| elf.strtab.get_at(s.st_name) == Some(name))
-        .map(|s| s.st_value.wrapping_add(bias))
+    Some(image.start.wrapping_sub(lowest))
 }
 
 /// Check `bytes` and load them into `ram`.

@@ -486,6 +486,71 @@ pub(crate) fn xcr0(supported: u64) -> u64 {
     supported & (X87_SSE_AVX | AVX512) | 0b1
 }
 
+/// The guest-physical address that `virt` maps to under the 4-level page
+/// tables at `cr3` (Intel SDM vol. 3A, 4.5), as the guest's CPU would
+/// find it: `None` when an entry on the walk is not present or a table
+/// lies outside guest RAM. Only reads guest memory (a hostile guest's
+/// tables give a wrong answer, never a VMM fault); used to follow a
+/// guest's stack for the profiler.
+pub(crate) fn translate(ram: &GuestRam, cr3: u64, virt: u64) -> Option<u64> {
+    let mut table = cr3 & pte::ADDR_MASK;
+    // Shifts of the PML4, PDPT, PD and PT indices.
+    for (level, shift) in [39u32, 30, 21, 12].into_iter().enumerate() {
+        let index = (virt >> shift) & (ENTRIES - 1);
+        let entry: u64 = ram.read_obj(table + index * 8).ok()?;
+        if entry & pte::PRESENT == 0 {
+            return None;
+        }
+        let base = entry & pte::ADDR_MASK;
+        // A 1 GiB (PDPT) or 2 MiB (PD) page ends the walk.
+        if shift == 12 || ((level == 1 || level == 2) && entry & pte::LARGE != 0) {
+            let offset_mask = (1u64 << shift) - 1;
+            return Some((base & !offset_mask) | (virt & offset_mask));
+        }
+        table = base;
+    }
+    None
+}
+
+/// The call chain of a guest stopped at `rip` with frame pointer `rbp`,
+/// on the page tables at `cr3`, into `chain`: `rip`, then each caller's
+/// return address, up to `max_depth` entries. Each frame holds the
+/// caller's `rbp` at `[rbp]` and the return address at `[rbp + 8]` (the
+/// System V ABI's frame layout); the walk stops at a null or misaligned
+/// frame pointer, one that does not move up the stack, a return address
+/// of 0, or memory it cannot read. Code built without frame pointers
+/// leaves its callers out or names wrong ones; a hostile guest's stack
+/// only gives a wrong chain.
+pub(crate) fn call_chain(
+    ram: &GuestRam,
+    cr3: u64,
+    rip: u64,
+    rbp: u64,
+    max_depth: usize,
+    chain: &mut Vec<u64>,
+) {
+    let read = |virt: u64| {
+        let phys = translate(ram, cr3, virt)?;
+        ram.read_obj::<u64>(phys).ok()
+    };
+    chain.push(rip);
+    let mut frame = rbp;
+    while chain.len() < max_depth && frame != 0 && frame.is_multiple_of(8) {
+        let (Some(caller_frame), Some(ret)) = (read(frame), frame.checked_add(8).and_then(read))
+        else {
+            break;
+        };
+        if ret == 0 {
+            break;
+        }
+        chain.push(ret);
+        if caller_frame <= frame {
+            break;
+        }
+        frame = caller_frame;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,6 +853,62 @@ mod tests {
         assert_eq!(Port::ALL.len(), 5);
         assert_eq!(open, (0x500..=0x507).collect::<Vec<_>>());
         assert_eq!(*bitmap.last().unwrap(), 0xff, "terminating byte");
+    }
+
+    #[test]
+    fn translation_follows_the_tables_in_guest_ram() {
+        let ram = GuestRam::new(64 << 20).unwrap();
+        write_machine_tables(&ram, &image()).unwrap();
+        let image = image();
+        // 4 KiB pages (the image), 2 MiB pages (RAM above it), offsets kept.
+        for addr in [image.start + 0xb123, image.end + 8, (32 << 20) + 0x1_2345] {
+            assert_eq!(translate(&ram, PML4_ADDR, addr), Some(addr), "{addr:#x}");
+        }
+        // Page 0 (the null guard), past RAM and non-canonical: no mapping.
+        for addr in [0, 8, 64 << 30, 0xffff_8000_0000_0000] {
+            assert_eq!(translate(&ram, PML4_ADDR, addr), None, "{addr:#x}");
+        }
+        // A CR3 outside guest RAM reads nothing.
+        assert_eq!(translate(&ram, 1 << 40, image.start), None);
+        // A table the guest rewrote: page `start` now maps frame 0x7000.
+        let pt_entry = (PAGE_TABLES_ADDR..PAGE_TABLES_END)
+            .step_by(8)
+            .find(|&a| ram.read_obj::<u64>(a).unwrap() & pte::ADDR_MASK == image.start)
+            .unwrap();
+        let flags = ram.read_obj::<u64>(pt_entry).unwrap() & !pte::ADDR_MASK;
+        ram.write_obj(pt_entry, &(0x7000 | flags)).unwrap();
+        assert_eq!(translate(&ram, PML4_ADDR, image.start + 5), Some(0x7005));
+    }
+
+    #[test]
+    fn a_call_chain_follows_frame_pointers_up_the_stack() {
+        let ram = GuestRam::new(64 << 20).unwrap();
+        write_machine_tables(&ram, &image()).unwrap();
+        // Three frames at 0x30_0000, 0x30_0100, 0x30_0200; the last
+        // one's saved rbp is 0 (the outermost frame).
+        let frames = [
+            (0x30_0000u64, 0x30_0100u64, 0x1111u64),
+            (0x30_0100, 0x30_0200, 0x2222),
+            (0x30_0200, 0, 0x3333),
+        ];
+        for (at, saved, ret) in frames {
+            ram.write_obj(at, &saved).unwrap();
+            ram.write_obj(at + 8, &ret).unwrap();
+        }
+        let walk = |rbp: u64, depth: usize| {
+            let mut chain = Vec::new();
+            call_chain(&ram, PML4_ADDR, 0xabc, rbp, depth, &mut chain);
+            chain
+        };
+        assert_eq!(walk(0x30_0000, 128), [0xabc, 0x1111, 0x2222, 0x3333]);
+        assert_eq!(walk(0x30_0000, 2), [0xabc, 0x1111]);
+        // No frame pointer, a misaligned one, one outside memory.
+        assert_eq!(walk(0, 128), [0xabc]);
+        assert_eq!(walk(0x30_0004, 128), [0xabc]);
+        assert_eq!(walk(1 << 40, 128), [0xabc]);
+        // A frame that points at itself (a loop) ends the walk.
+        ram.write_obj(0x30_0100u64, &0x30_0100u64).unwrap();
+        assert_eq!(walk(0x30_0000, 128), [0xabc, 0x1111, 0x2222]);
     }
 
     #[test]
