@@ -36,8 +36,10 @@ fn profile_busy(image: &Path, dir: &Path) -> Run {
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
         .sum();
     // Two vCPUs for 0.6 s at 499 Hz: about 600 samples (boot and exit
-    // add a little; a late timer or a lost sample takes a little).
-    assert!((450..=800).contains(&total), "{total} samples\n{folded}");
+    // add a little). A vCPU thread that the host does not run meanwhile
+    // (the tests share two CPUs) takes no samples: as few as 430 were
+    // seen under `./x test`.
+    assert!((300..=800).contains(&total), "{total} samples\n{folded}");
     assert!(
         run.stderr.contains(&format!(
             "eremite: profile: {total} samples in {dir_text}/flame.svg"
