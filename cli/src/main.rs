@@ -17,6 +17,7 @@
 
 mod profile;
 mod qemu;
+mod trace;
 
 /// The kernel image that runs Linux programs (built by `build.rs`).
 static LINUX_KERNEL: &[u8] = include_bytes!(env!("EREMITE_LINUX_KERNEL"));
@@ -150,6 +151,16 @@ struct RunArgs {
           default_value_t = eremite_vmm::DEFAULT_PROFILE_HZ,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(eremite_vmm::MAX_PROFILE_HZ)))]
     profile_hz: u32,
+    /// Record every function entry and exit of an image built with
+    /// -Zinstrument-mcount (see docs/tracing.md) and write
+    /// DIR/trace.json (Perfetto, chrome://tracing), DIR/trace.folded and
+    /// DIR/flame.svg when the run ends.
+    #[arg(long, value_name = "DIR")]
+    trace: Option<PathBuf>,
+    /// Room for --trace's events, taken from guest memory (e.g. 64M; 24
+    /// bytes an event; default 64M or a quarter of --memory if less).
+    #[arg(long, value_name = "SIZE", requires = "trace", value_parser = parse_memory_size)]
+    trace_buffer: Option<u64>,
     /// Show the kernel's log and a boot-time breakdown on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -321,7 +332,24 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         linux_kernel: Some(LINUX_KERNEL),
         timeout: args.timeout,
         profile_hz: args.profile.as_ref().map(|_| args.profile_hz),
+        trace_bytes: args.trace.as_ref().map(|_| {
+            args.trace_buffer
+                .unwrap_or_else(|| eremite_vmm::default_trace_bytes(memory))
+        }),
         is_confined: true,
+    };
+    if args.trace.is_some() && args.trace == args.profile {
+        eprintln!(
+            "eremite: give --trace and --profile different directories (both write flame.svg)"
+        );
+        return ExitCode::from(2);
+    }
+    let trace_output = match args.trace.as_deref().map(trace::Output::create).transpose() {
+        Ok(output) => output,
+        Err(message) => {
+            eprintln!("eremite: {message}");
+            return ExitCode::from(125);
+        }
     };
     let profile_output = match args
         .profile
@@ -357,6 +385,11 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     {
         eprintln!("eremite: {message}");
     }
+    if let (Some(output), Some(trace)) = (trace_output, &report.trace)
+        && let Err(message) = output.write(trace, &config.image)
+    {
+        eprintln!("eremite: {message}");
+    }
     ExitCode::from(report.outcome.exit_code())
 }
 
@@ -374,6 +407,8 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         Some("--timeout")
     } else if args.profile.is_some() {
         Some("--profile")
+    } else if args.trace.is_some() {
+        Some("--trace")
     } else if !args.add_host.is_empty() || args.dns.is_some() {
         Some("--add-host or --dns (the guest's /etc is written by eremite's VMM only)")
     } else if args
@@ -411,6 +446,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         linux_kernel: None,
         timeout: None,
         profile_hz: None,
+        trace_bytes: None,
         is_confined: false,
     };
     let (address, gateway) = match config.net_params() {

@@ -12,6 +12,24 @@ use std::path::{Path, PathBuf};
 
 use eremite_vmm::Profile;
 
+/// Make `dir` (and its parents) and create (or empty) the files `names`
+/// in it, before the run: afterwards the confined VMM could not.
+pub(crate) fn create_files<const N: usize>(
+    dir: &Path,
+    names: [&str; N],
+) -> Result<[File; N], String> {
+    let failed = |what: &Path, e: std::io::Error| format!("cannot write {}: {e}", what.display());
+    std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+    let mut files = Vec::with_capacity(N);
+    for name in names {
+        let path = dir.join(name);
+        files.push(File::create(&path).map_err(|e| failed(&path, e))?);
+    }
+    Ok(files
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one file per name")))
+}
+
 /// The opened output files.
 pub(crate) struct Output {
     dir: PathBuf,
@@ -22,17 +40,11 @@ pub(crate) struct Output {
 impl Output {
     /// Make `dir` (and its parents) and create its two files.
     pub(crate) fn create(dir: &Path) -> Result<Self, String> {
-        let failed =
-            |what: &Path, e: std::io::Error| format!("cannot write {}: {e}", what.display());
-        std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
-        let open = |name: &str| {
-            let path = dir.join(name);
-            File::create(&path).map_err(|e| failed(&path, e))
-        };
+        let [folded, svg] = create_files(dir, ["profile.folded", "flame.svg"])?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            folded: open("profile.folded")?,
-            svg: open("flame.svg")?,
+            folded,
+            svg,
         })
     }
 

@@ -101,6 +101,9 @@ pub struct KernelReport {
     /// Numbers beyond the slots are not recorded here (`--verbose` lists
     /// them all).
     pub linux_unknown: [UnknownCall; LINUX_UNKNOWN_SLOTS],
+    /// Guest address of the function tracer's [`crate::trace::TraceBuffer`]s,
+    /// one per vCPU (`cpu_count`); 0 when tracing is off.
+    pub trace_buffers: u64,
 }
 
 /// Slots for unimplemented Linux system calls in [`KernelReport`].
@@ -128,6 +131,7 @@ impl Default for KernelReport {
             linux_sites_left_later: 0,
             host_signals: 0,
             linux_unknown: [UnknownCall::default(); LINUX_UNKNOWN_SLOTS],
+            trace_buffers: 0,
         }
     }
 }

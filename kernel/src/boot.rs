@@ -127,6 +127,7 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         fatal(why);
     }
     abi::trace::init();
+    crate::functrace::init(sched::MAIN_TID);
     if heap_end < info.mem_size {
         // SAFETY: the initrd is unpacked and nothing refers to it any more
         // (`fs::init` keeps no slice of it); the range is disjoint from

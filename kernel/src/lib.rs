@@ -25,6 +25,7 @@ mod events;
 mod fault;
 mod fd;
 mod fs;
+mod functrace;
 mod hypervisor;
 mod mm;
 mod net;

@@ -44,7 +44,7 @@ use eremite_interface::layout::{DEVICE_VECTOR, HOST_SIGNAL_VECTOR, TIMER_VECTOR,
 
 use crate::cpu::{self, Mode};
 use crate::sync::{Lock, LockGuard};
-use crate::{arch, bootinfo, console, hypervisor, mm, sync, time};
+use crate::{arch, bootinfo, console, functrace, hypervisor, mm, sync, time};
 
 /// A thread id (hermit-abi's `Tid`).
 pub(crate) type Tid = u32;
@@ -585,6 +585,7 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
     let fs_base = arch::fs_base();
     let errno = &cpu::this().errno;
     arch::set_syscall_stack(here, s.thread(next).syscall_stack);
+    functrace::switched(here, next);
     s.thread(current).errno = errno.load(Ordering::Relaxed);
     errno.store(s.thread(next).errno, Ordering::Relaxed);
     // A Linux thread's extended state, saved before it leaves and loaded
@@ -599,6 +600,7 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
         // not join detached threads; `join` of a forgotten thread returns
         // at once).
         s.threads.remove(&current);
+        functrace::exited(here, current);
         &mut s.core(here).scratch_rsp
     } else {
         let thread = s.thread(current);
@@ -1024,6 +1026,7 @@ pub(crate) fn run_core() -> ! {
     s.next_tid += 1;
     s.threads.insert(tid, Thread::new(here, State::Blocked));
     s.core(here).current = tid;
+    functrace::switched(here, tid);
     // Only now may interrupts come: an upcall before this would have found
     // the core's `current` still unset and switched away from the wrong
     // thread. A wake-up sent earlier is not lost: the queue is looked at

@@ -23,9 +23,15 @@ pub fn root() -> PathBuf {
 /// The release CLI, which `./x test` builds.
 pub fn eremite() -> PathBuf {
     let path = root().join("target/release/eremite");
+    built(path, "builds it")
+}
+
+/// `path`, which `./x test` builds (how: `builds_what`), or a failed test
+/// that says so.
+fn built(path: PathBuf, builds_what: &str) -> PathBuf {
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it",
+        "{} is missing: run the tests with `./x test`, which {builds_what}",
         path.display()
     );
     path
@@ -36,12 +42,16 @@ pub fn image(name: &str) -> PathBuf {
     let path = root()
         .join("examples/target/x86_64-unknown-hermit/release")
         .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds every example",
-        path.display()
-    );
-    path
+    built(path, "builds every example")
+}
+
+/// `examples/NAME` built with every function instrumented for the
+/// tracer (`-Zinstrument-mcount`), which `./x test` builds.
+pub fn instrumented_image(name: &str) -> PathBuf {
+    let path = root()
+        .join("examples/target/instrumented/x86_64-unknown-hermit/release")
+        .join(name);
+    built(path, "builds it")
 }
 
 /// `examples/NAME` built with stable Rust for `x86_64-unknown-linux-musl`
@@ -50,12 +60,7 @@ pub fn linux_image(name: &str) -> PathBuf {
     let path = root()
         .join("examples/target/x86_64-unknown-linux-musl/release")
         .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it with stable Rust",
-        path.display()
-    );
-    path
+    built(path, "builds it with stable Rust")
 }
 
 /// `examples/c/NAME.c` built with musl-gcc (`-static`, or `-static-pie`
@@ -67,12 +72,7 @@ pub fn c_image(name: &str, is_pie: bool) -> PathBuf {
         name.to_owned()
     };
     let path = root().join("examples/target/c").join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it with musl-gcc",
-        path.display()
-    );
-    path
+    built(path, "builds it with musl-gcc")
 }
 
 /// `examples/c/NAME.c` built with the host's gcc against glibc,
@@ -81,23 +81,13 @@ pub fn glibc_image(name: &str) -> PathBuf {
     let path = root()
         .join("examples/target/c")
         .join(format!("{name}-glibc"));
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it with gcc",
-        path.display()
-    );
-    path
+    built(path, "builds it with gcc")
 }
 
 /// `examples/go/NAME` built with the host's Go (`./x test` builds it).
 pub fn go_image(name: &str) -> PathBuf {
     let path = root().join("examples/target/go").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it with Go",
-        path.display()
-    );
-    path
+    built(path, "builds it with Go")
 }
 
 /// `examples/unpatched/NAME`: built for `x86_64-unknown-linux-musl` with
@@ -107,12 +97,7 @@ pub fn unpatched_image(name: &str) -> PathBuf {
     let path = root()
         .join("examples/unpatched/target/x86_64-unknown-linux-musl/release")
         .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `./x test`, which builds it with stable Rust",
-        path.display()
-    );
-    path
+    built(path, "builds it with stable Rust")
 }
 
 /// Fail clearly where KVM is missing.

@@ -64,7 +64,9 @@ pub use linux::{LinuxError, ProgramError};
 pub use loader::{LoadError, LoadedImage, PageAccess, PageZero};
 pub use memory::{MapError, OutOfRange};
 pub use net_address::{NetAddressError, parse_gateway, parse_ip_prefix};
-pub use profile::{DEFAULT_HZ as DEFAULT_PROFILE_HZ, MAX_HZ as MAX_PROFILE_HZ, Profile};
+pub use profile::{
+    Call, DEFAULT_HZ as DEFAULT_PROFILE_HZ, FunctionTrace, MAX_HZ as MAX_PROFILE_HZ, Profile,
+};
 pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
 pub use size::{SizeError, parse_memory_size};
 
@@ -77,6 +79,16 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 /// bookkeeping at start, and memory is committed when mapped; the host
 /// backs only what the guest touches.
 pub const DEFAULT_DYNAMIC_MEMORY_BYTES: u64 = 512 << 20;
+
+/// The smallest `--trace-buffer`.
+pub const MIN_TRACE_BYTES: u64 = 1 << 20;
+
+/// The default `--trace-buffer` for a guest of `memory_bytes`: 64 MiB, or
+/// a quarter of its memory if that is less (about 2.8 million events in
+/// all at 64 MiB).
+pub fn default_trace_bytes(memory_bytes: u64) -> u64 {
+    (memory_bytes / 4).clamp(MIN_TRACE_BYTES, 64 << 20)
+}
 
 /// The guest memory `image` gets when the user names none: more for a
 /// dynamic Linux program or a Go program ([`DEFAULT_DYNAMIC_MEMORY_BYTES`])
@@ -159,6 +171,10 @@ pub struct VmConfig {
     /// Sample every vCPU this many times a second (`--profile`), up to
     /// [`MAX_PROFILE_HZ`]; the [`Report`] then holds the [`Profile`].
     pub profile_hz: Option<u32>,
+    /// Record the entry and exit of every function of an instrumented
+    /// image (`--trace`), in buffers of this many bytes in all (taken from
+    /// guest RAM); the [`Report`] then holds the [`FunctionTrace`].
+    pub trace_bytes: Option<u64>,
     /// Confine the calling thread (and the VM's threads) before the guest
     /// runs (`confine`): what the CLI does. A process that calls [`run`]
     /// more than once, or goes on to other work after it (tests), turns it
@@ -190,6 +206,7 @@ impl VmConfig {
             linux_kernel: None,
             timeout: None,
             profile_hz: None,
+            trace_bytes: None,
             is_confined: true,
         }
     }
@@ -206,6 +223,15 @@ impl VmConfig {
             )));
         }
         size::check_memory_size(self.memory_bytes).map_err(|e| Error::Config(e.to_string()))?;
+        if let Some(bytes) = self.trace_bytes
+            && !(MIN_TRACE_BYTES..=self.memory_bytes / 2).contains(&bytes)
+        {
+            return Err(Error::Config(format!(
+                "--trace-buffer {} MiB: give at least 1 MiB and at most half the guest's memory ({} MiB; raise --memory for more)",
+                bytes >> 20,
+                self.memory_bytes >> 21
+            )));
+        }
         if let Some(hz) = self.profile_hz
             && !(1..=profile::MAX_HZ).contains(&hz)
         {
@@ -251,6 +277,10 @@ impl VmConfig {
             .chain(devices.map(|device| device.to_string()))
             .chain(address.map(|address| address.to_string()))
             .chain(gateway.map(|gateway| gateway.to_string()))
+            .chain(
+                self.trace_bytes
+                    .map(|bytes| format!("{}={bytes}", eremite_interface::trace::CMDLINE_KEY)),
+            )
             .collect())
     }
 
@@ -637,6 +667,8 @@ pub struct Report {
     pub confinement: Confinement,
     /// Where the vCPUs spent their time (`profile_hz`).
     pub profile: Option<Profile>,
+    /// The functions the guest called (`trace_bytes`).
+    pub trace: Option<FunctionTrace>,
 }
 
 /// Boot `config.image` and run it to the end.
@@ -702,7 +734,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         (image, None, Vec::new())
     };
     // Named now: the image is not read again.
-    let symbols = config.profile_hz.map(|_| {
+    let symbols = (config.profile_hz.is_some() || config.trace_bytes.is_some()).then(|| {
         let mut symbols = profile::Symbols::default();
         let kernel = config.linux_kernel.filter(|_| is_linux);
         if let Some(bias) = loader::bias(kernel.unwrap_or(file.bytes()), &image) {
@@ -799,9 +831,9 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let net = bus.shutdown().into_iter().next();
     let (stop, exits, samples) = run?;
     let profile = samples
-        .zip(symbols)
+        .zip(symbols.as_ref())
         .zip(config.profile_hz)
-        .map(|((samples, symbols), hz)| samples.fold(&symbols, hz));
+        .map(|((samples, symbols), hz)| samples.fold(symbols, hz));
 
     let kernel = ram
         .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
@@ -825,6 +857,15 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         kvm::Stop::Unexpected { exit, state } => Outcome::Unexpected { exit, state },
         kvm::Stop::Host(stop) => Outcome::Stopped(stop),
     };
+    let trace = config
+        .trace_bytes
+        .zip(symbols.as_ref())
+        .map(|(bytes, symbols)| match kernel.trace_buffers {
+            0 => FunctionTrace::default(),
+            table => {
+                profile::read_trace(&ram, table, config.cpus, bytes, symbols, boot_tsc, tsc_khz)
+            }
+        });
     let timings = Timings {
         vmm_setup: entered - started,
         kernel_init: Duration::from_nanos(kernel.init_ns),
@@ -840,6 +881,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         timings,
         confinement,
         profile,
+        trace,
     })
 }
 

@@ -23,9 +23,10 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// binary of the example's folder; the `rayon` and `socket2` examples'
 /// packages are `rayon-demo` and `socket2-demo`, as a package may not
 /// share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 17] = [
+pub(crate) const EXAMPLES: [&str; 18] = [
     "hello",
     "busy",
+    "traced",
     "panic",
     "wildptr",
     "hostile",
@@ -160,6 +161,36 @@ fn build_images(names: &[&str]) -> Result {
     run_command(&mut command)
 }
 
+/// Examples also built with every function instrumented for the tracer
+/// (`eremite run --trace`), into [`instrumented_dir`].
+pub(crate) const INSTRUMENTED_EXAMPLES: [&str; 1] = ["traced"];
+
+/// The flags that instrument an application for `eremite run --trace`
+/// (docs/tracing.md); frame pointers too, as RUSTFLAGS replaces the
+/// workspace's own flags.
+pub(crate) const INSTRUMENT_FLAGS: &str =
+    "-Zinstrument-mcount -Cpasses=ee-instrument<post-inline> -Cforce-frame-pointers=yes";
+
+/// Where the instrumented examples' target directory is.
+pub(crate) fn instrumented_dir() -> PathBuf {
+    root().join("examples/target/instrumented")
+}
+
+/// Build `names` from `examples/` with every function instrumented.
+fn build_instrumented(names: &[&str]) -> Result {
+    let mut command = cargo();
+    command
+        .current_dir(root().join("examples"))
+        .env("RUSTFLAGS", INSTRUMENT_FLAGS)
+        .arg("build")
+        .args(["--release", "--quiet", "--target-dir"])
+        .arg(instrumented_dir());
+    for name in names {
+        command.args(["--bin", name]);
+    }
+    run_command(&mut command)
+}
+
 pub(crate) fn image_path(name: &str) -> PathBuf {
     root()
         .join("examples/target")
@@ -214,6 +245,7 @@ fn build_all() -> Result<PathBuf> {
     install_host_tools()?;
     let cli = build_cli()?;
     build_images(&EXAMPLES)?;
+    build_instrumented(&INSTRUMENTED_EXAMPLES)?;
     build_native_examples(&NATIVE_EXAMPLES)?;
     linux::build()?;
     bench::build_benches(&[])?;

@@ -23,10 +23,13 @@
 //! Arch-neutral apart from the registers `kvm` hands in.
 
 mod symbols;
+mod trace;
 
 use std::collections::HashMap;
 
 pub use symbols::Symbols;
+pub(crate) use trace::read as read_trace;
+pub use trace::{Call, FunctionTrace};
 
 use crate::arch;
 use crate::memory::GuestRam;

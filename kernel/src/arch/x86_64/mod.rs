@@ -19,6 +19,7 @@
 
 mod apic;
 mod entry;
+mod functrace;
 pub(crate) mod ioapic;
 mod linux;
 mod paging;
@@ -29,6 +30,7 @@ mod switch;
 
 pub(crate) use apic::{eoi, send_init, send_ipi, send_startup, timer_arm, timer_init};
 pub(crate) use entry::ap_entry;
+pub(crate) use functrace::trace_functions;
 pub(crate) use linux::{
     RESUME_RIP_BELOW, SyscallFrame, UserRegs, enter_program, resume, resume_from_exception,
 };

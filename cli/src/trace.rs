@@ -1,0 +1,205 @@
+//! `--trace DIR`: the function tracer's files, opened before the run (as
+//! `--profile`'s) and written when it ends, whatever the guest's outcome:
+//! - `trace.json`: the calls as Chrome trace events (`B`/`E` pairs), one
+//!   process per vCPU and one track per guest thread, for Perfetto or
+//!   `chrome://tracing`;
+//! - `trace.folded`: self time by call chain, in nanoseconds;
+//! - `flame.svg`: those as a flame graph (inferno).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+
+use eremite_vmm::{Call, FunctionTrace};
+
+/// The opened output files.
+pub(crate) struct Output {
+    dir: PathBuf,
+    json: File,
+    folded: File,
+    svg: File,
+}
+
+impl Output {
+    /// Make `dir` (and its parents) and create its files.
+    pub(crate) fn create(dir: &Path) -> Result<Self, String> {
+        let [json, folded, svg] =
+            crate::profile::create_files(dir, ["trace.json", "trace.folded", "flame.svg"])?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            json,
+            folded,
+            svg,
+        })
+    }
+
+    /// Write `trace` (of `image`) and say what it holds, on stderr.
+    pub(crate) fn write(self, trace: &FunctionTrace, image: &Path) -> Result<(), String> {
+        let dir = self.dir.clone();
+        let failed = |name: &str, e: &dyn std::fmt::Display| {
+            format!("cannot write {}: {e}", dir.join(name).display())
+        };
+        let mut json = BufWriter::new(self.json);
+        write_chrome_trace(trace, &mut json)
+            .and_then(|()| json.flush())
+            .map_err(|e| failed("trace.json", &e))?;
+        let folded = trace.folded();
+        let lines: String = folded
+            .iter()
+            .map(|(chain, ns)| format!("{chain} {ns}\n"))
+            .collect();
+        let mut folded_file = self.folded;
+        folded_file
+            .write_all(lines.as_bytes())
+            .map_err(|e| failed("trace.folded", &e))?;
+        if trace.calls.is_empty() {
+            eprintln!(
+                "eremite: trace: no function was traced: build the program with -Zinstrument-mcount (see docs/tracing.md)"
+            );
+            return Ok(());
+        }
+        let mut options = inferno::flamegraph::Options::default();
+        options.title = format!("eremite trace: {}", image.display());
+        options.count_name = "ns".to_string();
+        let mut svg = self.svg;
+        inferno::flamegraph::from_lines(&mut options, lines.lines(), &mut svg)
+            .map_err(|e| failed("flame.svg", &e))?;
+        let threads: BTreeSet<u32> = trace.calls.iter().map(|c| c.tid).collect();
+        eprintln!(
+            "eremite: trace: {} calls on {} threads{} in {}/trace.json, trace.folded and flame.svg",
+            trace.calls.len(),
+            threads.len(),
+            if trace.dropped > 0 {
+                format!(" ({} events dropped: raise --trace-buffer)", trace.dropped)
+            } else {
+                String::new()
+            },
+            self.dir.display()
+        );
+        Ok(())
+    }
+}
+
+/// `trace` in the Chrome trace event format: per thread, a `B` event at
+/// each call's start and an `E` at its end (at the trace's end for a call
+/// that had not returned), nested by construction: a call's `E` comes
+/// before the next call at its depth or above starts. Times in µs.
+fn write_chrome_trace(trace: &FunctionTrace, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut by_thread: BTreeMap<(u32, u32), Vec<&Call>> = BTreeMap::new();
+    for call in &trace.calls {
+        by_thread
+            .entry((call.cpu + 1, call.tid))
+            .or_default()
+            .push(call);
+    }
+    out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
+    let mut events = Vec::new();
+    let cpus: BTreeSet<u32> = by_thread.keys().map(|(pid, _)| *pid).collect();
+    for pid in cpus {
+        events.push(format!(
+            r#"{{"name":"process_name","ph":"M","pid":{pid},"args":{{"name":"vCPU {}"}}}}"#,
+            pid - 1
+        ));
+    }
+    for (pid, tid) in by_thread.keys() {
+        events.push(format!(
+            r#"{{"name":"thread_name","ph":"M","pid":{pid},"tid":{tid},"args":{{"name":"thread {tid}"}}}}"#
+        ));
+    }
+    let event = |phase: char, call: &Call, ns: u64| {
+        format!(
+            r#"{{"name":{},"ph":"{phase}","pid":{},"tid":{},"ts":{}}}"#,
+            json_string(&trace.names[call.name]),
+            call.cpu + 1,
+            call.tid,
+            micros(ns)
+        )
+    };
+    let end = |call: &Call| trace.duration_ns(call) + call.start_ns;
+    for calls in by_thread.values() {
+        let mut open: Vec<&Call> = Vec::new();
+        for call in calls {
+            while open.len() > usize::from(call.depth) {
+                let done = open.pop().expect("longer than the depth");
+                events.push(event('E', done, end(done)));
+            }
+            events.push(event('B', call, call.start_ns));
+            open.push(call);
+        }
+        while let Some(done) = open.pop() {
+            events.push(event('E', done, end(done)));
+        }
+    }
+    out.write_all(events.join(",\n").as_bytes())?;
+    out.write_all(b"\n]}\n")
+}
+
+/// Nanoseconds as microseconds with three decimals.
+fn micros(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1000, ns % 1000)
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_become_nested_begin_and_end_events() {
+        let call = |depth, name, start_ns, end_ns| Call {
+            cpu: 1,
+            tid: 4,
+            depth,
+            name,
+            start_ns,
+            end_ns,
+        };
+        let trace = FunctionTrace {
+            calls: vec![
+                call(0, 0, 1000, Some(5000)),
+                call(0, 1, 5000, None),
+                call(1, 0, 6000, None),
+            ],
+            names: vec!["main".into(), "say \"hi\"".into()],
+            events: 3,
+            dropped: 0,
+            end_ns: 7000,
+        };
+        let mut out = Vec::new();
+        write_chrome_trace(&trace, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let kinds: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split(r#""ph":""#).nth(1))
+            .map(|rest| &rest[..1])
+            .collect();
+        // Process and thread names; main, then a call that starts as main
+        // returns; and one inside it that had not returned, which ends
+        // with the trace, before its caller.
+        assert_eq!(kinds, ["M", "M", "B", "E", "B", "B", "E", "E"], "{text}");
+        assert!(
+            text.contains(r#""name":"say \"hi\"","ph":"E","pid":2,"tid":4,"ts":7.000"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""args":{"name":"vCPU 1"}"#), "{text}");
+    }
+}
