@@ -18,6 +18,7 @@
 mod profile;
 mod qemu;
 mod trace;
+mod uftrace;
 
 /// The kernel image that runs Linux programs (built by `build.rs`).
 static LINUX_KERNEL: &[u8] = include_bytes!(env!("EREMITE_LINUX_KERNEL"));
@@ -69,6 +70,13 @@ enum Command {
     /// to DIR/patch.toml (for `cargo build --config DIR/patch.toml`).
     Compat {
         /// Where to put them (made if missing; e.g. `target/eremite-compat`).
+        dir: std::path::PathBuf,
+    },
+    /// Write `--trace`'s uftrace files into DIR from the calls on stdin
+    /// (started by `eremite run --trace` before it confines itself).
+    #[command(name = uftrace::SUBCOMMAND, hide = true)]
+    WriteUftrace {
+        /// The trace directory.
         dir: std::path::PathBuf,
     },
 }
@@ -266,6 +274,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Compat { dir } => compat(&dir),
+        Command::WriteUftrace { dir } => match uftrace::write_dir(&dir, std::io::stdin().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("eremite: {message}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
@@ -344,7 +359,12 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let trace_output = match args.trace.as_deref().map(trace::Output::create).transpose() {
+    let trace_output = match args
+        .trace
+        .as_deref()
+        .map(|dir| Ok::<_, String>((trace::Output::create(dir)?, uftrace::Writer::spawn(dir)?)))
+        .transpose()
+    {
         Ok(output) => output,
         Err(message) => {
             eprintln!("eremite: {message}");
@@ -385,10 +405,13 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     {
         eprintln!("eremite: {message}");
     }
-    if let (Some(output), Some(trace)) = (trace_output, &report.trace)
-        && let Err(message) = output.write(trace, &config.image)
-    {
-        eprintln!("eremite: {message}");
+    if let (Some((output, uftrace)), Some(trace)) = (trace_output, &report.trace) {
+        let written = output
+            .write(trace, &config.image)
+            .and_then(|()| uftrace.finish(trace, &config.image, report.outcome.exit_code()));
+        if let Err(message) = written {
+            eprintln!("eremite: {message}");
+        }
     }
     ExitCode::from(report.outcome.exit_code())
 }
@@ -637,7 +660,9 @@ mod tests {
     fn run_args(cli: Cli) -> RunArgs {
         match cli.command {
             Command::Run(args) => *args,
-            Command::Switch { .. } | Command::Compat { .. } => panic!("not parsed as `run`"),
+            Command::Switch { .. } | Command::Compat { .. } | Command::WriteUftrace { .. } => {
+                panic!("not parsed as `run`")
+            }
         }
     }
 

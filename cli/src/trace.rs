@@ -68,7 +68,7 @@ impl Output {
             .map_err(|e| failed("flame.svg", &e))?;
         let threads: BTreeSet<u32> = trace.calls.iter().map(|c| c.tid).collect();
         eprintln!(
-            "eremite: trace: {} calls on {} threads{} in {}/trace.json, trace.folded and flame.svg",
+            "eremite: trace: {} calls on {} threads{} in {}: trace.json, trace.folded, flame.svg and uftrace's files",
             trace.calls.len(),
             threads.len(),
             if trace.dropped > 0 {
@@ -82,11 +82,18 @@ impl Output {
     }
 }
 
-/// `trace` in the Chrome trace event format: per thread, a `B` event at
-/// each call's start and an `E` at its end (at the trace's end for a call
-/// that had not returned), nested by construction: a call's `E` comes
-/// before the next call at its depth or above starts. Times in µs.
-fn write_chrome_trace(trace: &FunctionTrace, out: &mut impl std::io::Write) -> std::io::Result<()> {
+/// A call's start (`is_begin`) or end, at `ns`.
+pub(crate) struct Edge<'a> {
+    pub(crate) is_begin: bool,
+    pub(crate) call: &'a Call,
+    pub(crate) ns: u64,
+}
+
+/// Each thread's (with its vCPU, numbered from 1) starts and ends of
+/// calls, nested by construction: a call ends before the next call at
+/// its depth or above starts, and calls that had not returned end with
+/// the trace, innermost first.
+pub(crate) fn nested(trace: &FunctionTrace) -> BTreeMap<(u32, u32), Vec<Edge<'_>>> {
     let mut by_thread: BTreeMap<(u32, u32), Vec<&Call>> = BTreeMap::new();
     for call in &trace.calls {
         by_thread
@@ -94,44 +101,66 @@ fn write_chrome_trace(trace: &FunctionTrace, out: &mut impl std::io::Write) -> s
             .or_default()
             .push(call);
     }
-    out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
+    fn end<'a>(trace: &FunctionTrace, call: &'a Call) -> Edge<'a> {
+        Edge {
+            is_begin: false,
+            call,
+            ns: call.start_ns + trace.duration_ns(call),
+        }
+    }
+    by_thread
+        .into_iter()
+        .map(|(thread, calls)| {
+            let mut edges = Vec::with_capacity(calls.len() * 2);
+            let mut open: Vec<&Call> = Vec::new();
+            for call in calls {
+                while open.len() > usize::from(call.depth) {
+                    edges.push(end(trace, open.pop().expect("longer than the depth")));
+                }
+                edges.push(Edge {
+                    is_begin: true,
+                    call,
+                    ns: call.start_ns,
+                });
+                open.push(call);
+            }
+            while let Some(done) = open.pop() {
+                edges.push(end(trace, done));
+            }
+            (thread, edges)
+        })
+        .collect()
+}
+
+/// `trace` in the Chrome trace event format: per thread, a `B` event at
+/// each call's start and an `E` at its end ([`nested`]); one process per
+/// vCPU, one track per thread; times in µs.
+fn write_chrome_trace(trace: &FunctionTrace, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let threads = nested(trace);
     let mut events = Vec::new();
-    let cpus: BTreeSet<u32> = by_thread.keys().map(|(pid, _)| *pid).collect();
+    let cpus: BTreeSet<u32> = threads.keys().map(|(pid, _)| *pid).collect();
     for pid in cpus {
         events.push(format!(
             r#"{{"name":"process_name","ph":"M","pid":{pid},"args":{{"name":"vCPU {}"}}}}"#,
             pid - 1
         ));
     }
-    for (pid, tid) in by_thread.keys() {
+    for (pid, tid) in threads.keys() {
         events.push(format!(
             r#"{{"name":"thread_name","ph":"M","pid":{pid},"tid":{tid},"args":{{"name":"thread {tid}"}}}}"#
         ));
     }
-    let event = |phase: char, call: &Call, ns: u64| {
-        format!(
-            r#"{{"name":{},"ph":"{phase}","pid":{},"tid":{},"ts":{}}}"#,
-            json_string(&trace.names[call.name]),
-            call.cpu + 1,
-            call.tid,
-            micros(ns)
-        )
-    };
-    let end = |call: &Call| trace.duration_ns(call) + call.start_ns;
-    for calls in by_thread.values() {
-        let mut open: Vec<&Call> = Vec::new();
-        for call in calls {
-            while open.len() > usize::from(call.depth) {
-                let done = open.pop().expect("longer than the depth");
-                events.push(event('E', done, end(done)));
-            }
-            events.push(event('B', call, call.start_ns));
-            open.push(call);
-        }
-        while let Some(done) = open.pop() {
-            events.push(event('E', done, end(done)));
+    for ((pid, tid), edges) in &threads {
+        for edge in edges {
+            events.push(format!(
+                r#"{{"name":{},"ph":"{}","pid":{pid},"tid":{tid},"ts":{}}}"#,
+                json_string(&trace.names[edge.call.name]),
+                if edge.is_begin { 'B' } else { 'E' },
+                micros(edge.ns)
+            ));
         }
     }
+    out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
     out.write_all(events.join(",\n").as_bytes())?;
     out.write_all(b"\n]}\n")
 }
@@ -180,6 +209,7 @@ mod tests {
                 call(1, 0, 6000, None),
             ],
             names: vec!["main".into(), "say \"hi\"".into()],
+            starts: vec![0x10, 0x20],
             events: 3,
             dropped: 0,
             end_ns: 7000,

@@ -205,8 +205,6 @@ pub(crate) extern "C" fn exit() -> u64 {
         Some(frame) => frame.ret,
         // Only a kernel bug (a switch not reported) could get here, and
         // there is no address to go back to.
-        None => crate::boot::fatal(
-            "trace: a traced function returned on a thread with no traced call open",
-        ),
+        None => panic!("trace: a traced function returned on a thread with no traced call open"),
     }
 }

@@ -105,7 +105,56 @@ fn a_trace_shows_every_call_with_its_thread_and_nesting() {
         run.stderr.contains(" calls on 2 threads in ") && run.stderr.contains("trace.json"),
         "{run}"
     );
+    // Debian's uftrace reads the same calls.
+    let report = uftrace(&dir, "report");
+    assert_eq!(
+        uftrace_calls(&report, "traced::leaf"),
+        Some(2000),
+        "{report}"
+    );
+    assert_eq!(
+        uftrace_calls(&report, "traced::recurse"),
+        Some(10),
+        "{report}"
+    );
+    let replay = uftrace(&dir, "replay");
+    // A call is one line, `leaf();`, or two (`leaf() {` ... `}`) when the
+    // other thread's calls come in between.
+    let leaf_lines: Vec<&str> = replay
+        .lines()
+        .filter(|l| l.ends_with("traced::leaf();") || l.ends_with("traced::leaf() {"))
+        .collect();
+    assert_eq!(leaf_lines.len(), 2000);
+    let replay_threads: BTreeSet<&str> = leaf_lines
+        .iter()
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert_eq!(replay_threads.len(), 2, "{replay_threads:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `uftrace COMMAND -d DIR`'s output (it must succeed).
+fn uftrace(dir: &Path, command: &str) -> String {
+    let output = std::process::Command::new("uftrace")
+        .args([command, "-d"])
+        .arg(dir)
+        .output()
+        .expect("uftrace runs (./x test installs Debian's uftrace)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "uftrace {command}: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// The calls column of `function`'s line in `uftrace report`.
+fn uftrace_calls(report: &str, function: &str) -> Option<u64> {
+    report.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.len() == 6 && fields[5] == function).then(|| fields[4].parse().ok())?
+    })
 }
 
 #[test]
@@ -118,6 +167,12 @@ fn a_panicking_program_still_leaves_its_trace() {
     let calls = calls(&dir);
     assert_eq!(calls.iter().filter(|c| c.1 == "traced::recurse").count(), 5);
     assert_eq!(calls.iter().filter(|c| c.1 == "traced::leaf").count(), 20);
+    let report = uftrace(&dir, "report");
+    assert_eq!(
+        uftrace_calls(&report, "traced::recurse"),
+        Some(5),
+        "{report}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -295,7 +295,7 @@ fn test(extra: &[String]) -> Result {
 /// with `memcslap`, `nginx` (unmodified Debian programs the tests run),
 /// `passt` (user-mode networking), `strace` (what the VMM asks of the
 /// host).
-const HOST_TOOLS: [(&str, &str, &str); 18] = [
+const HOST_TOOLS: [(&str, &str, &str); 19] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
@@ -314,6 +314,7 @@ const HOST_TOOLS: [(&str, &str, &str); 18] = [
     ("nginx", "-v", "nginx-light"),
     ("passt", "--version", "passt"),
     ("strace", "-V", "strace"),
+    ("uftrace", "--version", "uftrace"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on

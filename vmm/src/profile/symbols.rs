@@ -45,10 +45,16 @@ impl Symbols {
 
     /// The name of the function that holds `addr`, or `[unknown]`.
     pub(crate) fn name(&self, addr: u64) -> String {
+        self.function(addr)
+            .map_or_else(|| "[unknown]".to_string(), |(_, name)| name.to_string())
+    }
+
+    /// The start and name of the function that holds `addr`.
+    pub(crate) fn function(&self, addr: u64) -> Option<(u64, &str)> {
         let index = self.functions.partition_point(|f| f.0 <= addr);
         match index.checked_sub(1).map(|i| &self.functions[i]) {
-            Some((start, end, name)) if addr < *end || start == end => name.clone(),
-            _ => "[unknown]".to_string(),
+            Some((start, end, name)) if addr < *end || start == end => Some((*start, name)),
+            _ => None,
         }
     }
 }

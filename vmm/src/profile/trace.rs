@@ -40,6 +40,9 @@ pub struct FunctionTrace {
     pub calls: Vec<Call>,
     /// Function names, demangled.
     pub names: Vec<String>,
+    /// Where each of [`FunctionTrace::names`] starts in guest memory (for
+    /// a function with no symbol, the site it was seen at).
+    pub starts: Vec<u64>,
     /// Events recorded.
     pub events: u64,
     /// Events dropped (full buffers) and calls not traced (too deep).
@@ -147,7 +150,11 @@ pub(crate) fn read(
                 continue;
             }
             let name = *name_of.entry(event.site).or_insert_with(|| {
-                trace.names.push(symbols.name(event.site));
+                let (start, name) = symbols
+                    .function(event.site)
+                    .map_or((event.site, "[unknown]"), |(start, name)| (start, name));
+                trace.names.push(name.to_string());
+                trace.starts.push(start);
                 trace.names.len() - 1
             });
             stack.push(trace.calls.len());
@@ -190,6 +197,7 @@ mod tests {
                 call(1, 1, 2, 50, 60),
             ],
             names: vec!["main".into(), "a".into(), "b".into()],
+            starts: vec![0x10, 0x20, 0x30],
             events: 8,
             dropped: 0,
             end_ns: 100,
