@@ -165,6 +165,11 @@ struct RunArgs {
     /// DIR/flame.svg when the run ends.
     #[arg(long, value_name = "DIR")]
     trace: Option<PathBuf>,
+    /// Keep only the calls of functions whose (demangled) name matches
+    /// this regular expression, and the calls inside them, in --trace's
+    /// files (e.g. 'my_crate::parse', '^my_crate::').
+    #[arg(long, value_name = "REGEX", requires = "trace", value_parser = parse_regex)]
+    trace_filter: Option<regex::Regex>,
     /// Room for --trace's events, taken from guest memory (e.g. 64M; 24
     /// bytes an event; default 64M or a quarter of --memory if less).
     #[arg(long, value_name = "SIZE", requires = "trace", value_parser = parse_memory_size)]
@@ -211,6 +216,11 @@ impl RunArgs {
             _ => rest,
         }
     }
+}
+
+/// A regular expression for `--trace-filter`.
+fn parse_regex(text: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(text).map_err(|e| e.to_string())
 }
 
 /// A duration for `--timeout`: a number with `ms`, `s`, `m` or `h`
@@ -406,6 +416,21 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         eprintln!("eremite: {message}");
     }
     if let (Some((output, uftrace)), Some(trace)) = (trace_output, &report.trace) {
+        let filtered = args
+            .trace_filter
+            .as_ref()
+            .map(|filter| trace::filtered(trace, filter));
+        if trace.calls.is_empty() {
+            eprintln!(
+                "eremite: trace: no function was traced: build the program with -Zinstrument-mcount (see docs/tracing.md)"
+            );
+        } else if filtered.as_ref().is_some_and(|f| f.calls.is_empty()) {
+            eprintln!(
+                "eremite: trace: none of the {} calls matched --trace-filter",
+                trace.calls.len()
+            );
+        }
+        let trace = filtered.as_ref().unwrap_or(trace);
         let written = output
             .write(trace, &config.image)
             .and_then(|()| uftrace.finish(trace, &config.image, report.outcome.exit_code()));

@@ -35,7 +35,8 @@ impl Output {
         })
     }
 
-    /// Write `trace` (of `image`) and say what it holds, on stderr.
+    /// Write `trace` (of `image`) and say what it holds, on stderr (only
+    /// the empty files when it holds no call).
     pub(crate) fn write(self, trace: &FunctionTrace, image: &Path) -> Result<(), String> {
         let dir = self.dir.clone();
         let failed = |name: &str, e: &dyn std::fmt::Display| {
@@ -55,9 +56,6 @@ impl Output {
             .write_all(lines.as_bytes())
             .map_err(|e| failed("trace.folded", &e))?;
         if trace.calls.is_empty() {
-            eprintln!(
-                "eremite: trace: no function was traced: build the program with -Zinstrument-mcount (see docs/tracing.md)"
-            );
             return Ok(());
         }
         let mut options = inferno::flamegraph::Options::default();
@@ -79,6 +77,38 @@ impl Output {
             self.dir.display()
         );
         Ok(())
+    }
+}
+
+/// Only the calls of functions whose name matches `filter`, and the
+/// calls made inside them (as uftrace's `-F`), their depths counted from
+/// the outermost matching call.
+pub(crate) fn filtered(trace: &FunctionTrace, filter: &regex::Regex) -> FunctionTrace {
+    let is_match: Vec<bool> = trace.names.iter().map(|n| filter.is_match(n)).collect();
+    // Per thread, the open calls: (depth, depth of the matching call they
+    // are inside, if any).
+    let mut open: BTreeMap<u32, Vec<(u16, Option<u16>)>> = BTreeMap::new();
+    let mut calls = Vec::new();
+    for call in &trace.calls {
+        let stack = open.entry(call.tid).or_default();
+        while stack.last().is_some_and(|(depth, _)| *depth >= call.depth) {
+            stack.pop();
+        }
+        let root = match stack.last().and_then(|(_, root)| *root) {
+            Some(root) => Some(root),
+            None => is_match[call.name].then_some(call.depth),
+        };
+        stack.push((call.depth, root));
+        if let Some(root) = root {
+            calls.push(Call {
+                depth: call.depth - root,
+                ..call.clone()
+            });
+        }
+    }
+    FunctionTrace {
+        calls,
+        ..trace.clone()
     }
 }
 
@@ -191,6 +221,43 @@ fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_keeps_matching_calls_and_what_they_call() {
+        let call = |tid, depth, name| Call {
+            cpu: 0,
+            tid,
+            depth,
+            name,
+            start_ns: 0,
+            end_ns: Some(1),
+        };
+        // main > parse > lex, main > print; parse again on thread 2.
+        let trace = FunctionTrace {
+            calls: vec![
+                call(1, 0, 0),
+                call(1, 1, 1),
+                call(1, 2, 2),
+                call(1, 1, 3),
+                call(2, 0, 1),
+            ],
+            names: vec![
+                "main".into(),
+                "app::parse".into(),
+                "lex".into(),
+                "print".into(),
+            ],
+            starts: vec![0x10, 0x20, 0x30, 0x40],
+            ..FunctionTrace::default()
+        };
+        let kept = filtered(&trace, &regex::Regex::new("::parse$").unwrap());
+        let shape: Vec<(u32, u16, usize)> = kept
+            .calls
+            .iter()
+            .map(|c| (c.tid, c.depth, c.name))
+            .collect();
+        assert_eq!(shape, [(1, 0, 1), (1, 1, 2), (2, 0, 1)]);
+    }
 
     #[test]
     fn calls_become_nested_begin_and_end_events() {

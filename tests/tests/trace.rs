@@ -177,6 +177,47 @@ fn a_panicking_program_still_leaves_its_trace() {
 }
 
 #[test]
+fn a_filter_keeps_the_matching_calls_and_their_callees() {
+    let dir = out_dir("filter");
+    let image = instrumented_image("traced");
+    let run = boot_image(
+        &image,
+        &[
+            "--trace",
+            dir.to_str().unwrap(),
+            "--trace-filter",
+            "^traced::calls$",
+        ],
+        &["100", "3"],
+    );
+    run.expect_code(0);
+    let calls = calls(&dir);
+    let names: BTreeSet<&str> = calls.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["traced::calls", "traced::leaf"]),
+        "{run}"
+    );
+    assert_eq!(calls.len(), 2 + 200);
+    assert!(calls.iter().all(|c| (c.1 == "traced::calls") == (c.2 == 0)));
+    let none = boot_image(
+        &image,
+        &[
+            "--trace",
+            dir.to_str().unwrap(),
+            "--trace-filter",
+            "^nothing$",
+        ],
+        &["1"],
+    );
+    assert!(
+        none.stderr.contains("calls matched --trace-filter"),
+        "{none}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn an_image_built_without_instrumentation_runs_and_says_so() {
     let dir = out_dir("plain");
     let run = trace(&dir, &image("traced"), &["10"]);
