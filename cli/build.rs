@@ -18,6 +18,7 @@ fn main() {
         &repo.join("kernel"),
         &out_dir.join("kernel-target"),
         &["--bin", "eremite-linux-kernel"],
+        &[],
     );
     println!(
         "cargo:rustc-env=EREMITE_LINUX_KERNEL={}",

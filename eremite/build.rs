@@ -11,7 +11,9 @@
 //!    with the application's;
 //! 4. archive that object and tell cargo to link it whole.
 //!
-//! The tools come from the toolchain's `llvm-tools` component.
+//! The tools come from the toolchain's `llvm-tools` component. With the
+//! `trace-kernel` feature the kernel is built with `-Zinstrument-mcount`
+//! (docs/tracing.md).
 
 use std::env;
 use std::path::PathBuf;
@@ -27,10 +29,18 @@ fn main() {
     let repo = manifest_dir.join("..");
     rerun_if_kernel_changes(&repo);
 
+    // The `trace-kernel` feature: the kernel calls `mcount` too, so
+    // `eremite run --trace` follows calls into the library OS.
+    let extra_rustflags: &[&str] = if env::var_os("CARGO_FEATURE_TRACE_KERNEL").is_some() {
+        &["-Zinstrument-mcount", "-Cpasses=ee-instrument<post-inline>"]
+    } else {
+        &[]
+    };
     let built = build_kernel(
         &repo.join("kernel"),
         &out_dir.join("kernel-target"),
         &["--lib"],
+        extra_rustflags,
     );
     let archive = built.join("liberemite_kernel.a");
 

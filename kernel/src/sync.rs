@@ -38,7 +38,7 @@ pub(crate) fn preempt_enable() {
 
 /// Whether the interrupted code may be switched away from.
 pub(crate) fn is_preemptible() -> bool {
-    cpu::this().preempt_off.load(Ordering::Relaxed) == 0
+    cpu::this().preempt_off.load(Ordering::Relaxed) == 0 && !crate::arch::is_tracing()
 }
 
 /// The raw lock under [`Lock`]: the lock word, and how many CPUs spin

@@ -1,7 +1,7 @@
 //! `eremite run --trace DIR`: the function tracer, on `examples/traced`
-//! built with `-Zinstrument-mcount` (`leaf` called a known number of
-//! times on each of two threads on two vCPUs, `recurse` to a known
-//! depth, and a panic at its bottom on request).
+//! built with `-Zinstrument-mcount`, its kernel too (`leaf` called a
+//! known number of times on each of two threads on two vCPUs, `recurse`
+//! to a known depth, and a panic at its bottom on request).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -102,8 +102,16 @@ fn a_trace_shows_every_call_with_its_thread_and_nesting() {
         "{folded}"
     );
     assert!(
-        run.stderr.contains(" calls on 2 threads in ") && run.stderr.contains("trace.json"),
+        run.stderr.contains(" threads in ") && run.stderr.contains("trace.json, trace.folded"),
         "{run}"
+    );
+    // The kernel is instrumented too (`trace-kernel`): `println!` goes
+    // down into the library OS's `sys_write`.
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains("traced::main;") && l.contains("sys_write")),
+        "{folded}"
     );
     // Debian's uftrace reads the same calls.
     let report = uftrace(&dir, "report");

@@ -176,14 +176,16 @@ pub(crate) fn instrumented_dir() -> PathBuf {
     root().join("examples/target/instrumented")
 }
 
-/// Build `names` from `examples/` with every function instrumented.
+/// Build `names` from `examples/` with every function instrumented, the
+/// kernel's too (the `eremite` crate's `trace-kernel` feature).
 fn build_instrumented(names: &[&str]) -> Result {
     let mut command = cargo();
     command
         .current_dir(root().join("examples"))
         .env("RUSTFLAGS", INSTRUMENT_FLAGS)
         .arg("build")
-        .args(["--release", "--quiet", "--target-dir"])
+        .args(["--release", "--quiet", "--features", "eremite/trace-kernel"])
+        .arg("--target-dir")
         .arg(instrumented_dir());
     for name in names {
         command.args(["--bin", name]);

@@ -37,9 +37,16 @@ pub fn rerun_if_kernel_changes(repo: &Path) {
 /// [`KERNEL_TARGET`]) into `target_dir`, with `selection` choosing what
 /// (`["--lib"]`, `["--bin", NAME]`). The environment cargo gave this build
 /// script is cleaned of everything meant for the outer build (target,
-/// flags, profile), so only the kernel's own configuration applies.
-/// Returns the directory of the built artifacts.
-pub fn build_kernel(kernel_dir: &Path, target_dir: &Path, selection: &[&str]) -> PathBuf {
+/// flags, profile), so only the kernel's own configuration applies, with
+/// `extra_rustflags` added to it (cargo joins the `build.rustflags`
+/// arrays of its configuration sources). Returns the directory of the
+/// built artifacts.
+pub fn build_kernel(
+    kernel_dir: &Path,
+    target_dir: &Path,
+    selection: &[&str],
+    extra_rustflags: &[&str],
+) -> PathBuf {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -48,6 +55,12 @@ pub fn build_kernel(kernel_dir: &Path, target_dir: &Path, selection: &[&str]) ->
         .args(selection)
         .arg("--target-dir")
         .arg(target_dir);
+    if !extra_rustflags.is_empty() {
+        let flags: Vec<String> = extra_rustflags.iter().map(|f| format!("{f:?}")).collect();
+        command
+            .arg("--config")
+            .arg(format!("build.rustflags=[{}]", flags.join(",")));
+    }
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
         let is_outer_build_setting = (key.starts_with("CARGO_") && key != "CARGO_HOME")

@@ -30,7 +30,7 @@ mod switch;
 
 pub(crate) use apic::{eoi, send_init, send_ipi, send_startup, timer_arm, timer_init};
 pub(crate) use entry::ap_entry;
-pub(crate) use functrace::trace_functions;
+pub(crate) use functrace::{is_tracing, trace_functions};
 pub(crate) use linux::{
     RESUME_RIP_BELOW, SyscallFrame, UserRegs, enter_program, resume, resume_from_exception,
 };
@@ -167,6 +167,10 @@ pub(crate) struct PerCpu {
     in_upcall: core::sync::atomic::AtomicU64,
     /// Vectors (bit `v - 0x20`) of interrupts deferred so.
     deferred_vectors: core::sync::atomic::AtomicU64,
+    /// Non-zero while the function tracer records on this CPU
+    /// (`functrace.rs`): calls made meanwhile (the tracer's own, in an
+    /// instrumented kernel) are not traced, and no thread switch happens.
+    in_trace: core::sync::atomic::AtomicU64,
 }
 
 static PER_CPU: [PerCpu; eremite_interface::layout::MAX_CPUS as usize] = [const {
@@ -175,6 +179,7 @@ static PER_CPU: [PerCpu; eremite_interface::layout::MAX_CPUS as usize] = [const 
         index: core::sync::atomic::AtomicU64::new(0),
         in_upcall: core::sync::atomic::AtomicU64::new(0),
         deferred_vectors: core::sync::atomic::AtomicU64::new(0),
+        in_trace: core::sync::atomic::AtomicU64::new(0),
     }
 };
     eremite_interface::layout::MAX_CPUS as usize];
@@ -188,6 +193,8 @@ pub(crate) const LINUX_SYSCALL_STACK_BYTES: usize = 128 << 10;
 /// Offsets of the interrupt upcall's two fields, for the assembly.
 pub(crate) const PER_CPU_IN_UPCALL: usize = core::mem::offset_of!(PerCpu, in_upcall);
 pub(crate) const PER_CPU_DEFERRED_VECTORS: usize = core::mem::offset_of!(PerCpu, deferred_vectors);
+/// Offset of the tracer's flag, for the assembly.
+pub(crate) const PER_CPU_IN_TRACE: usize = core::mem::offset_of!(PerCpu, in_trace);
 
 /// Make the calling CPU CPU `index`: point its GS base at its
 /// [`PerCpu`]. GS is used for nothing else (the application's TLS uses
