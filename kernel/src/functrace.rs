@@ -147,8 +147,8 @@ pub(crate) fn exited(core: usize, tid: u32) {
 /// place of `ret`).
 pub(crate) extern "C" fn enter(site: u64, ret: u64) -> u64 {
     let index = cpu::this().index as usize;
-    // Taken already on this CPU: a traced function called from inside the
-    // tracer (an instrumented kernel's); it is not traced.
+    // Taken already on this CPU: a call from inside the tracer, which
+    // `mcount`'s per-CPU flag already keeps out; not traced either way.
     let Some(mut guard) = CPUS[index].try_lock() else {
         return 0;
     };

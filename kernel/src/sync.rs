@@ -12,7 +12,7 @@
 //! preempting their holders is fine.
 #![allow(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicBool, Ordering, compiler_fence};
 
 use crate::cpu;
 
@@ -41,39 +41,28 @@ pub(crate) fn is_preemptible() -> bool {
     cpu::this().preempt_off.load(Ordering::Relaxed) == 0 && !crate::arch::is_tracing()
 }
 
-/// The raw lock under [`Lock`]: the lock word, and how many CPUs spin
-/// for it (see [`has_waiters`]).
-pub(crate) struct RawLock(AtomicBool, AtomicU32);
+/// The raw lock under [`Lock`].
+pub(crate) struct RawLock(AtomicBool);
 
 // SAFETY: `lock` and `try_lock` only succeed by swapping false → true with
 // acquire ordering, and `unlock` stores false with release ordering, so
-// at most one holder exists and its writes are visible to the next. The
-// waiter count only counts; nothing is locked by it.
+// at most one holder exists and its writes are visible to the next.
 unsafe impl lock_api::RawMutex for RawLock {
     #[allow(clippy::declare_interior_mutable_const)]
-    const INIT: Self = RawLock(AtomicBool::new(false), AtomicU32::new(0));
+    const INIT: Self = RawLock(AtomicBool::new(false));
     type GuardMarker = lock_api::GuardSend;
 
     fn lock(&self) {
         preempt_disable();
-        let is_free = || {
-            self.0
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        };
-        if is_free() {
-            return;
-        }
-        self.1.fetch_add(1, Ordering::Relaxed);
-        loop {
+        while self
+            .0
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             while self.0.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
             }
-            if is_free() {
-                break;
-            }
         }
-        self.1.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn try_lock(&self) -> bool {
@@ -96,14 +85,5 @@ unsafe impl lock_api::RawMutex for RawLock {
 
 /// A kernel spin lock (see the module documentation).
 pub(crate) type Lock<T> = lock_api::Mutex<RawLock, T>;
-
-/// Whether another CPU spins for `lock` now (a hint: it may have just
-/// stopped). A holder can leave work to it that it will do anyway once it
-/// has the lock.
-pub(crate) fn has_waiters<T>(lock: &Lock<T>) -> bool {
-    // SAFETY: the raw lock is only read (its waiter count), never locked
-    // or unlocked through this reference.
-    unsafe { lock.raw() }.1.load(Ordering::Relaxed) != 0
-}
 /// Its guard.
 pub(crate) type LockGuard<'a, T> = lock_api::MutexGuard<'a, RawLock, T>;

@@ -8,8 +8,8 @@
 //! - **Socket calls** lock the stack, make their call, then poll it at
 //!   once, so queued data leaves (and loopback data arrives) before the
 //!   call returns; unless the call changed nothing (`EAGAIN`), or another
-//!   CPU already waits for the lock: then that CPU's poll, right after,
-//!   serves both (a poll looks at every socket, and with hundreds of
+//!   caller that polls is already on its way to the lock: then its poll,
+//!   right after, serves both (a poll looks at every socket, and with hundreds of
 //!   connections those looks were most of the lock's time).
 //! - **The network thread** ([`run`], started with the first socket)
 //!   polls the stack when the card interrupts and when the stack's own
@@ -52,7 +52,7 @@ pub(crate) use option::{
 
 use crate::console::klog;
 use crate::events::{self, Blocking};
-use crate::sync::{self, Lock, LockGuard};
+use crate::sync::{Lock, LockGuard};
 use crate::{sched, time};
 
 use nic::Nic;
@@ -61,8 +61,8 @@ use nic::Nic;
 struct Net {
     stack: Stack,
     nic: Nic,
-    /// A call changed the stack and left its poll to the next holder of
-    /// the lock (see `with_stack`).
+    /// A call changed the stack and left its poll to a caller on its way
+    /// to the lock that polls (see `with_stack`).
     is_poll_owed: bool,
 }
 
@@ -204,7 +204,7 @@ fn wake_all_channels() {
 /// waiters if sockets changed and the network thread if the stack needs
 /// it sooner than planned.
 fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, Errno> {
-    let mut guard = NET.lock();
+    let mut guard = lock_to_poll();
     if guard.is_none() {
         let mut nic = Nic::probe();
         let config = config(&nic);
@@ -236,11 +236,12 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
     // the lock every socket call needs; a blocked `recv` looks once before
     // it waits and once after each wake-up).
     let is_unchanged = result.as_ref().is_err_and(|e| *e == errno::EAGAIN);
-    // Another CPU waits for the stack, and every holder but
-    // `socket_counts` polls it: leave the poll to that one, so that one
-    // look at every socket serves both calls (with hundreds of
-    // connections the looks, not the calls, filled the lock's time).
-    if (is_unchanged && !net.is_poll_owed) || sync::has_waiters(&NET) {
+    // Another caller that will poll is on its way to the lock: leave the
+    // poll to it, so that one look at every socket serves both calls
+    // (with hundreds of connections the looks, not the calls, filled the
+    // lock's time). Only such callers count (`lock_to_poll`): the idle
+    // loop's card watch takes the lock too, and never polls.
+    if (is_unchanged && !net.is_poll_owed) || POLLERS_WAITING.load(Ordering::SeqCst) > 0 {
         net.is_poll_owed |= !is_unchanged;
         drop(guard);
         start_thread();
@@ -249,6 +250,19 @@ fn with_stack<T>(op: impl FnOnce(&mut Stack) -> Result<T, Errno>) -> Result<T, E
     settle(guard);
     start_thread();
     result
+}
+
+/// Callers on their way to the stack's lock that will poll the stack once
+/// they have it if a poll is owed ([`with_stack`] and the network thread).
+static POLLERS_WAITING: AtomicU32 = AtomicU32::new(0);
+
+/// Lock the stack, counted in [`POLLERS_WAITING`] until the lock is ours:
+/// for callers that poll whenever a poll is owed.
+fn lock_to_poll() -> LockGuard<'static, Option<Net>> {
+    POLLERS_WAITING.fetch_add(1, Ordering::SeqCst);
+    let guard = NET.lock();
+    POLLERS_WAITING.fetch_sub(1, Ordering::SeqCst);
+    guard
 }
 
 /// Poll the stack in `guard`, then, with the lock dropped, wake the
@@ -370,7 +384,7 @@ fn start_thread() {
 extern "C" fn run(_: usize) {
     loop {
         let kicks = KICKS.load(Ordering::SeqCst);
-        let mut guard = NET.lock();
+        let mut guard = lock_to_poll();
         let Some(net) = guard.as_mut() else {
             unreachable!("the thread starts after the stack");
         };
@@ -677,16 +691,10 @@ pub(crate) fn peer_addr(socket: &Socket) -> Result<SocketAddrV4, Errno> {
 /// Open sockets, and closed connections still finishing (0 before the
 /// first socket).
 pub(crate) fn socket_counts() -> (usize, usize) {
-    let guard = NET.lock();
-    let counts = guard.as_ref().map_or((0, 0), |net| {
+    NET.lock().as_ref().map_or((0, 0), |net| {
         let stats = net.stack.stats();
         (stats.sockets, stats.orphans)
-    });
-    // It does not poll: a poll left to it is done now.
-    if guard.as_ref().is_some_and(|net| net.is_poll_owed) {
-        settle(guard);
-    }
-    counts
+    })
 }
 
 /// What each of `sockets` would report to `poll(2)` now, with its
