@@ -4,7 +4,9 @@
 //! eremite run [--memory SIZE] [--cpus N] [--env KEY=VALUE]... [--cmdline TEXT]
 //!             [--initrd DIR_OR_ARCHIVE] [--mount HOST_DIR:GUEST_PATH[:ro]]...
 //!             [--net tap:NAME[,mac=MAC] [--ip ADDRESS/PREFIX [--gateway ADDRESS]]]
-//!             [--pin-vcpus HOST_CPUS] [--verbose] [--stats] [--hypervisor eremite|qemu|qemu-tcg|qemu-kvm]
+//!             [--pin-vcpus HOST_CPUS] [--timeout DURATION] [--profile DIR [--profile-hz HZ]]
+//!             [--trace DIR [--trace-filter REGEX] [--trace-buffer SIZE]]
+//!             [--verbose] [--stats] [--hypervisor eremite|qemu|qemu-tcg|qemu-kvm]
 //!             IMAGE [-- ARGS...]
 //! ```
 //!
@@ -161,8 +163,9 @@ struct RunArgs {
     profile_hz: u32,
     /// Record every function entry and exit of an image built with
     /// -Zinstrument-mcount (see docs/tracing.md) and write
-    /// DIR/trace.json (Perfetto, chrome://tracing), DIR/trace.folded and
-    /// DIR/flame.svg when the run ends.
+    /// DIR/trace.json (Perfetto, chrome://tracing), DIR/trace.folded,
+    /// DIR/flame.svg and uftrace's files (`uftrace replay -d DIR`) when the
+    /// run ends.
     #[arg(long, value_name = "DIR")]
     trace: Option<PathBuf>,
     /// Keep only the calls of functions whose (demangled) name matches
