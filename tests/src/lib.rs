@@ -580,6 +580,15 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// An empty place for one test's output files (`--profile`, `--trace`):
+/// `eremite-NAME-PID` in the temporary directory, removed if it exists
+/// (eremite makes it).
+pub fn output_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eremite-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// Where tests put files a native run and a guest compare: `/dev/shm`
 /// (tmpfs, as the guest's RAM file system), else the temporary directory.
 pub fn scratch_base() -> PathBuf {

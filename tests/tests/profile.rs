@@ -2,16 +2,9 @@
 //! profile is known (`examples/busy`: two threads, nine tenths of their
 //! time in `busy::hot_loop`, the rest in `busy::cold_loop`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use eremite_tests::{Run, boot_image, eremite_cli, image, linux_image};
-
-/// A fresh output directory for one test.
-fn out_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eremite-profile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use eremite_tests::{Run, boot_image, eremite_cli, image, linux_image, output_dir};
 
 /// Samples of the call chains whose leaf (last frame) is `function`.
 fn leaf_samples(folded: &str, function: &str) -> u64 {
@@ -80,7 +73,7 @@ fn profile_busy(image: &Path, dir: &Path) -> Run {
 
 #[test]
 fn a_profile_puts_the_hot_function_on_top() {
-    let dir = out_dir("hermit");
+    let dir = output_dir("profile-hermit");
     profile_busy(&image("busy"), &dir);
     // Kernel code is named too (the program reads the clock).
     let folded = std::fs::read_to_string(dir.join("profile.folded")).unwrap();
@@ -93,7 +86,7 @@ fn a_profile_puts_the_hot_function_on_top() {
 
 #[test]
 fn a_linux_program_is_profiled_the_same_way() {
-    let dir = out_dir("linux");
+    let dir = output_dir("profile-linux");
     profile_busy(&linux_image("busy"), &dir);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,17 +4,10 @@
 //! to a known depth, and a panic at its bottom on request).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use eremite_tests::{Run, boot_image, image, instrumented_image};
+use eremite_tests::{Run, boot_image, image, instrumented_image, output_dir};
 use serde_json::Value;
-
-/// A fresh output directory for one test.
-fn out_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eremite-trace-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 /// `traced ARGS` on two vCPUs, traced into `dir`.
 fn trace(dir: &Path, image: &Path, args: &[&str]) -> Run {
@@ -69,7 +62,7 @@ fn calls(dir: &Path) -> Vec<(u64, String, usize)> {
 
 #[test]
 fn a_trace_shows_every_call_with_its_thread_and_nesting() {
-    let dir = out_dir("calls");
+    let dir = output_dir("trace-calls");
     let run = trace(&dir, &instrumented_image("traced"), &["1000", "10"]);
     run.expect_code(0);
     assert!(run.stdout.contains("traced: depth 10\n"), "{run}");
@@ -167,7 +160,7 @@ fn uftrace_calls(report: &str, function: &str) -> Option<u64> {
 
 #[test]
 fn a_panicking_program_still_leaves_its_trace() {
-    let dir = out_dir("panic");
+    let dir = output_dir("trace-panic");
     let run = trace(&dir, &instrumented_image("traced"), &["10", "5", "panic"]);
     run.expect_code(134);
     assert!(run.stderr.contains("the bottom of the recursion"), "{run}");
@@ -186,7 +179,7 @@ fn a_panicking_program_still_leaves_its_trace() {
 
 #[test]
 fn a_filter_keeps_the_matching_calls_and_their_callees() {
-    let dir = out_dir("filter");
+    let dir = output_dir("trace-filter");
     let image = instrumented_image("traced");
     let run = boot_image(
         &image,
@@ -227,7 +220,7 @@ fn a_filter_keeps_the_matching_calls_and_their_callees() {
 
 #[test]
 fn an_image_built_without_instrumentation_runs_and_says_so() {
-    let dir = out_dir("plain");
+    let dir = output_dir("trace-plain");
     let run = trace(&dir, &image("traced"), &["10"]);
     run.expect_code(0);
     assert!(
