@@ -21,6 +21,7 @@
 //! process confines itself the same way once it listens
 //! ([`confine_switch`]).
 
+mod bpf;
 mod rules;
 mod seccomp;
 

@@ -20,10 +20,9 @@ use std::fmt::Write as _;
 use std::io;
 use std::sync::OnceLock;
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use seccompiler::BpfProgram;
+
+use super::bpf::{self, Actions, ProgramError, Rule, Test};
 
 use super::rules::{self, Allowed, Args};
 
@@ -86,53 +85,50 @@ thread_local! {
 }
 
 /// The filter for `kind`: its calls allowed, anything else traps.
-pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error> {
-    // `None`: the call is allowed with any arguments.
-    let mut calls: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
-    let dword = |arg, op, value| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value);
+pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, ProgramError> {
+    let mut calls: BTreeMap<u32, Rule> = BTreeMap::new();
     for call in kind.allowed() {
-        let rules: Vec<SeccompRule> = match call.args {
+        let number =
+            u32::try_from(call.number).map_err(|_| ProgramError::BadNumber(call.number))?;
+        let tests: Vec<Test> = match call.args {
             Args::Any => {
-                calls.insert(call.number, None);
+                calls.insert(number, Rule::Always);
                 continue;
             }
-            Args::Requests(values) | Args::Options(values) => {
-                let arg = if matches!(call.args, Args::Requests(_)) {
-                    1
-                } else {
-                    0
-                };
-                values
-                    .iter()
-                    .map(|&v| SeccompRule::new(vec![dword(arg, SeccompCmpOp::Eq, v)?]))
-                    .collect::<Result<_, _>>()?
-            }
-            Args::NoExec => {
-                let exec = libc::PROT_EXEC as u64;
-                vec![SeccompRule::new(vec![dword(
-                    2,
-                    SeccompCmpOp::MaskedEq(exec),
-                    0,
-                )?])?]
-            }
+            Args::Requests(values) => equals(1, values)?,
+            Args::Options(values) => equals(0, values)?,
+            Args::NoExec => vec![Test::Clear {
+                arg: 2,
+                mask: libc::PROT_EXEC as u32,
+            }],
         };
-        // (`None`: already allowed with any arguments.)
-        if let Some(existing) = calls.entry(call.number).or_insert_with(|| Some(Vec::new())) {
-            existing.extend(rules);
+        // (`Always`: already allowed with any arguments.)
+        if let Rule::AnyOf(existing) = calls
+            .entry(number)
+            .or_insert_with(|| Rule::AnyOf(Vec::new()))
+        {
+            existing.extend(tests);
         }
     }
-    let rules = calls
-        .into_iter()
-        .map(|(number, rules)| (number, rules.unwrap_or_default()))
-        .collect();
-    SeccompFilter::new(
-        rules,
-        SeccompAction::Trap,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )?
-    .try_into()
-    .map_err(seccompiler::Error::Backend)
+    bpf::program(
+        &calls,
+        Actions {
+            allow: libc::SECCOMP_RET_ALLOW,
+            deny: libc::SECCOMP_RET_TRAP,
+            wrong_arch: libc::SECCOMP_RET_KILL_PROCESS,
+        },
+    )
+}
+
+/// Tests that argument `arg` is one of `values` (each a 32-bit value).
+fn equals(arg: u8, values: &[u64]) -> Result<Vec<Test>, ProgramError> {
+    values
+        .iter()
+        .map(|&value| {
+            let value = u32::try_from(value).map_err(|_| ProgramError::ValueTooWide(value))?;
+            Ok(Test::Equals { arg, value })
+        })
+        .collect()
 }
 
 /// Compile the filters of `kinds` (the thread kinds of this process) and
@@ -276,6 +272,78 @@ mod tests {
     fn every_kind_has_a_filter() {
         for kind in ThreadKind::ALL {
             assert!(!filter(kind).unwrap().is_empty(), "{kind:?}");
+        }
+    }
+
+    /// What `rules` say of a call, straight from the lists.
+    fn is_allowed(kind: ThreadKind, data: &bpf::SeccompData) -> bool {
+        #[allow(clippy::cast_possible_truncation)]
+        let low = |arg: usize| u64::from(data.args[arg] as u32);
+        kind.allowed().any(|call| {
+            call.number == i64::from(data.nr)
+                && match call.args {
+                    Args::Any => true,
+                    Args::Requests(values) => values.contains(&low(1)),
+                    Args::Options(values) => values.contains(&low(0)),
+                    Args::NoExec => data.args[2] & libc::PROT_EXEC as u64 == 0,
+                }
+        })
+    }
+
+    #[test]
+    fn each_filter_decides_every_call_as_its_lists_say() {
+        // Arguments worth trying: every value some list names, in the
+        // argument it is tested in and beside it, with high bits set, and
+        // protections with and without `PROT_EXEC`.
+        let mut values: Vec<u64> = vec![0, 1, u64::MAX];
+        for kind in ThreadKind::ALL {
+            for call in kind.allowed() {
+                if let Args::Requests(list) | Args::Options(list) = call.args {
+                    values.extend(list.iter().flat_map(|&v| [v, v + 1, v | 1 << 32]));
+                }
+            }
+        }
+        let protections = [0, libc::PROT_READ, libc::PROT_READ | libc::PROT_EXEC];
+        for kind in ThreadKind::ALL {
+            let program = filter(kind).unwrap();
+            for nr in 0..512 {
+                for &value in &values {
+                    for prot in protections {
+                        let data = bpf::SeccompData {
+                            nr,
+                            arch: bpf::AUDIT_ARCH_X86_64,
+                            args: [value, value, prot as u64, 0, 0, 0],
+                        };
+                        let expected = if is_allowed(kind, &data) {
+                            libc::SECCOMP_RET_ALLOW
+                        } else {
+                            libc::SECCOMP_RET_TRAP
+                        };
+                        assert_eq!(bpf::run(&program, &data), expected, "{kind:?} {data:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel takes each filter (checked in a thread of its own,
+    /// which the filter confines until it ends), in well under the 0.2 ms
+    /// a linear chain of the vCPU's calls cost.
+    #[test]
+    fn the_kernel_takes_each_filter() {
+        for kind in ThreadKind::ALL {
+            let program = filter(kind).unwrap();
+            let took = std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                seccompiler::apply_filter(&program).unwrap();
+                start.elapsed()
+            })
+            .join()
+            .unwrap();
+            eprintln!(
+                "{kind:?}: {} instructions, installed in {took:?}",
+                filter(kind).unwrap().len()
+            );
         }
     }
 
