@@ -173,6 +173,11 @@ struct RunArgs {
     /// files (e.g. 'my_crate::parse', '^my_crate::').
     #[arg(long, value_name = "REGEX", requires = "trace", value_parser = parse_regex)]
     trace_filter: Option<regex::Regex>,
+    /// Wait at the entry point for GDB to connect to [HOST:]PORT (host
+    /// 127.0.0.1 unless given), then serve it while the guest runs:
+    /// `gdb IMAGE -ex 'target remote :PORT'` (see docs/debugging.md).
+    #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_gdb_address)]
+    gdb: Option<std::net::SocketAddr>,
     /// Room for --trace's events, taken from guest memory (e.g. 64M; 24
     /// bytes an event; default 64M or a quarter of --memory if less).
     #[arg(long, value_name = "SIZE", requires = "trace", value_parser = parse_memory_size)]
@@ -222,6 +227,15 @@ impl RunArgs {
 }
 
 /// A regular expression for `--trace-filter`.
+/// `PORT` (on 127.0.0.1) or `HOST:PORT`.
+fn parse_gdb_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok((Ipv4Addr::LOCALHOST, port).into());
+    }
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a port or HOST:PORT (e.g. 1234 or 127.0.0.1:1234)"))
+}
+
 fn parse_regex(text: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(text).map_err(|e| e.to_string())
 }
@@ -365,6 +379,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
                 .unwrap_or_else(|| eremite_vmm::default_trace_bytes(memory))
         }),
         is_confined: true,
+        gdb: args.gdb,
     };
     if args.trace.is_some() && args.trace == args.profile {
         eprintln!(
@@ -499,6 +514,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         profile_hz: None,
         trace_bytes: None,
         is_confined: false,
+        gdb: None,
     };
     let (address, gateway) = match config.net_params() {
         Ok(params) => params,

@@ -21,6 +21,7 @@ mod arch;
 mod boot_info;
 mod confine;
 mod devices;
+mod gdb;
 mod hypercall;
 mod initrd;
 mod kvm;
@@ -180,6 +181,9 @@ pub struct VmConfig {
     /// more than once, or goes on to other work after it (tests), turns it
     /// off, since the confinement cannot be undone.
     pub is_confined: bool,
+    /// Wait for GDB on this address before the guest's first instruction,
+    /// then serve it while the VM runs (`--gdb`).
+    pub gdb: Option<std::net::SocketAddr>,
 }
 
 impl VmConfig {
@@ -208,6 +212,7 @@ impl VmConfig {
             profile_hz: None,
             trace_bytes: None,
             is_confined: true,
+            gdb: None,
         }
     }
 
@@ -502,6 +507,14 @@ pub enum Error {
     /// Too many devices.
     #[error(transparent)]
     Bus(#[from] BusFull),
+    /// `--gdb`: no debugger could connect.
+    #[error("cannot wait for GDB on {addr}: {source}")]
+    Gdb {
+        /// The address given.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A Linux program cannot be booted.
     #[error("{path}: {source}")]
     Linux {
@@ -517,6 +530,24 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         125
     }
+}
+
+/// Listen on `addr`, say so, and take the first connection: the guest
+/// waits at its entry point for it.
+fn wait_for_gdb(
+    addr: std::net::SocketAddr,
+    image: &std::path::Path,
+) -> Result<std::net::TcpStream, Error> {
+    let error = |source| Error::Gdb { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    eprintln!(
+        "eremite: waiting for GDB on {bound}: gdb {} -ex 'target remote {bound}'",
+        image.display()
+    );
+    let (stream, _) = listener.accept().map_err(error)?;
+    stream.set_nodelay(true).map_err(error)?;
+    Ok(stream)
 }
 
 /// How the guest ended.
@@ -565,6 +596,8 @@ impl Outcome {
         match self {
             Outcome::Stopped(HostStop::Timeout(_)) => 124,
             Outcome::Stopped(HostStop::Signal(signal)) => u8::try_from(128 + signal).unwrap_or(128),
+            // As a process killed by `SIGKILL`.
+            Outcome::Stopped(HostStop::Debugger) => 137,
             // As a Linux process: the low 8 bits of the status.
             Outcome::Exited(code) => (*code & 0xff) as u8,
             Outcome::Aborted => 134,
@@ -603,6 +636,7 @@ impl Outcome {
                 "stopped the guest: {} came a second time (the guest had not ended after the first)",
                 signal_name(*signal)
             )),
+            Outcome::Stopped(HostStop::Debugger) => Some("GDB killed the guest".into()),
             _ => None,
         }
     }
@@ -805,6 +839,19 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     boot_info::write(&ram, &image, &params)?;
 
+    let gdb_stream = config
+        .gdb
+        .map(|addr| wait_for_gdb(addr, &config.image))
+        .transpose()?;
+    let debug_hub = gdb_stream
+        .is_some()
+        .then(|| kvm::debug::DebugHub::new(config.cpus as usize))
+        .transpose()
+        .map_err(|source| Error::Gdb {
+            addr: config.gdb.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+            source,
+        })?;
+
     // From here on the process serves an untrusted guest.
     let confinement = if config.is_confined {
         confine::confine(&mounts)?
@@ -821,8 +868,17 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         &services,
         &bus,
         &placement,
-        config.timeout,
-        config.profile_hz,
+        kvm::RunOptions {
+            timeout: config.timeout,
+            profile_hz: config.profile_hz,
+            debugger: debug_hub
+                .as_ref()
+                .zip(gdb_stream)
+                .map(|(hub, stream)| kvm::Debugger {
+                    hub,
+                    server: Box::new(|| gdb::serve(hub, &ram, stream)),
+                }),
+        },
     );
     drop(forwarding);
     let stopped = Instant::now();

@@ -16,6 +16,7 @@
 //!   thread has started: it waits for a stop, stops the devices, reaps
 //!   passt and reports.
 //! - [`SWITCH`]: the `eremite switch` process, once it listens.
+//! - [`DEBUGGER`]: the GDB server's thread (`--gdb`).
 //!
 //! [`COMMON`] is in every kind: what any thread of a Rust program needs.
 
@@ -124,6 +125,9 @@ const VCPU_IOCTLS: &[u64] = &[
     kvm(WRITE, 0x84, size_of::<kvm_bindings::kvm_sregs>()),
     kvm(READ | WRITE, 0x88, size_of::<kvm_bindings::kvm_msrs>()),
     kvm(WRITE, 0x89, size_of::<kvm_bindings::kvm_msrs>()),
+    // `--gdb`: a parked vCPU's x87 and SSE registers.
+    kvm(READ, 0x8c, size_of::<kvm_bindings::kvm_fpu>()),
+    kvm(WRITE, 0x8d, size_of::<kvm_bindings::kvm_fpu>()),
     kvm(READ, 0x98, size_of::<kvm_bindings::kvm_mp_state>()),
     kvm(WRITE, 0x99, size_of::<kvm_bindings::kvm_mp_state>()),
     KVM_SIGNAL_MSI,
@@ -175,6 +179,11 @@ pub(super) const MAIN: &[Allowed] = calls![
     // passt: its socket is shut, it is killed if need be and reaped.
     shutdown, kill, wait4,
 ];
+
+/// The GDB server's thread (`--gdb`), its connection accepted: the
+/// protocol on it, the hub's eventfd, and kicking vCPU threads (`tgkill`,
+/// in [`COMMON`]).
+pub(super) const DEBUGGER: &[Allowed] = calls![read, recvfrom, sendto, poll, ppoll];
 
 /// The `eremite switch` process once it listens.
 pub(super) const SWITCH: &[Allowed] = calls![

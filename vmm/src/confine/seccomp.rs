@@ -37,12 +37,20 @@ pub(crate) enum ThreadKind {
     Device,
     /// The `eremite switch` process.
     Switch,
+    /// The GDB server (`--gdb`).
+    Debugger,
 }
 
 impl ThreadKind {
-    const ALL: [ThreadKind; 4] = [Self::Main, Self::Vcpu, Self::Device, Self::Switch];
+    const ALL: [ThreadKind; 5] = [
+        Self::Main,
+        Self::Vcpu,
+        Self::Device,
+        Self::Switch,
+        Self::Debugger,
+    ];
     /// The kinds of a VMM process's threads.
-    pub(crate) const VMM: [ThreadKind; 3] = [Self::Main, Self::Vcpu, Self::Device];
+    pub(crate) const VMM: [ThreadKind; 4] = [Self::Main, Self::Vcpu, Self::Device, Self::Debugger];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -50,6 +58,7 @@ impl ThreadKind {
             Self::Vcpu => "vcpu",
             Self::Device => "device",
             Self::Switch => "switch",
+            Self::Debugger => "gdb",
         }
     }
 
@@ -59,6 +68,7 @@ impl ThreadKind {
             Self::Vcpu => &[rules::COMMON, rules::VCPU, rules::DEVICE],
             Self::Device => &[rules::COMMON, rules::DEVICE],
             Self::Switch => &[rules::COMMON, rules::SWITCH],
+            Self::Debugger => &[rules::COMMON, rules::DEBUGGER],
         };
         lists.iter().flat_map(|list| list.iter())
     }

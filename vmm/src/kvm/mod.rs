@@ -20,6 +20,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod debug;
 pub(crate) mod host_signals;
 mod sampler;
 
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use eremite_interface::hypercall::{ExitKind, Port};
+use eremite_interface::trap;
 use kvm_bindings::{
     KVM_IRQ_ROUTING_MSI, KVM_MAX_CPUID_ENTRIES, KvmIrqRouting, Msrs, kvm_irq_routing_entry,
     kvm_irq_routing_msi, kvm_msr_entry, kvm_userspace_memory_region, kvm_xcrs,
@@ -140,6 +142,8 @@ pub enum HostStop {
     /// A second forwarded signal (`SIGINT`, `SIGTERM`, ...) came while
     /// the guest had not ended after the first (`host_signals`).
     Signal(i32),
+    /// GDB killed it (`--gdb`).
+    Debugger,
 }
 
 /// Where a vCPU was when it stopped.
@@ -387,10 +391,15 @@ impl Machine {
         services: &Services<'_>,
         bus: &MmioBus,
         placement: &Placement,
-        timeout: Option<std::time::Duration>,
-        profile_hz: Option<u32>,
+        options: RunOptions<'_>,
     ) -> Result<(Stop, ExitStats, Option<Samples>), KvmError> {
-        let vm = RunningVm::new(self.vcpus.len());
+        let RunOptions {
+            timeout,
+            profile_hz,
+            debugger,
+        } = options;
+        let (hub, server) = debugger.map(|d| (d.hub, d.server)).unzip();
+        let vm = RunningVm::new(self.vcpus.len(), hub);
         services.cpus.reset(self.vcpus.len());
         install_kick_handler();
         let results: Vec<Result<(ExitStats, Option<Samples>), KvmError>> =
@@ -410,6 +419,7 @@ impl Machine {
                                             cpu,
                                             fd: vcpu,
                                             samples: profile_hz.map(|_| Samples::default()),
+                                            debug: hub,
                                         }
                                         .serve(ram, services, bus, vm, profile_hz)
                                     });
@@ -420,6 +430,14 @@ impl Machine {
                             .expect("the host starts a vCPU thread")
                     })
                     .collect();
+                // The GDB server, on a thread of its own: it ends when GDB
+                // goes or the VM ends.
+                let server = server.map(|serve| {
+                    std::thread::Builder::new()
+                        .name("gdb".into())
+                        .spawn_scoped(scope, serve)
+                        .expect("the host starts the GDB server's thread")
+                });
                 // Every thread this one starts has started: from here on it
                 // only waits, stops the others and reports.
                 let confined = confine::enter(ThreadKind::Main);
@@ -427,6 +445,10 @@ impl Machine {
                     vm.finish(None);
                 }
                 vm.wait_for_stop(services, timeout);
+                if let Some(server) = server {
+                    // It ends once it sees the VM end.
+                    let _ = server.join();
+                }
                 threads
                     .into_iter()
                     .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
@@ -455,8 +477,25 @@ impl Machine {
 /// guest runs (a signal handler cannot wake a condition variable).
 const HOST_LOOK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// What a run watches for besides the guest.
+pub(crate) struct RunOptions<'a> {
+    /// Stop the run after this long (`--timeout`).
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// Sample every vCPU this often (`--profile`).
+    pub(crate) profile_hz: Option<u32>,
+    /// Serve GDB (`--gdb`).
+    pub(crate) debugger: Option<Debugger<'a>>,
+}
+
+/// A GDB server for a run (`--gdb`): the hub the vCPUs park at, and the
+/// server's loop, run on a thread of its own.
+pub(crate) struct Debugger<'a> {
+    pub(crate) hub: &'a debug::DebugHub,
+    pub(crate) server: Box<dyn FnOnce() + Send + 'a>,
+}
+
 /// What the vCPU threads share while the VM runs.
-struct RunningVm {
+struct RunningVm<'a> {
     /// The first stop, which ends the run.
     stop: Mutex<Option<Stop>>,
     /// Signalled when `stop` is set or a thread ends.
@@ -465,15 +504,18 @@ struct RunningVm {
     /// vCPU threads still running, with their pthread ids for kicking
     /// them out of `KVM_RUN`.
     running: Mutex<Vec<Option<libc::pthread_t>>>,
+    /// With `--gdb`: where vCPUs park; told when the VM ends.
+    debug: Option<&'a debug::DebugHub>,
 }
 
-impl RunningVm {
-    fn new(cpus: usize) -> Self {
+impl<'a> RunningVm<'a> {
+    fn new(cpus: usize, debug: Option<&'a debug::DebugHub>) -> Self {
         Self {
             stop: Mutex::new(None),
             changed: Condvar::new(),
             is_stopping: AtomicBool::new(false),
             running: Mutex::new(vec![None; cpus]),
+            debug,
         }
     }
 
@@ -488,6 +530,9 @@ impl RunningVm {
             })));
         }
         self.is_stopping.store(true, Ordering::SeqCst);
+        if let (Some(hub), Some(stop)) = (self.debug, &*first) {
+            hub.end(stop);
+        }
         self.changed.notify_all();
     }
 
@@ -507,6 +552,9 @@ impl RunningVm {
             if let Some(host_stop) = host_stop {
                 *stop = Some(Stop::Host(host_stop));
                 self.is_stopping.store(true, Ordering::SeqCst);
+                if let Some(hub) = self.debug {
+                    hub.end(&Stop::Host(host_stop));
+                }
                 break;
             }
             stop = self
@@ -553,14 +601,16 @@ fn install_kick_handler() {
 }
 
 /// One vCPU on its own thread.
-struct Vcpu {
+struct Vcpu<'a> {
     cpu: u32,
     fd: VcpuFd,
     /// With `--profile`: where the guest was at each sampling signal.
     samples: Option<Samples>,
+    /// With `--gdb`: where this vCPU parks for the debugger.
+    debug: Option<&'a debug::DebugHub>,
 }
 
-impl Vcpu {
+impl Vcpu<'_> {
     /// Wait until the guest starts this vCPU (the boot vCPU starts at
     /// once), then run it until the VM stops (sampled `profile_hz` times
     /// a second); `None` when another vCPU stopped it.
@@ -590,6 +640,9 @@ impl Vcpu {
         }
         // SAFETY: `pthread_self` has no preconditions.
         lock(&vm.running)[self.cpu as usize] = Some(unsafe { libc::pthread_self() });
+        if let Some(hub) = self.debug {
+            hub.started(self.cpu);
+        }
         let timer = profile_hz
             .map(|hz| sampler::SampleTimer::start(hz, kick_signal()))
             .transpose()
@@ -598,6 +651,9 @@ impl Vcpu {
                 source: kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EINVAL)),
             });
         let result = timer.and_then(|_timer| self.run(ram, services, bus, vm, &mut stats));
+        if let Some(hub) = self.debug {
+            hub.finished(self.cpu);
+        }
         lock(&vm.running)[self.cpu as usize] = None;
         result.map(|stop| (stop, stats, self.samples))
     }
@@ -616,6 +672,12 @@ impl Vcpu {
             if vm.is_stopping.load(Ordering::SeqCst) {
                 return Ok(None);
             }
+            if let Some(hub) = self.debug
+                && hub.is_stop_requested()
+                && hub.park_asked(self.cpu, &self.fd)? == debug::AfterPark::Kill
+            {
+                return Ok(Some(Stop::Host(HostStop::Debugger)));
+            }
             let exit = match self.fd.run() {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -631,6 +693,17 @@ impl Vcpu {
                 }
             };
             let stop = match exit {
+                VcpuExit::IoOut(trap::DEBUG_PORT, data) => {
+                    stats.other_io += 1;
+                    let value = <[u8; 4]>::try_from(data).map(u32::from_le_bytes);
+                    match (self.debug, value) {
+                        (Some(hub), Ok(value)) => match hub.trap(self.cpu, value, &self.fd, ram)? {
+                            debug::AfterPark::Run => None,
+                            debug::AfterPark::Kill => Some(Stop::Host(HostStop::Debugger)),
+                        },
+                        _ => None,
+                    }
+                }
                 VcpuExit::IoOut(port, data) => match Port::from_port(port) {
                     Some(port) => match hypercall::decode(port, data, ram) {
                         Ok(call) => {

@@ -11,7 +11,9 @@
 //! not, the vector, all general registers and CR2, counts the entry in the
 //! kernel report, copies the [`ExceptionFrame`] to a dedicated CPL3 stack
 //! and `iretq`s to [`exception_upcall`] at CPL3, which reports the fault.
-//! Every exception is fatal for now. A second exception while one is being
+//! Every exception is fatal, but #DB and #BP under a debugger: their stub
+//! first offers the frame to the VMM (`eremite_interface::trap`), and
+//! returns to it if a debugger held it. A second exception while one is being
 //! reported, or one before the upcall can run, exits straight from CPL0
 //! through the `Exit` hypercall.
 
@@ -20,36 +22,11 @@ use core::mem::size_of;
 
 use eremite_interface::hypercall::{self, Exit, ExitKind, Port};
 use eremite_interface::layout::{self, gdt};
+use eremite_interface::trap;
 use eremite_interface::{BootInfo, KernelReport};
 
 /// The interrupted context, as the CPL0 stub saved it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ExceptionFrame {
-    pub cr2: u64,
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error_code: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
+pub(crate) use eremite_interface::trap::TrapFrame as ExceptionFrame;
 
 const FRAME_WORDS: usize = size_of::<ExceptionFrame>() / 8;
 const VECTOR_INDEX: usize = 16;
@@ -109,7 +86,28 @@ global_asm!(
     "    pushq %rax",
     "    movq {vec_off}(%rsp), %rax",
     "    lock incq {counters}(,%rax,8)",
-    "    lock btsq $0, {in_fatal}(%rip)",
+    // #DB and #BP: offer the frame to a debugger, through the VMM. If one
+    // holds it, the VMM marks the frame resumed (its registers maybe
+    // changed): return to it. Otherwise (no debugger, or QEMU, where the
+    // port is nobody's) the exception is fatal, as any other.
+    "    cmpq ${vector_debug}, %rax",
+    "    je 10f",
+    "    cmpq ${vector_breakpoint}, %rax",
+    "    jne 12f",
+    "10: movq %rsp, %rax",
+    "    shrq ${addr_shift}, %rax",
+    "    movw ${debug_port}, %dx",
+    "    outl %eax, %dx",
+    "    cmpq ${resumed}, {vec_off}(%rsp)",
+    "    jne 12f",
+    "    addq $8, %rsp",
+    "    popq %r15; popq %r14; popq %r13; popq %r12",
+    "    popq %r11; popq %r10; popq %r9; popq %r8",
+    "    popq %rbp; popq %rdi; popq %rsi",
+    "    popq %rdx; popq %rcx; popq %rbx; popq %rax",
+    "    addq $16, %rsp",
+    "    iretq",
+    "12: lock btsq $0, {in_fatal}(%rip)",
     "    jc 4f",
     // Copy the frame to the top of the upcall stack.
     "    leaq {stack}(%rip), %rdi",
@@ -158,6 +156,10 @@ global_asm!(
     exit_port = const Port::Exit as u16,
     addr_shift = const hypercall::REQUEST_ADDR_SHIFT,
     pvh_exception = const eremite_interface::pvh::debug_exit_value(ExitKind::Exception, 0),
+    vector_debug = const trap::VECTOR_DEBUG,
+    vector_breakpoint = const trap::VECTOR_BREAKPOINT,
+    debug_port = const trap::DEBUG_PORT,
+    resumed = const trap::RESUMED,
     pvh_exit_port = const eremite_interface::pvh::DEBUG_EXIT_PORT,
     options(att_syntax),
 );

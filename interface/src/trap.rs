@@ -1,0 +1,59 @@
+//! A CPU exception's saved context, and how a debugger reaches it.
+//!
+//! The CPL0 stub of each exception vector (`kernel/src/arch/x86_64/
+//! supervisor.rs`) pushes a [`TrapFrame`] on its IST stack. For the two
+//! vectors a debugger owns, #DB (1: a single step finished) and #BP (3: an
+//! `int3` ran), the stub first hands the frame's address to the VMM on
+//! [`DEBUG_PORT`] (shifted as hypercall requests are). A VMM with a
+//! debugger attached keeps the vCPU there until the debugger resumes it,
+//! writes the registers back into the frame (a step sets RFLAGS.TF) and
+//! sets `vector` to [`RESUMED`]: the stub then returns to the frame's
+//! context. Otherwise the frame is left alone and the exception is
+//! reported as fatal, as every other one is.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The port a CPL0 stub writes a [`TrapFrame`]'s address to. It is not
+/// in the TSS I/O bitmap: only CPL0 code uses it.
+pub const DEBUG_PORT: u16 = crate::hypercall::PORT_BASE + 8;
+
+/// Written into [`TrapFrame::vector`] by the VMM: return to the context.
+pub const RESUMED: u64 = 0x100;
+
+/// #DB: a single step (RFLAGS.TF) finished.
+pub const VECTOR_DEBUG: u64 = 1;
+/// #BP: an `int3` ran (RIP is the byte after it).
+pub const VECTOR_BREAKPOINT: u64 = 3;
+
+/// The interrupted context, as a CPL0 exception stub saved it (general
+/// registers in the reverse order of their pushes, then the vector, the
+/// error code and the CPU's own frame: SDM vol. 3A, 6.14.2).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct TrapFrame {
+    pub cr2: u64,
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}

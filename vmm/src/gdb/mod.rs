@@ -1,0 +1,514 @@
+//! The GDB server of `eremite run --gdb`: the remote serial protocol
+//! (through the `gdbstub` crate) over one TCP connection, on a thread of
+//! its own while the VM runs.
+//!
+//! The debugger sees an all-stop target whose threads are the vCPUs
+//! (thread N is vCPU N - 1). It reads and writes registers of parked
+//! vCPUs and guest memory by the guest's virtual addresses (through its
+//! page tables), sets software breakpoints (`int3`, written past the
+//! image's W^X protection, which only binds the guest), and resumes with
+//! continue or single step per thread. The vCPU threads' half, and why
+//! breakpoints and steps go through the guest's exception stubs under
+//! PVM, is `kvm::debug`.
+//!
+//! Neighbours: `kvm::debug::DebugHub` (the parked vCPUs, their registers,
+//! the breakpoint list), `arch::translate` (guest virtual to physical).
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::num::NonZeroUsize;
+
+use gdbstub::common::{Signal, Tid};
+use gdbstub::conn::{Connection, ConnectionExt};
+use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+};
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps,
+};
+use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use gdbstub_arch::x86::X86_64_SSE;
+use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use rustix::event::{PollFd, PollFlags, poll};
+
+use crate::arch;
+use crate::confine::{self, ThreadKind};
+use crate::kvm::debug::{DebugHub, Ended, HubState, Resume, Slot, Why};
+use crate::memory::GuestRam;
+
+/// The `int3` instruction.
+const INT3: u8 = 0xcc;
+const PAGE_SIZE: u64 = 4096;
+
+/// Serve GDB on `stream` until it detaches or kills the VM, or the VM
+/// ends. The guest waits at its entry point until GDB resumes it.
+pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream) {
+    if let Err(error) = confine::enter(ThreadKind::Debugger) {
+        eprintln!("eremite: cannot confine the GDB server ({error}); GDB is not served");
+        hub.detach();
+        return;
+    }
+    let mut guest = Guest {
+        hub,
+        ram,
+        actions: Vec::new(),
+        is_locked: false,
+    };
+    if !hub.wait_until_parked(0) {
+        return;
+    }
+    let link = Link { stream, hub };
+    let result = GdbStub::new(link).run_blocking::<EventLoop<'_>>(&mut guest);
+    match result {
+        Ok(DisconnectReason::Kill) => hub.kill(),
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {}
+        Ok(DisconnectReason::Disconnect) => hub.detach(),
+        Err(error) => {
+            if hub.lock().ended.is_none() {
+                eprintln!("eremite: the GDB connection failed ({error}); the guest goes on");
+                hub.detach();
+            }
+        }
+    }
+}
+
+/// The TCP connection, which gives up when the VM ends while GDB is
+/// quiet (so the server's thread ends with the VM).
+struct Link<'a> {
+    stream: TcpStream,
+    hub: &'a DebugHub,
+}
+
+impl Link<'_> {
+    /// Wait until the connection has a byte to read (`true`) or the VM
+    /// ended (`false`).
+    fn wait_readable(&self) -> io::Result<bool> {
+        loop {
+            if self.hub.lock().ended.is_some() {
+                return Ok(false);
+            }
+            let news = self.hub.news();
+            let mut fds = [
+                PollFd::new(&self.stream, PollFlags::IN),
+                PollFd::new(&news, PollFlags::IN),
+            ];
+            poll(&mut fds, None).map_err(io::Error::from)?;
+            if !fds[0].revents().is_empty() {
+                return Ok(true);
+            }
+            if !fds[1].revents().is_empty() {
+                self.hub.clear_news();
+            }
+        }
+    }
+}
+
+impl Connection for Link<'_> {
+    type Error = io::Error;
+
+    fn write(&mut self, byte: u8) -> io::Result<()> {
+        Write::write_all(&mut self.stream, &[byte])
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        Write::write_all(&mut self.stream, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Write::flush(&mut self.stream)
+    }
+}
+
+impl ConnectionExt for Link<'_> {
+    fn read(&mut self) -> io::Result<u8> {
+        if !self.wait_readable()? {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the VM ended",
+            ));
+        }
+        let mut byte = [0u8];
+        self.stream.read_exact(&mut byte)?;
+        Ok(byte[0])
+    }
+
+    fn peek(&mut self) -> io::Result<Option<u8>> {
+        let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
+        poll(&mut fds, Some(&rustix::event::Timespec::default())).map_err(io::Error::from)?;
+        if fds[0].revents().is_empty() {
+            return Ok(None);
+        }
+        let mut byte = [0u8];
+        match self.stream.peek(&mut byte)? {
+            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(Some(byte[0])),
+        }
+    }
+}
+
+/// The guest as GDB's target.
+struct Guest<'a> {
+    hub: &'a DebugHub,
+    ram: &'a GuestRam,
+    /// This resume's action per vCPU, as GDB gave them.
+    actions: Vec<Option<Resume>>,
+    /// GDB named every thread that is to run (scheduler locking): the
+    /// others stay parked.
+    is_locked: bool,
+}
+
+fn cpu_of(tid: Tid) -> usize {
+    tid.get() - 1
+}
+
+fn tid_of(cpu: usize) -> Tid {
+    NonZeroUsize::new(cpu + 1).expect("cpu + 1 is not zero")
+}
+
+/// The page tables of the parked vCPUs (all share one address space).
+fn cr3(state: &HubState) -> Option<u64> {
+    state.cpus.iter().find_map(|slot| match slot {
+        Slot::Parked(parked) => Some(parked.cr3),
+        _ => None,
+    })
+}
+
+impl Guest<'_> {
+    /// Copy guest memory at virtual `addr` into `data` as far as it is
+    /// mapped; the bytes read.
+    fn read_virtual(&self, cr3: u64, addr: u64, data: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < data.len() {
+            let virt = addr.wrapping_add(done as u64);
+            let in_page = (PAGE_SIZE - virt % PAGE_SIZE).min((data.len() - done) as u64);
+            let Some(phys) = arch::translate(self.ram, cr3, virt) else {
+                break;
+            };
+            let chunk = &mut data[done..done + in_page as usize];
+            if self.ram.read(phys, chunk).is_err() {
+                break;
+            }
+            done += chunk.len();
+        }
+        done
+    }
+
+    /// Write `data` to guest memory at virtual `addr`; `false` if part of
+    /// it is not mapped (the part before it is written).
+    fn write_virtual(&self, cr3: u64, addr: u64, data: &[u8]) -> bool {
+        let mut done = 0;
+        while done < data.len() {
+            let virt = addr.wrapping_add(done as u64);
+            let in_page = (PAGE_SIZE - virt % PAGE_SIZE).min((data.len() - done) as u64);
+            let Some(phys) = arch::translate(self.ram, cr3, virt) else {
+                return false;
+            };
+            let chunk = &data[done..done + in_page as usize];
+            if self.ram.write(phys, chunk).is_err() {
+                return false;
+            }
+            done += chunk.len();
+        }
+        true
+    }
+
+    /// The stop to report, if a vCPU parked for a reason of its own (or
+    /// the VM ended): every other vCPU is stopped first.
+    fn pending_stop(&mut self) -> Option<MultiThreadStopReason<u64>> {
+        let first = {
+            let state = self.hub.lock();
+            if let Some(ended) = state.ended {
+                return Some(match ended {
+                    Ended::Exited(code) => MultiThreadStopReason::Exited(code),
+                    Ended::Killed => MultiThreadStopReason::Terminated(Signal::SIGKILL),
+                });
+            }
+            state
+                .cpus
+                .iter()
+                .enumerate()
+                .find_map(|(cpu, slot)| match slot {
+                    Slot::Parked(parked) if !parked.is_reported && parked.why != Why::Asked => {
+                        Some((cpu, parked.why))
+                    }
+                    _ => None,
+                })?
+        };
+        self.hub.stop_all();
+        self.mark_reported();
+        let (cpu, why) = first;
+        let tid = tid_of(cpu);
+        Some(match why {
+            Why::Breakpoint => MultiThreadStopReason::SwBreak(tid),
+            _ => MultiThreadStopReason::SignalWithThread {
+                tid,
+                signal: Signal::SIGTRAP,
+            },
+        })
+    }
+
+    fn mark_reported(&self) {
+        for slot in &mut self.hub.lock().cpus {
+            if let Slot::Parked(parked) = slot {
+                parked.is_reported = true;
+            }
+        }
+    }
+}
+
+impl Target for Guest<'_> {
+    type Arch = X86_64_SSE;
+    type Error = String;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::MultiThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    // Breakpoints are `int3` bytes the server writes and removes itself.
+    fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
+        true
+    }
+}
+
+impl MultiThreadBase for Guest<'_> {
+    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        match self.hub.lock().cpus.get(cpu_of(tid)) {
+            Some(Slot::Parked(parked)) => {
+                *regs = parked.regs.clone();
+                Ok(())
+            }
+            _ => Err(TargetError::NonFatal),
+        }
+    }
+
+    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        match self.hub.lock().cpus.get_mut(cpu_of(tid)) {
+            Some(Slot::Parked(parked)) => {
+                parked.regs = regs.clone();
+                parked.is_changed = true;
+                Ok(())
+            }
+            _ => Err(TargetError::NonFatal),
+        }
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+        let state = self.hub.lock();
+        let cr3 = cr3(&state).ok_or(TargetError::NonFatal)?;
+        let read = self.read_virtual(cr3, start, data);
+        if read == 0 && !data.is_empty() {
+            return Err(TargetError::NonFatal);
+        }
+        // Show the bytes the breakpoints replaced, as GDB expects.
+        let end = start.saturating_add(read as u64);
+        for (&addr, &byte) in state.breakpoints.range(start..end) {
+            data[(addr - start) as usize] = byte;
+        }
+        Ok(read)
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+        let mut state = self.hub.lock();
+        let cr3 = cr3(&state).ok_or(TargetError::NonFatal)?;
+        let mut bytes = data.to_vec();
+        // A write over a breakpoint changes the byte it will restore.
+        let end = start.saturating_add(data.len() as u64);
+        for (&addr, original) in state.breakpoints.range_mut(start..end) {
+            let at = (addr - start) as usize;
+            *original = bytes[at];
+            bytes[at] = INT3;
+        }
+        if self.write_virtual(cr3, start, &bytes) {
+            Ok(())
+        } else {
+            Err(TargetError::NonFatal)
+        }
+    }
+
+    fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> Result<(), String> {
+        for (cpu, slot) in self.hub.lock().cpus.iter().enumerate() {
+            if !matches!(slot, Slot::Idle) {
+                thread_is_active(tid_of(cpu));
+            }
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_thread_extra_info(&mut self) -> Option<ThreadExtraInfoOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadResume for Guest<'_> {
+    fn resume(&mut self) -> Result<(), String> {
+        let default = if self.is_locked {
+            None
+        } else {
+            Some(Resume::Continue)
+        };
+        let actions = std::mem::take(&mut self.actions);
+        self.hub
+            .resume(|cpu| actions.get(cpu).copied().flatten().or(default));
+        Ok(())
+    }
+
+    fn clear_resume_actions(&mut self) -> Result<(), String> {
+        self.actions = vec![None; self.hub.lock().cpus.len()];
+        self.is_locked = false;
+        Ok(())
+    }
+
+    fn set_resume_action_continue(
+        &mut self,
+        tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), String> {
+        self.set_action(tid, Resume::Continue)
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl Guest<'_> {
+    fn set_action(&mut self, tid: Tid, action: Resume) -> Result<(), String> {
+        match self.actions.get_mut(cpu_of(tid)) {
+            Some(slot) => {
+                *slot = Some(action);
+                Ok(())
+            }
+            None => Err(format!("no thread {tid}")),
+        }
+    }
+}
+
+impl MultiThreadSingleStep for Guest<'_> {
+    fn set_resume_action_step(&mut self, tid: Tid, _signal: Option<Signal>) -> Result<(), String> {
+        self.set_action(tid, Resume::Step)
+    }
+}
+
+impl MultiThreadSchedulerLocking for Guest<'_> {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), String> {
+        self.is_locked = true;
+        Ok(())
+    }
+}
+
+impl Breakpoints for Guest<'_> {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for Guest<'_> {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        let mut state = self.hub.lock();
+        if state.breakpoints.contains_key(&addr) {
+            return Ok(true);
+        }
+        let cr3 = cr3(&state).ok_or(TargetError::NonFatal)?;
+        let mut original = [0u8];
+        if self.read_virtual(cr3, addr, &mut original) != 1
+            || !self.write_virtual(cr3, addr, &[INT3])
+        {
+            return Ok(false);
+        }
+        state.breakpoints.insert(addr, original[0]);
+        Ok(true)
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        let mut state = self.hub.lock();
+        let Some(original) = state.breakpoints.remove(&addr) else {
+            return Ok(false);
+        };
+        let cr3 = cr3(&state).ok_or(TargetError::NonFatal)?;
+        Ok(self.write_virtual(cr3, addr, &[original]))
+    }
+}
+
+impl ThreadExtraInfo for Guest<'_> {
+    fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, String> {
+        let info = format!("vCPU {}", cpu_of(tid));
+        let n = info.len().min(buf.len());
+        buf[..n].copy_from_slice(&info.as_bytes()[..n]);
+        Ok(n)
+    }
+}
+
+/// How the server waits while the guest runs.
+enum EventLoop<'a> {
+    #[allow(dead_code)]
+    Never(&'a ()),
+}
+
+impl<'a> BlockingEventLoop for EventLoop<'a> {
+    type Target = Guest<'a>;
+    type Connection = Link<'a>;
+    type StopReason = MultiThreadStopReason<u64>;
+
+    /// Until a vCPU parks for a reason of its own, the VM ends, or GDB
+    /// sends a byte (Ctrl-C).
+    fn wait_for_stop_reason(
+        target: &mut Guest<'a>,
+        conn: &mut Link<'a>,
+    ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<String, io::Error>> {
+        loop {
+            if let Some(stop) = target.pending_stop() {
+                return Ok(Event::TargetStopped(stop));
+            }
+            let news = target.hub.news();
+            let mut fds = [
+                PollFd::new(&conn.stream, PollFlags::IN),
+                PollFd::new(&news, PollFlags::IN),
+            ];
+            poll(&mut fds, None)
+                .map_err(|e| WaitForStopReasonError::Connection(io::Error::from(e)))?;
+            if !fds[1].revents().is_empty() {
+                target.hub.clear_news();
+            }
+            if !fds[0].revents().is_empty() {
+                let mut byte = [0u8];
+                conn.stream
+                    .read_exact(&mut byte)
+                    .map_err(WaitForStopReasonError::Connection)?;
+                return Ok(Event::IncomingData(byte[0]));
+            }
+        }
+    }
+
+    /// Ctrl-C: stop every vCPU.
+    fn on_interrupt(target: &mut Guest<'a>) -> Result<Option<Self::StopReason>, String> {
+        target.hub.stop_all();
+        target.mark_reported();
+        let state = target.hub.lock();
+        let cpu = state
+            .cpus
+            .iter()
+            .position(|slot| matches!(slot, Slot::Parked(..)))
+            .unwrap_or(0);
+        Ok(Some(MultiThreadStopReason::SignalWithThread {
+            tid: tid_of(cpu),
+            signal: Signal::SIGINT,
+        }))
+    }
+}

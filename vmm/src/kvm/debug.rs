@@ -1,0 +1,440 @@
+//! All-stop debugging of the guest's vCPUs: the vCPU threads' half of
+//! `eremite run --gdb` (the GDB server is `crate::gdb`).
+//!
+//! A vCPU parks, outside `KVM_RUN`, in two ways:
+//! - **trapped**: the guest hit a breakpoint (`int3`, #BP) or finished a
+//!   single step (RFLAGS.TF, #DB). Under PVM neither reaches the VMM as a
+//!   `KVM_EXIT_DEBUG` (DESIGN.md, "Debugging under PVM"): the guest's
+//!   CPL0 stub hands the saved frame to the VMM on
+//!   [`trap::DEBUG_PORT`], and the registers GDB sees are the frame's.
+//! - **asked**: the server wants every vCPU stopped (after another one
+//!   trapped, or on Ctrl-C); it sets [`DebugHub::is_stop_requested`] and
+//!   kicks the running ones out of `KVM_RUN` with the kick signal. Their
+//!   registers come from KVM.
+//!
+//! A parked vCPU waits for the server to [`resume`](DebugHub::resume) it
+//! with an action (continue or step) and writes back the registers GDB
+//! changed: into the frame, which the stub then returns to, or with
+//! `KVM_SET_REGS`. A step sets RFLAGS.TF; any other resume clears it.
+//! Breakpoints are `int3` bytes the server writes into guest memory; a
+//! vCPU that trapped on one reports the breakpoint's address, not the
+//! byte after it, and resumes there.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use eremite_interface::hypercall::{self, ExitKind};
+use eremite_interface::trap::{self, TrapFrame};
+use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use kvm_ioctls::VcpuFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::event::{EventfdFlags, eventfd};
+
+use super::{KvmError, Stop, ioctl, kick_signal};
+use crate::arch::registers::{self, RFLAGS_TF};
+use crate::hypercall::Next;
+use crate::lock;
+use crate::memory::GuestRam;
+
+/// Why a vCPU parked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The server asked every vCPU to stop.
+    Asked,
+    /// It ran into one of the server's breakpoints.
+    Breakpoint,
+    /// A single step finished.
+    Stepped,
+    /// An `int3` that is not one of the server's (one the program has).
+    Trap,
+}
+
+/// How the server lets a parked vCPU go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resume {
+    Continue,
+    Step,
+}
+
+/// Where a parked vCPU's registers live until it resumes.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    /// In the guest's exception frame at this guest address.
+    Frame(u64, TrapFrame),
+    /// In KVM: the vCPU was kicked out of `KVM_RUN`.
+    Kvm,
+}
+
+/// A vCPU stopped for the debugger.
+#[derive(Clone, Debug)]
+pub(crate) struct Parked {
+    pub(crate) regs: X86_64CoreRegs,
+    /// The guest's page tables, for its addresses.
+    pub(crate) cr3: u64,
+    pub(crate) why: Why,
+    /// The server has told GDB about this stop.
+    pub(crate) is_reported: bool,
+    /// Set by the server: the registers GDB wrote.
+    pub(crate) is_changed: bool,
+    /// Set by the server: go on.
+    pub(crate) resume: Option<Resume>,
+    origin: Origin,
+}
+
+/// Where one vCPU is.
+#[derive(Clone, Debug)]
+pub(crate) enum Slot {
+    /// Not started by the guest yet, or ended.
+    Idle,
+    Running(libc::pthread_t),
+    Parked(Box<Parked>),
+}
+
+/// How a vCPU's parking ended.
+enum Parking {
+    Resumed(Box<Parked>),
+    /// The VM ends: the vCPU stops too.
+    Ended,
+    /// GDB killed the VM.
+    Killed,
+}
+
+/// What a vCPU does after it parked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AfterPark {
+    Run,
+    /// GDB killed the VM: this vCPU stops it.
+    Kill,
+}
+
+/// How the VM ended, for GDB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The program exited with this status.
+    Exited(u8),
+    /// Anything else (a panic, a fault, a kernel failure): like a signal.
+    Killed,
+}
+
+/// What the vCPU threads and the GDB server share.
+pub(crate) struct HubState {
+    pub(crate) cpus: Vec<Slot>,
+    /// Breakpoints the server inserted: guest address, and the byte the
+    /// `int3` replaced.
+    pub(crate) breakpoints: BTreeMap<u64, u8>,
+    pub(crate) ended: Option<Ended>,
+    /// GDB went away: vCPUs no longer park, traps are fatal again.
+    pub(crate) is_detached: bool,
+    /// GDB killed the VM.
+    is_killed: bool,
+}
+
+/// The meeting point of the vCPU threads and the GDB server.
+pub(crate) struct DebugHub {
+    state: Mutex<HubState>,
+    changed: Condvar,
+    /// Written when a vCPU parks or the VM ends: the server polls it.
+    news: OwnedFd,
+    /// Every running vCPU is to park (read between runs without the lock).
+    is_stop_requested: AtomicBool,
+}
+
+impl DebugHub {
+    /// A hub for `cpus` vCPUs, all of them to park as soon as they run:
+    /// the VM waits for the debugger at the entry point.
+    pub(crate) fn new(cpus: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            state: Mutex::new(HubState {
+                cpus: vec![Slot::Idle; cpus],
+                breakpoints: BTreeMap::new(),
+                ended: None,
+                is_detached: false,
+                is_killed: false,
+            }),
+            changed: Condvar::new(),
+            news: eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?,
+            is_stop_requested: AtomicBool::new(true),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HubState> {
+        lock(&self.state)
+    }
+
+    /// The descriptor the server polls for news.
+    pub(crate) fn news(&self) -> BorrowedFd<'_> {
+        self.news.as_fd()
+    }
+
+    /// Take the news the server was woken for (it then looks at the state).
+    pub(crate) fn clear_news(&self) {
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&self.news, &mut count);
+    }
+
+    fn tell_server(&self) {
+        self.changed.notify_all();
+        // A full counter (never, in practice) still wakes the poll.
+        let _ = rustix::io::write(&self.news, &1u64.to_ne_bytes());
+    }
+
+    // --- the vCPU threads' side
+
+    /// This vCPU thread runs the guest from now on.
+    pub(super) fn started(&self, cpu: u32) {
+        // SAFETY: `pthread_self` has no preconditions.
+        let thread = unsafe { libc::pthread_self() };
+        self.lock().cpus[cpu as usize] = Slot::Running(thread);
+    }
+
+    /// This vCPU thread is done.
+    pub(super) fn finished(&self, cpu: u32) {
+        self.lock().cpus[cpu as usize] = Slot::Idle;
+        self.tell_server();
+    }
+
+    /// The VM stopped (`stop`): wake every parked vCPU and the server.
+    pub(super) fn end(&self, stop: &Stop) {
+        let ended = match stop {
+            Stop::Guest(Next::Stop {
+                kind: ExitKind::Exit,
+                code,
+            }) => Ended::Exited(code.to_le_bytes()[0]),
+            _ => Ended::Killed,
+        };
+        self.lock().ended.get_or_insert(ended);
+        self.tell_server();
+    }
+
+    /// Whether this vCPU should park before it runs the guest again.
+    pub(super) fn is_stop_requested(&self) -> bool {
+        self.is_stop_requested.load(Ordering::SeqCst)
+    }
+
+    /// Park a vCPU the server asked to stop, with its registers from KVM,
+    /// until the server resumes it.
+    pub(super) fn park_asked(&self, cpu: u32, fd: &VcpuFd) -> Result<AfterPark, KvmError> {
+        let regs = fd.get_regs().map_err(ioctl("read the registers"))?;
+        let sregs = fd.get_sregs().map_err(ioctl("read the system registers"))?;
+        let fpu = fd.get_fpu().map_err(ioctl("read the FPU registers"))?;
+        let parked = Parked {
+            regs: registers::from_kvm(&regs, &sregs, &fpu),
+            cr3: sregs.cr3,
+            why: Why::Asked,
+            is_reported: false,
+            is_changed: false,
+            resume: None,
+            origin: Origin::Kvm,
+        };
+        let parked = match self.park(cpu, parked) {
+            Parking::Resumed(parked) => parked,
+            Parking::Ended => return Ok(AfterPark::Run),
+            Parking::Killed => return Ok(AfterPark::Kill),
+        };
+        let step = parked.resume == Some(Resume::Step);
+        if parked.is_changed || step {
+            let mut regs = regs;
+            registers::to_kvm(&parked.regs, &mut regs);
+            set_trap_flag(&mut regs.rflags, step);
+            fd.set_regs(&regs).map_err(ioctl("write the registers"))?;
+        }
+        if parked.is_changed {
+            let mut fpu = fpu;
+            registers::to_fpu(&parked.regs, &mut fpu);
+            fd.set_fpu(&fpu).map_err(ioctl("write the FPU registers"))?;
+        }
+        Ok(AfterPark::Run)
+    }
+
+    /// The guest's #DB or #BP stub offered its frame (`value`: what it
+    /// wrote to the port). Unless GDB went away, park with the frame's registers and,
+    /// once resumed, write them back and mark the frame resumed. A frame
+    /// outside guest memory is left alone (the exception is then fatal).
+    pub(super) fn trap(
+        &self,
+        cpu: u32,
+        value: u32,
+        fd: &VcpuFd,
+        ram: &GuestRam,
+    ) -> Result<AfterPark, KvmError> {
+        let addr = hypercall::decode_request_addr(value);
+        let Ok(mut frame) = ram.read_obj::<TrapFrame>(addr) else {
+            return Ok(AfterPark::Run);
+        };
+        let why = {
+            let state = self.lock();
+            if state.is_detached || state.ended.is_some() {
+                return Ok(AfterPark::Run);
+            }
+            match frame.vector {
+                trap::VECTOR_DEBUG => Why::Stepped,
+                trap::VECTOR_BREAKPOINT
+                    if state.breakpoints.contains_key(&frame.rip.wrapping_sub(1)) =>
+                {
+                    // Report, and resume at, the breakpoint itself.
+                    frame.rip -= 1;
+                    Why::Breakpoint
+                }
+                trap::VECTOR_BREAKPOINT => Why::Trap,
+                _ => return Ok(AfterPark::Run),
+            }
+        };
+        let sregs = fd.get_sregs().map_err(ioctl("read the system registers"))?;
+        let fpu = fd.get_fpu().map_err(ioctl("read the FPU registers"))?;
+        let parked = Parked {
+            regs: registers::from_frame(&frame, &sregs, &fpu),
+            cr3: sregs.cr3,
+            why,
+            is_reported: false,
+            is_changed: false,
+            resume: None,
+            origin: Origin::Frame(addr, frame),
+        };
+        let parked = match self.park(cpu, parked) {
+            Parking::Resumed(parked) => parked,
+            // The VM ends: leave the frame, the stub reports the trap.
+            Parking::Ended => return Ok(AfterPark::Run),
+            Parking::Killed => return Ok(AfterPark::Kill),
+        };
+        let Origin::Frame(addr, mut frame) = parked.origin else {
+            return Ok(AfterPark::Run);
+        };
+        registers::to_frame(&parked.regs, &mut frame);
+        set_trap_flag(&mut frame.rflags, parked.resume == Some(Resume::Step));
+        frame.vector = trap::RESUMED;
+        if parked.is_changed {
+            let mut fpu = fpu;
+            registers::to_fpu(&parked.regs, &mut fpu);
+            fd.set_fpu(&fpu).map_err(ioctl("write the FPU registers"))?;
+        }
+        // The frame was inside guest memory a moment ago and RAM does not
+        // shrink, so this write cannot fail.
+        let _ = ram.write_obj(addr, &frame);
+        Ok(AfterPark::Run)
+    }
+
+    /// Publish `parked` for vCPU `cpu` and wait until the server resumes
+    /// it (with GDB's changes; after GDB went away, as if it continued).
+    fn park(&self, cpu: u32, parked: Parked) -> Parking {
+        let mut state = self.lock();
+        let Slot::Running(thread) = state.cpus[cpu as usize] else {
+            return Parking::Ended;
+        };
+        state.cpus[cpu as usize] = Slot::Parked(Box::new(parked));
+        self.tell_server();
+        loop {
+            let Slot::Parked(parked) = &state.cpus[cpu as usize] else {
+                return Parking::Ended;
+            };
+            let outcome = if state.is_killed {
+                Some(Parking::Killed)
+            } else if state.ended.is_some() {
+                Some(Parking::Ended)
+            } else if state.is_detached {
+                let mut parked = (**parked).clone();
+                parked.resume = Some(Resume::Continue);
+                Some(Parking::Resumed(Box::new(parked)))
+            } else if parked.resume.is_some() {
+                Some(Parking::Resumed(parked.clone()))
+            } else {
+                None
+            };
+            if let Some(outcome) = outcome {
+                state.cpus[cpu as usize] = Slot::Running(thread);
+                return outcome;
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    // --- the server's side
+
+    /// Wait until vCPU `cpu` has parked (`true`) or the VM ended.
+    pub(crate) fn wait_until_parked(&self, cpu: usize) -> bool {
+        let mut state = self.lock();
+        loop {
+            if state.ended.is_some() {
+                return false;
+            }
+            if matches!(state.cpus.get(cpu), Some(Slot::Parked(..))) {
+                return true;
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Stop every running vCPU and wait until each has parked (or the VM
+    /// ended). Vcpus the guest starts later park as they start.
+    pub(crate) fn stop_all(&self) {
+        self.is_stop_requested.store(true, Ordering::SeqCst);
+        let mut state = self.lock();
+        while state.ended.is_none() {
+            let running: Vec<libc::pthread_t> = state
+                .cpus
+                .iter()
+                .filter_map(|slot| match slot {
+                    Slot::Running(thread) => Some(*thread),
+                    _ => None,
+                })
+                .collect();
+            if running.is_empty() {
+                return;
+            }
+            for thread in running {
+                // SAFETY: `thread` is a vCPU thread that is in `Running`,
+                // which it leaves (under this lock) before it ends, so the
+                // id is live; the kick signal's handler does nothing but
+                // interrupt `KVM_RUN`.
+                unsafe { libc::pthread_kill(thread, kick_signal()) };
+            }
+            state = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(1))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Let the parked vCPUs go on as `action` says (`None`: stay parked).
+    pub(crate) fn resume(&self, action: impl Fn(usize) -> Option<Resume>) {
+        let mut state = self.lock();
+        self.is_stop_requested.store(false, Ordering::SeqCst);
+        for (cpu, slot) in state.cpus.iter_mut().enumerate() {
+            if let Slot::Parked(parked) = slot {
+                parked.resume = action(cpu);
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// GDB killed the VM: the parked vCPUs stop it.
+    pub(crate) fn kill(&self) {
+        self.lock().is_killed = true;
+        self.changed.notify_all();
+    }
+
+    /// GDB went away: every vCPU goes on and none parks again.
+    pub(crate) fn detach(&self) {
+        self.lock().is_detached = true;
+        self.is_stop_requested.store(false, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+}
+
+fn set_trap_flag(rflags: &mut u64, is_set: bool) {
+    if is_set {
+        *rflags |= RFLAGS_TF;
+    } else {
+        *rflags &= !RFLAGS_TF;
+    }
+}
