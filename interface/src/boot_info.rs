@@ -208,6 +208,11 @@ pub struct BootInfo {
     /// The Linux program the VMM loaded beside the kernel (flag
     /// [`boot_flags::LINUX`]); zero for a hermit image.
     pub linux: LinuxProgram,
+    /// TSC ticks the VM has spent stopped by a debugger (`--gdb`), which
+    /// the guest's clocks leave out. The VMM updates it while the guest
+    /// runs, so the kernel reads it here, at
+    /// [`BootInfo::STOPPED_TICKS_OFFSET`], not in its copy of the boot info.
+    pub stopped_ticks: u64,
 }
 
 /// A static Linux x86_64 program that the VMM loaded into guest RAM next
@@ -294,6 +299,10 @@ impl BootInfo {
     /// Byte offset of the report within the boot info, so that the VMM can
     /// read back just that part.
     pub const REPORT_OFFSET: usize = core::mem::offset_of!(BootInfo, report);
+
+    /// Byte offset of `stopped_ticks`, which the VMM writes while the
+    /// guest runs.
+    pub const STOPPED_TICKS_OFFSET: usize = core::mem::offset_of!(BootInfo, stopped_ticks);
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::layout::PAGE_SIZE as usize);

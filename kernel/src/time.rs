@@ -2,7 +2,9 @@
 //!
 //! The VMM hands over the TSC frequency, the guest TSC at boot and the host
 //! wall-clock time at that moment; reading a clock is then one `rdtsc` and
-//! no exit. (The TSC is invariant on the hosts we run on; KVM reports its
+//! no exit. Time a debugger held the VM stopped is left out (the VMM
+//! counts it in the boot info, `arch::stopped_ticks`), so the guest's clocks
+//! stand still at a breakpoint, and its wall clock lags the host's after. (The TSC is invariant on the hosts we run on; KVM reports its
 //! frequency with `KVM_GET_TSC_KHZ`.)
 
 use spin::Once;
@@ -42,9 +44,11 @@ pub(crate) fn ticks_to_ns(ticks: u64) -> u64 {
     u64::try_from(ns).unwrap_or(u64::MAX)
 }
 
-/// Nanoseconds since boot; never goes backwards.
+/// Nanoseconds since boot, without the time a debugger held the VM
+/// stopped; never goes backwards.
 pub(crate) fn monotonic_ns() -> u64 {
-    ticks_to_ns(arch::rdtsc().saturating_sub(clock().boot_tsc))
+    let ticks = arch::rdtsc().saturating_sub(clock().boot_tsc);
+    ticks_to_ns(ticks.saturating_sub(arch::stopped_ticks()))
 }
 
 /// Nanoseconds since the Unix epoch.

@@ -845,7 +845,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         .transpose()?;
     let debug_hub = gdb_stream
         .is_some()
-        .then(|| kvm::debug::DebugHub::new(config.cpus as usize))
+        .then(|| kvm::debug::DebugHub::new(config.cpus as usize, tsc_khz))
         .transpose()
         .map_err(|source| Error::Gdb {
             addr: config.gdb.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),

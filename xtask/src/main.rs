@@ -23,9 +23,10 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// binary of the example's folder; the `rayon` and `socket2` examples'
 /// packages are `rayon-demo` and `socket2-demo`, as a package may not
 /// share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 18] = [
+pub(crate) const EXAMPLES: [&str; 19] = [
     "hello",
     "busy",
+    "debuggee",
     "traced",
     "panic",
     "wildptr",
@@ -297,7 +298,7 @@ fn test(extra: &[String]) -> Result {
 /// with `memcslap`, `nginx` (unmodified Debian programs the tests run),
 /// `passt` (user-mode networking), `strace` (what the VMM asks of the
 /// host).
-const HOST_TOOLS: [(&str, &str, &str); 19] = [
+const HOST_TOOLS: [(&str, &str, &str); 20] = [
     ("cpio", "--version", "cpio"),
     ("tar", "--version", "tar"),
     ("ip", "-V", "iproute2"),
@@ -317,6 +318,7 @@ const HOST_TOOLS: [(&str, &str, &str); 19] = [
     ("passt", "--version", "passt"),
     ("strace", "-V", "strace"),
     ("uftrace", "--version", "uftrace"),
+    ("gdb", "--version", "gdb"),
 ];
 
 /// Install the missing host tools with apt-get (the tests run as root on

@@ -50,7 +50,7 @@ const PAGE_SIZE: u64 = 4096;
 pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream) {
     if let Err(error) = confine::enter(ThreadKind::Debugger) {
         eprintln!("eremite: cannot confine the GDB server ({error}); GDB is not served");
-        hub.detach();
+        hub.detach(ram);
         return;
     }
     let mut guest = Guest {
@@ -67,11 +67,11 @@ pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream) {
     match result {
         Ok(DisconnectReason::Kill) => hub.kill(),
         Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {}
-        Ok(DisconnectReason::Disconnect) => hub.detach(),
+        Ok(DisconnectReason::Disconnect) => hub.detach(ram),
         Err(error) => {
             if hub.lock().ended.is_none() {
                 eprintln!("eremite: the GDB connection failed ({error}); the guest goes on");
-                hub.detach();
+                hub.detach(ram);
             }
         }
     }
@@ -360,8 +360,9 @@ impl MultiThreadResume for Guest<'_> {
             Some(Resume::Continue)
         };
         let actions = std::mem::take(&mut self.actions);
-        self.hub
-            .resume(|cpu| actions.get(cpu).copied().flatten().or(default));
+        self.hub.resume(self.ram, |cpu| {
+            actions.get(cpu).copied().flatten().or(default)
+        });
         Ok(())
     }
 

@@ -19,13 +19,23 @@
 //! Breakpoints are `int3` bytes the server writes into guest memory; a
 //! vCPU that trapped on one reports the breakpoint's address, not the
 //! byte after it, and resumes there.
+//!
+//! Time stands still while the VM is stopped: the time every vCPU was
+//! parked is added up in the boot info's `stopped_ticks`, before any
+//! vCPU runs again, and the guest's clocks leave it out
+//! (`kernel/src/time.rs`), so a pause at a breakpoint does not make the
+//! program's timeouts fire. (Under PVM, `rdtsc` at CPL3 reads the host's
+//! counter: moving the vCPUs' TSC offset back does not reach the guest.)
+//! The guest's wall clock then lags the host's by the time spent stopped.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use eremite_interface::BootInfo;
 use eremite_interface::hypercall::{self, ExitKind};
+use eremite_interface::layout::BOOT_INFO_ADDR;
 use eremite_interface::trap::{self, TrapFrame};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use kvm_ioctls::VcpuFd;
@@ -130,6 +140,26 @@ pub(crate) struct HubState {
     pub(crate) is_detached: bool,
     /// GDB killed the VM.
     is_killed: bool,
+    /// Since when every vCPU has been parked.
+    stopped_since: Option<Instant>,
+    /// The time the VM has spent stopped in all.
+    stopped_ns: u64,
+}
+
+impl HubState {
+    /// The VM is about to run again: add the time it was stopped to the
+    /// guest's `stopped_ticks` (`tsc_khz` ticks a millisecond).
+    fn account_stop(&mut self, ram: &GuestRam, tsc_khz: u64) {
+        let Some(since) = self.stopped_since.take() else {
+            return;
+        };
+        let stopped = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stopped_ns = self.stopped_ns.saturating_add(stopped);
+        let ticks = u128::from(self.stopped_ns) * u128::from(tsc_khz) / 1_000_000;
+        let addr = BOOT_INFO_ADDR + BootInfo::STOPPED_TICKS_OFFSET as u64;
+        // The boot info page is guest RAM for the whole run.
+        let _ = ram.write_obj(addr, &u64::try_from(ticks).unwrap_or(u64::MAX));
+    }
 }
 
 /// The meeting point of the vCPU threads and the GDB server.
@@ -140,12 +170,14 @@ pub(crate) struct DebugHub {
     news: OwnedFd,
     /// Every running vCPU is to park (read between runs without the lock).
     is_stop_requested: AtomicBool,
+    /// The guest's TSC frequency.
+    tsc_khz: u64,
 }
 
 impl DebugHub {
     /// A hub for `cpus` vCPUs, all of them to park as soon as they run:
     /// the VM waits for the debugger at the entry point.
-    pub(crate) fn new(cpus: usize) -> std::io::Result<Self> {
+    pub(crate) fn new(cpus: usize, tsc_khz: u64) -> std::io::Result<Self> {
         Ok(Self {
             state: Mutex::new(HubState {
                 cpus: vec![Slot::Idle; cpus],
@@ -153,10 +185,13 @@ impl DebugHub {
                 ended: None,
                 is_detached: false,
                 is_killed: false,
+                stopped_since: Some(Instant::now()),
+                stopped_ns: 0,
             }),
             changed: Condvar::new(),
             news: eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?,
             is_stop_requested: AtomicBool::new(true),
+            tsc_khz,
         })
     }
 
@@ -387,6 +422,7 @@ impl DebugHub {
                 })
                 .collect();
             if running.is_empty() {
+                state.stopped_since.get_or_insert_with(Instant::now);
                 return;
             }
             for thread in running {
@@ -405,9 +441,10 @@ impl DebugHub {
     }
 
     /// Let the parked vCPUs go on as `action` says (`None`: stay parked).
-    pub(crate) fn resume(&self, action: impl Fn(usize) -> Option<Resume>) {
+    pub(crate) fn resume(&self, ram: &GuestRam, action: impl Fn(usize) -> Option<Resume>) {
         let mut state = self.lock();
         self.is_stop_requested.store(false, Ordering::SeqCst);
+        state.account_stop(ram, self.tsc_khz);
         for (cpu, slot) in state.cpus.iter_mut().enumerate() {
             if let Slot::Parked(parked) = slot {
                 parked.resume = action(cpu);
@@ -424,8 +461,11 @@ impl DebugHub {
     }
 
     /// GDB went away: every vCPU goes on and none parks again.
-    pub(crate) fn detach(&self) {
-        self.lock().is_detached = true;
+    pub(crate) fn detach(&self, ram: &GuestRam) {
+        let mut state = self.lock();
+        state.is_detached = true;
+        state.account_stop(ram, self.tsc_khz);
+        drop(state);
         self.is_stop_requested.store(false, Ordering::SeqCst);
         self.changed.notify_all();
     }

@@ -640,9 +640,7 @@ impl Vcpu<'_> {
         }
         // SAFETY: `pthread_self` has no preconditions.
         lock(&vm.running)[self.cpu as usize] = Some(unsafe { libc::pthread_self() });
-        if let Some(hub) = self.debug {
-            hub.started(self.cpu);
-        }
+
         let timer = profile_hz
             .map(|hz| sampler::SampleTimer::start(hz, kick_signal()))
             .transpose()
@@ -650,7 +648,12 @@ impl Vcpu<'_> {
                 what: "arm the profiler's timer",
                 source: kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EINVAL)),
             });
-        let result = timer.and_then(|_timer| self.run(ram, services, bus, vm, &mut stats));
+        let result = timer.and_then(|_timer| {
+            if let Some(hub) = self.debug {
+                hub.started(self.cpu);
+            }
+            self.run(ram, services, bus, vm, &mut stats)
+        });
         if let Some(hub) = self.debug {
             hub.finished(self.cpu);
         }

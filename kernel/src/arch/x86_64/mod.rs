@@ -68,6 +68,21 @@ pub(crate) fn hypercall<T>(port: Port, request: &mut T) {
     }
 }
 
+/// The TSC ticks the VM has spent stopped by a debugger
+/// ([`eremite_interface::BootInfo::stopped_ticks`]), as the VMM last wrote
+/// them.
+pub(crate) fn stopped_ticks() -> u64 {
+    use eremite_interface::{BootInfo, layout::BOOT_INFO_ADDR};
+    let addr = BOOT_INFO_ADDR + BootInfo::STOPPED_TICKS_OFFSET as u64;
+    const _: () = assert!(BootInfo::STOPPED_TICKS_OFFSET.is_multiple_of(8));
+    // SAFETY: the boot info page is identity-mapped RAM for the whole run
+    // (the layout reserves it); the word is 8-aligned (checked above), and
+    // only the VMM writes it after boot: an atomic load sees its last
+    // value, never a torn one.
+    let word = unsafe { &*(addr as *const core::sync::atomic::AtomicU64) };
+    word.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Read the time-stamp counter.
 #[inline]
 pub(crate) fn rdtsc() -> u64 {
