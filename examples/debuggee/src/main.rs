@@ -5,6 +5,9 @@
 //!   `square(7)`; prints both results.
 //! - `debuggee spin`: a second thread and the main thread spin until the
 //!   debugger stops them (for Ctrl-C and `info threads` on 2 vCPUs).
+//! - `debuggee trap`: executes an `int3` of its own (a breakpoint compiled
+//!   in): fatal without a debugger, a stop under one; prints "after the
+//!   trap" if it goes on.
 //! - `debuggee clock`: prints how long a call of `pause_here` took, by
 //!   the guest's clock (a debugger holding a breakpoint there should not
 //!   count).
@@ -62,6 +65,11 @@ fn main() {
             println!("point: {point:?}");
             println!("square: {}", square(7));
         }
+        Some("trap") => {
+            // SAFETY: `int3` touches no memory or register; it raises #BP.
+            unsafe { std::arch::asm!("int3") };
+            println!("after the trap");
+        }
         Some("clock") => {
             let started = Instant::now();
             pause_here();
@@ -72,7 +80,7 @@ fn main() {
             spin();
         }
         _ => {
-            eprintln!("usage: debuggee steps|spin|clock");
+            eprintln!("usage: debuggee steps|spin|trap|clock");
             std::process::exit(2);
         }
     }

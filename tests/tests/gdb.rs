@@ -1,0 +1,210 @@
+//! `eremite run --gdb`: GDB in batch mode against `examples/debuggee`
+//! (built with full debug information), as a user would drive it.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use eremite_tests::{Run, eremite_cli, image, require_kvm, run_command, spawn_image};
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// Boot `debuggee MODE` under `--gdb` with `options`, run GDB with
+/// `commands` against it (sending GDB a SIGINT, as Ctrl-C does, after
+/// `interrupt_after` if given), and return what GDB and eremite printed.
+fn debug(
+    mode: &str,
+    options: &[&str],
+    commands: &[&str],
+    interrupt_after: Option<Duration>,
+) -> (Run, Run) {
+    require_kvm();
+    let port = free_port().to_string();
+    let image = image("debuggee");
+    let mut eremite_options = vec!["--gdb", &port];
+    eremite_options.extend_from_slice(options);
+    let guest = spawn_image(&image, &eremite_options, &[mode]);
+    let mut gdb = Command::new("timeout");
+    // GDB retries a refused connection until the VMM listens.
+    gdb.args(["100", "gdb", "-batch", "-nx"])
+        .arg(&image)
+        .args(["-ex", "set tcp connect-timeout 60"])
+        .args(["-ex", &format!("target remote 127.0.0.1:{port}")]);
+    for command in commands {
+        gdb.args(["-ex", command]);
+    }
+    let gdb_run = match interrupt_after {
+        None => run_command(&mut gdb),
+        Some(delay) => {
+            let child = gdb
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("cannot start gdb");
+            std::thread::sleep(delay);
+            // `timeout` runs GDB as its child: signal that.
+            let status = Command::new("pkill")
+                .args(["-INT", "-P", &child.id().to_string(), "-x", "gdb"])
+                .status()
+                .expect("pkill");
+            assert!(status.success(), "no gdb to interrupt");
+            let output = child.wait_with_output().expect("gdb's output");
+            Run {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        }
+    };
+    (gdb_run, guest.wait())
+}
+
+#[test]
+fn breakpoints_backtraces_variables_steps_and_finish_in_a_rust_program() {
+    let (gdb, guest) = debug(
+        "steps",
+        &[],
+        &[
+            "break debuggee::advance",
+            "continue",
+            "continue",
+            "continue",
+            "continue",
+            "continue",
+            "info breakpoints",
+            "bt",
+            "print point",
+            "print by",
+            "delete",
+            "break debuggee::square",
+            "continue",
+            "finish",
+            "print $rax",
+            "break sys_write",
+            "continue",
+            "bt 1",
+            "print $pc",
+            "stepi",
+            "print $pc",
+            "delete",
+            "continue",
+        ],
+        None,
+    );
+    let out = &gdb.stdout;
+    assert!(
+        out.contains("breakpoint already hit 5 times"),
+        "{gdb}\n{guest}"
+    );
+    assert!(
+        out.contains("in debuggee::main () at debuggee/src/main.rs"),
+        "{gdb}"
+    );
+    // The fifth call's argument: (1, 1) moved by 1, 2, 3, 4.
+    assert!(out.contains("= debuggee::Point {x: 11, y: 31}"), "{gdb}");
+    assert!(out.contains("= 5\n"), "{gdb}");
+    assert!(
+        out.contains("Breakpoint 2, debuggee::square (n=7)"),
+        "{gdb}"
+    );
+    // `finish` came back to main with 7 * 7 in RAX (GDB does not read a
+    // Rust function's return value itself: "Value returned has type:
+    // u64. Cannot determine contents").
+    assert!(out.contains("Value returned"), "{gdb}");
+    assert!(out.contains("= 49\n"), "{gdb}");
+    // A breakpoint in the library OS, and a step in it.
+    assert!(out.contains("sys_write () at src/abi/mod.rs"), "{gdb}");
+    let pcs: Vec<&str> = out.lines().filter(|l| l.contains("<sys_write")).collect();
+    assert_eq!(pcs.len(), 2, "{gdb}");
+    assert_ne!(pcs[0], pcs[1], "stepi did not move\n{gdb}");
+    assert!(out.contains("exited normally"), "{gdb}");
+    guest.expect_code(0);
+    assert!(
+        guest.stdout.contains("point: Point { x: 16, y: 63 }"),
+        "{guest}"
+    );
+    assert!(guest.stdout.contains("square: 49"), "{guest}");
+}
+
+#[test]
+fn ctrl_c_stops_every_vcpu_and_kill_ends_the_vm() {
+    let (gdb, guest) = debug(
+        "spin",
+        &["--cpus", "2"],
+        &["continue", "info threads", "thread apply all bt 3", "kill"],
+        Some(Duration::from_secs(3)),
+    );
+    let out = &gdb.stdout;
+    assert!(out.contains("received signal SIGINT"), "{gdb}\n{guest}");
+    assert!(
+        out.contains("(vCPU 0)") && out.contains("(vCPU 1)"),
+        "{gdb}"
+    );
+    assert_eq!(out.matches("debuggee::spin ()").count(), 2, "{gdb}");
+    guest.expect_code(137);
+    assert!(
+        guest.stderr.contains("eremite: GDB killed the guest"),
+        "{guest}"
+    );
+}
+
+#[test]
+fn the_guests_clock_stands_still_at_a_breakpoint_and_detach_lets_it_finish() {
+    let (gdb, guest) = debug(
+        "clock",
+        &[],
+        &[
+            "break debuggee::pause_here",
+            "continue",
+            "shell sleep 3",
+            "detach",
+        ],
+        None,
+    );
+    assert!(
+        gdb.stdout.contains("Breakpoint 1, debuggee::pause_here"),
+        "{gdb}\n{guest}"
+    );
+    guest.expect_code(0);
+    let took: u64 = guest
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("pause_here took ")?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no time printed\n{guest}"));
+    assert!(
+        took < 1000,
+        "the 3 s at the breakpoint counted: {took} ms\n{guest}"
+    );
+}
+
+#[test]
+fn a_programs_own_int3_stops_in_gdb_and_is_fatal_without_it() {
+    let (gdb, guest) = debug("trap", &[], &["continue", "continue"], None);
+    assert!(
+        gdb.stdout.contains("received signal SIGTRAP"),
+        "{gdb}\n{guest}"
+    );
+    assert!(gdb.stdout.contains("exited normally"), "{gdb}");
+    guest.expect_code(0);
+    assert!(guest.stdout.contains("after the trap"), "{guest}");
+
+    let alone = eremite_tests::boot("debuggee", &[], &["trap"]);
+    alone.expect_code(139);
+    assert!(!alone.stdout.contains("after the trap"), "{alone}");
+}
+
+#[test]
+fn a_bad_gdb_address_is_refused() {
+    let run = eremite_cli(&["run", "--gdb", "not-a-port", "x"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("is not a port or HOST:PORT"), "{run}");
+}
