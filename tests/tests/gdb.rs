@@ -2,10 +2,11 @@
 //! (built with full debug information), as a user would drive it.
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use eremite_tests::{Run, eremite_cli, image, require_kvm, run_command, spawn_image};
+use eremite_tests::{Run, eremite_cli, image, linux_image, require_kvm, run_command, spawn_image};
 
 /// A port nothing listens on now.
 fn free_port() -> u16 {
@@ -22,16 +23,26 @@ fn debug(
     commands: &[&str],
     interrupt_after: Option<Duration>,
 ) -> (Run, Run) {
+    debug_image(&image("debuggee"), mode, options, commands, interrupt_after)
+}
+
+/// [`debug`] for any image or Linux program.
+fn debug_image(
+    image: &Path,
+    mode: &str,
+    options: &[&str],
+    commands: &[&str],
+    interrupt_after: Option<Duration>,
+) -> (Run, Run) {
     require_kvm();
     let port = free_port().to_string();
-    let image = image("debuggee");
     let mut eremite_options = vec!["--gdb", &port];
     eremite_options.extend_from_slice(options);
-    let guest = spawn_image(&image, &eremite_options, &[mode]);
+    let guest = spawn_image(image, &eremite_options, &[mode]);
     let mut gdb = Command::new("timeout");
     // GDB retries a refused connection until the VMM listens.
     gdb.args(["100", "gdb", "-batch", "-nx"])
-        .arg(&image)
+        .arg(image)
         .args(["-ex", "set tcp connect-timeout 60"])
         .args(["-ex", &format!("target remote 127.0.0.1:{port}")]);
     for command in commands {
@@ -200,6 +211,29 @@ fn a_programs_own_int3_stops_in_gdb_and_is_fatal_without_it() {
     let alone = eremite_tests::boot("debuggee", &[], &["trap"]);
     alone.expect_code(139);
     assert!(!alone.stdout.contains("after the trap"), "{alone}");
+}
+
+/// A Linux program (busy, static-PIE, musl) under GDB with its own ELF
+/// file: GDB learns the load address from the server (`qOffsets`).
+#[test]
+fn a_linux_program_is_debugged_with_its_own_symbols() {
+    let (gdb, guest) = debug_image(
+        &linux_image("busy"),
+        "200",
+        &[],
+        &["break cold_loop", "continue", "bt 3", "delete", "continue"],
+        None,
+    );
+    let out = &gdb.stdout;
+    assert!(
+        out.contains("Breakpoint 1, cold_loop () at busy/src/main.rs"),
+        "{gdb}\n{guest}"
+    );
+    assert!(out.contains(" in work () at busy/src/main.rs"), "{gdb}");
+    assert!(out.contains(" in main () at busy/src/main.rs"), "{gdb}");
+    assert!(out.contains("exited normally"), "{gdb}");
+    guest.expect_code(0);
+    assert!(guest.stdout.starts_with("busy: "), "{guest}");
 }
 
 #[test]

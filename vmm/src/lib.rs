@@ -839,6 +839,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     boot_info::write(&ram, &image, &params)?;
 
+    let load_bias = linux.as_ref().map_or(0, |program| program.bias);
     let gdb_stream = config
         .gdb
         .map(|addr| wait_for_gdb(addr, &config.image))
@@ -876,7 +877,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
                 .zip(gdb_stream)
                 .map(|(hub, stream)| kvm::Debugger {
                     hub,
-                    server: Box::new(|| gdb::serve(hub, &ram, stream)),
+                    server: Box::new(|| gdb::serve(hub, &ram, stream, load_bias)),
                 }),
         },
     );

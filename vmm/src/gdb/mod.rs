@@ -30,6 +30,7 @@ use gdbstub::target::ext::base::multithread::{
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps,
 };
+use gdbstub::target::ext::section_offsets::{Offsets, SectionOffsets, SectionOffsetsOps};
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::X86_64_SSE;
@@ -47,7 +48,10 @@ const PAGE_SIZE: u64 = 4096;
 
 /// Serve GDB on `stream` until it detaches or kills the VM, or the VM
 /// ends. The guest waits at its entry point until GDB resumes it.
-pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream) {
+/// `load_bias`: where a Linux program was loaded against its link-time
+/// addresses (GDB asks, `qOffsets`, and relocates its symbols); a hermit
+/// image runs where it was linked.
+pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream, load_bias: u64) {
     if let Err(error) = confine::enter(ThreadKind::Debugger) {
         eprintln!("eremite: cannot confine the GDB server ({error}); GDB is not served");
         hub.detach(ram);
@@ -58,6 +62,7 @@ pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream) {
         ram,
         actions: Vec::new(),
         is_locked: false,
+        load_bias,
     };
     if !hub.wait_until_parked(0) {
         return;
@@ -160,6 +165,8 @@ struct Guest<'a> {
     /// GDB named every thread that is to run (scheduler locking): the
     /// others stay parked.
     is_locked: bool,
+    /// Where the program's symbols are, against its ELF file.
+    load_bias: u64,
 }
 
 fn cpu_of(tid: Tid) -> usize {
@@ -270,6 +277,10 @@ impl Target for Guest<'_> {
     }
 
     fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_section_offsets(&mut self) -> Option<SectionOffsetsOps<'_, Self>> {
         Some(self)
     }
 
@@ -444,6 +455,17 @@ impl SwBreakpoint for Guest<'_> {
         };
         let cr3 = cr3(&state).ok_or(TargetError::NonFatal)?;
         Ok(self.write_virtual(cr3, addr, &[original]))
+    }
+}
+
+impl SectionOffsets for Guest<'_> {
+    fn get_section_offsets(&mut self) -> Result<Offsets<u64>, String> {
+        let bias = self.load_bias;
+        Ok(Offsets::Sections {
+            text: bias,
+            data: bias,
+            bss: Some(bias),
+        })
     }
 }
 
