@@ -213,6 +213,12 @@ pub struct BootInfo {
     /// runs, so the kernel reads it here, at
     /// [`BootInfo::STOPPED_TICKS_OFFSET`], not in its copy of the boot info.
     pub stopped_ticks: u64,
+    /// Non-zero while GDB is attached (`--gdb`); the VMM updates it while
+    /// the guest runs (so it is read here, at
+    /// [`BootInfo::DEBUGGER_OFFSET`]). Then every CPU exception, not only
+    /// #DB and #BP, is offered to the debugger first, and an abort stops
+    /// at an `int3` before the VM ends.
+    pub debugger_attached: u64,
 }
 
 /// A static Linux x86_64 program that the VMM loaded into guest RAM next
@@ -303,6 +309,10 @@ impl BootInfo {
     /// Byte offset of `stopped_ticks`, which the VMM writes while the
     /// guest runs.
     pub const STOPPED_TICKS_OFFSET: usize = core::mem::offset_of!(BootInfo, stopped_ticks);
+
+    /// Byte offset of `debugger_attached`, which the VMM writes while the
+    /// guest runs.
+    pub const DEBUGGER_OFFSET: usize = core::mem::offset_of!(BootInfo, debugger_attached);
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::layout::PAGE_SIZE as usize);

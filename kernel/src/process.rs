@@ -8,7 +8,7 @@
 
 use eremite_interface::hypercall::ExitKind;
 
-use crate::{console, fd, hypervisor, net};
+use crate::{arch, console, fd, hypervisor, net};
 
 /// End the program with exit status `code`.
 pub(crate) fn exit(code: i32) -> ! {
@@ -39,8 +39,10 @@ pub(crate) fn host_signals(signals: u64) {
     }
 }
 
-/// End the program at once, as `abort(3)` does (exit code 134).
+/// End the program at once, as `abort(3)` does (exit code 134). Under
+/// GDB, stop there first (after a panic's message, with its backtrace).
 pub(crate) fn abort() -> ! {
     console::flush();
+    arch::debugger_break();
     hypervisor::exit(ExitKind::Abort, 0)
 }

@@ -213,6 +213,43 @@ fn a_programs_own_int3_stops_in_gdb_and_is_fatal_without_it() {
     assert!(!alone.stdout.contains("after the trap"), "{alone}");
 }
 
+#[test]
+fn a_panic_and_a_fault_stop_in_gdb_before_the_vm_ends() {
+    let (gdb, guest) = debug_image(
+        &image("panic"),
+        "",
+        &[],
+        &["continue", "bt 8", "continue"],
+        None,
+    );
+    let out = &gdb.stdout;
+    // Stopped after the message, in the abort the panic ends in.
+    assert!(out.contains("received signal SIGTRAP"), "{gdb}\n{guest}");
+    assert!(out.contains("rust_panic"), "{gdb}");
+    assert!(out.contains("terminated with signal SIGABRT"), "{gdb}");
+    guest.expect_code(134);
+    assert!(guest.stderr.contains("the list was empty"), "{guest}");
+
+    let (gdb, guest) = debug_image(
+        &image("fault"),
+        "null",
+        &[],
+        &["continue", "x/i $pc", "continue"],
+        None,
+    );
+    let out = &gdb.stdout;
+    // At the faulting instruction, before the kernel's report; passed on.
+    assert!(out.contains("received signal SIGSEGV"), "{gdb}\n{guest}");
+    assert!(out.contains("fault/src/main.rs:"), "{gdb}");
+    assert!(out.contains("=> 0x") && out.contains("mov"), "{gdb}");
+    assert!(out.contains("terminated with signal SIGSEGV"), "{gdb}");
+    guest.expect_code(139);
+    assert!(
+        guest.stderr.contains("CPU exception 14 page fault"),
+        "{guest}"
+    );
+}
+
 /// A Linux program (busy, static-PIE, musl) under GDB with its own ELF
 /// file: GDB learns the load address from the server (`qOffsets`).
 #[test]

@@ -64,6 +64,7 @@ pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream, load_bias
         is_locked: false,
         load_bias,
     };
+    DebugHub::set_attached(ram, true);
     if !hub.wait_until_parked(0) {
         return;
     }
@@ -232,7 +233,7 @@ impl Guest<'_> {
             if let Some(ended) = state.ended {
                 return Some(match ended {
                     Ended::Exited(code) => MultiThreadStopReason::Exited(code),
-                    Ended::Killed => MultiThreadStopReason::Terminated(Signal::SIGKILL),
+                    Ended::Terminated(signal) => MultiThreadStopReason::Terminated(signal),
                 });
             }
             state
@@ -252,7 +253,11 @@ impl Guest<'_> {
         let tid = tid_of(cpu);
         Some(match why {
             Why::Breakpoint => MultiThreadStopReason::SwBreak(tid),
-            _ => MultiThreadStopReason::SignalWithThread {
+            Why::Exception(vector) => MultiThreadStopReason::SignalWithThread {
+                tid,
+                signal: signal_of(vector),
+            },
+            Why::Asked | Why::Stepped | Why::Trap => MultiThreadStopReason::SignalWithThread {
                 tid,
                 signal: Signal::SIGTRAP,
             },
@@ -386,9 +391,16 @@ impl MultiThreadResume for Guest<'_> {
     fn set_resume_action_continue(
         &mut self,
         tid: Tid,
-        _signal: Option<Signal>,
+        signal: Option<Signal>,
     ) -> Result<(), String> {
-        self.set_action(tid, Resume::Continue)
+        // GDB continues with the signal it stopped for when it passes it
+        // on to the program (`handle SIGSEGV pass`, the default).
+        let action = if signal.is_some() {
+            Resume::Deliver
+        } else {
+            Resume::Continue
+        };
+        self.set_action(tid, action)
     }
 
     fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
@@ -475,6 +487,17 @@ impl ThreadExtraInfo for Guest<'_> {
         let n = info.len().min(buf.len());
         buf[..n].copy_from_slice(&info.as_bytes()[..n]);
         Ok(n)
+    }
+}
+
+/// The signal a Linux process would get for CPU exception `vector`, as
+/// GDB expects to see it (signal(7); SDM vol. 3A, 6.3.1).
+fn signal_of(vector: u64) -> Signal {
+    match vector {
+        0 | 16 | 19 => Signal::SIGFPE,
+        6 => Signal::SIGILL,
+        17 => Signal::SIGBUS,
+        _ => Signal::SIGSEGV,
     }
 }
 

@@ -2,8 +2,10 @@
 //! `eremite run --gdb` (the GDB server is `crate::gdb`).
 //!
 //! A vCPU parks, outside `KVM_RUN`, in two ways:
-//! - **trapped**: the guest hit a breakpoint (`int3`, #BP) or finished a
-//!   single step (RFLAGS.TF, #DB). Under PVM neither reaches the VMM as a
+//! - **trapped**: the guest hit a breakpoint (`int3`, #BP), finished a
+//!   single step (RFLAGS.TF, #DB) or, while GDB is attached, took any
+//!   other CPU exception (before the guest's own handling of it, which
+//!   goes on if GDB passes the signal on). Under PVM neither reaches the VMM as a
 //!   `KVM_EXIT_DEBUG` (DESIGN.md, "Debugging under PVM"): the guest's
 //!   CPL0 stub hands the saved frame to the VMM on
 //!   [`trap::DEBUG_PORT`], and the registers GDB sees are the frame's.
@@ -37,6 +39,7 @@ use eremite_interface::BootInfo;
 use eremite_interface::hypercall::{self, ExitKind};
 use eremite_interface::layout::BOOT_INFO_ADDR;
 use eremite_interface::trap::{self, TrapFrame};
+use gdbstub::common::Signal;
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use kvm_ioctls::VcpuFd;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -58,8 +61,11 @@ pub(crate) enum Why {
     Breakpoint,
     /// A single step finished.
     Stepped,
-    /// An `int3` that is not one of the server's (one the program has).
+    /// An `int3` that is not one of the server's (one the program has, or
+    /// the kernel's stop at an abort).
     Trap,
+    /// Any other CPU exception (this vector), before the guest handles it.
+    Exception(u64),
 }
 
 /// How the server lets a parked vCPU go on.
@@ -67,6 +73,10 @@ pub(crate) enum Why {
 pub(crate) enum Resume {
     Continue,
     Step,
+    /// Continue, and let the exception the vCPU stopped at go on to the
+    /// guest's own handling (GDB passes the signal on); for a stop that
+    /// was not an exception, as `Continue`.
+    Deliver,
 }
 
 /// Where a parked vCPU's registers live until it resumes.
@@ -125,8 +135,10 @@ pub(super) enum AfterPark {
 pub(crate) enum Ended {
     /// The program exited with this status.
     Exited(u8),
-    /// Anything else (a panic, a fault, a kernel failure): like a signal.
-    Killed,
+    /// Anything else, as the signal that would end a Linux process so:
+    /// `SIGABRT` for an abort, `SIGSEGV` for a CPU exception, `SIGKILL`
+    /// for the rest (a kernel failure, a stop by the host or by GDB).
+    Terminated(Signal),
 }
 
 /// What the vCPU threads and the GDB server share.
@@ -234,11 +246,13 @@ impl DebugHub {
     /// The VM stopped (`stop`): wake every parked vCPU and the server.
     pub(super) fn end(&self, stop: &Stop) {
         let ended = match stop {
-            Stop::Guest(Next::Stop {
-                kind: ExitKind::Exit,
-                code,
-            }) => Ended::Exited(code.to_le_bytes()[0]),
-            _ => Ended::Killed,
+            Stop::Guest(Next::Stop { kind, code }) => match kind {
+                ExitKind::Exit => Ended::Exited(code.to_le_bytes()[0]),
+                ExitKind::Abort => Ended::Terminated(Signal::SIGABRT),
+                ExitKind::Exception => Ended::Terminated(Signal::SIGSEGV),
+                ExitKind::KernelPanic | ExitKind::Deadlock => Ended::Terminated(Signal::SIGKILL),
+            },
+            _ => Ended::Terminated(Signal::SIGKILL),
         };
         self.lock().ended.get_or_insert(ended);
         self.tell_server();
@@ -314,6 +328,7 @@ impl DebugHub {
                     Why::Breakpoint
                 }
                 trap::VECTOR_BREAKPOINT => Why::Trap,
+                vector if vector < 32 => Why::Exception(vector),
                 _ => return Ok(AfterPark::Run),
             }
         };
@@ -339,7 +354,11 @@ impl DebugHub {
         };
         registers::to_frame(&parked.regs, &mut frame);
         set_trap_flag(&mut frame.rflags, parked.resume == Some(Resume::Step));
-        frame.vector = trap::RESUMED;
+        let is_passed_on =
+            matches!(why, Why::Exception(_)) && parked.resume == Some(Resume::Deliver);
+        if !is_passed_on {
+            frame.vector = trap::RESUMED;
+        }
         if parked.is_changed {
             let mut fpu = fpu;
             registers::to_fpu(&parked.regs, &mut fpu);
@@ -460,8 +479,16 @@ impl DebugHub {
         self.changed.notify_all();
     }
 
+    /// Tell the guest whether GDB is attached (`BootInfo::debugger_attached`).
+    pub(crate) fn set_attached(ram: &GuestRam, is_attached: bool) {
+        let addr = BOOT_INFO_ADDR + BootInfo::DEBUGGER_OFFSET as u64;
+        // The boot info page is guest RAM for the whole run.
+        let _ = ram.write_obj(addr, &u64::from(is_attached));
+    }
+
     /// GDB went away: every vCPU goes on and none parks again.
     pub(crate) fn detach(&self, ram: &GuestRam) {
+        Self::set_attached(ram, false);
         let mut state = self.lock();
         state.is_detached = true;
         state.account_stop(ram, self.tsc_khz);

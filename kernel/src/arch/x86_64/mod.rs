@@ -68,19 +68,42 @@ pub(crate) fn hypercall<T>(port: Port, request: &mut T) {
     }
 }
 
-/// The TSC ticks the VM has spent stopped by a debugger
-/// ([`eremite_interface::BootInfo::stopped_ticks`]), as the VMM last wrote
-/// them.
-pub(crate) fn stopped_ticks() -> u64 {
-    use eremite_interface::{BootInfo, layout::BOOT_INFO_ADDR};
-    let addr = BOOT_INFO_ADDR + BootInfo::STOPPED_TICKS_OFFSET as u64;
-    const _: () = assert!(BootInfo::STOPPED_TICKS_OFFSET.is_multiple_of(8));
+/// A word of the boot info that the VMM updates while the guest runs
+/// (`offset`: one of `BootInfo`'s live-word offsets, 8-aligned), as the
+/// VMM last wrote it.
+fn live_boot_word(offset: usize) -> u64 {
+    use eremite_interface::layout::{BOOT_INFO_ADDR, PAGE_SIZE};
+    debug_assert!(offset.is_multiple_of(8) && offset < PAGE_SIZE as usize);
+    let addr = BOOT_INFO_ADDR + offset as u64;
     // SAFETY: the boot info page is identity-mapped RAM for the whole run
-    // (the layout reserves it); the word is 8-aligned (checked above), and
-    // only the VMM writes it after boot: an atomic load sees its last
-    // value, never a torn one.
+    // (the layout reserves it); the word is 8-aligned and inside it (the
+    // offsets are `BootInfo`'s, whose fields are u64), and only the VMM
+    // writes it after boot: an atomic load sees its last value, never a
+    // torn one.
     let word = unsafe { &*(addr as *const core::sync::atomic::AtomicU64) };
     word.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// The TSC ticks the VM has spent stopped by a debugger
+/// ([`eremite_interface::BootInfo::stopped_ticks`]).
+pub(crate) fn stopped_ticks() -> u64 {
+    live_boot_word(eremite_interface::BootInfo::STOPPED_TICKS_OFFSET)
+}
+
+/// Whether GDB is attached now
+/// ([`eremite_interface::BootInfo::debugger_attached`]).
+pub(crate) fn is_debugger_attached() -> bool {
+    live_boot_word(eremite_interface::BootInfo::DEBUGGER_OFFSET) != 0
+}
+
+/// Stop in the debugger, if one is attached, as a compiled-in breakpoint:
+/// an `int3` at CPL3, which the #BP stub offers to it.
+pub(crate) fn debugger_break() {
+    if is_debugger_attached() {
+        // SAFETY: `int3` touches no memory and no register; with GDB
+        // attached the VMM resumes after it (without, it is never run).
+        unsafe { core::arch::asm!("int3", options(nomem, nostack)) };
+    }
 }
 
 /// Read the time-stamp counter.

@@ -86,14 +86,18 @@ global_asm!(
     "    pushq %rax",
     "    movq {vec_off}(%rsp), %rax",
     "    lock incq {counters}(,%rax,8)",
-    // #DB and #BP: offer the frame to a debugger, through the VMM. If one
-    // holds it, the VMM marks the frame resumed (its registers maybe
-    // changed): return to it. Otherwise (no debugger, or QEMU, where the
-    // port is nobody's) the exception is fatal, as any other.
+    // #DB and #BP, and any exception while GDB is attached: offer the
+    // frame to the debugger, through the VMM. If it resumes the context,
+    // the VMM marks the frame resumed (its registers maybe changed):
+    // return to it. Otherwise (no debugger; QEMU, where the port is
+    // nobody's; GDB passing the exception on) the exception goes on as
+    // any other.
     "    cmpq ${vector_debug}, %rax",
     "    je 10f",
     "    cmpq ${vector_breakpoint}, %rax",
-    "    jne 12f",
+    "    je 10f",
+    "    cmpq $0, {debugger_attached}",
+    "    je 12f",
     "10: movq %rsp, %rax",
     "    shrq ${addr_shift}, %rax",
     "    movw ${debug_port}, %dx",
@@ -160,6 +164,7 @@ global_asm!(
     vector_breakpoint = const trap::VECTOR_BREAKPOINT,
     debug_port = const trap::DEBUG_PORT,
     resumed = const trap::RESUMED,
+    debugger_attached = const layout::BOOT_INFO_ADDR + BootInfo::DEBUGGER_OFFSET as u64,
     pvh_exit_port = const eremite_interface::pvh::DEBUG_EXIT_PORT,
     options(att_syntax),
 );
