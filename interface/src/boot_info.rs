@@ -104,6 +104,9 @@ pub struct KernelReport {
     /// Guest address of the function tracer's [`crate::trace::TraceBuffer`]s,
     /// one per vCPU (`cpu_count`); 0 when tracing is off.
     pub trace_buffers: u64,
+    /// Guest address of the kernel's [`crate::trap::ThreadTable`] (for
+    /// `--gdb`); 0 until the kernel has published it.
+    pub debug_threads: u64,
 }
 
 /// Slots for unimplemented Linux system calls in [`KernelReport`].
@@ -132,6 +135,7 @@ impl Default for KernelReport {
             host_signals: 0,
             linux_unknown: [UnknownCall::default(); LINUX_UNKNOWN_SLOTS],
             trace_buffers: 0,
+            debug_threads: 0,
         }
     }
 }

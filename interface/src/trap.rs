@@ -13,6 +13,8 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::layout::MAX_CPUS;
+
 /// The port a CPL0 stub writes a [`TrapFrame`]'s address to. It is not
 /// in the TSS I/O bitmap: only CPL0 code uses it.
 pub const DEBUG_PORT: u16 = crate::hypercall::PORT_BASE + 8;
@@ -56,4 +58,37 @@ pub struct TrapFrame {
     pub rflags: u64,
     pub rsp: u64,
     pub ss: u64,
+}
+
+/// Threads a debugger can list: at most this many are in [`ThreadTable`].
+pub const THREAD_SLOTS: usize = 1024;
+
+/// One thread in the [`ThreadTable`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct ThreadSlot {
+    /// The thread's id; 0: a free slot.
+    pub tid: u64,
+    /// Guest address of the word where the scheduler keeps the thread's
+    /// stack pointer while it is switched away. At that stack pointer:
+    /// MXCSR (low half) and the x87 control word, then R15, R14, R13,
+    /// R12, RBX, RBP and the address the switch returns to
+    /// (`kernel/src/arch/x86_64/switch.rs`).
+    pub saved_rsp_at: u64,
+}
+
+/// The kernel's list of threads for a debugger, kept while one is
+/// attached (`BootInfo::debugger_attached` set when the thread started);
+/// the kernel report's `debug_threads` gives its address. Written by the
+/// scheduler under its lock; read by the VMM while every vCPU is stopped,
+/// so a vCPU stopped in the middle of an update can leave one slot stale.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ThreadTable {
+    /// The thread each CPU runs (its current thread while it idles too);
+    /// 0 before the CPU has started one.
+    pub current: [u64; MAX_CPUS as usize],
+    pub slots: [ThreadSlot; THREAD_SLOTS],
 }

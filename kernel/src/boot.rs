@@ -128,6 +128,7 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
     }
     abi::trace::init();
     crate::functrace::init(sched::MAIN_TID);
+    crate::threadlist::publish();
     if heap_end < info.mem_size {
         // SAFETY: the initrd is unpacked and nothing refers to it any more
         // (`fs::init` keeps no slice of it); the range is disjoint from

@@ -36,4 +36,5 @@ mod resolve;
 mod sched;
 mod semaphore;
 mod sync;
+mod threadlist;
 mod time;

@@ -44,7 +44,7 @@ use eremite_interface::layout::{DEVICE_VECTOR, HOST_SIGNAL_VECTOR, TIMER_VECTOR,
 
 use crate::cpu::{self, Mode};
 use crate::sync::{Lock, LockGuard};
-use crate::{arch, bootinfo, console, functrace, hypervisor, mm, sync, time};
+use crate::{arch, bootinfo, console, functrace, hypervisor, mm, sync, threadlist, time};
 
 /// A thread id (hermit-abi's `Tid`).
 pub(crate) type Tid = u32;
@@ -135,6 +135,12 @@ struct Thread {
 }
 
 impl Thread {
+    /// Where its stack pointer is kept while it is switched away (the
+    /// record is boxed, so this stays put while it lives).
+    fn saved_rsp_at(&self) -> u64 {
+        &raw const self.saved_rsp as u64
+    }
+
     fn new(core: usize, state: State) -> Box<Self> {
         Box::new(Self {
             core,
@@ -209,7 +215,10 @@ fn lock() -> LockGuard<'static, Option<Scheduler>> {
     if guard.is_none() {
         let cores = bootinfo::cpu_count();
         let mut threads = BTreeMap::new();
-        threads.insert(MAIN_TID, Thread::new(0, State::Running));
+        let main = Thread::new(0, State::Running);
+        threadlist::added(MAIN_TID, main.saved_rsp_at());
+        threadlist::switched(0, MAIN_TID);
+        threads.insert(MAIN_TID, main);
         *guard = Some(Scheduler {
             threads,
             // Until an application processor starts, its current thread
@@ -601,6 +610,7 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
         // at once).
         s.threads.remove(&current);
         functrace::exited(here, current);
+        threadlist::removed(current);
         &mut s.core(here).scratch_rsp
     } else {
         let thread = s.thread(current);
@@ -612,6 +622,7 @@ fn switch_away(mut guard: LockGuard<'static, Option<Scheduler>>) {
         (thread.saved_rsp, thread.fs_base)
     };
     s.core(here).current = next;
+    threadlist::switched(here, next);
     drop(guard);
     // No TLS is touched by the kernel, so the FS base may change here.
     arch::set_fs_base(next_fs);
@@ -918,6 +929,7 @@ pub(crate) fn spawn(start: ThreadStart) -> Result<Tid, Errno> {
         thread.syscall_stack = top;
         thread.fp_area = Some(Box::new(arch::FpArea::new()));
     }
+    threadlist::added(tid, thread.saved_rsp_at());
     s.threads.insert(tid, thread);
     s.wake(tid, false);
     Ok(tid)
@@ -1024,9 +1036,12 @@ pub(crate) fn run_core() -> ! {
     let here = here();
     let tid = s.next_tid;
     s.next_tid += 1;
-    s.threads.insert(tid, Thread::new(here, State::Blocked));
+    let thread = Thread::new(here, State::Blocked);
+    threadlist::added(tid, thread.saved_rsp_at());
+    s.threads.insert(tid, thread);
     s.core(here).current = tid;
     functrace::switched(here, tid);
+    threadlist::switched(here, tid);
     // Only now may interrupts come: an upcall before this would have found
     // the core's `current` still unset and switched away from the wrong
     // thread. A wake-up sent earlier is not lost: the queue is looked at

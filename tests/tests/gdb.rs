@@ -146,16 +146,24 @@ fn ctrl_c_stops_every_vcpu_and_kill_ends_the_vm() {
     let (gdb, guest) = debug(
         "spin",
         &["--cpus", "2"],
-        &["continue", "info threads", "thread apply all bt 3", "kill"],
+        &["continue", "info threads", "thread apply all bt 8", "kill"],
         Some(Duration::from_secs(3)),
     );
     let out = &gdb.stdout;
     assert!(out.contains("received signal SIGINT"), "{gdb}\n{guest}");
+    // The guest's threads: main, the second vCPU's first context, the
+    // sleeper and the spinner; two on the vCPUs, the others switched away
+    // and unwound from what the scheduler saved.
+    for thread in ["Thread 1.1 ", "Thread 1.2 ", "Thread 1.3 ", "Thread 1.4 "] {
+        assert!(out.contains(thread), "no {thread}\n{gdb}");
+    }
     assert!(
         out.contains("(vCPU 0)") && out.contains("(vCPU 1)"),
         "{gdb}"
     );
-    assert_eq!(out.matches("debuggee::spin ()").count(), 2, "{gdb}");
+    assert!(out.contains("(waiting)"), "{gdb}");
+    assert!(out.contains("debuggee::spin ()"), "{gdb}");
+    assert!(out.contains("debuggee::nap ()"), "{gdb}");
     guest.expect_code(137);
     assert!(
         guest.stderr.contains("eremite: GDB killed the guest"),

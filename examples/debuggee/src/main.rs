@@ -4,7 +4,8 @@
 //! - `debuggee steps`: `advance` runs five times on a `Point`, then
 //!   `square(7)`; prints both results.
 //! - `debuggee spin`: a second thread and the main thread spin until the
-//!   debugger stops them (for Ctrl-C and `info threads` on 2 vCPUs).
+//!   debugger stops them, and a third sleeps (for Ctrl-C, and `info
+//!   threads` on 2 vCPUs with a thread that is not running).
 //! - `debuggee trap`: executes an `int3` of its own (a breakpoint compiled
 //!   in): fatal without a debugger, a stop under one; prints "after the
 //!   trap" if it goes on.
@@ -46,6 +47,14 @@ fn pause_here() {
 
 static SPINS: AtomicU64 = AtomicU64::new(0);
 
+/// Sleep forever, a second at a time.
+#[inline(never)]
+fn nap() {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// Count forever.
 #[inline(never)]
 fn spin() -> ! {
@@ -76,6 +85,7 @@ fn main() {
             println!("pause_here took {} ms", started.elapsed().as_millis());
         }
         Some("spin") => {
+            std::thread::spawn(nap);
             std::thread::spawn(|| spin());
             spin();
         }

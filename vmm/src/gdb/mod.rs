@@ -16,7 +16,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::num::NonZeroUsize;
 
 use gdbstub::common::{Signal, Tid};
 use gdbstub::conn::{Connection, ConnectionExt};
@@ -36,6 +35,10 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::X86_64_SSE;
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use rustix::event::{PollFd, PollFlags, poll};
+
+mod threads;
+
+use threads::Place;
 
 use crate::arch;
 use crate::confine::{self, ThreadKind};
@@ -170,14 +173,6 @@ struct Guest<'a> {
     load_bias: u64,
 }
 
-fn cpu_of(tid: Tid) -> usize {
-    tid.get() - 1
-}
-
-fn tid_of(cpu: usize) -> Tid {
-    NonZeroUsize::new(cpu + 1).expect("cpu + 1 is not zero")
-}
-
 /// The page tables of the parked vCPUs (all share one address space).
 fn cr3(state: &HubState) -> Option<u64> {
     state.cpus.iter().find_map(|slot| match slot {
@@ -250,7 +245,7 @@ impl Guest<'_> {
         self.hub.stop_all();
         self.mark_reported();
         let (cpu, why) = first;
-        let tid = tid_of(cpu);
+        let tid = self.tid_on(&self.hub.lock(), cpu);
         Some(match why {
             Why::Breakpoint => MultiThreadStopReason::SwBreak(tid),
             Why::Exception(vector) => MultiThreadStopReason::SignalWithThread {
@@ -297,17 +292,41 @@ impl Target for Guest<'_> {
 
 impl MultiThreadBase for Guest<'_> {
     fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
-        match self.hub.lock().cpus.get(cpu_of(tid)) {
-            Some(Slot::Parked(parked)) => {
-                *regs = parked.regs.clone();
+        let state = self.hub.lock();
+        match self.place(&state, tid) {
+            Some(Place::Cpu(cpu)) => match state.cpus.get(cpu) {
+                Some(Slot::Parked(parked)) => {
+                    *regs = parked.regs.clone();
+                    Ok(())
+                }
+                _ => Err(TargetError::NonFatal),
+            },
+            Some(Place::Saved(saved_rsp_at)) => {
+                let (cr3, like) = state
+                    .cpus
+                    .iter()
+                    .find_map(|slot| match slot {
+                        Slot::Parked(parked) => Some((parked.cr3, parked.regs.clone())),
+                        _ => None,
+                    })
+                    .ok_or(TargetError::NonFatal)?;
+                *regs = self
+                    .saved_registers(cr3, saved_rsp_at, &like)
+                    .ok_or(TargetError::NonFatal)?;
                 Ok(())
             }
-            _ => Err(TargetError::NonFatal),
+            None => Err(TargetError::NonFatal),
         }
     }
 
+    /// Only a thread on a vCPU: a switched-away thread's registers are the
+    /// scheduler's, and it does not run until the scheduler says so.
     fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
-        match self.hub.lock().cpus.get_mut(cpu_of(tid)) {
+        let mut state = self.hub.lock();
+        let Some(Place::Cpu(cpu)) = self.place(&state, tid) else {
+            return Err(TargetError::NonFatal);
+        };
+        match state.cpus.get_mut(cpu) {
             Some(Slot::Parked(parked)) => {
                 parked.regs = regs.clone();
                 parked.is_changed = true;
@@ -351,10 +370,9 @@ impl MultiThreadBase for Guest<'_> {
     }
 
     fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> Result<(), String> {
-        for (cpu, slot) in self.hub.lock().cpus.iter().enumerate() {
-            if !matches!(slot, Slot::Idle) {
-                thread_is_active(tid_of(cpu));
-            }
+        let tids = self.tids(&self.hub.lock());
+        for tid in tids {
+            thread_is_active(tid);
         }
         Ok(())
     }
@@ -413,14 +431,16 @@ impl MultiThreadResume for Guest<'_> {
 }
 
 impl Guest<'_> {
+    /// `action` for GDB's thread `tid`: for the vCPU that runs it (a
+    /// switched-away thread runs when its scheduler picks it).
     fn set_action(&mut self, tid: Tid, action: Resume) -> Result<(), String> {
-        match self.actions.get_mut(cpu_of(tid)) {
-            Some(slot) => {
-                *slot = Some(action);
-                Ok(())
-            }
-            None => Err(format!("no thread {tid}")),
+        let place = self.place(&self.hub.lock(), tid);
+        if let Some(Place::Cpu(cpu)) = place
+            && let Some(slot) = self.actions.get_mut(cpu)
+        {
+            *slot = Some(action);
         }
+        Ok(())
     }
 }
 
@@ -483,7 +503,10 @@ impl SectionOffsets for Guest<'_> {
 
 impl ThreadExtraInfo for Guest<'_> {
     fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, String> {
-        let info = format!("vCPU {}", cpu_of(tid));
+        let info = match self.place(&self.hub.lock(), tid) {
+            Some(Place::Cpu(cpu)) => format!("vCPU {cpu}"),
+            _ => "waiting".to_string(),
+        };
         let n = info.len().min(buf.len());
         buf[..n].copy_from_slice(&info.as_bytes()[..n]);
         Ok(n)
@@ -553,7 +576,7 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
             .position(|slot| matches!(slot, Slot::Parked(..)))
             .unwrap_or(0);
         Ok(Some(MultiThreadStopReason::SignalWithThread {
-            tid: tid_of(cpu),
+            tid: target.tid_on(&state, cpu),
             signal: Signal::SIGINT,
         }))
     }

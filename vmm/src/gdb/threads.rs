@@ -1,0 +1,141 @@
+//! GDB's threads: the guest's own threads when its kernel keeps the list
+//! a debugger reads (`eremite_interface::trap::ThreadTable`), else the
+//! vCPUs (thread N is vCPU N - 1: before the kernel has set its list up,
+//! at the entry point).
+//!
+//! A thread that runs on a vCPU has that vCPU's registers; any other has
+//! the registers the scheduler's switch saved on its stack, which are
+//! enough for GDB to unwind it (read only: RIP is in the scheduler).
+
+use std::num::NonZeroUsize;
+
+use eremite_interface::layout::BOOT_INFO_ADDR;
+use eremite_interface::trap::{ThreadSlot, ThreadTable};
+use eremite_interface::{BootInfo, KernelReport};
+use gdbstub::common::Tid;
+use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use zerocopy::FromBytes;
+
+use super::Guest;
+use crate::kvm::debug::{HubState, Slot};
+
+/// Where a GDB thread's registers are.
+pub(super) enum Place {
+    /// On this vCPU, parked.
+    Cpu(usize),
+    /// Saved by the scheduler: its stack pointer is kept at this address.
+    Saved(u64),
+}
+
+/// The guest's threads as its kernel listed them.
+pub(super) struct Threads {
+    current: Vec<u64>,
+    slots: Vec<ThreadSlot>,
+}
+
+impl Guest<'_> {
+    /// The kernel's thread list, if it keeps one and has a thread in it.
+    pub(super) fn threads(&self, cr3: u64) -> Option<Threads> {
+        let report = BOOT_INFO_ADDR
+            + (BootInfo::REPORT_OFFSET + std::mem::offset_of!(KernelReport, debug_threads)) as u64;
+        let addr = self.ram.read_obj::<u64>(report).ok().filter(|&a| a != 0)?;
+        let mut bytes = vec![0u8; size_of::<ThreadTable>()];
+        if self.read_virtual(cr3, addr, &mut bytes) != bytes.len() {
+            return None;
+        }
+        let table = ThreadTable::read_from_bytes(&bytes).ok()?;
+        let slots: Vec<ThreadSlot> = table.slots.into_iter().filter(|s| s.tid != 0).collect();
+        (!slots.is_empty()).then(|| Threads {
+            current: table.current.to_vec(),
+            slots,
+        })
+    }
+
+    /// Where GDB's thread `tid` is.
+    pub(super) fn place(&self, state: &HubState, tid: Tid) -> Option<Place> {
+        let Some(threads) = super::cr3(state).and_then(|cr3| self.threads(cr3)) else {
+            return Some(Place::Cpu(tid.get() - 1));
+        };
+        let tid = tid.get() as u64;
+        let running = threads.current.iter().enumerate().find(|&(cpu, &current)| {
+            current == tid && matches!(state.cpus.get(cpu), Some(Slot::Parked(_)))
+        });
+        if let Some((cpu, _)) = running {
+            return Some(Place::Cpu(cpu));
+        }
+        threads
+            .slots
+            .iter()
+            .find(|s| s.tid == tid)
+            .map(|s| Place::Saved(s.saved_rsp_at))
+    }
+
+    /// GDB's thread for what vCPU `cpu` runs.
+    pub(super) fn tid_on(&self, state: &HubState, cpu: usize) -> Tid {
+        let current = super::cr3(state)
+            .and_then(|cr3| self.threads(cr3))
+            .and_then(|threads| threads.current.get(cpu).copied())
+            .and_then(|tid| usize::try_from(tid).ok())
+            .and_then(NonZeroUsize::new);
+        current.unwrap_or_else(|| NonZeroUsize::new(cpu + 1).expect("cpu + 1 is not zero"))
+    }
+
+    /// Every GDB thread.
+    pub(super) fn tids(&self, state: &HubState) -> Vec<Tid> {
+        match super::cr3(state).and_then(|cr3| self.threads(cr3)) {
+            Some(threads) => threads
+                .slots
+                .iter()
+                .filter_map(|s| usize::try_from(s.tid).ok().and_then(NonZeroUsize::new))
+                .collect(),
+            None => state
+                .cpus
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| !matches!(slot, Slot::Idle))
+                .map(|(cpu, _)| NonZeroUsize::new(cpu + 1).expect("cpu + 1 is not zero"))
+                .collect(),
+        }
+    }
+
+    /// The registers the scheduler saved for a thread that is switched
+    /// away (stack pointer kept at `saved_rsp_at`); segment registers as
+    /// `like`'s.
+    pub(super) fn saved_registers(
+        &self,
+        cr3: u64,
+        saved_rsp_at: u64,
+        like: &X86_64CoreRegs,
+    ) -> Option<X86_64CoreRegs> {
+        let word = |addr: u64| {
+            let mut bytes = [0u8; 8];
+            (self.read_virtual(cr3, addr, &mut bytes) == 8).then(|| u64::from_le_bytes(bytes))
+        };
+        let rsp = word(saved_rsp_at)?;
+        // MXCSR and FCW, R15, R14, R13, R12, RBX, RBP, return address.
+        let mut saved = [0u64; 8];
+        for (i, slot) in saved.iter_mut().enumerate() {
+            *slot = word(rsp.checked_add(8 * i as u64)?)?;
+        }
+        let mut regs = X86_64CoreRegs {
+            segments: like.segments.clone(),
+            eflags: 0x202,
+            rip: saved[7],
+            ..X86_64CoreRegs::default()
+        };
+        // GDB's order: rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8..r15.
+        regs.regs[1] = saved[5];
+        regs.regs[6] = saved[6];
+        regs.regs[7] = rsp + 64;
+        regs.regs[12] = saved[4];
+        regs.regs[13] = saved[3];
+        regs.regs[14] = saved[2];
+        regs.regs[15] = saved[1];
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            regs.mxcsr = saved[0] as u32;
+            regs.fpu.fctrl = (saved[0] >> 32) as u32 & 0xffff;
+        }
+        Some(regs)
+    }
+}
