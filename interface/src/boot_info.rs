@@ -217,11 +217,13 @@ pub struct BootInfo {
     /// runs, so the kernel reads it here, at
     /// [`BootInfo::STOPPED_TICKS_OFFSET`], not in its copy of the boot info.
     pub stopped_ticks: u64,
-    /// Non-zero while GDB is attached (`--gdb`); the VMM updates it while
-    /// the guest runs (so it is read here, at
-    /// [`BootInfo::DEBUGGER_OFFSET`]). Then every CPU exception, not only
-    /// #DB and #BP, is offered to the debugger first, and an abort stops
-    /// at an `int3` before the VM ends.
+    /// Non-zero while GDB is attached (`--gdb`), 2 while it has
+    /// watchpoints; the VMM updates it while the guest runs (so it is read
+    /// here, at [`BootInfo::DEBUGGER_OFFSET`]). Then every CPU exception,
+    /// not only #DB and #BP, is offered to the debugger first, an abort
+    /// stops at an `int3` before the VM ends, and interrupt upcalls run
+    /// without RFLAGS.TF (with watchpoints, the interrupted context steps
+    /// from then on).
     pub debugger_attached: u64,
 }
 

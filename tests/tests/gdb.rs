@@ -205,6 +205,41 @@ fn the_guests_clock_stands_still_at_a_breakpoint_and_detach_lets_it_finish() {
     );
 }
 
+/// Watchpoints: the debug registers do not work under PVM, so the VMM
+/// steps every instruction and compares the memory after each.
+#[test]
+fn a_watchpoint_stops_after_each_write_of_the_watched_variable() {
+    let (gdb, guest) = debug(
+        "watch",
+        &[],
+        &[
+            "break debuggee::pause_here",
+            "continue",
+            "watch debuggee::COUNTER",
+            "continue",
+            "continue",
+            "continue",
+            "delete",
+            "continue",
+        ],
+        None,
+    );
+    let out = &gdb.stdout;
+    assert_eq!(
+        out.matches("Hardware watchpoint 2: debuggee::COUNTER\n\nOld value")
+            .count(),
+        3,
+        "{gdb}\n{guest}"
+    );
+    // 0, then + 1, + 2, + 3.
+    for value in ["(1)}}", "(3)}}", "(6)}}"] {
+        assert!(out.contains(&format!("New value = core::sync::atomic::Atomic<u64> {{v: core::cell::UnsafeCell<core::sync::atomic::private::Align8<u64>> {{value: core::sync::atomic::private::Align8<u64> {value}")), "{value}\n{gdb}");
+    }
+    assert!(out.contains("exited normally"), "{gdb}");
+    guest.expect_code(0);
+    assert!(guest.stdout.contains("counter: 6"), "{guest}");
+}
+
 #[test]
 fn a_programs_own_int3_stops_in_gdb_and_is_fatal_without_it() {
     let (gdb, guest) = debug("trap", &[], &["continue", "continue"], None);

@@ -9,6 +9,8 @@
 //! - `debuggee trap`: executes an `int3` of its own (a breakpoint compiled
 //!   in): fatal without a debugger, a stop under one; prints "after the
 //!   trap" if it goes on.
+//! - `debuggee watch`: after `pause_here`, adds 1, 2 and 3 to `COUNTER`
+//!   (for a watchpoint) and prints it.
 //! - `debuggee clock`: prints how long a call of `pause_here` took, by
 //!   the guest's clock (a debugger holding a breakpoint there should not
 //!   count).
@@ -47,6 +49,9 @@ fn pause_here() {
 
 static SPINS: AtomicU64 = AtomicU64::new(0);
 
+/// What `debuggee watch` changes, for a watchpoint.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
 /// Sleep forever, a second at a time.
 #[inline(never)]
 fn nap() {
@@ -79,6 +84,13 @@ fn main() {
             unsafe { std::arch::asm!("int3") };
             println!("after the trap");
         }
+        Some("watch") => {
+            pause_here();
+            for step in 1..=3 {
+                COUNTER.fetch_add(black_box(step), Ordering::Relaxed);
+            }
+            println!("counter: {}", COUNTER.load(Ordering::Relaxed));
+        }
         Some("clock") => {
             let started = Instant::now();
             pause_here();
@@ -90,7 +102,7 @@ fn main() {
             spin();
         }
         _ => {
-            eprintln!("usage: debuggee steps|spin|trap|clock");
+            eprintln!("usage: debuggee steps|spin|trap|watch|clock");
             std::process::exit(2);
         }
     }

@@ -27,7 +27,8 @@ use gdbstub::target::ext::base::multithread::{
     MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::breakpoints::{
-    Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps,
+    Breakpoints, BreakpointsOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint, SwBreakpointOps,
+    WatchKind,
 };
 use gdbstub::target::ext::section_offsets::{Offsets, SectionOffsets, SectionOffsetsOps};
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
@@ -42,7 +43,7 @@ use threads::Place;
 
 use crate::arch;
 use crate::confine::{self, ThreadKind};
-use crate::kvm::debug::{DebugHub, Ended, HubState, Resume, Slot, Why};
+use crate::kvm::debug::{DebugHub, Ended, HubState, Resume, Slot, Watch, Why};
 use crate::memory::GuestRam;
 
 /// The `int3` instruction.
@@ -67,7 +68,7 @@ pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream, load_bias
         is_locked: false,
         load_bias,
     };
-    DebugHub::set_attached(ram, true);
+    DebugHub::set_attached(ram, true, false);
     if !hub.wait_until_parked(0) {
         return;
     }
@@ -248,6 +249,11 @@ impl Guest<'_> {
         let tid = self.tid_on(&self.hub.lock(), cpu);
         Some(match why {
             Why::Breakpoint => MultiThreadStopReason::SwBreak(tid),
+            Why::Watch(addr) => MultiThreadStopReason::Watch {
+                tid,
+                kind: WatchKind::Write,
+                addr,
+            },
             Why::Exception(vector) => MultiThreadStopReason::SignalWithThread {
                 tid,
                 signal: signal_of(vector),
@@ -460,6 +466,49 @@ impl MultiThreadSchedulerLocking for Guest<'_> {
 impl Breakpoints for Guest<'_> {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl HwWatchpoint for Guest<'_> {
+    /// Write watchpoints only (GDB's `watch`), of up to 64 bytes; the
+    /// memory is compared after every instruction (`kvm::debug`).
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        if kind != WatchKind::Write || len == 0 || len > 64 {
+            return Ok(false);
+        }
+        let mut state = self.hub.lock();
+        let cr3 = cr3(&state).ok_or(TargetError::NonFatal)?;
+        let mut old = vec![0u8; len as usize];
+        if self.read_virtual(cr3, addr, &mut old) != old.len() {
+            return Ok(false);
+        }
+        state.watches.push(Watch { addr, old });
+        DebugHub::set_attached(self.ram, true, true);
+        Ok(true)
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        let mut state = self.hub.lock();
+        let before = state.watches.len();
+        state
+            .watches
+            .retain(|w| !(kind == WatchKind::Write && w.addr == addr && w.old.len() as u64 == len));
+        DebugHub::set_attached(self.ram, true, !state.watches.is_empty());
+        Ok(state.watches.len() < before)
     }
 }
 

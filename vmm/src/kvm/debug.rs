@@ -66,6 +66,8 @@ pub(crate) enum Why {
     Trap,
     /// Any other CPU exception (this vector), before the guest handles it.
     Exception(u64),
+    /// An instruction changed the watched memory at this address.
+    Watch(u64),
 }
 
 /// How the server lets a parked vCPU go on.
@@ -141,6 +143,13 @@ pub(crate) enum Ended {
     Terminated(Signal),
 }
 
+/// A write watchpoint: memory GDB watches, and what it held.
+#[derive(Clone, Debug)]
+pub(crate) struct Watch {
+    pub(crate) addr: u64,
+    pub(crate) old: Vec<u8>,
+}
+
 /// What the vCPU threads and the GDB server share.
 pub(crate) struct HubState {
     pub(crate) cpus: Vec<Slot>,
@@ -152,6 +161,15 @@ pub(crate) struct HubState {
     pub(crate) is_detached: bool,
     /// GDB killed the VM.
     is_killed: bool,
+    /// Write watchpoints. While there are any, every vCPU runs one
+    /// instruction at a time (RFLAGS.TF) and the memory is compared after
+    /// each: the debug registers do not work under PVM.
+    pub(crate) watches: Vec<Watch>,
+    /// The guest's page tables, for the watched addresses.
+    pub(crate) cr3: Option<u64>,
+    /// Per vCPU: GDB asked for its last step (else the step is the
+    /// watchpoints' own).
+    is_gdb_step: Vec<bool>,
     /// Since when every vCPU has been parked.
     stopped_since: Option<Instant>,
     /// The time the VM has spent stopped in all.
@@ -159,6 +177,30 @@ pub(crate) struct HubState {
 }
 
 impl HubState {
+    /// The first watched address whose memory changed since GDB set the
+    /// watchpoint or last heard of a change (then remembered as it is now).
+    fn changed_watch(&mut self, ram: &GuestRam) -> Option<u64> {
+        let cr3 = self.cr3?;
+        for watch in &mut self.watches {
+            let mut now = vec![0u8; watch.old.len()];
+            for (i, byte) in now.iter_mut().enumerate() {
+                let phys = crate::arch::translate(ram, cr3, watch.addr.wrapping_add(i as u64))?;
+                *byte = ram.read_obj::<u8>(phys).ok()?;
+            }
+            if now != watch.old {
+                let at = watch
+                    .old
+                    .iter()
+                    .zip(&now)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
+                watch.old = now;
+                return Some(watch.addr + at as u64);
+            }
+        }
+        None
+    }
+
     /// The VM is about to run again: add the time it was stopped to the
     /// guest's `stopped_ticks` (`tsc_khz` ticks a millisecond).
     fn account_stop(&mut self, ram: &GuestRam, tsc_khz: u64) {
@@ -197,6 +239,9 @@ impl DebugHub {
                 ended: None,
                 is_detached: false,
                 is_killed: false,
+                watches: Vec::new(),
+                cr3: None,
+                is_gdb_step: vec![false; cpus],
                 stopped_since: Some(Instant::now()),
                 stopped_ns: 0,
             }),
@@ -283,8 +328,8 @@ impl DebugHub {
             Parking::Ended => return Ok(AfterPark::Run),
             Parking::Killed => return Ok(AfterPark::Kill),
         };
-        let step = parked.resume == Some(Resume::Step);
-        if parked.is_changed || step {
+        let step = self.steps_after(cpu, parked.resume);
+        if parked.is_changed || step || regs.rflags & RFLAGS_TF != 0 {
             let mut regs = regs;
             registers::to_kvm(&parked.regs, &mut regs);
             set_trap_flag(&mut regs.rflags, step);
@@ -314,12 +359,25 @@ impl DebugHub {
             return Ok(AfterPark::Run);
         };
         let why = {
-            let state = self.lock();
+            let mut state = self.lock();
             if state.is_detached || state.ended.is_some() {
                 return Ok(AfterPark::Run);
             }
             match frame.vector {
-                trap::VECTOR_DEBUG => Why::Stepped,
+                trap::VECTOR_DEBUG => match state.changed_watch(ram) {
+                    Some(addr) => Why::Watch(addr),
+                    None if state.is_gdb_step[cpu as usize] => Why::Stepped,
+                    None => {
+                        // The watchpoints' own step, and nothing changed:
+                        // on to the next instruction, without GDB (a stray
+                        // step with no watchpoint left just goes on).
+                        set_trap_flag(&mut frame.rflags, !state.watches.is_empty());
+                        drop(state);
+                        frame.vector = trap::RESUMED;
+                        let _ = ram.write_obj(addr, &frame);
+                        return Ok(AfterPark::Run);
+                    }
+                },
                 trap::VECTOR_BREAKPOINT
                     if state.breakpoints.contains_key(&frame.rip.wrapping_sub(1)) =>
                 {
@@ -353,7 +411,7 @@ impl DebugHub {
             return Ok(AfterPark::Run);
         };
         registers::to_frame(&parked.regs, &mut frame);
-        set_trap_flag(&mut frame.rflags, parked.resume == Some(Resume::Step));
+        set_trap_flag(&mut frame.rflags, self.steps_after(cpu, parked.resume));
         let is_passed_on =
             matches!(why, Why::Exception(_)) && parked.resume == Some(Resume::Deliver);
         if !is_passed_on {
@@ -377,6 +435,7 @@ impl DebugHub {
         let Slot::Running(thread) = state.cpus[cpu as usize] else {
             return Parking::Ended;
         };
+        state.cr3 = Some(parked.cr3);
         state.cpus[cpu as usize] = Slot::Parked(Box::new(parked));
         self.tell_server();
         loop {
@@ -405,6 +464,17 @@ impl DebugHub {
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// Whether vCPU `cpu`, resumed with `resume`, runs one instruction
+    /// only: GDB asked for a step, or watchpoints are set (then every
+    /// instruction is followed by a look at the watched memory). Records
+    /// which it is.
+    fn steps_after(&self, cpu: u32, resume: Option<Resume>) -> bool {
+        let mut state = self.lock();
+        let is_gdb_step = resume == Some(Resume::Step);
+        state.is_gdb_step[cpu as usize] = is_gdb_step;
+        is_gdb_step || !state.watches.is_empty()
     }
 
     // --- the server's side
@@ -479,16 +549,22 @@ impl DebugHub {
         self.changed.notify_all();
     }
 
-    /// Tell the guest whether GDB is attached (`BootInfo::debugger_attached`).
-    pub(crate) fn set_attached(ram: &GuestRam, is_attached: bool) {
+    /// Tell the guest whether GDB is attached, and whether it watches
+    /// memory (`BootInfo::debugger_attached`: 0, 1, or 2 with watchpoints).
+    pub(crate) fn set_attached(ram: &GuestRam, is_attached: bool, is_watching: bool) {
         let addr = BOOT_INFO_ADDR + BootInfo::DEBUGGER_OFFSET as u64;
+        let word: u64 = match (is_attached, is_watching) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
         // The boot info page is guest RAM for the whole run.
-        let _ = ram.write_obj(addr, &u64::from(is_attached));
+        let _ = ram.write_obj(addr, &word);
     }
 
     /// GDB went away: every vCPU goes on and none parks again.
     pub(crate) fn detach(&self, ram: &GuestRam) {
-        Self::set_attached(ram, false);
+        Self::set_attached(ram, false, false);
         let mut state = self.lock();
         state.is_detached = true;
         state.account_stop(ram, self.tsc_khz);

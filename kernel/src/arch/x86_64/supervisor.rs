@@ -205,11 +205,23 @@ macro_rules! irq_stub {
             "    movq 16(%rsp), %rax",
             "    movq %rax, -{rip_below}(%rbx)",
             "    movq 32(%rsp), %rax",
-            "    movq %rax, -{rflags_below}(%rbx)",
+            "    cmpq $0, {debugger_attached}",
+            "    jne 6f",
+            "7:  movq %rax, -{rflags_below}(%rbx)",
             "    movq ${bit}, -{vectors_below}(%rbx)",
             "    leaq {upcall}(%rip), %rax",
             "    movq %rax, 16(%rsp)",
             "    jmp 4f",
+            // Under GDB: the upcall runs without RFLAGS.TF (a single
+            // step), and its `popfq; ret` gives the saved flags back, so a
+            // step ends on the interrupted instruction as if no interrupt
+            // had come. While watchpoints are set (the word is 2) every
+            // interrupted context steps from then on, whichever thread.
+            "6:  andq $~0x100, 32(%rsp)",
+            "    cmpq $2, {debugger_attached}",
+            "    jne 7b",
+            "    orq $0x100, %rax",
+            "    jmp 7b",
             "3:  orq ${bit}, -{vectors_below}(%rbx)",
             "4:  popq %rbx",
             "    popq %rax",
@@ -221,6 +233,7 @@ macro_rules! irq_stub {
             "    movl ${vector}, %eax",
             "    iretq",
             irq_counter = const COUNTERS_ADDR + eremite_interface::CPL0_COUNTER_OTHER_IRQ as u64 * 8,
+            debugger_attached = const layout::BOOT_INFO_ADDR + BootInfo::DEBUGGER_OFFSET as u64,
             upcall = sym eremite_irq_upcall,
             vector = const $vector,
             bit = const 1u64 << ($vector - layout::TIMER_VECTOR),
