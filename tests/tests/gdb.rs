@@ -321,4 +321,17 @@ fn a_bad_gdb_address_is_refused() {
     let run = eremite_cli(&["run", "--gdb", "not-a-port", "x"]);
     run.expect_code(2);
     assert!(run.stderr.contains("is not a port or HOST:PORT"), "{run}");
+    // A port something else holds: one line, before the guest runs.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let image = image("debuggee");
+    let run = eremite_cli(&["run", "--gdb", &port, image.to_str().unwrap(), "steps"]);
+    run.expect_code(125);
+    assert!(
+        run.stderr.contains(&format!(
+            "eremite: cannot wait for GDB on 127.0.0.1:{port}: "
+        )),
+        "{run}"
+    );
+    assert!(!run.stdout.contains("point:"), "{run}");
 }

@@ -48,7 +48,6 @@ use crate::memory::GuestRam;
 
 /// The `int3` instruction.
 const INT3: u8 = 0xcc;
-const PAGE_SIZE: u64 = 4096;
 
 /// Serve GDB on `stream` until it detaches or kills the VM, or the VM
 /// ends. The guest waits at its entry point until GDB resumes it.
@@ -186,39 +185,13 @@ impl Guest<'_> {
     /// Copy guest memory at virtual `addr` into `data` as far as it is
     /// mapped; the bytes read.
     fn read_virtual(&self, cr3: u64, addr: u64, data: &mut [u8]) -> usize {
-        let mut done = 0;
-        while done < data.len() {
-            let virt = addr.wrapping_add(done as u64);
-            let in_page = (PAGE_SIZE - virt % PAGE_SIZE).min((data.len() - done) as u64);
-            let Some(phys) = arch::translate(self.ram, cr3, virt) else {
-                break;
-            };
-            let chunk = &mut data[done..done + in_page as usize];
-            if self.ram.read(phys, chunk).is_err() {
-                break;
-            }
-            done += chunk.len();
-        }
-        done
+        arch::read_virtual(self.ram, cr3, addr, data)
     }
 
     /// Write `data` to guest memory at virtual `addr`; `false` if part of
     /// it is not mapped (the part before it is written).
     fn write_virtual(&self, cr3: u64, addr: u64, data: &[u8]) -> bool {
-        let mut done = 0;
-        while done < data.len() {
-            let virt = addr.wrapping_add(done as u64);
-            let in_page = (PAGE_SIZE - virt % PAGE_SIZE).min((data.len() - done) as u64);
-            let Some(phys) = arch::translate(self.ram, cr3, virt) else {
-                return false;
-            };
-            let chunk = &data[done..done + in_page as usize];
-            if self.ram.write(phys, chunk).is_err() {
-                return false;
-            }
-            done += chunk.len();
-        }
-        true
+        arch::write_virtual(self.ram, cr3, addr, data)
     }
 
     /// The stop to report, if a vCPU parked for a reason of its own (or
@@ -574,10 +547,7 @@ fn signal_of(vector: u64) -> Signal {
 }
 
 /// How the server waits while the guest runs.
-enum EventLoop<'a> {
-    #[allow(dead_code)]
-    Never(&'a ()),
-}
+struct EventLoop<'a>(std::marker::PhantomData<&'a ()>);
 
 impl<'a> BlockingEventLoop for EventLoop<'a> {
     type Target = Guest<'a>;

@@ -183,9 +183,8 @@ impl HubState {
         let cr3 = self.cr3?;
         for watch in &mut self.watches {
             let mut now = vec![0u8; watch.old.len()];
-            for (i, byte) in now.iter_mut().enumerate() {
-                let phys = crate::arch::translate(ram, cr3, watch.addr.wrapping_add(i as u64))?;
-                *byte = ram.read_obj::<u8>(phys).ok()?;
+            if crate::arch::read_virtual(ram, cr3, watch.addr, &mut now) != now.len() {
+                return None;
             }
             if now != watch.old {
                 let at = watch

@@ -514,6 +514,46 @@ pub(crate) fn translate(ram: &GuestRam, cr3: u64, virt: u64) -> Option<u64> {
     None
 }
 
+/// Copy guest memory at virtual address `virt` (on the page tables at
+/// `cr3`) into `buf`, page by page, as far as it is mapped; the bytes
+/// copied.
+pub(crate) fn read_virtual(ram: &GuestRam, cr3: u64, virt: u64, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = virt.wrapping_add(done as u64);
+        let in_page = (PAGE_SIZE - at % PAGE_SIZE).min((buf.len() - done) as u64);
+        let Some(phys) = translate(ram, cr3, at) else {
+            break;
+        };
+        let chunk = &mut buf[done..done + in_page as usize];
+        if ram.read(phys, chunk).is_err() {
+            break;
+        }
+        done += chunk.len();
+    }
+    done
+}
+
+/// Write `bytes` to guest memory at virtual address `virt`, page by page;
+/// `false` if part of it is not mapped (the part before it is written).
+/// Page protections are the guest's: a read-only page is written too.
+pub(crate) fn write_virtual(ram: &GuestRam, cr3: u64, virt: u64, bytes: &[u8]) -> bool {
+    let mut done = 0;
+    while done < bytes.len() {
+        let at = virt.wrapping_add(done as u64);
+        let in_page = (PAGE_SIZE - at % PAGE_SIZE).min((bytes.len() - done) as u64);
+        let Some(phys) = translate(ram, cr3, at) else {
+            return false;
+        };
+        let chunk = &bytes[done..done + in_page as usize];
+        if ram.write(phys, chunk).is_err() {
+            return false;
+        }
+        done += chunk.len();
+    }
+    true
+}
+
 /// The call chain of a guest stopped at `rip` with frame pointer `rbp`,
 /// on the page tables at `cr3`, into `chain`: `rip`, then each caller's
 /// return address, up to `max_depth` entries. Each frame holds the
@@ -880,6 +920,39 @@ mod tests {
         let flags = ram.read_obj::<u64>(pt_entry).unwrap() & !pte::ADDR_MASK;
         ram.write_obj(pt_entry, &(0x7000 | flags)).unwrap();
         assert_eq!(translate(&ram, PML4_ADDR, image.start + 5), Some(0x7005));
+    }
+
+    #[test]
+    fn virtual_copies_cross_pages_and_stop_where_the_mapping_does() {
+        let ram = GuestRam::new(64 << 20).unwrap();
+        let image = image();
+        write_machine_tables(&ram, &image).unwrap();
+        // Rewire the image's first page to frame 0x7000: a copy across the
+        // boundary to the second page takes two frames.
+        let pt_entry = (PAGE_TABLES_ADDR..PAGE_TABLES_END)
+            .step_by(8)
+            .find(|&a| ram.read_obj::<u64>(a).unwrap() & pte::ADDR_MASK == image.start)
+            .unwrap();
+        let flags = ram.read_obj::<u64>(pt_entry).unwrap() & !pte::ADDR_MASK;
+        ram.write_obj(pt_entry, &(0x7000 | flags)).unwrap();
+        let at = image.start + PAGE_SIZE - 2;
+        assert!(write_virtual(&ram, PML4_ADDR, at, &[1, 2, 3, 4]));
+        assert_eq!(
+            ram.read_obj::<[u8; 2]>(0x7000 + PAGE_SIZE - 2).unwrap(),
+            [1, 2]
+        );
+        assert_eq!(
+            ram.read_obj::<[u8; 2]>(image.start + PAGE_SIZE).unwrap(),
+            [3, 4]
+        );
+        let mut back = [0u8; 4];
+        assert_eq!(read_virtual(&ram, PML4_ADDR, at, &mut back), 4);
+        assert_eq!(back, [1, 2, 3, 4]);
+        // Page 0 is not mapped: a read that runs into it stops there, a
+        // write fails.
+        let mut buf = [0u8; 8];
+        assert_eq!(read_virtual(&ram, PML4_ADDR, 0, &mut buf), 0);
+        assert!(!write_virtual(&ram, PML4_ADDR, 0, &[0]));
     }
 
     #[test]
