@@ -913,13 +913,19 @@ mod tests {
         // A CR3 outside guest RAM reads nothing.
         assert_eq!(translate(&ram, 1 << 40, image.start), None);
         // A table the guest rewrote: page `start` now maps frame 0x7000.
+        map_page_to(&ram, image.start, 0x7000);
+        assert_eq!(translate(&ram, PML4_ADDR, image.start + 5), Some(0x7005));
+    }
+
+    /// Rewrite the 4 KiB page-table entry of identity-mapped `page` to map
+    /// `frame`, as a guest may.
+    fn map_page_to(ram: &GuestRam, page: u64, frame: u64) {
         let pt_entry = (PAGE_TABLES_ADDR..PAGE_TABLES_END)
             .step_by(8)
-            .find(|&a| ram.read_obj::<u64>(a).unwrap() & pte::ADDR_MASK == image.start)
+            .find(|&a| ram.read_obj::<u64>(a).unwrap() & pte::ADDR_MASK == page)
             .unwrap();
         let flags = ram.read_obj::<u64>(pt_entry).unwrap() & !pte::ADDR_MASK;
-        ram.write_obj(pt_entry, &(0x7000 | flags)).unwrap();
-        assert_eq!(translate(&ram, PML4_ADDR, image.start + 5), Some(0x7005));
+        ram.write_obj(pt_entry, &(frame | flags)).unwrap();
     }
 
     #[test]
@@ -929,12 +935,7 @@ mod tests {
         write_machine_tables(&ram, &image).unwrap();
         // Rewire the image's first page to frame 0x7000: a copy across the
         // boundary to the second page takes two frames.
-        let pt_entry = (PAGE_TABLES_ADDR..PAGE_TABLES_END)
-            .step_by(8)
-            .find(|&a| ram.read_obj::<u64>(a).unwrap() & pte::ADDR_MASK == image.start)
-            .unwrap();
-        let flags = ram.read_obj::<u64>(pt_entry).unwrap() & !pte::ADDR_MASK;
-        ram.write_obj(pt_entry, &(0x7000 | flags)).unwrap();
+        map_page_to(&ram, image.start, 0x7000);
         let at = image.start + PAGE_SIZE - 2;
         assert!(write_virtual(&ram, PML4_ADDR, at, &[1, 2, 3, 4]));
         assert_eq!(
