@@ -77,6 +77,9 @@ pub struct ThreadSlot {
     /// R12, RBX, RBP and the address the switch returns to
     /// (`kernel/src/arch/x86_64/switch.rs`).
     pub saved_rsp_at: u64,
+    /// Guest address of the word where the scheduler keeps the thread's
+    /// FS base (its TLS) while it is switched away.
+    pub fs_base_at: u64,
 }
 
 /// The kernel's list of threads for a debugger, kept while one is

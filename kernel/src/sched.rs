@@ -141,6 +141,11 @@ impl Thread {
         &raw const self.saved_rsp as u64
     }
 
+    /// Where its FS base is kept while it is switched away (as above).
+    fn fs_base_at(&self) -> u64 {
+        &raw const self.fs_base as u64
+    }
+
     fn new(core: usize, state: State) -> Box<Self> {
         Box::new(Self {
             core,
@@ -216,7 +221,7 @@ fn lock() -> LockGuard<'static, Option<Scheduler>> {
         let cores = bootinfo::cpu_count();
         let mut threads = BTreeMap::new();
         let main = Thread::new(0, State::Running);
-        threadlist::added(MAIN_TID, main.saved_rsp_at());
+        threadlist::added(MAIN_TID, main.saved_rsp_at(), main.fs_base_at());
         threadlist::switched(0, MAIN_TID);
         threads.insert(MAIN_TID, main);
         *guard = Some(Scheduler {
@@ -929,7 +934,7 @@ pub(crate) fn spawn(start: ThreadStart) -> Result<Tid, Errno> {
         thread.syscall_stack = top;
         thread.fp_area = Some(Box::new(arch::FpArea::new()));
     }
-    threadlist::added(tid, thread.saved_rsp_at());
+    threadlist::added(tid, thread.saved_rsp_at(), thread.fs_base_at());
     s.threads.insert(tid, thread);
     s.wake(tid, false);
     Ok(tid)
@@ -1037,7 +1042,7 @@ pub(crate) fn run_core() -> ! {
     let tid = s.next_tid;
     s.next_tid += 1;
     let thread = Thread::new(here, State::Blocked);
-    threadlist::added(tid, thread.saved_rsp_at());
+    threadlist::added(tid, thread.saved_rsp_at(), thread.fs_base_at());
     s.threads.insert(tid, thread);
     s.core(here).current = tid;
     functrace::switched(here, tid);

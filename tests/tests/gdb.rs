@@ -90,6 +90,9 @@ fn breakpoints_backtraces_variables_steps_and_finish_in_a_rust_program() {
             "bt",
             "print point",
             "print by",
+            "print/x $fs_base",
+            "print $ymm15",
+            "info registers eflags",
             "delete",
             "break debuggee::square",
             "continue",
@@ -118,6 +121,15 @@ fn breakpoints_backtraces_variables_steps_and_finish_in_a_rust_program() {
     // The fifth call's argument: (1, 1) moved by 1, 2, 3, 4.
     assert!(out.contains("= debuggee::Point {x: 11, y: 31}"), "{gdb}");
     assert!(out.contains("= 5\n"), "{gdb}");
+    // The TLS base (a thread's, never 0) and an AVX register, whole.
+    // (`$3`: the third `print`.)
+    let fs_base = out
+        .lines()
+        .find_map(|l| l.strip_prefix("$3 = 0x"))
+        .unwrap_or("0");
+    assert_ne!(u64::from_str_radix(fs_base, 16).unwrap_or(0), 0, "{gdb}");
+    assert!(out.contains("v8_float: ["), "{gdb}");
+    assert!(out.contains("eflags         0x"), "{gdb}");
     assert!(
         out.contains("Breakpoint 2, debuggee::square (n=7)"),
         "{gdb}"

@@ -125,9 +125,11 @@ const VCPU_IOCTLS: &[u64] = &[
     kvm(WRITE, 0x84, size_of::<kvm_bindings::kvm_sregs>()),
     kvm(READ | WRITE, 0x88, size_of::<kvm_bindings::kvm_msrs>()),
     kvm(WRITE, 0x89, size_of::<kvm_bindings::kvm_msrs>()),
-    // `--gdb`: a parked vCPU's x87 and SSE registers.
+    // `--gdb`: a parked vCPU's x87 and SSE registers,
     kvm(READ, 0x8c, size_of::<kvm_bindings::kvm_fpu>()),
     kvm(WRITE, 0x8d, size_of::<kvm_bindings::kvm_fpu>()),
+    // `--gdb`: its AVX registers (KVM_GET_XSAVE).
+    kvm(READ, 0xa4, size_of::<kvm_bindings::kvm_xsave>()),
     kvm(READ, 0x98, size_of::<kvm_bindings::kvm_mp_state>()),
     kvm(WRITE, 0x99, size_of::<kvm_bindings::kvm_mp_state>()),
     KVM_SIGNAL_MSI,

@@ -33,8 +33,6 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::ext::section_offsets::{Offsets, SectionOffsets, SectionOffsetsOps};
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
-use gdbstub_arch::x86::X86_64_SSE;
-use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use rustix::event::{PollFd, PollFlags, poll};
 
 mod threads;
@@ -42,6 +40,7 @@ mod threads;
 use threads::Place;
 
 use crate::arch;
+use crate::arch::gdb::{Amd64, GdbRegisters};
 use crate::confine::{self, ThreadKind};
 use crate::kvm::debug::{DebugHub, Ended, HubState, Resume, Slot, Watch, Why};
 use crate::memory::GuestRam;
@@ -248,7 +247,7 @@ impl Guest<'_> {
 }
 
 impl Target for Guest<'_> {
-    type Arch = X86_64_SSE;
+    type Arch = Amd64;
     type Error = String;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
@@ -270,7 +269,7 @@ impl Target for Guest<'_> {
 }
 
 impl MultiThreadBase for Guest<'_> {
-    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn read_registers(&mut self, regs: &mut GdbRegisters, tid: Tid) -> TargetResult<(), Self> {
         let state = self.hub.lock();
         match self.place(&state, tid) {
             Some(Place::Cpu(cpu)) => match state.cpus.get(cpu) {
@@ -280,7 +279,7 @@ impl MultiThreadBase for Guest<'_> {
                 }
                 _ => Err(TargetError::NonFatal),
             },
-            Some(Place::Saved(saved_rsp_at)) => {
+            Some(Place::Saved(saved)) => {
                 let (cr3, like) = state
                     .cpus
                     .iter()
@@ -290,7 +289,7 @@ impl MultiThreadBase for Guest<'_> {
                     })
                     .ok_or(TargetError::NonFatal)?;
                 *regs = self
-                    .saved_registers(cr3, saved_rsp_at, &like)
+                    .saved_registers(cr3, saved, &like)
                     .ok_or(TargetError::NonFatal)?;
                 Ok(())
             }
@@ -300,7 +299,7 @@ impl MultiThreadBase for Guest<'_> {
 
     /// Only a thread on a vCPU: a switched-away thread's registers are the
     /// scheduler's, and it does not run until the scheduler says so.
-    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, regs: &GdbRegisters, tid: Tid) -> TargetResult<(), Self> {
         let mut state = self.hub.lock();
         let Some(Place::Cpu(cpu)) = self.place(&state, tid) else {
             return Err(TargetError::NonFatal);

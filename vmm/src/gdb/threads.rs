@@ -13,18 +13,26 @@ use eremite_interface::layout::BOOT_INFO_ADDR;
 use eremite_interface::trap::{ThreadSlot, ThreadTable};
 use eremite_interface::{BootInfo, KernelReport};
 use gdbstub::common::Tid;
-use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use zerocopy::FromBytes;
 
 use super::Guest;
+use crate::arch::gdb::GdbRegisters;
 use crate::kvm::debug::{HubState, Slot};
 
 /// Where a GDB thread's registers are.
 pub(super) enum Place {
     /// On this vCPU, parked.
     Cpu(usize),
-    /// Saved by the scheduler: its stack pointer is kept at this address.
-    Saved(u64),
+    /// Switched away: where the scheduler keeps its registers.
+    Saved(Saved),
+}
+
+/// Where the scheduler keeps a switched-away thread's stack pointer and
+/// FS base.
+#[derive(Clone, Copy)]
+pub(super) struct Saved {
+    saved_rsp_at: u64,
+    fs_base_at: u64,
 }
 
 /// The guest's threads as its kernel listed them.
@@ -63,11 +71,12 @@ impl Guest<'_> {
         if let Some((cpu, _)) = running {
             return Some(Place::Cpu(cpu));
         }
-        threads
-            .slots
-            .iter()
-            .find(|s| s.tid == tid)
-            .map(|s| Place::Saved(s.saved_rsp_at))
+        threads.slots.iter().find(|s| s.tid == tid).map(|s| {
+            Place::Saved(Saved {
+                saved_rsp_at: s.saved_rsp_at,
+                fs_base_at: s.fs_base_at,
+            })
+        })
     }
 
     /// GDB's thread for what vCPU `cpu` runs.
@@ -99,42 +108,44 @@ impl Guest<'_> {
     }
 
     /// The registers the scheduler saved for a thread that is switched
-    /// away (stack pointer kept at `saved_rsp_at`); segment registers as
-    /// `like`'s.
+    /// away; segment registers and GS base as `like`'s.
     pub(super) fn saved_registers(
         &self,
         cr3: u64,
-        saved_rsp_at: u64,
-        like: &X86_64CoreRegs,
-    ) -> Option<X86_64CoreRegs> {
+        slot: Saved,
+        like: &GdbRegisters,
+    ) -> Option<GdbRegisters> {
         let word = |addr: u64| {
             let mut bytes = [0u8; 8];
             (self.read_virtual(cr3, addr, &mut bytes) == 8).then(|| u64::from_le_bytes(bytes))
         };
-        let rsp = word(saved_rsp_at)?;
+        let rsp = word(slot.saved_rsp_at)?;
         // MXCSR and FCW, R15, R14, R13, R12, RBX, RBP, return address.
         let mut saved = [0u64; 8];
         for (i, slot) in saved.iter_mut().enumerate() {
             *slot = word(rsp.checked_add(8 * i as u64)?)?;
         }
-        let mut regs = X86_64CoreRegs {
-            segments: like.segments.clone(),
-            eflags: 0x202,
-            rip: saved[7],
-            ..X86_64CoreRegs::default()
+        let mut regs = GdbRegisters {
+            fs_base: word(slot.fs_base_at).unwrap_or(0),
+            gs_base: like.gs_base,
+            ..GdbRegisters::default()
         };
+        let core = &mut regs.core;
+        core.segments = like.core.segments.clone();
+        core.eflags = 0x202;
+        core.rip = saved[7];
         // GDB's order: rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8..r15.
-        regs.regs[1] = saved[5];
-        regs.regs[6] = saved[6];
-        regs.regs[7] = rsp + 64;
-        regs.regs[12] = saved[4];
-        regs.regs[13] = saved[3];
-        regs.regs[14] = saved[2];
-        regs.regs[15] = saved[1];
+        core.regs[1] = saved[5];
+        core.regs[6] = saved[6];
+        core.regs[7] = rsp + 64;
+        core.regs[12] = saved[4];
+        core.regs[13] = saved[3];
+        core.regs[14] = saved[2];
+        core.regs[15] = saved[1];
         #[allow(clippy::cast_possible_truncation)]
         {
-            regs.mxcsr = saved[0] as u32;
-            regs.fpu.fctrl = (saved[0] >> 32) as u32 & 0xffff;
+            core.mxcsr = saved[0] as u32;
+            core.fpu.fctrl = (saved[0] >> 32) as u32 & 0xffff;
         }
         Some(regs)
     }

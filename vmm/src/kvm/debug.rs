@@ -40,13 +40,13 @@ use eremite_interface::hypercall::{self, ExitKind};
 use eremite_interface::layout::BOOT_INFO_ADDR;
 use eremite_interface::trap::{self, TrapFrame};
 use gdbstub::common::Signal;
-use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use kvm_ioctls::VcpuFd;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::event::{EventfdFlags, eventfd};
 
 use super::{KvmError, Stop, ioctl, kick_signal};
+use crate::arch::gdb::GdbRegisters;
 use crate::arch::registers::{self, RFLAGS_TF};
 use crate::hypercall::Next;
 use crate::lock;
@@ -93,7 +93,7 @@ enum Origin {
 /// A vCPU stopped for the debugger.
 #[derive(Clone, Debug)]
 pub(crate) struct Parked {
-    pub(crate) regs: X86_64CoreRegs,
+    pub(crate) regs: GdbRegisters,
     /// The guest's page tables, for its addresses.
     pub(crate) cr3: u64,
     pub(crate) why: Why,
@@ -313,8 +313,11 @@ impl DebugHub {
         let regs = fd.get_regs().map_err(ioctl("read the registers"))?;
         let sregs = fd.get_sregs().map_err(ioctl("read the system registers"))?;
         let fpu = fd.get_fpu().map_err(ioctl("read the FPU registers"))?;
+        let xsave = fd
+            .get_xsave()
+            .map_err(ioctl("read the extended registers"))?;
         let parked = Parked {
-            regs: registers::from_kvm(&regs, &sregs, &fpu),
+            regs: registers::gdb_from_kvm(&regs, &sregs, &fpu, &xsave),
             cr3: sregs.cr3,
             why: Why::Asked,
             is_reported: false,
@@ -330,13 +333,13 @@ impl DebugHub {
         let step = self.steps_after(cpu, parked.resume);
         if parked.is_changed || step || regs.rflags & RFLAGS_TF != 0 {
             let mut regs = regs;
-            registers::to_kvm(&parked.regs, &mut regs);
+            registers::to_kvm(&parked.regs.core, &mut regs);
             set_trap_flag(&mut regs.rflags, step);
             fd.set_regs(&regs).map_err(ioctl("write the registers"))?;
         }
         if parked.is_changed {
             let mut fpu = fpu;
-            registers::to_fpu(&parked.regs, &mut fpu);
+            registers::to_fpu(&parked.regs.core, &mut fpu);
             fd.set_fpu(&fpu).map_err(ioctl("write the FPU registers"))?;
         }
         Ok(AfterPark::Run)
@@ -391,8 +394,11 @@ impl DebugHub {
         };
         let sregs = fd.get_sregs().map_err(ioctl("read the system registers"))?;
         let fpu = fd.get_fpu().map_err(ioctl("read the FPU registers"))?;
+        let xsave = fd
+            .get_xsave()
+            .map_err(ioctl("read the extended registers"))?;
         let parked = Parked {
-            regs: registers::from_frame(&frame, &sregs, &fpu),
+            regs: registers::gdb_from_frame(&frame, &sregs, &fpu, &xsave),
             cr3: sregs.cr3,
             why,
             is_reported: false,
@@ -409,7 +415,7 @@ impl DebugHub {
         let Origin::Frame(addr, mut frame) = parked.origin else {
             return Ok(AfterPark::Run);
         };
-        registers::to_frame(&parked.regs, &mut frame);
+        registers::to_frame(&parked.regs.core, &mut frame);
         set_trap_flag(&mut frame.rflags, self.steps_after(cpu, parked.resume));
         let is_passed_on =
             matches!(why, Why::Exception(_)) && parked.resume == Some(Resume::Deliver);
@@ -418,7 +424,7 @@ impl DebugHub {
         }
         if parked.is_changed {
             let mut fpu = fpu;
-            registers::to_fpu(&parked.regs, &mut fpu);
+            registers::to_fpu(&parked.regs.core, &mut fpu);
             fd.set_fpu(&fpu).map_err(ioctl("write the FPU registers"))?;
         }
         // The frame was inside guest memory a moment ago and RAM does not

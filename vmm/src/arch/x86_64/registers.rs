@@ -1,6 +1,7 @@
-//! A stopped vCPU's registers as GDB's x86_64 description has them
-//! (`gdbstub_arch`'s `X86_64CoreRegs`), from KVM's register sets or from an
-//! exception stub's [`TrapFrame`], and back.
+//! A stopped vCPU's registers as GDB's description has them
+//! ([`GdbRegisters`]: `gdbstub_arch`'s `X86_64CoreRegs`, the segment bases,
+//! the AVX upper halves), from KVM's register sets or from an exception
+//! stub's [`TrapFrame`], and back.
 //!
 //! GDB's order of the general registers is rax, rbx, rcx, rdx, rsi, rdi,
 //! rbp, rsp, r8..r15 (gdb/features/i386/64bit-core.xml). KVM keeps the
@@ -10,10 +11,65 @@
 
 use eremite_interface::trap::TrapFrame;
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, kvm_xsave};
+
+use super::gdb::GdbRegisters;
 
 /// RFLAGS.TF: trap after the next instruction (SDM vol. 1, 3.4.3.3).
 pub(crate) const RFLAGS_TF: u64 = 1 << 8;
+
+/// The XSAVE area's header: which state components hold values
+/// (`XSTATE_BV`, SDM vol. 1, 13.4.2).
+const XSTATE_BV_OFFSET: usize = 512;
+/// State component 2, the upper halves of the YMM registers, in the
+/// standard (non-compacted) format KVM_GET_XSAVE returns (SDM vol. 1,
+/// 13.5.3: offset 576).
+const YMM_HI128_OFFSET: usize = 576;
+const XSTATE_AVX: u64 = 1 << 2;
+
+/// Everything GDB sees of a vCPU stopped in KVM (interrupted in the
+/// guest).
+pub(crate) fn gdb_from_kvm(
+    regs: &kvm_regs,
+    sregs: &kvm_sregs,
+    fpu: &kvm_fpu,
+    xsave: &kvm_xsave,
+) -> GdbRegisters {
+    with_extended(from_kvm(regs, sregs, fpu), sregs, xsave)
+}
+
+/// Everything GDB sees of a vCPU stopped in an exception stub.
+pub(crate) fn gdb_from_frame(
+    frame: &TrapFrame,
+    sregs: &kvm_sregs,
+    fpu: &kvm_fpu,
+    xsave: &kvm_xsave,
+) -> GdbRegisters {
+    with_extended(from_frame(frame, sregs, fpu), sregs, xsave)
+}
+
+/// `core` with the segment bases and the AVX upper halves.
+fn with_extended(core: X86_64CoreRegs, sregs: &kvm_sregs, xsave: &kvm_xsave) -> GdbRegisters {
+    let bytes: Vec<u8> = xsave.region.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut ymmh = [0u128; 16];
+    let xstate_bv = bytes
+        .get(XSTATE_BV_OFFSET..XSTATE_BV_OFFSET + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    // A component not in XSTATE_BV is in its initial state: zeros.
+    if xstate_bv & XSTATE_AVX != 0
+        && let Some(halves) = bytes.get(YMM_HI128_OFFSET..YMM_HI128_OFFSET + 256)
+    {
+        for (y, half) in ymmh.iter_mut().zip(halves.as_chunks::<16>().0) {
+            *y = u128::from_le_bytes(*half);
+        }
+    }
+    GdbRegisters {
+        core,
+        fs_base: sregs.fs.base,
+        gs_base: sregs.gs.base,
+        ymmh,
+    }
+}
 
 /// The registers of a vCPU stopped in KVM (interrupted in the guest).
 pub(crate) fn from_kvm(regs: &kvm_regs, sregs: &kvm_sregs, fpu: &kvm_fpu) -> X86_64CoreRegs {
