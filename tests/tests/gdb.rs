@@ -153,6 +153,31 @@ fn breakpoints_backtraces_variables_steps_and_finish_in_a_rust_program() {
     assert!(guest.stdout.contains("square: 49"), "{guest}");
 }
 
+/// `set var` on an argument that lives in a register: the program
+/// computes with the new value (x: 1 + 100 + 2 + 3 + 4 + 5).
+#[test]
+fn set_var_changes_what_the_program_computes() {
+    let (gdb, guest) = debug(
+        "steps",
+        &[],
+        &[
+            "break debuggee::advance",
+            "continue",
+            "set var by = 100",
+            "print by",
+            "delete",
+            "continue",
+        ],
+        None,
+    );
+    assert!(gdb.stdout.contains("= 100\n"), "{gdb}\n{guest}");
+    guest.expect_code(0);
+    assert!(
+        guest.stdout.contains("point: Point { x: 115, y: 63 }"),
+        "{guest}"
+    );
+}
+
 #[test]
 fn ctrl_c_stops_every_vcpu_and_kill_ends_the_vm() {
     let (gdb, guest) = debug(
