@@ -601,6 +601,7 @@ fn stats(report: &Report) -> String {
     }
     out += &format!("  bad hypercall            {:>8}\n", e.bad_hypercalls);
     out += &format!("  other port I/O           {:>8}\n", e.other_io);
+    out += &format!("  debugger traps           {:>8}\n", e.debug_traps);
     out += &format!("  device MMIO              {:>8}\n", e.device_mmio);
     out += &format!("  other MMIO               {:>8}\n", e.mmio);
     out += &format!("  interrupted              {:>8}\n", e.interrupted);

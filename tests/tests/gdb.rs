@@ -288,9 +288,11 @@ fn a_programs_own_int3_stops_in_gdb_and_is_fatal_without_it() {
     guest.expect_code(0);
     assert!(guest.stdout.contains("after the trap"), "{guest}");
 
-    let alone = eremite_tests::boot("debuggee", &[], &["trap"]);
+    // Without GDB: offered to nobody (one exit, counted), then fatal.
+    let alone = eremite_tests::boot("debuggee", &["--stats"], &["trap"]);
     alone.expect_code(139);
     assert!(!alone.stdout.contains("after the trap"), "{alone}");
+    assert_eq!(alone.stat("debugger traps"), 1, "{alone}");
 }
 
 #[test]

@@ -82,6 +82,9 @@ pub struct ExitStats {
     pub bad_hypercalls: u64,
     /// Port I/O to ports that are not hypercalls.
     pub other_io: u64,
+    /// Exception frames the guest's stubs offered to a debugger (`--gdb`:
+    /// breakpoints, steps, and with GDB attached any exception).
+    pub debug_traps: u64,
     /// MMIO accesses to a virtio device's registers (`QueueNotify` writes
     /// that KVM hands to an ioeventfd take no exit and are not counted).
     pub device_mmio: u64,
@@ -99,6 +102,7 @@ impl ExitStats {
         }
         self.bad_hypercalls += other.bad_hypercalls;
         self.other_io += other.other_io;
+        self.debug_traps += other.debug_traps;
         self.device_mmio += other.device_mmio;
         self.mmio += other.mmio;
         self.interrupted += other.interrupted;
@@ -109,6 +113,7 @@ impl ExitStats {
         self.hypercalls.iter().sum::<u64>()
             + self.bad_hypercalls
             + self.other_io
+            + self.debug_traps
             + self.device_mmio
             + self.mmio
             + self.interrupted
@@ -697,7 +702,7 @@ impl Vcpu<'_> {
             };
             let stop = match exit {
                 VcpuExit::IoOut(trap::DEBUG_PORT, data) => {
-                    stats.other_io += 1;
+                    stats.debug_traps += 1;
                     let value = <[u8; 4]>::try_from(data).map(u32::from_le_bytes);
                     match (self.debug, value) {
                         (Some(hub), Ok(value)) => match hub.trap(self.cpu, value, &self.fd, ram)? {
