@@ -225,7 +225,16 @@ global_asm!(
     // On entry RSP is the interrupted RSP: step over its red zone (without
     // touching memory) to the vectors, RFLAGS and RIP the stub left there.
     "eremite_irq_upcall:",
+    // Unwind information, for debuggers (a thread switched away inside
+    // the upcall unwinds through it to the interrupted code): the frame
+    // is a signal frame whose CFA is the interrupted RSP, with the
+    // interrupted RIP in the stub's slot below it.
+    "    .cfi_startproc simple",
+    "    .cfi_signal_frame",
+    "    .cfi_def_cfa rsp, 0",
+    "    .cfi_offset rip, -{rip_below}",
     "    lea rsp, [rsp - {vector_below}]",
+    "    .cfi_def_cfa_offset {vector_below}",
     // Nested in another upcall's acknowledgement on this CPU: leave the
     // vectors to it and return at once. (The flags are free: RFLAGS is
     // restored from the slot the stub wrote.)
@@ -242,8 +251,11 @@ global_asm!(
     "    push r10",
     "    push r11",
     "    push rbp",
+    "    .cfi_adjust_cfa_offset 80",
+    "    .cfi_offset rbp, -({vector_below} + 80)",
     "    cld",
     "    mov rbp, rsp",
+    "    .cfi_def_cfa_register rbp",
     // Interrupted in a Linux program (its RIP outside the kernel's image),
     // or in one of the kernel's few instructions that run on the
     // program's stack (entering and leaving a system call, resuming the
@@ -314,8 +326,11 @@ global_asm!(
     "8:  mov eax, dword ptr [rip + {mask}]",
     "    xor edx, edx",
     "    xrstor64 [rsp]",
+    "    .cfi_remember_state",
     "    mov rsp, rbp",
+    "    .cfi_def_cfa rsp, {vector_below} + 80",
     "    pop rbp",
+    "    .cfi_same_value rbp",
     "    pop r11",
     "    pop r10",
     "    pop r9",
@@ -325,9 +340,13 @@ global_asm!(
     "    pop rdx",
     "    pop rcx",
     "    pop rax",
+    "    .cfi_def_cfa_offset {vector_below}",
     "    lea rsp, [rsp + 8]",
+    "    .cfi_def_cfa_offset {vector_below} - 8",
     "    popfq",
+    "    .cfi_def_cfa_offset {vector_below} - 16",
     "    ret 128",
+    "    .cfi_restore_state",
     // The interrupted context as `UserRegs` (see `linux.rs`): the saved
     // caller-saved registers, the callee-saved ones (still the
     // program's), RSP, RIP and RFLAGS from the stub's slots. The call
@@ -376,17 +395,26 @@ global_asm!(
     "    call {deliver}",
     "    add rsp, 144",
     "    jmp 8b",
+    // (Reached from the top, before any push.)
+    "    .cfi_def_cfa rsp, {vector_below}",
+    "    .cfi_same_value rbp",
     "9:  push rax",
+    "    .cfi_adjust_cfa_offset 8",
     "    mov rax, qword ptr [rsp + 8]",
     "    lock or qword ptr gs:[{deferred}], rax",
     "    pop rax",
+    "    .cfi_adjust_cfa_offset -8",
     "    lea rsp, [rsp + 8]",
+    "    .cfi_adjust_cfa_offset -8",
     "    popfq",
+    "    .cfi_adjust_cfa_offset -8",
     "    ret 128",
+    "    .cfi_endproc",
     ".size eremite_irq_upcall, . - eremite_irq_upcall",
     area = const XSAVE_AREA_BYTES,
     mask = sym XSAVE_MASK,
     vector_below = const RIP_BELOW + 16,
+    rip_below = const RIP_BELOW,
     acknowledge = sym crate::sched::interrupt_acknowledge,
     finish = sym crate::sched::interrupt_finish,
     in_upcall = const super::PER_CPU_IN_UPCALL,
