@@ -65,6 +65,7 @@ pub(crate) fn serve(hub: &DebugHub, ram: &GuestRam, stream: TcpStream, load_bias
         actions: Vec::new(),
         is_locked: false,
         load_bias,
+        threads: std::cell::OnceCell::new(),
     };
     DebugHub::set_attached(ram, true, false);
     if !hub.wait_until_parked(0) {
@@ -170,6 +171,8 @@ struct Guest<'a> {
     is_locked: bool,
     /// Where the program's symbols are, against its ELF file.
     load_bias: u64,
+    /// The kernel's thread list at this stop (`threads.rs`).
+    threads: std::cell::OnceCell<Option<threads::Threads>>,
 }
 
 /// The page tables of the parked vCPUs (all share one address space).
@@ -372,6 +375,7 @@ impl MultiThreadResume for Guest<'_> {
             Some(Resume::Continue)
         };
         let actions = std::mem::take(&mut self.actions);
+        self.threads.take();
         self.hub.resume(self.ram, |cpu| {
             actions.get(cpu).copied().flatten().or(default)
         });

@@ -42,8 +42,16 @@ pub(super) struct Threads {
 }
 
 impl Guest<'_> {
-    /// The kernel's thread list, if it keeps one and has a thread in it.
-    pub(super) fn threads(&self, cr3: u64) -> Option<Threads> {
+    /// The kernel's thread list, if it keeps one and has a thread in it:
+    /// read once a stop (it cannot change while every vCPU is parked; a
+    /// resume forgets it).
+    fn listed(&self, state: &HubState) -> Option<&Threads> {
+        self.threads
+            .get_or_init(|| super::cr3(state).and_then(|cr3| self.read_threads(cr3)))
+            .as_ref()
+    }
+
+    fn read_threads(&self, cr3: u64) -> Option<Threads> {
         let report = BOOT_INFO_ADDR
             + (BootInfo::REPORT_OFFSET + std::mem::offset_of!(KernelReport, debug_threads)) as u64;
         let addr = self.ram.read_obj::<u64>(report).ok().filter(|&a| a != 0)?;
@@ -61,7 +69,7 @@ impl Guest<'_> {
 
     /// Where GDB's thread `tid` is.
     pub(super) fn place(&self, state: &HubState, tid: Tid) -> Option<Place> {
-        let Some(threads) = super::cr3(state).and_then(|cr3| self.threads(cr3)) else {
+        let Some(threads) = self.listed(state) else {
             return Some(Place::Cpu(tid.get() - 1));
         };
         let tid = tid.get() as u64;
@@ -81,8 +89,8 @@ impl Guest<'_> {
 
     /// GDB's thread for what vCPU `cpu` runs.
     pub(super) fn tid_on(&self, state: &HubState, cpu: usize) -> Tid {
-        let current = super::cr3(state)
-            .and_then(|cr3| self.threads(cr3))
+        let current = self
+            .listed(state)
             .and_then(|threads| threads.current.get(cpu).copied())
             .and_then(|tid| usize::try_from(tid).ok())
             .and_then(NonZeroUsize::new);
@@ -91,7 +99,7 @@ impl Guest<'_> {
 
     /// Every GDB thread.
     pub(super) fn tids(&self, state: &HubState) -> Vec<Tid> {
-        match super::cr3(state).and_then(|cr3| self.threads(cr3)) {
+        match self.listed(state) {
             Some(threads) => threads
                 .slots
                 .iter()

@@ -40,6 +40,7 @@ use eremite_interface::hypercall::{self, ExitKind};
 use eremite_interface::layout::BOOT_INFO_ADDR;
 use eremite_interface::trap::{self, TrapFrame};
 use gdbstub::common::Signal;
+use kvm_bindings::{kvm_fpu, kvm_sregs, kvm_xsave};
 use kvm_ioctls::VcpuFd;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -311,20 +312,13 @@ impl DebugHub {
     /// until the server resumes it.
     pub(super) fn park_asked(&self, cpu: u32, fd: &VcpuFd) -> Result<AfterPark, KvmError> {
         let regs = fd.get_regs().map_err(ioctl("read the registers"))?;
-        let sregs = fd.get_sregs().map_err(ioctl("read the system registers"))?;
-        let fpu = fd.get_fpu().map_err(ioctl("read the FPU registers"))?;
-        let xsave = fd
-            .get_xsave()
-            .map_err(ioctl("read the extended registers"))?;
-        let parked = Parked {
-            regs: registers::gdb_from_kvm(&regs, &sregs, &fpu, &xsave),
-            cr3: sregs.cr3,
-            why: Why::Asked,
-            is_reported: false,
-            is_changed: false,
-            resume: None,
-            origin: Origin::Kvm,
-        };
+        let (sregs, fpu, xsave) = other_registers(fd)?;
+        let parked = Parked::new(
+            registers::gdb_from_kvm(&regs, &sregs, &fpu, &xsave),
+            sregs.cr3,
+            Why::Asked,
+            Origin::Kvm,
+        );
         let parked = match self.park(cpu, parked) {
             Parking::Resumed(parked) => parked,
             Parking::Ended => return Ok(AfterPark::Run),
@@ -337,11 +331,7 @@ impl DebugHub {
             set_trap_flag(&mut regs.rflags, step);
             fd.set_regs(&regs).map_err(ioctl("write the registers"))?;
         }
-        if parked.is_changed {
-            let mut fpu = fpu;
-            registers::to_fpu(&parked.regs.core, &mut fpu);
-            fd.set_fpu(&fpu).map_err(ioctl("write the FPU registers"))?;
-        }
+        write_fpu_back(fd, fpu, &parked)?;
         Ok(AfterPark::Run)
     }
 
@@ -392,20 +382,13 @@ impl DebugHub {
                 _ => return Ok(AfterPark::Run),
             }
         };
-        let sregs = fd.get_sregs().map_err(ioctl("read the system registers"))?;
-        let fpu = fd.get_fpu().map_err(ioctl("read the FPU registers"))?;
-        let xsave = fd
-            .get_xsave()
-            .map_err(ioctl("read the extended registers"))?;
-        let parked = Parked {
-            regs: registers::gdb_from_frame(&frame, &sregs, &fpu, &xsave),
-            cr3: sregs.cr3,
+        let (sregs, fpu, xsave) = other_registers(fd)?;
+        let parked = Parked::new(
+            registers::gdb_from_frame(&frame, &sregs, &fpu, &xsave),
+            sregs.cr3,
             why,
-            is_reported: false,
-            is_changed: false,
-            resume: None,
-            origin: Origin::Frame(addr, frame),
-        };
+            Origin::Frame(addr, frame),
+        );
         let parked = match self.park(cpu, parked) {
             Parking::Resumed(parked) => parked,
             // The VM ends: leave the frame, the stub reports the trap.
@@ -422,11 +405,7 @@ impl DebugHub {
         if !is_passed_on {
             frame.vector = trap::RESUMED;
         }
-        if parked.is_changed {
-            let mut fpu = fpu;
-            registers::to_fpu(&parked.regs.core, &mut fpu);
-            fd.set_fpu(&fpu).map_err(ioctl("write the FPU registers"))?;
-        }
+        write_fpu_back(fd, fpu, &parked)?;
         // The frame was inside guest memory a moment ago and RAM does not
         // shrink, so this write cannot fail.
         let _ = ram.write_obj(addr, &frame);
@@ -577,6 +556,41 @@ impl DebugHub {
         self.is_stop_requested.store(false, Ordering::SeqCst);
         self.changed.notify_all();
     }
+}
+
+impl Parked {
+    fn new(regs: GdbRegisters, cr3: u64, why: Why, origin: Origin) -> Self {
+        Self {
+            regs,
+            cr3,
+            why,
+            is_reported: false,
+            is_changed: false,
+            resume: None,
+            origin,
+        }
+    }
+}
+
+/// What GDB sees of a vCPU besides its general registers (and the page
+/// tables): system registers, x87/SSE, the XSAVE area (AVX).
+fn other_registers(fd: &VcpuFd) -> Result<(kvm_sregs, kvm_fpu, kvm_xsave), KvmError> {
+    let sregs = fd.get_sregs().map_err(ioctl("read the system registers"))?;
+    let fpu = fd.get_fpu().map_err(ioctl("read the FPU registers"))?;
+    let xsave = fd
+        .get_xsave()
+        .map_err(ioctl("read the extended registers"))?;
+    Ok((sregs, fpu, xsave))
+}
+
+/// Give the vCPU the x87 and SSE registers GDB changed (`fpu`: as read
+/// when it parked).
+fn write_fpu_back(fd: &VcpuFd, mut fpu: kvm_fpu, parked: &Parked) -> Result<(), KvmError> {
+    if parked.is_changed {
+        registers::to_fpu(&parked.regs.core, &mut fpu);
+        fd.set_fpu(&fpu).map_err(ioctl("write the FPU registers"))?;
+    }
+    Ok(())
 }
 
 fn set_trap_flag(rflags: &mut u64, is_set: bool) {
