@@ -337,8 +337,9 @@ mod tests {
     }
 
     /// The kernel takes each filter (checked in a thread of its own,
-    /// which the filter confines until it ends), in well under the 0.2 ms
-    /// a linear chain of the vCPU's calls cost.
+    /// which the filter confines until it ends). How long each install
+    /// took is printed, not asserted: that is a benchmark's figure
+    /// (README, the boot rows), and these hosts are shared.
     #[test]
     fn the_kernel_takes_each_filter() {
         for kind in ThreadKind::ALL {
