@@ -475,6 +475,8 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         Some("--profile")
     } else if args.trace.is_some() {
         Some("--trace")
+    } else if args.gdb.is_some() {
+        Some("--gdb (QEMU's own -s serves GDB there)")
     } else if !args.add_host.is_empty() || args.dns.is_some() {
         Some("--add-host or --dns (the guest's /etc is written by eremite's VMM only)")
     } else if args

@@ -104,6 +104,9 @@ fn what_qemu_cannot_do_is_refused_clearly() {
     );
     run.expect_code(125);
     assert!(run.stderr.contains("--timeout"), "{run}");
+    let run = boot("hello", &["--hypervisor", "qemu-tcg", "--gdb", "1234"], &[]);
+    run.expect_code(125);
+    assert!(run.stderr.contains("QEMU does not support --gdb"), "{run}");
     // As on eremite's VMM, a vCPU count out of range is a usage error.
     let run = boot("hello", &["--hypervisor", "qemu-tcg", "--cpus", "17"], &[]);
     run.expect_code(2);
