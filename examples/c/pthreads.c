@@ -1,8 +1,12 @@
 /* pthreads through eremite's Linux ABI: a mutex and a condition variable
- * shared by 8 threads, thread-local storage, joins with results, and 1000
- * threads created and joined one after another (clone, futex, exit). */
+ * shared by 8 threads, thread-local storage, joins with results, 1000
+ * threads created and joined one after another (clone, futex, exit), and
+ * thread names (prctl) as Linux keeps them. */
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t done = PTHREAD_COND_INITIALIZER;
@@ -24,7 +28,28 @@ static void *worker(void *arg) {
     return (void *)(long)own;
 }
 
+/* A new thread has its creator's name until it sets its own; a name is
+ * cut to 15 bytes. */
+static void *namer(void *main_name) {
+    char name[16] = {0};
+    prctl(PR_GET_NAME, name);
+    int inherited = strcmp(name, main_name) == 0;
+    prctl(PR_SET_NAME, "a-much-too-long-name");
+    prctl(PR_GET_NAME, name);
+    int cut = strcmp(name, "a-much-too-long") == 0;
+    pthread_setname_np(pthread_self(), "worker");
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    return (void *)(long)(inherited && cut && strcmp(name, "worker") == 0);
+}
+
 int main(void) {
+    char main_name[16] = {0};
+    prctl(PR_GET_NAME, main_name);
+    pthread_t t;
+    void *named = 0;
+    if (pthread_create(&t, 0, namer, main_name) || pthread_join(t, &named))
+        return 1;
+    printf("main is named %.8s, names %s\n", main_name, named ? "kept" : "WRONG");
     pthread_t threads[8];
     for (long i = 0; i < 8; i++)
         if (pthread_create(&threads[i], 0, worker, (void *)i))

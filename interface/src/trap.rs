@@ -80,7 +80,13 @@ pub struct ThreadSlot {
     /// Guest address of the word where the scheduler keeps the thread's
     /// FS base (its TLS) while it is switched away.
     pub fs_base_at: u64,
+    /// Guest address of the thread's name: [`THREAD_NAME_BYTES`] bytes,
+    /// NUL-padded (Linux's `comm`).
+    pub name_at: u64,
 }
+
+/// The length of a thread's name at [`ThreadSlot::name_at`], with its NUL.
+pub const THREAD_NAME_BYTES: usize = 16;
 
 /// The kernel's list of threads for a debugger, kept while one is
 /// attached (`BootInfo::debugger_attached` set when the thread started);

@@ -141,6 +141,7 @@ pub(crate) extern "C" fn kernel_start(boot_info_addr: u64) -> ! {
         fatal(why);
     }
 
+    sched::set_current_name(program_name(&info.args));
     start_cpus(info.cpu_count);
 
     if info.flags & boot_flags::LINUX != 0 {
@@ -261,6 +262,20 @@ extern "C" fn enter_main(argc: u64, argv: u64, envp: u64) -> ! {
 /// The C-style array for a string list from the boot data area: one
 /// pointer per NUL-terminated string, then NULL. Strings outside the boot
 /// data area, or not terminated, end the list early.
+/// The main thread's name: the last part of the program's path (its
+/// first argument), as Linux names a process.
+fn program_name(args: &StringList) -> sched::ThreadName {
+    let first = pointer_array(args)[0];
+    if first.is_null() {
+        return sched::thread_name(b"main");
+    }
+    // SAFETY: a non-null entry of `pointer_array` points at a
+    // NUL-terminated string in the boot data area, which lives for ever.
+    let path = unsafe { core::ffi::CStr::from_ptr(first) }.to_bytes();
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    sched::thread_name(base)
+}
+
 fn pointer_array(list: &StringList) -> Vec<*const c_char> {
     let mut pointers = Vec::new();
     let Some(end) = list.addr.checked_add(list.len) else {

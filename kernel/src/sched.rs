@@ -132,6 +132,9 @@ struct Thread {
     unmap_at_exit: Option<(u64, usize)>,
     /// Its `errno` while it does not run.
     errno: i32,
+    /// Its name, NUL-padded (Linux's `comm`): the program's for the main
+    /// thread, the spawner's for a new one, until it sets its own.
+    name: ThreadName,
 }
 
 impl Thread {
@@ -146,7 +149,17 @@ impl Thread {
         &raw const self.fs_base as u64
     }
 
-    fn new(core: usize, state: State) -> Box<Self> {
+    /// Where its name is kept (as above).
+    fn name_at(&self) -> u64 {
+        self.name.as_ptr() as u64
+    }
+
+    /// Tell the debugger's thread list about it.
+    fn list(&self, tid: Tid) {
+        threadlist::added(tid, self.saved_rsp_at(), self.fs_base_at(), self.name_at());
+    }
+
+    fn new(core: usize, state: State, name: ThreadName) -> Box<Self> {
         Box::new(Self {
             core,
             saved_rsp: 0,
@@ -166,6 +179,7 @@ impl Thread {
             fp_area: None,
             unmap_at_exit: None,
             errno: 0,
+            name,
         })
     }
 }
@@ -220,8 +234,8 @@ fn lock() -> LockGuard<'static, Option<Scheduler>> {
     if guard.is_none() {
         let cores = bootinfo::cpu_count();
         let mut threads = BTreeMap::new();
-        let main = Thread::new(0, State::Running);
-        threadlist::added(MAIN_TID, main.saved_rsp_at(), main.fs_base_at());
+        let main = Thread::new(0, State::Running, thread_name(b"main"));
+        main.list(MAIN_TID);
         threadlist::switched(0, MAIN_TID);
         threads.insert(MAIN_TID, main);
         *guard = Some(Scheduler {
@@ -924,7 +938,11 @@ pub(crate) fn spawn(start: ThreadStart) -> Result<Tid, Errno> {
             core
         }
     };
-    let mut thread = Thread::new(core, State::Blocked);
+    let name = s
+        .threads
+        .get(&s.current())
+        .map_or([0; NAME_BYTES], |t| t.name);
+    let mut thread = Thread::new(core, State::Blocked, name);
     thread.saved_rsp = rsp;
     thread.fs_base = start.fs_base;
     thread.stack = start.stack;
@@ -934,7 +952,7 @@ pub(crate) fn spawn(start: ThreadStart) -> Result<Tid, Errno> {
         thread.syscall_stack = top;
         thread.fp_area = Some(Box::new(arch::FpArea::new()));
     }
-    threadlist::added(tid, thread.saved_rsp_at(), thread.fs_base_at());
+    thread.list(tid);
     s.threads.insert(tid, thread);
     s.wake(tid, false);
     Ok(tid)
@@ -943,6 +961,7 @@ pub(crate) fn spawn(start: ThreadStart) -> Result<Tid, Errno> {
 /// Start a kernel thread running `entry(0)` on `core`, on a stack of
 /// `stack_bytes` of its own and with no TLS (the kernel uses none).
 pub(crate) fn spawn_kernel_thread(
+    name: &[u8],
     entry: extern "C" fn(usize),
     stack_bytes: usize,
     core: usize,
@@ -959,7 +978,10 @@ pub(crate) fn spawn_kernel_thread(
         core: Some(core),
         syscall_stack: None,
     })?;
-    sched(&mut lock()).thread(tid).is_urgent = true;
+    let mut guard = lock();
+    let thread = sched(&mut guard).thread(tid);
+    thread.is_urgent = true;
+    thread.name = thread_name(name);
     Ok(tid)
 }
 
@@ -1027,6 +1049,42 @@ pub(crate) fn enter_program(frame: &arch::SyscallFrame, result: u64) -> ! {
     unsafe { arch::enter_program(frame, result) }
 }
 
+/// How long a thread's name may be, with its terminating NUL (Linux's
+/// `TASK_COMM_LEN`; the debugger reads that many).
+pub(crate) const NAME_BYTES: usize = eremite_interface::trap::THREAD_NAME_BYTES;
+
+/// A thread's name, NUL-padded.
+pub(crate) type ThreadName = [u8; NAME_BYTES];
+
+/// `name` as a thread name: cut at its first NUL, or short of the last
+/// byte, as Linux's `PR_SET_NAME` does.
+pub(crate) fn thread_name(name: &[u8]) -> ThreadName {
+    let len = name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(name.len())
+        .min(NAME_BYTES - 1);
+    let mut out = [0; NAME_BYTES];
+    out[..len].copy_from_slice(&name[..len]);
+    out
+}
+
+/// Name the calling thread.
+pub(crate) fn set_current_name(name: ThreadName) {
+    let mut guard = lock();
+    let s = sched(&mut guard);
+    let tid = s.current();
+    s.thread(tid).name = name;
+}
+
+/// The calling thread's name.
+pub(crate) fn current_name() -> ThreadName {
+    let mut guard = lock();
+    let s = sched(&mut guard);
+    let tid = s.current();
+    s.thread(tid).name
+}
+
 /// The calling thread's id.
 pub(crate) fn current_tid() -> Tid {
     sched(&mut lock()).current()
@@ -1041,8 +1099,8 @@ pub(crate) fn run_core() -> ! {
     let here = here();
     let tid = s.next_tid;
     s.next_tid += 1;
-    let thread = Thread::new(here, State::Blocked);
-    threadlist::added(tid, thread.saved_rsp_at(), thread.fs_base_at());
+    let thread = Thread::new(here, State::Blocked, thread_name(b"idle"));
+    thread.list(tid);
     s.threads.insert(tid, thread);
     s.core(here).current = tid;
     functrace::switched(here, tid);

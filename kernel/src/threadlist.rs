@@ -26,6 +26,7 @@ const SLOT_WORDS: usize = size_of::<ThreadSlot>() / 8;
 const TID: usize = offset_of!(ThreadSlot, tid) / 8;
 const SAVED_RSP_AT: usize = offset_of!(ThreadSlot, saved_rsp_at) / 8;
 const FS_BASE_AT: usize = offset_of!(ThreadSlot, fs_base_at) / 8;
+const NAME_AT: usize = offset_of!(ThreadSlot, name_at) / 8;
 
 /// The table, word by word (`ThreadTable`'s layout).
 static TABLE: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
@@ -40,15 +41,16 @@ pub(crate) fn publish() {
 }
 
 /// Thread `tid` exists; while it is switched away its stack pointer is
-/// kept at `saved_rsp_at` and its FS base at `fs_base_at`. A thread past
-/// the table's capacity is left out.
-pub(crate) fn added(tid: u32, saved_rsp_at: u64, fs_base_at: u64) {
+/// kept at `saved_rsp_at` and its FS base at `fs_base_at`; its name is at
+/// `name_at`. A thread past the table's capacity is left out.
+pub(crate) fn added(tid: u32, saved_rsp_at: u64, fs_base_at: u64, name_at: u64) {
     if !arch::is_debugger_attached() {
         return;
     }
     if let Some(slot) = slot_of(0) {
         TABLE[slot + SAVED_RSP_AT].store(saved_rsp_at, Ordering::Relaxed);
         TABLE[slot + FS_BASE_AT].store(fs_base_at, Ordering::Relaxed);
+        TABLE[slot + NAME_AT].store(name_at, Ordering::Relaxed);
         TABLE[slot + TID].store(u64::from(tid), Ordering::Release);
     }
 }

@@ -194,11 +194,16 @@ fn ctrl_c_stops_every_vcpu_and_kill_ends_the_vm() {
     for thread in ["Thread 1.1 ", "Thread 1.2 ", "Thread 1.3 ", "Thread 1.4 "] {
         assert!(out.contains(thread), "no {thread}\n{gdb}");
     }
+    // std for hermit passes no thread names: spawned threads keep their
+    // spawner's (the program's, as on Linux); a CPU's first context is
+    // `idle`.
+    assert!(out.contains("(debuggee, vCPU "), "{gdb}");
     assert!(
-        out.contains("(vCPU 0)") && out.contains("(vCPU 1)"),
+        out.contains(", vCPU 0)") && out.contains(", vCPU 1)"),
         "{gdb}"
     );
-    assert!(out.contains("(waiting)"), "{gdb}");
+    assert!(out.contains("(idle, "), "{gdb}");
+    assert!(out.contains(", waiting)"), "{gdb}");
     assert!(out.contains("debuggee::nap ()"), "{gdb}");
     // Main and the spinner share vCPU 0: one runs, the other was
     // preempted, and unwinds through the interrupt upcall (its CFI) to
@@ -344,10 +349,21 @@ fn a_linux_program_is_debugged_with_its_own_symbols() {
         &linux_image("busy"),
         "200",
         &[],
-        &["break cold_loop", "continue", "bt 3", "delete", "continue"],
+        &[
+            "break cold_loop",
+            "continue",
+            "bt 3",
+            "info threads",
+            "delete",
+            "continue",
+        ],
         None,
     );
     let out = &gdb.stdout;
+    // The main thread is named after the program, as on Linux; the other
+    // named itself through `prctl(PR_SET_NAME)` (std's `Builder::name`).
+    assert!(out.contains("(busy, "), "{gdb}");
+    assert!(out.contains("(worker, "), "{gdb}");
     assert!(
         out.contains("Breakpoint 1, cold_loop () at busy/src/main.rs"),
         "{gdb}\n{guest}"

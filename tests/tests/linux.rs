@@ -38,7 +38,8 @@ fn pthreads_share_a_mutex_a_condvar_and_tls_on_one_and_two_cpus() {
         both_kinds("pthreads", &["--cpus", cpus], &[], |run| {
             run.expect_code(0);
             assert_eq!(
-                run.stdout, "counter=80000 sum=28 own=7\ncreated and joined 1000 threads\n",
+                run.stdout,
+                "main is named pthreads, names kept\ncounter=80000 sum=28 own=7\ncreated and joined 1000 threads\n",
                 "{run}"
             );
         });

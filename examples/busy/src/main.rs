@@ -71,7 +71,11 @@ fn main() {
             std::process::exit(2);
         });
     let span = Duration::from_millis(ms);
-    let other = std::thread::spawn(move || work(span));
+    // Named, so that a debugger shows the name (Linux: `prctl`).
+    let other = std::thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || work(span))
+        .expect("a second thread");
     let mixed = work(span).and(other.join().expect("the other thread ends"));
     println!("busy: {} rounds, {:x}", mixed.rounds, mixed.value);
 }

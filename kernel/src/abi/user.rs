@@ -91,6 +91,20 @@ pub(super) fn c_str<'a>(ptr: *const u8, max_len: usize) -> Result<&'a [u8], Errn
     }
 }
 
+/// The first `max_len` bytes of the string at `ptr`, or fewer up to its
+/// NUL (without it): a string cut short, as `prctl(PR_SET_NAME)` takes
+/// one. `EFAULT` if RAM ends first.
+pub(super) fn c_str_prefix<'a>(ptr: u64, max_len: usize) -> Result<&'a [u8], Errno> {
+    let max = u64::try_from(max_len).unwrap_or(u64::MAX);
+    let available = usize::try_from(mm::readable_bytes_from(ptr, max)).unwrap_or(usize::MAX);
+    let bytes = slice(ptr as *const u8, available.min(max_len))?;
+    match bytes.iter().position(|&b| b == 0) {
+        Some(len) => Ok(&bytes[..len]),
+        None if bytes.len() == max_len => Ok(bytes),
+        None => Err(errno::EFAULT),
+    }
+}
+
 /// A path argument: a C string shorter than `PATH_MAX`.
 pub(super) fn path<'a>(ptr: *const u8) -> Result<&'a [u8], Errno> {
     c_str(ptr, eremite_interface::fs::PATH_MAX)

@@ -373,7 +373,7 @@ fn start_thread() {
         return;
     }
     // Core 0 takes the card's interrupts, so waking it costs no IPI.
-    if let Err(e) = sched::spawn_kernel_thread(run, THREAD_STACK_BYTES, CARD_CPU) {
+    if let Err(e) = sched::spawn_kernel_thread(b"network", run, THREAD_STACK_BYTES, CARD_CPU) {
         klog!("net: cannot start the network thread: errno {}", e.0);
         IS_THREAD_STARTED.store(false, Ordering::SeqCst);
     }

@@ -528,9 +528,16 @@ impl SectionOffsets for Guest<'_> {
 
 impl ThreadExtraInfo for Guest<'_> {
     fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, String> {
-        let info = match self.place(&self.hub.lock(), tid) {
+        let state = self.hub.lock();
+        let place = match self.place(&state, tid) {
             Some(Place::Cpu(cpu)) => format!("vCPU {cpu}"),
             _ => "waiting".to_string(),
+        };
+        // GDB shows this in brackets after the thread: `Thread 3 (worker,
+        // vCPU 1)`; gdbstub has no `qXfer:threads` to give the name alone.
+        let info = match self.name(&state, tid) {
+            Some(name) => format!("{name}, {place}"),
+            None => place,
         };
         let n = info.len().min(buf.len());
         buf[..n].copy_from_slice(&info.as_bytes()[..n]);

@@ -10,7 +10,7 @@
 use std::num::NonZeroUsize;
 
 use eremite_interface::layout::BOOT_INFO_ADDR;
-use eremite_interface::trap::{ThreadSlot, ThreadTable};
+use eremite_interface::trap::{THREAD_NAME_BYTES, ThreadSlot, ThreadTable};
 use eremite_interface::{BootInfo, KernelReport};
 use gdbstub::common::Tid;
 use zerocopy::FromBytes;
@@ -39,6 +39,8 @@ pub(super) struct Saved {
 pub(super) struct Threads {
     current: Vec<u64>,
     slots: Vec<ThreadSlot>,
+    /// Each slot's thread name, in `slots`' order.
+    names: Vec<String>,
 }
 
 impl Guest<'_> {
@@ -61,10 +63,32 @@ impl Guest<'_> {
         }
         let table = ThreadTable::read_from_bytes(&bytes).ok()?;
         let slots: Vec<ThreadSlot> = table.slots.into_iter().filter(|s| s.tid != 0).collect();
+        let names = slots
+            .iter()
+            .map(|slot| {
+                let mut name = [0u8; THREAD_NAME_BYTES];
+                let len = self.read_virtual(cr3, slot.name_at, &mut name);
+                let name = &name[..len];
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                String::from_utf8_lossy(&name[..end]).into_owned()
+            })
+            .collect();
         (!slots.is_empty()).then(|| Threads {
             current: table.current.to_vec(),
             slots,
+            names,
         })
+    }
+
+    /// The name the guest's kernel gave GDB's thread `tid`, if it listed
+    /// one.
+    pub(super) fn name(&self, state: &HubState, tid: Tid) -> Option<&str> {
+        let threads = self.listed(state)?;
+        let at = threads
+            .slots
+            .iter()
+            .position(|s| s.tid == tid.get() as u64)?;
+        Some(threads.names[at].as_str()).filter(|name| !name.is_empty())
     }
 
     /// Where GDB's thread `tid` is.

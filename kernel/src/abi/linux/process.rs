@@ -301,15 +301,19 @@ pub(super) fn sysinfo(out: u64) -> SysResult {
     user::write(ptr::<Sysinfo>(out), info).map(|()| 0)
 }
 
-/// `prctl(2)`: the thread's name is accepted (and not kept); the rest is
-/// `EINVAL`.
-pub(super) fn prctl(option: i32, _arg: u64) -> SysResult {
+/// `prctl(2)`: the calling thread's name (what a debugger shows); the
+/// rest is `EINVAL`.
+pub(super) fn prctl(option: i32, arg: u64) -> SysResult {
     const PR_SET_NAME: i32 = 15;
     const PR_GET_NAME: i32 = 16;
     match option {
-        PR_SET_NAME => Ok(0),
+        PR_SET_NAME => {
+            let name = user::c_str_prefix(arg, sched::NAME_BYTES)?;
+            sched::set_current_name(sched::thread_name(name));
+            Ok(0)
+        }
         PR_GET_NAME => {
-            user::write(ptr::<[u8; 16]>(_arg), *b"eremite\0\0\0\0\0\0\0\0\0").map(|()| 0)
+            user::write(ptr::<sched::ThreadName>(arg), sched::current_name()).map(|()| 0)
         }
         _ => Err(errno::EINVAL),
     }
