@@ -19,6 +19,7 @@
 
 mod profile;
 mod qemu;
+mod scenario;
 mod trace;
 mod uftrace;
 
@@ -74,6 +75,12 @@ enum Command {
         /// Where to put them (made if missing; e.g. `target/eremite-compat`).
         dir: std::path::PathBuf,
     },
+    /// Several VMs from one scenario file (docs/scenarios.md).
+    #[command(subcommand)]
+    Scenario(scenario::ScenarioCommand),
+    /// Sweeps of a scenario's variables, with results and charts.
+    #[command(subcommand)]
+    Experiment(scenario::ExperimentCommand),
     /// Write `--trace`'s uftrace files into DIR from the calls on stdin
     /// (started by `eremite run --trace` before it confines itself).
     #[command(name = uftrace::SUBCOMMAND, hide = true)]
@@ -226,6 +233,22 @@ impl RunArgs {
     }
 }
 
+/// Under `eremite scenario` (its pid in [`scenario::SUPERVISED_ENV`]):
+/// end with the runner, so that a runner killed outright leaves no VM.
+fn die_with_supervisor() -> Result<(), String> {
+    let Ok(runner) = std::env::var(scenario::SUPERVISED_ENV) else {
+        return Ok(());
+    };
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("cannot ask to end with the scenario runner: {e}"))?;
+    // The runner may have gone before the request above.
+    let parent = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
+    if runner.parse::<i32>().ok() != Some(parent) {
+        return Err("the scenario runner that started this VM has gone".into());
+    }
+    Ok(())
+}
+
 /// A regular expression for `--trace-filter`.
 /// `PORT` (on 127.0.0.1) or `HOST:PORT`.
 fn parse_gdb_address(text: &str) -> Result<std::net::SocketAddr, String> {
@@ -301,6 +324,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Compat { dir } => compat(&dir),
+        Command::Scenario(command) => scenario::scenario(command),
+        Command::Experiment(command) => scenario::experiment(command),
         Command::WriteUftrace { dir } => match uftrace::write_dir(&dir, std::io::stdin().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
@@ -341,6 +366,10 @@ fn compat(dir: &std::path::Path) -> ExitCode {
 }
 
 fn run(args: RunArgs, started: Instant) -> ExitCode {
+    if let Err(e) = die_with_supervisor() {
+        eprintln!("eremite: {e}");
+        return ExitCode::from(125);
+    }
     let memory = args
         .memory
         .unwrap_or_else(|| eremite_vmm::default_memory_bytes(&args.image()));
@@ -707,7 +736,11 @@ mod tests {
     fn run_args(cli: Cli) -> RunArgs {
         match cli.command {
             Command::Run(args) => *args,
-            Command::Switch { .. } | Command::Compat { .. } | Command::WriteUftrace { .. } => {
+            Command::Switch { .. }
+            | Command::Compat { .. }
+            | Command::WriteUftrace { .. }
+            | Command::Scenario(_)
+            | Command::Experiment(_) => {
                 panic!("not parsed as `run`")
             }
         }

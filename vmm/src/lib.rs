@@ -32,6 +32,7 @@ mod net_address;
 mod profile;
 mod sandbox;
 mod size;
+mod usage;
 
 /// Entry points for the fuzz targets in `fuzz/`; not an API.
 #[doc(hidden)]
@@ -70,6 +71,7 @@ pub use profile::{
 };
 pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
 pub use size::{SizeError, parse_memory_size};
+pub use usage::{Ended, try_wait_with_usage};
 
 /// Default guest memory.
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;

@@ -12,7 +12,7 @@ use std::process::Command;
 use crate::{Result, root, run_command};
 
 /// C programs in `examples/c`, by name (`NAME.c`).
-pub(crate) const C_PROGRAMS: [&str; 11] = [
+pub(crate) const C_PROGRAMS: [&str; 12] = [
     "hello",
     "pthreads",
     "redzone",
@@ -24,6 +24,7 @@ pub(crate) const C_PROGRAMS: [&str; 11] = [
     "fsdiff",
     "memory",
     "wildptr",
+    "probe",
 ];
 /// Programs in `examples/c` built only against the host's glibc, as
 /// HermitCore's C, C++, Fortran and OpenMP support: the source file, the
