@@ -75,9 +75,10 @@ pub(super) fn run(path: &Path, out: &Path) -> Result<std::process::ExitCode, Str
     }
     print!("{summary}");
     println!("results in {}", out.display());
-    Ok(runs
+    let has_passed = runs
         .iter()
-        .all(|r| r.outcomes.iter().all(|o| o.failure.is_none())))
+        .all(|r| r.outcomes.iter().all(|o| o.failure.is_none()));
+    Ok(super::verdict(has_passed, &flag))
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> Result<(), String> {
