@@ -37,7 +37,7 @@ mod servers;
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Both sides run pinned to this host core.
 const BENCH_CORE: &str = "1";
-const GROUPS: [&str; 9] = [
+const GROUPS: [&str; 10] = [
     "syscalls",
     "syscalls_qemu",
     "noise",
@@ -47,6 +47,7 @@ const GROUPS: [&str; 9] = [
     "net",
     "linux",
     "servers",
+    "scenarios",
 ];
 /// Guest memory for the `fs` runs: room for Postmark's file pool.
 const FS_MEMORY: &str = "256M";
@@ -127,7 +128,9 @@ pub(crate) fn bench(args: &[String]) -> Result {
         crate::install_host_tools()?;
     }
     let cli = build_cli()?;
-    let needs_programs = groups.iter().any(|g| !matches!(*g, "boot" | "smp"));
+    let needs_programs = groups
+        .iter()
+        .any(|g| !matches!(*g, "boot" | "smp" | "scenarios"));
     if needs_programs {
         build_benches(&[])?;
         build_benches(&["--target", HOST_TARGET, "--config", "unstable.build-std=[]"])?;
@@ -192,6 +195,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 tsc_khz = khz;
                 rows.extend(linux_rows);
             }
+            "scenarios" => scenarios(&cli, is_quick)?,
             "smp" => {
                 rows.push(smp(&cli, if is_quick { 1 } else { 5 })?);
                 rows.extend(cross_core_pingpong(&cli, is_quick)?);
@@ -209,6 +213,33 @@ pub(crate) fn bench(args: &[String]) -> Result {
         "bench-results"
     };
     write_results(&root().join(dir), &rows, &extra, tsc_khz, &groups)
+}
+
+/// `scenarios/kv-placement.toml`, the Genode talk's experiment, through
+/// `eremite experiment run`: its table, CSV and chart go to
+/// `bench-results/scenarios/` (no rows: it compares placements, not
+/// eremite with Linux). Quick: one second a run, one repeat.
+fn scenarios(cli: &Path, is_quick: bool) -> Result {
+    crate::build_image("kvbench")?;
+    let out = if is_quick {
+        "bench-results/quick/scenarios"
+    } else {
+        "bench-results/scenarios"
+    };
+    let mut command = Command::new(cli);
+    command
+        .args([
+            "experiment",
+            "run",
+            "scenarios/kv-placement.toml",
+            "--out",
+            out,
+        ])
+        .current_dir(root());
+    if is_quick {
+        command.args(["--set", "seconds=1", "--repeat", "1"]);
+    }
+    run_command(&mut command)
 }
 
 const SYSCALL_ROWS: [&str; 16] = [

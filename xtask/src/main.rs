@@ -23,7 +23,7 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// binary of the example's folder; the `rayon` and `socket2` examples'
 /// packages are `rayon-demo` and `socket2-demo`, as a package may not
 /// share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 19] = [
+pub(crate) const EXAMPLES: [&str; 20] = [
     "hello",
     "busy",
     "debuggee",
@@ -42,6 +42,7 @@ pub(crate) const EXAMPLES: [&str; 19] = [
     "mio-httpd",
     "tokio-httpd",
     "memory",
+    "kvbench",
     "socket2",
 ];
 
@@ -91,7 +92,7 @@ fn dispatch(args: &[String]) -> Result {
 }
 
 fn usage() -> String {
-    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|syscalls_qemu|noise|fs|boot|smp|net]... [--quick] | fuzz TARGET [SECONDS]"
+    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|syscalls_qemu|noise|fs|boot|smp|net|linux|servers|scenarios]... [--quick] | fuzz TARGET [SECONDS]"
         .to_owned()
 }
 
@@ -222,9 +223,9 @@ pub(crate) fn build_native_examples(names: &[&str]) -> Result {
 }
 
 /// Packages of the examples' workspace with logic of their own that has
-/// host unit tests: the `httpd` library, and `compat/socket2`'s address
+/// host unit tests: the `httpd` library, `kvbench`'s tree, and `compat/socket2`'s address
 /// conversions.
-const EXAMPLE_LIBRARIES: [&str; 2] = ["httpd", "socket2"];
+const EXAMPLE_LIBRARIES: [&str; 3] = ["httpd", "socket2", "kvbench"];
 
 /// Run the unit tests of the examples' workspace on the host.
 fn test_example_libraries() -> Result {

@@ -23,8 +23,17 @@ struct Run {
 
 /// Run the experiment in `path`, writing into `out`; the exit code
 /// ([`super::verdict`]).
-pub(super) fn run(path: &Path, out: &Path) -> Result<std::process::ExitCode, String> {
-    let scenario = load(path)?;
+pub(super) fn run(
+    path: &Path,
+    out: &Path,
+    sets: &[(String, String)],
+    repeat: Option<u32>,
+) -> Result<std::process::ExitCode, String> {
+    let mut scenario = load(path)?;
+    scenario
+        .restrict(sets)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    scenario.repeat = repeat.unwrap_or(scenario.repeat);
     let combinations = scenario.combinations();
     // Every plan first: nothing starts if one combination is wrong.
     let plans = combinations

@@ -127,6 +127,8 @@ pub(crate) struct Scenario {
     pub(crate) name: String,
     /// The `[vary]` variables in file order, each with its values.
     pub(crate) vary: Vec<(String, Vec<String>)>,
+    /// The variables the file gives more than one value.
+    swept: Vec<String>,
     /// The `[metric]` names in file order.
     pub(crate) metrics: Vec<String>,
     pub(crate) repeat: u32,
@@ -142,6 +144,8 @@ pub(crate) struct Scenario {
 pub(crate) struct Plan {
     /// The variables' values in this run (`[vary]` order).
     pub(crate) values: Vec<(String, String)>,
+    /// The variables the file gives more than one value.
+    swept: Vec<String>,
     /// The host CPUs the whole scenario may use.
     pub(crate) cpus: Vec<usize>,
     pub(crate) copies: Vec<Copy>,
@@ -177,17 +181,20 @@ pub(crate) struct Copy {
 }
 
 impl Plan {
-    /// `instances=2 placement=shared` (`run` without `[vary]`).
+    /// `instances=2 placement=shared`: the variables the file gives more
+    /// than one value (`run` when there are none).
     pub(crate) fn label(&self) -> String {
-        if self.values.is_empty() {
-            return "run".into();
-        }
         let parts: Vec<String> = self
             .values
             .iter()
+            .filter(|(k, _)| self.swept.contains(k))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        parts.join(" ")
+        if parts.is_empty() {
+            "run".into()
+        } else {
+            parts.join(" ")
+        }
     }
 }
 
@@ -253,10 +260,16 @@ impl Scenario {
             ),
         };
         let metrics = raw.metric.0.iter().map(|(name, _)| name.clone()).collect();
+        let swept = vary
+            .iter()
+            .filter(|(_, values): &&(String, Vec<String>)| values.len() > 1)
+            .map(|(name, _)| name.clone())
+            .collect();
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Ok(Self {
             name: raw.name.get_ref().clone(),
             vary,
+            swept,
             metrics,
             repeat,
             timeout,
@@ -264,6 +277,17 @@ impl Scenario {
             text: text.to_owned(),
             dir,
         })
+    }
+
+    /// Give each variable in `sets` only that value (`--set`).
+    pub(crate) fn restrict(&mut self, sets: &[(String, String)]) -> Result<()> {
+        for (key, value) in sets {
+            let Some((_, values)) = self.vary.iter_mut().find(|(k, _)| k == key) else {
+                return Err(unknown_variable(key));
+            };
+            *values = vec![value.clone()];
+        }
+        Ok(())
     }
 
     /// Every combination of the `[vary]` values, the first variable
@@ -289,13 +313,11 @@ impl Scenario {
     /// `[vary]` variable (`--set` on the command line; a variable not set
     /// takes its first value).
     pub(crate) fn plan(&self, sets: &[(String, String)]) -> Result<Plan> {
-        for (key, _) in sets {
-            if !self.vary.iter().any(|(k, _)| k == key) {
-                return Err(FileError {
-                    line: None,
-                    message: format!("--set {key}: the scenario's [vary] has no {key}"),
-                });
-            }
+        if let Some((key, _)) = sets
+            .iter()
+            .find(|(key, _)| !self.vary.iter().any(|(k, _)| k == key))
+        {
+            return Err(unknown_variable(key));
         }
         let values: Vec<(String, String)> = self
             .vary
@@ -314,6 +336,13 @@ impl Scenario {
             values: &values,
         }
         .plan(self, &values)
+    }
+}
+
+fn unknown_variable(name: &str) -> FileError {
+    FileError {
+        line: None,
+        message: format!("--set {name}: the scenario's [vary] has no {name}"),
     }
 }
 
@@ -591,6 +620,7 @@ impl Planner<'_> {
             .collect::<Result<Vec<_>>>()?;
         Ok(Plan {
             values: values.to_vec(),
+            swept: scenario.swept.clone(),
             cpus,
             copies,
             metrics,

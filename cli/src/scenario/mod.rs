@@ -58,6 +58,13 @@ pub(crate) enum ExperimentCommand {
         /// Where the results go (made if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Give a [vary] variable only this value (repeatable).
+        #[arg(long, value_name = "NAME=VALUE", value_parser = parse_set)]
+        set: Vec<(String, String)>,
+        /// Run each combination this many times instead of the file's
+        /// `repeat`.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: Option<u32>,
     },
 }
 
@@ -187,8 +194,13 @@ fn verdict(has_passed: bool, interrupted: &AtomicBool) -> ExitCode {
 }
 
 pub(crate) fn experiment(command: ExperimentCommand) -> ExitCode {
-    let ExperimentCommand::Run { file, out } = command;
-    experiment::run(&file, &out).unwrap_or_else(|e| {
+    let ExperimentCommand::Run {
+        file,
+        out,
+        set,
+        repeat,
+    } = command;
+    experiment::run(&file, &out, &set, repeat).unwrap_or_else(|e| {
         eprintln!("eremite: {e}");
         ExitCode::from(125)
     })
