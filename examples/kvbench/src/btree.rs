@@ -55,16 +55,15 @@ impl Node {
     fn split(&mut self) -> (u64, NodeRef) {
         let mid = self.keys.len() / 2;
         let mut right = Node::new(self.level);
-        let separator;
-        if self.level == 0 {
+        let separator = if self.level == 0 {
             right.keys = self.keys.split_off(mid);
             right.values = self.values.split_off(mid);
-            separator = right.keys[0];
+            right.keys[0]
         } else {
             right.keys = self.keys.split_off(mid + 1);
             right.children = self.children.split_off(mid + 1);
-            separator = self.keys.pop().expect("an inner node that splits has keys");
-        }
+            self.keys.pop().expect("an inner node that splits has keys")
+        };
         right.high = self.high;
         right.right = self.right.take();
         let right = Arc::new(RwLock::new(right));
@@ -79,12 +78,15 @@ pub struct BTree {
     root: Mutex<NodeRef>,
 }
 
-impl BTree {
-    pub fn new() -> Self {
+impl Default for BTree {
+    fn default() -> Self {
         Self {
             root: Mutex::new(Arc::new(RwLock::new(Node::new(0)))),
         }
     }
+}
+
+impl BTree {
 
     fn root(&self) -> NodeRef {
         Arc::clone(&self.root.lock().expect("root lock"))

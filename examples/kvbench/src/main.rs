@@ -99,15 +99,15 @@ fn work(tree: &BTree, zipf: &Zipf, options: &Options, thread: u64, stop: &Atomic
     };
     while !stop.load(Ordering::Relaxed) {
         for _ in 0..256 {
-            let record = zipf.next(&mut rng);
-            let is_read = rng.next() % 100 < options.read_percent;
+            let record = zipf.choose(&mut rng);
+            let is_read = rng.next_u64() % 100 < options.read_percent;
             let sampled = share.ops % 16 == 0;
             let started = sampled.then(Instant::now);
             if is_read {
                 let value = tree.get(key(record)).expect("every record was loaded");
                 share.checksum = share.checksum.wrapping_add(value);
             } else {
-                tree.insert(key(record), rng.next());
+                tree.insert(key(record), rng.next_u64());
             }
             if let Some(started) = started {
                 share.latencies_ns.push(started.elapsed().as_nanos() as u64);
@@ -120,7 +120,7 @@ fn work(tree: &BTree, zipf: &Zipf, options: &Options, thread: u64, stop: &Atomic
 
 fn main() {
     let options = Arc::new(options());
-    let tree = Arc::new(BTree::new());
+    let tree = Arc::new(BTree::default());
     let loaded = Instant::now();
     for i in 0..options.records {
         tree.insert(key(i), i);
