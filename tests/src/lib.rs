@@ -192,6 +192,13 @@ fn add_run_args(command: &mut Command, image: &Path, options: &[&str], guest_arg
         .args(guest_args);
 }
 
+/// `eremite ARGS` in the background (for subcommands other than `run`).
+pub fn spawn_eremite(args: &[&str]) -> Guest {
+    let mut command = Command::new(eremite());
+    command.args(args);
+    Guest::spawn(command)
+}
+
 /// [`boot_image`] in the background.
 pub fn spawn_image(image: &Path, options: &[&str], guest_args: &[&str]) -> Guest {
     Guest::spawn(run_command_line(image, options, guest_args))
