@@ -753,3 +753,88 @@ fn parse_quota(text: &str) -> std::result::Result<u64, String> {
         Err(e) => Err(format!("memory_quota: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parse `text` as a file in a directory that holds an image `img`.
+    fn parse(text: &str) -> Scenario {
+        let dir = std::env::temp_dir().join(format!("eremite-scenario-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("img"), b"not an ELF").unwrap();
+        Scenario::parse(&dir.join("s.toml"), text).unwrap()
+    }
+
+    const SWEEP: &str = r#"
+name = "s"
+cpus = "0-3"
+[vary]
+b = [1, 2]
+a = ["x", "y", "z"]
+[[instance]]
+name = "kv"
+image = "img"
+args = ["--b", "{b}", "{a}{a}"]
+count = "{b}"
+cpus = 2
+memory = "32M"
+placement = "exclusive"
+"#;
+
+    #[test]
+    fn combinations_follow_the_file_order_the_first_slowest() {
+        let s = parse(SWEEP);
+        let labels: Vec<String> = s
+            .combinations()
+            .iter()
+            .map(|c| c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+            .collect();
+        assert_eq!(labels, ["b=1,a=x", "b=1,a=y", "b=1,a=z", "b=2,a=x", "b=2,a=y", "b=2,a=z"]);
+    }
+
+    #[test]
+    fn a_plan_expands_variables_and_carves_exclusive_cpus() {
+        let s = parse(SWEEP);
+        let plan = s.plan(&[("b".into(), "2".into()), ("a".into(), "q".into())]).unwrap();
+        assert_eq!(plan.label(), "b=2 a=q");
+        let names: Vec<&str> = plan.copies.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["kv-0", "kv-1"]);
+        assert_eq!(plan.copies[0].args, ["--b", "2", "qq"]);
+        assert_eq!(plan.copies[0].pin, [0, 1]);
+        assert_eq!(plan.copies[1].pin, [2, 3]);
+        assert_eq!(plan.copies[1].memory_bytes, 32 << 20);
+        // A third copy would not fit.
+        let mut s = parse(&SWEEP.replace("count = \"{b}\"", "count = 3"));
+        s.restrict(&[("b".into(), "1".into())]).unwrap();
+        let error = s.plan(&[]).unwrap_err();
+        assert_eq!(error.line, Some(14), "{error}");
+        assert!(s.plan(&[("c".into(), "1".into())]).is_err());
+    }
+
+    #[test]
+    fn shared_copies_use_the_same_cpus_and_the_network_numbers_them() {
+        let s = parse(
+            r#"
+name = "n"
+[network]
+subnet = "10.9.0.0/24"
+[[instance]]
+name = "a"
+image = "img"
+count = 2
+host_cpus = "1,3"
+[[instance]]
+name = "b"
+image = "img"
+"#,
+        );
+        let plan = s.plan(&[]).unwrap();
+        assert_eq!(plan.label(), "run");
+        let pins: Vec<&[usize]> = plan.copies.iter().map(|c| c.pin.as_slice()).collect();
+        assert_eq!(pins, [&[1, 3][..], &[1, 3], &[]]);
+        let ips: Vec<String> = plan.copies.iter().map(|c| format!("{:?}", c.ip.unwrap())).collect();
+        assert_eq!(ips, ["(10.9.0.2, 24)", "(10.9.0.3, 24)", "(10.9.0.4, 24)"]);
+        assert_eq!(plan.copies[2].name, "b");
+    }
+}
