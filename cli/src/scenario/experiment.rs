@@ -212,6 +212,19 @@ fn summary(
     text
 }
 
+/// `2.5M`, `300k`, `12`: an axis label.
+fn short_number(x: f64) -> String {
+    let (scaled, suffix) = match x.abs() {
+        a if a >= 1e9 => (x / 1e9, "G"),
+        a if a >= 1e6 => (x / 1e6, "M"),
+        a if a >= 1e3 => (x / 1e3, "k"),
+        _ => (x, ""),
+    };
+    let text = format!("{scaled:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{suffix}")
+}
+
 /// The medians of metric `m` by combination, with whiskers.
 fn chart(
     file: &Path,
@@ -246,7 +259,8 @@ fn chart(
         .x_label_area_size(30)
         .y_label_area_size(260)
         .build_cartesian_2d(0f64..top, 0f64..bars.len() as f64)?;
-    let names: Vec<String> = bars.iter().map(|(label, _)| label.clone()).collect();
+    // The first combination on top.
+    let names: Vec<String> = bars.iter().rev().map(|(label, _)| label.clone()).collect();
     chart
         .configure_mesh()
         .disable_y_mesh()
@@ -259,6 +273,7 @@ fn chart(
                 String::new()
             }
         })
+        .x_label_formatter(&|x| short_number(*x))
         .x_desc(metric)
         .draw()?;
     let color = RGBColor(0x2a, 0x6f, 0xb0);
@@ -266,7 +281,7 @@ fn chart(
         let Some((median, low, high)) = *spread else {
             continue;
         };
-        let y = i as f64;
+        let y = (bars.len() - 1 - i) as f64;
         chart.draw_series(std::iter::once(Rectangle::new(
             [(0.0, y + 0.2), (median, y + 0.8)],
             color.filled(),

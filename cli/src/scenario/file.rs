@@ -148,6 +148,9 @@ pub(crate) struct Plan {
     swept: Vec<String>,
     /// The host CPUs the whole scenario may use.
     pub(crate) cpus: Vec<usize>,
+    /// The file's directory, where the VMs run (relative paths are
+    /// relative to it).
+    pub(crate) dir: PathBuf,
     pub(crate) copies: Vec<Copy>,
     /// `[metric]`: each name with its regular expression.
     pub(crate) metrics: Vec<(String, regex::Regex)>,
@@ -265,7 +268,12 @@ impl Scenario {
             .filter(|(_, values): &&(String, Vec<String>)| values.len() > 1)
             .map(|(name, _)| name.clone())
             .collect();
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        // Absolute, as the VMs run in it (for relative mounts).
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
         Ok(Self {
             name: raw.name.get_ref().clone(),
             vary,
@@ -621,6 +629,7 @@ impl Planner<'_> {
         Ok(Plan {
             values: values.to_vec(),
             swept: scenario.swept.clone(),
+            dir: scenario.dir.clone(),
             cpus,
             copies,
             metrics,
@@ -760,7 +769,8 @@ mod tests {
 
     /// Parse `text` as a file in a directory that holds an image `img`.
     fn parse(text: &str) -> Scenario {
-        let dir = std::env::temp_dir().join(format!("eremite-scenario-unit-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("eremite-scenario-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("img"), b"not an ELF").unwrap();
         Scenario::parse(&dir.join("s.toml"), text).unwrap()
@@ -788,15 +798,27 @@ placement = "exclusive"
         let labels: Vec<String> = s
             .combinations()
             .iter()
-            .map(|c| c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .collect();
-        assert_eq!(labels, ["b=1,a=x", "b=1,a=y", "b=1,a=z", "b=2,a=x", "b=2,a=y", "b=2,a=z"]);
+        assert_eq!(
+            labels,
+            [
+                "b=1,a=x", "b=1,a=y", "b=1,a=z", "b=2,a=x", "b=2,a=y", "b=2,a=z"
+            ]
+        );
     }
 
     #[test]
     fn a_plan_expands_variables_and_carves_exclusive_cpus() {
         let s = parse(SWEEP);
-        let plan = s.plan(&[("b".into(), "2".into()), ("a".into(), "q".into())]).unwrap();
+        let plan = s
+            .plan(&[("b".into(), "2".into()), ("a".into(), "q".into())])
+            .unwrap();
         assert_eq!(plan.label(), "b=2 a=q");
         let names: Vec<&str> = plan.copies.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["kv-0", "kv-1"]);
@@ -833,7 +855,11 @@ image = "img"
         assert_eq!(plan.label(), "run");
         let pins: Vec<&[usize]> = plan.copies.iter().map(|c| c.pin.as_slice()).collect();
         assert_eq!(pins, [&[1, 3][..], &[1, 3], &[]]);
-        let ips: Vec<String> = plan.copies.iter().map(|c| format!("{:?}", c.ip.unwrap())).collect();
+        let ips: Vec<String> = plan
+            .copies
+            .iter()
+            .map(|c| format!("{:?}", c.ip.unwrap()))
+            .collect();
         assert_eq!(ips, ["(10.9.0.2, 24)", "(10.9.0.3, 24)", "(10.9.0.4, 24)"]);
         assert_eq!(plan.copies[2].name, "b");
     }

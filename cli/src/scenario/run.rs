@@ -247,6 +247,7 @@ fn command(copy: &Copy, plan: &Plan, switch: &str) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "eremite".into());
     let mut command = Command::new(exe);
     command
+        .current_dir(&plan.dir)
         .arg("run")
         .args(["--cpus", &copy.vcpus.to_string()])
         .args(["--memory", &format!("{}M", copy.memory_bytes >> 20)]);
