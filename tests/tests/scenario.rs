@@ -54,7 +54,7 @@ fn scenario_check_names_the_line_of_each_mistake() {
     let dir = scratch("check");
     let head = "name = \"bad\"\ncpus = \"0-1\"\n";
     // (file body after `head`, the line the error must name, what it says)
-    let cases: [(&str, usize, &str); 12] = [
+    let cases: [(&str, usize, &str); 13] = [
         ("nmae = \"x\"\n", 3, "unknown field `nmae`"),
         (
             "[[instance]]\nname = \"a\"\nimgae = \"PROBE\"\n",
@@ -110,7 +110,12 @@ fn scenario_check_names_the_line_of_each_mistake() {
         (
             "[[instance]]\nname = \"a\"\nimage = \"PROBE\"\ncount = \"many\n",
             6,
-            "",
+            "invalid basic string",
+        ),
+        (
+            "[[instance]]\nname = \"a\"\nimage = \"PROBE\"\nnet = \"wire:x\"\n",
+            6,
+            "net: \"wire:x\" is not user",
         ),
     ];
     for (i, (body, line, message)) in cases.iter().enumerate() {

@@ -101,6 +101,11 @@ struct RawInstance {
     mounts: Vec<Spanned<String>>,
     initrd: Option<Spanned<String>>,
     cmdline: Option<Spanned<String>>,
+    net: Option<Spanned<String>>,
+    ip: Option<Spanned<String>>,
+    gateway: Option<Spanned<String>>,
+    #[serde(default)]
+    publish: Vec<Spanned<String>>,
     expect_exit: Option<Spanned<toml::Value>>,
     #[serde(default)]
     expect_output: Vec<Spanned<String>>,
@@ -174,6 +179,8 @@ pub(crate) struct Copy {
     pub(crate) mounts: Vec<String>,
     pub(crate) initrd: Option<PathBuf>,
     pub(crate) cmdline: Option<String>,
+    /// `--net`, `--ip`, `--gateway` and `-p` as the file gives them.
+    pub(crate) net_flags: Vec<String>,
     /// Its address on the scenario's switch, with the prefix length.
     pub(crate) ip: Option<(std::net::Ipv4Addr, u8)>,
     pub(crate) expect_exit: i32,
@@ -538,6 +545,7 @@ impl Planner<'_> {
                 .as_ref()
                 .map(|c| self.expand(c))
                 .transpose()?;
+            let net_flags = self.net_flags(instance, raw.network.is_some())?;
             let ready_when = instance
                 .ready_when
                 .as_ref()
@@ -582,6 +590,7 @@ impl Planner<'_> {
                     mounts: mounts.clone(),
                     initrd: initrd.as_ref().map(|i| scenario.dir.join(i)),
                     cmdline: cmdline.clone(),
+                    net_flags: net_flags.clone(),
                     ip: None,
                     expect_exit,
                     expect_output: expect_output.clone(),
@@ -635,6 +644,60 @@ impl Planner<'_> {
             metrics,
             timeout: scenario.timeout,
         })
+    }
+
+    /// An instance's own network flags, checked as the CLI checks them.
+    fn net_flags(&self, instance: &RawInstance, has_network: bool) -> Result<Vec<String>> {
+        let mut flags = Vec::new();
+        let checks: [(
+            &str,
+            &Option<Spanned<String>>,
+            fn(&str) -> std::result::Result<(), String>,
+        ); 3] = [
+            ("--net", &instance.net, |t| {
+                eremite_vmm::parse_net_spec(t)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            ("--ip", &instance.ip, |t| {
+                eremite_vmm::parse_ip_prefix(t)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            ("--gateway", &instance.gateway, |t| {
+                eremite_vmm::parse_gateway(t)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+        ];
+        let publish = instance.publish.iter().map(|p| ("-p", p));
+        let given = checks
+            .iter()
+            .filter_map(|(flag, value, check)| value.as_ref().map(|v| (*flag, v, Some(*check))))
+            .chain(publish.map(|(flag, p)| (flag, p, None)));
+        for (flag, value, check) in given {
+            if has_network {
+                return Err(self.error(
+                    value.span(),
+                    format!("{flag} in an instance of a scenario with a [network]"),
+                ));
+            }
+            let text = self.expand(value)?;
+            let checked = match check {
+                Some(check) => check(&text),
+                None => eremite_vmm::parse_publish(&text)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            };
+            checked.map_err(|e| {
+                self.error(
+                    value.span(),
+                    format!("{}: {e}", flag.trim_start_matches('-')),
+                )
+            })?;
+            flags.extend([flag.to_owned(), text]);
+        }
+        Ok(flags)
     }
 
     /// Resolve `after` (an instance's name means all its copies) and

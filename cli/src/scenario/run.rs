@@ -264,6 +264,7 @@ fn command(copy: &Copy, plan: &Plan, switch: &str) -> Command {
     if let Some(cmdline) = &copy.cmdline {
         command.args(["--cmdline", cmdline]);
     }
+    command.args(&copy.net_flags);
     for (key, value) in &copy.env {
         command.args(["--env", &format!("{key}={value}")]);
     }
