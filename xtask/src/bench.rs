@@ -274,7 +274,7 @@ pub(crate) fn build_benches(extra: &[&str]) -> Result {
     run_command(
         cargo()
             .current_dir(root().join("benches"))
-            .args(["build", "--release", "--quiet"])
+            .args(["build", "--release"])
             .args(extra),
     )
 }

@@ -194,7 +194,6 @@ fn stable_cargo(dir: &str) -> Command {
             "+stable",
             "build",
             "--release",
-            "--quiet",
             "--target",
             MUSL_TARGET,
         ]);

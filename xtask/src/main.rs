@@ -134,7 +134,9 @@ fn generate_compat() -> Result {
 
 /// Build the `eremite` CLI in release mode; returns the binary's path.
 pub(crate) fn build_cli() -> Result<PathBuf> {
-    run_command(cargo().args(["build", "--release", "--quiet", "--package", "eremite"]))?;
+    // Not `--quiet`: a first build takes minutes, and cargo's progress
+    // says what it is doing.
+    run_command(cargo().args(["build", "--release", "--package", "eremite"]))?;
     Ok(root().join("target/release/eremite"))
 }
 
@@ -156,7 +158,7 @@ fn build_images(names: &[&str]) -> Result {
     let mut command = cargo();
     command
         .current_dir(root().join("examples"))
-        .args(["build", "--release", "--quiet"]);
+        .args(["build", "--release"]);
     for name in names {
         command.args(["--bin", name]);
     }
@@ -186,7 +188,7 @@ fn build_instrumented(names: &[&str]) -> Result {
         .current_dir(root().join("examples"))
         .env("RUSTFLAGS", INSTRUMENT_FLAGS)
         .arg("build")
-        .args(["--release", "--quiet", "--features", "eremite/trace-kernel"])
+        .args(["--release", "--features", "eremite/trace-kernel"])
         .arg("--target-dir")
         .arg(instrumented_dir());
     for name in names {
@@ -210,7 +212,6 @@ pub(crate) fn build_native_examples(names: &[&str]) -> Result {
     command.current_dir(root().join("examples")).args([
         "build",
         "--release",
-        "--quiet",
         "--target",
         "x86_64-unknown-linux-gnu",
         "--config",
