@@ -94,7 +94,8 @@ enum Command {
 #[command(group(clap::ArgGroup::new("card").args(["net", "publish"]).multiple(true)))]
 struct RunArgs {
     /// Guest memory: a multiple of 2 MiB from 8M to 31G (e.g. 64M, 1G, 512MiB, 8G).
-    /// Default 64M, or 512M for a dynamically linked Linux program or a Go program.
+    /// Default 256M (the host commits only what the guest touches), or 512M
+    /// for a dynamically linked Linux program or a Go program.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
     memory: Option<u64>,
     /// Number of vCPUs, 1 to 16; the application's threads are spread over them.
@@ -451,6 +452,11 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     if let Some(message) = report.outcome.failure_message() {
         eprintln!("eremite: {message}");
     }
+    if report.outcome.exit_code() != 0
+        && let Some(hint) = memory_hint(report.kernel.failed_alloc_bytes, memory)
+    {
+        eprintln!("eremite: {hint}");
+    }
     if args.verbose {
         eprintln!("eremite: {}", breakdown(&report, started.elapsed()));
     }
@@ -486,6 +492,29 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         }
     }
     ExitCode::from(report.outcome.exit_code())
+}
+
+/// For a failed run in which the guest's kernel once found too little
+/// free RAM for a request of `failed_bytes` (0: never): what it had, and
+/// the `--memory` that would give it room.
+fn memory_hint(failed_bytes: u64, memory_bytes: u64) -> Option<String> {
+    if failed_bytes == 0 {
+        return None;
+    }
+    let wanted = (memory_bytes.saturating_mul(2))
+        .max(memory_bytes.saturating_add(failed_bytes))
+        .next_power_of_two()
+        .min(eremite_interface::layout::MAX_MEMORY);
+    let request = if failed_bytes >= 1 << 20 {
+        format!("{} MiB", failed_bytes.div_ceil(1 << 20))
+    } else {
+        format!("{} KiB", failed_bytes.div_ceil(1 << 10))
+    };
+    Some(format!(
+        "the guest ran out of memory (a request for {request} found too little of its {} MiB free): give it more with --memory, e.g. --memory {}M",
+        memory_bytes >> 20,
+        wanted >> 20
+    ))
 }
 
 /// `--hypervisor qemu…`: what QEMU cannot do yet is an error (125).

@@ -107,6 +107,10 @@ pub struct KernelReport {
     /// Guest address of the kernel's [`crate::trap::ThreadTable`] (for
     /// `--gdb`); 0 until the kernel has published it.
     pub debug_threads: u64,
+    /// The size in bytes of the last request for memory the kernel could
+    /// not meet, for lack of free RAM (0: none); the VMM names `--memory`
+    /// when a run that had one fails.
+    pub failed_alloc_bytes: u64,
 }
 
 /// Slots for unimplemented Linux system calls in [`KernelReport`].
@@ -136,6 +140,7 @@ impl Default for KernelReport {
             linux_unknown: [UnknownCall::default(); LINUX_UNKNOWN_SLOTS],
             trace_buffers: 0,
             debug_threads: 0,
+            failed_alloc_bytes: 0,
         }
     }
 }

@@ -61,7 +61,9 @@ fn a_hostile_guest_leaves_the_vmm_up_bounded_and_its_mounts_walls_intact() {
     // 20,000 rounds of garbage hypercalls and MMIO writes to the card.
     let guest = eremite_tests::spawn_image(
         &eremite_tests::image("hostile"),
-        &["--net", "user", "--mount", &rw, "--mount", &ro],
+        &[
+            "--memory", "64M", "--net", "user", "--mount", &rw, "--mount", &ro,
+        ],
         &["20000", "7", "--mmio"],
     );
     guest.wait_for_output(": done");

@@ -110,7 +110,7 @@ fn boot_takes_a_handful_of_exits_and_two_cpl0_entries() {
 fn verbose_shows_the_kernel_log_and_the_boot_breakdown() {
     let run = boot("hello", &["--verbose"], &[]);
     run.expect_code(0);
-    assert!(run.stderr.contains("eremite kernel: 64 MiB RAM"), "{run}");
+    assert!(run.stderr.contains("eremite kernel: 256 MiB RAM"), "{run}");
     let line = run
         .stderr
         .lines()

@@ -266,6 +266,13 @@ fn a_failed_allocation_aborts_with_a_message_and_exits_134() {
             .contains("memory allocation of 1048576 bytes failed"),
         "{run}"
     );
+    // eremite says what happened and which flag helps.
+    assert!(
+        run.stderr.contains(
+            "eremite: the guest ran out of memory (a request for 1 MiB found too little of its 16 MiB free): give it more with --memory, e.g. --memory 32M"
+        ),
+        "{run}"
+    );
 }
 
 #[test]

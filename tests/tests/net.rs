@@ -478,7 +478,7 @@ fn two_vcpus_under_64_and_256_wrk_connections_keep_serving() {
 #[test]
 fn a_server_with_more_clients_than_memory_for_them_keeps_running() {
     // httpd gives each connection a thread with a 256 KiB stack: 256 of
-    // them held open at once need more than the default 64 MiB. The
+    // them held open at once need more than 64 MiB. The
     // spawns that do not fit must fail (httpd then drops the connection)
     // while the server, the kernel and the clients that got in go on;
     // once they close, new clients are served again. (It once ended in a

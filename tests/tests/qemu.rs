@@ -119,7 +119,7 @@ fn threads_pass_on_qemu(accel_options: &[&str], cpus: &str) {
     require_qemu();
     let mut options = accel_options.to_vec();
     // 100 threads alive at once with std's 1 MiB stacks need more than
-    // the default 64 MiB (as in tests/threads.rs).
+    // 64 MiB (as in tests/threads.rs).
     options.extend_from_slice(&["--memory", "256M", "--cpus", cpus]);
     let run = boot("threads", &options, &[]);
     run.expect_code(0);

@@ -5,7 +5,7 @@ use eremite_tests::{Run, boot};
 /// Run the threads example on `cpus` vCPUs and check every check passed.
 fn threads_on(cpus: &str) -> Run {
     // 100 threads alive at once with std's 1 MiB default stacks need more
-    // than the default 64 MiB of guest memory.
+    // than 64 MiB of guest memory.
     let run = boot(
         "threads",
         &["--memory", "256M", "--cpus", cpus, "--stats"],

@@ -100,7 +100,7 @@ fn published_ports_serve_200_concurrent_clients_of_an_unprivileged_guest() {
     assert!(!run.stderr.contains("cannot start a thread"), "{run}");
 
     // The HTTP echo server: 200 concurrent requests, each answered. (At
-    // the default 64M, 200 threads at once may not all get a stack: a
+    // 64M, 200 threads at once may not all get a stack: a
     // connection httpd cannot give a thread is closed unanswered, which
     // another test covers.)
     let port = free_port();

@@ -74,7 +74,7 @@ pub use size::{SizeError, parse_memory_size};
 pub use usage::{Ended, try_wait_with_usage};
 
 /// Default guest memory.
-pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 
 /// Guest memory for a dynamic Linux program or a Go program when none is
 /// asked for: a dynamic program's libraries are in the RAM file system

@@ -190,13 +190,7 @@ fn stable_cargo(dir: &str) -> Command {
         .current_dir(root().join(dir))
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTC")
-        .args([
-            "+stable",
-            "build",
-            "--release",
-            "--target",
-            MUSL_TARGET,
-        ]);
+        .args(["+stable", "build", "--release", "--target", MUSL_TARGET]);
     command
 }
 

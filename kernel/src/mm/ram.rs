@@ -17,8 +17,10 @@
 //! lock held after it and allocates nothing.
 
 use alloc::vec::Vec;
+use core::mem::offset_of;
 
-use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
+use eremite_interface::layout::{self, LARGE_PAGE_SIZE, PAGE_SIZE};
+use eremite_interface::{BootInfo, KernelReport};
 use eremite_mm::{FrameAllocator, PageRange};
 
 use crate::arch::{self, EditError, PageRights};
@@ -152,6 +154,14 @@ pub(super) fn take_at(range: PageRange, fill: Fill, commit: Commit) -> Option<Pa
     take_where(Where::At(range), fill, commit, Shortage::ReclaimAndMerge)
 }
 
+/// Tell the VMM that a request for `bytes` found too little free RAM
+/// (`KernelReport::failed_alloc_bytes`), so that a run that fails for it
+/// can name `--memory`.
+fn note_shortage(bytes: u64) {
+    let at = offset_of!(KernelReport, failed_alloc_bytes);
+    arch::write_report_word(layout::BOOT_INFO_ADDR + (BootInfo::REPORT_OFFSET + at) as u64, bytes);
+}
+
 /// Which frames [`take_where`] takes.
 #[derive(Clone, Copy)]
 enum Where {
@@ -180,6 +190,9 @@ fn take_where(place: Where, fill: Fill, commit: Commit, shortage: Shortage) -> O
                     Shortage::ReclaimOnly => reclaim_frames_only(),
                 };
                 if !has_reclaimed {
+                    if let Where::Anywhere { pages, .. } = place {
+                        note_shortage(pages * PAGE_SIZE);
+                    }
                     return None;
                 }
                 return take_where(place, fill, commit, shortage);
