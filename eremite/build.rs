@@ -24,6 +24,11 @@ use eremite_kernel_build::{build_kernel, rerun_if_kernel_changes, run, toolchain
 const KEPT_SYMBOLS: [&str; 3] = ["sys_*", "_start", "mcount"];
 
 fn main() {
+    // A native build of the same program (`cargo build` for Linux) links
+    // no kernel: the crate is then std's file calls only (src/fs_std.rs).
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("hermit") {
+        return;
+    }
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let repo = manifest_dir.join("..");

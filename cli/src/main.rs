@@ -17,6 +17,7 @@
 //! VM (bad image, no KVM, bad option value); 2 for command-line mistakes.
 #![forbid(unsafe_code)]
 
+mod harness;
 mod profile;
 mod qemu;
 mod scenario;
@@ -370,6 +371,16 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     if let Err(e) = die_with_supervisor() {
         eprintln!("eremite: {e}");
         return ExitCode::from(125);
+    }
+    if args.hypervisor == Hypervisor::Eremite && harness::applies(&args.image()) {
+        // eremite's own options: what came between `run` and the image.
+        let argv: Vec<String> = std::env::args().collect();
+        let options = argv
+            .get(2..argv.len().saturating_sub(args.program.len()))
+            .unwrap_or_default();
+        if let Some(code) = harness::run(&args.image(), options, args.guest_args()) {
+            return code;
+        }
     }
     let memory = args
         .memory

@@ -10,15 +10,24 @@
 //! intrinsics ([`mem`]); [`fs`], the file-system calls that std for
 //! hermit does not make (rename, symlinks, truncate, canonicalize…); and
 //! [`stats`], the kernel's counters for leak checks.
+//!
+//! On any other target (a native build of the same program) it is empty
+//! but for [`fs`], which then calls std, so one `Cargo.toml` and one
+//! `use eremite as _;` serve both builds.
 #![no_std]
-#![feature(link_arg_attribute)]
+#![cfg_attr(target_os = "hermit", feature(link_arg_attribute))]
 #![deny(
     unsafe_op_in_unsafe_fn,
     clippy::undocumented_unsafe_blocks,
     clippy::missing_safety_doc
 )]
 
+#[cfg(target_os = "hermit")]
 pub mod fs;
+#[cfg(not(target_os = "hermit"))]
+#[path = "fs_std.rs"]
+pub mod fs;
+#[cfg(target_os = "hermit")]
 mod mem;
 
 // Link the image at the address where it runs, with its dynamic
@@ -26,6 +35,7 @@ mod mem;
 // relocations (QEMU's PVH boot loads `PT_LOAD` segments at their `p_paddr`
 // and jumps to the PVH note's entry) gets a working image. Our VMM still
 // applies the relocations (with a bias of zero). See docs/qemu.md.
+#[cfg(target_os = "hermit")]
 #[link(
     kind = "link-arg",
     name = "--image-base=0x200000",
@@ -37,4 +47,5 @@ mod mem;
     modifiers = "+verbatim"
 )]
 unsafe extern "C" {}
+#[cfg(target_os = "hermit")]
 pub mod stats;

@@ -142,3 +142,142 @@ fn a_tokio_program_outside_the_repository_builds_with_eremite_compat_and_runs() 
     assert!(run.stdout.contains("tokio echoed hello"), "{run}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const TWO_TARGETS_MAIN_RS: &str = r#"use eremite as _;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    std::fs::write("data.txt", b"hello").unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open("data.txt").unwrap();
+    // A call std for hermit lacks; eremite's works on both targets.
+    eremite::fs::set_len(&file, 2).unwrap();
+    let len = std::fs::metadata("data.txt").unwrap().len();
+    println!("args {args:?}, length {len}");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passes() {
+        assert_eq!(1 + 1, 2);
+    }
+
+    #[test]
+    fn also_passes() {
+        println!("this line is shown only with --nocapture");
+    }
+
+    #[test]
+    fn fails() {
+        assert_eq!(1 + 1, 3, "arithmetic is broken");
+    }
+
+    #[test]
+    #[ignore]
+    fn ignored() {}
+
+    #[test]
+    #[should_panic(expected = "boom")]
+    fn panics_as_it_should() {
+        panic!("boom!");
+    }
+}
+"#;
+
+/// `cargo ARGS` in `dir`, with a clean environment as in
+/// [`build_for_hermit`].
+fn cargo_in(dir: &Path, args: &[&str]) -> eremite_tests::Run {
+    let inherited: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            !(k.starts_with("CARGO") || k.starts_with("RUST") || k == "__CARGO_FIX_YOLO")
+        })
+        .collect();
+    run_command(
+        Command::new("cargo")
+            .current_dir(dir)
+            .env_clear()
+            .envs(inherited)
+            .args(args),
+    )
+}
+
+/// The README's set-up for one crate and two targets: `eremite` as a
+/// plain dependency, eremite as the hermit target's runner, and the
+/// `vm-run`/`vm-test` aliases; `cargo run`/`cargo test` stay native.
+#[test]
+fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
+    let dir = std::env::temp_dir().join(format!("eremite-own-two-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join(".cargo")).unwrap();
+    let manifest = format!(
+        "[package]\nname = \"two\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\neremite = {{ path = \"{}\" }}\n\n[workspace]\n",
+        root().join("eremite").display()
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(dir.join("src/main.rs"), TWO_TARGETS_MAIN_RS).unwrap();
+    let config = format!(
+        "[target.x86_64-unknown-hermit]\nrunner = \"{} run\"\n\n[alias]\n\
+         vm-run = \"run --target x86_64-unknown-hermit -Zbuild-std=std,panic_abort\"\n\
+         vm-test = \"test --target x86_64-unknown-hermit -Zbuild-std=std,panic_abort\"\n",
+        eremite_tests::eremite().display()
+    );
+    std::fs::write(dir.join(".cargo/config.toml"), config).unwrap();
+    std::fs::copy(
+        root().join("rust-toolchain.toml"),
+        dir.join("rust-toolchain.toml"),
+    )
+    .unwrap();
+
+    // In the VM: the program's arguments as cargo passes them.
+    let run = cargo_in(&dir, &["vm-run", "-q", "--", "a", "b"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains(r#"args ["a", "b"], length 2"#), "{run}");
+    // Every test runs, one failing does not stop the others, the summary
+    // is libtest's, and the failure's message is shown.
+    let vm = cargo_in(&dir, &["vm-test"]);
+    vm.expect_code(101);
+    for line in [
+        "test tests::passes ... ok",
+        "test tests::fails ... FAILED",
+        "test tests::ignored ... ignored",
+        "test tests::panics_as_it_should ... ok",
+        "arithmetic is broken",
+        "test result: FAILED. 3 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out",
+    ] {
+        assert!(vm.stdout.contains(line), "no {line:?}\n{vm}");
+    }
+    assert!(!vm.stdout.contains("shown only with --nocapture"), "{vm}");
+    // A filter, and libtest's own flags after `--`.
+    let some = cargo_in(&dir, &["vm-test", "passes", "--", "--skip", "also"]);
+    some.expect_code(0);
+    assert!(
+        some.stdout
+            .contains("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 4 filtered out"),
+        "{some}"
+    );
+    let shown = cargo_in(&dir, &["vm-test", "also_passes", "--", "--nocapture"]);
+    shown.expect_code(0);
+    assert!(
+        shown.stdout.contains("shown only with --nocapture"),
+        "{shown}"
+    );
+
+    // Natively, with no change: the same results.
+    let native = cargo_in(&dir, &["test"]);
+    native.expect_code(101);
+    assert!(
+        native.stdout.contains(
+            "test result: FAILED. 3 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out"
+        ),
+        "{native}"
+    );
+    let native_run = cargo_in(&dir, &["run", "-q", "--", "a", "b"]);
+    native_run.expect_code(0);
+    assert!(
+        native_run.stdout.contains(r#"args ["a", "b"], length 2"#),
+        "{native_run}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

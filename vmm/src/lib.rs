@@ -63,7 +63,7 @@ pub use hypercall::{Console, GuestError};
 pub use initrd::InitrdError;
 pub use kvm::{CpuState, ExitStats, HostStop, KvmError};
 pub use linux::{LinuxError, ProgramError};
-pub use loader::{LoadError, LoadedImage, PageAccess, PageZero};
+pub use loader::{LoadError, LoadedImage, PageAccess, PageZero, is_test_harness};
 pub use memory::{MapError, OutOfRange};
 pub use net_address::{NetAddressError, parse_gateway, parse_ip_prefix};
 pub use profile::{

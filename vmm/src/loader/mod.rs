@@ -139,6 +139,20 @@ const OSABI_HERMIT: u8 = 0xFF;
 /// not built for the hermit target either: a program built for Linux,
 /// not an eremite image (a hermit program without the note is an eremite
 /// image that forgot to link eremite: [`check_note`] says so).
+/// Whether the image at `path` is a libtest harness (what `cargo test`
+/// builds: it has std's test runner, `test::test_main_static`).
+pub fn is_test_harness(path: &std::path::Path) -> bool {
+    crate::memory::ImageFile::open(path).is_ok_and(|file| {
+        Elf::parse(file.bytes()).is_ok_and(|elf| {
+            elf.syms.iter().any(|sym| {
+                elf.strtab
+                    .get_at(sym.st_name)
+                    .is_some_and(|name| name.contains("test_main_static"))
+            })
+        })
+    })
+}
+
 pub(crate) fn is_foreign_elf(bytes: &[u8]) -> bool {
     let Ok(elf) = Elf::parse(bytes) else {
         return false;
