@@ -17,6 +17,7 @@
 //! VM (bad image, no KVM, bad option value); 2 for command-line mistakes.
 #![forbid(unsafe_code)]
 
+mod binfmt;
 mod harness;
 mod profile;
 mod qemu;
@@ -76,6 +77,10 @@ enum Command {
         /// Where to put them (made if missing; e.g. `target/eremite-compat`).
         dir: std::path::PathBuf,
     },
+    /// Run eremite images like native executables (`./hello arg`) through
+    /// Linux's binfmt_misc (needs root).
+    #[command(subcommand)]
+    Binfmt(BinfmtCommand),
     /// Several VMs from one scenario file (docs/scenarios.md).
     #[command(subcommand)]
     Scenario(scenario::ScenarioCommand),
@@ -88,6 +93,24 @@ enum Command {
     WriteUftrace {
         /// The trace directory.
         dir: std::path::PathBuf,
+    },
+}
+
+/// `eremite binfmt ...`.
+#[derive(Subcommand)]
+enum BinfmtCommand {
+    /// Register this eremite for images (ELF, OS ABI 0xFF): executing
+    /// one runs `eremite run IMAGE ARGS`.
+    Install {
+        /// The rule's name in /proc/sys/fs/binfmt_misc.
+        #[arg(long, default_value = binfmt::DEFAULT_NAME)]
+        name: String,
+    },
+    /// Remove the rule.
+    Uninstall {
+        /// The rule's name in /proc/sys/fs/binfmt_misc.
+        #[arg(long, default_value = binfmt::DEFAULT_NAME)]
+        name: String,
     },
 }
 
@@ -315,7 +338,15 @@ enum Hypervisor {
 fn main() -> ExitCode {
     let started = Instant::now();
     eremite_vmm::close_inherited_descriptors();
-    let cli = Cli::parse();
+    // binfmt_misc runs an image as `eremite PATH ARGS...`.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .is_some_and(|first| binfmt::is_direct_run(first))
+    {
+        argv.insert(1, "run".into());
+    }
+    let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Run(args) => run(*args, started),
         Command::Switch { name } => match eremite_vmm::serve_switch(&name) {
@@ -326,6 +357,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Compat { dir } => compat(&dir),
+        Command::Binfmt(command) => {
+            let result = match command {
+                BinfmtCommand::Install { name } => binfmt::install(&name),
+                BinfmtCommand::Uninstall { name } => binfmt::uninstall(&name),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("eremite: {message}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Scenario(command) => scenario::scenario(command),
         Command::Experiment(command) => scenario::experiment(command),
         Command::WriteUftrace { dir } => match uftrace::write_dir(&dir, std::io::stdin().lock()) {
@@ -780,7 +824,8 @@ mod tests {
             | Command::Compat { .. }
             | Command::WriteUftrace { .. }
             | Command::Scenario(_)
-            | Command::Experiment(_) => {
+            | Command::Experiment(_)
+            | Command::Binfmt(_) => {
                 panic!("not parsed as `run`")
             }
         }

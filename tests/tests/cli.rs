@@ -1,7 +1,8 @@
 //! The command line: user mistakes get one line and a documented code.
 
 use eremite_tests::{
-    boot_image, c_image, eremite, eremite_cli, image, root, run_command, scratch_base, spawn_image,
+    boot_image, c_image, eremite, eremite_cli, image, require_kvm, root, run_command, scratch_base,
+    spawn_image,
 };
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -345,4 +346,40 @@ fn compat_makes_socket2_and_patched_tokio_and_mio_and_prints_their_patch_lines()
     // A second run finds them made.
     eremite_cli(&["compat", dir.to_str().unwrap()]).expect_code(0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `eremite binfmt install` makes an image run as `./image args` (the
+/// HermitCore proxy's trick), with the guest's exit code; `uninstall`
+/// undoes it. A rule of the test's own name, so nothing else is touched.
+#[test]
+fn binfmt_runs_an_image_like_a_native_executable_until_uninstalled() {
+    require_kvm();
+    let name = format!("eremite-test-{}", std::process::id());
+    eremite_cli(&["binfmt", "install", "--name", &name]).expect_code(0);
+    let again = eremite_cli(&["binfmt", "install", "--name", &name]);
+    again.expect_code(1);
+    assert!(again.stderr.contains("exists already"), "{again}");
+    let dir = std::env::temp_dir().join(format!("eremite-binfmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let program = dir.join("hello");
+    std::fs::copy(image("hello"), &program).unwrap();
+    let run = run_command(Command::new(&program).args(["one", "two"]));
+    let exit = run_command(Command::new(&program).args(["--exit", "7"]));
+    eremite_cli(&["binfmt", "uninstall", "--name", &name]).expect_code(0);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Hello from eremite!"), "{run}");
+    assert!(run.stdout.contains(r#"args: ["one", "two"]"#), "{run}");
+    exit.expect_code(7);
+    // Without the rule Linux loads it as its own (it ignores the OS ABI
+    // byte), and the image, which needs its kernel, dies at once.
+    let native = Command::new(&program).output().expect("exec");
+    assert!(!native.status.success(), "{native:?}");
+    assert!(
+        !String::from_utf8_lossy(&native.stdout).contains("Hello"),
+        "{native:?}"
+    );
+    let gone = eremite_cli(&["binfmt", "uninstall", "--name", &name]);
+    gone.expect_code(1);
+    assert!(gone.stderr.contains("no binfmt_misc rule named"), "{gone}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
