@@ -17,6 +17,7 @@
 //! VM (bad image, no KVM, bad option value); 2 for command-line mistakes.
 #![forbid(unsafe_code)]
 
+mod backtrace;
 mod binfmt;
 mod harness;
 mod profile;
@@ -443,7 +444,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         memory_bytes: memory,
         cpus: args.cpus,
         args: args.guest_args().to_vec(),
-        env: args.env,
+        env: guest_env(args.env),
         cmdline: args.cmdline,
         is_verbose: args.verbose,
         initrd: args.initrd,
@@ -496,6 +497,8 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    // Asked now: the VMM is confined while the guest runs.
+    let cwd = std::env::current_dir().ok();
     let mut console = Console::host(args.verbose);
     let report = match eremite_vmm::run(&config, &mut console) {
         Ok(report) => report,
@@ -506,6 +509,13 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     };
     if let Some(message) = report.outcome.failure_message() {
         eprintln!("eremite: {message}");
+    }
+    if let Some(text) = report
+        .backtrace
+        .as_ref()
+        .and_then(|b| backtrace::render(b, &report.outcome, &config.env, cwd.as_deref()))
+    {
+        eprint!("{text}");
     }
     if report.outcome.exit_code() != 0
         && let Some(hint) = memory_hint(report.kernel.failed_alloc_bytes, memory)
@@ -547,6 +557,17 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         }
     }
     ExitCode::from(report.outcome.exit_code())
+}
+
+/// The guest's environment: `--env`'s, and the host's `RUST_BACKTRACE`
+/// unless `--env` sets it, so that `RUST_BACKTRACE=1 cargo run` shows
+/// the backtrace of a panic as it does natively.
+fn guest_env(mut env: Vec<String>) -> Vec<String> {
+    let is_set = env.iter().any(|e| e.starts_with("RUST_BACKTRACE="));
+    if !is_set && let Ok(value) = std::env::var("RUST_BACKTRACE") {
+        env.push(format!("RUST_BACKTRACE={value}"));
+    }
+    env
 }
 
 /// For a failed run in which the guest's kernel once found too little

@@ -111,6 +111,12 @@ pub struct KernelReport {
     /// not meet, for lack of free RAM (0: none); the VMM names `--memory`
     /// when a run that had one fails.
     pub failed_alloc_bytes: u64,
+    /// Where the program was when it died of a CPU exception or aborted
+    /// (a panic): the instruction and the stack pointer (0: it did not).
+    /// The eremite VMM unwinds the stack from there and prints the
+    /// backtrace (the kernel prints none unless it booted through PVH).
+    pub crash_rip: u64,
+    pub crash_rsp: u64,
 }
 
 /// Slots for unimplemented Linux system calls in [`KernelReport`].
@@ -141,6 +147,8 @@ impl Default for KernelReport {
             trace_buffers: 0,
             debug_threads: 0,
             failed_alloc_bytes: 0,
+            crash_rip: 0,
+            crash_rsp: 0,
         }
     }
 }

@@ -8,10 +8,12 @@
 //! Addresses are printed as offsets into the image too, for `addr2line`.
 
 use core::fmt::Write as _;
+use core::mem::offset_of;
 
 use eremite_interface::hypercall::{ExitKind, Stream};
+use eremite_interface::{BootInfo, KernelReport, boot_flags, layout};
 
-use crate::arch::ExceptionFrame;
+use crate::arch::{self, ExceptionFrame};
 use crate::console::{self, DirectWriter};
 use eremite_mm::Access;
 
@@ -168,6 +170,13 @@ pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
         }
         Some(None) | None => {}
     }
+    record_crash(frame.rip, frame.rsp);
+    if !bootinfo::info().is_some_and(|i| i.flags & boot_flags::PVH != 0) {
+        // Our VMM unwinds from the crash and prints a backtrace with names.
+        drop(out);
+        let code = i32::try_from(frame.vector).unwrap_or(-1);
+        hypervisor::exit(ExitKind::Exception, code)
+    }
     let _ = writeln!(out, "backtrace:");
     let _ = writeln!(out, "  #0 {}", Location(frame.rip));
     let mut rbp = frame.rbp;
@@ -187,6 +196,14 @@ pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {
     drop(out);
     let code = i32::try_from(frame.vector).unwrap_or(-1);
     hypervisor::exit(ExitKind::Exception, code)
+}
+
+/// Tell the VMM where the program was when it crashed
+/// (`KernelReport::crash_rip`, `crash_rsp`), for its backtrace.
+pub(crate) fn record_crash(rip: u64, rsp: u64) {
+    let report = layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64;
+    arch::write_report_word(report + offset_of!(KernelReport, crash_rip) as u64, rip);
+    arch::write_report_word(report + offset_of!(KernelReport, crash_rsp) as u64, rsp);
 }
 
 /// What the page of `addr` is, from its page-table bits `leaf`, for an

@@ -43,6 +43,7 @@ pub(crate) fn host_signals(signals: u64) {
 /// GDB, stop there first (after a panic's message, with its backtrace).
 pub(crate) fn abort() -> ! {
     console::flush();
+    crate::fault::record_crash(abort as fn() -> ! as usize as u64, arch::stack_pointer());
     arch::debugger_break();
     hypervisor::exit(ExitKind::Abort, 0)
 }

@@ -192,6 +192,17 @@ fn add_run_args(command: &mut Command, image: &Path, options: &[&str], guest_arg
         .args(guest_args);
 }
 
+/// The frames of the backtrace eremite printed in `stderr` after a crash
+/// (`  #N ADDRESS in FUNCTION at FILE:LINE`).
+pub fn backtrace_frames(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("eremite: backtrace"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  #"))
+        .collect()
+}
+
 /// `eremite ARGS` in the background (for subcommands other than `run`).
 pub fn spawn_eremite(args: &[&str]) -> Guest {
     let mut command = Command::new(eremite());

@@ -1,11 +1,12 @@
 //! Guests that fail: panics, CPU exceptions, hostile system calls and
 //! hypercalls. Each ends with a report and a documented exit code.
 
-use eremite_tests::boot;
+use eremite_tests::{backtrace_frames, boot};
 
 #[test]
 fn a_panic_prints_its_message_and_exits_134() {
-    let run = boot("panic", &[], &[]);
+    // (eremite passes its own RUST_BACKTRACE on unless -e sets one.)
+    let run = boot("panic", &["-e", "RUST_BACKTRACE=0"], &[]);
     run.expect_code(134);
     assert!(run.stdout.contains("about to panic"), "{run}");
     assert!(
@@ -13,6 +14,25 @@ fn a_panic_prints_its_message_and_exits_134() {
         "{run}"
     );
     assert!(run.stderr.contains("panic/src/main.rs"), "{run}");
+    // No backtrace unless RUST_BACKTRACE asks, as std does.
+    assert!(!run.stderr.contains("eremite: backtrace"), "{run}");
+    let traced = boot("panic", &["-e", "RUST_BACKTRACE=1"], &[]);
+    traced.expect_code(134);
+    let frames = backtrace_frames(&traced.stderr);
+    // From std's panic handler down to main, named with files and lines.
+    assert!(frames[0].contains("rust_begin_unwind"), "{traced}");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains("in panic::main at ") && f.contains("panic/src/main.rs:10")),
+        "{traced}"
+    );
+    assert!(
+        frames
+            .last()
+            .is_some_and(|f| f.contains("__rust_begin_short_backtrace")),
+        "{traced}"
+    );
 }
 
 #[test]
@@ -24,7 +44,10 @@ fn a_null_pointer_read_is_reported_as_a_page_fault() {
     assert!(run.stderr.contains("page fault (#PF)"), "{run}");
     assert!(run.stderr.contains("CR2 0x10"), "{run}");
     assert!(run.stderr.contains("CPL 3"), "{run}");
-    assert!(run.stderr.contains("backtrace:"), "{run}");
+    // The faulting function and its callers, from the stack.
+    assert!(run.stderr.contains("eremite: backtrace"), "{run}");
+    assert!(run.stderr.contains(" in fault::main at "), "{run}");
+    assert!(run.stderr.contains("fault/src/main.rs:"), "{run}");
     // One CPL0 entry, counted under the right vector.
     assert_eq!(run.stat("vector 14"), 1, "{run}");
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use eremite_tests::{boot_image, root, run_command};
+use eremite_tests::{backtrace_frames, boot_image, root, run_command};
 
 const MAIN_RS: &str = r#"use eremite as _;
 use std::collections::HashMap;
@@ -145,8 +145,24 @@ fn a_tokio_program_outside_the_repository_builds_with_eremite_compat_and_runs() 
 
 const TWO_TARGETS_MAIN_RS: &str = r#"use eremite as _;
 
+#[inline(never)]
+fn explode(items: &[u32]) -> u32 {
+    items.first().copied().expect("the list was empty")
+}
+
+#[inline(never)]
+fn crash_here(at: usize) -> u64 {
+    // SAFETY: none; this reads address 8 to fault on purpose.
+    unsafe { std::ptr::read_volatile(at as *const u64) }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("panic") => println!("{}", explode(&[])),
+        Some("fault") => println!("{}", crash_here(std::hint::black_box(8))),
+        _ => {}
+    }
     std::fs::write("data.txt", b"hello").unwrap();
     let file = std::fs::OpenOptions::new().write(true).open("data.txt").unwrap();
     // A call std for hermit lacks; eremite's works on both targets.
@@ -185,8 +201,8 @@ mod tests {
 "#;
 
 /// `cargo ARGS` in `dir`, with a clean environment as in
-/// [`build_for_hermit`].
-fn cargo_in(dir: &Path, args: &[&str]) -> eremite_tests::Run {
+/// [`build_for_hermit`] plus `env`.
+fn cargo_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> eremite_tests::Run {
     let inherited: HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| {
             !(k.starts_with("CARGO") || k.starts_with("RUST") || k == "__CARGO_FIX_YOLO")
@@ -197,6 +213,7 @@ fn cargo_in(dir: &Path, args: &[&str]) -> eremite_tests::Run {
             .current_dir(dir)
             .env_clear()
             .envs(inherited)
+            .envs(env.iter().copied())
             .args(args),
     )
 }
@@ -212,7 +229,8 @@ fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
     std::fs::create_dir_all(dir.join(".cargo")).unwrap();
     let manifest = format!(
         "[package]\nname = \"two\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-         [dependencies]\neremite = {{ path = \"{}\" }}\n\n[workspace]\n",
+         [dependencies]\neremite = {{ path = \"{}\" }}\n\n\
+         [profile.release]\ndebug = \"line-tables-only\"\n\n[workspace]\n",
         root().join("eremite").display()
     );
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
@@ -230,13 +248,51 @@ fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
     )
     .unwrap();
 
-    // In the VM: the program's arguments as cargo passes them.
-    let run = cargo_in(&dir, &["vm-run", "-q", "--", "a", "b"]);
+    // In the VM: the program's arguments as cargo passes them (a release
+    // build: no frame pointers, line tables only).
+    let run = cargo_in(&dir, &["vm-run", "--release", "-q", "--", "a", "b"], &[]);
     run.expect_code(0);
     assert!(run.stdout.contains(r#"args ["a", "b"], length 2"#), "{run}");
+    // A panic's backtrace with RUST_BACKTRACE=1, as natively, and a page
+    // fault's, named with files and lines.
+    let panic = cargo_in(
+        &dir,
+        &["vm-run", "--release", "-q", "--", "panic"],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    assert!(panic.stderr.contains("the list was empty"), "{panic}");
+    let frames = backtrace_frames(&panic.stderr);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains("in two::explode at src/main.rs:")),
+        "{panic}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains("in two::main at src/main.rs:")),
+        "{panic}"
+    );
+    let fault = cargo_in(&dir, &["vm-run", "--release", "-q", "--", "fault"], &[]);
+    assert!(fault.stderr.contains("CPU exception 14"), "{fault}");
+    let frames = backtrace_frames(&fault.stderr);
+    assert!(
+        frames[0].contains("crash_here")
+            || frames
+                .iter()
+                .any(|f| f.contains("two::crash_here at src/main.rs:")),
+        "{fault}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains("in two::main at src/main.rs:")),
+        "{fault}"
+    );
     // Every test runs, one failing does not stop the others, the summary
     // is libtest's, and the failure's message is shown.
-    let vm = cargo_in(&dir, &["vm-test"]);
+    let vm = cargo_in(&dir, &["vm-test"], &[]);
     vm.expect_code(101);
     for line in [
         "test tests::passes ... ok",
@@ -250,14 +306,14 @@ fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
     }
     assert!(!vm.stdout.contains("shown only with --nocapture"), "{vm}");
     // A filter, and libtest's own flags after `--`.
-    let some = cargo_in(&dir, &["vm-test", "passes", "--", "--skip", "also"]);
+    let some = cargo_in(&dir, &["vm-test", "passes", "--", "--skip", "also"], &[]);
     some.expect_code(0);
     assert!(
         some.stdout
             .contains("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 4 filtered out"),
         "{some}"
     );
-    let shown = cargo_in(&dir, &["vm-test", "also_passes", "--", "--nocapture"]);
+    let shown = cargo_in(&dir, &["vm-test", "also_passes", "--", "--nocapture"], &[]);
     shown.expect_code(0);
     assert!(
         shown.stdout.contains("shown only with --nocapture"),
@@ -265,7 +321,7 @@ fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
     );
 
     // Natively, with no change: the same results.
-    let native = cargo_in(&dir, &["test"]);
+    let native = cargo_in(&dir, &["test"], &[]);
     native.expect_code(101);
     assert!(
         native.stdout.contains(
@@ -273,7 +329,7 @@ fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
         ),
         "{native}"
     );
-    let native_run = cargo_in(&dir, &["run", "-q", "--", "a", "b"]);
+    let native_run = cargo_in(&dir, &["run", "-q", "--", "a", "b"], &[]);
     native_run.expect_code(0);
     assert!(
         native_run.stdout.contains(r#"args ["a", "b"], length 2"#),

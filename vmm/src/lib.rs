@@ -32,6 +32,7 @@ mod net_address;
 mod profile;
 mod sandbox;
 mod size;
+mod unwind;
 mod usage;
 
 /// Entry points for the fuzz targets in `fuzz/`; not an API.
@@ -705,6 +706,8 @@ pub struct Report {
     pub profile: Option<Profile>,
     /// The functions the guest called (`trace_bytes`).
     pub trace: Option<FunctionTrace>,
+    /// Where the thread that crashed was, when one did.
+    pub backtrace: Option<Backtrace>,
 }
 
 /// Boot `config.image` and run it to the end.
@@ -769,19 +772,10 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         })?;
         (image, None, Vec::new())
     };
-    // Named now: the image is not read again.
-    let symbols = (config.profile_hz.is_some() || config.trace_bytes.is_some()).then(|| {
-        let mut symbols = profile::Symbols::default();
-        let kernel = config.linux_kernel.filter(|_| is_linux);
-        if let Some(bias) = loader::bias(kernel.unwrap_or(file.bytes()), &image) {
-            symbols.add_elf(kernel.unwrap_or(file.bytes()), bias);
-        }
-        if let Some(program) = &linux {
-            symbols.add_elf(file.bytes(), program.bias);
-        }
-        symbols
-    });
-    drop(file);
+    // Named now. The file stays mapped for a crash's backtrace: once the
+    // VMM is confined it could not open it again.
+    let symbols = (config.profile_hz.is_some() || config.trace_bytes.is_some())
+        .then(|| guest_symbols(config, file.bytes(), &image, linux.as_ref()));
     let page_tables_end = arch::write_machine_tables(&ram, &image)?;
     let initrd_placed = match &initrd_archive {
         Some(archive) => initrd::place(&ram, image.end, archive)?,
@@ -916,6 +910,9 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         kvm::Stop::Unexpected { exit, state } => Outcome::Unexpected { exit, state },
         kvm::Stop::Host(stop) => Outcome::Stopped(stop),
     };
+    let backtrace = matches!(outcome, Outcome::Aborted | Outcome::Exception)
+        .then(|| crash_backtrace(config, &ram, &kernel, &file, &image, linux.as_ref()))
+        .flatten();
     let trace = config
         .trace_bytes
         .zip(symbols.as_ref())
@@ -941,7 +938,109 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         confinement,
         profile,
         trace,
+        backtrace,
     })
+}
+
+/// The function names of what runs in the guest: the image's (the
+/// kernel's among them), or eremite's Linux kernel's and the Linux
+/// program's (`image_bytes`, loaded at `linux`'s bias).
+fn guest_symbols(
+    config: &VmConfig,
+    image_bytes: &[u8],
+    image: &LoadedImage,
+    linux: Option<&eremite_interface::LinuxProgram>,
+) -> profile::Symbols {
+    let mut symbols = profile::Symbols::default();
+    let kernel = config.linux_kernel.filter(|_| linux.is_some());
+    if let Some(bias) = loader::bias(kernel.unwrap_or(image_bytes), image) {
+        symbols.add_elf(kernel.unwrap_or(image_bytes), bias);
+    }
+    if let Some(program) = linux {
+        symbols.add_elf(image_bytes, program.bias);
+    }
+    symbols
+}
+
+/// The backtrace of the thread that crashed, from where the kernel says
+/// it was (`crash_rip`, `crash_rsp`): its stack scanned in guest memory,
+/// named from the image (read again: a crash is rare).
+fn crash_backtrace(
+    config: &VmConfig,
+    ram: &memory::GuestRam,
+    kernel: &KernelReport,
+    file: &memory::ImageFile,
+    image: &LoadedImage,
+    linux: Option<&eremite_interface::LinuxProgram>,
+) -> Option<Backtrace> {
+    if kernel.crash_rsp == 0 {
+        return None;
+    }
+    let symbols = guest_symbols(config, file.bytes(), image, linux);
+    let read =
+        |addr: u64, buf: &mut [u8]| arch::read_virtual(ram, layout::PAGE_TABLES_ADDR, addr, buf);
+    let addresses = unwind::scan(&read, &symbols, kernel.crash_rip, kernel.crash_rsp);
+    // Source lines come from the image, or from the Linux program (the
+    // frames in eremite's Linux kernel get their names only).
+    let bias = linux.map_or_else(
+        || loader::bias(file.bytes(), image).unwrap_or(0),
+        |p| p.bias,
+    );
+    let lines = unwind::Lines::new(file.bytes());
+    let mut frames = Vec::new();
+    for (i, &address) in addresses.iter().enumerate() {
+        // A return address is just past its call, maybe past the
+        // function's end (a call that does not return): look up the call.
+        let at = address - u64::from(i > 0);
+        let symbol = symbols.function(at).map(|(_, name)| name.to_owned());
+        let places = lines
+            .as_ref()
+            .map(|lines| lines.places(at.wrapping_sub(bias)))
+            .unwrap_or_default();
+        if places.is_empty() {
+            frames.push(Frame {
+                address,
+                function: symbol,
+                location: None,
+            });
+            continue;
+        }
+        let outermost = places.len() - 1;
+        for (depth, (function, location)) in places.into_iter().enumerate() {
+            // DWARF names inlined calls by their short names; the symbol
+            // table names the function itself with its path.
+            let function = match depth == outermost {
+                true => symbol.clone().or(function),
+                false => function.or_else(|| symbol.clone()),
+            };
+            frames.push(Frame {
+                address,
+                function,
+                location,
+            });
+        }
+    }
+    Some(Backtrace { frames })
+}
+
+/// The frames of a guest thread that crashed (a CPU exception or an
+/// abort), innermost first ([`unwind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backtrace {
+    /// Innermost first; a call inlined into another is a frame of its own
+    /// at the same address.
+    pub frames: Vec<Frame>,
+}
+
+/// One frame of a [`Backtrace`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The crashing instruction, or a return address.
+    pub address: u64,
+    /// The function, demangled, when known.
+    pub function: Option<String>,
+    /// Its source file and line, when the image has line tables.
+    pub location: Option<(String, u32)>,
 }
 
 /// A card's host end as far as it is set up before the VM.

@@ -28,6 +28,7 @@ mod trace;
 use std::collections::HashMap;
 
 pub use symbols::Symbols;
+pub(crate) use symbols::demangle;
 pub(crate) use trace::read as read_trace;
 pub use trace::{Call, FunctionTrace};
 

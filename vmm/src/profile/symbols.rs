@@ -43,6 +43,13 @@ impl Symbols {
         self.functions.sort_by_key(|f| f.0);
     }
 
+    /// Add one function (for tests).
+    #[cfg(test)]
+    pub(crate) fn add_function(&mut self, start: u64, end: u64, name: &str) {
+        self.functions.push((start, end, name.to_owned()));
+        self.functions.sort_by_key(|f| f.0);
+    }
+
     /// The name of the function that holds `addr`, or `[unknown]`.
     pub(crate) fn name(&self, addr: u64) -> String {
         self.function(addr)
@@ -61,7 +68,7 @@ impl Symbols {
 
 /// A Rust (or C) symbol as people read it: demangled, without the hash,
 /// and with no `;` (the folded format's separator).
-fn demangle(name: &str) -> String {
+pub(crate) fn demangle(name: &str) -> String {
     format!("{:#}", rustc_demangle::demangle(name)).replace(';', ":")
 }
 

@@ -106,6 +106,15 @@ pub(crate) fn debugger_break() {
     }
 }
 
+/// The stack pointer where this is inlined (where a backtrace starts).
+#[inline(always)]
+pub(crate) fn stack_pointer() -> u64 {
+    let rsp: u64;
+    // SAFETY: copies RSP into a register; touches no memory or flags.
+    unsafe { asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}
+
 /// Read the time-stamp counter.
 #[inline]
 pub(crate) fn rdtsc() -> u64 {
