@@ -31,7 +31,10 @@ pub fn read_link(path: impl AsRef<Path>) -> io::Result<PathBuf> {
 
 /// Set the length of the file at `path` (as `truncate(2)`).
 pub fn truncate(path: impl AsRef<Path>, len: u64) -> io::Result<()> {
-    std::fs::OpenOptions::new().write(true).open(path)?.set_len(len)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(len)
 }
 
 /// As [`File::set_len`].

@@ -316,6 +316,31 @@ pub(crate) fn open(path: &[u8], flags: OpenFlags, mode: u32) -> Result<i32, Errn
     }
 }
 
+/// A file with no name in the directory `dir`, open with `flags` (Linux's
+/// `O_TMPFILE`): made under a name no one uses and unlinked at once, so
+/// it lives as long as it is open and no one else can open it.
+pub(crate) fn open_unnamed(dir: &[u8], flags: OpenFlags, mode: u32) -> Result<i32, Errno> {
+    static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let flags = (flags - OpenFlags::DIRECTORY) | OpenFlags::CREAT | OpenFlags::EXCL;
+    for _ in 0..64 {
+        let n = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        let mut path = dir.to_vec();
+        path.extend_from_slice(alloc::format!("/.eremite-unnamed-{n}").as_bytes());
+        match open(&path, flags, mode) {
+            Ok(fd) => {
+                if let Err(error) = fs::unlink(&path) {
+                    let _ = close(fd);
+                    return Err(error);
+                }
+                return Ok(fd);
+            }
+            Err(errno::EEXIST) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(errno::EEXIST)
+}
+
 /// A descriptor for a new socket; `O_NONBLOCK` in `flags` applies.
 pub(crate) fn open_socket(socket: net::Socket, flags: OpenFlags) -> Result<i32, Errno> {
     insert(

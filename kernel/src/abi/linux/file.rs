@@ -33,6 +33,8 @@ const O_NOFOLLOW: u32 = 0o400000;
 const O_NOATIME: u32 = 0o1000000;
 const O_CLOEXEC: u32 = 0o2000000;
 const O_SYNC: u32 = 0o4010000;
+/// `O_TMPFILE` is this with `O_DIRECTORY`.
+const O_TMPFILE_BIT: u32 = 0o20000000;
 
 /// Linux's open flags and the core's.
 const OPEN_FLAGS: [(u32, OpenFlags); 10] = [
@@ -53,7 +55,7 @@ const OPEN_FLAGS: [(u32, OpenFlags); 10] = [
 const IGNORED_OPEN_FLAGS: u32 = O_NOCTTY | O_LARGEFILE | O_NOATIME | O_DSYNC | O_SYNC;
 
 /// The core's flags for Linux's `raw`: `EINVAL` for a flag it does not
-/// support (`O_PATH`, `O_TMPFILE`, `O_DIRECT`, `O_ASYNC`).
+/// support (`O_PATH`, `O_DIRECT`, `O_ASYNC`; `O_TMPFILE` is `openat`'s).
 fn open_flags(raw: u32) -> Result<OpenFlags, Errno> {
     let mut flags = OpenFlags::empty();
     let mut known = IGNORED_OPEN_FLAGS;
@@ -178,9 +180,20 @@ pub(super) fn lseek(fd: i32, offset: i64, whence: i32) -> SysResult {
     fd::seek(fd, offset, whence)
 }
 
+/// `openat(2)`; `O_TMPFILE` makes an unnamed file in the directory.
 pub(super) fn openat(dirfd: i32, path: u64, flags: u32, mode: u32) -> SysResult {
-    let flags = open_flags(flags)?;
-    fd::open(&at(dirfd, path)?, flags, mode & 0o7777).map(fd_value)
+    let path = at(dirfd, path)?;
+    if flags & O_TMPFILE_BIT != 0 {
+        // As Linux: the directory flag is part of it, and the file must
+        // be opened for writing.
+        let core = open_flags(flags & !O_TMPFILE_BIT)?;
+        let is_writable = core.intersects(OpenFlags::WRONLY | OpenFlags::RDWR);
+        if flags & O_DIRECTORY == 0 || !is_writable || core.contains(OpenFlags::CREAT) {
+            return Err(errno::EINVAL);
+        }
+        return fd::open_unnamed(&path, core, mode & 0o7777).map(fd_value);
+    }
+    fd::open(&path, open_flags(flags)?, mode & 0o7777).map(fd_value)
 }
 
 /// Linux x86_64's `struct stat`.
@@ -408,6 +421,21 @@ pub(super) fn dup3(old: i32, new: i32, flags: u32, is_dup2: bool) -> SysResult {
         };
     }
     fd::dup_to(old, new).map(fd_value)
+}
+
+/// `flock(2)`: the operation is checked and granted. eremite runs one
+/// process, so no other holds a lock; two descriptors of one program do
+/// not exclude each other (as they would on Linux).
+pub(super) fn flock(fd: i32, operation: i32) -> SysResult {
+    const LOCK_SH: i32 = 1;
+    const LOCK_EX: i32 = 2;
+    const LOCK_NB: i32 = 4;
+    const LOCK_UN: i32 = 8;
+    fd::status_flags(fd)?;
+    match operation & !LOCK_NB {
+        LOCK_SH | LOCK_EX | LOCK_UN => Ok(0),
+        _ => Err(errno::EINVAL),
+    }
 }
 
 pub(super) fn fsync(fd: i32, data_only: bool) -> SysResult {

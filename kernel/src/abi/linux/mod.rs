@@ -256,6 +256,7 @@ fn call(frame: &mut SyscallFrame) -> SysResult {
         nr::KILL => signal::kill(frame, int(a), int(b)),
         nr::UNAME => process::uname(a),
         nr::FCNTL => file::fcntl(int(a), int(b), c),
+        nr::FLOCK => file::flock(int(a), int(b)),
         nr::FSYNC => file::fsync(int(a), false),
         nr::FDATASYNC => file::fsync(int(a), true),
         nr::TRUNCATE => file::truncate(a, signed(b)),
