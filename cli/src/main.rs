@@ -120,11 +120,13 @@ enum BinfmtCommand {
 struct RunArgs {
     /// Guest memory: a multiple of 2 MiB from 8M to 31G (e.g. 64M, 1G, 512MiB, 8G).
     /// Default 256M (the host commits only what the guest touches), or 512M
-    /// for a dynamically linked Linux program or a Go program.
-    #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
+    /// for a dynamically linked Linux program or a Go program. Also from
+    /// EREMITE_MEMORY (for `cargo run` with eremite as the runner).
+    #[arg(long, env = "EREMITE_MEMORY", value_name = "SIZE", value_parser = parse_memory_size)]
     memory: Option<u64>,
-    /// Number of vCPUs, 1 to 16; the application's threads are spread over them.
-    #[arg(long, value_name = "N", default_value_t = 1,
+    /// Number of vCPUs, 1 to 16; the application's threads are spread over
+    /// them. Also from EREMITE_CPUS.
+    #[arg(long, env = "EREMITE_CPUS", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(eremite_interface::layout::MAX_CPUS)))]
     cpus: u32,
     /// Set an environment variable in the guest (repeatable).

@@ -383,3 +383,29 @@ fn binfmt_runs_an_image_like_a_native_executable_until_uninstalled() {
     assert!(gone.stderr.contains("no binfmt_misc rule named"), "{gone}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `EREMITE_MEMORY` and `EREMITE_CPUS` stand for `--memory` and `--cpus`
+/// (for a cargo runner); the flags win.
+#[test]
+fn memory_and_cpus_come_from_the_environment_unless_given() {
+    let run = run_command(
+        Command::new(eremite())
+            .args(["run"])
+            .arg(c_image("probe", false))
+            .arg("3")
+            .env("EREMITE_MEMORY", "1G")
+            .env("EREMITE_CPUS", "2"),
+    );
+    run.expect_code(0);
+    assert!(
+        run.stdout.starts_with("cpus: 2\nmemory: 1024 MiB\n"),
+        "{run}"
+    );
+    let flags = run_command(
+        Command::new(eremite())
+            .args(["run", "--memory", "128M"])
+            .arg(c_image("probe", false))
+            .env("EREMITE_MEMORY", "1G"),
+    );
+    assert!(flags.stdout.contains("memory: 128 MiB\n"), "{flags}");
+}
