@@ -20,6 +20,7 @@
 mod backtrace;
 mod binfmt;
 mod harness;
+mod new;
 mod profile;
 mod qemu;
 mod scenario;
@@ -77,6 +78,15 @@ enum Command {
     Compat {
         /// Where to put them (made if missing; e.g. `target/eremite-compat`).
         dir: std::path::PathBuf,
+    },
+    /// Make a Cargo project that builds for Linux and for eremite, with
+    /// eremite as its runner (`cargo vm-run`, `cargo vm-test`).
+    New {
+        /// The project's directory (its name is the package's).
+        dir: std::path::PathBuf,
+        /// A tokio program, with eremite's patched tokio for hermit builds.
+        #[arg(long)]
+        tokio: bool,
     },
     /// Run eremite images like native executables (`./hello arg`) through
     /// Linux's binfmt_misc (needs root).
@@ -359,7 +369,23 @@ fn main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
-        Command::Compat { dir } => compat(&dir),
+        Command::Compat { dir } => match make_compat(&dir) {
+            Ok(section) => {
+                print!("{section}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("eremite: {error}");
+                ExitCode::from(1)
+            }
+        },
+        Command::New { dir, tokio } => match new::new(&dir, tokio, make_compat) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("eremite: {error}");
+                ExitCode::from(1)
+            }
+        },
         Command::Binfmt(command) => {
             let result = match command {
                 BinfmtCommand::Install { name } => binfmt::install(&name),
@@ -386,14 +412,14 @@ fn main() -> ExitCode {
 }
 
 /// `eremite compat DIR`.
-fn compat(dir: &std::path::Path) -> ExitCode {
+/// `eremite compat DIR`: make the patched crates in `dir` and write
+/// their `[patch.crates-io]` section to `DIR/patch.toml`; the section.
+fn make_compat(dir: &std::path::Path) -> Result<String, String> {
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
-    let Some(cargo_home) = eremite_compat::cargo_home() else {
-        eprintln!("eremite: neither CARGO_HOME nor HOME is set: where is cargo's registry?");
-        return ExitCode::from(1);
-    };
+    let cargo_home = eremite_compat::cargo_home()
+        .ok_or("neither CARGO_HOME nor HOME is set: where is cargo's registry?")?;
     let config = dir.join("patch.toml");
-    let made = eremite_compat::generate(&dir, &cargo_home)
+    eremite_compat::generate(&dir, &cargo_home)
         .and_then(|_| eremite_compat::write_socket2(&dir))
         .map_err(|e| e.to_string())
         .and_then(|socket2| {
@@ -401,17 +427,7 @@ fn compat(dir: &std::path::Path) -> ExitCode {
             std::fs::write(&config, &section)
                 .map(|()| section)
                 .map_err(|e| format!("{}: {e}", config.display()))
-        });
-    match made {
-        Ok(section) => {
-            print!("{section}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("eremite: {error}");
-            ExitCode::from(1)
-        }
-    }
+        })
 }
 
 fn run(args: RunArgs, started: Instant) -> ExitCode {
@@ -848,7 +864,8 @@ mod tests {
             | Command::WriteUftrace { .. }
             | Command::Scenario(_)
             | Command::Experiment(_)
-            | Command::Binfmt(_) => {
+            | Command::Binfmt(_)
+            | Command::New { .. } => {
                 panic!("not parsed as `run`")
             }
         }

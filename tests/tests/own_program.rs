@@ -89,58 +89,39 @@ fn a_program_outside_the_repository_builds_and_runs() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-const TOKIO_MAIN_RS: &str = r#"use eremite as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[tokio::main]
-async fn main() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (mut conn, _) = listener.accept().await.unwrap();
-        let mut buf = [0; 5];
-        conn.read_exact(&mut buf).await.unwrap();
-        conn.write_all(&buf).await.unwrap();
-    });
-    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-    client.write_all(b"hello").await.unwrap();
-    let mut got = [0; 5];
-    client.read_exact(&mut got).await.unwrap();
-    server.await.unwrap();
-    println!("tokio echoed {}", std::str::from_utf8(&got).unwrap());
-}
-"#;
-
+/// `eremite new --tokio`: a tokio project whose `cargo vm-run` builds
+/// with eremite's patched tokio (made by `eremite compat` into the
+/// project) and boots, and whose native `cargo run` uses crates.io's.
 #[test]
-fn a_tokio_program_outside_the_repository_builds_with_eremite_compat_and_runs() {
-    let dir = std::env::temp_dir().join(format!("eremite-own-tokio-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    let manifest = format!(
-        "[package]\nname = \"mytokio\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-         [dependencies]\neremite = {{ path = \"{}\" }}\n\
-         tokio = {{ version = \"=1.54.1\", features = [\"rt-multi-thread\", \"net\", \"io-util\", \"macros\"] }}\n\n\
-         [workspace]\n",
-        root().join("eremite").display()
+fn eremite_new_makes_a_tokio_project_for_the_vm_and_for_linux() {
+    let parent = std::env::temp_dir().join(format!("eremite-own-tokio-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&parent);
+    std::fs::create_dir_all(&parent).unwrap();
+    let dir = parent.join("mytokio");
+    eremite_tests::eremite_cli(&["new", "--tokio", dir.to_str().unwrap()]).expect_code(0);
+    let again = eremite_tests::eremite_cli(&["new", dir.to_str().unwrap()]);
+    again.expect_code(1);
+    assert!(again.stderr.contains("exists already"), "{again}");
+    let vm = cargo_in(
+        &dir,
+        &["vm-run", "--release", "-q"],
+        &[("EREMITE_CPUS", "2")],
     );
-    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
-    std::fs::write(dir.join("src/main.rs"), TOKIO_MAIN_RS).unwrap();
-    std::fs::copy(
-        root().join("rust-toolchain.toml"),
-        dir.join("rust-toolchain.toml"),
-    )
-    .unwrap();
-    // As the README says: the patched crates, then a hermit build that
-    // takes them.
-    let compat = dir.join("target/eremite-compat");
-    eremite_tests::eremite_cli(&["compat", compat.to_str().unwrap()]).expect_code(0);
-    let config = compat.join("patch.toml");
-    build_for_hermit(&dir, &["--config".as_ref(), config.as_os_str()]);
-    let image = dir.join("target/x86_64-unknown-hermit/release/mytokio");
-    let run = boot_image(&image, &["--cpus", "2"], &[]);
-    run.expect_code(0);
-    assert!(run.stdout.contains("tokio echoed hello"), "{run}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    vm.expect_code(0);
+    assert!(vm.stdout.contains("mytokio: tokio echoed hello"), "{vm}");
+    let tests = cargo_in(&dir, &["vm-test", "--release"], &[]);
+    tests.expect_code(0);
+    assert!(
+        tests.stdout.contains("test result: ok. 1 passed"),
+        "{tests}"
+    );
+    let native = cargo_in(&dir, &["run", "-q"], &[]);
+    native.expect_code(0);
+    assert!(
+        native.stdout.contains("mytokio: tokio echoed hello"),
+        "{native}"
+    );
+    std::fs::remove_dir_all(&parent).unwrap();
 }
 
 const TWO_TARGETS_MAIN_RS: &str = r#"use eremite as _;
@@ -218,35 +199,17 @@ fn cargo_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> eremite_tests::R
     )
 }
 
-/// The README's set-up for one crate and two targets: `eremite` as a
-/// plain dependency, eremite as the hermit target's runner, and the
+/// The set-up `eremite new` makes (README): `eremite` as a plain
+/// dependency, eremite as the hermit target's runner, and the
 /// `vm-run`/`vm-test` aliases; `cargo run`/`cargo test` stay native.
 #[test]
 fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
-    let dir = std::env::temp_dir().join(format!("eremite-own-two-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::create_dir_all(dir.join(".cargo")).unwrap();
-    let manifest = format!(
-        "[package]\nname = \"two\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-         [dependencies]\neremite = {{ path = \"{}\" }}\n\n\
-         [profile.release]\ndebug = \"line-tables-only\"\n\n[workspace]\n",
-        root().join("eremite").display()
-    );
-    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    let parent = std::env::temp_dir().join(format!("eremite-own-two-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&parent);
+    std::fs::create_dir_all(&parent).unwrap();
+    let dir = parent.join("two");
+    eremite_tests::eremite_cli(&["new", dir.to_str().unwrap()]).expect_code(0);
     std::fs::write(dir.join("src/main.rs"), TWO_TARGETS_MAIN_RS).unwrap();
-    let config = format!(
-        "[target.x86_64-unknown-hermit]\nrunner = \"{} run\"\n\n[alias]\n\
-         vm-run = \"run --target x86_64-unknown-hermit -Zbuild-std=std,panic_abort\"\n\
-         vm-test = \"test --target x86_64-unknown-hermit -Zbuild-std=std,panic_abort\"\n",
-        eremite_tests::eremite().display()
-    );
-    std::fs::write(dir.join(".cargo/config.toml"), config).unwrap();
-    std::fs::copy(
-        root().join("rust-toolchain.toml"),
-        dir.join("rust-toolchain.toml"),
-    )
-    .unwrap();
 
     // In the VM: the program's arguments as cargo passes them (a release
     // build: no frame pointers, line tables only).
@@ -335,5 +298,5 @@ fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
         native_run.stdout.contains(r#"args ["a", "b"], length 2"#),
         "{native_run}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&parent).unwrap();
 }
