@@ -350,7 +350,7 @@ impl Scenario {
             text: &self.text,
             values: &values,
         }
-        .plan(self, &values)
+        .plan(self)
     }
 }
 
@@ -435,7 +435,7 @@ impl Planner<'_> {
             .map_err(|e| self.error(value.span(), format!("{what}: {e}")))
     }
 
-    fn plan(&self, scenario: &Scenario, values: &[(String, String)]) -> Result<Plan> {
+    fn plan(&self, scenario: &Scenario) -> Result<Plan> {
         let raw = &scenario.raw;
         let cpus = match &raw.cpus {
             Some(c) => self.cpu_list(c, "cpus")?,
@@ -636,7 +636,7 @@ impl Planner<'_> {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Plan {
-            values: values.to_vec(),
+            values: self.values.to_vec(),
             swept: scenario.swept.clone(),
             dir: scenario.dir.clone(),
             cpus,
