@@ -484,7 +484,9 @@ fn a_server_with_more_clients_than_memory_for_them_keeps_running() {
     // once they close, new clients are served again. (It once ended in a
     // kernel panic, then in the server's own allocation failing.)
     let (ns, card) = network();
-    let guest = ns.spawn("httpd", &card, &["0.0.0.0:8083"]);
+    let mut options = card.to_vec();
+    options.extend(["--memory", "64M"]);
+    let guest = ns.spawn("httpd", &options, &["0.0.0.0:8083"]);
     let (served, dropped) = ns.enter(|| {
         let held: Vec<Option<std::net::TcpStream>> = std::thread::scope(|s| {
             let clients: Vec<_> = (0..256)
