@@ -255,7 +255,7 @@ fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
     );
     // Every test runs, one failing does not stop the others, the summary
     // is libtest's, and the failure's message is shown.
-    let vm = cargo_in(&dir, &["vm-test"], &[]);
+    let vm = cargo_in(&dir, &["vm-test", "--release"], &[]);
     vm.expect_code(101);
     for line in [
         "test tests::passes ... ok",
@@ -269,14 +269,22 @@ fn one_crate_runs_and_tests_in_the_vm_and_natively_as_cargo_does() {
     }
     assert!(!vm.stdout.contains("shown only with --nocapture"), "{vm}");
     // A filter, and libtest's own flags after `--`.
-    let some = cargo_in(&dir, &["vm-test", "passes", "--", "--skip", "also"], &[]);
+    let some = cargo_in(
+        &dir,
+        &["vm-test", "--release", "passes", "--", "--skip", "also"],
+        &[],
+    );
     some.expect_code(0);
     assert!(
         some.stdout
             .contains("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 4 filtered out"),
         "{some}"
     );
-    let shown = cargo_in(&dir, &["vm-test", "also_passes", "--", "--nocapture"], &[]);
+    let shown = cargo_in(
+        &dir,
+        &["vm-test", "--release", "also_passes", "--", "--nocapture"],
+        &[],
+    );
     shown.expect_code(0);
     assert!(
         shown.stdout.contains("shown only with --nocapture"),
