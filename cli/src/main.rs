@@ -631,18 +631,34 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         Some("--gdb (QEMU's own -s serves GDB there)")
     } else if !args.add_host.is_empty() || args.dns.is_some() {
         Some("--add-host or --dns (the guest's /etc is written by eremite's VMM only)")
-    } else if args
-        .net
-        .as_ref()
-        .is_some_and(|net| matches!(net.link, eremite_vmm::Link::Switch(_)))
-    {
-        Some("--net switch:NAME")
+    } else if eremite_vmm::is_linux_program(&args.image()) {
+        Some("Linux programs (they need eremite's VMM, which loads them)")
     } else {
         None
     };
     if let Some(what) = unsupported {
         eprintln!("eremite: QEMU does not support {what}; use --hypervisor eremite");
         return ExitCode::from(125);
+    }
+    // A switch QEMU joins itself (`-netdev stream`): it must be running.
+    if let Some(eremite_vmm::NetSpec {
+        link: eremite_vmm::Link::Switch(name),
+        ..
+    }) = &args.net
+    {
+        if args.ip.is_none() {
+            eprintln!(
+                "eremite: --net switch:{name} needs the guest's address (--ip): a switch has no DHCP"
+            );
+            return ExitCode::from(125);
+        }
+        let started = std::env::current_exe()
+            .map_err(|e| e.to_string())
+            .and_then(|exe| eremite_vmm::ensure_switch(name, &exe).map_err(|e| e.to_string()));
+        if let Err(message) = started {
+            eprintln!("eremite: {message}");
+            return ExitCode::from(125);
+        }
     }
     // The same checks of --ip and --gateway as on our VMM.
     let config = VmConfig {

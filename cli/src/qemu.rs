@@ -192,8 +192,8 @@ fn net_args(net: &QemuNet<'_>) -> Vec<String> {
         .unwrap_or_default();
     let netdev = match (&net.card.link, net.address, net.gateway) {
         (Link::Tap(name), _, _) => format!("tap,id=net0,ifname={name},script=no,downscript=no"),
-        // QEMU's stream netdev speaks the switch's framing (the CLI refuses
-        // switches on QEMU for now: it cannot start one).
+        // QEMU's stream netdev speaks the switch's framing; the CLI has
+        // made sure the switch runs.
         (Link::Switch(name), _, _) => {
             let path = eremite_vmm::switch_socket_path(name)
                 .map(|path| path.display().to_string())

@@ -107,10 +107,68 @@ fn what_qemu_cannot_do_is_refused_clearly() {
     let run = boot("hello", &["--hypervisor", "qemu-tcg", "--gdb", "1234"], &[]);
     run.expect_code(125);
     assert!(run.stderr.contains("QEMU does not support --gdb"), "{run}");
+    // A Linux program needs eremite's VMM, which loads it.
+    let run = eremite_tests::boot_image(
+        &eremite_tests::c_image("hello", false),
+        &["--hypervisor", "qemu-tcg"],
+        &[],
+    );
+    run.expect_code(125);
+    assert!(
+        run.stderr.contains("QEMU does not support Linux programs"),
+        "{run}"
+    );
     // As on eremite's VMM, a vCPU count out of range is a usage error.
     let run = boot("hello", &["--hypervisor", "qemu-tcg", "--cpus", "17"], &[]);
     run.expect_code(2);
     assert!(run.stderr.contains("--cpus"), "{run}");
+}
+
+/// A QEMU VM joins an eremite switch (QEMU's `-netdev stream`): started
+/// first, it starts the switch; an eremite VM then reaches it there.
+#[test]
+fn a_qemu_vm_and_an_eremite_vm_talk_over_a_switch() {
+    use std::os::unix::fs::PermissionsExt;
+    require_qemu();
+    // A runtime directory of the test's own: its switch meets no other.
+    let runtime = std::env::temp_dir().join(format!("eremite-qemu-switch-{}", std::process::id()));
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let env = [("XDG_RUNTIME_DIR", runtime.as_path())];
+    let net = eremite_tests::image("net");
+    let server = eremite_tests::spawn_image_env(
+        &net,
+        &[
+            "--hypervisor",
+            "qemu",
+            "--net",
+            "switch:mixed",
+            "--ip",
+            "10.0.4.1/24",
+        ],
+        &["echo-server", "0.0.0.0:7000"],
+        &env,
+    );
+    server.wait_for_output("listening on");
+    let client = eremite_tests::spawn_image_env(
+        &net,
+        &["--net", "switch:mixed", "--ip", "10.0.4.2/24"],
+        &["client", "10.0.4.1:7000", "1000000"],
+        &env,
+    )
+    .wait();
+    client.expect_code(0);
+    assert!(client.stdout.contains("client passed"), "{client}");
+    server.kill();
+    // Without --ip a switch is refused on QEMU as on eremite's VMM.
+    let run = boot(
+        "hello",
+        &["--hypervisor", "qemu", "--net", "switch:mixed"],
+        &[],
+    );
+    run.expect_code(125);
+    assert!(run.stderr.contains("needs the guest's address"), "{run}");
+    let _ = std::fs::remove_dir_all(&runtime);
 }
 
 /// The threads example on `cpus` CPUs under QEMU with `accel_options`:

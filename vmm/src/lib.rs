@@ -58,13 +58,14 @@ pub use confine::{ConfineError, Confinement, close_inherited_descriptors};
 pub use devices::{
     BusFull, HostAddr, HostEntry, Link, MacAddr, NetCounters, NetReport, NetSpec, NetSpecError,
     PasstError, PortProtocol, Publish, PublishError, SwitchError, TapError, TransportError,
-    parse_host_entry, parse_net_spec, parse_publish, serve_switch, switch_socket_path,
+    ensure_switch, parse_host_entry, parse_net_spec, parse_publish, serve_switch,
+    switch_socket_path,
 };
 pub use hypercall::{Console, GuestError};
 pub use initrd::InitrdError;
 pub use kvm::{CpuState, ExitStats, HostStop, KvmError};
 pub use linux::{LinuxError, ProgramError};
-pub use loader::{LoadError, LoadedImage, PageAccess, PageZero, is_test_harness};
+pub use loader::{LoadError, LoadedImage, PageAccess, PageZero, is_linux_program, is_test_harness};
 pub use memory::{MapError, OutOfRange};
 pub use net_address::{NetAddressError, parse_gateway, parse_ip_prefix};
 pub use profile::{

@@ -66,8 +66,8 @@ pub use mmio::TransportError;
 pub(crate) use mmio::{MMIO_WINDOW_BYTES, MmioTransport, QUEUE_NOTIFY_OFFSET};
 pub use net::{
     HostAddr, HostEntry, Link, MacAddr, NetCounters, NetSpec, NetSpecError, PasstError,
-    PortProtocol, Publish, PublishError, SwitchError, TapError, parse_host_entry, parse_net_spec,
-    parse_publish, serve_switch, switch_socket_path,
+    PortProtocol, Publish, PublishError, SwitchError, TapError, ensure_switch, parse_host_entry,
+    parse_net_spec, parse_publish, serve_switch, switch_socket_path,
 };
 pub(crate) use net::{HostLink, Net, NetBackend, Passt, PasstConfig, SwitchPort, Tap};
 

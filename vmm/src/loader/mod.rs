@@ -139,6 +139,11 @@ const OSABI_HERMIT: u8 = 0xFF;
 /// not built for the hermit target either: a program built for Linux,
 /// not an eremite image (a hermit program without the note is an eremite
 /// image that forgot to link eremite: [`check_note`] says so).
+/// Whether the file at `path` is a Linux program (not an eremite image).
+pub fn is_linux_program(path: &std::path::Path) -> bool {
+    crate::memory::ImageFile::open(path).is_ok_and(|file| is_foreign_elf(file.bytes()))
+}
+
 /// Whether the image at `path` is a libtest harness (what `cargo test`
 /// builds: it has std's test runner, `test::test_main_static`).
 pub fn is_test_harness(path: &std::path::Path) -> bool {

@@ -57,7 +57,7 @@ pub use publish::{
 };
 pub use spec::{Link, MacAddr, NetSpec, NetSpecError, parse_net_spec};
 pub(crate) use switch::SwitchPort;
-pub use switch::{SwitchError, serve_switch, switch_socket_path};
+pub use switch::{SwitchError, ensure_switch, serve_switch, switch_socket_path};
 pub(crate) use tap::Tap;
 pub use tap::TapError;
 use worker::{Finished, Worker, WorkerFault};

@@ -119,6 +119,14 @@ pub fn switch_socket_path(name: &str) -> Result<PathBuf, SwitchError> {
     Ok(dir.join(format!("switch-{name}.sock")))
 }
 
+/// Make sure switch `name` runs, starting it with `program switch NAME`
+/// when none listens: for a VM that joins it itself (QEMU's `-netdev
+/// stream`), which must connect within a few seconds (the switch lingers
+/// that long after its last port).
+pub fn ensure_switch(name: &str, program: &Path) -> Result<(), SwitchError> {
+    SwitchPort::connect(name, Some(program)).map(drop)
+}
+
 /// A VM's port on a switch.
 #[derive(Debug)]
 pub(crate) struct SwitchPort {
