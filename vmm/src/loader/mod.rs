@@ -145,17 +145,53 @@ pub fn is_linux_program(path: &std::path::Path) -> bool {
 }
 
 /// Whether the image at `path` is a libtest harness (what `cargo test`
-/// builds: it has std's test runner, `test::test_main_static`).
+/// builds: it has std's test runner, `test::test_main_static`, among its
+/// symbols). Asked on every `eremite run`, so it reads only the section
+/// headers and the symbol names, not the whole ELF file (a full parse of
+/// a 10 MB image costs about 0.3 ms).
 pub fn is_test_harness(path: &std::path::Path) -> bool {
-    crate::memory::ImageFile::open(path).is_ok_and(|file| {
-        Elf::parse(file.bytes()).is_ok_and(|elf| {
-            elf.syms.iter().any(|sym| {
-                elf.strtab
-                    .get_at(sym.st_name)
-                    .is_some_and(|name| name.contains("test_main_static"))
-            })
-        })
-    })
+    crate::memory::ImageFile::open(path)
+        .is_ok_and(|file| has_symbol_text(file.bytes(), b"test_main_static"))
+}
+
+/// Whether the symbol names (`.strtab`) of the ELF file `bytes` contain
+/// `text`.
+fn has_symbol_text(bytes: &[u8], text: &[u8]) -> bool {
+    use goblin::container::{Container, Ctx, Endian};
+    use goblin::elf::{Elf, SectionHeader};
+    let Ok(header) = Elf::parse_header(bytes) else {
+        return false;
+    };
+    let ctx = Ctx::new(Container::Big, Endian::Little);
+    let Ok(sections) = SectionHeader::parse(
+        bytes,
+        usize::try_from(header.e_shoff).unwrap_or(usize::MAX),
+        usize::from(header.e_shnum),
+        ctx,
+    ) else {
+        return false;
+    };
+    let contents = |section: &SectionHeader| {
+        let start = usize::try_from(section.sh_offset).ok()?;
+        let end = start.checked_add(usize::try_from(section.sh_size).ok()?)?;
+        bytes.get(start..end)
+    };
+    let Some(names) = sections
+        .get(usize::from(header.e_shstrndx))
+        .and_then(contents)
+    else {
+        return false;
+    };
+    let name_of = |section: &SectionHeader| {
+        let start = usize::try_from(section.sh_name).ok()?;
+        let rest = names.get(start..)?;
+        rest.split(|&b| b == 0).next()
+    };
+    sections
+        .iter()
+        .filter(|section| name_of(section) == Some(b".strtab".as_slice()))
+        .filter_map(contents)
+        .any(|strtab| memchr::memmem::find(strtab, text).is_some())
 }
 
 pub(crate) fn is_foreign_elf(bytes: &[u8]) -> bool {
@@ -477,6 +513,16 @@ fn apply_relocations(elf: &Elf<'_>, image: &Image, ram: &GuestRam) -> Result<(),
 mod tests {
     use super::test_image::TestImage;
     use super::*;
+
+    #[test]
+    fn a_test_harness_is_known_by_its_symbol_names() {
+        // This very test binary is a libtest harness.
+        let exe = std::env::current_exe().unwrap();
+        assert!(is_test_harness(&exe));
+        let bytes = std::fs::read(&exe).unwrap();
+        assert!(!has_symbol_text(&bytes, b"no such symbol anywhere 8d1f0c"));
+        assert!(!has_symbol_text(b"not an ELF file", b"test_main_static"));
+    }
 
     fn ram() -> GuestRam {
         GuestRam::new(8 << 20).unwrap()
