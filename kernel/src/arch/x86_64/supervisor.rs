@@ -309,6 +309,14 @@ global_asm!(
     "    movq %rax, %cr3",
     "    iretq",
     "1:  popq %rax",
+    // Unwind information for a debugger that stops a CPU here (halted,
+    // while its thread waits): the frame is the `ud2`'s, and the caller
+    // is the thread's code at CPL3, at the saved RIP and RSP.
+    "    .cfi_startproc simple",
+    "    .cfi_signal_frame",
+    "    .cfi_def_cfa rsp, 40",
+    "    .cfi_offset rip, -40",
+    "    .cfi_offset rsp, -16",
     "    lock incq {gate_counter}",
     "    addq $2, (%rsp)",
     "    xorl %eax, %eax",
@@ -324,6 +332,7 @@ global_asm!(
     "eremite_idle_done:",
     "    cli",
     "    iretq",
+    "    .cfi_endproc",
     "",
     // eremite_idle(wake: *const u32 [rdi]) -> vector [eax]; only RAX
     // changes.
@@ -331,9 +340,11 @@ global_asm!(
     ".global eremite_idle",
     ".type eremite_idle,@function",
     "eremite_idle:",
+    "    .cfi_startproc",
     "eremite_idle_trap:",
     "    ud2",
     "    ret",
+    "    .cfi_endproc",
     ".size eremite_idle, . - eremite_idle",
     // eremite_flush(start: u64 [rdi], pages: u64 [rsi]); clobbers RAX,
     // RDI, RSI.
