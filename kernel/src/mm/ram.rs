@@ -338,11 +338,12 @@ pub(super) fn reclaim() -> bool {
                 retired.push(table);
             }
         }
+        drop(guard);
+        if !retired.is_empty() {
+            super::tlb::flush(0, 0);
+        }
     }
-    if !retired.is_empty() {
-        super::tlb::flush(0, 0);
-        free_tables(&mut retired);
-    }
+    free_tables(&mut retired);
     true
 }
 
@@ -362,18 +363,24 @@ pub(super) fn give_back(range: PageRange) {
 }
 
 /// Give the pages of `range` the rights `rights` in the page tables,
-/// splitting 2 MiB pages where needed, and invalidate every CPU's TLB if a
-/// present page changed. `ENOMEM` when no page-table page could be
+/// splitting 2 MiB pages where needed, and invalidate every CPU's TLB if
+/// one may still hold a right a page lost. `ENOMEM` when no page-table page could be
 /// had for a split (nothing changed then).
 pub(super) fn set_rights(range: PageRange, rights: PageRights) -> Result<(), ()> {
     let mut tables: Vec<u64> = Vec::new();
     let result = loop {
         let attempt = {
             let _edit = EDITS.lock();
-            arch::set_rights(range.start, range.end, rights, &mut tables)
+            let attempt = arch::set_rights(range.start, range.end, rights, &mut tables);
+            // Invalidate before the next edit: it may rely on the
+            // accessed bits this one cleared (`arch::set_rights`).
+            if attempt == Ok(true) {
+                super::tlb::flush(range.start, range.pages());
+            }
+            attempt
         };
         match attempt {
-            Ok(is_changed) => break Ok(is_changed),
+            Ok(_) => break Ok(()),
             Err(EditError::NotRam) => break Err(()),
             Err(EditError::NeedTables(more)) => {
                 for _ in 0..more {
@@ -390,10 +397,7 @@ pub(super) fn set_rights(range: PageRange, rights: PageRights) -> Result<(), ()>
         }
     };
     free_tables(&mut tables);
-    if result? {
-        super::tlb::flush(range.start, range.pages());
-    }
-    Ok(())
+    result
 }
 
 fn free_tables(tables: &mut Vec<u64>) {

@@ -11,8 +11,23 @@
 //! Translations stay the identity: an entry only ever maps its own
 //! address, so a CPU that still holds a stale TLB entry for a page can
 //! have other rights than the tables grant, never a wrong frame. Each
-//! edit says whether it changed a present page; then the caller
-//! invalidates the TLBs ([`flush_tlb`] here, and every other CPU).
+//! edit says whether a CPU may still hold a right the page lost; then
+//! the caller invalidates the TLBs ([`flush_tlb`] here, and every other
+//! CPU) before anyone relies on the change.
+//!
+//! Invalidations are the expensive part (a CPL0 gate, emulated on PVM
+//! hosts, and an IPI to every other CPU), so an edit asks for one only
+//! when a TLB can hold the page: a CPU caches a translation only after it
+//! has set the accessed bit of the entry (SDM vol. 3A, 4.10.2.3), so an
+//! entry whose accessed bit is clear is in no TLB. The module keeps that
+//! true: an entry it writes has the accessed bit clear when no TLB can
+//! hold the page afterwards (it was not present, its accessed bit was
+//! clear, or the caller invalidates it now), and keeps a set bit
+//! otherwise. Entries are replaced with `cmpxchg`, so a bit the CPU sets
+//! meanwhile is not lost. A right that is only widened needs no
+//! invalidation either: a CPU that faults on its stale, narrower entry
+//! finds the page accessible, drops the entry and retries
+//! ([`is_spurious_fault`], SDM vol. 3A, 4.10.4.3).
 //!
 //! Callers serialise edits with one lock (`mm`); reads for checks may race
 //! with an edit and see the old or the new entry, either of which was
@@ -23,8 +38,10 @@
 
 use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE, PAGE_TABLES_ADDR};
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use eremite_interface::layout::pte::{
-    ADDR_MASK, CACHE_DISABLE, LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE, WRITE_THROUGH,
+    ACCESSED, ADDR_MASK, CACHE_DISABLE, DIRTY, LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE, WRITE_THROUGH,
 };
 
 /// PAT bit of a 2 MiB leaf entry (bit 7 is PAT in a 4 KiB one; SDM vol.
@@ -85,6 +102,49 @@ fn write_entry(addr: u64, value: u64) {
     // SAFETY: as in `read_entry`; callers hold the memory manager's edit
     // lock, so no other CPU writes page tables concurrently.
     unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
+}
+
+/// The entry at `addr` as an atomic, for a replacement that must not
+/// lose the accessed and dirty bits a CPU sets meanwhile.
+fn atomic_entry<'a>(addr: u64) -> &'a AtomicU64 {
+    // SAFETY: as in `read_entry`: an 8-aligned entry of a live page
+    // table; the CPU updates entries with locked operations, so treating
+    // the word as an atomic matches every other access to it.
+    unsafe { AtomicU64::from_ptr(addr as *mut u64) }
+}
+
+/// Whether a CPU that cached `old` could do something that `new` forbids.
+fn narrows(old: u64, new: u64) -> bool {
+    old & PRESENT != 0
+        && (new & PRESENT == 0
+            || (old ^ new) & ADDR_MASK != 0
+            || old & !new & (WRITABLE | USER) != 0
+            || new & !old & NO_EXECUTE != 0)
+}
+
+/// Replace the entry at `at` by `make(old)`, with the accessed bit as the
+/// module's rule says (see the module documentation). Returns whether a
+/// TLB may still hold a right the page lost: then the caller must
+/// invalidate it before releasing the edit lock.
+fn replace_entry(at: u64, make: impl Fn(u64) -> u64) -> bool {
+    let entry = atomic_entry(at);
+    let mut old = entry.load(Ordering::Relaxed);
+    loop {
+        let wanted = make(old) & !ACCESSED;
+        let must_flush = old & ACCESSED != 0 && narrows(old, wanted);
+        let new = if must_flush || old & PRESENT == 0 {
+            wanted
+        } else {
+            wanted | (old & ACCESSED)
+        };
+        if new == old {
+            return false;
+        }
+        match entry.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return must_flush,
+            Err(now) => old = now,
+        }
+    }
 }
 
 fn index(addr: u64, level: u32) -> u64 {
@@ -148,8 +208,9 @@ pub(crate) fn is_accessible(start: u64, end: u64, is_write: bool) -> bool {
 /// Give every 4 KiB page of `[start, end)` (page-aligned identity-mapped
 /// RAM) the rights `rights`. A 2 MiB page with other rights is first
 /// split into a table taken from `tables`, filled before it is linked; if `tables` holds too few, nothing changes and the error says
-/// how many more are needed. Returns whether a present page changed (then
-/// the caller must invalidate the TLBs of every CPU).
+/// how many more are needed. Returns whether a TLB may still hold a right
+/// a page lost (then the caller must invalidate the range on every CPU
+/// before it releases the edit lock).
 ///
 /// The caller holds the memory manager's edit lock.
 pub(crate) fn set_rights(
@@ -194,15 +255,13 @@ pub(crate) fn set_rights(
             // The new table gets its final entries before anything walks
             // it: on shadow-paging hosts a write to a table in use traps,
             // one to a table not yet linked does not.
-            let present_changed = pde & PRESENT != 0;
-            split(pde_at, pde, tables, |page, old| {
+            is_changed |= split(pde_at, tables, |page, old| {
                 if (from..to).contains(&page) {
                     entry_for_rights(rights, old, page)
                 } else {
                     old
                 }
             });
-            is_changed |= present_changed;
             block += LARGE_PAGE_SIZE;
             continue;
         }
@@ -210,14 +269,7 @@ pub(crate) fn set_rights(
         let mut page = from;
         while page < to {
             let at = table + 8 * index(page, 0);
-            let old = read_entry(at);
-            let new = entry_for_rights(rights, old, page);
-            if new != old {
-                // Even a widened right needs it: a CPU may fault on
-                // its stale, narrower entry (SDM vol. 3A, 4.10.4.3).
-                is_changed |= old & PRESENT != 0;
-                write_entry(at, new);
-            }
+            is_changed |= replace_entry(at, |old| entry_for_rights(rights, old, page));
             page += PAGE_SIZE;
         }
         block += LARGE_PAGE_SIZE;
@@ -279,27 +331,47 @@ fn entry_for_rights(rights: PageRights, old: u64, page: u64) -> u64 {
 
 /// Replace the 2 MiB page of the entry at `pde_at` by a table of 512
 /// small pages, entry `i` being `entry(page, the 2 MiB page's bits for
-/// it)`; the table is filled before it is linked.
-fn split(
-    pde_at: u64,
-    pde: u64,
-    tables: &mut alloc::vec::Vec<u64>,
-    entry: impl Fn(u64, u64) -> u64,
-) {
+/// it)`; the table is filled before it is linked. Returns whether a TLB
+/// may still hold a right a page lost (the 2 MiB page had been used and
+/// one of its pages now has less).
+fn split(pde_at: u64, tables: &mut alloc::vec::Vec<u64>, entry: impl Fn(u64, u64) -> u64) -> bool {
     let Some(table) = tables.pop() else {
         unreachable!("pass 1 counted the tables");
     };
-    let base = pde & LARGE_ADDR_MASK;
-    let bits = pde & !(LARGE | LARGE_PAT | LARGE_ADDR_MASK);
-    for i in 0..512 {
-        let page = base + i * PAGE_SIZE;
-        write_entry(table + 8 * i, entry(page, page | bits));
+    let link = table | PRESENT | WRITABLE | USER;
+    let pde_entry = atomic_entry(pde_at);
+    let mut pde = pde_entry.load(Ordering::Relaxed);
+    loop {
+        let base = pde & LARGE_ADDR_MASK;
+        let bits = pde & !(LARGE | LARGE_PAT | LARGE_ADDR_MASK);
+        let mut must_flush = false;
+        for i in 0..512 {
+            let page = base + i * PAGE_SIZE;
+            let old = page | bits;
+            let new = entry(page, old) & !ACCESSED;
+            must_flush |= old & ACCESSED != 0 && narrows(old, new);
+            write_entry(table + 8 * i, new | (old & ACCESSED));
+        }
+        if must_flush {
+            // The caller invalidates every page whose rights changed: no
+            // TLB holds those afterwards.
+            for i in 0..512 {
+                let page = base + i * PAGE_SIZE;
+                let old = page | bits;
+                if entry(page, old) != old {
+                    write_entry(table + 8 * i, read_entry(table + 8 * i) & !ACCESSED);
+                }
+            }
+        }
+        // Pages whose rights did not change keep their translation, so
+        // the split itself needs no invalidation (SDM vol. 3A, 4.10.2.3).
+        match pde_entry.compare_exchange(pde, link, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return must_flush,
+            // A CPU set the accessed or dirty bit meanwhile: fill the
+            // (still unlinked) table again from the new bits.
+            Err(now) => pde = now,
+        }
     }
-    // Pages whose rights did not change keep their translation, so the
-    // split itself needs no invalidation (SDM vol. 3A, 4.10.2.3); the
-    // caller invalidates the range whose rights it changed, which drops
-    // the 2 MiB entry too.
-    write_entry(pde_at, table | PRESENT | WRITABLE | USER);
 }
 
 /// Map the 2 MiB block at `block` (2 MiB aligned) with one present,
@@ -359,16 +431,42 @@ pub(crate) fn entry(at: u64) -> u64 {
 
 /// Write the window entry at `at` (from [`window_entry`]): `frame` with
 /// `rights`; [`PageRights::None`] keeps the frame in a not-present entry.
-/// Returns whether a present entry changed (the caller invalidates).
+/// Returns whether a TLB may still hold a right the page lost (the caller
+/// invalidates it before it releases the edit lock).
 ///
 /// The caller holds the memory manager's edit lock.
 pub(crate) fn set_window_entry(at: u64, frame: u64, rights: PageRights) -> bool {
-    let old = read_entry(at);
-    let new = (frame & ADDR_MASK) | rights.bits();
-    if new != old {
-        write_entry(at, new);
+    replace_entry(at, |old| {
+        let dirty = if old & ADDR_MASK == frame & ADDR_MASK {
+            old & DIRTY
+        } else {
+            0
+        };
+        (frame & ADDR_MASK) | rights.bits() | dirty
+    })
+}
+
+/// Whether a page fault at `addr` with `error_code` (SDM vol. 3A, 4.7)
+/// came from a stale TLB entry: the tables now allow the CPL3 access
+/// that faulted, because a right was widened without an invalidation.
+/// Then this CPU's entry for the page is dropped here, and the faulting
+/// instruction can simply run again.
+pub(crate) fn is_spurious_fault(addr: u64, error_code: u64) -> bool {
+    const WRITE: u64 = 1 << 1;
+    const USER_MODE: u64 = 1 << 2;
+    const RESERVED_BIT: u64 = 1 << 3;
+    const FETCH: u64 = 1 << 4;
+    if error_code & USER_MODE == 0 || error_code & RESERVED_BIT != 0 {
+        return false;
     }
-    new != old && old & PRESENT != 0
+    let (bits, _) = walk(addr);
+    let is_allowed = bits & (PRESENT | USER) == (PRESENT | USER)
+        && (error_code & WRITE == 0 || bits & WRITABLE != 0)
+        && (error_code & FETCH == 0 || bits & NO_EXECUTE == 0);
+    if is_allowed {
+        flush_tlb(addr & !(PAGE_SIZE - 1), 1);
+    }
+    is_allowed
 }
 
 /// Most pages [`flush_tlb`] invalidates one by one; more reload CR3.

@@ -388,8 +388,19 @@ unsafe extern "C" {
     pub(super) fn eremite_flush(start: u64, pages: u64);
 }
 
-/// Runs at CPL3 on the upcall stack, with `frame` the saved context.
+/// Runs at CPL3 on the upcall stack, with `frame` the saved context. A
+/// page fault on a stale TLB entry (a right widened without an
+/// invalidation, `paging.rs`) resumes the faulting instruction; anything
+/// else is reported.
 extern "C" fn exception_upcall(frame: &ExceptionFrame) -> ! {
+    if frame.vector == 14 && super::paging::is_spurious_fault(frame.cr2, frame.error_code) {
+        let regs = super::UserRegs::of_exception(frame);
+        // SAFETY: `regs` is the faulting context itself, which runs on
+        // unchanged; its stack is the one it faulted on (the slot under
+        // its red zone is its own), we hold nothing, and this is the
+        // upcall of that exception, on the upcall stack.
+        unsafe { super::resume_from_exception(&regs) }
+    }
     crate::fault::report_exception(frame)
 }
 
