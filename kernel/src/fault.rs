@@ -90,6 +90,12 @@ pub(crate) fn set_exception_hook(hook: fn(&ExceptionFrame)) {
     EXCEPTION_HOOK.call_once(|| hook);
 }
 
+/// Whether the exception in `frame` is dealt with, so that the faulting
+/// instruction can run again: a page fault the memory manager resolves.
+pub(crate) fn is_resolved(frame: &ExceptionFrame) -> bool {
+    frame.vector == 14 && mm::resolve_fault(frame.cr2, frame.error_code)
+}
+
 /// Print the exception report and exit, unless the hook takes the
 /// exception; runs on the upcall stack at CPL3.
 pub(crate) fn report_exception(frame: &ExceptionFrame) -> ! {

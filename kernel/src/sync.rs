@@ -41,6 +41,32 @@ pub(crate) fn is_preemptible() -> bool {
     cpu::this().preempt_off.load(Ordering::Relaxed) == 0 && !crate::arch::is_tracing()
 }
 
+/// Whether the code running on this CPU holds a kernel lock (or has
+/// otherwise held off preemption): a fault taken there must not wait for
+/// a lock, which it may be holding itself.
+pub(crate) fn is_holding_locks() -> bool {
+    cpu::this().preempt_off.load(Ordering::Relaxed) != 0
+}
+
+/// What a CPU does while it spins for a lock, registered by a higher
+/// layer ([`set_spin_hook`]).
+static SPIN_HOOK: spin::Once<fn()> = spin::Once::new();
+
+/// Run `hook` in every round of a spin for a lock. The memory manager
+/// registers its TLB catch-up: a CPU that spins with interrupts off (in
+/// an exception upcall, backing a page on first touch) cannot take the
+/// IPI of a CPU that holds the lock and waits for every TLB to drop a
+/// page, so it must catch up by itself.
+pub(crate) fn set_spin_hook(hook: fn()) {
+    SPIN_HOOK.call_once(|| hook);
+}
+
+fn spin_hook() {
+    if let Some(hook) = SPIN_HOOK.get() {
+        hook();
+    }
+}
+
 /// The raw lock under [`Lock`].
 pub(crate) struct RawLock(AtomicBool);
 
@@ -61,6 +87,7 @@ unsafe impl lock_api::RawMutex for RawLock {
         {
             while self.0.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
+                spin_hook();
             }
         }
     }

@@ -368,3 +368,22 @@ fn the_file_system_transcript_through_the_linux_abi_matches_linux() {
         "{run}"
     );
 }
+
+#[test]
+fn ten_thousand_mappings_keep_exactly_their_rights_on_two_cpus() {
+    // examples/c/mapstress.c: 10,000 mappings whose pages are used from
+    // both CPUs, given new rights and partly unmapped three times, then
+    // probed with real loads and stores from both: every access faults
+    // exactly when the rights say so (no stale TLB entry lets one
+    // through, none makes an allowed one fail) and data survives. The
+    // output, counts included, is Linux's.
+    let program = c_image("mapstress", false);
+    let native = std::process::Command::new(&program)
+        .output()
+        .expect("cannot run mapstress natively");
+    let native = String::from_utf8_lossy(&native.stdout).into_owned();
+    assert!(native.ends_with("mapstress passed\n"), "{native}");
+    let run = boot_image(&program, &["--cpus", "2"], &[]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, native, "{run}");
+}

@@ -12,7 +12,7 @@ use std::process::Command;
 use crate::{Result, root, run_command};
 
 /// C programs in `examples/c`, by name (`NAME.c`).
-pub(crate) const C_PROGRAMS: [&str; 12] = [
+pub(crate) const C_PROGRAMS: [&str; 13] = [
     "hello",
     "pthreads",
     "redzone",
@@ -25,6 +25,7 @@ pub(crate) const C_PROGRAMS: [&str; 12] = [
     "memory",
     "wildptr",
     "probe",
+    "mapstress",
 ];
 /// Programs in `examples/c` built only against the host's glibc, as
 /// HermitCore's C, C++, Fortran and OpenMP support: the source file, the

@@ -27,6 +27,7 @@ pub(crate) mod window;
 use alloc::vec::Vec;
 
 use core::sync::atomic::AtomicU32;
+use eremite_interface::errno::Errno;
 use eremite_interface::layout::PAGE_SIZE;
 use eremite_interface::{MAX_RAM_RANGES, MemRange};
 
@@ -37,8 +38,8 @@ use crate::arch;
 pub(crate) use eremite_mm::Prot;
 pub(crate) use heap::{alloc, alloc_zeroed, dealloc, has_room, realloc};
 pub(crate) use space::{
-    FaultExplanation, NO_THREAD, Stack, add_program_segment, discard, explain_fault, map_anonymous,
-    map_anonymous_at, map_anonymous_fixed, protect, remap, unmap,
+    FaultExplanation, NO_THREAD, Stack, add_program_segment, explain_fault, map_anonymous_at,
+    map_anonymous_fixed, remap,
 };
 pub(crate) use tlb::catch_up as tlb_catch_up;
 pub(crate) use window::Placement as WindowPlacement;
@@ -108,6 +109,7 @@ pub(crate) unsafe fn init(
         .filter(|&s| s < free_end)
         .ok_or("RAM too small for the kernel's heap")?;
     RAM.call_once(|| map);
+    crate::sync::set_spin_hook(tlb::catch_up);
     // SAFETY: the caller gives us `[free_start, ...)` for good; it is
     // identity-mapped RAM (the boot tables map all of it).
     if !unsafe { heap::claim_first_arena(free_start, arena) } {
@@ -123,6 +125,49 @@ pub(crate) unsafe fn init(
     heap::enable_large_blocks();
     space::init(page_range(PAGE_SIZE, ram_end)?);
     Ok(())
+}
+
+/// `mmap(2)` of anonymous memory anywhere: in the virtual window, backed
+/// at first touch (see [`window`]).
+pub(crate) fn map_anonymous(len_bytes: usize, prot: Prot) -> Result<u64, Errno> {
+    window::map(window::Placement::Anywhere, len_bytes, prot)
+}
+
+/// `munmap(2)` of the window's mappings or of RAM's, by address.
+pub(crate) fn unmap(addr: u64, len_bytes: usize) -> Result<(), Errno> {
+    if window::contains(addr, len_bytes as u64) {
+        window::unmap(addr, len_bytes)
+    } else {
+        space::unmap(addr, len_bytes)
+    }
+}
+
+/// `mprotect(2)` of the window's mappings or of RAM's, by address.
+pub(crate) fn protect(addr: u64, len_bytes: usize, prot: Prot) -> Result<(), Errno> {
+    if window::contains(addr, len_bytes as u64) {
+        window::protect(addr, len_bytes, prot)
+    } else {
+        space::protect(addr, len_bytes, prot)
+    }
+}
+
+/// `madvise(MADV_DONTNEED)`: the pages read as zero from now on.
+pub(crate) fn discard(addr: u64, len_bytes: usize) -> Result<(), Errno> {
+    if window::contains(addr, len_bytes as u64) {
+        window::discard(addr, len_bytes)
+    } else {
+        space::discard(addr, len_bytes)
+    }
+}
+
+/// Whether a mapping of the program's (in the window or in RAM) holds
+/// `addr`, whatever its protection.
+pub(crate) fn is_mapped(addr: u64) -> bool {
+    if window::contains(addr, 1) {
+        window::is_mapped(addr)
+    } else {
+        space::is_mapped(addr)
+    }
 }
 
 /// Take the IDT page out of CPL3's reach once the kernel has filled it in
@@ -192,9 +237,35 @@ pub(crate) enum UserAccess {
 /// Whether the application could make this access to all `len` bytes
 /// from `addr`: RAM whose pages are present (and writable, for a write)
 /// at CPL3. A check, not a lock: another thread may unmap the range after.
+///
+/// Pages of the virtual window that a mapping allows but that have no
+/// frame yet are backed here, as the program's own access would back them.
 pub(crate) fn is_accessible(addr: u64, len: u64, access: UserAccess) -> bool {
-    (is_ram(addr, len) || window::contains(addr, len))
-        && arch::is_accessible(addr, addr + len, access == UserAccess::Write)
+    let is_write = access == UserAccess::Write;
+    if is_ram(addr, len) {
+        return arch::is_accessible(addr, addr + len, is_write);
+    }
+    window::contains(addr, len)
+        && (arch::is_accessible(addr, addr + len, is_write)
+            || (window::back(addr, len, access) && arch::is_accessible(addr, addr + len, is_write)))
+}
+
+/// Deal with a page fault at `addr` (`error_code` as the CPU gave it,
+/// SDM vol. 3A, 4.7) if it is not the program's or the kernel's mistake:
+/// a stale TLB entry, or the first touch of a page of the virtual window.
+/// Whether the faulting instruction can now run again.
+pub(crate) fn resolve_fault(addr: u64, error_code: u64) -> bool {
+    const PROTECTION: u64 = 1;
+    const WRITE: u64 = 1 << 1;
+    if arch::is_spurious_fault(addr, error_code) {
+        return true;
+    }
+    let access = if error_code & WRITE != 0 {
+        UserAccess::Write
+    } else {
+        UserAccess::Read
+    };
+    error_code & PROTECTION == 0 && window::contains(addr, 1) && window::back_on_fault(addr, access)
 }
 
 /// The application's 32-bit word at `addr` (a futex word, a thread's
@@ -225,7 +296,7 @@ pub(crate) fn readable_bytes_from(addr: u64, max: u64) -> u64 {
     };
     let limit = end.min(addr.saturating_add(max));
     let mut page = addr & !(PAGE_SIZE - 1);
-    while page < limit && arch::is_accessible(page, page + 1, false) {
+    while page < limit && is_accessible(page, PAGE_SIZE, UserAccess::Read) {
         page += PAGE_SIZE;
     }
     page.min(limit).saturating_sub(addr)

@@ -159,7 +159,10 @@ pub(super) fn take_at(range: PageRange, fill: Fill, commit: Commit) -> Option<Pa
 /// can name `--memory`.
 fn note_shortage(bytes: u64) {
     let at = offset_of!(KernelReport, failed_alloc_bytes);
-    arch::write_report_word(layout::BOOT_INFO_ADDR + (BootInfo::REPORT_OFFSET + at) as u64, bytes);
+    arch::write_report_word(
+        layout::BOOT_INFO_ADDR + (BootInfo::REPORT_OFFSET + at) as u64,
+        bytes,
+    );
 }
 
 /// Which frames [`take_where`] takes.
@@ -402,11 +405,16 @@ pub(super) fn set_rights(range: PageRange, rights: PageRights) -> Result<(), ()>
 
 fn free_tables(tables: &mut Vec<u64>) {
     for table in tables.drain(..) {
-        // SAFETY: allocated above with this size and alignment, and not
-        // installed in the page tables (only the ones `set_rights` popped
-        // were).
-        unsafe { super::heap::dealloc(table as *mut u8, PAGE_SIZE as usize, PAGE_SIZE as usize) };
+        free_table_page(table);
     }
+}
+
+/// Free a page-table page from [`table_page`] that no table links (any
+/// more) and no CPU can walk (its TLBs were invalidated since).
+pub(super) fn free_table_page(table: u64) {
+    // SAFETY: allocated by `table_page` or `set_rights` with this size
+    // and alignment, and unused (the caller's contract).
+    unsafe { super::heap::dealloc(table as *mut u8, PAGE_SIZE as usize, PAGE_SIZE as usize) };
 }
 
 const _: () = assert!(LARGE_PAGE_SIZE.is_multiple_of(PAGE_SIZE));

@@ -496,6 +496,17 @@ fn drain_stack_cache() {
     }
 }
 
+/// Whether an anonymous mapping or a program segment holds `addr`.
+pub(super) fn is_mapped(addr: u64) -> bool {
+    SPACE.try_lock().is_some_and(|guard| {
+        guard.as_ref().is_some_and(|space| {
+            space
+                .lookup(addr)
+                .is_some_and(|r| matches!(r.kind, Kind::Anonymous | Kind::Program))
+        })
+    })
+}
+
 /// What a page fault at `addr` was, for the report: `None` if the memory
 /// manager is busy on this CPU (the fault hit it mid-change) or knows
 /// nothing of the address.

@@ -41,6 +41,14 @@ pub(super) fn flush(start: u64, pages: u64) {
         return;
     }
     let generation = GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+    // This CPU has done its part of this change; if it was up to date
+    // before it, it is now (so `catch_up` below does not flush it all).
+    let _ = SEEN[cpu::this().index as usize].compare_exchange(
+        generation - 1,
+        generation,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     for index in (0..MAX_CPUS).filter(|&i| others & (1 << i) != 0) {
         // Set the wake word too, so a CPU spinning in its idle loop (which
         // takes the IPI as well) goes round its loop.
@@ -53,6 +61,9 @@ pub(super) fn flush(start: u64, pages: u64) {
             if time::monotonic_ns() > deadline {
                 panic!("CPU {index} did not invalidate its TLB within 2 s");
             }
+            // That CPU may be waiting for this one's invalidation, with
+            // interrupts off (see `sync::set_spin_hook`).
+            catch_up();
             arch::pause();
         }
     }

@@ -72,11 +72,6 @@ pub(super) fn mmap(
     place(addr, len, prot, flags)
 }
 
-/// `PROT_NONE` mappings at least this large, with no address asked for,
-/// are reservations: they go to the virtual window, where they cost
-/// nothing until used.
-const RESERVATION_MIN_BYTES: usize = 16 << 20;
-
 /// Anonymous memory where `addr` and `flags` say: in RAM at its own
 /// address, or in the virtual window (`mm::window`) for addresses there
 /// and for large reservations.
@@ -110,28 +105,7 @@ fn place(addr: u64, len: usize, prot: mm::Prot, flags: u32) -> SysResult {
     {
         return Ok(mapped);
     }
-    if prot == mm::Prot::NONE && len >= RESERVATION_MIN_BYTES {
-        return mm::window::map(At::Anywhere, len, prot);
-    }
     mm::map_anonymous(len, prot)
-}
-
-/// `mprotect` of RAM or of the window.
-fn protect(addr: u64, len: usize, prot: mm::Prot) -> Result<(), Errno> {
-    if mm::window::contains(addr, len as u64) {
-        mm::window::protect(addr, len, prot)
-    } else {
-        mm::protect(addr, len, prot)
-    }
-}
-
-/// `munmap` of RAM or of the window.
-fn unmap(addr: u64, len: usize) -> Result<(), Errno> {
-    if mm::window::contains(addr, len as u64) {
-        mm::window::unmap(addr, len)
-    } else {
-        mm::unmap(addr, len)
-    }
 }
 
 /// `mmap(2)` of a file: a private copy of its bytes from `offset` (zero
@@ -165,11 +139,11 @@ fn map_file(addr: u64, len: usize, prot: mm::Prot, flags: u32, fd: i32, offset: 
         if prot == mm::Prot::READ_WRITE {
             Ok(())
         } else {
-            protect(at, len, prot)
+            mm::protect(at, len, prot)
         }
     });
     if let Err(error) = filled {
-        let _ = unmap(at, len);
+        let _ = mm::unmap(at, len);
         return Err(error);
     }
     Ok(at)
@@ -213,15 +187,16 @@ pub(super) fn mremap(
         // Duplicating a shared mapping: there are none.
         return Err(errno::EINVAL);
     }
-    if mm::window::contains(addr, old_len as u64) {
-        // Not yet in the window (Go, its user, never asks).
-        return Err(errno::ENOMEM);
-    }
     let to = (flags & MREMAP_FIXED != 0).then_some(new_addr);
     if to.is_some_and(|to| !to.is_multiple_of(PAGE_SIZE)) {
         return Err(errno::EINVAL);
     }
-    mm::remap(addr, old_len, new_len, flags & MREMAP_MAYMOVE != 0, to)
+    let may_move = flags & MREMAP_MAYMOVE != 0;
+    if mm::window::contains(addr, old_len as u64) {
+        mm::window::remap(addr, old_len, new_len, may_move, to)
+    } else {
+        mm::remap(addr, old_len, new_len, may_move, to)
+    }
 }
 
 /// `munmap(2)`. A range that holds the caller's stack pointer `rsp` is
@@ -234,7 +209,7 @@ pub(super) fn munmap(addr: u64, len: usize, rsp: u64) -> SysResult {
         sched::unmap_at_exit(addr, len);
         return Ok(0);
     }
-    unmap(addr, len)?;
+    mm::unmap(addr, len)?;
     sites::forget(addr, len);
     Ok(0)
 }
@@ -249,11 +224,11 @@ pub(super) fn mprotect(addr: u64, len: usize, prot_bits: u32) -> SysResult {
         }
         let len = len.next_multiple_of(super::size(PAGE_SIZE));
         if user::slice_mut(super::ptr::<u8>(addr), len).is_err() {
-            protect(addr, len, mm::Prot::READ_WRITE)?;
+            mm::protect(addr, len, mm::Prot::READ_WRITE)?;
         }
         sites::rewrite(addr, len, &[]);
     }
-    protect(addr, len, prot).map(|()| 0)
+    mm::protect(addr, len, prot).map(|()| 0)
 }
 
 /// `brk(2)`: the break stays where the program ends.
@@ -270,9 +245,6 @@ pub(super) fn madvise(addr: u64, len: usize, advice: i32) -> SysResult {
         return Err(errno::EINVAL);
     }
     match advice {
-        MADV_DONTNEED if len > 0 && mm::window::contains(addr, len as u64) => {
-            mm::window::discard(addr, len).map(|()| 0)
-        }
         MADV_DONTNEED if len > 0 => mm::discard(addr, len).map(|()| 0),
         _ => Ok(0),
     }

@@ -45,7 +45,7 @@ use super::{SysResult, ptr, user};
 use crate::arch::{self, ExceptionFrame, SyscallFrame, UserRegs};
 use crate::console::klog;
 use crate::sync::Lock;
-use crate::{bootinfo, process, sched};
+use crate::{bootinfo, mm, process, sched};
 
 /// Signals 1 to 64.
 const SIGNALS: usize = 64;
@@ -786,11 +786,14 @@ fn signal_of(frame: &ExceptionFrame) -> Option<(i32, i32, u64)> {
         12 => (SIGBUS, SI_KERNEL, 0),
         13 => (SIGSEGV, SI_KERNEL, 0),
         14 => {
-            // Error code bit 0: a protection violation, not a missing page.
-            // Page 0 (the trampoline) and the kernel are mapped, but not
-            // for the program: there, as on Linux, nothing is.
+            // Error code bit 0: a protection violation, not a missing page
+            // (a mapped page without rights is not present either, and is
+            // a denied access too). Page 0 (the trampoline) and the kernel
+            // are mapped, but not for the program: there, as on Linux,
+            // nothing is.
             let is_kernels = frame.cr2 < PAGE_SIZE || is_in_kernel(frame.cr2);
-            let code = if frame.error_code & 1 != 0 && !is_kernels {
+            let is_mapped = frame.error_code & 1 != 0 || mm::is_mapped(frame.cr2);
+            let code = if is_mapped && !is_kernels {
                 SEGV_ACCERR
             } else {
                 SEGV_MAPERR

@@ -427,25 +427,21 @@ macro_rules! resume_asm {
 }
 
 resume_asm!("eremite_linux_resume", []);
-// From the exception upcall: once every register is loaded (the upcall
-// stack, which holds `regs`, is not read again), let the next exception
-// use the upcall stack (see `supervisor.rs`), then turn interrupts back
-// on. The exception stub enters the upcall with them off (so nothing
-// preempts it on the one upcall stack), and at CPL3 only an `iretq` from
-// CPL0 can set IF again: the interrupts-on gate (`supervisor.rs`), a
-// `ud2` that changes no register. Without it the thread, and every
-// thread this CPU switched to after it, ran with interrupts off: no
-// timer, no preemption, no forwarded signal (a Go program hung in its
-// first busy loop after a recovered nil dereference).
+// From the exception upcall: once every register is loaded, turn
+// interrupts back on. The exception stub enters the upcall with them off
+// (so nothing preempts it on its CPU's upcall stack), and at CPL3 only an
+// `iretq` from CPL0 can set IF again: the interrupts-on gate
+// (`supervisor.rs`), a `ud2` that changes no register. Without it the
+// thread, and every thread this CPU switched to after it, ran with
+// interrupts off: no timer, no preemption, no forwarded signal (a Go
+// program hung in its first busy loop after a recovered nil dereference).
 resume_asm!(
     "eremite_linux_resume_from_exception",
     [
-        "    mov qword ptr [rip + {in_fatal}], 0",
         ".global eremite_interrupts_on_trap",
         "eremite_interrupts_on_trap:",
         "    ud2"
-    ],
-    in_fatal = sym super::supervisor::IN_FATAL
+    ]
 );
 
 const _: () = {
@@ -487,7 +483,10 @@ pub(crate) unsafe fn resume(regs: &UserRegs) -> ! {
 pub(crate) unsafe fn resume_from_exception(regs: &UserRegs) -> ! {
     let mut regs = *regs;
     regs.rflags = UserRegs::sanitised_rflags(regs.rflags);
-    // SAFETY: as for `resume`; the assembly clears the upcall's busy flag
-    // after its last read of `regs`.
+    // With interrupts off until the final gate, nothing else runs on this
+    // CPU, so its upcall stack (which holds `regs`) is free for the next
+    // exception here only after the last load from it.
+    super::supervisor::leave_upcall();
+    // SAFETY: as for `resume`.
     unsafe { eremite_linux_resume_from_exception(&raw const regs) }
 }

@@ -35,8 +35,9 @@ pub(crate) use linux::{
     RESUME_RIP_BELOW, SyscallFrame, UserRegs, enter_program, resume, resume_from_exception,
 };
 pub(crate) use paging::{
-    EditError, PageRights, ensure_writable, entry as paging_entry, flush_tlb, is_accessible,
-    leaf as paging_leaf, merge_block, set_rights, set_window_entry, window_entry,
+    EditError, PageRights, back_window_entry, ensure_writable, entry as paging_entry, flush_tlb,
+    is_accessible, is_spurious_fault, leaf as paging_leaf, merge_block, set_rights,
+    set_window_entry, unlink_empty_window_tables, window_entry, window_rights,
 };
 pub(crate) use preempt::{
     FpArea, fp_frame_bytes, fp_restore, fp_restore_from, fp_save, fp_save_to, init as preempt_init,

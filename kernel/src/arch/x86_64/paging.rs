@@ -41,7 +41,8 @@ use eremite_interface::layout::{LARGE_PAGE_SIZE, PAGE_SIZE, PAGE_TABLES_ADDR};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use eremite_interface::layout::pte::{
-    ACCESSED, ADDR_MASK, CACHE_DISABLE, DIRTY, LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE, WRITE_THROUGH,
+    ACCESSED, ADDR_MASK, CACHE_DISABLE, DIRTY, LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE,
+    WRITE_THROUGH,
 };
 
 /// PAT bit of a 2 MiB leaf entry (bit 7 is PAT in a 4 KiB one; SDM vol.
@@ -424,6 +425,47 @@ pub(crate) fn window_entry(addr: u64, tables: &mut alloc::vec::Vec<u64>) -> Opti
     Some(at)
 }
 
+/// Unlink the window's page table that maps the 2 MiB block holding
+/// `addr` if none of its entries maps anything any more, and then the
+/// page directory above it if that is empty too: the tables unlinked
+/// (the caller frees them once no CPU can walk them), and whether a CPU
+/// may have cached them (then the caller invalidates first, which also
+/// drops paging-structure caches: SDM vol. 3A, 4.10.4.1).
+///
+/// The caller holds the memory manager's edit lock.
+pub(crate) fn unlink_empty_window_tables(addr: u64) -> ([Option<u64>; 2], bool) {
+    let mut unlinked = [None, None];
+    let mut must_flush = false;
+    let pml4e = read_entry(PAGE_TABLES_ADDR + 8 * index(addr, 3));
+    if pml4e & PRESENT == 0 {
+        return (unlinked, false);
+    }
+    let pdpte_at = (pml4e & ADDR_MASK) + 8 * index(addr, 2);
+    let pdpte = read_entry(pdpte_at);
+    if pdpte & PRESENT == 0 || pdpte & LARGE != 0 {
+        return (unlinked, false);
+    }
+    let directory = pdpte & ADDR_MASK;
+    let pde_at = directory + 8 * index(addr, 1);
+    let pde = read_entry(pde_at);
+    if pde & PRESENT == 0 || pde & LARGE != 0 || !is_empty_table(pde & ADDR_MASK) {
+        return (unlinked, false);
+    }
+    must_flush |= replace_entry(pde_at, |_| 0);
+    unlinked[0] = Some(pde & ADDR_MASK);
+    if is_empty_table(directory) {
+        must_flush |= replace_entry(pdpte_at, |_| 0);
+        unlinked[1] = Some(directory);
+    }
+    (unlinked, must_flush)
+}
+
+/// Whether no entry of the table at `table` maps anything (a frame kept
+/// in a not-present entry counts as something).
+fn is_empty_table(table: u64) -> bool {
+    (0..512).all(|i| read_entry(table + 8 * i) & (PRESENT | ADDR_MASK) == 0)
+}
+
 /// The 4 KiB entry at `at` (from [`window_entry`]).
 pub(crate) fn entry(at: u64) -> u64 {
     read_entry(at)
@@ -444,6 +486,35 @@ pub(crate) fn set_window_entry(at: u64, frame: u64, rights: PageRights) -> bool 
         };
         (frame & ADDR_MASK) | rights.bits() | dirty
     })
+}
+
+/// Back the window page whose entry is `at` (from [`window_entry`], with
+/// no frame yet) with `frame` and `rights`, its accessed (and, if
+/// writable, dirty) bits set already: on shadow-paging hosts the host
+/// then builds the shadow entries of such neighbours together at the
+/// first fault of one (KVM prefetches only entries marked accessed),
+/// instead of one host fault per page, and a first write needs no fault
+/// to set the dirty bit. The page was not present, so no TLB holds it.
+///
+/// The caller holds the memory manager's edit lock.
+pub(crate) fn back_window_entry(at: u64, frame: u64, rights: PageRights) {
+    debug_assert!(read_entry(at) & (PRESENT | ADDR_MASK) == 0);
+    let bits = rights.bits();
+    let dirty = if bits & WRITABLE != 0 { DIRTY } else { 0 };
+    write_entry(at, (frame & ADDR_MASK) | bits | ACCESSED | dirty);
+}
+
+/// The rights a window entry (from [`window_entry`]) gives.
+pub(crate) fn window_rights(entry: u64) -> PageRights {
+    if entry & (PRESENT | USER) != (PRESENT | USER) {
+        PageRights::None
+    } else if entry & WRITABLE != 0 {
+        PageRights::ReadWrite
+    } else if entry & NO_EXECUTE == 0 {
+        PageRights::ReadExecute
+    } else {
+        PageRights::Read
+    }
 }
 
 /// Whether a page fault at `addr` with `error_code` (SDM vol. 3A, 4.7)

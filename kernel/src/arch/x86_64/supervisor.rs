@@ -15,10 +15,13 @@
 //! first offers the frame to the VMM (`eremite_interface::trap`), and
 //! returns to it if a debugger held it. A second exception while one is being
 //! reported, or one before the upcall can run, exits straight from CPL0
-//! through the `Exit` hypercall.
+//! through the `Exit` hypercall. Each CPU has its own upcall stack, so
+//! CPUs take exceptions independently (page faults that the memory
+//! manager resolves are frequent: first touches of window memory).
 
 use core::arch::global_asm;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use eremite_interface::hypercall::{self, Exit, ExitKind, Port};
 use eremite_interface::layout::{self, gdt};
@@ -40,18 +43,46 @@ const COUNTERS_ADDR: u64 = layout::BOOT_INFO_ADDR
 /// Distance between two vector stubs.
 const STUB_STRIDE: u64 = 16;
 
-const UPCALL_STACK_SIZE: usize = 64 * 1024;
+/// Each CPU's exception upcall stack: 64 KiB (a power of two, so the
+/// stub finds a CPU's with a shift).
+const UPCALL_STACK_SHIFT: u32 = 16;
+const UPCALL_STACK_SIZE: usize = 1 << UPCALL_STACK_SHIFT;
 
-/// The CPL3 stack the fault report runs on (the faulting stack may be the
-/// cause of the fault).
+/// A CPU's CPL0 stacks are this far apart (`layout`: `CPL0_STACK_COUNT`
+/// stacks of `CPL0_STACK_SIZE` each), so a stub finds the index of the
+/// CPU it runs on from its stack pointer.
+const CPL0_STACKS_PER_CPU_SHIFT: u32 = 16;
+const _: () =
+    assert!(layout::CPL0_STACK_COUNT * layout::CPL0_STACK_SIZE == 1 << CPL0_STACKS_PER_CPU_SHIFT);
+
+/// The CPL3 stacks exception upcalls run on, one per CPU (the faulting
+/// stack may be the cause of the fault, and two CPUs may take page
+/// faults at once: the memory manager resolves most of them).
 #[repr(C, align(16))]
-struct UpcallStack([u8; UPCALL_STACK_SIZE]);
-static mut UPCALL_STACK: UpcallStack = UpcallStack([0; UPCALL_STACK_SIZE]);
+struct UpcallStacks([[u8; UPCALL_STACK_SIZE]; layout::MAX_CPUS as usize]);
+static mut UPCALL_STACKS: UpcallStacks =
+    UpcallStacks([[0; UPCALL_STACK_SIZE]; layout::MAX_CPUS as usize]);
 
-/// Set (bit 0) by an exception while its upcall runs; a second one then
-/// exits from CPL0. Cleared by a Linux program's signal handler taking
-/// over (`linux.rs`, `resume_from_exception`).
-pub(super) static mut IN_FATAL: u64 = 0;
+/// Bit `i` is set by an exception on CPU `i` while its upcall runs; a
+/// second one there then exits from CPL0. Cleared when the upcall resumes
+/// the interrupted context ([`leave_upcall`]).
+static IN_FATAL: AtomicU64 = AtomicU64::new(0);
+
+/// Let the next exception on this CPU use its upcall stack again: called
+/// on that stack, by the upcall, just before it resumes the interrupted
+/// context (with interrupts still off, nothing else runs on this CPU
+/// until then; the stack is only read from here on).
+pub(super) fn leave_upcall() {
+    let base = (&raw const UPCALL_STACKS) as u64;
+    let cpu = (super::stack_pointer() - base) >> UPCALL_STACK_SHIFT;
+    debug_assert!(cpu < u64::from(layout::MAX_CPUS));
+    IN_FATAL.fetch_and(!(1 << cpu), Ordering::SeqCst);
+}
+
+/// The virtual window starts at `1 << WINDOW_SHIFT`.
+const WINDOW_SHIFT: u32 = layout::VIRTUAL_WINDOW_START.trailing_zeros();
+const _: () = assert!(layout::VIRTUAL_WINDOW_START == 1 << WINDOW_SHIFT);
+const _: () = assert!(layout::VIRTUAL_WINDOW_END.is_multiple_of(layout::VIRTUAL_WINDOW_START));
 
 /// Request used by the CPL0 exit path.
 static mut EARLY_EXIT: Exit = Exit {
@@ -96,7 +127,18 @@ global_asm!(
     "    je 10f",
     "    cmpq ${vector_breakpoint}, %rax",
     "    je 10f",
-    "    cmpq $0, {debugger_attached}",
+    // A not-present fault in the virtual window is most likely a first
+    // touch, which the memory manager backs: not the debugger's business.
+    "    cmpq $14, %rax",
+    "    jne 11f",
+    "    testq $1, {vec_off} + 8(%rsp)",
+    "    jnz 11f",
+    "    movq (%rsp), %rcx",
+    "    shrq ${window_shift}, %rcx",
+    "    jz 11f",
+    "    cmpq ${window_end_shifted}, %rcx",
+    "    jb 12f",
+    "11: cmpq $0, {debugger_attached}",
     "    je 12f",
     "10: movq %rsp, %rax",
     "    shrq ${addr_shift}, %rax",
@@ -111,10 +153,17 @@ global_asm!(
     "    popq %rdx; popq %rcx; popq %rbx; popq %rax",
     "    addq $16, %rsp",
     "    iretq",
-    "12: lock btsq $0, {in_fatal}(%rip)",
+    // This CPU's index, from its CPL0 stack.
+    "12: movq %rsp, %rcx",
+    "    subq ${cpl0_stacks}, %rcx",
+    "    shrq ${cpl0_shift}, %rcx",
+    "    lock btsq %rcx, {in_fatal}(%rip)",
     "    jc 4f",
-    // Copy the frame to the top of the upcall stack.
-    "    leaq {stack}(%rip), %rdi",
+    // Copy the frame to the top of this CPU's upcall stack.
+    "    movq %rcx, %rdi",
+    "    shlq ${stack_shift}, %rdi",
+    "    leaq {stack}(%rip), %rax",
+    "    addq %rax, %rdi",
     "    addq ${stack_size} - {frame_bytes}, %rdi",
     "    andq $-16, %rdi",
     "    xorl %ecx, %ecx",
@@ -149,8 +198,13 @@ global_asm!(
     vec_off = const VECTOR_INDEX * 8,
     counters = const COUNTERS_ADDR,
     in_fatal = sym IN_FATAL,
-    stack = sym UPCALL_STACK,
+    stack = sym UPCALL_STACKS,
     stack_size = const UPCALL_STACK_SIZE,
+    stack_shift = const UPCALL_STACK_SHIFT,
+    cpl0_stacks = const layout::CPL0_STACKS_ADDR,
+    cpl0_shift = const CPL0_STACKS_PER_CPU_SHIFT,
+    window_shift = const WINDOW_SHIFT,
+    window_end_shifted = const layout::VIRTUAL_WINDOW_END >> WINDOW_SHIFT,
     frame_bytes = const FRAME_WORDS * 8,
     frame_words = const FRAME_WORDS,
     user_data = const gdt::USER_DATA,
@@ -389,11 +443,11 @@ unsafe extern "C" {
 }
 
 /// Runs at CPL3 on the upcall stack, with `frame` the saved context. A
-/// page fault on a stale TLB entry (a right widened without an
-/// invalidation, `paging.rs`) resumes the faulting instruction; anything
-/// else is reported.
+/// page fault the memory manager resolves (a stale TLB entry, a page of
+/// the virtual window backed on first touch) runs the faulting
+/// instruction again; anything else is reported.
 extern "C" fn exception_upcall(frame: &ExceptionFrame) -> ! {
-    if frame.vector == 14 && super::paging::is_spurious_fault(frame.cr2, frame.error_code) {
+    if crate::fault::is_resolved(frame) {
         let regs = super::UserRegs::of_exception(frame);
         // SAFETY: `regs` is the faulting context itself, which runs on
         // unchanged; its stack is the one it faulted on (the slot under
