@@ -24,7 +24,10 @@ pub(crate) enum Mode {
     Halted = 2,
 }
 
-/// One CPU's record.
+/// One CPU's record: two cache lines of its own (the hardware fetches
+/// lines in pairs), so that one CPU's writes (its preemption count, at
+/// every kernel lock) do not slow another's reads and writes of its own.
+#[repr(align(128))]
 pub(crate) struct Cpu {
     /// Its index, which is also its local APIC ID.
     pub(crate) index: u32,

@@ -24,15 +24,28 @@ use crate::cpu;
 
 /// Hold off preemption until the matching [`preempt_enable`].
 pub(crate) fn preempt_disable() {
-    let count = &cpu::this().preempt_off;
-    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
+    preempt_disable_on(cpu::this());
 }
 
 /// Undo one [`preempt_disable`].
 pub(crate) fn preempt_enable() {
+    preempt_enable_on(cpu::this());
+}
+
+/// [`preempt_disable`] for a caller that has this CPU's record at hand.
+#[inline]
+pub(crate) fn preempt_disable_on(this: &cpu::Cpu) {
+    let count = &this.preempt_off;
+    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
-    let count = &cpu::this().preempt_off;
+}
+
+/// [`preempt_enable`] for a caller that has this CPU's record at hand
+/// (the same CPU's: threads never move between CPUs).
+#[inline]
+pub(crate) fn preempt_enable_on(this: &cpu::Cpu) {
+    compiler_fence(Ordering::SeqCst);
+    let count = &this.preempt_off;
     count.store(count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
 }
 

@@ -756,7 +756,13 @@ fn cross_core_pingpong(cli: &Path, is_quick: bool) -> Result<Vec<Row>> {
             .arg(bench_binary(HOST_TARGET, "syscalls"))
             .args(args),
     )?;
-    pair("smp", &unikernel, &native, &["thread_pingpong"], "_2cpus")
+    pair(
+        "smp",
+        &unikernel,
+        &native,
+        &["thread_pingpong", "malloc_free_64_2threads"],
+        "_2cpus",
+    )
 }
 
 const NET_ROWS: [&str; 3] = ["tcp_upload", "tcp_download", "tcp_rtt_1_byte"];

@@ -18,8 +18,9 @@
 //! written per page, and one mprotect of one page (the median of
 //! read-only-then-back pairs, halved).
 //!
-//! `syscalls cross-core` measures only the round trip, with the two
-//! threads on two different cores (eremite: run with `--cpus 2`; the first
+//! `syscalls cross-core` measures the round trip with the two threads
+//! on two different cores, and malloc+free of 64 B while a second
+//! thread on the other core does the same (eremite: run with `--cpus 2`; the first
 //! spawned thread goes to the second core; Linux: each thread pinned).
 
 #[cfg(target_os = "hermit")]
@@ -41,6 +42,15 @@ fn main() {
             "thread_pingpong",
             "cycles",
             &mut pingpong(if quick { 20 } else { 2000 }, Some(1)),
+        );
+        // eremite binds threads to cores round robin: the next one would
+        // go to this core; a short-lived thread takes that turn.
+        #[cfg(target_os = "hermit")]
+        std::thread::spawn(|| ()).join().expect("join");
+        report(
+            "malloc_free_64_2threads",
+            "cycles",
+            &mut malloc_beside_a_partner(rounds, batch),
         );
         return;
     }
@@ -177,6 +187,42 @@ fn pingpong(rounds: usize, partner_core: Option<usize>) -> Vec<f64> {
             (rdtsc() - start) as f64
         })
         .collect();
+    partner.join().expect("join the partner");
+    samples
+}
+
+/// malloc+free of 64 B, timed on this thread while a partner thread on
+/// the second core does the same without pause (two threads allocating
+/// at once on two cores).
+fn malloc_beside_a_partner(rounds: usize, batch: usize) -> Vec<f64> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Barrier};
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    let malloc_free = move || {
+        // SAFETY: a non-zero-sized layout; the block is freed at once.
+        unsafe {
+            let p = black_box(alloc(layout));
+            assert!(!p.is_null());
+            dealloc(p, layout);
+        }
+    };
+    let start = Arc::new(Barrier::new(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let partner = {
+        let (start, stop) = (start.clone(), stop.clone());
+        std::thread::spawn(move || {
+            pin_to_core(1);
+            start.wait();
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..100 {
+                    malloc_free();
+                }
+            }
+        })
+    };
+    start.wait();
+    let samples = per_op(rounds, batch, malloc_free);
+    stop.store(true, Ordering::Relaxed);
     partner.join().expect("join the partner");
     samples
 }

@@ -3,7 +3,9 @@
 //!
 //! Small blocks come from talc, whose arenas grow on demand: when talc
 //! runs out it asks [`Arenas::acquire`] for another 2 MiB (or more) of
-//! contiguous frames. Large blocks (at least [`LARGE_BYTES`], or aligned
+//! contiguous frames. Blocks of up to 4 KiB (aligned to at most 16) go
+//! through per-CPU caches of free blocks first ([`super::cache`]), which
+//! serve most `malloc`/`free` pairs without talc's lock. Large blocks (at least [`LARGE_BYTES`], or aligned
 //! to more than a page) bypass talc: each is a run of whole frames taken
 //! from the frame allocator and given back when freed, so a program that
 //! frees a large buffer returns its memory for `mmap`, stacks or other
@@ -23,6 +25,7 @@ use talc::base::Talc;
 use talc::base::binning::Binning;
 use talc::source::Source;
 
+use super::cache;
 use super::ram::{self, Commit, Fill, Shortage};
 
 /// Blocks of this size or more are runs of frames of their own.
@@ -135,11 +138,59 @@ fn dealloc_large(ptr: *mut u8, layout: Layout) {
 
 struct Allocator;
 
-// SAFETY: small blocks are talc's (a correct allocator); large blocks are
-// whole runs of frames that the frame allocator hands out once and that
-// return to it only through `dealloc` with the same layout.
+/// The class of a block that the per-CPU caches serve, if `layout` has
+/// one ([`cache`]); such a block is always taken from talc with the
+/// class's layout ([`class_layout`]).
+fn cached_class(layout: Layout) -> Option<usize> {
+    (layout.size() <= cache::MAX_BYTES && layout.align() <= cache::ALIGN)
+        .then(|| cache::class_of(layout.size()))
+}
+
+fn class_layout(class: usize) -> Layout {
+    let size = eremite_mm::size_class::class_size(class);
+    // SAFETY: class sizes are non-zero multiples of ALIGN, a power of two,
+    // and far below isize::MAX.
+    unsafe { Layout::from_size_align_unchecked(size, cache::ALIGN) }
+}
+
+/// A block of `class` from talc; if talc is out of memory, this CPU's
+/// cached blocks go back to it first and it is asked again.
+fn alloc_class(class: usize, fill: Fill) -> *mut u8 {
+    let layout = class_layout(class);
+    let take = || {
+        // SAFETY: a valid, non-zero layout.
+        unsafe {
+            match fill {
+                Fill::Zeroed => TALC.alloc_zeroed(layout),
+                Fill::Any => TALC.alloc(layout),
+            }
+        }
+    };
+    let block = take();
+    if !block.is_null() {
+        return block;
+    }
+    cache::drain(|block, class| {
+        // SAFETY: a free block of `class`, taken from talc with its layout.
+        unsafe { TALC.dealloc(block, class_layout(class)) }
+    });
+    take()
+}
+
+// SAFETY: small blocks are talc's (a correct allocator), some of them
+// parked on a CPU's cache while free; large blocks are whole runs of
+// frames that the frame allocator hands out once and that return to it
+// only through `dealloc` with the same layout.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(class) = cached_class(layout) {
+            let block = cache::take(class);
+            return if block.is_null() {
+                alloc_class(class, Fill::Any)
+            } else {
+                block
+            };
+        }
         if is_large(layout) {
             alloc_large(layout, Fill::Any)
         } else {
@@ -149,6 +200,16 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if let Some(class) = cached_class(layout) {
+            let block = cache::take(class);
+            if block.is_null() {
+                return alloc_class(class, Fill::Zeroed);
+            }
+            // SAFETY: a free block of the class, at least `layout.size()`
+            // bytes, now ours.
+            unsafe { core::ptr::write_bytes(block, 0, layout.size()) };
+            return block;
+        }
         if is_large(layout) {
             alloc_large(layout, Fill::Zeroed)
         } else {
@@ -158,6 +219,15 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(class) = cached_class(layout) {
+            // SAFETY: the caller gives up a live block of this layout, so
+            // of this class, taken from talc with the class's layout.
+            if !unsafe { cache::give(ptr, class) } {
+                // SAFETY: as just said.
+                unsafe { TALC.dealloc(ptr, class_layout(class)) }
+            }
+            return;
+        }
         if is_large(layout) {
             dealloc_large(ptr, layout);
         } else {
@@ -170,8 +240,12 @@ unsafe impl GlobalAlloc for Allocator {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return null_mut();
         };
-        if !is_large(layout) && !is_large(new_layout) {
-            // SAFETY: forwarded GlobalAlloc contract, both small.
+        let (class, new_class) = (cached_class(layout), cached_class(new_layout));
+        if class.is_some() && class == new_class {
+            return ptr;
+        }
+        if class.is_none() && new_class.is_none() && !is_large(layout) && !is_large(new_layout) {
+            // SAFETY: forwarded GlobalAlloc contract, both talc's own.
             return unsafe { TALC.realloc(ptr, layout, new_size) };
         }
         if is_large(layout) && is_large(new_layout) && pages_of(layout) == pages_of(new_layout) {
@@ -261,7 +335,7 @@ pub(crate) fn has_room(bytes: usize) -> bool {
 /// Bytes allocated from the heap now (the kernel's and the application's).
 pub(crate) fn in_use_bytes() -> usize {
     let small = TALC.lock().counters().allocated_bytes;
-    small + LARGE_IN_USE.load(Ordering::Relaxed) as usize
+    small.saturating_sub(cache::cached_bytes()) + LARGE_IN_USE.load(Ordering::Relaxed) as usize
 }
 
 fn pad_zero(layout: Layout) -> Layout {

@@ -18,6 +18,7 @@
 //! memory follows with [`add_region`] once it is unpacked.
 #![allow(unsafe_code)]
 
+mod cache;
 mod heap;
 mod ram;
 mod space;

@@ -31,6 +31,8 @@ mod vm;
 use core::fmt;
 
 use eremite_interface::errno::{self, Errno};
+pub mod size_class;
+
 pub use eremite_interface::layout::PAGE_SIZE;
 
 pub use frames::{FrameAllocator, FrameError};

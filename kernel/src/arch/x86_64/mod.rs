@@ -35,9 +35,10 @@ pub(crate) use linux::{
     RESUME_RIP_BELOW, SyscallFrame, UserRegs, enter_program, resume, resume_from_exception,
 };
 pub(crate) use paging::{
-    EditError, PageRights, back_window_entry, ensure_writable, entry as paging_entry, flush_tlb,
-    is_accessible, is_spurious_fault, leaf as paging_leaf, merge_block, set_rights,
-    set_window_entry, unlink_empty_window_tables, window_entry, window_rights,
+    EditError, FLUSH_PAGES_MAX, PageRights, back_window_entry, ensure_writable,
+    entry as paging_entry, flush_tlb, is_accessible, is_spurious_fault, leaf as paging_leaf,
+    merge_block, set_rights, set_window_entry, unlink_empty_window_tables, window_entry,
+    window_rights,
 };
 pub(crate) use preempt::{
     FpArea, fp_frame_bytes, fp_restore, fp_restore_from, fp_save, fp_save_to, init as preempt_init,
@@ -201,8 +202,9 @@ pub(crate) fn fs_base() -> u64 {
 /// at this CPU's, so one GS-relative load reads a field (no `rdgsbase`,
 /// no index arithmetic). The Linux system-call entry reads the first
 /// field (`linux.rs`); the rest of the kernel finds its `cpu::Cpu` record
-/// by the index.
-#[repr(C)]
+/// by the index. Each in cache lines of its own (fetched in pairs), so
+/// one CPU's writes do not slow another's reads.
+#[repr(C, align(128))]
 pub(crate) struct PerCpu {
     /// The top of the running thread's system-call stack (a Linux thread;
     /// 0 for others). The scheduler sets it on every switch.
