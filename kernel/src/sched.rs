@@ -835,9 +835,16 @@ pub(crate) fn errno() -> i32 {
 
 /// Let the other ready threads run first.
 pub(crate) fn yield_now() {
+    let here = here();
     let mut guard = lock();
     let s = sched(&mut guard);
-    let tid = s.current();
+    let core = s.core(here);
+    // The common case first: nothing else to run here, no sleeper, no
+    // timer to arm (this is `sched_yield`'s whole cost then).
+    let tid = core.current;
+    if core.ready.is_empty() && core.timers.is_empty() && !s.thread(tid).is_parked {
+        return;
+    }
     let thread = s.thread(tid);
     if thread.is_parked {
         thread.is_parked = false;
@@ -846,7 +853,6 @@ pub(crate) fn yield_now() {
         return;
     }
     // Sleepers whose time has come go first, ahead of this thread.
-    let here = here();
     if !s.core(here).timers.is_empty() {
         s.fire_timers(time::monotonic_ns());
     }
