@@ -149,8 +149,10 @@ pub(crate) fn scan(read: Read<'_>, symbols: &Symbols, rip: u64, rsp: u64) -> Vec
     let mut stack = vec![0u8; SCAN_BYTES];
     let got = read(base, &mut stack) & !7;
     let words: Vec<u64> = stack[..got]
-        .chunks_exact(8)
-        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .map(|w| u64::from_le_bytes(*w))
         .collect();
     let mut callee = symbols.function(rip).map(|(start, _)| start);
     let mut next = 0;

@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// How a network flag's value is checked: its parse error, if any.
+type FlagCheck = fn(&str) -> std::result::Result<(), String>;
+
 /// A scenario file that cannot be used, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FileError {
@@ -649,11 +652,7 @@ impl Planner<'_> {
     /// An instance's own network flags, checked as the CLI checks them.
     fn net_flags(&self, instance: &RawInstance, has_network: bool) -> Result<Vec<String>> {
         let mut flags = Vec::new();
-        let checks: [(
-            &str,
-            &Option<Spanned<String>>,
-            fn(&str) -> std::result::Result<(), String>,
-        ); 3] = [
+        let checks: [(&str, &Option<Spanned<String>>, FlagCheck); 3] = [
             ("--net", &instance.net, |t| {
                 eremite_vmm::parse_net_spec(t)
                     .map(drop)

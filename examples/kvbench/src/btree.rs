@@ -87,7 +87,6 @@ impl Default for BTree {
 }
 
 impl BTree {
-
     fn root(&self) -> NodeRef {
         Arc::clone(&self.root.lock().expect("root lock"))
     }

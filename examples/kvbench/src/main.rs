@@ -101,7 +101,7 @@ fn work(tree: &BTree, zipf: &Zipf, options: &Options, thread: u64, stop: &Atomic
         for _ in 0..256 {
             let record = zipf.choose(&mut rng);
             let is_read = rng.next_u64() % 100 < options.read_percent;
-            let sampled = share.ops % 16 == 0;
+            let sampled = share.ops.is_multiple_of(16);
             let started = sampled.then(Instant::now);
             if is_read {
                 let value = tree.get(key(record)).expect("every record was loaded");

@@ -44,7 +44,10 @@ mod tests {
             let class = class_of(size);
             assert!(class < CLASSES, "{size}");
             let block = class_size(class);
-            assert!(block >= size && block % ALIGN == 0, "{size} -> {block}");
+            assert!(
+                block >= size && block.is_multiple_of(ALIGN),
+                "{size} -> {block}"
+            );
             assert!(block <= (size * 5 / 4).max(size + 15), "{size} -> {block}");
             if class > 0 {
                 assert!(class_size(class - 1) < size, "{size}");

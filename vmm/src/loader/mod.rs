@@ -183,8 +183,7 @@ fn has_symbol_text(bytes: &[u8], text: &[u8]) -> bool {
         return false;
     };
     let name_of = |section: &SectionHeader| {
-        let start = usize::try_from(section.sh_name).ok()?;
-        let rest = names.get(start..)?;
+        let rest = names.get(section.sh_name..)?;
         rest.split(|&b| b == 0).next()
     };
     sections
