@@ -354,7 +354,14 @@ impl AddressSpace {
                 })
         };
         let mut cursor = within.start;
-        for region in self.regions.values() {
+        // From the region that may hold `within.start` on (a search from
+        // a cursor, as the window's next-fit does, skips the rest).
+        let first = self
+            .regions
+            .range(..=within.start)
+            .next_back()
+            .map_or(within.start, |(&start, _)| start);
+        for region in self.regions.range(first..).map(|(_, region)| region) {
             if region.range.end <= cursor {
                 continue;
             }

@@ -263,21 +263,58 @@ pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// An image file mapped read-only into the VMM's address space.
 pub(crate) struct ImageFile {
-    map: memmap2::Mmap,
+    map: std::sync::Arc<memmap2::Mmap>,
 }
 
+/// The file an image's mapping was made from: the same path, and a file
+/// that has not changed since (same inode, size and modification time).
+#[derive(Clone, PartialEq, Eq)]
+struct ImageKey {
+    path: std::path::PathBuf,
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+/// The last image mapped. One `eremite run` asks about its image several
+/// times before it loads it (is it a test harness, how much memory does
+/// it want); each asks through [`ImageFile::open`], which maps the file
+/// once and hands out that mapping while the file is unchanged.
+static LAST_IMAGE: std::sync::Mutex<Option<(ImageKey, std::sync::Arc<memmap2::Mmap>)>> =
+    std::sync::Mutex::new(None);
+
 impl ImageFile {
-    /// Map the file at `path`.
+    /// Map the file at `path` (or reuse the mapping of the same, unchanged
+    /// file).
     #[allow(unsafe_code)]
     pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
         let file = open_regular(path)?;
+        let metadata = file.metadata()?;
+        let key = ImageKey {
+            path: path.to_owned(),
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        };
+        let mut last = LAST_IMAGE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached, map)) = last.as_ref()
+            && *cached == key
+        {
+            return Ok(Self { map: map.clone() });
+        }
         // SAFETY: a private read-only mapping of a regular file. Another
         // process could change the file while it is mapped; the loader
         // treats the bytes as untrusted input anyway (every offset and
         // length checked), so changed bytes make at worst a bad image. A
         // truncation during loading would raise SIGBUS: we accept that for
         // a file the user asked us to boot, as every mmap-based loader does.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file)? });
+        *last = Some((key, map.clone()));
         Ok(Self { map })
     }
 
