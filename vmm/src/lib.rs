@@ -673,6 +673,14 @@ pub struct Timings {
     /// From [`run`] being called to the first instruction of the guest:
     /// reading the image, mapping RAM, creating the VM, loading.
     pub vmm_setup: Duration,
+    /// The part of `vmm_setup` spent opening the image and mounts,
+    /// mapping guest RAM, loading the image and writing the machine's
+    /// tables.
+    pub load: Duration,
+    /// The part of `vmm_setup` spent creating the VM and its vCPUs and
+    /// setting their registers (the rest is the boot info, devices and
+    /// confinement).
+    pub machine: Duration,
     /// The kernel's own boot, from its first instruction to calling
     /// `main` (measured by the kernel with the TSC).
     pub kernel_init: Duration,
@@ -778,6 +786,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let symbols = (config.profile_hz.is_some() || config.trace_bytes.is_some())
         .then(|| guest_symbols(config, file.bytes(), &image, linux.as_ref()));
     let page_tables_end = arch::write_machine_tables(&ram, &image)?;
+    let loaded = Instant::now();
     let initrd_placed = match &initrd_archive {
         Some(archive) => initrd::place(&ram, image.end, archive)?,
         None => initrd::Placed::default(),
@@ -800,8 +809,10 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         )?;
         bus.add_net(card, &spec.link.to_string(), mac)?;
     }
+    let machine_started = Instant::now();
     let mut machine = kvm::Machine::new(&ram, config.cpus, &bus)?;
     machine.prepare_cpus(image.entry, &trap_entries)?;
+    let machine_ready = Instant::now();
     let tsc_khz = u64::from(machine.tsc_khz()?);
     let boot_tsc = machine.guest_tsc()?;
     let boot_wall_ns = SystemTime::now()
@@ -925,6 +936,8 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         });
     let timings = Timings {
         vmm_setup: entered - started,
+        load: loaded - started,
+        machine: machine_ready - machine_started,
         kernel_init: Duration::from_nanos(kernel.init_ns),
         time_to_main: (entered - started) + tsc_span(boot_tsc, kernel.main_tsc, tsc_khz),
         guest_run: stopped - entered,
