@@ -171,6 +171,22 @@ pub(crate) fn is_mapped(addr: u64) -> bool {
     }
 }
 
+/// `mremap(2)`'s arguments checked (the address page-aligned, a new size
+/// given) and its sizes in whole pages: `(old, new)`. The same for RAM's
+/// mappings and the window's.
+fn remap_lengths(addr: u64, old_bytes: usize, new_bytes: usize) -> Result<(u64, u64), Errno> {
+    if !addr.is_multiple_of(PAGE_SIZE) || new_bytes == 0 {
+        return Err(eremite_interface::errno::EINVAL);
+    }
+    let old = (old_bytes as u64)
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(eremite_interface::errno::EFAULT)?;
+    let new = (new_bytes as u64)
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(eremite_interface::errno::ENOMEM)?;
+    Ok((old, new))
+}
+
 /// Take the IDT page out of CPL3's reach once the kernel has filled it in
 /// (the VMM, and the PVH entry, leave it user-writable for that): from
 /// then on a stray write to it faults instead of corrupting the gates.

@@ -169,11 +169,7 @@ pub(crate) fn remap(
     may_move: bool,
     to: Option<u64>,
 ) -> Result<u64, Errno> {
-    if !addr.is_multiple_of(PAGE_SIZE) || new_bytes == 0 {
-        return Err(errno::EINVAL);
-    }
-    let old_len = (old_bytes as u64).next_multiple_of(PAGE_SIZE);
-    let new_len = (new_bytes as u64).next_multiple_of(PAGE_SIZE);
+    let (old_len, new_len) = super::remap_lengths(addr, old_bytes, new_bytes)?;
     let prot = one_mapping(addr, old_len.max(PAGE_SIZE))?;
     if to.is_none() {
         if new_len <= old_len {

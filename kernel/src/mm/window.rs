@@ -247,15 +247,7 @@ pub(crate) fn remap(
     may_move: bool,
     to: Option<u64>,
 ) -> Result<u64, Errno> {
-    if !addr.is_multiple_of(PAGE_SIZE) || new_bytes == 0 {
-        return Err(errno::EINVAL);
-    }
-    let old_len = (old_bytes as u64)
-        .checked_next_multiple_of(PAGE_SIZE)
-        .ok_or(errno::EFAULT)?;
-    let new_len = (new_bytes as u64)
-        .checked_next_multiple_of(PAGE_SIZE)
-        .ok_or(errno::ENOMEM)?;
+    let (old_len, new_len) = super::remap_lengths(addr, old_bytes, new_bytes)?;
     let source = PageRange::from_addr_len(addr, old_len).map_err(|_| errno::EFAULT)?;
     let mut guard = window();
     let Some(window) = guard.as_mut() else {
