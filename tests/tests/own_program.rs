@@ -182,8 +182,12 @@ mod tests {
 "#;
 
 /// `cargo ARGS` in `dir`, with a clean environment as in
-/// [`build_for_hermit`] plus `env`.
+/// [`build_for_hermit`] plus `env`. The projects `eremite new` makes share
+/// one target directory in the repository's, so the hermit std their
+/// profile asks for is built once for all of them (cargo's lock on the
+/// directory orders the builds) and nothing is left in the temporary one.
 fn cargo_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> eremite_tests::Run {
+    let shared_target = root().join("target/own-program");
     let inherited: HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| {
             !(k.starts_with("CARGO") || k.starts_with("RUST") || k == "__CARGO_FIX_YOLO")
@@ -194,6 +198,7 @@ fn cargo_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> eremite_tests::R
             .current_dir(dir)
             .env_clear()
             .envs(inherited)
+            .env("CARGO_TARGET_DIR", shared_target)
             .envs(env.iter().copied())
             .args(args),
     )
