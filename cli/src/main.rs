@@ -26,6 +26,7 @@ mod qemu;
 mod scenario;
 mod trace;
 mod uftrace;
+mod vm;
 
 /// The kernel image that runs Linux programs (built by `build.rs`).
 static LINUX_KERNEL: &[u8] = include_bytes!(env!("EREMITE_LINUX_KERNEL"));
@@ -62,6 +63,12 @@ struct Cli {
 enum Command {
     /// Boot an image and run it to the end; exits with the guest's code.
     Run(Box<RunArgs>),
+    /// Control a VM started with `--api PATH`: pause, resume, stop, ask its
+    /// status, or snapshot it into a directory (docs/snapshots.md).
+    Vm(vm::VmArgs),
+    /// Go on with a VM from its snapshot directory, in this process, where
+    /// it was when the snapshot was taken.
+    Restore(vm::RestoreArgs),
     /// Run the switch NAME that `--net switch:NAME` VMs share (started by
     /// the first such VM; ends a few seconds after the last has gone).
     #[command(hide = true)]
@@ -223,6 +230,10 @@ struct RunArgs {
     /// `gdb IMAGE -ex 'target remote :PORT'` (see docs/debugging.md).
     #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_gdb_address)]
     gdb: Option<std::net::SocketAddr>,
+    /// Serve a control socket at PATH while the guest runs: `eremite vm
+    /// PATH pause|resume|stop|status|snapshot DIR` (docs/snapshots.md).
+    #[arg(long, value_name = "PATH")]
+    api: Option<PathBuf>,
     /// Room for --trace's events, taken from guest memory (e.g. 64M; 24
     /// bytes an event; default 64M or a quarter of --memory if less).
     #[arg(long, value_name = "SIZE", requires = "trace", value_parser = parse_memory_size)]
@@ -329,7 +340,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `--pin-vcpus`: a list of host CPUs (a type of its own, which clap does
 /// not take for a list of values).
 #[derive(Clone, Debug)]
-struct HostCpus(Vec<usize>);
+struct HostCpus(pub(crate) Vec<usize>);
 
 fn parse_host_cpus(text: &str) -> Result<HostCpus, eremite_vmm::CpuListError> {
     parse_cpu_list(text).map(HostCpus)
@@ -362,6 +373,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Run(args) => run(*args, started),
+        Command::Vm(args) => vm::control(&args),
+        Command::Restore(args) => vm::restore(&args),
         Command::Switch { name } => match eremite_vmm::serve_switch(&name) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -484,6 +497,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         }),
         is_confined: true,
         gdb: args.gdb,
+        api: args.api,
     };
     if args.trace.is_some() && args.trace == args.profile {
         eprintln!(
@@ -691,6 +705,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         trace_bytes: None,
         is_confined: false,
         gdb: None,
+        api: None,
     };
     let (address, gateway) = match config.net_params() {
         Ok(params) => params,
@@ -907,7 +922,9 @@ mod tests {
             | Command::Scenario(_)
             | Command::Experiment(_)
             | Command::Binfmt(_)
-            | Command::New { .. } => {
+            | Command::New { .. }
+            | Command::Vm(_)
+            | Command::Restore(_) => {
                 panic!("not parsed as `run`")
             }
         }

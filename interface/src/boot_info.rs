@@ -238,6 +238,12 @@ pub struct BootInfo {
     /// without RFLAGS.TF (with watchpoints, the interrupted context steps
     /// from then on).
     pub debugger_attached: u64,
+    /// Nanoseconds (two's complement) the guest's wall clock adds to
+    /// boot time plus monotonic time: the VMM sets it when a paused or
+    /// restored VM runs again (`eremite vm ... resume`, `eremite restore`),
+    /// so the wall clock is the host's again after time the monotonic clock
+    /// left out. Read live, at [`BootInfo::WALL_OFFSET_OFFSET`].
+    pub wall_offset_ns: u64,
 }
 
 /// A static Linux x86_64 program that the VMM loaded into guest RAM next
@@ -332,6 +338,10 @@ impl BootInfo {
     /// Byte offset of `debugger_attached`, which the VMM writes while the
     /// guest runs.
     pub const DEBUGGER_OFFSET: usize = core::mem::offset_of!(BootInfo, debugger_attached);
+
+    /// Byte offset of `wall_offset_ns`, which the VMM writes while the
+    /// guest is stopped.
+    pub const WALL_OFFSET_OFFSET: usize = core::mem::offset_of!(BootInfo, wall_offset_ns);
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::layout::PAGE_SIZE as usize);

@@ -40,4 +40,4 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"EREMITE\0");
 
 /// Version of everything in this crate. The kernel refuses a boot info of
 /// another version; the VMM refuses an image whose note names another one.
-pub const INTERFACE_VERSION: u32 = 13;
+pub const INTERFACE_VERSION: u32 = 14;

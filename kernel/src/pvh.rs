@@ -132,6 +132,7 @@ pub(crate) extern "C" fn pvh_start(start_info: u64, ram_top: u64) -> ! {
         linux: eremite_interface::LinuxProgram::default(),
         stopped_ticks: 0,
         debugger_attached: 0,
+        wall_offset_ns: 0,
     };
     platform::write_boot_memory(layout::BOOT_INFO_ADDR, zerocopy::IntoBytes::as_bytes(&info));
     boot::kernel_start(layout::BOOT_INFO_ADDR)

@@ -4,8 +4,12 @@
 //! wall-clock time at that moment; reading a clock is then one `rdtsc` and
 //! no exit. Time a debugger held the VM stopped is left out (the VMM
 //! counts it in the boot info, `arch::stopped_ticks`), so the guest's clocks
-//! stand still at a breakpoint, and its wall clock lags the host's after. (The TSC is invariant on the hosts we run on; KVM reports its
-//! frequency with `KVM_GET_TSC_KHZ`.)
+//! stand still at a breakpoint, and its wall clock lags the host's after.
+//! After a pause or a restore (`eremite vm`, `eremite restore`) the VMM
+//! also sets a wall-clock offset, so the wall clock is the host's again
+//! while the monotonic clock goes on from where it stopped. (The TSC is
+//! invariant on the hosts we run on; KVM reports its frequency with
+//! `KVM_GET_TSC_KHZ`.)
 
 use spin::Once;
 
@@ -47,11 +51,24 @@ pub(crate) fn ticks_to_ns(ticks: u64) -> u64 {
 /// Nanoseconds since boot, without the time a debugger held the VM
 /// stopped; never goes backwards.
 pub(crate) fn monotonic_ns() -> u64 {
-    let ticks = arch::rdtsc().saturating_sub(clock().boot_tsc);
-    ticks_to_ns(ticks.saturating_sub(arch::stopped_ticks()))
+    // Wrapping: after a restore on another host (or after its reboot) the
+    // TSC may be below the boot's, and the VMM's `stopped_ticks` is then
+    // the two's complement of what the counter went back by.
+    let ticks = arch::rdtsc()
+        .wrapping_sub(clock().boot_tsc)
+        .wrapping_sub(arch::stopped_ticks());
+    // A count that wrapped below zero would be a clock gone backwards:
+    // never more than a few ticks of skew between CPUs early in a run.
+    if ticks > u64::MAX / 2 {
+        return 0;
+    }
+    ticks_to_ns(ticks)
 }
 
 /// Nanoseconds since the Unix epoch.
 pub(crate) fn realtime_ns() -> u64 {
-    clock().boot_wall_ns.saturating_add(monotonic_ns())
+    clock()
+        .boot_wall_ns
+        .wrapping_add(monotonic_ns())
+        .wrapping_add(arch::wall_offset_ns())
 }

@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 
 mod affinity;
+pub mod api;
 mod arch;
 mod boot_info;
 mod confine;
@@ -32,6 +33,7 @@ mod net_address;
 mod profile;
 mod sandbox;
 mod size;
+mod snapshot;
 mod unwind;
 mod usage;
 
@@ -73,6 +75,7 @@ pub use profile::{
 };
 pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
 pub use size::{SizeError, parse_memory_size};
+pub use snapshot::SnapshotError;
 pub use usage::{Ended, try_wait_with_usage};
 
 /// Default guest memory.
@@ -188,6 +191,9 @@ pub struct VmConfig {
     /// Wait for GDB on this address before the guest's first instruction,
     /// then serve it while the VM runs (`--gdb`).
     pub gdb: Option<std::net::SocketAddr>,
+    /// Serve a control socket at this path while the VM runs (`--api`):
+    /// pause, resume, stop, snapshot ([`api`]).
+    pub api: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -217,6 +223,7 @@ impl VmConfig {
             trace_bytes: None,
             is_confined: true,
             gdb: None,
+            api: None,
         }
     }
 
@@ -232,6 +239,11 @@ impl VmConfig {
             )));
         }
         size::check_memory_size(self.memory_bytes).map_err(|e| Error::Config(e.to_string()))?;
+        if self.api.is_some() && self.gdb.is_some() {
+            return Err(Error::Config(
+                "--api and --gdb cannot be used together yet (both stop the vCPUs)".into(),
+            ));
+        }
         if let Some(bytes) = self.trace_bytes
             && !(MIN_TRACE_BYTES..=self.memory_bytes / 2).contains(&bytes)
         {
@@ -519,6 +531,17 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The control socket (`--api`) cannot be made.
+    #[error("--api {0}")]
+    Api(#[from] api::ApiError),
+    /// A snapshot cannot be restored.
+    #[error("{path}: {source}")]
+    Snapshot {
+        /// The snapshot directory.
+        path: PathBuf,
+        /// Why.
+        source: SnapshotError,
+    },
     /// A Linux program cannot be booted.
     #[error("{path}: {source}")]
     Linux {
@@ -595,13 +618,16 @@ impl Outcome {
     /// the guest's own code, 134 for abort, 139 for an exception, 127 for
     /// a kernel panic or deadlock, 126 when the VM itself failed, 124
     /// after `--timeout` (as `timeout(1)`), 128 + the signal when a second
-    /// one stopped the VM.
+    /// one stopped the VM, 0 when the control socket stopped it.
     pub fn exit_code(&self) -> u8 {
         match self {
             Outcome::Stopped(HostStop::Timeout(_)) => 124,
             Outcome::Stopped(HostStop::Signal(signal)) => u8::try_from(128 + signal).unwrap_or(128),
             // As a process killed by `SIGKILL`.
             Outcome::Stopped(HostStop::Debugger) => 137,
+            // Asked for (`eremite vm SOCKET stop`, `snapshot --stop`): the
+            // run ended as the user wanted.
+            Outcome::Stopped(HostStop::Control) => 0,
             // As a Linux process: the low 8 bits of the status.
             Outcome::Exited(code) => (*code & 0xff) as u8,
             Outcome::Aborted => 134,
@@ -641,6 +667,9 @@ impl Outcome {
                 signal_name(*signal)
             )),
             Outcome::Stopped(HostStop::Debugger) => Some("GDB killed the guest".into()),
+            Outcome::Stopped(HostStop::Control) => {
+                Some("stopped the guest through its control socket".into())
+            }
             _ => None,
         }
     }
@@ -723,6 +752,7 @@ pub struct Report {
 pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let started = Instant::now();
     config.validate()?;
+    let api_listener = config.api.as_deref().map(api::bind).transpose()?;
     let placement = affinity::Placement::new(&config.pin_vcpus)?;
     let mounts = config
         .mounts
@@ -847,6 +877,18 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     boot_info::write(&ram, &image, &params)?;
 
+    let snapshots = api_listener
+        .map(|listener| {
+            let unsupported = if card.is_some() {
+                Some("it has a network card (--net, -p): not supported yet".to_owned())
+            } else {
+                None
+            };
+            snapshot_support(&machine, &ram, config, tsc_khz, unsupported)
+                .map(|(hub, template)| (listener, hub, template))
+        })
+        .transpose()?;
+
     let load_bias = linux.as_ref().map_or(0, |program| program.bias);
     let gdb_stream = config
         .gdb
@@ -887,6 +929,12 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
                     hub,
                     server: Box::new(|| gdb::serve(hub, &ram, stream, load_bias)),
                 }),
+            api: snapshots
+                .as_ref()
+                .map(|(listener, hub, template)| kvm::Api {
+                    hub,
+                    server: Box::new(move |control| api::serve(listener, control, template)),
+                }),
         },
     );
     drop(forwarding);
@@ -903,27 +951,8 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let kernel = ram
         .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
         .unwrap_or_default();
-    let outcome = match stop {
-        kvm::Stop::Guest(hypercall::Next::Stop { kind, code }) => match kind {
-            ExitKind::Exit => Outcome::Exited(code),
-            ExitKind::Abort => Outcome::Aborted,
-            ExitKind::Exception => Outcome::Exception,
-            ExitKind::KernelPanic => Outcome::KernelPanic,
-            ExitKind::Deadlock => Outcome::Deadlock,
-        },
-        kvm::Stop::Guest(hypercall::Next::Resume) => unreachable!("run only returns on a stop"),
-        kvm::Stop::Shutdown(state) => Outcome::TripleFault(state),
-        kvm::Stop::Halted(state) => Outcome::Halted(state),
-        kvm::Stop::InternalError { suberror, state } => Outcome::InternalError {
-            reason: u64::from(suberror),
-            state,
-        },
-        kvm::Stop::FailEntry { reason, state } => Outcome::InternalError { reason, state },
-        kvm::Stop::Unexpected { exit, state } => Outcome::Unexpected { exit, state },
-        kvm::Stop::Host(stop) => Outcome::Stopped(stop),
-    };
-    let backtrace = matches!(outcome, Outcome::Aborted | Outcome::Exception)
-        .then(|| crash_backtrace(config, &ram, &kernel, &file, &image, linux.as_ref()))
+    let outcome = outcome_of(stop);
+    let backtrace = matches!(outcome, Outcome::Aborted | Outcome::Exception)        .then(|| crash_backtrace(config, &ram, &kernel, &file, &image, linux.as_ref()))
         .flatten();
     let trace = config
         .trace_bytes
@@ -954,6 +983,213 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         trace,
         backtrace,
     })
+}
+
+/// How to go on with a snapshot (`eremite restore`).
+#[derive(Debug, Clone, Default)]
+pub struct RestoreConfig {
+    /// The snapshot's directory (its `state` and `memory` files).
+    pub dir: PathBuf,
+    /// Serve a control socket here (`--api`), as [`VmConfig::api`].
+    pub api: Option<PathBuf>,
+    /// As [`VmConfig::timeout`].
+    pub timeout: Option<Duration>,
+    /// As [`VmConfig::pin_vcpus`].
+    pub pin_vcpus: Vec<usize>,
+    /// As [`VmConfig::is_confined`].
+    pub is_confined: bool,
+}
+
+/// Restore the snapshot in `config.dir` and run the VM on from where it
+/// was to its end. Nothing runs before the whole snapshot is checked: its
+/// state file's hash and versions, the memory file's length, this host's
+/// CPU features and TSC frequency, and that every mount's directory is
+/// still there.
+pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, Error> {
+    let started = Instant::now();
+    let refused = |source| Error::Snapshot {
+        path: config.dir.clone(),
+        source,
+    };
+    let open = |name: &str| {
+        memory::open_regular(&config.dir.join(name)).map_err(|source| Error::ReadImage {
+            path: config.dir.join(name),
+            source,
+        })
+    };
+    let mut state = snapshot::read_state(&open("state")?).map_err(refused)?;
+    let memory_file = open("memory")?;
+    let memory_len = memory_file
+        .metadata()
+        .map_err(|source| Error::ReadImage {
+            path: config.dir.join("memory"),
+            source,
+        })?
+        .len();
+    if memory_len != state.memory_file_bytes {
+        return Err(refused(SnapshotError::MemorySize {
+            found: memory_len,
+            expected: state.memory_file_bytes,
+        }));
+    }
+    let cpus = u32::try_from(state.cpus.len()).expect("at most MAX_CPUS, checked by parse");
+    let mut vm_config = VmConfig::new(state.image.clone());
+    vm_config.memory_bytes = state.memory_bytes;
+    vm_config.cpus = cpus;
+    vm_config.mounts = state.mounts.clone();
+    vm_config.is_verbose = state.is_verbose;
+    vm_config.api = config.api.clone();
+    vm_config.timeout = config.timeout;
+    vm_config.pin_vcpus = config.pin_vcpus.clone();
+    vm_config.is_confined = config.is_confined;
+    vm_config
+        .validate()
+        .map_err(|e| refused(SnapshotError::Damaged(e.to_string())))?;
+    let api_listener = config.api.as_deref().map(api::bind).transpose()?;
+    let placement = affinity::Placement::new(&config.pin_vcpus)?;
+    let mounts = state
+        .mounts
+        .iter()
+        .map(|spec| {
+            sandbox::Mount::open(spec).map_err(|source| MountSpecError::HostDir {
+                path: spec.host_dir.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ram = memory::GuestRam::from_snapshot(state.memory_bytes, &memory_file)?;
+    drop(memory_file);
+    let bus = devices::MmioBus::default();
+    let machine_started = Instant::now();
+    let mut machine = kvm::Machine::new(&ram, cpus, &bus)?;
+    let tsc_khz = u64::from(machine.tsc_khz()?);
+    state
+        .check_host(&snapshot::cpu_features(&machine.supported_cpuid()?), tsc_khz)
+        .map_err(refused)?;
+    machine.restore_cpus(&state.take_cpus())?;
+    let machine_ready = Instant::now();
+    // The guest's clocks go on from the pause: its TSC less
+    // `stopped_ticks` is what it was then, and its wall clock is the
+    // host's.
+    let now_tsc = machine.guest_tsc()?;
+    let _ = ram.write_obj(
+        layout::BOOT_INFO_ADDR + BootInfo::STOPPED_TICKS_OFFSET as u64,
+        &now_tsc.wrapping_sub(state.frozen_ticks),
+    );
+    kvm::control::set_wall_clock(&ram, state.frozen_ticks, tsc_khz);
+    let snapshots = api_listener
+        .map(|listener| {
+            snapshot_support(&machine, &ram, &vm_config, tsc_khz, None)
+                .map(|(hub, template)| (listener, hub, template))
+        })
+        .transpose()?;
+
+    let confinement = if config.is_confined {
+        confine::confine(&mounts)?
+    } else {
+        Confinement::None
+    };
+    let entered = Instant::now();
+    let services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
+    let forwarding = kvm::host_signals::Forwarding::start(&ram, machine.vm_fd()).ok();
+    let run = machine.run(
+        &ram,
+        &services,
+        &bus,
+        &placement,
+        kvm::RunOptions {
+            timeout: config.timeout,
+            profile_hz: None,
+            debugger: None,
+            api: snapshots
+                .as_ref()
+                .map(|(listener, hub, template)| kvm::Api {
+                    hub,
+                    server: Box::new(move |control| api::serve(listener, control, template)),
+                }),
+        },
+    );
+    drop(forwarding);
+    let stopped = Instant::now();
+    let (stop, exits, _) = run?;
+    let kernel = ram
+        .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
+        .unwrap_or_default();
+    Ok(Report {
+        outcome: outcome_of(stop),
+        exits,
+        kernel,
+        net: None,
+        linux: None,
+        timings: Timings {
+            vmm_setup: entered - started,
+            load: machine_started - started,
+            machine: machine_ready - machine_started,
+            kernel_init: Duration::ZERO,
+            time_to_main: Duration::ZERO,
+            guest_run: stopped - entered,
+        },
+        confinement,
+        profile: None,
+        trace: None,
+        backtrace: None,
+    })
+}
+
+/// What a stop of the machine means for the user.
+fn outcome_of(stop: kvm::Stop) -> Outcome {
+    match stop {
+        kvm::Stop::Guest(hypercall::Next::Stop { kind, code }) => match kind {
+            ExitKind::Exit => Outcome::Exited(code),
+            ExitKind::Abort => Outcome::Aborted,
+            ExitKind::Exception => Outcome::Exception,
+            ExitKind::KernelPanic => Outcome::KernelPanic,
+            ExitKind::Deadlock => Outcome::Deadlock,
+        },
+        kvm::Stop::Guest(hypercall::Next::Resume) => unreachable!("run only returns on a stop"),
+        kvm::Stop::Shutdown(state) => Outcome::TripleFault(state),
+        kvm::Stop::Halted(state) => Outcome::Halted(state),
+        kvm::Stop::InternalError { suberror, state } => Outcome::InternalError {
+            reason: u64::from(suberror),
+            state,
+        },
+        kvm::Stop::FailEntry { reason, state } => Outcome::InternalError { reason, state },
+        kvm::Stop::Unexpected { exit, state } => Outcome::Unexpected { exit, state },
+        kvm::Stop::Host(stop) => Outcome::Stopped(stop),
+    }
+}
+
+/// The control hub and snapshot template of a VM served with `--api`.
+fn snapshot_support(
+    machine: &kvm::Machine,
+    ram: &memory::GuestRam,
+    config: &VmConfig,
+    tsc_khz: u64,
+    unsupported: Option<String>,
+) -> Result<(kvm::control::ControlHub, api::SnapshotTemplate), Error> {
+    let (msrs, unsupported) = match machine.snapshot_msrs()? {
+        Some(msrs) => (msrs, unsupported),
+        None => (
+            Vec::new(),
+            Some("this host's XSAVE state is larger than a snapshot keeps".to_owned()),
+        ),
+    };
+    let hub = kvm::control::ControlHub::new(config.cpus as usize, msrs, tsc_khz).map_err(|e| {
+        Error::Api(api::ApiError::Socket {
+            path: config.api.clone().unwrap_or_default(),
+            source: e,
+        })
+    })?;
+    let template = api::SnapshotTemplate {
+        ram: ram.clone(),
+        cpu_features: snapshot::cpu_features(&machine.supported_cpuid()?),
+        tsc_khz,
+        image: std::path::absolute(&config.image).unwrap_or_else(|_| config.image.clone()),
+        is_verbose: config.is_verbose,
+        mounts: config.mounts.clone(),
+        unsupported,
+    };
+    Ok((hub, template))
 }
 
 /// The function names of what runs in the guest: the image's (the

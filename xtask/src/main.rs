@@ -23,7 +23,7 @@ pub(crate) const HERMIT_TARGET: &str = "x86_64-unknown-hermit";
 /// binary of the example's folder; the `rayon` and `socket2` examples'
 /// packages are `rayon-demo` and `socket2-demo`, as a package may not
 /// share its dependency's name).
-pub(crate) const EXAMPLES: [&str; 20] = [
+pub(crate) const EXAMPLES: [&str; 21] = [
     "hello",
     "busy",
     "debuggee",
@@ -43,6 +43,7 @@ pub(crate) const EXAMPLES: [&str; 20] = [
     "tokio-httpd",
     "memory",
     "kvbench",
+    "counter",
     "socket2",
 ];
 

@@ -17,6 +17,7 @@
 //!   passt and reports.
 //! - [`SWITCH`]: the `eremite switch` process, once it listens.
 //! - [`DEBUGGER`]: the GDB server's thread (`--gdb`).
+//! - [`API`]: the control socket's thread (`--api`).
 //!
 //! [`COMMON`] is in every kind: what any thread of a Rust program needs.
 
@@ -74,7 +75,7 @@ mod sys {
         getdents64 = SYS_getdents64, getpid = SYS_getpid, getrandom = SYS_getrandom,
         gettid = SYS_gettid, ioctl = SYS_ioctl, kill = SYS_kill, linkat = SYS_linkat,
         lseek = SYS_lseek, madvise = SYS_madvise, mkdirat = SYS_mkdirat, mmap = SYS_mmap,
-        mprotect = SYS_mprotect, mremap = SYS_mremap, munmap = SYS_munmap,
+        mincore = SYS_mincore, mprotect = SYS_mprotect, mremap = SYS_mremap, munmap = SYS_munmap,
         nanosleep = SYS_nanosleep, newfstatat = SYS_newfstatat, openat2 = SYS_openat2,
         poll = SYS_poll, ppoll = SYS_ppoll, prctl = SYS_prctl, pread64 = SYS_pread64,
         pwrite64 = SYS_pwrite64, read = SYS_read, readlinkat = SYS_readlinkat,
@@ -132,6 +133,12 @@ const VCPU_IOCTLS: &[u64] = &[
     kvm(READ, 0xa4, size_of::<kvm_bindings::kvm_xsave>()),
     kvm(READ, 0x98, size_of::<kvm_bindings::kvm_mp_state>()),
     kvm(WRITE, 0x99, size_of::<kvm_bindings::kvm_mp_state>()),
+    // `--api`: what a vCPU parked for a snapshot saves (with the above):
+    // KVM_GET_LAPIC, KVM_GET_VCPU_EVENTS, KVM_GET_DEBUGREGS, KVM_GET_XCRS.
+    kvm(READ, 0x8e, size_of::<kvm_bindings::kvm_lapic_state>()),
+    kvm(READ, 0x9f, size_of::<kvm_bindings::kvm_vcpu_events>()),
+    kvm(READ, 0xa1, size_of::<kvm_bindings::kvm_debugregs>()),
+    kvm(READ, 0xa6, size_of::<kvm_bindings::kvm_xcrs>()),
     KVM_SIGNAL_MSI,
 ];
 
@@ -186,6 +193,15 @@ pub(super) const MAIN: &[Allowed] = calls![
 /// protocol on it, the hub's eventfd, and kicking vCPU threads (`tgkill`,
 /// in [`COMMON`]).
 pub(super) const DEBUGGER: &[Allowed] = calls![read, recvfrom, sendto, poll, ppoll];
+
+/// The control socket's thread (`--api`): its connections, the descriptors
+/// a client passes for a snapshot (written, never opened here: Landlock
+/// would refuse), which pages of guest RAM are backed (`mincore`), and
+/// kicking vCPU threads (`tgkill`, in [`COMMON`]).
+pub(super) const API: &[Allowed] = calls![
+    accept4, read, recvfrom, recvmsg, sendto, sendmsg, poll, ppoll, fcntl,
+    pwrite64, ftruncate, fsync, fstat, statx, lseek, mincore,
+];
 
 /// The `eremite switch` process once it listens.
 pub(super) const SWITCH: &[Allowed] = calls![

@@ -39,18 +39,27 @@ pub(crate) enum ThreadKind {
     Switch,
     /// The GDB server (`--gdb`).
     Debugger,
+    /// The control socket's server (`--api`).
+    Api,
 }
 
 impl ThreadKind {
-    const ALL: [ThreadKind; 5] = [
+    const ALL: [ThreadKind; 6] = [
         Self::Main,
         Self::Vcpu,
         Self::Device,
         Self::Switch,
         Self::Debugger,
+        Self::Api,
     ];
     /// The kinds of a VMM process's threads.
-    pub(crate) const VMM: [ThreadKind; 4] = [Self::Main, Self::Vcpu, Self::Device, Self::Debugger];
+    pub(crate) const VMM: [ThreadKind; 5] = [
+        Self::Main,
+        Self::Vcpu,
+        Self::Device,
+        Self::Debugger,
+        Self::Api,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -59,6 +68,7 @@ impl ThreadKind {
             Self::Device => "device",
             Self::Switch => "switch",
             Self::Debugger => "gdb",
+            Self::Api => "api",
         }
     }
 
@@ -69,6 +79,7 @@ impl ThreadKind {
             Self::Device => &[rules::COMMON, rules::DEVICE],
             Self::Switch => &[rules::COMMON, rules::SWITCH],
             Self::Debugger => &[rules::COMMON, rules::DEBUGGER],
+            Self::Api => &[rules::COMMON, rules::API],
         };
         lists.iter().flat_map(|list| list.iter())
     }

@@ -43,7 +43,7 @@ use crate::lock;
 use crate::memory::GuestRam;
 use crate::sandbox::{self, PathError};
 pub(crate) use host_fs::HostFsRequest;
-pub(crate) use start_cpu::{CpuStarter, StartRegs};
+pub(crate) use start_cpu::{CpuStart, CpuStarter, StartRegs};
 
 /// Largest console write served in one call; the guest loops on short
 /// writes, and the VMM never allocates what the guest asks for unbounded.

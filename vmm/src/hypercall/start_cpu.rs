@@ -16,33 +16,50 @@ pub(crate) struct StartRegs {
     pub(crate) arg: u64,
 }
 
+/// Where one vCPU is in its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
+pub(crate) enum CpuStart {
+    /// Waits for the guest to start it.
     Waiting,
+    /// Started by the guest; its thread has not taken the registers yet.
     Start(StartRegs),
+    /// Runs (or ran) the guest.
     Started,
+    /// The VM stopped before it started.
     Stopped,
 }
 
 /// The start state of every vCPU, shared by the vCPU threads.
 #[derive(Default)]
 pub(crate) struct CpuStarter {
-    slots: Mutex<Vec<Slot>>,
+    slots: Mutex<Vec<CpuStart>>,
     changed: Condvar,
 }
 
 impl CpuStarter {
-    fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
+    fn slots(&self) -> MutexGuard<'_, Vec<CpuStart>> {
         crate::lock(&self.slots)
     }
 
     /// A VM of `cpus` vCPUs whose boot CPU runs and the others wait.
+    #[cfg(test)]
     pub(crate) fn reset(&self, cpus: usize) {
         let mut slots = self.slots();
-        *slots = vec![Slot::Waiting; cpus];
+        *slots = vec![CpuStart::Waiting; cpus];
         if let Some(boot) = slots.first_mut() {
-            *boot = Slot::Started;
+            *boot = CpuStart::Started;
         }
+    }
+
+    /// Every vCPU's start, as it is now.
+    pub(crate) fn starts(&self) -> Vec<CpuStart> {
+        self.slots().clone()
+    }
+
+    /// A VM whose vCPUs are where `starts` says (a restored one).
+    pub(crate) fn set(&self, starts: &[CpuStart]) {
+        *self.slots() = starts.to_vec();
+        self.changed.notify_all();
     }
 
     /// The guest asks CPU `cpu` to start: `EINVAL` unless it exists and
@@ -53,10 +70,10 @@ impl CpuStarter {
             .ok()
             .and_then(|i| slots.get_mut(i))
             .ok_or(errno::EINVAL)?;
-        if *slot != Slot::Waiting {
+        if *slot != CpuStart::Waiting {
             return Err(errno::EINVAL);
         }
-        *slot = Slot::Start(regs);
+        *slot = CpuStart::Start(regs);
         self.changed.notify_all();
         Ok(())
     }
@@ -68,17 +85,17 @@ impl CpuStarter {
         let mut slots = self.slots();
         loop {
             match slots.get(index).copied()? {
-                Slot::Waiting => {
+                CpuStart::Waiting => {
                     slots = self
                         .changed
                         .wait(slots)
                         .unwrap_or_else(PoisonError::into_inner)
                 }
-                Slot::Start(regs) => {
-                    slots[index] = Slot::Started;
+                CpuStart::Start(regs) => {
+                    slots[index] = CpuStart::Started;
                     return Some(regs);
                 }
-                Slot::Started | Slot::Stopped => return None,
+                CpuStart::Started | CpuStart::Stopped => return None,
             }
         }
     }
@@ -87,8 +104,8 @@ impl CpuStarter {
     pub(crate) fn stop_all(&self) {
         let mut slots = self.slots();
         for slot in slots.iter_mut() {
-            if matches!(slot, Slot::Waiting | Slot::Start(_)) {
-                *slot = Slot::Stopped;
+            if matches!(slot, CpuStart::Waiting | CpuStart::Start(_)) {
+                *slot = CpuStart::Stopped;
             }
         }
         self.changed.notify_all();

@@ -20,6 +20,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod control;
 pub(crate) mod debug;
 pub(crate) mod host_signals;
 mod sampler;
@@ -149,6 +150,9 @@ pub enum HostStop {
     Signal(i32),
     /// GDB killed it (`--gdb`).
     Debugger,
+    /// The control socket asked (`eremite vm SOCKET stop`, or a snapshot
+    /// with `--stop`).
+    Control,
 }
 
 /// Where a vCPU was when it stopped.
@@ -178,6 +182,9 @@ pub(crate) struct Machine {
     kvm: Kvm,
     _vm: VmFd,
     vcpus: Vec<VcpuFd>,
+    /// Where each vCPU starts the run: the boot vCPU running and the
+    /// others waiting for the guest, unless restored from a snapshot.
+    starts: Vec<hypercall::CpuStart>,
 }
 
 /// Register each device's fast paths with KVM: its queues' notification
@@ -282,10 +289,17 @@ impl Machine {
         // memory's expedited grace period wait for that one during setup:
         // 4–11 ms more before every boot (hello: 11 ms in all).
         attach_devices(&vm, bus)?;
+        let starts = (0..cpus)
+            .map(|cpu| match cpu {
+                0 => hypercall::CpuStart::Started,
+                _ => hypercall::CpuStart::Waiting,
+            })
+            .collect();
         Ok(Self {
             kvm,
             _vm: vm,
             vcpus,
+            starts,
         })
     }
 
@@ -305,10 +319,7 @@ impl Machine {
         entry: u64,
         syscall_entries: &[u64],
     ) -> Result<(), KvmError> {
-        let cpuid = self
-            .kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(ioctl("report the supported CPUID"))?;
+        let cpuid = self.supported_cpuid()?;
         let leaf = |function: u32, index: u32| {
             cpuid
                 .as_slice()
@@ -359,6 +370,52 @@ impl Machine {
             .map_err(ioctl("set the registers"))
     }
 
+    /// The CPUID every vCPU gets: all KVM supports on this host.
+    pub(crate) fn supported_cpuid(&self) -> Result<kvm_bindings::CpuId, KvmError> {
+        self.kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(ioctl("report the supported CPUID"))
+    }
+
+    /// The MSRs a snapshot saves, and whether this host's XSAVE area fits
+    /// the state a snapshot keeps (`None` if it does not).
+    pub(crate) fn snapshot_msrs(&self) -> Result<Option<Vec<u32>>, KvmError> {
+        if !arch::cpu_state::xsave_fits(&self._vm) {
+            return Ok(None);
+        }
+        arch::cpu_state::saved_msr_indices(&self.kvm)
+            .map(Some)
+            .map_err(|e| KvmError::Ioctl {
+                what: e.what,
+                source: e.source,
+            })
+    }
+
+    /// Put every vCPU where a snapshot left it: the CPUID of this host
+    /// (which the caller checked is the snapshot's), then each parked
+    /// vCPU's saved state; vCPUs that waited for their start wait again.
+    pub(crate) fn restore_cpus(
+        &mut self,
+        cpus: &[control::CpuAtPause],
+    ) -> Result<(), KvmError> {
+        let cpuid = self.supported_cpuid()?;
+        for ((vcpu, at), start) in self.vcpus.iter().zip(cpus).zip(&mut self.starts) {
+            vcpu.set_cpuid2(&cpuid)
+                .map_err(ioctl("set the vCPU's CPUID"))?;
+            *start = match at {
+                control::CpuAtPause::Waiting => hypercall::CpuStart::Waiting,
+                control::CpuAtPause::Parked(state) => {
+                    state.restore(vcpu).map_err(|e| KvmError::Ioctl {
+                        what: e.what,
+                        source: e.source,
+                    })?;
+                    hypercall::CpuStart::Started
+                }
+            };
+        }
+        Ok(())
+    }
+
     /// The guest's TSC frequency in kHz.
     pub(crate) fn tsc_khz(&self) -> Result<u32, KvmError> {
         self.vcpus[0]
@@ -368,22 +425,7 @@ impl Machine {
 
     /// The guest's TSC now (MSR IA32_TIME_STAMP_COUNTER).
     pub(crate) fn guest_tsc(&self) -> Result<u64, KvmError> {
-        const IA32_TSC: u32 = 0x10;
-        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
-            index: IA32_TSC,
-            ..Default::default()
-        }])
-        .expect("one entry fits");
-        let read = self.vcpus[0]
-            .get_msrs(&mut msrs)
-            .map_err(ioctl("read the guest TSC"))?;
-        if read != 1 {
-            return Err(KvmError::Ioctl {
-                what: "read the guest TSC",
-                source: kvm_ioctls::Error::new(libc::EINVAL),
-            });
-        }
-        Ok(msrs.as_slice()[0].data)
+        control::guest_tsc(&self.vcpus[0])
     }
 
     /// Run the VM until the guest stops: the boot vCPU at once, each
@@ -402,10 +444,13 @@ impl Machine {
             timeout,
             profile_hz,
             debugger,
+            api,
         } = options;
         let (hub, server) = debugger.map(|d| (d.hub, d.server)).unzip();
-        let vm = RunningVm::new(self.vcpus.len(), hub);
-        services.cpus.reset(self.vcpus.len());
+        let (control, api_server) = api.map(|a| (a.hub, a.server)).unzip();
+        let vm = RunningVm::new(self.vcpus.len(), hub, control);
+        services.cpus.set(&self.starts);
+        let starts = &self.starts;
         install_kick_handler();
         let results: Vec<Result<(ExitStats, Option<Samples>), KvmError>> =
             std::thread::scope(|scope| {
@@ -425,6 +470,9 @@ impl Machine {
                                             fd: vcpu,
                                             samples: profile_hz.map(|_| Samples::default()),
                                             debug: hub,
+                                            control,
+                                            is_running: starts[cpu as usize]
+                                                == hypercall::CpuStart::Started,
                                         }
                                         .serve(ram, services, bus, vm, profile_hz)
                                     });
@@ -443,6 +491,20 @@ impl Machine {
                         .spawn_scoped(scope, serve)
                         .expect("the host starts the GDB server's thread")
                 });
+                // The control socket's server, on a thread of its own: it
+                // ends when the VM ends.
+                let api_server = api_server.map(|serve| {
+                    let controller = control::Controller {
+                        hub: control.expect("a server comes with its hub"),
+                        vm: &vm,
+                        services,
+                        ram,
+                    };
+                    std::thread::Builder::new()
+                        .name("api".into())
+                        .spawn_scoped(scope, move || serve(&controller))
+                        .expect("the host starts the control socket's thread")
+                });
                 // Every thread this one starts has started: from here on it
                 // only waits, stops the others and reports.
                 let confined = confine::enter(ThreadKind::Main);
@@ -452,6 +514,9 @@ impl Machine {
                 vm.wait_for_stop(services, timeout);
                 if let Some(server) = server {
                     // It ends once it sees the VM end.
+                    let _ = server.join();
+                }
+                if let Some(server) = api_server {
                     let _ = server.join();
                 }
                 threads
@@ -490,6 +555,15 @@ pub(crate) struct RunOptions<'a> {
     pub(crate) profile_hz: Option<u32>,
     /// Serve GDB (`--gdb`).
     pub(crate) debugger: Option<Debugger<'a>>,
+    /// Serve a control socket (`--api`).
+    pub(crate) api: Option<Api<'a>>,
+}
+
+/// A control socket's server for a run (`--api`): the hub the vCPUs park
+/// at, and the server's loop, run on a thread of its own.
+pub(crate) struct Api<'a> {
+    pub(crate) hub: &'a control::ControlHub,
+    pub(crate) server: Box<dyn FnOnce(&dyn control::VmControl) + Send + 'a>,
 }
 
 /// A GDB server for a run (`--gdb`): the hub the vCPUs park at, and the
@@ -500,7 +574,7 @@ pub(crate) struct Debugger<'a> {
 }
 
 /// What the vCPU threads share while the VM runs.
-struct RunningVm<'a> {
+pub(crate) struct RunningVm<'a> {
     /// The first stop, which ends the run.
     stop: Mutex<Option<Stop>>,
     /// Signalled when `stop` is set or a thread ends.
@@ -511,17 +585,53 @@ struct RunningVm<'a> {
     running: Mutex<Vec<Option<libc::pthread_t>>>,
     /// With `--gdb`: where vCPUs park; told when the VM ends.
     debug: Option<&'a debug::DebugHub>,
+    /// With `--api`: where vCPUs park for the control socket; told when the
+    /// VM ends.
+    control: Option<&'a control::ControlHub>,
 }
 
 impl<'a> RunningVm<'a> {
-    fn new(cpus: usize, debug: Option<&'a debug::DebugHub>) -> Self {
+    fn new(
+        cpus: usize,
+        debug: Option<&'a debug::DebugHub>,
+        control: Option<&'a control::ControlHub>,
+    ) -> Self {
         Self {
             stop: Mutex::new(None),
             changed: Condvar::new(),
             is_stopping: AtomicBool::new(false),
             running: Mutex::new(vec![None; cpus]),
             debug,
+            control,
         }
+    }
+
+    /// Kick every vCPU thread inside the guest out of `KVM_RUN`; whether
+    /// there was any.
+    fn kick_running(&self) -> bool {
+        let running = lock(&self.running);
+        // Under the lock: a thread removes itself from `running` (under it)
+        // before it returns, so each id is live while it is signalled.
+        for thread in running.iter().flatten() {
+            control::kick(*thread);
+        }
+        running.iter().any(Option::is_some)
+    }
+
+    /// The host ends the run (`stop`), unless the guest ended it first.
+    fn stop_by_host(&self, stop: HostStop) {
+        let mut first = lock(&self.stop);
+        if first.is_none() {
+            *first = Some(Stop::Host(stop));
+        }
+        self.is_stopping.store(true, Ordering::SeqCst);
+        if let Some(hub) = self.debug {
+            hub.end(&Stop::Host(stop));
+        }
+        if let Some(hub) = self.control {
+            hub.end();
+        }
+        self.changed.notify_all();
     }
 
     /// Record the first stop (later ones lose) and tell the main thread.
@@ -538,6 +648,9 @@ impl<'a> RunningVm<'a> {
         if let (Some(hub), Some(stop)) = (self.debug, &*first) {
             hub.end(stop);
         }
+        if let Some(hub) = self.control {
+            hub.end();
+        }
         self.changed.notify_all();
     }
 
@@ -548,42 +661,30 @@ impl<'a> RunningVm<'a> {
     fn wait_for_stop(&self, services: &Services<'_>, timeout: Option<std::time::Duration>) {
         let started = std::time::Instant::now();
         let mut stop = lock(&self.stop);
-        while stop.is_none() {
+        let host_stop = loop {
+            if stop.is_some() {
+                break None;
+            }
             let host_stop = match (host_signals::stop_requested(), timeout) {
                 (Some(signal), _) => Some(HostStop::Signal(signal)),
                 (None, Some(limit)) if started.elapsed() >= limit => Some(HostStop::Timeout(limit)),
                 _ => None,
             };
-            if let Some(host_stop) = host_stop {
-                *stop = Some(Stop::Host(host_stop));
-                self.is_stopping.store(true, Ordering::SeqCst);
-                if let Some(hub) = self.debug {
-                    hub.end(&Stop::Host(host_stop));
-                }
-                break;
+            if host_stop.is_some() {
+                break host_stop;
             }
             stop = self
                 .changed
                 .wait_timeout(stop, HOST_LOOK_INTERVAL)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
-        }
+        };
         drop(stop);
+        if let Some(host_stop) = host_stop {
+            self.stop_by_host(host_stop);
+        }
         services.cpus.stop_all();
-        loop {
-            let running: Vec<libc::pthread_t> =
-                lock(&self.running).iter().flatten().copied().collect();
-            if running.is_empty() {
-                return;
-            }
-            for thread in running {
-                // SAFETY: `thread` is the id of a vCPU thread that is still
-                // inside `Vcpu::serve` (it removes itself from `running`
-                // before it returns, under the same lock we read it with),
-                // so the id is live; the signal's handler does nothing, so
-                // delivering it only interrupts `KVM_RUN`.
-                unsafe { libc::pthread_kill(thread, kick_signal()) };
-            }
+        while self.kick_running() {
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
@@ -613,6 +714,11 @@ struct Vcpu<'a> {
     samples: Option<Samples>,
     /// With `--gdb`: where this vCPU parks for the debugger.
     debug: Option<&'a debug::DebugHub>,
+    /// With `--api`: where this vCPU parks for the control socket.
+    control: Option<&'a control::ControlHub>,
+    /// It runs from the start of the run (the boot vCPU, or one a snapshot
+    /// saved running); else it waits for the guest to start it.
+    is_running: bool,
 }
 
 impl Vcpu<'_> {
@@ -628,7 +734,7 @@ impl Vcpu<'_> {
         profile_hz: Option<u32>,
     ) -> Result<(Option<Stop>, ExitStats, Option<Samples>), KvmError> {
         let mut stats = ExitStats::default();
-        if self.cpu != 0 {
+        if !self.is_running {
             let Some(start) = services.cpus.wait_for_start(self.cpu) else {
                 return Ok((None, stats, self.samples));
             };
@@ -657,9 +763,15 @@ impl Vcpu<'_> {
             if let Some(hub) = self.debug {
                 hub.started(self.cpu);
             }
+            if let Some(hub) = self.control {
+                hub.started(self.cpu);
+            }
             self.run(ram, services, bus, vm, &mut stats)
         });
         if let Some(hub) = self.debug {
+            hub.finished(self.cpu);
+        }
+        if let Some(hub) = self.control {
             hub.finished(self.cpu);
         }
         lock(&vm.running)[self.cpu as usize] = None;
@@ -685,6 +797,12 @@ impl Vcpu<'_> {
                 && hub.park_asked(self.cpu, &self.fd)? == debug::AfterPark::Kill
             {
                 return Ok(Some(Stop::Host(HostStop::Debugger)));
+            }
+            if let Some(hub) = self.control
+                && hub.is_pause_requested()
+            {
+                hub.park(self.cpu, &mut self.fd)?;
+                continue;
             }
             let exit = match self.fd.run() {
                 Ok(exit) => exit,

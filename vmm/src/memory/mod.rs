@@ -12,7 +12,13 @@
 //! [`ImageFile`] maps the image file read-only, so loading a large image
 //! with debug information touches only the pages that are loaded.
 //!
-//! `unsafe` here: only mapping the image file ([`ImageFile::open`]).
+//! A snapshot's RAM ([`GuestRam::from_snapshot`]) is its memory file mapped
+//! copy-on-write (`MAP_PRIVATE`): a restored guest reads pages from the
+//! file as it touches them, and its writes never reach the file.
+//!
+//! `unsafe` here: mapping the image file ([`ImageFile::open`]), asking the
+//! host which pages of guest RAM it backs ([`GuestRam::resident_pages`]),
+//! and `madvise` ([`GuestRam::populate`]).
 //! Handing guest RAM's host address to KVM is `kvm/`'s business; this
 //! module only reports it.
 
@@ -126,6 +132,67 @@ impl GuestRam {
         let memory = GuestMemoryMmap::from_ranges(&ranges)
             .map_err(|source| MapError { size_bytes, source })?;
         Ok(Self { memory, layout })
+    }
+
+    /// `size_bytes` of guest RAM laid out as [`GuestRam::new`] lays it out,
+    /// each range mapped copy-on-write from `file` at the offset of its
+    /// guest address (a snapshot's memory file, which must be long enough:
+    /// the caller checks).
+    pub(crate) fn from_snapshot(size_bytes: u64, file: &std::fs::File) -> Result<Self, MapError> {
+        use vm_memory::{FileOffset, GuestRegionMmap, MmapRegion};
+        let layout = RamLayout::new(size_bytes);
+        let regions = layout
+            .ranges()
+            .map(|range| {
+                let len = usize::try_from(range.end - range.start)
+                    .expect("memory size checked by VmConfig");
+                let file = file.try_clone().map_err(vm_memory::mmap::MmapRegionError::Mmap)?;
+                let mapping = MmapRegion::build(
+                    Some(FileOffset::new(file, range.start)),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                )?;
+                Ok(GuestRegionMmap::new(mapping, GuestAddress(range.start))
+                    .expect("ranges end below 2^64"))
+            })
+            .collect::<Result<Vec<_>, vm_memory::mmap::MmapRegionError>>()
+            .map_err(|e| MapError {
+                size_bytes,
+                source: vm_memory::mmap::FromRangesError::MmapRegion(e),
+            })?;
+        let memory = GuestMemoryMmap::from_regions(regions).map_err(|e| MapError {
+            size_bytes,
+            source: e.into(),
+        })?;
+        Ok(Self { memory, layout })
+    }
+
+    /// Which pages of `[addr, addr + len)` (inside one RAM range, whole
+    /// pages) the host backs: touched by the guest since the mapping was
+    /// made, or (for a snapshot's RAM) in the host's page cache. Pages it
+    /// does not back read as zero.
+    #[allow(unsafe_code)]
+    pub(crate) fn resident_pages(&self, addr: u64, len: u64) -> std::io::Result<Vec<bool>> {
+        const PAGE: u64 = eremite_interface::layout::PAGE_SIZE;
+        if !addr.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        let host = self
+            .host_ptr(addr, len)
+            .ok_or(std::io::ErrorKind::InvalidInput)?;
+        let pages = usize::try_from(len / PAGE).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let mut vec = vec![0u8; pages];
+        // SAFETY: `[host, host + len)` is inside one of our guest-RAM
+        // mappings (checked by `host_ptr`), page-aligned (guest RAM ranges
+        // start on pages and `addr` is a page's); `mincore` only reports
+        // residency into `vec`, which has one byte per page of the range,
+        // and touches no page.
+        let rc = unsafe { libc::mincore(host.cast(), len as usize, vec.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(vec.into_iter().map(|v| v & 1 != 0).collect())
     }
 
     /// Where the RAM lies.

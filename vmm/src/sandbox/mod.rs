@@ -292,6 +292,11 @@ impl HostFs {
         }
     }
 
+    /// How many files the guest has open.
+    pub(crate) fn open_files(&self) -> usize {
+        self.handles.len()
+    }
+
     /// No mounts: every request gets `EINVAL`.
     #[cfg(test)]
     pub(crate) fn empty() -> Self {

@@ -10,7 +10,7 @@ use eremite_interface::fs::PATH_MAX;
 pub const MAX_MOUNTS: usize = 64;
 
 /// One host directory to mount in the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountSpec {
     /// The host directory.
     pub host_dir: PathBuf,

@@ -92,6 +92,12 @@ pub(crate) fn stopped_ticks() -> u64 {
     live_boot_word(eremite_interface::BootInfo::STOPPED_TICKS_OFFSET)
 }
 
+/// Nanoseconds the wall clock adds, set by the VMM after a pause or a
+/// restore ([`eremite_interface::BootInfo::wall_offset_ns`]).
+pub(crate) fn wall_offset_ns() -> u64 {
+    live_boot_word(eremite_interface::BootInfo::WALL_OFFSET_OFFSET)
+}
+
 /// Whether GDB is attached now
 /// ([`eremite_interface::BootInfo::debugger_attached`]).
 pub(crate) fn is_debugger_attached() -> bool {

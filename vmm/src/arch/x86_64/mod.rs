@@ -11,6 +11,7 @@
 //! (4-level paging), 7.2.3 (TSS descriptor in 64-bit mode), 7.7 (64-bit
 //! TSS); vol. 1, 19.5.2 (I/O permission bitmap).
 
+pub(crate) mod cpu_state;
 pub(crate) mod gdb;
 pub(crate) mod registers;
 

@@ -1,0 +1,82 @@
+//! Counts, for snapshot tests (`tests/tests/snapshot.rs`): every STEP_MS
+//! milliseconds the main thread writes the count into a file of the RAM
+//! file system and prints it with the clocks; a worker thread on another
+//! vCPU (if there is one) wakes on a channel and sleeps in between. At
+//! COUNT it checks that every file holds its number, that `Instant` never
+//! went backwards and that the wall clock moved with it, prints eight
+//! bytes of /dev/urandom and exits 0 (1 on a mismatch).
+//!
+//! `counter [COUNT [STEP_MS]]` (default 200 steps of 10 ms).
+
+#[cfg(target_os = "hermit")]
+use eremite as _;
+use std::io::Read as _;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn wall_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let count: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let step = Duration::from_millis(args.next().and_then(|a| a.parse().ok()).unwrap_or(10));
+    let dir = std::path::Path::new("/tmp/counter");
+    std::fs::create_dir_all(dir).expect("a directory in the RAM file system");
+
+    let (to_worker, worker_gets) = mpsc::channel::<u32>();
+    let (to_main, main_gets) = mpsc::channel::<u32>();
+    let worker = std::thread::spawn(move || {
+        let mut sum = 0u64;
+        while let Ok(n) = worker_gets.recv() {
+            sum += u64::from(n);
+            std::thread::sleep(Duration::from_millis(1));
+            to_main.send(n).expect("main listens");
+        }
+        sum
+    });
+
+    let started = Instant::now();
+    let mut last = started;
+    for n in 0..count {
+        std::fs::write(dir.join(n.to_string()), n.to_string()).expect("write a count");
+        to_worker.send(n).expect("worker listens");
+        assert_eq!(main_gets.recv().expect("worker answers"), n);
+        let now = Instant::now();
+        if now < last {
+            println!("Instant went backwards at {n}");
+            std::process::exit(1);
+        }
+        last = now;
+        println!(
+            "count {n} mono_ms {} wall_ms {}",
+            now.duration_since(started).as_millis(),
+            wall_ms()
+        );
+        std::thread::sleep(step);
+    }
+    drop(to_worker);
+    let sum = worker.join().expect("worker ends");
+    let expected: u64 = (0..u64::from(count)).sum();
+    let mut bad = 0;
+    for n in 0..count {
+        let text = std::fs::read_to_string(dir.join(n.to_string())).unwrap_or_default();
+        if text != n.to_string() {
+            bad += 1;
+        }
+    }
+    let mut random = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .expect("/dev/urandom");
+    println!("random {:016x}", u64::from_le_bytes(random));
+    println!("files {} bad {bad} worker sum {sum} expected {expected}", count);
+    if bad != 0 || sum != expected {
+        std::process::exit(1);
+    }
+    println!("counter done");
+}

@@ -1,0 +1,396 @@
+//! Snapshots of a running VM (`eremite vm SOCKET snapshot DIR`) and
+//! restoring them (`eremite restore DIR`); `docs/snapshots.md` is the
+//! user's view.
+//!
+//! A snapshot is a directory of two files:
+//! - `memory`: guest RAM at the offsets of its guest-physical addresses, a
+//!   sparse file: only pages the guest touched and that hold something
+//!   other than zeros are written ([`write_memory`]); the rest are holes.
+//!   A restore maps it copy-on-write and lazily (`GuestRam::from_snapshot`).
+//! - `state`: one line `eremite-snapshot FORMAT sha256=HEX` and then JSON
+//!   ([`State`]): the versions, the host CPU features the guest saw (as a
+//!   hash), the VM's configuration, where the guest's clocks stood, and
+//!   every vCPU's state. The hash covers the JSON: a truncated or edited
+//!   state is refused before anything is restored, as is a snapshot of
+//!   another format or interface version or from a host whose CPU
+//!   features differ ([`State::parse`], [`State::check_host`]).
+//!
+//! The VMM never opens snapshot files itself: confined, it could not. The
+//! client (`eremite vm`) creates them and passes their descriptors over
+//! the control socket; `eremite restore` opens them before it confines
+//! the VMM.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use eremite_interface::layout::PAGE_SIZE;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::arch::cpu_state::CpuState;
+use crate::kvm::control::CpuAtPause;
+use crate::memory::GuestRam;
+
+/// The format of the `state` file; a snapshot of another is refused.
+pub const FORMAT: u32 = 1;
+
+/// The first word of the `state` file.
+const MAGIC: &str = "eremite-snapshot";
+
+/// The largest `state` file read (its vCPUs' state is a few dozen KiB
+/// each).
+const MAX_STATE_BYTES: u64 = 16 << 20;
+
+/// One vCPU in a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum SavedCpu {
+    /// It waited for the guest to start it.
+    Waiting,
+    /// It ran: its state.
+    Running(Arc<CpuState>),
+}
+
+/// The `state` file's contents.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct State {
+    /// `eremite_interface::INTERFACE_VERSION` of the VMM that wrote it: the
+    /// guest's kernel speaks it.
+    pub(crate) interface_version: u32,
+    /// The VMM's version, for messages.
+    pub(crate) eremite_version: String,
+    /// SHA-256 of the CPUID the vCPUs had (`cpu_features`).
+    pub(crate) cpu_features: String,
+    pub(crate) tsc_khz: u64,
+    /// The guest's TSC less its `stopped_ticks` at the pause
+    /// (`PausedClock::frozen_ticks`).
+    pub(crate) frozen_ticks: u64,
+    pub(crate) memory_bytes: u64,
+    /// The length of the `memory` file (the end of the last RAM range).
+    pub(crate) memory_file_bytes: u64,
+    pub(crate) image: PathBuf,
+    pub(crate) is_verbose: bool,
+    /// Its mounts, reopened at restore.
+    pub(crate) mounts: Vec<crate::MountSpec>,
+    pub(crate) cpus: Vec<SavedCpu>,
+}
+
+/// A snapshot that cannot be taken or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot write the snapshot: {0}")]
+    Write(std::io::Error),
+    #[error("not an eremite snapshot (its state file does not start with \"{MAGIC}\")")]
+    NotASnapshot,
+    #[error("the snapshot is of format {found}; this eremite reads format {FORMAT}")]
+    Format { found: String },
+    #[error("the snapshot's state file is damaged: {0}")]
+    Damaged(String),
+    #[error(
+        "the snapshot was taken by eremite {version} (interface {found}); this one speaks interface {expected}"
+    )]
+    Version {
+        version: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error(
+        "the snapshot was taken on a host with other CPU features; it can only be restored on a host like it"
+    )]
+    CpuFeatures,
+    #[error("the snapshot's TSC runs at {saved} kHz, this host's at {here} kHz")]
+    TscFrequency { saved: u64, here: u64 },
+    #[error("the snapshot's memory file is {found} bytes, not {expected}: it is truncated or not this snapshot's")]
+    MemorySize { found: u64, expected: u64 },
+    #[error("the VM cannot be snapshotted: {0}")]
+    Unsupported(String),
+}
+
+/// SHA-256 of the CPUID entries the vCPUs get, as hex.
+pub(crate) fn cpu_features(cpuid: &kvm_bindings::CpuId) -> String {
+    let mut hash = Sha256::new();
+    for entry in cpuid.as_slice() {
+        for word in [
+            entry.function,
+            entry.index,
+            entry.flags,
+            entry.eax,
+            entry.ebx,
+            entry.ecx,
+            entry.edx,
+        ] {
+            hash.update(word.to_le_bytes());
+        }
+    }
+    hex(&hash.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl State {
+    /// The vCPUs as the machine restores them.
+    pub(crate) fn take_cpus(&mut self) -> Vec<CpuAtPause> {
+        std::mem::take(&mut self.cpus)
+            .into_iter()
+            .map(|cpu| match cpu {
+                SavedCpu::Waiting => CpuAtPause::Waiting,
+                SavedCpu::Running(state) => CpuAtPause::Parked(state),
+            })
+            .collect()
+    }
+
+    /// The `state` file's bytes.
+    pub(crate) fn to_file_bytes(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("the state serialises");
+        let mut out = format!(
+            "{MAGIC} {FORMAT} sha256={}\n",
+            hex(&Sha256::digest(&body))
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Parse a `state` file: its header, its hash, its JSON, and the
+    /// interface version (the host's fit is [`State::check_host`]'s).
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let newline = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(SnapshotError::NotASnapshot)?;
+        let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| SnapshotError::NotASnapshot)?;
+        let mut words = header.split(' ');
+        if words.next() != Some(MAGIC) {
+            return Err(SnapshotError::NotASnapshot);
+        }
+        let format = words.next().unwrap_or("");
+        if format != FORMAT.to_string() {
+            return Err(SnapshotError::Format {
+                found: format.chars().take(20).collect(),
+            });
+        }
+        let hash = words
+            .next()
+            .and_then(|w| w.strip_prefix("sha256="))
+            .ok_or_else(|| SnapshotError::Damaged("no hash in its first line".into()))?;
+        let body = &bytes[newline + 1..];
+        if hex(&Sha256::digest(body)) != hash {
+            return Err(SnapshotError::Damaged(
+                "its contents do not match its hash (truncated or edited)".into(),
+            ));
+        }
+        let state: State =
+            serde_json::from_slice(body).map_err(|e| SnapshotError::Damaged(e.to_string()))?;
+        if state.interface_version != eremite_interface::INTERFACE_VERSION {
+            return Err(SnapshotError::Version {
+                version: state.eremite_version.chars().take(40).collect(),
+                found: state.interface_version,
+                expected: eremite_interface::INTERFACE_VERSION,
+            });
+        }
+        if state.cpus.is_empty() || state.cpus.len() > eremite_interface::layout::MAX_CPUS as usize
+        {
+            return Err(SnapshotError::Damaged(format!(
+                "{} vCPUs",
+                state.cpus.len()
+            )));
+        }
+        if !matches!(state.cpus[0], SavedCpu::Running(_)) {
+            return Err(SnapshotError::Damaged("its boot vCPU is not running".into()));
+        }
+        Ok(state)
+    }
+
+    /// Refuse a host unlike the snapshot's: other CPU features (`here`,
+    /// from [`cpu_features`]) or another TSC frequency.
+    pub(crate) fn check_host(&self, here: &str, tsc_khz: u64) -> Result<(), SnapshotError> {
+        if self.cpu_features != here {
+            return Err(SnapshotError::CpuFeatures);
+        }
+        if self.tsc_khz != tsc_khz {
+            return Err(SnapshotError::TscFrequency {
+                saved: self.tsc_khz,
+                here: tsc_khz,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Read a snapshot's `state` file (at most [`MAX_STATE_BYTES`]).
+pub(crate) fn read_state(file: &File) -> Result<State, SnapshotError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SnapshotError::Damaged(e.to_string()))?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(SnapshotError::Damaged("larger than any snapshot's".into()));
+    }
+    State::parse(&bytes)
+}
+
+/// The length of a memory file for `ram`: the end of its last range.
+pub(crate) fn memory_file_bytes(ram: &GuestRam) -> u64 {
+    ram.layout().ranges().map(|r| r.end).max().unwrap_or(0)
+}
+
+/// Write the pages of `ram` that the host backs and that are not all
+/// zeros into `file` at their guest addresses, and make the file
+/// [`memory_file_bytes`] long (holes for the rest). Returns the bytes
+/// written. No vCPU or device may change RAM meanwhile.
+pub(crate) fn write_memory(ram: &GuestRam, file: &File) -> std::io::Result<u64> {
+    /// Residency is asked for this much at a time.
+    const CHUNK: u64 = 2 << 20;
+    file.set_len(0)?;
+    let mut written = 0u64;
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_start = 0u64;
+    let mut page = vec![0u8; PAGE_SIZE as usize];
+    let mut flush = |run: &mut Vec<u8>, start: u64| -> std::io::Result<()> {
+        if !run.is_empty() {
+            file.write_all_at(run, start)?;
+            written += run.len() as u64;
+            run.clear();
+        }
+        Ok(())
+    };
+    for range in ram.layout().ranges() {
+        let mut chunk = range.start;
+        while chunk < range.end {
+            let len = CHUNK.min(range.end - chunk);
+            let resident = ram.resident_pages(chunk, len)?;
+            for (i, is_resident) in (0u64..).zip(resident) {
+                let addr = chunk + i * PAGE_SIZE;
+                let is_data = is_resident && {
+                    ram.read(addr, &mut page)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    page.iter().any(|&b| b != 0)
+                };
+                if !is_data {
+                    flush(&mut run, run_start)?;
+                    continue;
+                }
+                if run.is_empty() {
+                    run_start = addr;
+                }
+                run.extend_from_slice(&page);
+                if run.len() as u64 >= CHUNK {
+                    flush(&mut run, run_start)?;
+                }
+            }
+            chunk += len;
+        }
+        flush(&mut run, run_start)?;
+    }
+    drop(flush);
+    file.set_len(memory_file_bytes(ram))?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State {
+            interface_version: eremite_interface::INTERFACE_VERSION,
+            eremite_version: "test".into(),
+            cpu_features: "ab".into(),
+            tsc_khz: 2_000_000,
+            frozen_ticks: 5,
+            memory_bytes: 64 << 20,
+            memory_file_bytes: 64 << 20,
+            image: "hello".into(),
+            is_verbose: false,
+            mounts: Vec::new(),
+            cpus: vec![SavedCpu::Waiting],
+        }
+    }
+
+    #[test]
+    fn a_state_file_is_refused_unless_whole_and_of_this_version() {
+        let mut first = state();
+        // A boot vCPU that waits is refused.
+        let bytes = first.to_file_bytes();
+        assert!(matches!(State::parse(&bytes), Err(SnapshotError::Damaged(_))));
+        first.cpus.clear();
+        let bytes = first.to_file_bytes();
+        assert!(matches!(State::parse(&bytes), Err(SnapshotError::Damaged(_))));
+        let bytes = state().to_file_bytes();
+        // Truncated anywhere, or one byte changed anywhere: refused.
+        for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+            assert!(State::parse(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in [0, 17, 30, bytes.len() / 2, bytes.len() - 2] {
+            let mut edited = bytes.clone();
+            edited[at] ^= 0x01;
+            assert!(State::parse(&edited).is_err(), "edit at {at}");
+        }
+        assert!(matches!(
+            State::parse(b"something else\n{}"),
+            Err(SnapshotError::NotASnapshot)
+        ));
+        assert!(matches!(
+            State::parse(b"eremite-snapshot 99 sha256=00\n{}"),
+            Err(SnapshotError::Format { .. })
+        ));
+        let mut other = state();
+        other.interface_version += 1;
+        let body = serde_json::to_vec(&other).unwrap();
+        let mut bytes = format!("{MAGIC} {FORMAT} sha256={}\n", hex(&Sha256::digest(&body))).into_bytes();
+        bytes.extend_from_slice(&body);
+        assert!(matches!(State::parse(&bytes), Err(SnapshotError::Version { .. })));
+    }
+
+    #[test]
+    fn another_hosts_features_or_clock_are_refused() {
+        let state = state();
+        assert!(state.check_host("ab", 2_000_000).is_ok());
+        assert!(matches!(state.check_host("cd", 2_000_000), Err(SnapshotError::CpuFeatures)));
+        assert!(matches!(
+            state.check_host("ab", 2_100_000),
+            Err(SnapshotError::TscFrequency { .. })
+        ));
+    }
+
+    #[test]
+    fn only_pages_with_data_are_written_and_the_file_has_the_ram_length() {
+        let ram = GuestRam::new(8 << 20).unwrap();
+        ram.write(0x1000, &[1; 10]).unwrap();
+        ram.write(0x3000, &[2; 4096]).unwrap();
+        ram.write(0x4000, &[3; 1]).unwrap();
+        // Touched, but zeros: not written.
+        ram.write(0x7000, &[0; 4096]).unwrap();
+        let dir = std::env::temp_dir().join(format!("eremite-snap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("memory");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let written = write_memory(&ram, &file).unwrap();
+        assert_eq!(written, 3 * PAGE_SIZE);
+        assert_eq!(file.metadata().unwrap().len(), 8 << 20);
+        let restored = GuestRam::from_snapshot(8 << 20, &file).unwrap();
+        let mut got = [0u8; 16];
+        restored.read(0x1000, &mut got).unwrap();
+        assert_eq!(&got[..10], &[1; 10]);
+        assert_eq!(&got[10..], &[0; 6]);
+        restored.read(0x3ff0, &mut got).unwrap();
+        assert_eq!(got, [2; 16]);
+        // Copy-on-write: a write to the restored RAM leaves the file alone.
+        restored.write(0x1000, &[9; 4]).unwrap();
+        let mut on_disk = [0u8; 4];
+        file.read_exact_at(&mut on_disk, 0x1000).unwrap();
+        assert_eq!(on_disk, [1; 4]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
