@@ -115,7 +115,11 @@ pub(crate) fn restore(args: &RestoreArgs) -> ExitCode {
         dir: args.dir.clone(),
         api: args.api.clone(),
         timeout: args.timeout,
-        pin_vcpus: args.pin_vcpus.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
+        pin_vcpus: args
+            .pin_vcpus
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default(),
         is_confined: true,
     };
     let mut console = Console::host(false);

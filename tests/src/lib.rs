@@ -379,6 +379,12 @@ impl Guest {
         }
     }
 
+    /// What the guest has printed on stdout so far.
+    pub fn printed(&self) -> String {
+        let printed = self.printed.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&printed).into_owned()
+    }
+
     /// The `eremite` process's id.
     pub fn pid(&self) -> u32 {
         self.child.id()

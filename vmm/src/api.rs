@@ -187,14 +187,20 @@ fn answer(
         } else {
             "running".to_owned()
         }),
-        ["pause"] => control.pause().map(|clock| {
-            *paused = Some(clock);
-            "paused".to_owned()
-        }).map_err(|e| e.to_string()),
-        ["resume"] => control.resume().map(|()| {
-            *paused = None;
-            "running".to_owned()
-        }).map_err(|e| e.to_string()),
+        ["pause"] => control
+            .pause()
+            .map(|clock| {
+                *paused = Some(clock);
+                "paused".to_owned()
+            })
+            .map_err(|e| e.to_string()),
+        ["resume"] => control
+            .resume()
+            .map(|()| {
+                *paused = None;
+                "running".to_owned()
+            })
+            .map_err(|e| e.to_string()),
         ["stop"] => {
             control.stop();
             Ok("stopping".to_owned())
@@ -228,7 +234,10 @@ fn take_snapshot(
     let [state_fd, memory_fd]: [OwnedFd; 2] = files
         .try_into()
         .map_err(|_| "a snapshot needs its state and memory files".to_owned())?;
-    let (state_file, memory_file) = (std::fs::File::from(state_fd), std::fs::File::from(memory_fd));
+    let (state_file, memory_file) = (
+        std::fs::File::from(state_fd),
+        std::fs::File::from(memory_fd),
+    );
     let started = Instant::now();
     let was_paused = paused.is_some();
     let clock = match *paused {
@@ -326,7 +335,10 @@ pub fn request(socket: &Path, request: &str, files: &[&std::fs::File]) -> Result
     .map_err(|e| io(e.into()))?;
     let mut answer = String::new();
     use std::io::Read as _;
-    (&stream).take(64 * 1024).read_to_string(&mut answer).map_err(io)?;
+    (&stream)
+        .take(64 * 1024)
+        .read_to_string(&mut answer)
+        .map_err(io)?;
     let answer = answer.trim_end();
     if let Some(ok) = answer.strip_prefix("ok ") {
         Ok(ok.to_owned())
@@ -335,7 +347,11 @@ pub fn request(socket: &Path, request: &str, files: &[&std::fs::File]) -> Result
     } else {
         Err(ApiError::Refused(format!(
             "the VM ended before it answered{}",
-            if answer.is_empty() { String::new() } else { format!(": {answer}") }
+            if answer.is_empty() {
+                String::new()
+            } else {
+                format!(": {answer}")
+            }
         )))
     }
 }

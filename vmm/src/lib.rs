@@ -952,7 +952,8 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
         .unwrap_or_default();
     let outcome = outcome_of(stop);
-    let backtrace = matches!(outcome, Outcome::Aborted | Outcome::Exception)        .then(|| crash_backtrace(config, &ram, &kernel, &file, &image, linux.as_ref()))
+    let backtrace = matches!(outcome, Outcome::Aborted | Outcome::Exception)
+        .then(|| crash_backtrace(config, &ram, &kernel, &file, &image, linux.as_ref()))
         .flatten();
     let trace = config
         .trace_bytes
@@ -1064,7 +1065,10 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
     let mut machine = kvm::Machine::new(&ram, cpus, &bus)?;
     let tsc_khz = u64::from(machine.tsc_khz()?);
     state
-        .check_host(&snapshot::cpu_features(&machine.supported_cpuid()?), tsc_khz)
+        .check_host(
+            &snapshot::cpu_features(&machine.supported_cpuid()?),
+            tsc_khz,
+        )
         .map_err(refused)?;
     machine.restore_cpus(&state.take_cpus())?;
     let machine_ready = Instant::now();

@@ -101,7 +101,9 @@ pub enum SnapshotError {
     CpuFeatures,
     #[error("the snapshot's TSC runs at {saved} kHz, this host's at {here} kHz")]
     TscFrequency { saved: u64, here: u64 },
-    #[error("the snapshot's memory file is {found} bytes, not {expected}: it is truncated or not this snapshot's")]
+    #[error(
+        "the snapshot's memory file is {found} bytes, not {expected}: it is truncated or not this snapshot's"
+    )]
     MemorySize { found: u64, expected: u64 },
     #[error("the VM cannot be snapshotted: {0}")]
     Unsupported(String),
@@ -145,11 +147,8 @@ impl State {
     /// The `state` file's bytes.
     pub(crate) fn to_file_bytes(&self) -> Vec<u8> {
         let body = serde_json::to_vec(self).expect("the state serialises");
-        let mut out = format!(
-            "{MAGIC} {FORMAT} sha256={}\n",
-            hex(&Sha256::digest(&body))
-        )
-        .into_bytes();
+        let mut out =
+            format!("{MAGIC} {FORMAT} sha256={}\n", hex(&Sha256::digest(&body))).into_bytes();
         out.extend_from_slice(&body);
         out
     }
@@ -161,7 +160,8 @@ impl State {
             .iter()
             .position(|&b| b == b'\n')
             .ok_or(SnapshotError::NotASnapshot)?;
-        let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| SnapshotError::NotASnapshot)?;
+        let header =
+            std::str::from_utf8(&bytes[..newline]).map_err(|_| SnapshotError::NotASnapshot)?;
         let mut words = header.split(' ');
         if words.next() != Some(MAGIC) {
             return Err(SnapshotError::NotASnapshot);
@@ -199,7 +199,9 @@ impl State {
             )));
         }
         if !matches!(state.cpus[0], SavedCpu::Running(_)) {
-            return Err(SnapshotError::Damaged("its boot vCPU is not running".into()));
+            return Err(SnapshotError::Damaged(
+                "its boot vCPU is not running".into(),
+            ));
         }
         Ok(state)
     }
@@ -238,6 +240,16 @@ pub(crate) fn memory_file_bytes(ram: &GuestRam) -> u64 {
     ram.layout().ranges().map(|r| r.end).max().unwrap_or(0)
 }
 
+/// Write the pages gathered in `run` at `start` of `file`, if any.
+fn flush(file: &File, run: &mut Vec<u8>, start: u64, written: &mut u64) -> std::io::Result<()> {
+    if !run.is_empty() {
+        file.write_all_at(run, start)?;
+        *written += run.len() as u64;
+        run.clear();
+    }
+    Ok(())
+}
+
 /// Write the pages of `ram` that the host backs and that are not all
 /// zeros into `file` at their guest addresses, and make the file
 /// [`memory_file_bytes`] long (holes for the rest). Returns the bytes
@@ -250,14 +262,6 @@ pub(crate) fn write_memory(ram: &GuestRam, file: &File) -> std::io::Result<u64> 
     let mut run: Vec<u8> = Vec::new();
     let mut run_start = 0u64;
     let mut page = vec![0u8; PAGE_SIZE as usize];
-    let mut flush = |run: &mut Vec<u8>, start: u64| -> std::io::Result<()> {
-        if !run.is_empty() {
-            file.write_all_at(run, start)?;
-            written += run.len() as u64;
-            run.clear();
-        }
-        Ok(())
-    };
     for range in ram.layout().ranges() {
         let mut chunk = range.start;
         while chunk < range.end {
@@ -271,7 +275,7 @@ pub(crate) fn write_memory(ram: &GuestRam, file: &File) -> std::io::Result<u64> 
                     page.iter().any(|&b| b != 0)
                 };
                 if !is_data {
-                    flush(&mut run, run_start)?;
+                    flush(file, &mut run, run_start, &mut written)?;
                     continue;
                 }
                 if run.is_empty() {
@@ -279,14 +283,13 @@ pub(crate) fn write_memory(ram: &GuestRam, file: &File) -> std::io::Result<u64> 
                 }
                 run.extend_from_slice(&page);
                 if run.len() as u64 >= CHUNK {
-                    flush(&mut run, run_start)?;
+                    flush(file, &mut run, run_start, &mut written)?;
                 }
             }
             chunk += len;
         }
-        flush(&mut run, run_start)?;
+        flush(file, &mut run, run_start, &mut written)?;
     }
-    drop(flush);
     file.set_len(memory_file_bytes(ram))?;
     Ok(written)
 }
@@ -316,10 +319,16 @@ mod tests {
         let mut first = state();
         // A boot vCPU that waits is refused.
         let bytes = first.to_file_bytes();
-        assert!(matches!(State::parse(&bytes), Err(SnapshotError::Damaged(_))));
+        assert!(matches!(
+            State::parse(&bytes),
+            Err(SnapshotError::Damaged(_))
+        ));
         first.cpus.clear();
         let bytes = first.to_file_bytes();
-        assert!(matches!(State::parse(&bytes), Err(SnapshotError::Damaged(_))));
+        assert!(matches!(
+            State::parse(&bytes),
+            Err(SnapshotError::Damaged(_))
+        ));
         let bytes = state().to_file_bytes();
         // Truncated anywhere, or one byte changed anywhere: refused.
         for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
@@ -341,16 +350,23 @@ mod tests {
         let mut other = state();
         other.interface_version += 1;
         let body = serde_json::to_vec(&other).unwrap();
-        let mut bytes = format!("{MAGIC} {FORMAT} sha256={}\n", hex(&Sha256::digest(&body))).into_bytes();
+        let mut bytes =
+            format!("{MAGIC} {FORMAT} sha256={}\n", hex(&Sha256::digest(&body))).into_bytes();
         bytes.extend_from_slice(&body);
-        assert!(matches!(State::parse(&bytes), Err(SnapshotError::Version { .. })));
+        assert!(matches!(
+            State::parse(&bytes),
+            Err(SnapshotError::Version { .. })
+        ));
     }
 
     #[test]
     fn another_hosts_features_or_clock_are_refused() {
         let state = state();
         assert!(state.check_host("ab", 2_000_000).is_ok());
-        assert!(matches!(state.check_host("cd", 2_000_000), Err(SnapshotError::CpuFeatures)));
+        assert!(matches!(
+            state.check_host("cd", 2_000_000),
+            Err(SnapshotError::CpuFeatures)
+        ));
         assert!(matches!(
             state.check_host("ab", 2_100_000),
             Err(SnapshotError::TscFrequency { .. })

@@ -74,7 +74,10 @@ fn main() {
         .and_then(|mut f| f.read_exact(&mut random))
         .expect("/dev/urandom");
     println!("random {:016x}", u64::from_le_bytes(random));
-    println!("files {} bad {bad} worker sum {sum} expected {expected}", count);
+    println!(
+        "files {} bad {bad} worker sum {sum} expected {expected}",
+        count
+    );
     if bad != 0 || sum != expected {
         std::process::exit(1);
     }

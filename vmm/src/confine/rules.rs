@@ -199,8 +199,8 @@ pub(super) const DEBUGGER: &[Allowed] = calls![read, recvfrom, sendto, poll, ppo
 /// would refuse), which pages of guest RAM are backed (`mincore`), and
 /// kicking vCPU threads (`tgkill`, in [`COMMON`]).
 pub(super) const API: &[Allowed] = calls![
-    accept4, read, recvfrom, recvmsg, sendto, sendmsg, poll, ppoll, fcntl,
-    pwrite64, ftruncate, fsync, fstat, statx, lseek, mincore,
+    accept4, read, recvfrom, recvmsg, sendto, sendmsg, poll, ppoll, fcntl, pwrite64, ftruncate,
+    fsync, fstat, statx, lseek, mincore,
 ];
 
 /// The `eremite switch` process once it listens.

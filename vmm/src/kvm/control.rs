@@ -275,7 +275,11 @@ impl ControlHub {
                 .stopped_ticks
                 .wrapping_add(u64::try_from(ticks).unwrap_or(u64::MAX));
             write_boot_word(ram, BootInfo::STOPPED_TICKS_OFFSET, stopped);
-            set_wall_clock(ram, clock.tsc.wrapping_sub(clock.stopped_ticks), self.tsc_khz);
+            set_wall_clock(
+                ram,
+                clock.tsc.wrapping_sub(clock.stopped_ticks),
+                self.tsc_khz,
+            );
         }
         self.is_pause_requested.store(false, Ordering::SeqCst);
         drop(state);

@@ -394,10 +394,7 @@ impl Machine {
     /// Put every vCPU where a snapshot left it: the CPUID of this host
     /// (which the caller checked is the snapshot's), then each parked
     /// vCPU's saved state; vCPUs that waited for their start wait again.
-    pub(crate) fn restore_cpus(
-        &mut self,
-        cpus: &[control::CpuAtPause],
-    ) -> Result<(), KvmError> {
+    pub(crate) fn restore_cpus(&mut self, cpus: &[control::CpuAtPause]) -> Result<(), KvmError> {
         let cpuid = self.supported_cpuid()?;
         for ((vcpu, at), start) in self.vcpus.iter().zip(cpus).zip(&mut self.starts) {
             vcpu.set_cpuid2(&cpuid)
@@ -559,11 +556,14 @@ pub(crate) struct RunOptions<'a> {
     pub(crate) api: Option<Api<'a>>,
 }
 
+/// The control socket's server loop, given the running VM.
+pub(crate) type ApiServer<'a> = Box<dyn FnOnce(&dyn control::VmControl) + Send + 'a>;
+
 /// A control socket's server for a run (`--api`): the hub the vCPUs park
 /// at, and the server's loop, run on a thread of its own.
 pub(crate) struct Api<'a> {
     pub(crate) hub: &'a control::ControlHub,
-    pub(crate) server: Box<dyn FnOnce(&dyn control::VmControl) + Send + 'a>,
+    pub(crate) server: ApiServer<'a>,
 }
 
 /// A GDB server for a run (`--gdb`): the hub the vCPUs park at, and the

@@ -146,7 +146,9 @@ impl GuestRam {
             .map(|range| {
                 let len = usize::try_from(range.end - range.start)
                     .expect("memory size checked by VmConfig");
-                let file = file.try_clone().map_err(vm_memory::mmap::MmapRegionError::Mmap)?;
+                let file = file
+                    .try_clone()
+                    .map_err(vm_memory::mmap::MmapRegionError::Mmap)?;
                 let mapping = MmapRegion::build(
                     Some(FileOffset::new(file, range.start)),
                     len,
