@@ -234,6 +234,11 @@ struct RunArgs {
     /// PATH pause|resume|stop|status|snapshot DIR` (docs/snapshots.md).
     #[arg(long, value_name = "PATH")]
     api: Option<PathBuf>,
+    /// Where the guest's own snapshots go (`eremite::vm::snapshot`): DIR's
+    /// `state` and `memory`, created now; `eremite restore DIR` goes on
+    /// from there (docs/snapshots.md).
+    #[arg(long, value_name = "DIR")]
+    snapshot_to: Option<PathBuf>,
     /// Room for --trace's events, taken from guest memory (e.g. 64M; 24
     /// bytes an event; default 64M or a quarter of --memory if less).
     #[arg(long, value_name = "SIZE", requires = "trace", value_parser = parse_memory_size)]
@@ -374,7 +379,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args, started),
         Command::Vm(args) => vm::control(&args),
-        Command::Restore(args) => vm::restore(&args),
+        Command::Restore(args) => vm::restore(&args, started),
         Command::Switch { name } => match eremite_vmm::serve_switch(&name) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -498,6 +503,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         is_confined: true,
         gdb: args.gdb,
         api: args.api,
+        snapshot_to: args.snapshot_to,
     };
     if args.trace.is_some() && args.trace == args.profile {
         eprintln!(
@@ -706,6 +712,7 @@ fn run_on_qemu(args: &RunArgs, accel: qemu::Accel, started: Instant) -> ExitCode
         is_confined: false,
         gdb: None,
         api: None,
+        snapshot_to: None,
     };
     let (address, gateway) = match config.net_params() {
         Ok(params) => params,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use eremite_vmm::{Console, RestoreConfig};
@@ -55,6 +55,10 @@ pub(crate) struct RestoreArgs {
     /// --pin-vcpus`.
     #[arg(long, value_name = "HOST_CPUS", value_parser = crate::parse_host_cpus)]
     pin_vcpus: Option<crate::HostCpus>,
+    /// Show the kernel's log and where the time to the first instruction
+    /// went, on stderr.
+    #[arg(long, short = 'v')]
+    verbose: bool,
 }
 
 /// Send the command; print the VM's answer. Exit code 0 if it did it, 1
@@ -83,23 +87,8 @@ pub(crate) fn control(args: &VmArgs) -> ExitCode {
 /// cannot open files itself: it is confined). A snapshot that fails
 /// leaves no state file, so nothing can restore half of it.
 fn snapshot(socket: &Path, dir: &Path, stop: bool) -> Result<String, eremite_vmm::api::ApiError> {
-    let io = |path: &Path, source| eremite_vmm::api::ApiError::Socket {
-        path: path.to_owned(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let create = |name: &str| {
-        let path = dir.join(name);
-        std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| io(&path, e))
-    };
-    let state = create("state")?;
-    let memory = create("memory")?;
+    let (state, memory) = eremite_vmm::create_snapshot_files(dir)
+        .map_err(|e| eremite_vmm::api::ApiError::Refused(format!("{}: {e}", dir.display())))?;
     let request = if stop { "snapshot stop" } else { "snapshot" };
     let answer = eremite_vmm::api::request(socket, request, &[&state, &memory]);
     if answer.is_err() {
@@ -110,7 +99,7 @@ fn snapshot(socket: &Path, dir: &Path, stop: bool) -> Result<String, eremite_vmm
 }
 
 /// Restore and run to the end; exit codes as `eremite run`'s.
-pub(crate) fn restore(args: &RestoreArgs) -> ExitCode {
+pub(crate) fn restore(args: &RestoreArgs, started: Instant) -> ExitCode {
     let config = RestoreConfig {
         dir: args.dir.clone(),
         api: args.api.clone(),
@@ -122,11 +111,29 @@ pub(crate) fn restore(args: &RestoreArgs) -> ExitCode {
             .unwrap_or_default(),
         is_confined: true,
     };
-    let mut console = Console::host(false);
+    let mut console = Console::host(args.verbose);
+    let called = Instant::now();
     match eremite_vmm::restore(&config, &mut console) {
         Ok(report) => {
             if let Some(message) = report.outcome.failure_message() {
                 eprintln!("eremite: {message}");
+            }
+            if args.verbose {
+                let t = &report.timings;
+                let before = called - started;
+                eprintln!(
+                    "eremite: restore: first instruction after {} (before the VMM {}; state, \
+                     memory and mounts {}, VM and vCPUs {}, the rest {}), guest run {}, \
+                     teardown {}, total {}",
+                    crate::ms(before + t.vmm_setup),
+                    crate::ms(before),
+                    crate::ms(t.load),
+                    crate::ms(t.machine),
+                    crate::ms(t.vmm_setup.saturating_sub(t.load + t.machine)),
+                    crate::ms(t.guest_run),
+                    crate::ms(called.elapsed().saturating_sub(t.vmm_setup + t.guest_run)),
+                    crate::ms(started.elapsed()),
+                );
             }
             ExitCode::from(report.outcome.exit_code())
         }

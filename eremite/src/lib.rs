@@ -8,8 +8,9 @@
 //! Compiled for the application's target (with SSE), this crate also
 //! provides what the hermit target expects from its C library: the memory
 //! intrinsics ([`mem`]); [`fs`], the file-system calls that std for
-//! hermit does not make (rename, symlinks, truncate, canonicalize…); and
-//! [`stats`], the kernel's counters for leak checks.
+//! hermit does not make (rename, symlinks, truncate, canonicalize…);
+//! [`stats`], the kernel's counters for leak checks; and [`vm`], what a
+//! program may ask of its VM (a snapshot of itself).
 //!
 //! On any other target (a native build of the same program) it is empty
 //! but for [`fs`], which then calls std, so one `Cargo.toml` and one
@@ -49,3 +50,4 @@ mod mem;
 unsafe extern "C" {}
 #[cfg(target_os = "hermit")]
 pub mod stats;
+pub mod vm;

@@ -34,16 +34,19 @@ pub enum Port {
     HostFs = PORT_BASE + 3,
     /// [`Populate`]: back a range of guest RAM with host memory now.
     Populate = PORT_BASE + 4,
+    /// [`Snapshot`]: snapshot the VM now (`eremite run --snapshot-to`).
+    Snapshot = PORT_BASE + 5,
 }
 
 impl Port {
     /// Every hypercall port, for building the TSS I/O permission bitmap.
-    pub const ALL: [Port; 5] = [
+    pub const ALL: [Port; 6] = [
         Port::ConsoleWrite,
         Port::Exit,
         Port::StartCpu,
         Port::HostFs,
         Port::Populate,
+        Port::Snapshot,
     ];
 
     /// The port for a port number, if it is a hypercall.
@@ -59,6 +62,7 @@ impl Port {
             Port::HostFs => size_of::<HostFs>(),
             Port::StartCpu => size_of::<StartCpu>(),
             Port::Populate => size_of::<Populate>(),
+            Port::Snapshot => size_of::<Snapshot>(),
         }
     }
 }
@@ -228,6 +232,31 @@ pub struct Populate {
     pub len: u64,
     /// 0 or a negative errno, written by the VMM.
     pub result: i64,
+}
+
+/// Request of [`Port::Snapshot`]: the guest asks to be snapshotted into
+/// the directory the VMM was given (`eremite run --snapshot-to DIR`), at
+/// this point of its run, and then to go on or stop. The call returns
+/// once the snapshot is written, in the VM that asked (`result` 0) and in
+/// every VM restored from it (`result` [`Snapshot::RESTORED`]); with
+/// `stop`, the VM that asked never returns. A negative errno when no
+/// snapshot was written: `EOPNOTSUPP` without `--snapshot-to` (or with a
+/// network card or open host files), `EBUSY` while another is being
+/// taken, `EIO` when it could not be written.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C, align(8))]
+pub struct Snapshot {
+    /// Non-zero: stop the VM once the snapshot is written.
+    pub stop: u64,
+    /// Written by the VMM (see above).
+    pub result: i64,
+}
+
+impl Snapshot {
+    /// `result` in a VM restored from the snapshot.
+    pub const RESTORED: i64 = 1;
 }
 
 impl Populate {

@@ -163,6 +163,21 @@ pub(crate) fn populate(addr: u64, len: u64) {
     }
 }
 
+/// Ask the VMM to snapshot the VM here (`eremite run --snapshot-to`), then
+/// go on or (`stop`) end the VM: 0 once written, `Snapshot::RESTORED` in a
+/// VM restored from it, a negative errno if none was written.
+pub(crate) fn snapshot(stop: bool) -> i64 {
+    if is_pvh() {
+        return -i64::from(eremite_interface::errno::EOPNOTSUPP.0);
+    }
+    let mut request = eremite_interface::hypercall::Snapshot {
+        stop: u64::from(stop),
+        result: 0,
+    };
+    arch::hypercall(Port::Snapshot, &mut request);
+    request.result
+}
+
 /// Writes to the debugcon port.
 struct RecordWriter;
 

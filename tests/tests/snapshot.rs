@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eremite_tests::{Guest, Run, eremite_cli, image, spawn_eremite, spawn_image};
+use eremite_tests::{Guest, Run, eremite_cli, image, spawn_image};
 use sha2::{Digest, Sha256};
 
 /// A fresh directory for one test's sockets and snapshots.
@@ -46,6 +46,22 @@ fn counts(stdout: &str) -> Vec<Count> {
         .collect()
 }
 
+/// `eremite ARGS` with its threads on host CPU `cpu` (of those this
+/// process may use, round robin).
+fn on_host_cpu(cpu: usize, args: &[&str]) -> Run {
+    let allowed = rustix::thread::sched_getaffinity(None).unwrap();
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .collect();
+    let chosen = cpus[cpu % cpus.len()].to_string();
+    let mut command = std::process::Command::new("taskset");
+    command
+        .args(["-c", &chosen])
+        .arg(eremite_tests::eremite())
+        .args(args);
+    eremite_tests::run_command(&mut command)
+}
+
 /// `eremite vm SOCKET ARGS`.
 fn vm(socket: &Path, args: &[&str]) -> Run {
     let mut all = vec!["vm", path(socket)];
@@ -82,7 +98,7 @@ fn a_counter_snapshotted_at_a_random_moment_goes_on_in_new_processes() {
     assert!(
         before
             .stderr
-            .contains("stopped the guest through its control socket"),
+            .contains("stopped the guest once its snapshot was written"),
         "{before}"
     );
     let last = *counts(&before.stdout).last().expect("it counted");
@@ -101,8 +117,10 @@ fn a_counter_snapshotted_at_a_random_moment_goes_on_in_new_processes() {
 
     std::thread::sleep(Duration::from_millis(300));
     let downtime_started = last.wall_ms;
-    let first = spawn_eremite(&["restore", path(&snap)]).wait();
-    let second = spawn_eremite(&["restore", path(&snap)]).wait();
+    // Each on another host CPU than the other: KVM reports the CPU it ran
+    // on among the CPU features, which must not make them differ.
+    let first = on_host_cpu(0, &["restore", path(&snap)]);
+    let second = on_host_cpu(1, &["restore", path(&snap)]);
     for (run, label) in [(&first, "first"), (&second, "second")] {
         run.expect_code(0);
         assert!(run.stdout.ends_with("counter done\n"), "{label}\n{run}");
@@ -339,5 +357,65 @@ fn the_control_socket_answers_mistakes_with_one_clear_line() {
     assert!(socket.exists());
     let run = eremite_tests::boot("hello", &["--api", path(&socket)], &[]);
     run.expect_code(0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_guest_snapshots_itself_where_it_chooses_and_restores_start_there() {
+    let dir = scratch("guest");
+    let stopped = dir.join("stopped");
+    let counter = image("counter");
+    // Snapshot at count 10 and stop.
+    let run = eremite_tests::boot_image(
+        &counter,
+        &["--snapshot-to", path(&stopped), "--cpus", "2"],
+        &["30", "5", "snapshot-at:10:stop"],
+    );
+    run.expect_code(0);
+    assert!(
+        run.stdout.ends_with("count 10 ") || counts(&run.stdout).last().unwrap().n == 10,
+        "{run}"
+    );
+    assert!(!run.stdout.contains("snapshot taken"), "{run}");
+    assert!(
+        run.stderr.contains("once its snapshot was written"),
+        "{run}"
+    );
+    let restored = eremite_cli(&["restore", path(&stopped)]);
+    restored.expect_code(0);
+    assert!(
+        restored
+            .stdout
+            .starts_with("restored from the snapshot\ncount 11 "),
+        "{restored}"
+    );
+    assert!(restored.stdout.contains("files 30 bad 0"), "{restored}");
+
+    // Snapshot at count 5 and go on: the run says it took one and ends;
+    // a restore goes on from count 6.
+    let going_on = dir.join("going-on");
+    let run = eremite_tests::boot_image(
+        &counter,
+        &["--snapshot-to", path(&going_on)],
+        &["12", "5", "snapshot-at:5"],
+    );
+    run.expect_code(0);
+    assert!(run.stdout.contains("count 5 "), "{run}");
+    assert!(run.stdout.contains("snapshot taken\ncount 6 "), "{run}");
+    assert!(run.stdout.ends_with("counter done\n"), "{run}");
+    let restored = eremite_cli(&["restore", path(&going_on)]);
+    restored.expect_code(0);
+    assert!(
+        restored
+            .stdout
+            .starts_with("restored from the snapshot\ncount 6 "),
+        "{restored}"
+    );
+
+    // Without --snapshot-to the call fails and the program goes on.
+    let run = eremite_tests::boot("counter", &[], &["8", "1", "snapshot-at:3"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("no snapshot: "), "{run}");
+    assert!(run.stdout.ends_with("counter done\n"), "{run}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -26,6 +26,9 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
 
+use eremite_interface::errno;
+
+use crate::kvm::HostStop;
 use crate::kvm::control::{CpuAtPause, PausedClock, VmControl};
 use crate::memory::GuestRam;
 use crate::snapshot::{self, SavedCpu, State};
@@ -94,31 +97,46 @@ pub(crate) struct SnapshotTemplate {
     pub(crate) mounts: Vec<crate::MountSpec>,
     /// Why this VM cannot be snapshotted, if it cannot.
     pub(crate) unsupported: Option<String>,
+    /// Where the guest's own snapshots go (`--snapshot-to`): `state`,
+    /// `memory`.
+    pub(crate) guest_files: Option<(std::fs::File, std::fs::File)>,
 }
 
-/// Serve the control socket until the VM ends.
-pub(crate) fn serve(listener: &UnixListener, control: &dyn VmControl, template: &SnapshotTemplate) {
+/// Serve the control socket (if there is one) and the guest's snapshot
+/// requests until the VM ends.
+pub(crate) fn serve(
+    listener: Option<&UnixListener>,
+    control: &dyn VmControl,
+    template: &SnapshotTemplate,
+) {
     if let Err(error) = crate::confine::enter(crate::confine::ThreadKind::Api) {
         eprintln!("eremite: the control socket is off: {error}");
         return;
     }
     let mut paused: Option<PausedClock> = None;
-    let ended = control.ended();
+    let (ended, requested) = (control.ended(), control.requested());
     loop {
-        let mut fds = [
-            PollFd::new(listener, PollFlags::IN),
+        let mut fds = vec![
             PollFd::new(&ended, PollFlags::IN),
+            PollFd::new(&requested, PollFlags::IN),
         ];
+        if let Some(listener) = listener {
+            fds.push(PollFd::new(listener, PollFlags::IN));
+        }
         if poll(&mut fds, None).is_err() {
             continue;
         }
-        if !fds[1].revents().is_empty() {
+        if !fds[0].revents().is_empty() {
             return;
         }
-        if fds[0].revents().is_empty() {
+        if !fds[1].revents().is_empty() {
+            serve_guest_request(control, template);
             continue;
         }
-        let Ok((stream, _)) = listener.accept() else {
+        let Some(Ok((stream, _))) = listener
+            .filter(|_| fds.get(2).is_some_and(|fd| !fd.revents().is_empty()))
+            .map(UnixListener::accept)
+        else {
             continue;
         };
         let answer = match read_request(&stream) {
@@ -202,7 +220,7 @@ fn answer(
             })
             .map_err(|e| e.to_string()),
         ["stop"] => {
-            control.stop();
+            control.stop(HostStop::Control);
             Ok("stopping".to_owned())
         }
         ["snapshot", rest @ ..] if rest.is_empty() || rest == ["stop"] => {
@@ -216,6 +234,54 @@ fn answer(
     match result {
         Ok(text) => format!("ok {text}"),
         Err(text) => format!("error: {text}"),
+    }
+}
+
+/// The guest asked for a snapshot (`Port::Snapshot`): once every vCPU has
+/// parked, write it into `--snapshot-to`'s files, answer the guest (its
+/// request reads "restored" in the snapshot itself, "taken" once the VM
+/// goes on) and go on or stop.
+fn serve_guest_request(control: &dyn VmControl, template: &SnapshotTemplate) {
+    let Some(taken) = control.take_guest_request() else {
+        return;
+    };
+    let Ok((request, clock)) = taken else {
+        // The VM ended, or the vCPUs would not stop: nothing to answer.
+        return;
+    };
+    let result_at =
+        request.addr + core::mem::offset_of!(eremite_interface::hypercall::Snapshot, result) as u64;
+    let answer = |value: i64| {
+        // The request struct was checked to lie in RAM when it was decoded.
+        let _ = template.ram.write(result_at, &value.to_le_bytes());
+    };
+    answer(eremite_interface::hypercall::Snapshot::RESTORED);
+    let written = match (&template.unsupported, &template.guest_files) {
+        (Some(why), _) => Err((
+            errno::EOPNOTSUPP,
+            format!("the VM cannot be snapshotted: {why}"),
+        )),
+        (None, None) => Err((errno::EOPNOTSUPP, "no --snapshot-to".to_owned())),
+        (None, Some((state, memory))) => match control.open_host_files() {
+            0 => write_snapshot(state, memory, control, template, &clock)
+                .map_err(|message| (errno::EIO, message)),
+            open => Err((
+                errno::EOPNOTSUPP,
+                format!("the guest has {open} file(s) on its mounts open"),
+            )),
+        },
+    };
+    match written {
+        Ok(_) if request.stop => control.stop(HostStop::Snapshot),
+        Ok(_) => {
+            answer(0);
+            let _ = control.resume();
+        }
+        Err((error, message)) => {
+            eprintln!("eremite: the guest's snapshot was not written: {message}");
+            answer(-i64::from(error.0));
+            let _ = control.resume();
+        }
     }
 }
 
@@ -255,7 +321,7 @@ fn take_snapshot(
         write_snapshot(&state_file, &memory_file, control, template, &clock)
     };
     if result.is_ok() && then_stop {
-        control.stop();
+        control.stop(HostStop::Snapshot);
     } else if !was_paused {
         let _ = control.resume();
     }

@@ -75,7 +75,7 @@ pub use profile::{
 };
 pub use sandbox::{MAX_MOUNTS, MountSpec, MountSpecError, PathError, parse_mount_spec};
 pub use size::{SizeError, parse_memory_size};
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, create_files as create_snapshot_files};
 pub use usage::{Ended, try_wait_with_usage};
 
 /// Default guest memory.
@@ -194,6 +194,10 @@ pub struct VmConfig {
     /// Serve a control socket at this path while the VM runs (`--api`):
     /// pause, resume, stop, snapshot ([`api`]).
     pub api: Option<PathBuf>,
+    /// Where the guest's own snapshots go (`--snapshot-to`): the guest
+    /// asks with `eremite::vm::snapshot`. The directory's `state` and
+    /// `memory` are created (emptied) before the guest runs.
+    pub snapshot_to: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -224,6 +228,7 @@ impl VmConfig {
             is_confined: true,
             gdb: None,
             api: None,
+            snapshot_to: None,
         }
     }
 
@@ -239,9 +244,10 @@ impl VmConfig {
             )));
         }
         size::check_memory_size(self.memory_bytes).map_err(|e| Error::Config(e.to_string()))?;
-        if self.api.is_some() && self.gdb.is_some() {
+        if (self.api.is_some() || self.snapshot_to.is_some()) && self.gdb.is_some() {
             return Err(Error::Config(
-                "--api and --gdb cannot be used together yet (both stop the vCPUs)".into(),
+                "--api and --snapshot-to cannot be used with --gdb yet (both stop the vCPUs)"
+                    .into(),
             ));
         }
         if let Some(bytes) = self.trace_bytes
@@ -627,7 +633,7 @@ impl Outcome {
             Outcome::Stopped(HostStop::Debugger) => 137,
             // Asked for (`eremite vm SOCKET stop`, `snapshot --stop`): the
             // run ended as the user wanted.
-            Outcome::Stopped(HostStop::Control) => 0,
+            Outcome::Stopped(HostStop::Control | HostStop::Snapshot) => 0,
             // As a Linux process: the low 8 bits of the status.
             Outcome::Exited(code) => (*code & 0xff) as u8,
             Outcome::Aborted => 134,
@@ -669,6 +675,9 @@ impl Outcome {
             Outcome::Stopped(HostStop::Debugger) => Some("GDB killed the guest".into()),
             Outcome::Stopped(HostStop::Control) => {
                 Some("stopped the guest through its control socket".into())
+            }
+            Outcome::Stopped(HostStop::Snapshot) => {
+                Some("stopped the guest once its snapshot was written".into())
             }
             _ => None,
         }
@@ -753,6 +762,16 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     let started = Instant::now();
     config.validate()?;
     let api_listener = config.api.as_deref().map(api::bind).transpose()?;
+    let guest_snapshot_files = config
+        .snapshot_to
+        .as_deref()
+        .map(|dir| {
+            snapshot::create_files(dir).map_err(|source| Error::Snapshot {
+                path: dir.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
     let placement = affinity::Placement::new(&config.pin_vcpus)?;
     let mounts = config
         .mounts
@@ -877,17 +896,18 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     boot_info::write(&ram, &image, &params)?;
 
-    let snapshots = api_listener
-        .map(|listener| {
-            let unsupported = if card.is_some() {
-                Some("it has a network card (--net, -p): not supported yet".to_owned())
-            } else {
-                None
-            };
-            snapshot_support(&machine, &ram, config, tsc_khz, unsupported)
-                .map(|(hub, template)| (listener, hub, template))
-        })
-        .transpose()?;
+    let unsupported = card
+        .is_some()
+        .then(|| "it has a network card (--net, -p): not supported yet".to_owned());
+    let control = control_support(
+        &machine,
+        &ram,
+        config,
+        tsc_khz,
+        unsupported,
+        api_listener,
+        guest_snapshot_files,
+    )?;
 
     let load_bias = linux.as_ref().map_or(0, |program| program.bias);
     let gdb_stream = config
@@ -910,7 +930,10 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         Confinement::None
     };
     let entered = Instant::now();
-    let services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
+    let mut services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
+    services.snapshots = control
+        .as_ref()
+        .map(|c| &c.hub as &dyn hypercall::SnapshotRequests);
     // Ctrl-C and SIGTERM go to the guest while it runs; without the
     // forwarding (which cannot fail on Linux) they end eremite as before.
     let forwarding = kvm::host_signals::Forwarding::start(&ram, machine.vm_fd()).ok();
@@ -929,12 +952,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
                     hub,
                     server: Box::new(|| gdb::serve(hub, &ram, stream, load_bias)),
                 }),
-            api: snapshots
-                .as_ref()
-                .map(|(listener, hub, template)| kvm::Api {
-                    hub,
-                    server: Box::new(move |control| api::serve(listener, control, template)),
-                }),
+            api: control.as_ref().map(Control::api),
         },
     );
     drop(forwarding);
@@ -1081,12 +1099,15 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
         &now_tsc.wrapping_sub(state.frozen_ticks),
     );
     kvm::control::set_wall_clock(&ram, state.frozen_ticks, tsc_khz);
-    let snapshots = api_listener
-        .map(|listener| {
-            snapshot_support(&machine, &ram, &vm_config, tsc_khz, None)
-                .map(|(hub, template)| (listener, hub, template))
-        })
-        .transpose()?;
+    let control = control_support(
+        &machine,
+        &ram,
+        &vm_config,
+        tsc_khz,
+        None,
+        api_listener,
+        None,
+    )?;
 
     let confinement = if config.is_confined {
         confine::confine(&mounts)?
@@ -1105,12 +1126,7 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
             timeout: config.timeout,
             profile_hz: None,
             debugger: None,
-            api: snapshots
-                .as_ref()
-                .map(|(listener, hub, template)| kvm::Api {
-                    hub,
-                    server: Box::new(move |control| api::serve(listener, control, template)),
-                }),
+            api: control.as_ref().map(Control::api),
         },
     );
     drop(forwarding);
@@ -1163,14 +1179,39 @@ fn outcome_of(stop: kvm::Stop) -> Outcome {
     }
 }
 
-/// The control hub and snapshot template of a VM served with `--api`.
-fn snapshot_support(
+/// What serves `--api` and the guest's snapshots (`--snapshot-to`).
+struct Control {
+    listener: Option<std::os::unix::net::UnixListener>,
+    hub: kvm::control::ControlHub,
+    template: api::SnapshotTemplate,
+}
+
+impl Control {
+    /// The server's part in the run.
+    fn api(&self) -> kvm::Api<'_> {
+        kvm::Api {
+            hub: &self.hub,
+            server: Box::new(|control| {
+                api::serve(self.listener.as_ref(), control, &self.template);
+            }),
+        }
+    }
+}
+
+/// The control hub and snapshot template of a VM served with `--api` or
+/// `--snapshot-to` (`None` without either).
+fn control_support(
     machine: &kvm::Machine,
     ram: &memory::GuestRam,
     config: &VmConfig,
     tsc_khz: u64,
     unsupported: Option<String>,
-) -> Result<(kvm::control::ControlHub, api::SnapshotTemplate), Error> {
+    listener: Option<std::os::unix::net::UnixListener>,
+    guest_files: Option<(std::fs::File, std::fs::File)>,
+) -> Result<Option<Control>, Error> {
+    if listener.is_none() && guest_files.is_none() {
+        return Ok(None);
+    }
     let (msrs, unsupported) = match machine.snapshot_msrs()? {
         Some(msrs) => (msrs, unsupported),
         None => (
@@ -1178,12 +1219,14 @@ fn snapshot_support(
             Some("this host's XSAVE state is larger than a snapshot keeps".to_owned()),
         ),
     };
-    let hub = kvm::control::ControlHub::new(config.cpus as usize, msrs, tsc_khz).map_err(|e| {
-        Error::Api(api::ApiError::Socket {
-            path: config.api.clone().unwrap_or_default(),
-            source: e,
-        })
-    })?;
+    let hub =
+        kvm::control::ControlHub::new(config.cpus as usize, msrs, tsc_khz, guest_files.is_some())
+            .map_err(|e| {
+            Error::Api(api::ApiError::Socket {
+                path: config.api.clone().unwrap_or_default(),
+                source: e,
+            })
+        })?;
     let template = api::SnapshotTemplate {
         ram: ram.clone(),
         cpu_features: snapshot::cpu_features(&machine.supported_cpuid()?),
@@ -1192,8 +1235,13 @@ fn snapshot_support(
         is_verbose: config.is_verbose,
         mounts: config.mounts.clone(),
         unsupported,
+        guest_files,
     };
-    Ok((hub, template))
+    Ok(Some(Control {
+        listener,
+        hub,
+        template,
+    }))
 }
 
 /// The function names of what runs in the guest: the image's (the

@@ -22,7 +22,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eremite_interface::layout::PAGE_SIZE;
@@ -109,21 +109,12 @@ pub enum SnapshotError {
     Unsupported(String),
 }
 
-/// SHA-256 of the CPUID entries the vCPUs get, as hex.
+/// SHA-256 of the CPUID entries the vCPUs get, as hex, without what
+/// names the host CPU that asked (`arch::cpu_state::feature_words`).
 pub(crate) fn cpu_features(cpuid: &kvm_bindings::CpuId) -> String {
     let mut hash = Sha256::new();
-    for entry in cpuid.as_slice() {
-        for word in [
-            entry.function,
-            entry.index,
-            entry.flags,
-            entry.eax,
-            entry.ebx,
-            entry.ecx,
-            entry.edx,
-        ] {
-            hash.update(word.to_le_bytes());
-        }
+    for word in crate::arch::cpu_state::feature_words(cpuid) {
+        hash.update(word.to_le_bytes());
     }
     hex(&hash.finalize())
 }
@@ -233,6 +224,22 @@ pub(crate) fn read_state(file: &File) -> Result<State, SnapshotError> {
         return Err(SnapshotError::Damaged("larger than any snapshot's".into()));
     }
     State::parse(&bytes)
+}
+
+/// Create (or empty) `dir`'s `state` and `memory` files for a snapshot to
+/// be written into later.
+pub fn create_files(dir: &Path) -> Result<(File, File), SnapshotError> {
+    std::fs::create_dir_all(dir).map_err(SnapshotError::Write)?;
+    let create = |name: &str| {
+        File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join(name))
+            .map_err(SnapshotError::Write)
+    };
+    Ok((create("state")?, create("memory")?))
 }
 
 /// The length of a memory file for `ram`: the end of its last range.

@@ -6,10 +6,13 @@
 //! went backwards and that the wall clock moved with it, prints eight
 //! bytes of /dev/urandom and exits 0 (1 on a mismatch).
 //!
-//! `counter [COUNT [STEP_MS]]` (default 200 steps of 10 ms).
-
-#[cfg(target_os = "hermit")]
-use eremite as _;
+//! With `snapshot-at:K` it asks for a snapshot of itself at count K
+//! (`eremite::vm::snapshot`, needs `eremite run --snapshot-to DIR`) and
+//! says whether it goes on after taking it or was restored from it; with
+//! `snapshot-at:K:stop` the VM stops once it is written.
+//!
+//! `counter [COUNT [STEP_MS [snapshot-at:K[:stop]]]]` (default 200 steps of
+//! 10 ms).
 use std::io::Read as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +28,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let count: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let step = Duration::from_millis(args.next().and_then(|a| a.parse().ok()).unwrap_or(10));
+    let snapshot_at: Option<(u32, bool)> = args.next().and_then(|a| {
+        let mut parts = a.strip_prefix("snapshot-at:")?.split(':');
+        let at = parts.next()?.parse().ok()?;
+        Some((at, parts.next() == Some("stop")))
+    });
     let dir = std::path::Path::new("/tmp/counter");
     std::fs::create_dir_all(dir).expect("a directory in the RAM file system");
 
@@ -57,6 +65,11 @@ fn main() {
             now.duration_since(started).as_millis(),
             wall_ms()
         );
+        if let Some((at, stop)) = snapshot_at
+            && at == n
+        {
+            snapshot(stop);
+        }
         std::thread::sleep(step);
     }
     drop(to_worker);
@@ -82,4 +95,24 @@ fn main() {
         std::process::exit(1);
     }
     println!("counter done");
+}
+
+/// Ask the VM for a snapshot of this point; say what came of it.
+#[cfg(target_os = "hermit")]
+fn snapshot(stop: bool) {
+    let outcome = if stop {
+        eremite::vm::snapshot_and_stop().map(|()| eremite::vm::Snapshotted::Restored)
+    } else {
+        eremite::vm::snapshot()
+    };
+    match outcome {
+        Ok(eremite::vm::Snapshotted::Taken) => println!("snapshot taken"),
+        Ok(eremite::vm::Snapshotted::Restored) => println!("restored from the snapshot"),
+        Err(error) => println!("no snapshot: {error}"),
+    }
+}
+
+#[cfg(not(target_os = "hermit"))]
+fn snapshot(_stop: bool) {
+    println!("no snapshot: not in an eremite VM");
 }

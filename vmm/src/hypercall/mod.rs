@@ -112,6 +112,8 @@ pub(crate) enum Request {
     /// Back `[addr, addr + len)` (checked: page-aligned, inside one RAM
     /// range, at most `Populate::MAX_LEN`) with host memory now.
     Populate { addr: u64, len: u64 },
+    /// Snapshot the VM, then go on or stop.
+    Snapshot { stop: bool },
 }
 
 /// A decoded call: where its struct lives and what it asks.
@@ -171,6 +173,12 @@ pub(crate) fn decode(port: Port, data: &[u8], ram: &GuestRam) -> Result<Call, Gu
         Port::Populate => {
             let raw: hypercall::Populate = ram.read_obj(addr).map_err(read_error)?;
             decode_populate(&raw, ram)
+        }
+        Port::Snapshot => {
+            let raw: hypercall::Snapshot = ram.read_obj(addr).map_err(read_error)?;
+            Ok(Request::Snapshot {
+                stop: raw.stop != 0,
+            })
         }
     };
     Ok(Call {
@@ -257,6 +265,17 @@ pub(crate) struct Services<'a> {
     pub(crate) host_fs: Mutex<sandbox::HostFs>,
     /// Which application processors wait to be started.
     pub(crate) cpus: CpuStarter,
+    /// Where the guest's `Snapshot` calls go (`--snapshot-to`).
+    pub(crate) snapshots: Option<&'a dyn SnapshotRequests>,
+}
+
+/// Takes the guest's `Snapshot` calls: the snapshot is written by another
+/// thread while every vCPU is parked, the caller's too, which parks as
+/// soon as its call returns to the vCPU loop.
+pub(crate) trait SnapshotRequests: Sync {
+    /// The guest asks, in the request struct at `addr` (whose `result` the
+    /// taker writes); `Err` when no snapshot can be taken now.
+    fn request(&self, addr: u64, stop: bool) -> Result<(), Errno>;
 }
 
 impl<'a> Services<'a> {
@@ -266,6 +285,7 @@ impl<'a> Services<'a> {
             console: Mutex::new(console),
             host_fs: Mutex::new(host_fs),
             cpus: CpuStarter::default(),
+            snapshots: None,
         }
     }
 }
@@ -304,6 +324,16 @@ pub(crate) fn handle(call: Call, ram: &GuestRam, services: &Services<'_>) -> Nex
             answer(ram, call.port, call.addr, result);
             Next::Resume
         }
+        Request::Snapshot { stop } => {
+            let taken = services
+                .snapshots
+                .ok_or(errno::EOPNOTSUPP)
+                .and_then(|taker| taker.request(call.addr, stop));
+            if let Err(error) = taken {
+                answer(ram, call.port, call.addr, Err(error));
+            }
+            Next::Resume
+        }
     }
 }
 
@@ -331,6 +361,7 @@ fn answer(ram: &GuestRam, port: Port, request_addr: u64, result: Result<i64, Err
         Port::HostFs => hypercall::HostFs::RESULT_OFFSET,
         Port::StartCpu => core::mem::offset_of!(hypercall::StartCpu, result) as u64,
         Port::Populate => core::mem::offset_of!(hypercall::Populate, result) as u64,
+        Port::Snapshot => core::mem::offset_of!(hypercall::Snapshot, result) as u64,
         Port::Exit => return,
     };
     let value = result.unwrap_or_else(|e| -i64::from(e.0));

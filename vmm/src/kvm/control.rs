@@ -31,6 +31,7 @@ use crate::arch::cpu_state::CpuState;
 use crate::hypercall::{CpuStart, Services};
 use crate::lock;
 use crate::memory::GuestRam;
+use eremite_interface::errno::{self, Errno};
 
 /// How long [`ControlHub::pause`] waits for every vCPU to park.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +65,15 @@ impl PausedClock {
     }
 }
 
+/// A snapshot the guest asked for (`Port::Snapshot`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GuestRequest {
+    /// Its request struct.
+    pub(crate) addr: u64,
+    /// Stop the VM once it is written.
+    pub(crate) stop: bool,
+}
+
 struct HubState {
     /// Per vCPU: it runs the guest (between `started` and `finished`).
     is_active: Vec<bool>,
@@ -71,6 +81,8 @@ struct HubState {
     parked: Vec<Option<Arc<CpuState>>>,
     clock: Option<PausedClock>,
     is_ended: bool,
+    /// The guest's snapshot request, until the server takes it.
+    guest_request: Option<GuestRequest>,
 }
 
 /// Where vCPUs park for the control socket.
@@ -84,6 +96,10 @@ pub(crate) struct ControlHub {
     tsc_khz: u64,
     /// Readable once the VM has ended.
     ended: OwnedFd,
+    /// Readable while the guest's snapshot request waits.
+    requested: OwnedFd,
+    /// The guest may ask for snapshots (`--snapshot-to`).
+    takes_guest_requests: bool,
 }
 
 /// The control socket could not pause the VM.
@@ -100,19 +116,27 @@ pub(crate) enum PauseError {
 }
 
 impl ControlHub {
-    pub(crate) fn new(cpus: usize, msr_indices: Vec<u32>, tsc_khz: u64) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        cpus: usize,
+        msr_indices: Vec<u32>,
+        tsc_khz: u64,
+        takes_guest_requests: bool,
+    ) -> std::io::Result<Self> {
         Ok(Self {
             state: Mutex::new(HubState {
                 is_active: vec![false; cpus],
                 parked: vec![None; cpus],
                 clock: None,
                 is_ended: false,
+                guest_request: None,
             }),
             changed: Condvar::new(),
             is_pause_requested: AtomicBool::new(false),
             msr_indices,
             tsc_khz,
             ended: eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?,
+            requested: eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?,
+            takes_guest_requests,
         })
     }
 
@@ -200,6 +224,17 @@ impl ControlHub {
         if self.is_pause_requested.swap(true, Ordering::SeqCst) {
             return Err(PauseError::AlreadyPaused);
         }
+        self.wait_parked(vm, services, ram)
+    }
+
+    /// Wait until every vCPU the guest started has parked (the pause was
+    /// asked); on failure the pause is called off.
+    fn wait_parked(
+        &self,
+        vm: &RunningVm<'_>,
+        services: &Services<'_>,
+        ram: &GuestRam,
+    ) -> Result<PausedClock, PauseError> {
         let started = Instant::now();
         let mut state = self.lock();
         loop {
@@ -288,6 +323,24 @@ impl ControlHub {
     }
 }
 
+impl crate::hypercall::SnapshotRequests for ControlHub {
+    fn request(&self, addr: u64, stop: bool) -> Result<(), Errno> {
+        if !self.takes_guest_requests {
+            return Err(errno::EOPNOTSUPP);
+        }
+        let mut state = self.lock();
+        // Asked while a pause is under way (another vCPU's request, or the
+        // control socket's): this one is not taken.
+        if self.is_pause_requested.swap(true, Ordering::SeqCst) {
+            return Err(errno::EBUSY);
+        }
+        state.guest_request = Some(GuestRequest { addr, stop });
+        drop(state);
+        let _ = rustix::io::write(&self.requested, &1u64.to_ne_bytes());
+        Ok(())
+    }
+}
+
 /// The guest's TSC (MSR IA32_TIME_STAMP_COUNTER) as this vCPU reads it.
 pub(crate) fn guest_tsc(fd: &VcpuFd) -> Result<u64, KvmError> {
     const IA32_TSC: u32 = 0x10;
@@ -358,12 +411,17 @@ pub(crate) trait VmControl {
     fn cpus(&self) -> Result<Vec<CpuAtPause>, PauseError>;
     /// Whether the VM is paused (or pausing).
     fn is_paused(&self) -> bool;
-    /// End the run.
-    fn stop(&self);
+    /// End the run, as `why` says.
+    fn stop(&self, why: HostStop);
     /// How many host files (on mounts) the guest has open.
     fn open_host_files(&self) -> usize;
     /// Readable once the VM has ended.
     fn ended(&self) -> BorrowedFd<'_>;
+    /// Readable while the guest's snapshot request waits.
+    fn requested(&self) -> BorrowedFd<'_>;
+    /// Take the guest's snapshot request, if one waits, once every vCPU
+    /// has parked (its own pause was asked with the request).
+    fn take_guest_request(&self) -> Option<Result<(GuestRequest, PausedClock), PauseError>>;
 }
 
 /// The running VM as the control socket's server sees it.
@@ -391,8 +449,8 @@ impl VmControl for Controller<'_, '_, '_> {
         self.hub.is_pause_requested()
     }
 
-    fn stop(&self) {
-        self.vm.stop_by_host(HostStop::Control);
+    fn stop(&self, why: HostStop) {
+        self.vm.stop_by_host(why);
     }
 
     fn open_host_files(&self) -> usize {
@@ -401,5 +459,20 @@ impl VmControl for Controller<'_, '_, '_> {
 
     fn ended(&self) -> BorrowedFd<'_> {
         self.hub.ended.as_fd()
+    }
+
+    fn requested(&self) -> BorrowedFd<'_> {
+        self.hub.requested.as_fd()
+    }
+
+    fn take_guest_request(&self) -> Option<Result<(GuestRequest, PausedClock), PauseError>> {
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&self.hub.requested, &mut count);
+        let request = self.hub.lock().guest_request.take()?;
+        Some(
+            self.hub
+                .wait_parked(self.vm, self.services, self.ram)
+                .map(|clock| (request, clock)),
+        )
     }
 }

@@ -150,9 +150,11 @@ pub enum HostStop {
     Signal(i32),
     /// GDB killed it (`--gdb`).
     Debugger,
-    /// The control socket asked (`eremite vm SOCKET stop`, or a snapshot
-    /// with `--stop`).
+    /// The control socket asked (`eremite vm SOCKET stop`).
     Control,
+    /// A snapshot that was to end the run was written (`eremite vm SOCKET
+    /// snapshot DIR --stop`, `eremite::vm::snapshot_and_stop`).
+    Snapshot,
 }
 
 /// Where a vCPU was when it stopped.

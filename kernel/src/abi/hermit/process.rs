@@ -78,6 +78,16 @@ exported! {
 }
 
 exported! {
+    /// Beside hermit-abi: snapshot the VM now (`eremite::vm::snapshot`):
+    /// 0 in the VM that asked, 1 in one restored from the snapshot, a
+    /// negative errno when none was written. Non-zero `stop`: the VM that
+    /// asked ends once it is written.
+    fn sys_eremite_snapshot(stop: i32) -> i64 {
+        crate::hypervisor::snapshot(stop != 0)
+    }
+}
+
+exported! {
     /// Beside hermit-abi: open sockets, for leak checks (`eremite::stats`).
     fn sys_open_sockets() -> usize {
         net::socket_counts().0

@@ -67,6 +67,28 @@ pub(crate) fn saved_msr_indices(kvm: &Kvm) -> Result<Vec<u32>, StateError> {
         .collect())
 }
 
+/// The words of `cpuid` that say what the CPU can do, for comparing two
+/// hosts: every entry's, but with the APIC IDs zeroed. KVM reports the
+/// IDs of the host CPU its thread ran on (leaf 1 EBX[31:24], the x2APIC
+/// ID in EDX of leaves 0xB and 0x1F, AMD's leaf 0x8000001E), so they
+/// differ from call to call on one host.
+pub(crate) fn feature_words(cpuid: &kvm_bindings::CpuId) -> Vec<u32> {
+    cpuid
+        .as_slice()
+        .iter()
+        .flat_map(|e| {
+            let (mut eax, mut ebx, mut ecx, mut edx) = (e.eax, e.ebx, e.ecx, e.edx);
+            match e.function {
+                0x1 => ebx &= 0x00ff_ffff,
+                0xb | 0x1f => edx = 0,
+                0x8000_001e => (eax, ebx, ecx, edx) = (0, 0, 0, 0),
+                _ => {}
+            }
+            [e.function, e.index, e.flags, eax, ebx, ecx, edx]
+        })
+        .collect()
+}
+
 /// Whether this host's XSAVE area fits `kvm_xsave`'s 4 KiB (it does unless
 /// the guest may use AMX tiles; then the state cannot be saved whole).
 pub(crate) fn xsave_fits(vm: &kvm_ioctls::VmFd) -> bool {
