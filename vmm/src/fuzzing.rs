@@ -1,7 +1,7 @@
 //! What the fuzz targets in `fuzz/` drive: the hypercall decoder and
 //! handlers on arbitrary guest memory, as a hostile guest would, with a
-//! real host directory mounted, and the ELF loader on arbitrary image
-//! files.
+//! real host directory mounted, the ELF loader on arbitrary image files,
+//! and the snapshot state parser on arbitrary state files.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -185,6 +185,29 @@ pub fn load_image(image: &[u8]) {
         assert!(
             loaded.start <= loaded.end
                 && ram.check(loaded.start, loaded.end - loaded.start).is_ok()
+        );
+    }
+}
+
+/// Parse `bytes` as a snapshot's state file (an attacker may hand
+/// `eremite restore` any): it is refused or accepted, never panics, and
+/// what it accepts maps a memory file as long as it says.
+pub fn snapshot_state(bytes: &[u8]) {
+    // As given (the header's checks), and as the JSON of a state file
+    // whose hash matches, as an attacker who hashes again would write it
+    // (the checks behind the hash).
+    check_state(bytes);
+    check_state(&crate::snapshot::with_header(bytes));
+}
+
+fn check_state(bytes: &[u8]) {
+    if let Ok(mut state) = crate::snapshot::State::parse(bytes) {
+        let cpus = state.take_cpus();
+        assert!(!cpus.is_empty());
+        let layout = crate::memory::RamLayout::new(state.memory_bytes);
+        assert_eq!(
+            layout.ranges().map(|r| r.end).max(),
+            Some(state.memory_file_bytes)
         );
     }
 }

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::arch::cpu_state::CpuState;
 use crate::kvm::control::CpuAtPause;
-use crate::memory::GuestRam;
+use crate::memory::{GuestRam, RamLayout};
 
 /// The format of the `state` file; a snapshot of another is refused.
 pub const FORMAT: u32 = 1;
@@ -137,11 +137,7 @@ impl State {
 
     /// The `state` file's bytes.
     pub(crate) fn to_file_bytes(&self) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("the state serialises");
-        let mut out =
-            format!("{MAGIC} {FORMAT} sha256={}\n", hex(&Sha256::digest(&body))).into_bytes();
-        out.extend_from_slice(&body);
-        out
+        with_header(&serde_json::to_vec(self).expect("the state serialises"))
     }
 
     /// Parse a `state` file: its header, its hash, its JSON, and the
@@ -194,6 +190,18 @@ impl State {
                 "its boot vCPU is not running".into(),
             ));
         }
+        // The memory file is mapped as the RAM's layout says: it must be as
+        // long as that layout, or a guest access past its end would fault
+        // in the host.
+        crate::size::check_memory_size(state.memory_bytes)
+            .map_err(|e| SnapshotError::Damaged(e.to_string()))?;
+        let layout_end = layout_end(RamLayout::new(state.memory_bytes));
+        if state.memory_file_bytes != layout_end {
+            return Err(SnapshotError::Damaged(format!(
+                "a memory file of {} bytes for {} bytes of RAM",
+                state.memory_file_bytes, state.memory_bytes
+            )));
+        }
         Ok(state)
     }
 
@@ -211,6 +219,14 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// A `state` file of `body`: the header line, with `body`'s hash, then
+/// `body`.
+pub(crate) fn with_header(body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{MAGIC} {FORMAT} sha256={}\n", hex(&Sha256::digest(body))).into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// Read a snapshot's `state` file (at most [`MAX_STATE_BYTES`]).
@@ -244,7 +260,11 @@ pub fn create_files(dir: &Path) -> Result<(File, File), SnapshotError> {
 
 /// The length of a memory file for `ram`: the end of its last range.
 pub(crate) fn memory_file_bytes(ram: &GuestRam) -> u64 {
-    ram.layout().ranges().map(|r| r.end).max().unwrap_or(0)
+    layout_end(ram.layout())
+}
+
+fn layout_end(layout: RamLayout) -> u64 {
+    layout.ranges().map(|r| r.end).max().unwrap_or(0)
 }
 
 /// Write the pages gathered in `run` at `start` of `file`, if any.
@@ -356,13 +376,34 @@ mod tests {
         ));
         let mut other = state();
         other.interface_version += 1;
-        let body = serde_json::to_vec(&other).unwrap();
-        let mut bytes =
-            format!("{MAGIC} {FORMAT} sha256={}\n", hex(&Sha256::digest(&body))).into_bytes();
-        bytes.extend_from_slice(&body);
+        let bytes = with_header(&serde_json::to_vec(&other).unwrap());
         assert!(matches!(
             State::parse(&bytes),
             Err(SnapshotError::Version { .. })
+        ));
+    }
+
+    #[test]
+    fn a_state_whose_memory_file_is_shorter_than_its_ram_is_refused() {
+        let running = || vec![SavedCpu::Running(Arc::new(CpuState::default()))];
+        let mut good = state();
+        good.cpus = running();
+        assert!(State::parse(&good.to_file_bytes()).is_ok());
+        let mut big = state();
+        big.cpus = running();
+        big.memory_bytes = 1 << 30;
+        let refused = State::parse(&big.to_file_bytes());
+        assert!(
+            matches!(&refused, Err(SnapshotError::Damaged(why)) if why.contains("memory file")),
+            "{refused:?}"
+        );
+        let mut odd = state();
+        odd.cpus = running();
+        odd.memory_bytes = (64 << 20) + 1;
+        odd.memory_file_bytes = odd.memory_bytes;
+        assert!(matches!(
+            State::parse(&odd.to_file_bytes()),
+            Err(SnapshotError::Damaged(_))
         ));
     }
 

@@ -19,7 +19,8 @@
 //! `fs` runs three times: natively on tmpfs, in eremite
 //! on the RAM file system, and in eremite below a `--mount` of a tmpfs
 //! directory; the rows of the last get the suffix `_mount` and are
-//! compared with the same native numbers. `servers` runs Debian's
+//! compared with the same native numbers. `snapshot` times a cold boot
+//! and a restore of the same program (`bench/snapshots.rs`). `servers` runs Debian's
 //! redis, memcached and nginx in eremite and natively under their own
 //! load tools (`bench/servers.rs`).
 
@@ -33,11 +34,12 @@ use crate::{HERMIT_TARGET, Result, build_cli, build_image, cargo, root, run_comm
 mod chart;
 mod sandboxes;
 mod servers;
+mod snapshots;
 
 const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Both sides run pinned to this host core.
 const BENCH_CORE: &str = "1";
-const GROUPS: [&str; 10] = [
+const GROUPS: [&str; 11] = [
     "syscalls",
     "syscalls_qemu",
     "noise",
@@ -48,6 +50,7 @@ const GROUPS: [&str; 10] = [
     "linux",
     "servers",
     "scenarios",
+    "snapshot",
 ];
 /// Guest memory for the `fs` runs: room for Postmark's file pool.
 const FS_MEMORY: &str = "256M";
@@ -130,7 +133,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
     let cli = build_cli()?;
     let needs_programs = groups
         .iter()
-        .any(|g| !matches!(*g, "boot" | "smp" | "scenarios"));
+        .any(|g| !matches!(*g, "boot" | "smp" | "scenarios" | "snapshot"));
     if needs_programs {
         build_benches(&[])?;
         build_benches(&["--target", HOST_TARGET, "--config", "unstable.build-std=[]"])?;
@@ -196,6 +199,11 @@ pub(crate) fn bench(args: &[String]) -> Result {
                 rows.extend(linux_rows);
             }
             "scenarios" => scenarios(&cli, is_quick)?,
+            "snapshot" => {
+                let (snapshot_rows, snapshot_extra) = snapshots::snapshots(&cli, is_quick)?;
+                rows.extend(snapshot_rows);
+                extra.extend(snapshot_extra);
+            }
             "smp" => {
                 rows.push(smp(&cli, if is_quick { 1 } else { 5 })?);
                 rows.extend(cross_core_pingpong(&cli, is_quick)?);
@@ -404,16 +412,9 @@ fn linux(cli: &Path, is_quick: bool) -> Result<(Vec<Row>, u64)> {
     let mut hermit = Command::new(cli);
     hermit.arg("run").arg(&hermit_hello);
     let mut native_hello = Command::new(&c_hello);
-    for command in [&mut musl, &mut hermit, &mut native_hello] {
-        time_once(command)?;
-    }
     let runs = if is_quick { 5 } else { 30 };
-    let (mut musl_ms, mut hermit_ms, mut native_ms) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        musl_ms.push(time_once(&mut musl)?);
-        hermit_ms.push(time_once(&mut hermit)?);
-        native_ms.push(time_once(&mut native_hello)?);
-    }
+    let [musl_ms, hermit_ms, native_ms] =
+        time_interleaved([&mut musl, &mut hermit, &mut native_hello], runs)?;
     for (name, samples) in [
         ("musl_hello_wall_time", &musl_ms),
         ("hermit_hello_wall_time", &hermit_ms),
@@ -1083,6 +1084,25 @@ fn run_command_output(command: &mut Command) -> Result<String> {
         ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Wall times of `runs` rounds of `commands`, one after the other in each
+/// round so that all see the same machine noise (after one warm-up run
+/// each, for the page cache).
+pub(crate) fn time_interleaved<const N: usize>(
+    mut commands: [&mut Command; N],
+    runs: usize,
+) -> Result<[Vec<f64>; N]> {
+    for command in &mut commands {
+        time_once(command)?;
+    }
+    let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(runs));
+    for _ in 0..runs {
+        for (command, times) in commands.iter_mut().zip(&mut samples) {
+            times.push(time_once(command)?);
+        }
+    }
+    Ok(samples)
 }
 
 fn time_once(command: &mut Command) -> Result<f64> {

@@ -49,8 +49,8 @@ pub(crate) const EXAMPLES: [&str; 21] = [
 
 /// Examples that also build natively, as baselines: `hello` for the boot
 /// benchmark, `fsdiff` for the file-system differential test, `rayon` for
-/// the multi-core speed-up benchmark.
-pub(crate) const NATIVE_EXAMPLES: [&str; 3] = ["hello", "fsdiff", "rayon"];
+/// the multi-core speed-up benchmark, `counter` for the snapshot one.
+pub(crate) const NATIVE_EXAMPLES: [&str; 4] = ["hello", "fsdiff", "rayon", "counter"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -93,7 +93,7 @@ fn dispatch(args: &[String]) -> Result {
 }
 
 fn usage() -> String {
-    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|syscalls_qemu|noise|fs|boot|smp|net|linux|servers|scenarios]... [--quick] | fuzz TARGET [SECONDS]"
+    "usage: ./x build | image NAME | run [EREMITE-OPTIONS] NAME [-- ARGS] | test | check | bench [syscalls|syscalls_qemu|noise|fs|boot|smp|net|linux|servers|scenarios|snapshot]... [--quick] | fuzz TARGET [SECONDS]"
         .to_owned()
 }
 
@@ -363,13 +363,14 @@ pub(crate) fn install_tools(tools: &[(&str, &str, &str)]) -> Result {
 }
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 6] = [
+const FUZZ_TARGETS: [&str; 7] = [
     "cpio_entries",
     "vfs_ops",
     "cmdline_params",
     "hypercall_requests",
     "elf_images",
     "net_frames",
+    "snapshot_states",
 ];
 
 /// `./x fuzz TARGET [SECONDS]`: run one target with libFuzzer (default

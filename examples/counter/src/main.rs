@@ -12,7 +12,9 @@
 //! `snapshot-at:K:stop` the VM stops once it is written.
 //!
 //! `counter [COUNT [STEP_MS [snapshot-at:K[:stop]]]]` (default 200 steps of
-//! 10 ms).
+//! 10 ms). `COUNTER_DIR` names the directory for the files (default
+//! `/tmp/counter`); `COUNTER_TOUCH_MIB=N` first fills N MiB of memory, kept
+//! to the end (for the snapshot benchmark's sizes).
 use std::io::Read as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,8 +35,15 @@ fn main() {
         let at = parts.next()?.parse().ok()?;
         Some((at, parts.next() == Some("stop")))
     });
-    let dir = std::path::Path::new("/tmp/counter");
+    let dir = std::path::PathBuf::from(
+        std::env::var("COUNTER_DIR").unwrap_or_else(|_| "/tmp/counter".to_owned()),
+    );
+    let dir = dir.as_path();
     std::fs::create_dir_all(dir).expect("a directory in the RAM file system");
+    let touched: Vec<u8> = std::env::var("COUNTER_TOUCH_MIB")
+        .ok()
+        .and_then(|mib| mib.parse::<usize>().ok())
+        .map_or_else(Vec::new, |mib| vec![0x5a; mib << 20]);
 
     let (to_worker, worker_gets) = mpsc::channel::<u32>();
     let (to_main, main_gets) = mpsc::channel::<u32>();
@@ -91,6 +100,10 @@ fn main() {
         "files {} bad {bad} worker sum {sum} expected {expected}",
         count
     );
+    if touched.iter().step_by(4096).any(|&b| b != 0x5a) {
+        println!("the touched memory changed");
+        std::process::exit(1);
+    }
     if bad != 0 || sum != expected {
         std::process::exit(1);
     }

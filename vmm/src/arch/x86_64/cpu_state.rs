@@ -29,6 +29,7 @@ const MSR_BATCH: usize = 64;
 
 /// Everything KVM holds of one vCPU.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Default))]
 pub(crate) struct CpuState {
     regs: kvm_regs,
     sregs: kvm_sregs,
