@@ -55,6 +55,11 @@ pub(crate) struct RestoreArgs {
     /// --pin-vcpus`.
     #[arg(long, value_name = "HOST_CPUS", value_parser = crate::parse_host_cpus)]
     pin_vcpus: Option<crate::HostCpus>,
+    /// The link for the snapshot's network card, as `eremite run --net`
+    /// (needed when it had one; it keeps its MAC address, and the guest its
+    /// IP configuration).
+    #[arg(long, value_name = "LINK", value_parser = eremite_vmm::parse_net_spec)]
+    net: Option<eremite_vmm::NetSpec>,
     /// Show the kernel's log and where the time to the first instruction
     /// went, on stderr.
     #[arg(long, short = 'v')]
@@ -110,6 +115,7 @@ pub(crate) fn restore(args: &RestoreArgs, started: Instant) -> ExitCode {
             .map(|c| c.0.clone())
             .unwrap_or_default(),
         is_confined: true,
+        net: args.net.clone(),
     };
     let mut console = Console::host(args.verbose);
     let called = Instant::now();

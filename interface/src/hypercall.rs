@@ -35,7 +35,9 @@ pub enum Port {
     /// [`Populate`]: back a range of guest RAM with host memory now.
     Populate = PORT_BASE + 4,
     /// [`Snapshot`]: snapshot the VM now (`eremite run --snapshot-to`).
-    Snapshot = PORT_BASE + 5,
+    /// Past the debug port (`trap::DEBUG_PORT`, `PORT_BASE + 8`): a 32-bit
+    /// `out` uses four ports, and the debug port must stay closed to CPL3.
+    Snapshot = PORT_BASE + 9,
 }
 
 impl Port {
@@ -240,8 +242,8 @@ pub struct Populate {
 /// once the snapshot is written, in the VM that asked (`result` 0) and in
 /// every VM restored from it (`result` [`Snapshot::RESTORED`]); with
 /// `stop`, the VM that asked never returns. A negative errno when no
-/// snapshot was written: `EOPNOTSUPP` without `--snapshot-to` (or with a
-/// network card or open host files), `EBUSY` while another is being
+/// snapshot was written: `EOPNOTSUPP` without `--snapshot-to` (or with
+/// open host files), `EBUSY` while another is being
 /// taken, `EIO` when it could not be written.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,

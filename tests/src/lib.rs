@@ -563,6 +563,17 @@ impl NetNs {
         )
     }
 
+    /// `eremite ARGS` inside the namespace in the background (subcommands
+    /// other than `run`, such as `restore`).
+    pub fn spawn_eremite(&self, args: &[&str]) -> Guest {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name])
+            .arg(eremite())
+            .args(args);
+        Guest::spawn(command)
+    }
+
     /// `eremite ARGS` inside the namespace, for runs that fail before the
     /// guest starts.
     pub fn eremite_cli(&self, args: &[&str]) -> Run {
@@ -672,6 +683,18 @@ pub fn assert_fsdiff_matches_linux(options: &[&str]) {
 pub const GUEST_IP: &str = "10.0.0.2";
 /// The host side's (the tap's) address there.
 pub const HOST_IP: &str = "10.0.0.1";
+
+/// A namespace with the tap of `link` (`tap:NAME`) at [`HOST_IP`]/24, and
+/// the `eremite run` options that give the guest a card on it at
+/// [`GUEST_IP`] with the tap as its gateway.
+pub fn tap_network(link: &'static str) -> (NetNs, [&'static str; 6]) {
+    let tap = link.strip_prefix("tap:").expect("a tap: link");
+    let ns = NetNs::with_tap(tap, "10.0.0.1/24");
+    (
+        ns,
+        ["--net", link, "--ip", "10.0.0.2/24", "--gateway", HOST_IP],
+    )
+}
 
 /// Connect to the guest's `port` (from inside its namespace), retrying
 /// while it boots; reads time out after 30 s.

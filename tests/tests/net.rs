@@ -122,18 +122,7 @@ fn a_missing_tap_is_one_line_and_125() {
 /// A namespace with a tap for the guest, and the options that give the
 /// guest its card and address.
 fn network() -> (NetNs, [&'static str; 6]) {
-    let ns = NetNs::with_tap("etap0", "10.0.0.1/24");
-    (
-        ns,
-        [
-            "--net",
-            "tap:etap0",
-            "--ip",
-            "10.0.0.2/24",
-            "--gateway",
-            "10.0.0.1",
-        ],
-    )
+    eremite_tests::tap_network("tap:etap0")
 }
 
 /// The checks every echo server passes: an answer that describes the

@@ -9,18 +9,7 @@ use std::time::{Duration, Instant};
 use eremite_tests::{GUEST_IP, NetNs, Run, run_command};
 
 fn network() -> (NetNs, [&'static str; 6]) {
-    let ns = NetNs::with_tap("stap0", "10.0.0.1/24");
-    (
-        ns,
-        [
-            "--net",
-            "tap:stap0",
-            "--ip",
-            "10.0.0.2/24",
-            "--gateway",
-            "10.0.0.1",
-        ],
-    )
+    eremite_tests::tap_network("tap:stap0")
 }
 
 fn require(path: &str) -> &std::path::Path {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eremite_tests::{Guest, Run, eremite_cli, image, spawn_image};
+use eremite_tests::{Guest, Run, eremite_cli, http_to_guest, image, spawn_image};
 use sha2::{Digest, Sha256};
 
 /// A fresh directory for one test's sockets and snapshots.
@@ -300,6 +300,12 @@ fn damaged_or_foreign_snapshots_are_refused_before_the_guest_runs() {
         ),
         ("cannot read", dir.join("nothing-here")),
     ];
+    let with_card = eremite_cli(&["restore", "--net", "tap:nothing0", path(&snap)]);
+    with_card.expect_code(125);
+    assert!(
+        with_card.stderr.contains("had no network card"),
+        "{with_card}"
+    );
     for (expected, snapshot) in &cases {
         let run = eremite_cli(&["restore", path(snapshot)]);
         run.expect_code(125);
@@ -417,5 +423,43 @@ fn a_guest_snapshots_itself_where_it_chooses_and_restores_start_there() {
     run.expect_code(0);
     assert!(run.stdout.contains("no snapshot: "), "{run}");
     assert!(run.stdout.ends_with("counter done\n"), "{run}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A GET of `path` that asks to close the connection.
+fn request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: guest\r\nConnection: close\r\n\r\n")
+}
+
+#[test]
+fn an_http_server_snapshotted_while_listening_answers_on_a_new_tap_after_restore() {
+    let dir = scratch("httpd");
+    let socket = dir.join("vm.sock");
+    let snap = dir.join("snap");
+    let (first_ns, card) = eremite_tests::tap_network("tap:stap0");
+    let mut options = vec!["--api", path(&socket)];
+    options.extend_from_slice(&card);
+    let guest = first_ns.spawn("httpd", &options, &["0.0.0.0:8080"]);
+    guest.wait_for_output("listening on");
+    let (guest, before) =
+        guest.talk(|| first_ns.enter(|| http_to_guest(8080, &request("/before"))));
+    assert!(before.contains("url: /before"), "{before}");
+    vm(&socket, &["snapshot", path(&snap), "--stop"]).expect_code(0);
+    guest.wait().expect_code(0);
+    drop(first_ns);
+
+    // A new namespace and a new tap; the card keeps its address and the
+    // guest its IP configuration and its listening socket.
+    let (ns, _) = eremite_tests::tap_network("tap:stap0");
+    let refused = ns.eremite_cli(&["restore", path(&snap)]);
+    refused.expect_code(125);
+    assert!(refused.stderr.contains("give --net"), "{refused}");
+    let restored = ns.spawn_eremite(&["restore", "--net", "tap:stap0", path(&snap)]);
+    let (restored, after) = restored.talk(|| ns.enter(|| http_to_guest(8080, &request("/after"))));
+    assert!(after.contains("url: /after"), "{after}");
+    let (restored, _) = restored.talk(|| ns.enter(|| http_to_guest(8080, &request("/quit"))));
+    let run = restored.wait();
+    run.expect_code(0);
+    assert!(run.stdout.contains("served "), "{run}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -263,7 +263,7 @@ fn serve_guest_request(control: &dyn VmControl, template: &SnapshotTemplate) {
         )),
         (None, None) => Err((errno::EOPNOTSUPP, "no --snapshot-to".to_owned())),
         (None, Some((state, memory))) => match control.open_host_files() {
-            0 => write_snapshot(state, memory, control, template, &clock)
+            0 => write_snapshot(state, memory, control, template, &clock, request.stop)
                 .map_err(|message| (errno::EIO, message)),
             open => Err((
                 errno::EOPNOTSUPP,
@@ -318,7 +318,14 @@ fn take_snapshot(
             "the guest has {open_files} file(s) on its mounts open; snapshots of open host files are not supported yet"
         ))
     } else {
-        write_snapshot(&state_file, &memory_file, control, template, &clock)
+        write_snapshot(
+            &state_file,
+            &memory_file,
+            control,
+            template,
+            &clock,
+            then_stop,
+        )
     };
     if result.is_ok() && then_stop {
         control.stop(HostStop::Snapshot);
@@ -334,12 +341,31 @@ fn take_snapshot(
     ))
 }
 
+/// Write the snapshot of the paused VM, its devices stopped meanwhile (and
+/// serving again after, unless it was written and the VM `stops`).
 fn write_snapshot(
     state_file: &std::fs::File,
     memory_file: &std::fs::File,
     control: &dyn VmControl,
     template: &SnapshotTemplate,
     clock: &PausedClock,
+    stops: bool,
+) -> Result<u64, String> {
+    let cards = control.suspend_devices();
+    let written = write_files(state_file, memory_file, control, template, clock, cards);
+    if written.is_err() || !stops {
+        control.resume_devices();
+    }
+    written
+}
+
+fn write_files(
+    state_file: &std::fs::File,
+    memory_file: &std::fs::File,
+    control: &dyn VmControl,
+    template: &SnapshotTemplate,
+    clock: &PausedClock,
+    cards: Vec<crate::devices::SavedCard>,
 ) -> Result<u64, String> {
     let cpus = control
         .cpus()
@@ -362,6 +388,7 @@ fn write_snapshot(
         is_verbose: template.is_verbose,
         mounts: template.mounts.clone(),
         cpus,
+        cards,
     };
     let io = |e: std::io::Error| format!("cannot write the snapshot: {e}");
     let written = snapshot::write_memory(&template.ram, memory_file).map_err(io)?;

@@ -842,22 +842,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     drop(initrd_archive);
 
-    let mut bus = devices::MmioBus::default();
-    if let (Some(spec), Some((mac, link))) = (&card, link.take()) {
-        let link = match link {
-            PendingLink::Tap(tap) => devices::HostLink::Tap(tap),
-            PendingLink::Switch(port) => devices::HostLink::Switch(port),
-            PendingLink::Passt(mut passt, config) => {
-                passt.wait_ready(&config)?;
-                devices::HostLink::Passt(passt)
-            }
-        };
-        let card = devices::MmioTransport::new(
-            devices::Net::new(mac, link).with_placement(placement.clone()),
-            ram.clone(),
-        )?;
-        bus.add_net(card, &spec.link.to_string(), mac)?;
-    }
+    let bus = card_bus(card.as_ref().zip(link.take()), &placement, &ram)?;
     let machine_started = Instant::now();
     let mut machine = kvm::Machine::new(&ram, config.cpus, &bus)?;
     machine.prepare_cpus(image.entry, &trap_entries)?;
@@ -896,15 +881,11 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     };
     boot_info::write(&ram, &image, &params)?;
 
-    let unsupported = card
-        .is_some()
-        .then(|| "it has a network card (--net, -p): not supported yet".to_owned());
     let control = control_support(
         &machine,
         &ram,
         config,
         tsc_khz,
-        unsupported,
         api_listener,
         guest_snapshot_files,
     )?;
@@ -1017,6 +998,10 @@ pub struct RestoreConfig {
     pub pin_vcpus: Vec<usize>,
     /// As [`VmConfig::is_confined`].
     pub is_confined: bool,
+    /// The link the snapshot's network card goes on now (`--net`): needed
+    /// when it had one, refused when it had none. The card keeps its
+    /// address; the guest keeps its IP configuration.
+    pub net: Option<NetSpec>,
 }
 
 /// Restore the snapshot in `config.dir` and run the VM on from where it
@@ -1064,6 +1049,29 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
     vm_config
         .validate()
         .map_err(|e| refused(SnapshotError::Damaged(e.to_string())))?;
+    let card = match (state.cards.as_slice(), &config.net) {
+        ([], None) => None,
+        ([saved], Some(spec)) => Some(NetSpec {
+            mac: Some(MacAddr(saved.mac)),
+            ..spec.clone()
+        }),
+        ([], Some(_)) => {
+            return Err(Error::Config(
+                "--net: the snapshot's VM had no network card".into(),
+            ));
+        }
+        (_, None) => {
+            return Err(Error::Config(
+                "the snapshot's VM had a network card: give --net for it".into(),
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(refused(SnapshotError::Damaged(
+                "more than one network card".into(),
+            )));
+        }
+    };
+    vm_config.net.clone_from(&card);
     let api_listener = config.api.as_deref().map(api::bind).transpose()?;
     let placement = affinity::Placement::new(&config.pin_vcpus)?;
     let mounts = state
@@ -1076,9 +1084,15 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let link = card
+        .as_ref()
+        .map(|card| open_link(&vm_config, card))
+        .transpose()?;
     let ram = memory::GuestRam::from_snapshot(state.memory_bytes, &memory_file)?;
     drop(memory_file);
-    let bus = devices::MmioBus::default();
+    let bus = card_bus(card.as_ref().zip(link), &placement, &ram)?;
+    bus.restore(&state.cards)
+        .map_err(|e| refused(SnapshotError::Damaged(e)))?;
     let machine_started = Instant::now();
     let mut machine = kvm::Machine::new(&ram, cpus, &bus)?;
     let tsc_khz = u64::from(machine.tsc_khz()?);
@@ -1099,15 +1113,7 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
         &now_tsc.wrapping_sub(state.frozen_ticks),
     );
     kvm::control::set_wall_clock(&ram, state.frozen_ticks, tsc_khz);
-    let control = control_support(
-        &machine,
-        &ram,
-        &vm_config,
-        tsc_khz,
-        None,
-        api_listener,
-        None,
-    )?;
+    let control = control_support(&machine, &ram, &vm_config, tsc_khz, api_listener, None)?;
 
     let confinement = if config.is_confined {
         confine::confine(&mounts)?
@@ -1131,6 +1137,7 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
     );
     drop(forwarding);
     let stopped = Instant::now();
+    let net = bus.shutdown().into_iter().next();
     let (stop, exits, _) = run?;
     let kernel = ram
         .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
@@ -1139,7 +1146,7 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
         outcome: outcome_of(stop),
         exits,
         kernel,
-        net: None,
+        net,
         linux: None,
         timings: Timings {
             vmm_setup: entered - started,
@@ -1154,6 +1161,31 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
         trace: None,
         backtrace: None,
     })
+}
+
+/// The device bus: empty, or with the card `spec` on its opened link.
+fn card_bus(
+    card: Option<(&NetSpec, (MacAddr, PendingLink<'_>))>,
+    placement: &affinity::Placement,
+    ram: &memory::GuestRam,
+) -> Result<devices::MmioBus, Error> {
+    let mut bus = devices::MmioBus::default();
+    if let Some((spec, (mac, link))) = card {
+        let link = match link {
+            PendingLink::Tap(tap) => devices::HostLink::Tap(tap),
+            PendingLink::Switch(port) => devices::HostLink::Switch(port),
+            PendingLink::Passt(mut passt, config) => {
+                passt.wait_ready(&config)?;
+                devices::HostLink::Passt(passt)
+            }
+        };
+        let card = devices::MmioTransport::new(
+            devices::Net::new(mac, link).with_placement(placement.clone()),
+            ram.clone(),
+        )?;
+        bus.add_net(card, &spec.link.to_string(), mac)?;
+    }
+    Ok(bus)
 }
 
 /// What a stop of the machine means for the user.
@@ -1205,7 +1237,6 @@ fn control_support(
     ram: &memory::GuestRam,
     config: &VmConfig,
     tsc_khz: u64,
-    unsupported: Option<String>,
     listener: Option<std::os::unix::net::UnixListener>,
     guest_files: Option<(std::fs::File, std::fs::File)>,
 ) -> Result<Option<Control>, Error> {
@@ -1213,7 +1244,7 @@ fn control_support(
         return Ok(None);
     }
     let (msrs, unsupported) = match machine.snapshot_msrs()? {
-        Some(msrs) => (msrs, unsupported),
+        Some(msrs) => (msrs, None),
         None => (
             Vec::new(),
             Some("this host's XSAVE state is larger than a snapshot keeps".to_owned()),

@@ -74,6 +74,8 @@ pub(crate) struct State {
     /// Its mounts, reopened at restore.
     pub(crate) mounts: Vec<crate::MountSpec>,
     pub(crate) cpus: Vec<SavedCpu>,
+    /// Its network cards (a restore attaches each to the link it is given).
+    pub(crate) cards: Vec<crate::devices::SavedCard>,
 }
 
 /// A snapshot that cannot be taken or restored.
@@ -338,6 +340,7 @@ mod tests {
             is_verbose: false,
             mounts: Vec::new(),
             cpus: vec![SavedCpu::Waiting],
+            cards: Vec::new(),
         }
     }
 

@@ -17,7 +17,10 @@ use eremite_interface::layout::{
     DEVICE_VECTOR, MAX_VIRTIO_DEVICES, VIRTIO_MMIO_ADDR, VIRTIO_MMIO_STRIDE,
 };
 
-use super::{HostLink, MMIO_WINDOW_BYTES, MacAddr, MmioTransport, Net, NetBackend, NetCounters};
+use super::{
+    HostLink, MMIO_WINDOW_BYTES, MacAddr, MmioTransport, Net, NetBackend, NetCounters,
+    TransportState,
+};
 use crate::lock;
 
 const _: () = assert!(MMIO_WINDOW_BYTES == VIRTIO_MMIO_STRIDE);
@@ -25,6 +28,14 @@ const _: () = assert!(MMIO_WINDOW_BYTES == VIRTIO_MMIO_STRIDE);
 /// A network card on the virtio-MMIO transport, backed by a tap or passt
 /// (or, in tests, another backend).
 pub(crate) type NetCard<B = HostLink> = MmioTransport<Net<B>>;
+
+/// A card as a snapshot keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedCard {
+    /// Its Ethernet address (the guest knows it; a restore keeps it).
+    pub(crate) mac: [u8; 6],
+    pub(crate) transport: TransportState,
+}
 
 /// One device on the bus.
 pub(crate) struct Slot<B: NetBackend = HostLink> {
@@ -96,6 +107,44 @@ impl<B: NetBackend> MmioBus<B> {
             mac,
             card: Mutex::new(card),
         });
+        Ok(())
+    }
+
+    /// Stop every card for a snapshot, keeping its queues; their states,
+    /// in window order.
+    pub(crate) fn suspend(&self) -> Vec<SavedCard> {
+        self.slots
+            .iter()
+            .map(|slot| SavedCard {
+                mac: slot.mac.0,
+                transport: lock(&slot.card).suspend(),
+            })
+            .collect()
+    }
+
+    /// Let every card serve again after [`MmioBus::suspend`].
+    pub(crate) fn resume(&self) {
+        for slot in &self.slots {
+            lock(&slot.card).resume();
+        }
+    }
+
+    /// Put the cards where a snapshot left them: as many as it had, with
+    /// its addresses, each taking up its state.
+    pub(crate) fn restore(&self, saved: &[SavedCard]) -> Result<(), String> {
+        if saved.len() != self.slots.len() {
+            return Err(format!(
+                "the snapshot's VM had {} network cards, this one {}",
+                saved.len(),
+                self.slots.len()
+            ));
+        }
+        for (slot, card) in self.slots.iter().zip(saved) {
+            if slot.mac.0 != card.mac {
+                return Err("a card's address differs from the snapshot's".into());
+            }
+            lock(&slot.card).restore(&card.transport)?;
+        }
         Ok(())
     }
 

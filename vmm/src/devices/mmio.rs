@@ -40,7 +40,9 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::queue::{QueueError, QueueLayout};
-use super::{ActivateError, Activation, ActiveQueue, Interrupt, VirtioDevice, new_event};
+use super::{
+    ActivateError, Activation, ActiveQueue, Interrupt, QueuePosition, VirtioDevice, new_event,
+};
 use crate::memory::GuestRam;
 
 /// Size of a device's MMIO window.
@@ -163,10 +165,26 @@ impl Register {
 }
 
 /// One queue's registers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct QueueRegs {
     layout: QueueLayout,
     is_ready: bool,
+}
+
+/// A suspended transport, as a snapshot keeps it: its registers, its
+/// interrupt's state and where its device's queues stand.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TransportState {
+    status: u32,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+    queues: Vec<QueueRegs>,
+    interrupt_status: u32,
+    needs_reset: bool,
+    /// `None`: the device was not serving (no `DRIVER_OK`, or it failed).
+    positions: Option<Vec<QueuePosition>>,
 }
 
 /// A virtio device on the MMIO transport.
@@ -278,6 +296,61 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// thread touches guest memory any more.
     pub(crate) fn shutdown(&mut self) {
         self.device.reset();
+    }
+
+    /// Stop the device for a snapshot, keeping its queues: when this
+    /// returns, no device thread touches guest memory until
+    /// [`MmioTransport::resume`]. Returns the state to save.
+    pub(crate) fn suspend(&mut self) -> TransportState {
+        let positions = self.device.suspend();
+        TransportState {
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            queues: self.queues.clone(),
+            interrupt_status: self.interrupt.status(),
+            needs_reset: self.interrupt.needs_reset(),
+            positions,
+        }
+    }
+
+    /// Serve the queues again after [`MmioTransport::suspend`].
+    pub(crate) fn resume(&mut self) {
+        if let Err(e) = self.device.resume() {
+            self.fail(e.into());
+        }
+    }
+
+    /// Take up `state` (a snapshot's, untrusted like the guest): the
+    /// registers, the interrupt, and a device serving its queues from
+    /// where they stood. A queue layout that is not valid here fails the
+    /// device (`DEVICE_NEEDS_RESET`), as a bad `QueueReady` would.
+    pub(crate) fn restore(&mut self, state: &TransportState) -> Result<(), String> {
+        if state.queues.len() != self.queues.len() {
+            return Err(format!(
+                "{} queues, not {}",
+                state.queues.len(),
+                self.queues.len()
+            ));
+        }
+        self.reset();
+        self.status = state.status;
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.driver_features = state.driver_features;
+        self.queue_sel = state.queue_sel;
+        self.queues.clone_from(&state.queues);
+        self.interrupt
+            .restore(state.interrupt_status, state.needs_reset);
+        if let Some(positions) = &state.positions {
+            if self.status & DRIVER_OK == 0 || positions.len() != self.queues.len() {
+                return Err("queue positions for a device that was not serving".into());
+            }
+            self.activate(Some(positions));
+        }
+        Ok(())
     }
 
     fn read_register(&self, register: Register) -> Option<u32> {
@@ -443,19 +516,22 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
         self.status = status;
         if status & added & DRIVER_OK != 0 {
-            self.activate();
+            self.activate(None);
         }
         true
     }
 
-    fn activate(&mut self) {
+    /// Hand the queues to the device: from their start, or (a restored
+    /// snapshot) from `positions`.
+    fn activate(&mut self, positions: Option<&[QueuePosition]>) {
         let has_event_idx = self.driver_features & 1 << VIRTIO_RING_F_EVENT_IDX != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
-        for ((regs, &max), notify) in self
+        for (i, ((regs, &max), notify)) in self
             .queues
             .iter()
             .zip(self.device.queue_max_sizes())
             .zip(&self.notify)
+            .enumerate()
         {
             let queue = if regs.is_ready {
                 regs.layout.build(max, &self.ram, has_event_idx)
@@ -463,6 +539,13 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 // Not ready: the device will not touch it.
                 Ok(Queue::new(max).unwrap_or_default())
             };
+            let queue = queue.map(|mut queue| {
+                if let Some(at) = positions.and_then(|p| p.get(i)) {
+                    queue.set_next_avail(at.next_avail);
+                    queue.set_next_used(at.next_used);
+                }
+                queue
+            });
             match queue {
                 Ok(queue) => queues.push(ActiveQueue {
                     queue,

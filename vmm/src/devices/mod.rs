@@ -60,10 +60,10 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestRam;
 
-pub(crate) use bus::MmioBus;
 pub use bus::{BusFull, NetReport};
+pub(crate) use bus::{MmioBus, SavedCard};
 pub use mmio::TransportError;
-pub(crate) use mmio::{MMIO_WINDOW_BYTES, MmioTransport, QUEUE_NOTIFY_OFFSET};
+pub(crate) use mmio::{MMIO_WINDOW_BYTES, MmioTransport, QUEUE_NOTIFY_OFFSET, TransportState};
 pub use net::{
     HostAddr, HostEntry, Link, MacAddr, NetCounters, NetSpec, NetSpecError, PasstError,
     PortProtocol, Publish, PublishError, SwitchError, TapError, ensure_switch, parse_host_entry,
@@ -88,6 +88,20 @@ pub(crate) trait VirtioDevice: Send {
     /// Stop serving the queues and forget them (device reset, or the VM
     /// ends). Returns once the device no longer touches guest memory.
     fn reset(&mut self);
+    /// Stop serving the queues but keep them, for a snapshot: where each
+    /// queue stands, or `None` if the device was not serving. Returns once
+    /// the device no longer touches guest memory.
+    fn suspend(&mut self) -> Option<Vec<QueuePosition>>;
+    /// Serve the queues [`VirtioDevice::suspend`] kept again.
+    fn resume(&mut self) -> Result<(), ActivateError>;
+}
+
+/// Where a queue of a suspended device stands: the next available entry it
+/// will take and the next used entry it will fill (virtio 1.2 §2.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct QueuePosition {
+    pub(crate) next_avail: u16,
+    pub(crate) next_used: u16,
 }
 
 /// What a device gets when the driver sets `DRIVER_OK`.
@@ -156,6 +170,12 @@ impl Interrupt {
     pub(crate) fn signal_needs_reset(&self) {
         self.set_needs_reset();
         self.raise(VIRTIO_MMIO_INT_CONFIG);
+    }
+
+    /// Put back the status bits and the reset flag a snapshot saved.
+    fn restore(&self, status: u32, needs_reset: bool) {
+        self.status.store(status, Ordering::Release);
+        self.needs_reset.store(needs_reset, Ordering::Release);
     }
 
     /// Set `DEVICE_NEEDS_RESET` without a notification (before `DRIVER_OK`).

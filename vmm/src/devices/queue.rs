@@ -81,7 +81,7 @@ pub(crate) enum QueueError {
 }
 
 /// Where the driver put a queue, as written to the transport's registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct QueueLayout {
     /// `QueueNum`, as written.
     pub(crate) size: u32,

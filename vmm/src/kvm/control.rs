@@ -28,6 +28,7 @@ use rustix::event::{EventfdFlags, eventfd};
 
 use super::{HostStop, KvmError, RunningVm, ioctl, kick_signal};
 use crate::arch::cpu_state::CpuState;
+use crate::devices::{MmioBus, SavedCard};
 use crate::hypercall::{CpuStart, Services};
 use crate::lock;
 use crate::memory::GuestRam;
@@ -415,6 +416,10 @@ pub(crate) trait VmControl {
     fn stop(&self, why: HostStop);
     /// How many host files (on mounts) the guest has open.
     fn open_host_files(&self) -> usize;
+    /// Stop the devices for a snapshot (the vCPUs are parked): their state.
+    fn suspend_devices(&self) -> Vec<SavedCard>;
+    /// Let the devices serve again.
+    fn resume_devices(&self);
     /// Readable once the VM has ended.
     fn ended(&self) -> BorrowedFd<'_>;
     /// Readable while the guest's snapshot request waits.
@@ -430,6 +435,7 @@ pub(crate) struct Controller<'h, 'v, 's> {
     pub(crate) vm: &'v RunningVm<'h>,
     pub(crate) services: &'v Services<'s>,
     pub(crate) ram: &'v GuestRam,
+    pub(crate) bus: &'v MmioBus,
 }
 
 impl VmControl for Controller<'_, '_, '_> {
@@ -455,6 +461,14 @@ impl VmControl for Controller<'_, '_, '_> {
 
     fn open_host_files(&self) -> usize {
         lock(&self.services.host_fs).open_files()
+    }
+
+    fn suspend_devices(&self) -> Vec<SavedCard> {
+        self.bus.suspend()
+    }
+
+    fn resume_devices(&self) {
+        self.bus.resume();
     }
 
     fn ended(&self) -> BorrowedFd<'_> {

@@ -498,6 +498,7 @@ impl Machine {
                         vm: &vm,
                         services,
                         ram,
+                        bus,
                     };
                     std::thread::Builder::new()
                         .name("api".into())

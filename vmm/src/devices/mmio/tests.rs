@@ -21,12 +21,28 @@ const OFFERED: u64 = VERSION_1 | EVENT_IDX | FEATURE_X;
 /// EVENT_IDX on.
 type QueueSeen = (bool, u16, u64, bool);
 
+/// Where the probe says its queues stand when suspended.
+const POSITIONS: [QueuePosition; 2] = [
+    QueuePosition {
+        next_avail: 7,
+        next_used: 5,
+    },
+    QueuePosition {
+        next_avail: 0,
+        next_used: 0,
+    },
+];
+
 /// What the transport did to the probe.
 #[derive(Default)]
 struct Log {
     /// Per activation: accepted features and the queues.
     activations: Vec<(u64, Vec<QueueSeen>)>,
+    /// Per activation: each queue's next available and used entries.
+    positions: Vec<Vec<(u16, u16)>>,
     resets: usize,
+    suspends: usize,
+    resumes: usize,
 }
 
 #[derive(Clone, Default)]
@@ -56,12 +72,27 @@ impl VirtioDevice for Probe {
                 (q.ready(), q.size(), q.desc_table(), q.event_idx_enabled())
             })
             .collect();
+        let positions = activation
+            .queues
+            .iter()
+            .map(|q| (q.queue.next_avail(), q.queue.next_used()))
+            .collect();
         let mut log = self.log.lock().unwrap();
         log.activations.push((activation.features, queues));
+        log.positions.push(positions);
         Ok(())
     }
     fn reset(&mut self) {
         self.log.lock().unwrap().resets += 1;
+    }
+    fn suspend(&mut self) -> Option<Vec<QueuePosition>> {
+        let mut log = self.log.lock().unwrap();
+        log.suspends += 1;
+        (!log.activations.is_empty()).then(|| POSITIONS.to_vec())
+    }
+    fn resume(&mut self) -> Result<(), ActivateError> {
+        self.log.lock().unwrap().resumes += 1;
+        Ok(())
     }
 }
 
@@ -146,6 +177,42 @@ fn the_handshake_activates_the_device_with_the_configured_queues() {
     assert!(!queues[1].0, "queue 1 was never enabled");
     assert_eq!(t.bad_accesses(), 0);
     assert!(t.failure().is_none());
+}
+
+#[test]
+fn a_suspended_transport_restores_into_a_new_one_serving_from_where_it_stood() {
+    let (mut t, log, ram) = transport();
+    negotiate(&mut t, VERSION_1 | EVENT_IDX);
+    FakeQueue::new(0x4000, 128).configure(&mut t, &ram, 0);
+    set_status_bits(&mut t, DRIVER_OK);
+    let saved = t.suspend();
+    t.resume();
+    assert_eq!(log.lock().unwrap().suspends, 1);
+    assert_eq!(log.lock().unwrap().resumes, 1);
+
+    let probe = Probe::default();
+    let new_log = Arc::clone(&probe.log);
+    let mut restored = MmioTransport::new(probe, ram.clone()).unwrap();
+    restored.restore(&saved).unwrap();
+    assert_eq!(
+        read_reg(&mut restored, reg::VIRTIO_MMIO_STATUS),
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK
+    );
+    let new_log = new_log.lock().unwrap();
+    assert_eq!(new_log.activations.len(), 1);
+    assert_eq!(new_log.activations[0], log.lock().unwrap().activations[0]);
+    assert_eq!(new_log.positions[0][0], (7, 5));
+    drop(new_log);
+    assert!(restored.failure().is_none());
+
+    // A state for another device (more queues), or positions for a device
+    // that was not serving, is refused.
+    let mut other = saved.clone();
+    other.queues.push(other.queues[0]);
+    assert!(restored.restore(&other).is_err());
+    let mut not_serving = saved;
+    not_serving.status &= !DRIVER_OK;
+    assert!(restored.restore(&not_serving).is_err());
 }
 
 #[test]

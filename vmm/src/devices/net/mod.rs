@@ -47,9 +47,13 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateError, Activation, VirtioDevice, new_event, read_config_bytes};
+use super::{
+    ActivateError, Activation, ActiveQueue, Interrupt, QueuePosition, VirtioDevice, new_event,
+    read_config_bytes,
+};
 use crate::affinity::Placement;
 use crate::confine::{self, ThreadKind};
+use crate::memory::GuestRam;
 pub use passt::PasstError;
 pub(crate) use passt::{Passt, PasstConfig};
 pub use publish::{
@@ -186,6 +190,11 @@ pub(crate) struct Net<B: NetBackend> {
     worker: Option<RunningWorker<B>>,
     counters: Arc<Mutex<NetCounters>>,
     fault: Option<WorkerFault>,
+    /// What the last activation gave (RAM, interrupt, features), to start
+    /// the worker again after a suspension.
+    activated: Option<(GuestRam, Arc<Interrupt>, u64)>,
+    /// The queues of a suspended worker (`VirtioDevice::suspend`).
+    suspended: Option<(ActiveQueue, ActiveQueue)>,
 }
 
 impl<B: NetBackend> Net<B> {
@@ -206,6 +215,26 @@ impl<B: NetBackend> Net<B> {
             worker: None,
             counters: Arc::default(),
             fault: None,
+            activated: None,
+            suspended: None,
+        }
+    }
+
+    /// Stop the worker and take back what it had.
+    fn join_worker(&mut self) -> Option<(ActiveQueue, ActiveQueue)> {
+        let RunningWorker { stop, thread } = self.worker.take()?;
+        // Fails only if the counter would overflow: it is set then.
+        let _ = stop.write(1);
+        match thread.join() {
+            Ok(finished) => {
+                self.backend = Some(finished.backend);
+                self.fault = finished.fault;
+                Some(finished.queues)
+            }
+            Err(_) => {
+                self.fault = Some(WorkerFault::Panicked);
+                None
+            }
         }
     }
 
@@ -275,6 +304,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         let stop = new_event().map_err(ActivateError::Host)?;
         let worker_stop = stop.try_clone().map_err(ActivateError::Host)?;
         let backend = self.backend.take().ok_or(ActivateError::NoBackend)?;
+        self.activated = Some((ram.clone(), Arc::clone(&interrupt), features));
         let mut worker = Worker::new(ram, rx, tx, interrupt, backend, Arc::clone(&self.counters));
         if features & 1 << VIRTIO_NET_F_GUEST_CSUM != 0 {
             worker.vouch_for_checksums();
@@ -299,18 +329,36 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     }
 
     fn reset(&mut self) {
-        let Some(RunningWorker { stop, thread }) = self.worker.take() else {
-            return;
+        self.join_worker();
+        self.suspended = None;
+        self.activated = None;
+    }
+
+    fn suspend(&mut self) -> Option<Vec<QueuePosition>> {
+        let (rx, tx) = self.join_worker()?;
+        let positions = [&rx, &tx]
+            .iter()
+            .map(|q| QueuePosition {
+                next_avail: q.queue.next_avail(),
+                next_used: q.queue.next_used(),
+            })
+            .collect();
+        self.suspended = Some((rx, tx));
+        Some(positions)
+    }
+
+    fn resume(&mut self) -> Result<(), ActivateError> {
+        let (Some((rx, tx)), Some((ram, interrupt, features))) =
+            (self.suspended.take(), self.activated.clone())
+        else {
+            return Ok(());
         };
-        // Fails only if the counter would overflow: it is set then.
-        let _ = stop.write(1);
-        match thread.join() {
-            Ok(finished) => {
-                self.backend = Some(finished.backend);
-                self.fault = finished.fault;
-            }
-            Err(_) => self.fault = Some(WorkerFault::Panicked),
-        }
+        self.activate(Activation {
+            ram,
+            features,
+            queues: vec![rx, tx],
+            interrupt,
+        })
     }
 }
 

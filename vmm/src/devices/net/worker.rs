@@ -31,7 +31,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_bindings::virtio_net::VIRTIO_NET_HDR_F_DATA_VALID;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -80,6 +80,10 @@ pub(crate) enum WorkerFault {
 pub(super) struct Finished<B> {
     pub(super) backend: B,
     pub(super) fault: Option<WorkerFault>,
+    /// The receive and transmit queues, where the worker left them (a
+    /// receive buffer it had taken but not filled is given back to the
+    /// ring), to go on with after a suspension.
+    pub(super) queues: (ActiveQueue, ActiveQueue),
 }
 
 /// The backend side of the worker: the backend, its buffers and counters.
@@ -168,14 +172,27 @@ impl<B: NetBackend> Worker<B> {
         self.finish(Some(fault))
     }
 
-    fn finish(self, fault: Option<WorkerFault>) -> Finished<B> {
+    fn finish(mut self, fault: Option<WorkerFault>) -> Finished<B> {
         if fault.is_some() {
             self.interrupt.signal_needs_reset();
         }
         self.publish_counters();
+        if self.io.rx_chain.take().is_some() {
+            self.rx.go_to_previous_position();
+        }
         Finished {
             backend: self.io.backend,
             fault,
+            queues: (
+                ActiveQueue {
+                    queue: self.rx,
+                    notify: self.rx_notify,
+                },
+                ActiveQueue {
+                    queue: self.tx,
+                    notify: self.tx_notify,
+                },
+            ),
         }
     }
 
