@@ -36,6 +36,10 @@ enum VmCommand {
         /// Stop the VM once the snapshot is written.
         #[arg(long)]
         stop: bool,
+        /// Write only the pages that changed since this run's last
+        /// snapshot (restore with `eremite restore BASE DIFF...`).
+        #[arg(long)]
+        diff: bool,
     },
 }
 
@@ -44,6 +48,9 @@ enum VmCommand {
 pub(crate) struct RestoreArgs {
     /// The snapshot's directory (`eremite vm SOCKET snapshot DIR`).
     dir: PathBuf,
+    /// `--diff` snapshots taken after it, in order: the VM goes on from
+    /// the last.
+    diffs: Vec<PathBuf>,
     /// Serve a control socket at PATH, as `eremite run --api`.
     #[arg(long, value_name = "PATH")]
     api: Option<PathBuf>,
@@ -74,7 +81,7 @@ pub(crate) fn control(args: &VmArgs) -> ExitCode {
         VmCommand::Pause => eremite_vmm::api::request(&args.socket, "pause", &[]),
         VmCommand::Resume => eremite_vmm::api::request(&args.socket, "resume", &[]),
         VmCommand::Stop => eremite_vmm::api::request(&args.socket, "stop", &[]),
-        VmCommand::Snapshot { dir, stop } => snapshot(&args.socket, dir, *stop),
+        VmCommand::Snapshot { dir, stop, diff } => snapshot(&args.socket, dir, *stop, *diff),
     };
     match result {
         Ok(answer) => {
@@ -91,11 +98,20 @@ pub(crate) fn control(args: &VmArgs) -> ExitCode {
 /// Create DIR's two files and hand them to the VM, which writes them (it
 /// cannot open files itself: it is confined). A snapshot that fails
 /// leaves no state file, so nothing can restore half of it.
-fn snapshot(socket: &Path, dir: &Path, stop: bool) -> Result<String, eremite_vmm::api::ApiError> {
+fn snapshot(
+    socket: &Path,
+    dir: &Path,
+    stop: bool,
+    diff: bool,
+) -> Result<String, eremite_vmm::api::ApiError> {
     let (state, memory) = eremite_vmm::create_snapshot_files(dir)
         .map_err(|e| eremite_vmm::api::ApiError::Refused(format!("{}: {e}", dir.display())))?;
-    let request = if stop { "snapshot stop" } else { "snapshot" };
-    let answer = eremite_vmm::api::request(socket, request, &[&state, &memory]);
+    let request = format!(
+        "snapshot{}{}",
+        if diff { " diff" } else { "" },
+        if stop { " stop" } else { "" }
+    );
+    let answer = eremite_vmm::api::request(socket, &request, &[&state, &memory]);
     if answer.is_err() {
         let _ = std::fs::remove_file(dir.join("state"));
         let _ = std::fs::remove_file(dir.join("memory"));
@@ -107,6 +123,7 @@ fn snapshot(socket: &Path, dir: &Path, stop: bool) -> Result<String, eremite_vmm
 pub(crate) fn restore(args: &RestoreArgs, started: Instant) -> ExitCode {
     let config = RestoreConfig {
         dir: args.dir.clone(),
+        diffs: args.diffs.clone(),
         api: args.api.clone(),
         timeout: args.timeout,
         pin_vcpus: args

@@ -463,3 +463,57 @@ fn an_http_server_snapshotted_while_listening_answers_on_a_new_tap_after_restore
     assert!(run.stdout.contains("served "), "{run}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn diff_snapshots_in_a_row_restore_from_their_base_in_order_only() {
+    let dir = scratch("diff");
+    let socket = dir.join("vm.sock");
+    let [base, first, second] = ["base", "first", "second"].map(|name| dir.join(name));
+    let guest = counter(&socket, &["--cpus", "2"], "120");
+    // No difference before a snapshot of this run.
+    let early = vm(&socket, &["snapshot", path(&first), "--diff"]);
+    early.expect_code(1);
+    assert!(
+        early.stderr.contains("no snapshot to be a difference from"),
+        "{early}"
+    );
+    vm(&socket, &["snapshot", path(&base)]).expect_code(0);
+    std::thread::sleep(Duration::from_millis(60));
+    vm(&socket, &["snapshot", path(&first), "--diff"]).expect_code(0);
+    std::thread::sleep(Duration::from_millis(60));
+    let last = vm(&socket, &["snapshot", path(&second), "--diff", "--stop"]);
+    last.expect_code(0);
+    assert!(last.stdout.contains("(a difference)"), "{last}");
+    let before = guest.wait();
+    before.expect_code(0);
+    let stopped_at = counts(&before.stdout).last().unwrap().n;
+
+    // The differences hold far less than the base.
+    let allocated = |d: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(d.join("memory")).unwrap().blocks() * 512
+    };
+    assert!(
+        allocated(&second) * 4 < allocated(&base),
+        "base {} bytes, difference {} bytes",
+        allocated(&base),
+        allocated(&second)
+    );
+    let run = eremite_cli(&["restore", path(&base), path(&first), path(&second)]);
+    run.expect_code(0);
+    assert_eq!(counts(&run.stdout)[0].n, stopped_at + 1, "{run}");
+    assert!(run.stdout.contains("files 120 bad 0"), "{run}");
+    // Out of order, a difference alone, or one skipped: refused.
+    for chain in [
+        vec![path(&base), path(&second)],
+        vec![path(&second)],
+        vec![path(&base), path(&second), path(&first)],
+    ] {
+        let mut args = vec!["restore"];
+        args.extend(chain);
+        let run = eremite_cli(&args);
+        run.expect_code(125);
+        assert!(run.stdout.is_empty(), "the guest ran\n{run}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

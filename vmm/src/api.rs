@@ -31,7 +31,7 @@ use eremite_interface::errno;
 use crate::kvm::HostStop;
 use crate::kvm::control::{CpuAtPause, PausedClock, VmControl};
 use crate::memory::GuestRam;
-use crate::snapshot::{self, SavedCpu, State};
+use crate::snapshot::{self, PageHashes, SavedCpu, State};
 
 /// How long the server waits for a connected client's request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -113,7 +113,12 @@ pub(crate) fn serve(
         eprintln!("eremite: the control socket is off: {error}");
         return;
     }
-    let mut paused: Option<PausedClock> = None;
+    let mut server = Server {
+        control,
+        template,
+        paused: None,
+        last: None,
+    };
     let (ended, requested) = (control.ended(), control.requested());
     loop {
         let mut fds = vec![
@@ -130,7 +135,7 @@ pub(crate) fn serve(
             return;
         }
         if !fds[1].revents().is_empty() {
-            serve_guest_request(control, template);
+            server.serve_guest_request();
             continue;
         }
         let Some(Ok((stream, _))) = listener
@@ -140,7 +145,7 @@ pub(crate) fn serve(
             continue;
         };
         let answer = match read_request(&stream) {
-            Ok((line, files)) => answer(&line, files, control, template, &mut paused),
+            Ok((line, files)) => server.answer(&line, files),
             Err(error) => format!("error: {error}"),
         };
         let mut stream = stream;
@@ -190,175 +195,218 @@ fn read_request(stream: &UnixStream) -> std::io::Result<(String, Vec<OwnedFd>)> 
     Ok((line, files))
 }
 
-/// Carry out one request; the answer line.
-fn answer(
-    line: &str,
-    files: Vec<OwnedFd>,
-    control: &dyn VmControl,
-    template: &SnapshotTemplate,
-    paused: &mut Option<PausedClock>,
-) -> String {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let result = match words.as_slice() {
-        ["status"] => Ok(if control.is_paused() {
-            "paused".to_owned()
-        } else {
-            "running".to_owned()
-        }),
-        ["pause"] => control
-            .pause()
-            .map(|clock| {
-                *paused = Some(clock);
+/// The server's memory between requests.
+struct Server<'a> {
+    control: &'a dyn VmControl,
+    template: &'a SnapshotTemplate,
+    /// Where the clocks stood at the pause asked with `pause`.
+    paused: Option<PausedClock>,
+    /// The last snapshot this run wrote: its identity and its pages, what
+    /// a `--diff` snapshot is a difference from.
+    last: Option<(String, PageHashes)>,
+}
+
+/// Why no snapshot was written.
+enum NotWritten {
+    /// This VM, or this request, cannot be snapshotted.
+    Unsupported(String),
+    /// Writing it failed.
+    Failed(String),
+}
+
+impl NotWritten {
+    fn errno(&self) -> errno::Errno {
+        match self {
+            Self::Unsupported(_) => errno::EOPNOTSUPP,
+            Self::Failed(_) => errno::EIO,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Self::Unsupported(message) | Self::Failed(message) => message,
+        }
+    }
+}
+
+impl Server<'_> {
+    /// Carry out one request; the answer line.
+    fn answer(&mut self, line: &str, files: Vec<OwnedFd>) -> String {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let result = match words.as_slice() {
+            ["status"] => Ok(if self.control.is_paused() {
                 "paused".to_owned()
-            })
-            .map_err(|e| e.to_string()),
-        ["resume"] => control
-            .resume()
-            .map(|()| {
-                *paused = None;
+            } else {
                 "running".to_owned()
-            })
-            .map_err(|e| e.to_string()),
-        ["stop"] => {
-            control.stop(HostStop::Control);
-            Ok("stopping".to_owned())
-        }
-        ["snapshot", rest @ ..] if rest.is_empty() || rest == ["stop"] => {
-            take_snapshot(files, control, template, paused, rest == ["stop"])
-        }
-        _ => Err(format!(
-            "unknown request {:?} (status, pause, resume, stop, snapshot [stop])",
-            line.chars().take(40).collect::<String>()
-        )),
-    };
-    match result {
-        Ok(text) => format!("ok {text}"),
-        Err(text) => format!("error: {text}"),
-    }
-}
-
-/// The guest asked for a snapshot (`Port::Snapshot`): once every vCPU has
-/// parked, write it into `--snapshot-to`'s files, answer the guest (its
-/// request reads "restored" in the snapshot itself, "taken" once the VM
-/// goes on) and go on or stop.
-fn serve_guest_request(control: &dyn VmControl, template: &SnapshotTemplate) {
-    let Some(taken) = control.take_guest_request() else {
-        return;
-    };
-    let Ok((request, clock)) = taken else {
-        // The VM ended, or the vCPUs would not stop: nothing to answer.
-        return;
-    };
-    let result_at =
-        request.addr + core::mem::offset_of!(eremite_interface::hypercall::Snapshot, result) as u64;
-    let answer = |value: i64| {
-        // The request struct was checked to lie in RAM when it was decoded.
-        let _ = template.ram.write(result_at, &value.to_le_bytes());
-    };
-    answer(eremite_interface::hypercall::Snapshot::RESTORED);
-    let written = match (&template.unsupported, &template.guest_files) {
-        (Some(why), _) => Err((
-            errno::EOPNOTSUPP,
-            format!("the VM cannot be snapshotted: {why}"),
-        )),
-        (None, None) => Err((errno::EOPNOTSUPP, "no --snapshot-to".to_owned())),
-        (None, Some((state, memory))) => match control.open_host_files() {
-            0 => write_snapshot(state, memory, control, template, &clock, request.stop)
-                .map_err(|message| (errno::EIO, message)),
-            open => Err((
-                errno::EOPNOTSUPP,
-                format!("the guest has {open} file(s) on its mounts open"),
+            }),
+            ["pause"] => self
+                .control
+                .pause()
+                .map(|clock| {
+                    self.paused = Some(clock);
+                    "paused".to_owned()
+                })
+                .map_err(|e| e.to_string()),
+            ["resume"] => self
+                .control
+                .resume()
+                .map(|()| {
+                    self.paused = None;
+                    "running".to_owned()
+                })
+                .map_err(|e| e.to_string()),
+            ["stop"] => {
+                self.control.stop(HostStop::Control);
+                Ok("stopping".to_owned())
+            }
+            ["snapshot", flags @ ..] if flags.iter().all(|f| ["stop", "diff"].contains(f)) => {
+                self.take_snapshot(files, flags.contains(&"stop"), flags.contains(&"diff"))
+            }
+            _ => Err(format!(
+                "unknown request {:?} (status, pause, resume, stop, snapshot [diff] [stop])",
+                line.chars().take(40).collect::<String>()
             )),
-        },
-    };
-    match written {
-        Ok(_) if request.stop => control.stop(HostStop::Snapshot),
-        Ok(_) => {
-            answer(0);
-            let _ = control.resume();
-        }
-        Err((error, message)) => {
-            eprintln!("eremite: the guest's snapshot was not written: {message}");
-            answer(-i64::from(error.0));
-            let _ = control.resume();
+        };
+        match result {
+            Ok(text) => format!("ok {text}"),
+            Err(text) => format!("error: {text}"),
         }
     }
-}
 
-/// Pause (unless paused), write the snapshot into `files` (state, memory),
-/// then resume (unless it was paused) or stop.
-fn take_snapshot(
-    files: Vec<OwnedFd>,
-    control: &dyn VmControl,
-    template: &SnapshotTemplate,
-    paused: &mut Option<PausedClock>,
-    then_stop: bool,
-) -> Result<String, String> {
-    if let Some(why) = &template.unsupported {
-        return Err(format!("this VM cannot be snapshotted: {why}"));
+    /// The guest asked for a snapshot (`Port::Snapshot`): once every vCPU
+    /// has parked, write it into `--snapshot-to`'s files, answer the guest
+    /// (its request reads "restored" in the snapshot itself, "taken" once
+    /// the VM goes on) and go on or stop.
+    fn serve_guest_request(&mut self) {
+        let Some(taken) = self.control.take_guest_request() else {
+            return;
+        };
+        let Ok((request, clock)) = taken else {
+            // The VM ended, or the vCPUs would not stop: nothing to answer.
+            return;
+        };
+        let result_at = request.addr
+            + core::mem::offset_of!(eremite_interface::hypercall::Snapshot, result) as u64;
+        let ram = &self.template.ram;
+        let answer = |value: i64| {
+            // The request struct was checked to lie in RAM when decoded.
+            let _ = ram.write(result_at, &value.to_le_bytes());
+        };
+        answer(eremite_interface::hypercall::Snapshot::RESTORED);
+        let written = match &self.template.guest_files {
+            None => Err(NotWritten::Unsupported("no --snapshot-to".to_owned())),
+            Some((state, memory)) => {
+                self.write_snapshot((state, memory), &clock, request.stop, false)
+            }
+        };
+        match written {
+            Ok(_) if request.stop => self.control.stop(HostStop::Snapshot),
+            Ok(_) => {
+                answer(0);
+                let _ = self.control.resume();
+            }
+            Err(error) => {
+                eprintln!(
+                    "eremite: the guest's snapshot was not written: {}",
+                    error.message()
+                );
+                answer(-i64::from(error.errno().0));
+                let _ = self.control.resume();
+            }
+        }
     }
-    let [state_fd, memory_fd]: [OwnedFd; 2] = files
-        .try_into()
-        .map_err(|_| "a snapshot needs its state and memory files".to_owned())?;
-    let (state_file, memory_file) = (
-        std::fs::File::from(state_fd),
-        std::fs::File::from(memory_fd),
-    );
-    let started = Instant::now();
-    let was_paused = paused.is_some();
-    let clock = match *paused {
-        Some(clock) => clock,
-        None => control.pause().map_err(|e| e.to_string())?,
-    };
-    // Open host files would be lost: a restored VMM has no descriptors
-    // for them (it reopens the mounts only).
-    let open_files = control.open_host_files();
-    let result = if open_files > 0 {
-        Err(format!(
-            "the guest has {open_files} file(s) on its mounts open; snapshots of open host files are not supported yet"
+
+    /// Pause (unless paused), write the snapshot into `files` (state,
+    /// memory), then resume (unless it was paused) or stop.
+    fn take_snapshot(
+        &mut self,
+        files: Vec<OwnedFd>,
+        then_stop: bool,
+        is_diff: bool,
+    ) -> Result<String, String> {
+        let [state_fd, memory_fd]: [OwnedFd; 2] = files
+            .try_into()
+            .map_err(|_| "a snapshot needs its state and memory files".to_owned())?;
+        let (state_file, memory_file) = (
+            std::fs::File::from(state_fd),
+            std::fs::File::from(memory_fd),
+        );
+        let started = Instant::now();
+        let was_paused = self.paused.is_some();
+        let clock = match self.paused {
+            Some(clock) => clock,
+            None => self.control.pause().map_err(|e| e.to_string())?,
+        };
+        let result = self.write_snapshot((&state_file, &memory_file), &clock, then_stop, is_diff);
+        if result.is_ok() && then_stop {
+            self.control.stop(HostStop::Snapshot);
+        } else if !was_paused {
+            let _ = self.control.resume();
+        }
+        let written = result.map_err(|e| e.message().to_owned())?;
+        Ok(format!(
+            "snapshot: {} KiB of memory written in {} ms{}{}",
+            written / 1024,
+            started.elapsed().as_millis(),
+            if is_diff { " (a difference)" } else { "" },
+            if then_stop { ", the VM stops" } else { "" }
         ))
-    } else {
-        write_snapshot(
-            &state_file,
-            &memory_file,
-            control,
-            template,
-            &clock,
-            then_stop,
-        )
-    };
-    if result.is_ok() && then_stop {
-        control.stop(HostStop::Snapshot);
-    } else if !was_paused {
-        let _ = control.resume();
     }
-    let written = result?;
-    Ok(format!(
-        "snapshot: {} KiB of memory written in {} ms{}",
-        written / 1024,
-        started.elapsed().as_millis(),
-        if then_stop { ", the VM stops" } else { "" }
-    ))
+
+    /// Write the snapshot of the paused VM (a difference from the last one
+    /// with `is_diff`), its devices stopped meanwhile and serving again
+    /// after, unless it was written and the VM `stops`. Returns the bytes
+    /// of memory written.
+    fn write_snapshot(
+        &mut self,
+        (state_file, memory_file): (&std::fs::File, &std::fs::File),
+        clock: &PausedClock,
+        stops: bool,
+        is_diff: bool,
+    ) -> Result<u64, NotWritten> {
+        if let Some(why) = &self.template.unsupported {
+            return Err(NotWritten::Unsupported(format!(
+                "the VM cannot be snapshotted: {why}"
+            )));
+        }
+        // Open host files would be lost: a restored VMM has no descriptors
+        // for them (it reopens the mounts only).
+        let open_files = self.control.open_host_files();
+        if open_files > 0 {
+            return Err(NotWritten::Unsupported(format!(
+                "the guest has {open_files} file(s) on its mounts open; snapshots of open host files are not supported yet"
+            )));
+        }
+        let previous = match (is_diff, &self.last) {
+            (false, _) => None,
+            (true, Some(last)) => Some(last),
+            (true, None) => {
+                return Err(NotWritten::Unsupported(
+                    "--diff: this run has written no snapshot to be a difference from".into(),
+                ));
+            }
+        };
+        let cards = self.control.suspend_devices();
+        let written = write_files(
+            state_file,
+            memory_file,
+            self.control,
+            self.template,
+            clock,
+            cards,
+            previous,
+        );
+        if written.is_err() || !stops {
+            self.control.resume_devices();
+        }
+        let (bytes, last) = written.map_err(NotWritten::Failed)?;
+        self.last = Some(last);
+        Ok(bytes)
+    }
 }
 
-/// Write the snapshot of the paused VM, its devices stopped meanwhile (and
-/// serving again after, unless it was written and the VM `stops`).
-fn write_snapshot(
-    state_file: &std::fs::File,
-    memory_file: &std::fs::File,
-    control: &dyn VmControl,
-    template: &SnapshotTemplate,
-    clock: &PausedClock,
-    stops: bool,
-) -> Result<u64, String> {
-    let cards = control.suspend_devices();
-    let written = write_files(state_file, memory_file, control, template, clock, cards);
-    if written.is_err() || !stops {
-        control.resume_devices();
-    }
-    written
-}
-
+/// Write the state and memory files; the bytes of memory written, and the
+/// snapshot's identity and pages.
 fn write_files(
     state_file: &std::fs::File,
     memory_file: &std::fs::File,
@@ -366,7 +414,8 @@ fn write_files(
     template: &SnapshotTemplate,
     clock: &PausedClock,
     cards: Vec<crate::devices::SavedCard>,
-) -> Result<u64, String> {
+    previous: Option<&(String, PageHashes)>,
+) -> Result<(u64, (String, PageHashes)), String> {
     let cpus = control
         .cpus()
         .map_err(|e| e.to_string())?
@@ -376,6 +425,9 @@ fn write_files(
             CpuAtPause::Parked(state) => SavedCpu::Running(state),
         })
         .collect();
+    let io = |e: std::io::Error| format!("cannot write the snapshot: {e}");
+    let written =
+        snapshot::write_memory(&template.ram, memory_file, previous.map(|(_, h)| h)).map_err(io)?;
     let state = State {
         interface_version: eremite_interface::INTERFACE_VERSION,
         eremite_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -389,15 +441,17 @@ fn write_files(
         mounts: template.mounts.clone(),
         cpus,
         cards,
+        diff: previous.map(|(parent, _)| snapshot::Diff {
+            parent: parent.clone(),
+            changed: written.changed,
+        }),
     };
-    let io = |e: std::io::Error| format!("cannot write the snapshot: {e}");
-    let written = snapshot::write_memory(&template.ram, memory_file).map_err(io)?;
     let bytes = state.to_file_bytes();
     state_file.set_len(0).map_err(io)?;
     state_file.write_all_at(&bytes, 0).map_err(io)?;
     memory_file.sync_all().map_err(io)?;
     state_file.sync_all().map_err(io)?;
-    Ok(written)
+    Ok((written.bytes, (snapshot::state_id(&bytes), written.hashes)))
 }
 
 /// Send `request` (one line) to the VM at `socket`, with `files`, and

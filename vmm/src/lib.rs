@@ -990,6 +990,9 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
 pub struct RestoreConfig {
     /// The snapshot's directory (its `state` and `memory` files).
     pub dir: PathBuf,
+    /// `--diff` snapshots to apply on top of it, in the order they were
+    /// taken (each a difference from the one before).
+    pub diffs: Vec<PathBuf>,
     /// Serve a control socket here (`--api`), as [`VmConfig::api`].
     pub api: Option<PathBuf>,
     /// As [`VmConfig::timeout`].
@@ -1015,26 +1018,29 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
         path: config.dir.clone(),
         source,
     };
-    let open = |name: &str| {
-        memory::open_regular(&config.dir.join(name)).map_err(|source| Error::ReadImage {
-            path: config.dir.join(name),
-            source,
-        })
-    };
-    let mut state = snapshot::read_state(&open("state")?).map_err(refused)?;
-    let memory_file = open("memory")?;
-    let memory_len = memory_file
-        .metadata()
-        .map_err(|source| Error::ReadImage {
-            path: config.dir.join("memory"),
-            source,
-        })?
-        .len();
-    if memory_len != state.memory_file_bytes {
-        return Err(refused(SnapshotError::MemorySize {
-            found: memory_len,
-            expected: state.memory_file_bytes,
-        }));
+    let (mut state, mut id, memory_file) = open_snapshot(&config.dir)?;
+    if state.diff.is_some() {
+        return Err(refused(SnapshotError::Damaged(
+            "it is a --diff snapshot: give its base first (eremite restore BASE DIFF...)".into(),
+        )));
+    }
+    // Each --diff snapshot must be a difference from the one before it,
+    // of the same memory; the last one's vCPUs and devices are the VM's.
+    let mut diffs = Vec::with_capacity(config.diffs.len());
+    for dir in &config.diffs {
+        let (diff_state, diff_id, diff_memory) = open_snapshot(dir)?;
+        let is_next = diff_state.diff.as_ref().is_some_and(|d| d.parent == id)
+            && diff_state.memory_bytes == state.memory_bytes;
+        if !is_next {
+            return Err(Error::Snapshot {
+                path: dir.clone(),
+                source: SnapshotError::Damaged(
+                    "not a --diff snapshot of the one before it on the command line".into(),
+                ),
+            });
+        }
+        (state, id) = (diff_state, diff_id);
+        diffs.push((dir, diff_memory, state.diff.take().map(|d| d.changed)));
     }
     let cpus = u32::try_from(state.cpus.len()).expect("at most MAX_CPUS, checked by parse");
     let mut vm_config = VmConfig::new(state.image.clone());
@@ -1090,6 +1096,14 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
         .transpose()?;
     let ram = memory::GuestRam::from_snapshot(state.memory_bytes, &memory_file)?;
     drop(memory_file);
+    for (dir, memory, changed) in diffs {
+        snapshot::apply_diff(&ram, &memory, &changed.unwrap_or_default()).map_err(|source| {
+            Error::Snapshot {
+                path: dir.clone(),
+                source,
+            }
+        })?;
+    }
     let bus = card_bus(card.as_ref().zip(link), &placement, &ram)?;
     bus.restore(&state.cards)
         .map_err(|e| refused(SnapshotError::Damaged(e)))?;
@@ -1161,6 +1175,37 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
         trace: None,
         backtrace: None,
     })
+}
+
+/// A snapshot directory's state (checked), its identity, and its memory
+/// file (checked to be as long as the state says).
+fn open_snapshot(dir: &std::path::Path) -> Result<(snapshot::State, String, std::fs::File), Error> {
+    let open = |name: &str| {
+        memory::open_regular(&dir.join(name)).map_err(|source| Error::ReadImage {
+            path: dir.join(name),
+            source,
+        })
+    };
+    let refused = |source| Error::Snapshot {
+        path: dir.to_owned(),
+        source,
+    };
+    let (state, id) = snapshot::read_state(&open("state")?).map_err(refused)?;
+    let memory = open("memory")?;
+    let memory_len = memory
+        .metadata()
+        .map_err(|source| Error::ReadImage {
+            path: dir.join("memory"),
+            source,
+        })?
+        .len();
+    if memory_len != state.memory_file_bytes {
+        return Err(refused(SnapshotError::MemorySize {
+            found: memory_len,
+            expected: state.memory_file_bytes,
+        }));
+    }
+    Ok((state, id, memory))
 }
 
 /// The device bus: empty, or with the card `spec` on its opened link.

@@ -20,6 +20,7 @@
 //! the control socket; `eremite restore` opens them before it confines
 //! the VMM.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,18 @@ pub(crate) struct State {
     pub(crate) cpus: Vec<SavedCpu>,
     /// Its network cards (a restore attaches each to the link it is given).
     pub(crate) cards: Vec<crate::devices::SavedCard>,
+    /// A `--diff` snapshot: what it is a difference from.
+    pub(crate) diff: Option<Diff>,
+}
+
+/// What a `--diff` snapshot adds to the one before it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Diff {
+    /// SHA-256 of the previous snapshot's state file (its identity).
+    pub(crate) parent: String,
+    /// The runs of pages (first guest address, pages) its memory file
+    /// holds; every other page is the previous snapshot's.
+    pub(crate) changed: Vec<(u64, u64)>,
 }
 
 /// A snapshot that cannot be taken or restored.
@@ -231,8 +244,9 @@ pub(crate) fn with_header(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Read a snapshot's `state` file (at most [`MAX_STATE_BYTES`]).
-pub(crate) fn read_state(file: &File) -> Result<State, SnapshotError> {
+/// Read a snapshot's `state` file (at most [`MAX_STATE_BYTES`]), with its
+/// identity (`state_id`).
+pub(crate) fn read_state(file: &File) -> Result<(State, String), SnapshotError> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     file.take(MAX_STATE_BYTES + 1)
@@ -241,7 +255,13 @@ pub(crate) fn read_state(file: &File) -> Result<State, SnapshotError> {
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(SnapshotError::Damaged("larger than any snapshot's".into()));
     }
-    State::parse(&bytes)
+    Ok((State::parse(&bytes)?, state_id(&bytes)))
+}
+
+/// A snapshot's identity: the SHA-256 of its state file, as hex (a `--diff`
+/// snapshot names its parent so).
+pub(crate) fn state_id(state_file: &[u8]) -> String {
+    hex(&Sha256::digest(state_file))
 }
 
 /// Create (or empty) `dir`'s `state` and `memory` files for a snapshot to
@@ -279,15 +299,48 @@ fn flush(file: &File, run: &mut Vec<u8>, start: u64, written: &mut u64) -> std::
     Ok(())
 }
 
-/// Write the pages of `ram` that the host backs and that are not all
-/// zeros into `file` at their guest addresses, and make the file
-/// [`memory_file_bytes`] long (holes for the rest). Returns the bytes
-/// written. No vCPU or device may change RAM meanwhile.
-pub(crate) fn write_memory(ram: &GuestRam, file: &File) -> std::io::Result<u64> {
+/// A hash of each page of guest RAM that held data (backed by the host
+/// and not all zeros) when a snapshot was written, by guest address: what
+/// the next `--diff` snapshot compares with.
+pub(crate) type PageHashes = HashMap<u64, u64>;
+
+/// What [`write_memory`] wrote.
+pub(crate) struct Written {
+    /// Bytes of memory written.
+    pub(crate) bytes: u64,
+    /// The pages with data now.
+    pub(crate) hashes: PageHashes,
+    /// With a previous snapshot: the runs of pages (first address, pages)
+    /// that differ from it, all written (zeros too).
+    pub(crate) changed: Vec<(u64, u64)>,
+}
+
+fn page_hash(page: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher as _};
+    let mut hasher = DefaultHasher::new();
+    hasher.write(page);
+    hasher.finish()
+}
+
+/// Write guest RAM into `file` at its guest addresses and make the file
+/// [`memory_file_bytes`] long. Without `previous`: every page the host
+/// backs that is not all zeros (the rest are holes). With `previous` (a
+/// `--diff` snapshot): only the pages whose contents differ from what
+/// `previous` recorded, zeros included (a hole then means "unchanged").
+/// No vCPU or device may change RAM meanwhile.
+pub(crate) fn write_memory(
+    ram: &GuestRam,
+    file: &File,
+    previous: Option<&PageHashes>,
+) -> std::io::Result<Written> {
     /// Residency is asked for this much at a time.
     const CHUNK: u64 = 2 << 20;
     file.set_len(0)?;
-    let mut written = 0u64;
+    let mut written = Written {
+        bytes: 0,
+        hashes: HashMap::new(),
+        changed: Vec::new(),
+    };
     let mut run: Vec<u8> = Vec::new();
     let mut run_start = 0u64;
     let mut page = vec![0u8; PAGE_SIZE as usize];
@@ -298,29 +351,67 @@ pub(crate) fn write_memory(ram: &GuestRam, file: &File) -> std::io::Result<u64> 
             let resident = ram.resident_pages(chunk, len)?;
             for (i, is_resident) in (0u64..).zip(resident) {
                 let addr = chunk + i * PAGE_SIZE;
-                let is_data = is_resident && {
+                page.fill(0);
+                if is_resident {
                     ram.read(addr, &mut page)
                         .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    page.iter().any(|&b| b != 0)
+                }
+                let hash = page.iter().any(|&b| b != 0).then(|| page_hash(&page));
+                if let Some(hash) = hash {
+                    written.hashes.insert(addr, hash);
+                }
+                let is_written = match previous {
+                    None => hash.is_some(),
+                    Some(previous) => previous.get(&addr).copied() != hash,
                 };
-                if !is_data {
-                    flush(file, &mut run, run_start, &mut written)?;
+                if !is_written {
+                    flush(file, &mut run, run_start, &mut written.bytes)?;
                     continue;
+                }
+                if previous.is_some() {
+                    match written.changed.last_mut() {
+                        Some((start, pages)) if *start + *pages * PAGE_SIZE == addr => *pages += 1,
+                        _ => written.changed.push((addr, 1)),
+                    }
                 }
                 if run.is_empty() {
                     run_start = addr;
                 }
                 run.extend_from_slice(&page);
                 if run.len() as u64 >= CHUNK {
-                    flush(file, &mut run, run_start, &mut written)?;
+                    flush(file, &mut run, run_start, &mut written.bytes)?;
                 }
             }
             chunk += len;
         }
-        flush(file, &mut run, run_start, &mut written)?;
+        flush(file, &mut run, run_start, &mut written.bytes)?;
     }
     file.set_len(memory_file_bytes(ram))?;
     Ok(written)
+}
+
+/// Copy a `--diff` snapshot's changed pages (`changed`, from its state)
+/// from its memory `file` into `ram`.
+pub(crate) fn apply_diff(
+    ram: &GuestRam,
+    file: &File,
+    changed: &[(u64, u64)],
+) -> Result<(), SnapshotError> {
+    let mut buf = Vec::new();
+    for &(addr, pages) in changed {
+        let len = pages
+            .checked_mul(PAGE_SIZE)
+            .filter(|&len| ram.check(addr, len).is_ok() && addr.is_multiple_of(PAGE_SIZE))
+            .ok_or_else(|| {
+                SnapshotError::Damaged(format!("changed pages at {addr:#x} outside RAM"))
+            })?;
+        buf.resize(usize::try_from(len).expect("inside RAM"), 0);
+        file.read_exact_at(&mut buf, addr)
+            .map_err(|e| SnapshotError::Damaged(format!("its memory file: {e}")))?;
+        ram.write(addr, &buf)
+            .map_err(|e| SnapshotError::Damaged(e.to_string()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,6 +432,7 @@ mod tests {
             mounts: Vec::new(),
             cpus: vec![SavedCpu::Waiting],
             cards: Vec::new(),
+            diff: None,
         }
     }
 
@@ -443,8 +535,9 @@ mod tests {
             .truncate(true)
             .open(&path)
             .unwrap();
-        let written = write_memory(&ram, &file).unwrap();
-        assert_eq!(written, 3 * PAGE_SIZE);
+        let written = write_memory(&ram, &file, None).unwrap();
+        assert_eq!(written.bytes, 3 * PAGE_SIZE);
+        assert_eq!(written.hashes.len(), 3);
         assert_eq!(file.metadata().unwrap().len(), 8 << 20);
         let restored = GuestRam::from_snapshot(8 << 20, &file).unwrap();
         let mut got = [0u8; 16];
@@ -458,6 +551,32 @@ mod tests {
         let mut on_disk = [0u8; 4];
         file.read_exact_at(&mut on_disk, 0x1000).unwrap();
         assert_eq!(on_disk, [1; 4]);
+
+        // A difference: a page changed, one zeroed, one new; the rest left.
+        ram.write(0x1000, &[5; 4]).unwrap();
+        ram.write(0x3000, &[0; 4096]).unwrap();
+        ram.write(0x6000, &[6; 8]).unwrap();
+        let diff_file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("diff"))
+            .unwrap();
+        let diff = write_memory(&ram, &diff_file, Some(&written.hashes)).unwrap();
+        assert_eq!(diff.changed, vec![(0x1000, 1), (0x3000, 1), (0x6000, 1)]);
+        assert_eq!(diff.bytes, 3 * PAGE_SIZE);
+        // The base, with the difference applied, is the RAM now.
+        let restored = GuestRam::from_snapshot(8 << 20, &file).unwrap();
+        apply_diff(&restored, &diff_file, &diff.changed).unwrap();
+        for addr in (0..0x8000).step_by(PAGE_SIZE as usize) {
+            let (mut want, mut got) = ([0u8; 4096], [0u8; 4096]);
+            ram.read(addr, &mut want).unwrap();
+            restored.read(addr, &mut got).unwrap();
+            assert!(want == got, "page {addr:#x}");
+        }
+        // A run outside RAM is refused.
+        assert!(apply_diff(&restored, &diff_file, &[(8 << 20, 1)]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
