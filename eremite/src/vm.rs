@@ -49,7 +49,7 @@ fn ask(_stop: bool) -> io::Result<Snapshotted> {
 /// Snapshot the VM here and go on. Returns [`Snapshotted::Taken`] in this
 /// run and [`Snapshotted::Restored`] in every run restored from the
 /// snapshot. Fails when the VM was started without `--snapshot-to`, or
-/// cannot be snapshotted (open files on host mounts), or
+/// cannot be snapshotted (a FIFO, socket or device open on a host mount), or
 /// the files could not be written.
 pub fn snapshot() -> io::Result<Snapshotted> {
     ask(false)

@@ -242,8 +242,8 @@ pub struct Populate {
 /// once the snapshot is written, in the VM that asked (`result` 0) and in
 /// every VM restored from it (`result` [`Snapshot::RESTORED`]); with
 /// `stop`, the VM that asked never returns. A negative errno when no
-/// snapshot was written: `EOPNOTSUPP` without `--snapshot-to` (or with
-/// open host files), `EBUSY` while another is being
+/// snapshot was written: `EOPNOTSUPP` without `--snapshot-to` (or with a
+/// FIFO, socket or device open on a mount), `EBUSY` while another is being
 /// taken, `EIO` when it could not be written.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,

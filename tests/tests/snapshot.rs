@@ -234,17 +234,30 @@ fn damaged(from: &Path, to: &Path, change: impl FnOnce(&Path)) -> PathBuf {
     to.to_owned()
 }
 
-#[test]
-fn damaged_or_foreign_snapshots_are_refused_before_the_guest_runs() {
-    let dir = scratch("refused");
+/// The counter with `DIR/data` mounted at `/data` and `/data/log` open,
+/// snapshotted into `DIR/snap` (and stopped) once it counts: the snapshot,
+/// the mounted directory and the run.
+fn logging_counter_snapshot(dir: &Path, steps: &str) -> (PathBuf, PathBuf, Run) {
     let socket = dir.join("vm.sock");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let snap = dir.join("snap");
     let mount = format!("{}:/data", data.display());
-    let guest = counter(&socket, &["--mount", &mount], "100000");
+    let guest = counter(
+        &socket,
+        &["--mount", &mount, "-e", "COUNTER_LOG=/data/log"],
+        steps,
+    );
     vm(&socket, &["snapshot", path(&snap), "--stop"]).expect_code(0);
-    guest.wait().expect_code(0);
+    let run = guest.wait();
+    run.expect_code(0);
+    (snap, data, run)
+}
+
+#[test]
+fn damaged_or_foreign_snapshots_are_refused_before_the_guest_runs() {
+    let dir = scratch("refused");
+    let (snap, data, _) = logging_counter_snapshot(&dir, "100000");
 
     let cases: Vec<(&str, PathBuf)> = vec![
         (
@@ -312,7 +325,16 @@ fn damaged_or_foreign_snapshots_are_refused_before_the_guest_runs() {
         assert!(run.stderr.contains(expected), "want {expected:?}\n{run}");
         assert!(run.stdout.is_empty(), "the guest ran\n{run}");
     }
-    // A mount that is gone.
+    // A file the guest had open that is gone, then a mount that is gone.
+    std::fs::rename(data.join("log"), data.join("moved")).unwrap();
+    let run = eremite_cli(&["restore", path(&snap)]);
+    run.expect_code(125);
+    assert!(
+        run.stderr
+            .contains("log open, and it cannot be opened again"),
+        "{run}"
+    );
+    assert!(run.stdout.is_empty(), "the guest ran\n{run}");
     std::fs::remove_dir_all(&data).unwrap();
     let run = eremite_cli(&["restore", path(&snap)]);
     run.expect_code(125);
@@ -515,5 +537,20 @@ fn diff_snapshots_in_a_row_restore_from_their_base_in_order_only() {
         run.expect_code(125);
         assert!(run.stdout.is_empty(), "the guest ran\n{run}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_file_open_on_a_mount_stays_open_across_a_snapshot_and_restore() {
+    let dir = scratch("open-file");
+    let (snap, data, before) = logging_counter_snapshot(&dir, "40");
+    let run = eremite_cli(&["restore", path(&snap)]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("counter done"), "{run}");
+    // Every count once, in order: the restored guest appended through the
+    // file it had open.
+    let log = std::fs::read_to_string(data.join("log")).unwrap();
+    let expected: String = (0..40).map(|n| format!("count {n}\n")).collect();
+    assert_eq!(log, expected, "{before}\n{run}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -369,14 +369,7 @@ impl Server<'_> {
                 "the VM cannot be snapshotted: {why}"
             )));
         }
-        // Open host files would be lost: a restored VMM has no descriptors
-        // for them (it reopens the mounts only).
-        let open_files = self.control.open_host_files();
-        if open_files > 0 {
-            return Err(NotWritten::Unsupported(format!(
-                "the guest has {open_files} file(s) on its mounts open; snapshots of open host files are not supported yet"
-            )));
-        }
+        let host_files = self.control.host_files().map_err(NotWritten::Unsupported)?;
         let previous = match (is_diff, &self.last) {
             (false, _) => None,
             (true, Some(last)) => Some(last),
@@ -393,7 +386,7 @@ impl Server<'_> {
             self.control,
             self.template,
             clock,
-            cards,
+            (cards, host_files),
             previous,
         );
         if written.is_err() || !stops {
@@ -413,7 +406,7 @@ fn write_files(
     control: &dyn VmControl,
     template: &SnapshotTemplate,
     clock: &PausedClock,
-    cards: Vec<crate::devices::SavedCard>,
+    (cards, host_files): (Vec<crate::devices::SavedCard>, crate::sandbox::SavedFiles),
     previous: Option<&(String, PageHashes)>,
 ) -> Result<(u64, (String, PageHashes)), String> {
     let cpus = control
@@ -441,6 +434,7 @@ fn write_files(
         mounts: template.mounts.clone(),
         cpus,
         cards,
+        host_files,
         diff: previous.map(|(parent, _)| snapshot::Diff {
             parent: parent.clone(),
             changed: written.changed,

@@ -1129,13 +1129,25 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
     kvm::control::set_wall_clock(&ram, state.frozen_ticks, tsc_khz);
     let control = control_support(&machine, &ram, &vm_config, tsc_khz, api_listener, None)?;
 
+    // The files the guest had open, opened again before the VMM is
+    // confined (Landlock would allow it, but a missing one must stop the
+    // restore before the guest runs).
+    let mut host_fs = sandbox::HostFs::new(mounts);
+    let mount_names: Vec<String> = state
+        .mounts
+        .iter()
+        .map(|m| format!("{} (at {})", m.host_dir.display(), m.guest_path))
+        .collect();
+    host_fs
+        .restore(&state.host_files, &mount_names)
+        .map_err(|e| refused(SnapshotError::Damaged(e)))?;
     let confinement = if config.is_confined {
-        confine::confine(&mounts)?
+        confine::confine(host_fs.mounts())?
     } else {
         Confinement::None
     };
     let entered = Instant::now();
-    let services = hypercall::Services::new(console, sandbox::HostFs::new(mounts));
+    let services = hypercall::Services::new(console, host_fs);
     let forwarding = kvm::host_signals::Forwarding::start(&ram, machine.vm_fd()).ok();
     let run = machine.run(
         &ram,

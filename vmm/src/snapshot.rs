@@ -76,9 +76,15 @@ pub(crate) struct State {
     pub(crate) mounts: Vec<crate::MountSpec>,
     pub(crate) cpus: Vec<SavedCpu>,
     /// Its network cards (a restore attaches each to the link it is given).
+    #[serde(default)]
     pub(crate) cards: Vec<crate::devices::SavedCard>,
     /// A `--diff` snapshot: what it is a difference from.
+    #[serde(default)]
     pub(crate) diff: Option<Diff>,
+    /// The files the guest had open on its mounts (opened again at
+    /// restore).
+    #[serde(default)]
+    pub(crate) host_files: crate::sandbox::SavedFiles,
 }
 
 /// What a `--diff` snapshot adds to the one before it.
@@ -433,6 +439,7 @@ mod tests {
             cpus: vec![SavedCpu::Waiting],
             cards: Vec::new(),
             diff: None,
+            host_files: crate::sandbox::SavedFiles::default(),
         }
     }
 

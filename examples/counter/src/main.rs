@@ -14,7 +14,8 @@
 //! `counter [COUNT [STEP_MS [snapshot-at:K[:stop]]]]` (default 200 steps of
 //! 10 ms). `COUNTER_DIR` names the directory for the files (default
 //! `/tmp/counter`); `COUNTER_TOUCH_MIB=N` first fills N MiB of memory, kept
-//! to the end (for the snapshot benchmark's sizes).
+//! to the end (for the snapshot benchmark's sizes); `COUNTER_LOG=PATH`
+//! keeps PATH open for appending and writes each count into it too.
 use std::io::Read as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +41,13 @@ fn main() {
     );
     let dir = dir.as_path();
     std::fs::create_dir_all(dir).expect("a directory in the RAM file system");
+    let mut log = std::env::var("COUNTER_LOG").ok().map(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("the log file")
+    });
     let touched: Vec<u8> = std::env::var("COUNTER_TOUCH_MIB")
         .ok()
         .and_then(|mib| mib.parse::<usize>().ok())
@@ -69,6 +77,10 @@ fn main() {
             std::process::exit(1);
         }
         last = now;
+        if let Some(log) = &mut log {
+            use std::io::Write as _;
+            writeln!(log, "count {n}").expect("write the log");
+        }
         println!(
             "count {n} mono_ms {} wall_ms {}",
             now.duration_since(started).as_millis(),

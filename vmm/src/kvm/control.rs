@@ -32,6 +32,7 @@ use crate::devices::{MmioBus, SavedCard};
 use crate::hypercall::{CpuStart, Services};
 use crate::lock;
 use crate::memory::GuestRam;
+use crate::sandbox::SavedFiles;
 use eremite_interface::errno::{self, Errno};
 
 /// How long [`ControlHub::pause`] waits for every vCPU to park.
@@ -414,8 +415,9 @@ pub(crate) trait VmControl {
     fn is_paused(&self) -> bool;
     /// End the run, as `why` says.
     fn stop(&self, why: HostStop);
-    /// How many host files (on mounts) the guest has open.
-    fn open_host_files(&self) -> usize;
+    /// The guest's open files on mounts, as a snapshot keeps them (an
+    /// error if one cannot be kept).
+    fn host_files(&self) -> Result<SavedFiles, String>;
     /// Stop the devices for a snapshot (the vCPUs are parked): their state.
     fn suspend_devices(&self) -> Vec<SavedCard>;
     /// Let the devices serve again.
@@ -459,8 +461,8 @@ impl VmControl for Controller<'_, '_, '_> {
         self.vm.stop_by_host(why);
     }
 
-    fn open_host_files(&self) -> usize {
-        lock(&self.services.host_fs).open_files()
+    fn host_files(&self) -> Result<SavedFiles, String> {
+        lock(&self.services.host_fs).save()
     }
 
     fn suspend_devices(&self) -> Vec<SavedCard> {

@@ -262,11 +262,30 @@ pub(crate) enum Links {
 struct Handle {
     file: File,
     mount: u32,
+    /// What the guest opened, for a snapshot to open it again.
+    path: GuestPath,
+    flags: OpenFlags,
     is_dir: bool,
     is_append: bool,
     /// A FIFO, socket or character device: read and written in order,
     /// with no offset (`pread` would fail with `ESPIPE`).
     is_stream: bool,
+}
+
+/// The guest's open files in a snapshot.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedFiles {
+    next_handle: u64,
+    handles: Vec<SavedFile>,
+}
+
+/// One open file in a snapshot: its handle, mount, path and open flags.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SavedFile {
+    number: u64,
+    mount: u32,
+    path: Vec<u8>,
+    flags: u32,
 }
 
 /// The host side of every mount and the guest's open files.
@@ -292,9 +311,93 @@ impl HostFs {
         }
     }
 
-    /// How many files the guest has open.
-    pub(crate) fn open_files(&self) -> usize {
-        self.handles.len()
+    /// The mounts, in order.
+    pub(crate) fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// The guest's open files as a snapshot keeps them: by path, to be
+    /// opened again at restore. A FIFO, socket or device cannot be.
+    pub(crate) fn save(&self) -> Result<SavedFiles, String> {
+        let mut handles = Vec::with_capacity(self.handles.len());
+        for (&number, handle) in &self.handles {
+            if handle.is_stream {
+                return Err(format!(
+                    "the guest has a FIFO, socket or device on a mount open ({})",
+                    String::from_utf8_lossy(handle.path.for_open())
+                ));
+            }
+            handles.push(SavedFile {
+                number,
+                mount: handle.mount,
+                path: handle.path.for_open().to_vec(),
+                flags: handle.flags.0,
+            });
+        }
+        handles.sort_by_key(|h| h.number);
+        Ok(SavedFiles {
+            next_handle: self.next_handle,
+            handles,
+        })
+    }
+
+    /// Open again the files a snapshot kept, under their old handles, as
+    /// they were opened but without creating or truncating anything. The
+    /// paths are checked and resolved beneath their mounts as the guest's
+    /// own are (a snapshot is not trusted). Fails, naming the file (under
+    /// its mount's name in `mount_names`), if one cannot be opened (it was
+    /// removed or renamed since, say).
+    pub(crate) fn restore(
+        &mut self,
+        saved: &SavedFiles,
+        mount_names: &[String],
+    ) -> Result<(), String> {
+        for file in &saved.handles {
+            let name = || String::from_utf8_lossy(&file.path).into_owned();
+            let path = GuestPath::parse(file.path.clone())
+                .map_err(|e| format!("a saved path is bad ({}): {e}", name()))?;
+            let flags = OpenFlags::parse(file.flags & !(O_CREAT | O_EXCL | O_TRUNC))
+                .ok_or_else(|| format!("bad saved open flags for {}", name()))?;
+            let mount = self
+                .mounts
+                .get(file.mount as usize)
+                .ok_or_else(|| format!("{} is on a mount the VM does not have", name()))?;
+            let host = mount_names
+                .get(file.mount as usize)
+                .map_or("?", String::as_str);
+            let opened = if flags.can_modify() {
+                mount.check_writable()
+            } else {
+                Ok(())
+            }
+            .and_then(|()| mount.open_beneath(path.for_open(), flags.host(), Mode::empty()))
+            .map_err(|e| {
+                format!(
+                    "the guest had {host}/{} open, and it cannot be opened again: {}",
+                    name(),
+                    std::io::Error::from_raw_os_error(e.0)
+                )
+            })?;
+            let stat = file_stat(&opened).map_err(|_| format!("cannot stat {}", name()))?;
+            if self.handles.len() >= self.handle_limit || file.number == 0 {
+                return Err("more open files than a VM may have".into());
+            }
+            self.handles.insert(
+                file.number,
+                Handle {
+                    file: opened,
+                    mount: file.mount,
+                    path,
+                    flags,
+                    is_dir: stat.mode & S_IFMT == S_IFDIR,
+                    is_append: flags.has(O_APPEND),
+                    is_stream: false,
+                },
+            );
+        }
+        let highest = saved.handles.iter().map(|h| h.number).max().unwrap_or(0);
+        self.next_handle = saved.next_handle.max(highest.saturating_add(1));
+        Ok(())
     }
 
     /// No mounts: every request gets `EINVAL`.
@@ -350,6 +453,8 @@ impl HostFs {
             Handle {
                 file,
                 mount,
+                path: path.clone(),
+                flags,
                 is_dir,
                 is_append: flags.has(O_APPEND),
                 is_stream,
