@@ -357,12 +357,15 @@ pub(crate) fn write_memory(
             let resident = ram.resident_pages(chunk, len)?;
             for (i, is_resident) in (0u64..).zip(resident) {
                 let addr = chunk + i * PAGE_SIZE;
-                page.fill(0);
-                if is_resident {
+                // A page the host does not back reads as zeros: neither
+                // read nor hashed.
+                let hash = if is_resident {
                     ram.read(addr, &mut page)
                         .map_err(|e| std::io::Error::other(e.to_string()))?;
-                }
-                let hash = page.iter().any(|&b| b != 0).then(|| page_hash(&page));
+                    page.iter().any(|&b| b != 0).then(|| page_hash(&page))
+                } else {
+                    None
+                };
                 if let Some(hash) = hash {
                     written.hashes.insert(addr, hash);
                 }
@@ -379,6 +382,11 @@ pub(crate) fn write_memory(
                         Some((start, pages)) if *start + *pages * PAGE_SIZE == addr => *pages += 1,
                         _ => written.changed.push((addr, 1)),
                     }
+                }
+                if hash.is_none() {
+                    // Written as zeros: it held data in the previous
+                    // snapshot.
+                    page.fill(0);
                 }
                 if run.is_empty() {
                     run_start = addr;
