@@ -466,6 +466,11 @@ fn an_http_server_snapshotted_while_listening_answers_on_a_new_tap_after_restore
     let (guest, before) =
         guest.talk(|| first_ns.enter(|| http_to_guest(8080, &request("/before"))));
     assert!(before.contains("url: /before"), "{before}");
+    // A snapshot it goes on after: its card stops and serves again.
+    vm(&socket, &["snapshot", path(&dir.join("going-on"))]).expect_code(0);
+    let (guest, between) =
+        guest.talk(|| first_ns.enter(|| http_to_guest(8080, &request("/between"))));
+    assert!(between.contains("url: /between"), "{between}");
     vm(&socket, &["snapshot", path(&snap), "--stop"]).expect_code(0);
     guest.wait().expect_code(0);
     drop(first_ns);

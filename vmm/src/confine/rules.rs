@@ -8,8 +8,8 @@
 //!
 //! Kinds, from the widest:
 //! - [`VCPU`]: runs the guest, serves hypercalls (the mount sandbox's file
-//!   calls) and starts device workers, so it also holds [`DEVICE`] (a
-//!   worker inherits its starter's filter and adds its own).
+//!   calls) and starts device workers ([`WORKER_START`]), so it also holds
+//!   [`DEVICE`] (a worker inherits its starter's filter and adds its own).
 //! - [`DEVICE`]: a device's worker moving frames between a virtqueue and
 //!   the tap, passt or the switch.
 //! - [`MAIN`]: the thread that built the VM, from the moment every vCPU
@@ -164,11 +164,16 @@ pub(super) const VCPU: &[Allowed] = calls![
     openat2, read, pread64, pwrite64, lseek, getdents64, statx, newfstatat, fstat,
     mkdirat, unlinkat, renameat, renameat2, symlinkat, linkat, readlinkat, fchmod,
     fchmodat, ftruncate, fsync, fdatasync, fcntl,
-    // Starting a device's worker when the guest's driver is ready; the
-    // worker enters its own, narrower filter (which can only add limits).
-    eventfd2, clone3, clone, prctl: Args::Options(&[libc::PR_SET_NO_NEW_PRIVS as u64]), seccomp,
     // The profiler's clock (`--profile`), armed once the vCPU starts.
     timer_create, timer_settime, timer_delete,
+];
+
+/// Starting a device's worker: when the guest's driver is ready (a vCPU
+/// thread), or again after a snapshot (the control socket's thread). The
+/// worker enters its own, narrower filter on top of its starter's (filters
+/// only add limits), so a starter also holds [`DEVICE`].
+pub(super) const WORKER_START: &[Allowed] = calls![
+    eventfd2, clone3, clone, prctl: Args::Options(&[libc::PR_SET_NO_NEW_PRIVS as u64]), seccomp,
 ];
 
 /// A device's worker thread.
@@ -197,7 +202,9 @@ pub(super) const DEBUGGER: &[Allowed] = calls![read, recvfrom, sendto, poll, ppo
 /// The control socket's thread (`--api`): its connections, the descriptors
 /// a client passes for a snapshot (written, never opened here: Landlock
 /// would refuse), which pages of guest RAM are backed (`mincore`), and
-/// kicking vCPU threads (`tgkill`, in [`COMMON`]).
+/// kicking vCPU threads (`tgkill`, in [`COMMON`]); with [`WORKER_START`]
+/// and [`DEVICE`], for the network card's worker it stops and starts
+/// again around a snapshot.
 pub(super) const API: &[Allowed] = calls![
     accept4, read, recvfrom, recvmsg, sendto, sendmsg, poll, ppoll, fcntl, pwrite64, ftruncate,
     fsync, fstat, statx, lseek, mincore,

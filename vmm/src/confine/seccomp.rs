@@ -75,11 +75,21 @@ impl ThreadKind {
     fn allowed(self) -> impl Iterator<Item = &'static Allowed> {
         let lists: &[&[Allowed]] = match self {
             Self::Main => &[rules::COMMON, rules::MAIN],
-            Self::Vcpu => &[rules::COMMON, rules::VCPU, rules::DEVICE],
+            Self::Vcpu => &[
+                rules::COMMON,
+                rules::VCPU,
+                rules::WORKER_START,
+                rules::DEVICE,
+            ],
             Self::Device => &[rules::COMMON, rules::DEVICE],
             Self::Switch => &[rules::COMMON, rules::SWITCH],
             Self::Debugger => &[rules::COMMON, rules::DEBUGGER],
-            Self::Api => &[rules::COMMON, rules::API],
+            Self::Api => &[
+                rules::COMMON,
+                rules::API,
+                rules::WORKER_START,
+                rules::DEVICE,
+            ],
         };
         lists.iter().flat_map(|list| list.iter())
     }

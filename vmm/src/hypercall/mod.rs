@@ -325,6 +325,9 @@ pub(crate) fn handle(call: Call, ram: &GuestRam, services: &Services<'_>) -> Nex
             Next::Resume
         }
         Request::Snapshot { stop } => {
+            // Until the taker answers (once written), the answer is a
+            // failure: a pause that gives up leaves it so.
+            answer(ram, call.port, call.addr, Err(errno::EIO));
             let taken = services
                 .snapshots
                 .ok_or(errno::EOPNOTSUPP)

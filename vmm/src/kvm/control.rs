@@ -260,9 +260,9 @@ impl ControlHub {
                 break;
             }
             if started.elapsed() > PAUSE_TIMEOUT {
-                drop(state);
-                self.is_pause_requested.store(false, Ordering::SeqCst);
-                self.changed.notify_all();
+                // The vCPUs that did park go on, their time parked left
+                // out of the clocks as after any pause.
+                self.release(state, ram);
                 return Err(PauseError::Timeout(PAUSE_TIMEOUT));
             }
             drop(state);
@@ -301,27 +301,30 @@ impl ControlHub {
     /// Let every vCPU run again; the time paused is left out of the
     /// guest's clocks and its wall clock is set to the host's.
     fn resume(&self, ram: &GuestRam) -> Result<(), PauseError> {
-        let mut state = self.lock();
+        let state = self.lock();
         if !self.is_pause_requested() {
             return Err(PauseError::NotPaused);
         }
+        self.release(state, ram);
+        Ok(())
+    }
+
+    /// End a pause: add the time since the first vCPU parked to the
+    /// guest's `stopped_ticks`, set its wall clock to the host's, and let
+    /// the parked vCPUs go.
+    fn release(&self, mut state: MutexGuard<'_, HubState>, ram: &GuestRam) {
         if let Some(clock) = state.clock.take() {
             let paused = u64::try_from(clock.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let ticks = u128::from(paused) * u128::from(self.tsc_khz) / 1_000_000;
-            let stopped = clock
-                .stopped_ticks
-                .wrapping_add(u64::try_from(ticks).unwrap_or(u64::MAX));
+            // Only the VMM writes it, and only while no vCPU runs.
+            let before = read_boot_word(ram, BootInfo::STOPPED_TICKS_OFFSET);
+            let stopped = before.wrapping_add(u64::try_from(ticks).unwrap_or(u64::MAX));
             write_boot_word(ram, BootInfo::STOPPED_TICKS_OFFSET, stopped);
-            set_wall_clock(
-                ram,
-                clock.tsc.wrapping_sub(clock.stopped_ticks),
-                self.tsc_khz,
-            );
+            set_wall_clock(ram, clock.tsc.wrapping_sub(before), self.tsc_khz);
         }
         self.is_pause_requested.store(false, Ordering::SeqCst);
         drop(state);
         self.changed.notify_all();
-        Ok(())
     }
 }
 
