@@ -254,10 +254,16 @@ fn a_call_outside_a_threads_seccomp_filter_stops_the_vmm_with_a_message() {
     // The card's worker starts once the guest's network stack does: a
     // server, which would run until the timeout if the hook failed.
     let server = ["net", "--", "echo-server", "127.0.0.1:7000"];
+    // The control socket's thread starts with the vCPUs: a guest that
+    // counts for seconds, so it does before the guest ends.
+    let socket = std::env::temp_dir().join(format!("eremite-hook-{}.sock", std::process::id()));
+    let api = ["--api", socket.to_str().unwrap()];
+    let counter = ["counter", "--", "1000", "10"];
     for (kind, options, image) in [
         ("main", &[][..], &["hello"][..]),
         ("vcpu", &[][..], &["hello"][..]),
         ("device", &["--net", "user"][..], &server[..]),
+        ("api", &api[..], &counter[..]),
     ] {
         let mut command = std::process::Command::new(eremite_tests::eremite());
         command
@@ -275,6 +281,7 @@ fn a_call_outside_a_threads_seccomp_filter_stops_the_vmm_with_a_message() {
             "{run}"
         );
     }
+    let _ = std::fs::remove_file(&socket);
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //!
 //! A Unix stream socket; a client connects, sends one line and reads one
 //! line back, then the server closes the connection. Commands:
-//! `status`, `pause`, `resume`, `stop`, and `snapshot` or `snapshot stop`,
-//! which come with two descriptors (`SCM_RIGHTS`): the snapshot's `state`
+//! `status`, `pause`, `resume`, `stop`, and `snapshot [diff] [stop]`,
+//! which comes with two descriptors (`SCM_RIGHTS`): the snapshot's `state`
 //! and `memory` files, created by the client (`crate::snapshot`). Answers
 //! are `ok ...` or `error: ...`. One client is served at a time; a client
 //! that sends nothing within [`REQUEST_TIMEOUT`] is dropped.
