@@ -3,9 +3,10 @@
 //! [`snapshot`] writes a snapshot of the whole VM at the point the program
 //! chooses (after loading its data or warming up, say), into the directory
 //! given with `eremite run --snapshot-to DIR`; `eremite restore DIR` then
-//! starts from there, skipping the work before it (docs/snapshots.md). On
-//! another target (a native build of the same program) there is no VM:
-//! both calls fail with [`io::ErrorKind::Unsupported`].
+//! starts from there, skipping the work before it (docs/snapshots.md).
+//! Without `--snapshot-to` the calls fail with `EOPNOTSUPP`; on another
+//! target (a native build of the same program) there is no VM, and they
+//! fail with [`io::ErrorKind::Unsupported`].
 
 extern crate std;
 
