@@ -773,16 +773,7 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
         })
         .transpose()?;
     let placement = affinity::Placement::new(&config.pin_vcpus)?;
-    let mounts = config
-        .mounts
-        .iter()
-        .map(|spec| {
-            sandbox::Mount::open(spec).map_err(|source| MountSpecError::HostDir {
-                path: spec.host_dir.clone(),
-                source,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mounts = open_mounts(&config.mounts)?;
     let card = config.card();
     // A tap opens now, and passt starts (it is waited for once the VM is
     // built).
@@ -915,10 +906,8 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
     services.snapshots = control
         .as_ref()
         .map(|c| &c.hub as &dyn hypercall::SnapshotRequests);
-    // Ctrl-C and SIGTERM go to the guest while it runs; without the
-    // forwarding (which cannot fail on Linux) they end eremite as before.
-    let forwarding = kvm::host_signals::Forwarding::start(&ram, machine.vm_fd()).ok();
-    let run = machine.run(
+    let ran = run_machine(
+        machine,
         &ram,
         &services,
         &bus,
@@ -935,21 +924,20 @@ pub fn run(config: &VmConfig, console: &mut Console) -> Result<Report, Error> {
                 }),
             api: control.as_ref().map(Control::api),
         },
-    );
-    drop(forwarding);
-    let stopped = Instant::now();
-    // No vCPU runs any more; stop the devices' threads before the report
-    // (and, on an error, before guest RAM goes).
-    let net = bus.shutdown().into_iter().next();
-    let (stop, exits, samples) = run?;
+    )?;
+    let Ran {
+        stop,
+        exits,
+        samples,
+        stopped,
+        net,
+        kernel,
+    } = ran;
     let profile = samples
         .zip(symbols.as_ref())
         .zip(config.profile_hz)
         .map(|((samples, symbols), hz)| samples.fold(symbols, hz));
 
-    let kernel = ram
-        .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
-        .unwrap_or_default();
     let outcome = outcome_of(stop);
     let backtrace = matches!(outcome, Outcome::Aborted | Outcome::Exception)
         .then(|| crash_backtrace(config, &ram, &kernel, &file, &image, linux.as_ref()))
@@ -1080,16 +1068,7 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
     vm_config.net.clone_from(&card);
     let api_listener = config.api.as_deref().map(api::bind).transpose()?;
     let placement = affinity::Placement::new(&config.pin_vcpus)?;
-    let mounts = state
-        .mounts
-        .iter()
-        .map(|spec| {
-            sandbox::Mount::open(spec).map_err(|source| MountSpecError::HostDir {
-                path: spec.host_dir.clone(),
-                source,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mounts = open_mounts(&state.mounts)?;
     let link = card
         .as_ref()
         .map(|card| open_link(&vm_config, card))
@@ -1148,8 +1127,15 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
     };
     let entered = Instant::now();
     let services = hypercall::Services::new(console, host_fs);
-    let forwarding = kvm::host_signals::Forwarding::start(&ram, machine.vm_fd()).ok();
-    let run = machine.run(
+    let Ran {
+        stop,
+        exits,
+        stopped,
+        net,
+        kernel,
+        ..
+    } = run_machine(
+        machine,
         &ram,
         &services,
         &bus,
@@ -1160,14 +1146,7 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
             debugger: None,
             api: control.as_ref().map(Control::api),
         },
-    );
-    drop(forwarding);
-    let stopped = Instant::now();
-    let net = bus.shutdown().into_iter().next();
-    let (stop, exits, _) = run?;
-    let kernel = ram
-        .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
-        .unwrap_or_default();
+    )?;
     Ok(Report {
         outcome: outcome_of(stop),
         exits,
@@ -1186,6 +1165,64 @@ pub fn restore(config: &RestoreConfig, console: &mut Console) -> Result<Report, 
         profile: None,
         trace: None,
         backtrace: None,
+    })
+}
+
+/// Open the host directories of `specs` (each must exist).
+fn open_mounts(specs: &[MountSpec]) -> Result<Vec<sandbox::Mount>, Error> {
+    specs
+        .iter()
+        .map(|spec| {
+            sandbox::Mount::open(spec).map_err(|source| {
+                Error::Mount(MountSpecError::HostDir {
+                    path: spec.host_dir.clone(),
+                    source,
+                })
+            })
+        })
+        .collect()
+}
+
+/// What a run of the machine left.
+struct Ran {
+    stop: kvm::Stop,
+    exits: ExitStats,
+    samples: Option<profile::Samples>,
+    /// When the last vCPU stopped.
+    stopped: Instant,
+    net: Option<NetReport>,
+    kernel: KernelReport,
+}
+
+/// Run `machine` with the host's signals forwarded to the guest; once no
+/// vCPU runs, stop the devices' threads (before the report and, on an
+/// error, before guest RAM goes) and read the kernel's report.
+fn run_machine(
+    machine: kvm::Machine,
+    ram: &memory::GuestRam,
+    services: &hypercall::Services<'_>,
+    bus: &devices::MmioBus,
+    placement: &affinity::Placement,
+    options: kvm::RunOptions<'_>,
+) -> Result<Ran, Error> {
+    // Ctrl-C and SIGTERM go to the guest while it runs; without the
+    // forwarding (which cannot fail on Linux) they end eremite as before.
+    let forwarding = kvm::host_signals::Forwarding::start(ram, machine.vm_fd()).ok();
+    let run = machine.run(ram, services, bus, placement, options);
+    drop(forwarding);
+    let stopped = Instant::now();
+    let net = bus.shutdown().into_iter().next();
+    let (stop, exits, samples) = run?;
+    let kernel = ram
+        .read_obj::<KernelReport>(layout::BOOT_INFO_ADDR + BootInfo::REPORT_OFFSET as u64)
+        .unwrap_or_default();
+    Ok(Ran {
+        stop,
+        exits,
+        samples,
+        stopped,
+        net,
+        kernel,
     })
 }
 
